@@ -1,0 +1,405 @@
+//! Alerts: related anomalies become one incident, an incident with enough evidence becomes an
+//! alert, and the alert names the most likely origin, a priority, and resolves when things are
+//! quiet again.
+//!
+//! Related means close in time and connected: the same service, services that call each other
+//! (the dependency graph learned from hops), or the same journeys (shared trace ids). The origin
+//! follows how problems travel: latency and errors propagate from callee to caller, so the origin
+//! is the anomalous service none of whose callees is anomalous; traffic loss propagates from caller
+//! to callee, so there it is the anomalous service none of whose callers is.
+
+pub mod render;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::model::anomaly::{Alert, Anomaly, AnomalyKind, Severity};
+use crate::model::time::{Millis, MINUTE_MS};
+
+/// Grouping and raising rules.
+#[derive(Clone, Debug)]
+pub struct AlertConfig {
+    /// Anomalies within this time of an incident's last activity may join it.
+    pub join_gap: Millis,
+    /// A single anomaly at least this score raises at once.
+    pub raise_single: f64,
+    /// Or this much summed score over at least two windows.
+    pub raise_total: f64,
+    /// A pending incident that gathers no more evidence for this long is dropped.
+    pub pending_timeout: Millis,
+    /// An alert with no new anomaly for this long is resolved.
+    pub quiet_to_resolve: Millis,
+    /// An open alert that is still active is notified again after this long.
+    pub realert_interval: Millis,
+    /// A resolved alert whose origin acts up again within this time is reopened, not duplicated.
+    pub reopen_within: Millis,
+    /// Group across services along the dependency graph (false: one alert per service).
+    pub group_related_services: bool,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig {
+            join_gap: 5 * MINUTE_MS,
+            raise_single: 65.0,
+            raise_total: 110.0,
+            pending_timeout: 10 * MINUTE_MS,
+            quiet_to_resolve: 6 * MINUTE_MS,
+            realert_interval: 60 * MINUTE_MS,
+            reopen_within: 15 * MINUTE_MS,
+            group_related_services: true,
+        }
+    }
+}
+
+/// Evidence gathered for one node (`service/provider`) of an incident.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NodeEvidence {
+    pub score: f64,
+    pub by_kind: BTreeMap<AnomalyKind, f64>,
+    pub routes: BTreeMap<String, f64>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Incident {
+    pub id: String,
+    pub anomalies: Vec<Anomaly>,
+    pub anomaly_count: usize,
+    pub nodes: BTreeMap<String, NodeEvidence>,
+    pub traces: FxHashSet<String>,
+    pub windows: BTreeSet<Millis>,
+    pub forecast_windows: BTreeSet<Millis>,
+    pub start: Millis,
+    pub last_activity: Millis,
+    pub evidence: f64,
+    pub max_score: f64,
+    pub max_severity: Severity,
+    pub impact_calls: u64,
+    pub impact_users: u64,
+    pub raised_at: Option<Millis>,
+    pub resolved_at: Option<Millis>,
+    pub last_notified: Millis,
+    pub notifications: u32,
+    pub eta: Option<Millis>,
+    pub only_forecast_when_raised: bool,
+}
+
+const KEEP_ANOMALIES: usize = 200;
+
+impl Incident {
+    fn new(a: &Anomaly) -> Self {
+        Incident {
+            id: Anomaly::make_id(&["alert", &a.id]),
+            anomalies: Vec::new(),
+            anomaly_count: 0,
+            nodes: BTreeMap::new(),
+            traces: FxHashSet::default(),
+            windows: BTreeSet::new(),
+            forecast_windows: BTreeSet::new(),
+            start: a.window_start,
+            last_activity: a.window_end,
+            evidence: 0.0,
+            max_score: 0.0,
+            max_severity: Severity::Low,
+            impact_calls: 0,
+            impact_users: 0,
+            raised_at: None,
+            resolved_at: None,
+            last_notified: 0,
+            notifications: 0,
+            eta: None,
+            only_forecast_when_raised: false,
+        }
+    }
+
+    fn add(&mut self, a: &Anomaly) {
+        let node = format!("{}/{}", a.service, a.provider);
+        let ev = self.nodes.entry(node).or_default();
+        ev.score += a.score;
+        *ev.by_kind.entry(a.kind).or_default() += a.score;
+        if let Some(r) = &a.route {
+            *ev.routes.entry(r.clone()).or_default() += a.score;
+        }
+        self.traces.extend(a.trace_ids.iter().take(3).cloned());
+        self.windows.insert(a.window_start);
+        if a.kind == AnomalyKind::Forecast {
+            self.forecast_windows.insert(a.window_end);
+            self.eta = a.eta.or(self.eta);
+        }
+        self.start = self.start.min(a.window_start);
+        self.last_activity = self.last_activity.max(a.window_end);
+        self.evidence += a.score;
+        self.max_score = self.max_score.max(a.score);
+        self.max_severity = self.max_severity.max(a.severity);
+        self.impact_calls += a.impact_calls;
+        self.impact_users = self.impact_users.max(a.impact_users);
+        self.anomaly_count += 1;
+        if self.anomalies.len() < KEEP_ANOMALIES {
+            self.anomalies.push(a.clone());
+        }
+    }
+
+    fn has_forecast(&self) -> bool {
+        !self.forecast_windows.is_empty()
+    }
+
+    fn only_forecast(&self) -> bool {
+        self.nodes.values().all(|n| n.by_kind.keys().all(|k| *k == AnomalyKind::Forecast))
+    }
+}
+
+/// Groups anomalies into alerts.
+pub struct AlertManager {
+    cfg: AlertConfig,
+    /// Caller → callees, `service/provider` labels.
+    callees: FxHashMap<String, FxHashSet<String>>,
+    callers: FxHashMap<String, FxHashSet<String>>,
+    active: Vec<Incident>,
+    resolved: Vec<Incident>,
+    raised: u64,
+}
+
+impl AlertManager {
+    pub fn new(cfg: AlertConfig) -> Self {
+        AlertManager { cfg, callees: FxHashMap::default(), callers: FxHashMap::default(), active: Vec::new(), resolved: Vec::new(), raised: 0 }
+    }
+
+    /// Records that `caller` calls `callee`.
+    pub fn add_edge(&mut self, caller: String, callee: String) {
+        self.callers.entry(callee.clone()).or_default().insert(caller.clone());
+        self.callees.entry(caller).or_default().insert(callee);
+    }
+
+    /// Alerts raised so far.
+    pub fn raised(&self) -> u64 {
+        self.raised
+    }
+
+    fn connected(&self, a: &str, b: &str) -> bool {
+        a == b
+            || (self.cfg.group_related_services
+                && (self.callees.get(a).is_some_and(|s| s.contains(b)) || self.callers.get(a).is_some_and(|s| s.contains(b))))
+    }
+
+    fn related(&self, inc: &Incident, a: &Anomaly, node: &str) -> bool {
+        if a.window_start > inc.last_activity + self.cfg.join_gap {
+            return false;
+        }
+        if inc.nodes.keys().any(|n| self.connected(n, node)) {
+            return true;
+        }
+        self.cfg.group_related_services && a.trace_ids.iter().any(|t| inc.traces.contains(t))
+    }
+
+    /// Takes the anomalies of a window that ended at `now`; returns alerts that changed.
+    pub fn ingest(&mut self, anomalies: &[Anomaly], now: Millis) -> Vec<Alert> {
+        let mut touched: BTreeSet<usize> = BTreeSet::new();
+        for a in anomalies {
+            let node = format!("{}/{}", a.service, a.provider);
+            let best = (0..self.active.len())
+                .filter(|&i| self.related(&self.active[i], a, &node))
+                .max_by(|&i, &j| self.active[i].evidence.total_cmp(&self.active[j].evidence));
+            let i = match best {
+                Some(i) => i,
+                None => {
+                    // A resolved alert whose origin acts up again soon is reopened.
+                    let reopen = self.resolved.iter().position(|inc| {
+                        inc.resolved_at.is_some_and(|r| a.window_start <= r + self.cfg.reopen_within)
+                            && render::origin(inc, &self.callers, &self.callees).0 == node
+                    });
+                    match reopen {
+                        Some(k) => {
+                            let mut inc = self.resolved.remove(k);
+                            inc.resolved_at = None;
+                            self.active.push(inc);
+                        }
+                        None => self.active.push(Incident::new(a)),
+                    }
+                    self.active.len() - 1
+                }
+            };
+            self.active[i].add(a);
+            touched.insert(i);
+        }
+        let mut changed = Vec::new();
+        for &i in &touched {
+            let inc = &mut self.active[i];
+            if inc.raised_at.is_none() && self.should_raise(&self.active[i]) {
+                let inc = &mut self.active[i];
+                inc.raised_at = Some(now);
+                inc.last_notified = now;
+                inc.notifications = 1;
+                inc.only_forecast_when_raised = inc.only_forecast();
+                self.raised += 1;
+            }
+            let inc = &self.active[i];
+            if inc.raised_at.is_some() {
+                changed.push(render::to_alert(inc, &self.callers, &self.callees));
+            }
+        }
+        changed.extend(self.tick_inner(now, &touched));
+        changed
+    }
+
+    /// Advances time with no new anomalies (resolutions, re-alerts, dropped noise).
+    pub fn tick(&mut self, now: Millis) -> Vec<Alert> {
+        self.tick_inner(now, &BTreeSet::new())
+    }
+
+    fn tick_inner(&mut self, now: Millis, touched: &BTreeSet<usize>) -> Vec<Alert> {
+        let mut changed = Vec::new();
+        let mut keep = Vec::with_capacity(self.active.len());
+        for (i, mut inc) in std::mem::take(&mut self.active).into_iter().enumerate() {
+            let quiet = now - inc.last_activity;
+            match inc.raised_at {
+                None if quiet > self.cfg.pending_timeout => {
+                    tracing::debug!(incident = %inc.id, evidence = inc.evidence, "dropped weak evidence");
+                }
+                None => keep.push(inc),
+                Some(_) if quiet >= self.cfg.quiet_to_resolve => {
+                    inc.resolved_at = Some(inc.last_activity);
+                    changed.push(render::to_alert(&inc, &self.callers, &self.callees));
+                    self.resolved.push(inc);
+                }
+                Some(_) => {
+                    if touched.contains(&i) && now - inc.last_notified >= self.cfg.realert_interval {
+                        inc.last_notified = now;
+                        inc.notifications += 1;
+                        changed.push(render::to_alert(&inc, &self.callers, &self.callees));
+                    }
+                    keep.push(inc);
+                }
+            }
+        }
+        self.active = keep;
+        let horizon = now - self.cfg.reopen_within;
+        self.resolved.retain(|inc| inc.resolved_at.is_some_and(|r| r >= horizon));
+        changed
+    }
+
+    fn should_raise(&self, inc: &Incident) -> bool {
+        if inc.max_score >= self.cfg.raise_single && !inc.only_forecast() {
+            return true;
+        }
+        if inc.has_forecast() && inc.forecast_windows.len() >= 2 {
+            return true;
+        }
+        inc.evidence >= self.cfg.raise_total && inc.windows.len() >= 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::anomaly::Severity;
+
+    fn anomaly(service: &str, kind: AnomalyKind, score: f64, t: Millis) -> Anomaly {
+        Anomaly {
+            timestamp: t,
+            id: Anomaly::make_id(&[service, kind.as_str(), &t.to_string()]),
+            kind,
+            detector: "baseline".into(),
+            score,
+            severity: Severity::from_score(score),
+            window_start: t,
+            window_end: t + MINUTE_MS,
+            service: service.into(),
+            provider: "aws".into(),
+            route: None,
+            metric: None,
+            actual: Some(2.0),
+            expected: Some(1.0),
+            reason: format!("{service} is slow"),
+            contributors: vec![],
+            hop_from: None,
+            impact_calls: 100,
+            impact_users: 20,
+            eta: None,
+            trace_ids: vec![],
+            user_ids: vec![],
+        }
+    }
+
+    fn manager() -> AlertManager {
+        let mut m = AlertManager::new(AlertConfig::default());
+        m.add_edge("gateway/aws".into(), "orders/aws".into());
+        m.add_edge("orders/aws".into(), "payments/aws".into());
+        m
+    }
+
+    #[test]
+    fn a_cascade_is_one_alert_naming_the_deepest_service() {
+        let mut m = manager();
+        let t = 10 * MINUTE_MS;
+        let batch = vec![
+            anomaly("gateway", AnomalyKind::Latency, 80.0, t),
+            anomaly("orders", AnomalyKind::Latency, 70.0, t),
+            anomaly("payments", AnomalyKind::Latency, 60.0, t),
+        ];
+        let out = m.ingest(&batch, t + MINUTE_MS);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].service, "payments");
+        assert_eq!(out[0].services.len(), 3);
+        assert_eq!(out[0].status, AlertStatus::Open);
+        assert_eq!(m.raised(), 1);
+    }
+
+    #[test]
+    fn traffic_loss_points_at_the_caller() {
+        let mut m = manager();
+        let t = 0;
+        let batch = vec![anomaly("orders", AnomalyKind::Traffic, 70.0, t), anomaly("gateway", AnomalyKind::Traffic, 60.0, t)];
+        let out = m.ingest(&batch, MINUTE_MS);
+        assert_eq!(out[0].service, "gateway");
+    }
+
+    #[test]
+    fn weak_single_anomalies_do_not_alert() {
+        let mut m = manager();
+        let out = m.ingest(&[anomaly("orders", AnomalyKind::Latency, 40.0, 0)], MINUTE_MS);
+        assert!(out.is_empty());
+        assert!(m.tick(30 * MINUTE_MS).is_empty());
+        assert_eq!(m.raised(), 0);
+    }
+
+    #[test]
+    fn persistent_moderate_evidence_alerts_then_resolves() {
+        let mut m = manager();
+        let mut raised = None;
+        for k in 0..3 {
+            let t = k * MINUTE_MS;
+            let out = m.ingest(&[anomaly("orders", AnomalyKind::Errors, 45.0, t)], t + MINUTE_MS);
+            if raised.is_none() && !out.is_empty() {
+                raised = Some(k);
+            }
+        }
+        assert_eq!(raised, Some(2));
+        let out = m.tick(20 * MINUTE_MS);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].status, AlertStatus::Resolved);
+        assert_eq!(out[0].end, Some(3 * MINUTE_MS));
+    }
+
+    #[test]
+    fn unrelated_services_are_separate_alerts() {
+        let mut m = manager();
+        m.add_edge("gateway/aws".into(), "search/gcp".into());
+        let mut a = anomaly("search", AnomalyKind::Errors, 90.0, 0);
+        a.provider = "gcp".into();
+        let out = m.ingest(&[anomaly("payments", AnomalyKind::Errors, 90.0, 0), a], MINUTE_MS);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn a_flapping_origin_reopens_the_same_alert() {
+        let mut m = manager();
+        let first = m.ingest(&[anomaly("orders", AnomalyKind::Errors, 90.0, 0)], MINUTE_MS);
+        let resolved = m.tick(8 * MINUTE_MS);
+        assert_eq!(resolved[0].status, AlertStatus::Resolved);
+        let again = m.ingest(&[anomaly("orders", AnomalyKind::Errors, 90.0, 10 * MINUTE_MS)], 11 * MINUTE_MS);
+        assert_eq!(again[0].id, first[0].id);
+        assert_eq!(again[0].status, AlertStatus::Open);
+        assert_eq!(m.raised(), 1);
+    }
+}

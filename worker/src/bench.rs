@@ -1,0 +1,84 @@
+//! Measurements that need no test harness: `detect` throughput and peak memory against a peer
+//! (reading and parsing the same file with no detection: the limit any detector can approach),
+//! and the isolation forest on a CSV table, for side-by-side runs with scikit-learn.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use ndarray::Array2;
+
+use crate::detect::iforest::{roc_auc, ForestParams, IsolationForest};
+use crate::source::{EventSource, NdjsonSource};
+
+/// Peak resident memory of this process so far, in MiB (Linux), from `/proc/self/status`.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Reads and parses every event of `path` and does nothing else; returns (events, seconds).
+pub fn parse_only(path: &Path) -> anyhow::Result<(u64, f64)> {
+    let t = Instant::now();
+    let mut src = NdjsonSource::new(vec![path.to_owned()]);
+    let mut batch = Vec::with_capacity(4096);
+    let mut n = 0u64;
+    loop {
+        batch.clear();
+        let more = src.next_batch(&mut batch, 4096)?;
+        n += batch.len() as u64;
+        if !more {
+            break;
+        }
+    }
+    Ok((n, t.elapsed().as_secs_f64()))
+}
+
+/// A numeric CSV whose last column is the 0/1 label; a header line is skipped.
+pub fn read_labelled_csv(path: &Path) -> anyhow::Result<(Array2<f64>, Vec<bool>)> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut rows: Vec<Vec<f64>> = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line?;
+        let vals: Result<Vec<f64>, _> = line.split(',').map(|x| x.trim().parse::<f64>()).collect();
+        match vals {
+            Ok(v) if !v.is_empty() => rows.push(v),
+            _ if i == 0 => continue,
+            _ => anyhow::bail!("{}:{}: not a row of numbers", path.display(), i + 1),
+        }
+    }
+    let nc = rows.first().map_or(0, Vec::len);
+    anyhow::ensure!(nc >= 2, "{}: needs feature columns and a label column", path.display());
+    let data = Array2::from_shape_fn((rows.len(), nc - 1), |(i, j)| rows[i][j]);
+    let labels = rows.iter().map(|r| r[nc - 1] > 0.5).collect();
+    Ok((data, labels))
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ForestBench {
+    pub rows: usize,
+    pub features: usize,
+    pub auc: f64,
+    pub fit_s: f64,
+    pub score_s: f64,
+}
+
+/// Fits on all rows and scores all rows (unsupervised), timing each step; AUC over seeds' mean.
+pub fn forest_bench(data: &Array2<f64>, labels: &[bool], params: ForestParams, repeats: usize) -> ForestBench {
+    let (mut auc, mut fit_s, mut score_s) = (0.0, 0.0, 0.0);
+    for r in 0..repeats.max(1) {
+        let p = ForestParams { seed: params.seed + r as u64, ..params };
+        let t = Instant::now();
+        let f = IsolationForest::fit(data.view(), p);
+        fit_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let s = f.score_rows(data.view());
+        score_s += t.elapsed().as_secs_f64();
+        auc += roc_auc(&s, labels);
+    }
+    let k = repeats.max(1) as f64;
+    ForestBench { rows: data.nrows(), features: data.ncols(), auc: auc / k, fit_s: fit_s / k, score_s: score_s / k }
+}

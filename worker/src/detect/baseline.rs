@@ -1,0 +1,369 @@
+//! Robust statistical baselines per entity and metric. Each series keeps its recent values; a new
+//! window is compared with their median and MAD (log scale for latency and payload sizes), with a
+//! binomial test for error rates and a Poisson-style test for call counts. It starts scoring after
+//! [`MIN_HISTORY`] windows with a wider tolerance that narrows as history grows (useful within the
+//! first minutes of a new entity). Once a series has a day of history, a time-of-day profile shifts
+//! the expectation by the usual change between the recent past and this hour.
+//! Anomalous values enter the history clamped, so an incident does not teach itself as normal.
+
+use rustc_hash::FxHashMap;
+
+use super::stats::{median_mad, score_from_z, Ring};
+use super::{entity_label, fmt_bytes, fmt_ms, fmt_pct, Detector, Finding, WindowContext};
+use crate::model::anomaly::{AnomalyKind, Anomaly, Contributor};
+use crate::model::time::{Millis, DAY_MS, HOUR_MS};
+use crate::model::{EntityKind, WindowStat};
+
+/// Windows of history before a series is scored.
+pub const MIN_HISTORY: usize = 5;
+/// Windows of history kept.
+const HISTORY: usize = 45;
+/// Minimum calls in a window for its quantiles and rates to mean something.
+const MIN_CALLS: u64 = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Metric {
+    Count,
+    Rate5xx,
+    Rate4xx,
+    P95,
+    RespBytes,
+    ReqBytes,
+}
+
+impl Metric {
+    fn name(self) -> &'static str {
+        match self {
+            Metric::Count => "calls",
+            Metric::Rate5xx => "errors.5xx_rate",
+            Metric::Rate4xx => "errors.4xx_rate",
+            Metric::P95 => "latency.p95",
+            Metric::RespBytes => "payload.response_bytes",
+            Metric::ReqBytes => "payload.request_bytes",
+        }
+    }
+    fn for_kind(kind: EntityKind) -> &'static [Metric] {
+        match kind {
+            EntityKind::Service => &[Metric::Count, Metric::Rate5xx, Metric::Rate4xx, Metric::P95, Metric::RespBytes],
+            EntityKind::Route => &[Metric::Rate5xx, Metric::P95, Metric::RespBytes, Metric::ReqBytes],
+            EntityKind::Hop => &[Metric::Rate5xx, Metric::P95],
+        }
+    }
+}
+
+/// Hourly profile of a series' level (log scale), learned as the days pass.
+#[derive(Clone, Debug)]
+struct DayProfile {
+    slots: [f64; 24],
+    seen: [u32; 24],
+}
+
+impl DayProfile {
+    fn update(&mut self, t: Millis, v: f64) {
+        let h = (t.rem_euclid(DAY_MS) / HOUR_MS) as usize;
+        self.seen[h] += 1;
+        let a = (1.0 / f64::from(self.seen[h])).max(0.05);
+        self.slots[h] += a * (v - self.slots[h]);
+    }
+    /// Profile level at `t`, interpolated between hour centres.
+    fn at(&self, t: Millis) -> f64 {
+        let h = (t.rem_euclid(DAY_MS) as f64 / HOUR_MS as f64) - 0.5;
+        let h0 = h.floor().rem_euclid(24.0) as usize;
+        let h1 = (h0 + 1) % 24;
+        let f = h - h.floor();
+        self.slots[h0] * (1.0 - f) + self.slots[h1] * f
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Series {
+    history: Ring,
+    first: Millis,
+    profile: DayProfile,
+}
+
+impl Series {
+    fn new(t: Millis) -> Self {
+        Series { history: Ring::new(HISTORY), first: t, profile: DayProfile { slots: [0.0; 24], seen: [0; 24] } }
+    }
+    /// Seasonal shift (log scale) between the centre of the recent history and `t`.
+    fn seasonal_shift(&self, t: Millis, width: Millis) -> f64 {
+        if t - self.first < DAY_MS || self.profile.seen.iter().any(|&s| s == 0) {
+            return 0.0;
+        }
+        let centre = t - width * self.history.len() as Millis / 2;
+        (self.profile.at(t) - self.profile.at(centre)).clamp(-0.7, 0.7)
+    }
+}
+
+/// The statistical baseline detector.
+#[derive(Default)]
+pub struct BaselineDetector {
+    series: FxHashMap<(u32, Metric), Series>,
+}
+
+struct Verdict {
+    z: f64,
+    actual: f64,
+    expected: f64,
+    /// The value to remember (clamped when anomalous).
+    remember: f64,
+    flagged: bool,
+}
+
+fn log_metric(series: &Series, x: f64, shift: f64, min_ratio: f64, both_ways: bool) -> Option<Verdict> {
+    let h = series.history.values();
+    let (m, s) = median_mad(h);
+    let m = m + shift;
+    let sigma = s.max(0.08) * (1.0 + 4.0 / h.len() as f64);
+    let lx = x.max(1e-9).ln();
+    let z = (lx - m) / sigma;
+    let ratio = (lx - m).exp();
+    let up = z >= 4.5 && ratio >= min_ratio;
+    let down = both_ways && z <= -4.5 && ratio <= 1.0 / min_ratio;
+    let remember = lx.clamp(m - 3.0 * sigma, m + 3.0 * sigma) - shift;
+    Some(Verdict { z: z.abs(), actual: x, expected: m.exp(), remember, flagged: up || down })
+}
+
+fn rate_metric(series: &Series, k: u64, n: u64) -> Option<Verdict> {
+    let h = series.history.values();
+    let p0 = (h.iter().sum::<f64>() / h.len() as f64).max(0.002);
+    let n_f = n as f64;
+    let rate = k as f64 / n_f;
+    let sd = (n_f * p0 * (1.0 - p0)).sqrt().max(1e-9);
+    let z = (k as f64 - n_f * p0) / sd;
+    let flagged = z >= 5.0 && k >= 4 && rate >= 3.0 * p0 && rate - p0 >= 0.02;
+    let remember = rate.min(p0 + 3.0 * (p0 * (1.0 - p0) / n_f).sqrt());
+    Some(Verdict { z, actual: rate, expected: p0, remember, flagged })
+}
+
+fn count_metric(series: &Series, k: u64, shift: f64) -> Option<Verdict> {
+    let h = series.history.values();
+    let (m, s) = median_mad(h);
+    let lambda = m * shift.exp();
+    if lambda < 20.0 {
+        return Some(Verdict { z: 0.0, actual: k as f64, expected: lambda, remember: k as f64, flagged: false });
+    }
+    let sigma = lambda.sqrt().max(s) * (1.0 + 4.0 / h.len() as f64);
+    let k_f = k as f64;
+    let z = (k_f - lambda) / sigma;
+    let drop = k_f <= 0.5 * lambda && z <= -5.0;
+    let spike = k_f >= 3.0 * lambda && z >= 6.0;
+    let remember = k_f.clamp(lambda - 3.0 * sigma, lambda + 3.0 * sigma) / shift.exp();
+    Some(Verdict { z: z.abs(), actual: k_f, expected: lambda, remember, flagged: drop || spike })
+}
+
+impl BaselineDetector {
+    fn evaluate(&mut self, st: &WindowStat, metric: Metric, width: Millis) -> Option<Verdict> {
+        let series = self.series.entry((st.entity, metric)).or_insert_with(|| Series::new(st.start));
+        let enough = st.count >= MIN_CALLS;
+        let value = match metric {
+            Metric::Count => Some(st.count as f64),
+            Metric::P95 if enough => Some(st.p95_ms),
+            Metric::RespBytes if enough && st.mean_response_bytes > 0.0 => Some(st.mean_response_bytes),
+            Metric::ReqBytes if enough && st.mean_request_bytes > 0.0 => Some(st.mean_request_bytes),
+            Metric::Rate5xx | Metric::Rate4xx if enough => Some(0.0),
+            _ => None,
+        }?;
+        let log_scale = matches!(metric, Metric::Count | Metric::P95 | Metric::RespBytes | Metric::ReqBytes);
+        if series.history.len() < MIN_HISTORY {
+            let v = match metric {
+                Metric::Count => value,
+                Metric::Rate5xx => st.rate_5xx(),
+                Metric::Rate4xx => st.rate_4xx(),
+                _ => value.max(1e-9).ln(),
+            };
+            series.history.push(v);
+            if log_scale {
+                series.profile.update(st.start, value.max(1e-9).ln());
+            }
+            return None;
+        }
+        let shift = if log_scale { series.seasonal_shift(st.start, width) } else { 0.0 };
+        let verdict = match metric {
+            Metric::Count => count_metric(series, st.count, shift),
+            Metric::Rate5xx => rate_metric(series, st.errors_5xx, st.count),
+            Metric::Rate4xx => rate_metric(series, st.errors_4xx, st.count),
+            Metric::P95 => log_metric(series, value, shift, 1.6, false),
+            Metric::RespBytes | Metric::ReqBytes => log_metric(series, value, shift, 2.5, true),
+        }?;
+        series.history.push(verdict.remember);
+        if log_scale && !verdict.flagged {
+            series.profile.update(st.start, value.max(1e-9).ln());
+        }
+        Some(verdict)
+    }
+}
+
+impl Detector for BaselineDetector {
+    fn name(&self) -> &'static str {
+        "baseline"
+    }
+
+    fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
+        let width = w.end - w.start;
+        for st in w.stats {
+            for &metric in Metric::for_kind(st.key.kind()) {
+                let Some(v) = self.evaluate(st, metric, width) else { continue };
+                if !v.flagged {
+                    continue;
+                }
+                let label = entity_label(w.names, &st.key);
+                let (kind, reason) = describe(metric, &label, &v, st);
+                let mut f = Finding::new(kind, "baseline", st.key, (w.start, w.end));
+                f.score = score_from_z(v.z) * if metric == Metric::Rate4xx { 0.7 } else { 1.0 };
+                f.metric = metric.name();
+                f.actual = Some(v.actual);
+                f.expected = Some(v.expected);
+                f.reason = reason;
+                f.contributors = vec![Contributor {
+                    name: metric.name().to_owned(),
+                    share: 1.0,
+                    actual: Some(super::round3(v.actual)),
+                    expected: Some(super::round3(v.expected)),
+                }];
+                f.impact_calls = match metric {
+                    Metric::Rate5xx => st.errors_5xx,
+                    Metric::Rate4xx => st.errors_4xx,
+                    Metric::Count => (v.expected - v.actual).abs().round() as u64,
+                    _ => st.count,
+                };
+                f.impact_users = st.users;
+                f.trace_ids = st.example_traces.clone();
+                out.push(f.into_anomaly(w.names));
+            }
+        }
+    }
+}
+
+fn describe(metric: Metric, label: &str, v: &Verdict, st: &WindowStat) -> (AnomalyKind, String) {
+    let ratio = v.actual / v.expected.max(1e-9);
+    match metric {
+        Metric::P95 => (
+            AnomalyKind::Latency,
+            format!(
+                "p95 latency of {label} was {}, expected about {} ({ratio:.1}x usual, {} calls in the window)",
+                fmt_ms(v.actual),
+                fmt_ms(v.expected),
+                st.count
+            ),
+        ),
+        Metric::Rate5xx | Metric::Rate4xx => (
+            AnomalyKind::Errors,
+            format!(
+                "{} of {} calls to {label} failed with {} ({}), expected about {}",
+                if metric == Metric::Rate5xx { st.errors_5xx } else { st.errors_4xx },
+                st.count,
+                if metric == Metric::Rate5xx { "5xx" } else { "4xx" },
+                fmt_pct(v.actual),
+                fmt_pct(v.expected)
+            ),
+        ),
+        Metric::Count => (
+            AnomalyKind::Traffic,
+            format!(
+                "{label} received {} calls in the window, expected about {:.0} ({})",
+                v.actual,
+                v.expected,
+                if ratio < 1.0 { format!("{:.0}% fewer", (1.0 - ratio) * 100.0) } else { format!("{ratio:.1}x more") }
+            ),
+        ),
+        Metric::RespBytes | Metric::ReqBytes => (
+            AnomalyKind::Request,
+            format!(
+                "mean {} size of {label} was {}, expected about {} ({ratio:.1}x usual)",
+                if metric == Metric::RespBytes { "response" } else { "request" },
+                fmt_bytes(v.actual),
+                fmt_bytes(v.expected)
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EntityKey, Interner};
+
+    fn stat(names: &mut Interner, t: Millis, count: u64, e5: u64, p95: f64) -> WindowStat {
+        WindowStat {
+            entity: 0,
+            key: EntityKey::Service { service: names.intern("payments"), provider: names.intern("aws") },
+            start: t,
+            end: t + 60_000,
+            count,
+            errors_4xx: 0,
+            errors_5xx: e5,
+            p50_ms: p95 / 2.0,
+            p95_ms: p95,
+            p99_ms: p95 * 1.5,
+            mean_request_bytes: 500.0,
+            mean_response_bytes: 2000.0,
+            users: count / 2,
+            example_traces: vec!["t1".into()],
+        }
+    }
+
+    fn run(d: &mut BaselineDetector, names: &mut Interner, windows: &[(u64, u64, f64)]) -> Vec<Vec<Anomaly>> {
+        windows
+            .iter()
+            .enumerate()
+            .map(|(i, &(c, e, p))| {
+                let t = i as Millis * 60_000;
+                let st = stat(names, t, c, e, p);
+                let mut out = Vec::new();
+                d.close_window(&WindowContext { start: t, end: t + 60_000, stats: &[st], names }, &mut out);
+                out
+            })
+            .collect()
+    }
+
+    #[test]
+    fn latency_spike_is_found_within_the_first_minutes() {
+        let mut names = Interner::default();
+        let mut d = BaselineDetector::default();
+        let mut w: Vec<(u64, u64, f64)> = (0..8).map(|i| (200, 1, 100.0 + (i % 3) as f64 * 5.0)).collect();
+        w.push((200, 1, 600.0));
+        let out = run(&mut d, &mut names, &w);
+        assert!(out[..8].iter().all(Vec::is_empty), "quiet warm-up: {out:?}");
+        let last = &out[8];
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].kind, AnomalyKind::Latency);
+        assert!(last[0].reason.contains("p95 latency of payments/aws was 600 ms"), "{}", last[0].reason);
+    }
+
+    #[test]
+    fn error_burst_and_traffic_drop() {
+        let mut names = Interner::default();
+        let mut d = BaselineDetector::default();
+        let mut w: Vec<(u64, u64, f64)> = (0..20).map(|_| (300, 1, 100.0)).collect();
+        w.push((300, 60, 100.0));
+        w.push((40, 0, 100.0));
+        let out = run(&mut d, &mut names, &w);
+        assert!(out[..20].iter().all(Vec::is_empty));
+        assert_eq!(out[20][0].kind, AnomalyKind::Errors);
+        assert_eq!(out[21][0].kind, AnomalyKind::Traffic);
+    }
+
+    #[test]
+    fn noise_alone_raises_nothing() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let mut names = Interner::default();
+        let mut d = BaselineDetector::default();
+        let w: Vec<(u64, u64, f64)> = (0..600)
+            .map(|_| (rng.gen_range(180..220), rng.gen_range(0..3), rng.gen_range(90.0..130.0)))
+            .collect();
+        let n: usize = run(&mut d, &mut names, &w).iter().map(Vec::len).sum();
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn day_profile_interpolates() {
+        let mut p = DayProfile { slots: [0.0; 24], seen: [1; 24] };
+        p.slots[1] = 1.0;
+        // Centre of hour 1 is 01:30.
+        assert!((p.at(90 * 60_000) - 1.0).abs() < 1e-9);
+        assert!((p.at(60 * 60_000) - 0.5).abs() < 1e-9);
+    }
+}

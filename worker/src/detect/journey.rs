@@ -1,0 +1,215 @@
+//! Request journeys. Spans are gathered by trace id until the journey has been quiet for
+//! [`JOURNEY_TIMEOUT`]; then each call hop (caller → callee, from parent and span ids) gets its
+//! latency and its share of the journey's end-to-end latency. A hop far slower than its own
+//! baseline, or the deepest failing call when the journey failed, marks the journey and names
+//! that hop. Marked journeys are counted per hop and window, and a hop that marks a material share
+//! of the journeys through it is reported, with example traces and the hops' latency shares.
+
+use rustc_hash::FxHashMap;
+
+use super::stats::{score_from_z, Ewm};
+use super::{entity_label, fmt_ms, CallContext, Detector, Finding, WindowContext};
+use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
+use crate::model::time::Millis;
+use crate::model::EntityKey;
+
+/// Quiet time after which a journey is considered complete.
+pub const JOURNEY_TIMEOUT: Millis = 30_000;
+/// Spans kept per journey (a runaway trace cannot grow memory without limit).
+const MAX_SPANS: usize = 256;
+
+#[derive(Clone, Copy)]
+struct Span {
+    span: u64,
+    parent: Option<u64>,
+    hop: Option<u32>,
+    duration_ms: f64,
+    failed: bool,
+}
+
+struct Journey {
+    trace_id: String,
+    user_id: Option<String>,
+    last_seen: Millis,
+    spans: Vec<Span>,
+}
+
+#[derive(Default)]
+struct HopWindow {
+    journeys: u64,
+    slow: u64,
+    failing: u64,
+    durations: Vec<f64>,
+    shares: Vec<f64>,
+    traces: Vec<String>,
+    users: FxHashMap<String, ()>,
+}
+
+/// The journey detector.
+#[derive(Default)]
+pub struct JourneyDetector {
+    open: FxHashMap<u64, Journey>,
+    /// Per hop entity: the hop's key, log-latency baseline and failure-rate baseline.
+    hops: FxHashMap<u32, (EntityKey, Ewm, Ewm)>,
+    window: FxHashMap<u32, HopWindow>,
+    /// Journeys completed in total (for summaries).
+    pub completed: u64,
+}
+
+impl JourneyDetector {
+    fn finish(&mut self, j: Journey) {
+        self.completed += 1;
+        let by_span: FxHashMap<u64, usize> = j.spans.iter().enumerate().map(|(i, s)| (s.span, i)).collect();
+        let root = j.spans.iter().find(|s| s.parent.is_none_or(|p| !by_span.contains_key(&p)));
+        let Some(root) = root else { return };
+        let total = root.duration_ms.max(1e-3);
+        let failed_journey = root.failed;
+        // The deepest failing call: failed, and none of its children failed.
+        let mut has_failing_child = vec![false; j.spans.len()];
+        for s in &j.spans {
+            if let Some(pi) = s.parent.and_then(|p| by_span.get(&p)) {
+                if s.failed {
+                    has_failing_child[*pi] = true;
+                }
+            }
+        }
+        let mut marked: Option<(u32, bool)> = None;
+        let mut worst_excess = 0.0;
+        for (i, s) in j.spans.iter().enumerate() {
+            let Some(hop) = s.hop else { continue };
+            let Some((_, lat, fail)) = self.hops.get(&hop) else { continue };
+            let w = self.window.entry(hop).or_default();
+            w.journeys += 1;
+            w.durations.push(s.duration_ms);
+            w.shares.push(s.duration_ms / total);
+            if lat.n < 50 {
+                continue;
+            }
+            let ln = s.duration_ms.max(1e-3).ln();
+            let z = (ln - lat.mean) / lat.std().max(0.15);
+            let excess = s.duration_ms - lat.mean.exp();
+            if z >= 4.0 && excess > 20.0 && excess > worst_excess {
+                worst_excess = excess;
+                marked = Some((hop, false));
+            }
+            if failed_journey && s.failed && !has_failing_child[i] && fail.mean < 0.2 && marked.is_none_or(|(_, f)| !f) {
+                marked = Some((hop, true));
+            }
+        }
+        for s in &j.spans {
+            let Some(hop) = s.hop else { continue };
+            if let Some((_, lat, fail)) = self.hops.get_mut(&hop) {
+                let is_marked = marked.is_some_and(|(h, _)| h == hop);
+                if !is_marked {
+                    lat.update(s.duration_ms.max(1e-3).ln(), 0.01);
+                }
+                fail.update(if s.failed { 1.0 } else { 0.0 }, 0.01);
+            }
+        }
+        if let Some((hop, failing)) = marked {
+            let w = self.window.entry(hop).or_default();
+            if failing {
+                w.failing += 1;
+            } else {
+                w.slow += 1;
+            }
+            if w.traces.len() < 3 {
+                w.traces.push(j.trace_id.clone());
+            }
+            if let Some(u) = j.user_id {
+                w.users.insert(u, ());
+            }
+        }
+    }
+}
+
+impl Detector for JourneyDetector {
+    fn name(&self) -> &'static str {
+        "journey"
+    }
+
+    fn observe(&mut self, c: &CallContext<'_>) {
+        let (Some(trace), Some(span)) = (c.trace, c.span) else { return };
+        if let (Some(hop), Some(caller)) = (c.hop_entity, c.caller) {
+            self.hops.entry(hop).or_insert_with(|| {
+                (EntityKey::Hop { from: caller, to: (c.service, c.provider) }, Ewm::default(), Ewm::default())
+            });
+        }
+        let j = self.open.entry(trace).or_insert_with(|| Journey {
+            trace_id: c.event.trace_id.clone().unwrap_or_default(),
+            user_id: None,
+            last_seen: c.event.timestamp,
+            spans: Vec::new(),
+        });
+        j.last_seen = j.last_seen.max(c.event.timestamp);
+        if j.user_id.is_none() {
+            j.user_id = c.event.user_id.clone();
+        }
+        if j.spans.len() < MAX_SPANS {
+            j.spans.push(Span {
+                span,
+                parent: c.parent,
+                hop: c.hop_entity,
+                duration_ms: c.event.duration_ms(),
+                failed: c.event.is_5xx(),
+            });
+        }
+    }
+
+    fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
+        let cutoff = w.end - JOURNEY_TIMEOUT;
+        let done: Vec<u64> = self.open.iter().filter(|(_, j)| j.last_seen < cutoff).map(|(k, _)| *k).collect();
+        for k in done {
+            if let Some(j) = self.open.remove(&k) {
+                self.finish(j);
+            }
+        }
+        let mut hops: Vec<_> = std::mem::take(&mut self.window).into_iter().collect();
+        hops.sort_by_key(|(h, _)| *h);
+        for (hop, mut hw) in hops {
+            let marked = hw.slow + hw.failing;
+            if hw.journeys == 0 || marked < 5 || (marked as f64) < 0.2 * hw.journeys as f64 {
+                continue;
+            }
+            let Some((key, lat, fail)) = self.hops.get(&hop) else { continue };
+            let frac = marked as f64 / hw.journeys as f64;
+            let med = super::stats::median_in_place(&mut hw.durations);
+            let share = super::stats::median_in_place(&mut hw.shares);
+            let usual = lat.mean.exp();
+            let label = entity_label(w.names, key);
+            let cross = match key {
+                EntityKey::Hop { from, to } if from.1 != to.1 => " cross-provider",
+                _ => "",
+            };
+            let mut f = Finding::new(AnomalyKind::Journey, "journey", *key, (w.start, w.end));
+            let z = frac * (hw.journeys as f64).sqrt() / (fail.mean.max(0.01)).sqrt();
+            f.score = score_from_z(z.min(40.0)).max(40.0);
+            if hw.failing >= hw.slow {
+                f.metric = "journey.failing_hop";
+                f.actual = Some(frac);
+                f.expected = Some(fail.mean);
+                f.reason = format!(
+                    "in {marked} of {} journeys through the{cross} hop {label} this hop was the first to fail (usually {:.1}% of its calls fail)",
+                    hw.journeys,
+                    fail.mean * 100.0
+                );
+            } else {
+                f.metric = "journey.slow_hop";
+                f.actual = Some(med);
+                f.expected = Some(usual);
+                f.reason = format!(
+                    "in {marked} of {} journeys the{cross} hop {label} was the slow step: median {} (usually {}), {:.0}% of the journey's latency",
+                    hw.journeys,
+                    fmt_ms(med),
+                    fmt_ms(usual),
+                    share * 100.0
+                );
+            }
+            f.contributors = vec![Contributor { name: label, share, actual: Some(super::round3(med)), expected: Some(super::round3(usual)) }];
+            f.impact_calls = marked;
+            f.impact_users = hw.users.len() as u64;
+            f.trace_ids = hw.traces;
+            out.push(f.into_anomaly(w.names));
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Detectors. Each one sits behind the small [`Detector`] trait: it observes calls as they pass
+//! (in time order) and, when a window closes, reports what it found as [`Anomaly`] documents.
+//!
+//! Adding a detector: implement [`Detector`] in a new module, add a variant to
+//! [`DetectorKind`], and build it in [`build_detectors`]. Nothing else changes: the pipeline
+//! feeds it, and the alert manager groups its findings with everyone else's.
+
+pub mod baseline;
+pub mod forecast;
+pub mod iforest;
+pub mod journey;
+pub mod request;
+pub mod routes;
+pub mod sequence;
+pub mod static_rule;
+pub mod stats;
+pub mod window_forest;
+
+use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor, Severity};
+use crate::model::time::Millis;
+use crate::model::{EntityKey, Event, Interner, Sym, WindowStat};
+
+/// One call, with what the pipeline derived for it.
+pub struct CallContext<'a> {
+    pub event: &'a Event,
+    pub service: Sym,
+    pub provider: Sym,
+    pub route: Sym,
+    pub route_entity: u32,
+    /// The caller (service, provider) and the hop entity, when the parent span was seen.
+    pub caller: Option<(Sym, Sym)>,
+    pub hop_entity: Option<u32>,
+    /// Hashes of ids, so detectors key maps by integers.
+    pub user: Option<u64>,
+    pub trace: Option<u64>,
+    pub span: Option<u64>,
+    pub parent: Option<u64>,
+    pub names: &'a Interner,
+}
+
+/// A closed window: the statistics of every active entity.
+pub struct WindowContext<'a> {
+    pub start: Millis,
+    pub end: Millis,
+    pub stats: &'a [WindowStat],
+    pub names: &'a Interner,
+}
+
+/// A detector: watches calls and windows, reports anomalies when a window closes.
+pub trait Detector: Send {
+    fn name(&self) -> &'static str;
+    /// Called for every call, in time order.
+    fn observe(&mut self, _call: &CallContext<'_>) {}
+    /// Called when a window closes; findings go to `out`.
+    fn close_window(&mut self, window: &WindowContext<'_>, out: &mut Vec<Anomaly>);
+}
+
+/// The detectors a run can use (`--detectors`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    Baseline,
+    IsolationForest,
+    Sequence,
+    Journey,
+    Forecast,
+    /// The rule shops use today, for comparison: p95 > 3x warm-up p95 or 5xx rate > 5%.
+    StaticRule,
+}
+
+impl DetectorKind {
+    pub const DEFAULT: [DetectorKind; 5] = [
+        DetectorKind::Baseline,
+        DetectorKind::IsolationForest,
+        DetectorKind::Sequence,
+        DetectorKind::Journey,
+        DetectorKind::Forecast,
+    ];
+}
+
+/// Builds the chosen detectors.
+pub fn build_detectors(kinds: &[DetectorKind], seed: u64) -> Vec<Box<dyn Detector>> {
+    let mut v: Vec<Box<dyn Detector>> = Vec::new();
+    for k in kinds {
+        match k {
+            DetectorKind::Baseline => v.push(Box::new(baseline::BaselineDetector::default())),
+            DetectorKind::IsolationForest => {
+                v.push(Box::new(request::RequestForestDetector::new(seed)));
+                v.push(Box::new(window_forest::WindowForestDetector::new(seed ^ 0x5eed)));
+            }
+            DetectorKind::Sequence => v.push(Box::new(sequence::SequenceDetector::new(sequence::MarkovModel::default()))),
+            DetectorKind::Journey => v.push(Box::new(journey::JourneyDetector::default())),
+            DetectorKind::Forecast => v.push(Box::new(forecast::ForecastDetector::default())),
+            DetectorKind::StaticRule => v.push(Box::new(static_rule::StaticRuleDetector::default())),
+        }
+    }
+    v
+}
+
+/// `service/provider`.
+pub fn node_label(names: &Interner, (s, p): (Sym, Sym)) -> String {
+    format!("{}/{}", names.name(s), names.name(p))
+}
+
+/// A human label for an entity: `payments/aws`, `payments/aws /pay`, `gateway/onprem → payments/aws`.
+pub fn entity_label(names: &Interner, key: &EntityKey) -> String {
+    match *key {
+        EntityKey::Service { service, provider } => node_label(names, (service, provider)),
+        EntityKey::Route { service, provider, route } => {
+            format!("{} {}", node_label(names, (service, provider)), names.name(route))
+        }
+        EntityKey::Hop { from, to } => format!("{} → {}", node_label(names, from), node_label(names, to)),
+    }
+}
+
+/// What a detector knows about a finding; [`Finding::into_anomaly`] fills in ids and names.
+pub struct Finding {
+    pub kind: AnomalyKind,
+    pub detector: &'static str,
+    pub score: f64,
+    pub window_start: Millis,
+    pub window_end: Millis,
+    pub entity: EntityKey,
+    pub metric: &'static str,
+    pub actual: Option<f64>,
+    pub expected: Option<f64>,
+    pub reason: String,
+    pub contributors: Vec<Contributor>,
+    pub impact_calls: u64,
+    pub impact_users: u64,
+    pub trace_ids: Vec<String>,
+    pub user_ids: Vec<String>,
+    pub eta: Option<Millis>,
+}
+
+impl Finding {
+    pub fn new(kind: AnomalyKind, detector: &'static str, entity: EntityKey, window: (Millis, Millis)) -> Self {
+        Finding {
+            kind,
+            detector,
+            score: 0.0,
+            window_start: window.0,
+            window_end: window.1,
+            entity,
+            metric: "",
+            actual: None,
+            expected: None,
+            reason: String::new(),
+            contributors: Vec::new(),
+            impact_calls: 0,
+            impact_users: 0,
+            trace_ids: Vec::new(),
+            user_ids: Vec::new(),
+            eta: None,
+        }
+    }
+
+    pub fn into_anomaly(self, names: &Interner) -> Anomaly {
+        let (service, provider) = self.entity.owner();
+        let route = self.entity.route().map(|r| names.name(r).to_owned());
+        let hop_from = match self.entity {
+            EntityKey::Hop { from, .. } => Some(node_label(names, from)),
+            _ => None,
+        };
+        let score = (self.score.clamp(0.0, 100.0) * 10.0).round() / 10.0;
+        let id = Anomaly::make_id(&[
+            self.detector,
+            self.kind.as_str(),
+            &entity_label(names, &self.entity),
+            self.metric,
+            &self.window_start.to_string(),
+        ]);
+        Anomaly {
+            timestamp: self.window_start,
+            id,
+            kind: self.kind,
+            detector: self.detector.to_owned(),
+            score,
+            severity: Severity::from_score(score),
+            window_start: self.window_start,
+            window_end: self.window_end,
+            service: names.name(service).to_owned(),
+            provider: names.name(provider).to_owned(),
+            route,
+            metric: (!self.metric.is_empty()).then(|| self.metric.to_owned()),
+            actual: self.actual.map(round3),
+            expected: self.expected.map(round3),
+            reason: self.reason,
+            contributors: self.contributors,
+            hop_from,
+            impact_calls: self.impact_calls,
+            impact_users: self.impact_users,
+            eta: self.eta,
+            trace_ids: self.trace_ids,
+            user_ids: self.user_ids,
+        }
+    }
+}
+
+/// Rounds to 3 significant decimals for readable documents.
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// `820 ms`, `1.2 s`.
+pub fn fmt_ms(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else if ms >= 10.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+/// `4.2%`.
+pub fn fmt_pct(r: f64) -> String {
+    if r < 0.01 {
+        format!("{:.2}%", r * 100.0)
+    } else {
+        format!("{:.1}%", r * 100.0)
+    }
+}
+
+/// `12 KB`.
+pub fn fmt_bytes(b: f64) -> String {
+    if b >= 1_048_576.0 {
+        format!("{:.1} MB", b / 1_048_576.0)
+    } else if b >= 1024.0 {
+        format!("{:.1} KB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}

@@ -1,0 +1,263 @@
+//! Per-request isolation forest. Every call becomes a feature vector (latency against its
+//! route's norm, status class, payload sizes against the route's norms, rarity of the client
+//! address and of the user agent, hour of day); a forest fitted on a reservoir of recent calls
+//! scores it. Calls above the training set's 99.5th percentile are "unusual"; a route whose share
+//! of unusual calls in a window rises well above the background is reported, naming the features
+//! that made its calls unusual.
+
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rustc_hash::FxHashMap;
+
+use super::iforest::{ForestParams, IsolationForest};
+use super::stats::{quantile, score_from_z, Ewm};
+use super::{node_label, CallContext, Detector, Finding, WindowContext};
+use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
+use crate::model::time::{hour_of_day, Millis, HOUR_MS};
+use crate::model::EntityKey;
+
+/// Feature names, in vector order (also the order `apiwatch features` exports).
+pub const FEATURES: [&str; 7] = [
+    "latency_vs_route",
+    "status_class",
+    "request_bytes_vs_route",
+    "response_bytes_vs_route",
+    "client_ip_rarity",
+    "user_agent_rarity",
+    "hour_of_day",
+];
+const NF: usize = FEATURES.len();
+const RESERVOIR: usize = 8192;
+const MIN_TRAIN: usize = 3000;
+const REFIT_EVERY: Millis = 6 * HOUR_MS;
+/// Distinct client addresses and user agents remembered (a bound, not an estimate).
+const MAX_KEYS: usize = 200_000;
+
+#[derive(Default, Clone, Copy)]
+struct RouteNorm {
+    latency: Ewm,
+    req: Ewm,
+    resp: Ewm,
+}
+
+/// Counts of keys (addresses, agents) with a hard bound on how many are remembered.
+#[derive(Default)]
+struct Frequency {
+    counts: FxHashMap<u64, u32>,
+    total: u64,
+}
+
+impl Frequency {
+    /// Rarity of `key` (−ln of its share so far, capped), then counts it.
+    fn rarity_and_count(&mut self, key: Option<u64>) -> f64 {
+        let Some(key) = key else { return 0.0 };
+        self.total += 1;
+        let c = match self.counts.get_mut(&key) {
+            Some(c) => {
+                *c += 1;
+                *c
+            }
+            None => {
+                if self.counts.len() < MAX_KEYS {
+                    self.counts.insert(key, 1);
+                }
+                1
+            }
+        };
+        (self.total as f64 / f64::from(c)).ln().min(16.0)
+    }
+}
+
+#[derive(Default)]
+struct RouteWindow {
+    calls: u64,
+    unusual: u64,
+    feature_excess: [f64; NF],
+    traces: Vec<String>,
+    users: FxHashMap<u64, ()>,
+}
+
+struct Fitted {
+    forest: IsolationForest,
+    threshold: f64,
+    mean: [f64; NF],
+    std: [f64; NF],
+    at: Millis,
+}
+
+/// The per-request isolation-forest detector.
+pub struct RequestForestDetector {
+    params: ForestParams,
+    norms: FxHashMap<u32, RouteNorm>,
+    ips: Frequency,
+    agents: Frequency,
+    reservoir: Vec<[f64; NF]>,
+    seen: u64,
+    rng: ChaCha8Rng,
+    fitted: Option<Fitted>,
+    window: FxHashMap<u32, RouteWindow>,
+    keys: FxHashMap<u32, EntityKey>,
+    background: FxHashMap<u32, Ewm>,
+    pub calls_scored: u64,
+}
+
+impl RequestForestDetector {
+    pub fn new(seed: u64) -> Self {
+        RequestForestDetector {
+            params: ForestParams { n_trees: 50, max_samples: 256, seed },
+            norms: FxHashMap::default(),
+            ips: Frequency::default(),
+            agents: Frequency::default(),
+            reservoir: Vec::with_capacity(RESERVOIR),
+            seen: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            fitted: None,
+            window: FxHashMap::default(),
+            keys: FxHashMap::default(),
+            background: FxHashMap::default(),
+            calls_scored: 0,
+        }
+    }
+
+    /// The feature vector of a call; also updates the route norms and key counts.
+    pub fn features(&mut self, c: &CallContext<'_>) -> Option<[f64; NF]> {
+        let e = c.event;
+        let norm = self.norms.entry(c.route_entity).or_default();
+        let lat = e.duration_ms().max(1e-3).ln();
+        let req = (1.0 + e.request_bytes.unwrap_or(0) as f64).ln();
+        let resp = (1.0 + e.response_bytes.unwrap_or(0) as f64).ln();
+        let warm = norm.latency.n >= 20;
+        let v = [
+            lat - norm.latency.mean,
+            if e.status >= 500 { 2.0 } else if e.status >= 400 { 1.0 } else { 0.0 },
+            req - norm.req.mean,
+            resp - norm.resp.mean,
+            self.ips.rarity_and_count(c.event.client_ip.as_deref().map(hash_str)),
+            self.agents.rarity_and_count(c.event.user_agent.as_deref().map(hash_str)),
+            hour_of_day(e.timestamp),
+        ];
+        norm.latency.update(lat, 0.02);
+        norm.req.update(req, 0.02);
+        norm.resp.update(resp, 0.02);
+        warm.then_some(v)
+    }
+
+    fn fit(&mut self, now: Millis) {
+        let n = self.reservoir.len();
+        let data = Array2::from_shape_fn((n, NF), |(i, j)| self.reservoir[i][j]);
+        let forest = IsolationForest::fit(data.view(), self.params);
+        let scores = forest.score_rows(data.view());
+        let threshold = quantile(&scores, 0.995);
+        let mut mean = [0.0; NF];
+        let mut std = [0.0; NF];
+        for j in 0..NF {
+            let col: Vec<f64> = self.reservoir.iter().map(|r| r[j]).collect();
+            mean[j] = col.iter().sum::<f64>() / n as f64;
+            std[j] = (col.iter().map(|x| (x - mean[j]).powi(2)).sum::<f64>() / n as f64).sqrt().max(0.05);
+        }
+        self.fitted = Some(Fitted { forest, threshold, mean, std, at: now });
+        self.reservoir.clear();
+        self.seen = 0;
+    }
+}
+
+pub(crate) fn hash_str(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    s.hash(&mut h);
+    h.finish()
+}
+
+impl Detector for RequestForestDetector {
+    fn name(&self) -> &'static str {
+        "isolation_forest.request"
+    }
+
+    fn observe(&mut self, c: &CallContext<'_>) {
+        let Some(x) = self.features(c) else { return };
+        // Reservoir sampling of the calls since the last fit.
+        self.seen += 1;
+        if self.reservoir.len() < RESERVOIR {
+            self.reservoir.push(x);
+        } else {
+            let j = self.rng.gen_range(0..self.seen);
+            if (j as usize) < RESERVOIR {
+                self.reservoir[j as usize] = x;
+            }
+        }
+        let Some(f) = &self.fitted else { return };
+        self.calls_scored += 1;
+        let s = f.forest.score(&x);
+        self.keys.entry(c.route_entity).or_insert(EntityKey::Route { service: c.service, provider: c.provider, route: c.route });
+        let w = self.window.entry(c.route_entity).or_default();
+        w.calls += 1;
+        if s > f.threshold {
+            w.unusual += 1;
+            for j in 0..NF {
+                w.feature_excess[j] += ((x[j] - f.mean[j]) / f.std[j]).abs();
+            }
+            if w.traces.len() < 3 {
+                if let Some(t) = &c.event.trace_id {
+                    w.traces.push(t.clone());
+                }
+            }
+            if let Some(u) = c.user {
+                w.users.insert(u, ());
+            }
+        }
+    }
+
+    fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
+        let due = match &self.fitted {
+            None => self.reservoir.len() >= MIN_TRAIN,
+            Some(f) => w.end - f.at >= REFIT_EVERY && self.reservoir.len() >= MIN_TRAIN,
+        };
+        let mut routes: Vec<_> = std::mem::take(&mut self.window).into_iter().collect();
+        routes.sort_by_key(|(r, _)| *r);
+        for (route, rw) in routes {
+            let bg = self.background.entry(route).or_default();
+            let p0 = if bg.n >= 10 { bg.mean.max(0.005) } else { 0.01 };
+            let rate = rw.unusual as f64 / rw.calls.max(1) as f64;
+            let n = rw.calls as f64;
+            let z = (rw.unusual as f64 - n * p0) / (n * p0 * (1.0 - p0)).sqrt().max(1e-9);
+            let flagged = rw.unusual >= 5 && rate >= 0.05 && rate >= 4.0 * p0 && z >= 5.0;
+            bg.update(if flagged { p0 } else { rate }, 0.05);
+            if !flagged {
+                continue;
+            }
+            let Some(key) = self.keys.get(&route).copied() else { continue };
+            let total: f64 = rw.feature_excess.iter().sum::<f64>().max(1e-9);
+            let mut contrib: Vec<(usize, f64)> = rw.feature_excess.iter().copied().enumerate().collect();
+            contrib.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let EntityKey::Route { service, provider, route: r } = key else { continue };
+            let mut f = Finding::new(AnomalyKind::Request, "isolation_forest", key, (w.start, w.end));
+            f.score = score_from_z(z);
+            f.metric = "request.unusual_share";
+            f.actual = Some(rate);
+            f.expected = Some(p0);
+            f.reason = format!(
+                "{} of {} calls to {} {} looked unusual to the isolation forest, mostly for {} (usually {:.1}% do)",
+                rw.unusual,
+                rw.calls,
+                node_label(w.names, (service, provider)),
+                w.names.name(r),
+                FEATURES[contrib[0].0].replace('_', " "),
+                p0 * 100.0
+            );
+            f.contributors = contrib
+                .iter()
+                .take(3)
+                .map(|(j, e)| Contributor { name: FEATURES[*j].to_owned(), share: super::round3(e / total), actual: None, expected: None })
+                .collect();
+            f.impact_calls = rw.unusual;
+            f.impact_users = rw.users.len() as u64;
+            f.trace_ids = rw.traces;
+            out.push(f.into_anomaly(w.names));
+        }
+        if due {
+            self.fit(w.end);
+        }
+    }
+}
+

@@ -1,0 +1,223 @@
+//! Call-order anomalies. Each user's entry calls (calls with no parent span: what the client
+//! asked for) form a session, split on inactivity. A next-call model, behind [`NextCallModel`],
+//! says how likely each call is after the one before; calls it has rarely or never seen in that
+//! position (a client that skips a step every normal flow has) are counted per target route and
+//! window, and a window whose count of such calls stands out from the background is reported.
+//! The Markov model here learns online; the LSTM of the ONNX issue plugs into the same trait.
+
+use rustc_hash::FxHashMap;
+
+use super::stats::{score_from_z, Ewm};
+use super::{node_label, CallContext, Detector, Finding, WindowContext};
+use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
+use crate::model::time::{Millis, MINUTE_MS};
+use crate::model::{EntityKey, Sym};
+
+/// A route token: (service, route) symbols packed.
+pub type Token = u64;
+pub const START: Token = u64::MAX;
+
+fn token(service: Sym, route: Sym) -> Token {
+    (u64::from(service.0) << 32) | u64::from(route.0)
+}
+
+fn untoken(t: Token) -> (Sym, Sym) {
+    (Sym((t >> 32) as u32), Sym(t as u32))
+}
+
+/// A model of which call follows which.
+pub trait NextCallModel: Send {
+    /// Probability of `next` after `prev`, or `None` while the model knows too little of `prev`.
+    fn probability(&self, prev: Token, next: Token) -> Option<f64>;
+    /// Learns one observed transition.
+    fn learn(&mut self, prev: Token, next: Token);
+}
+
+/// First-order Markov chain over route tokens with add-one smoothing.
+#[derive(Default)]
+pub struct MarkovModel {
+    pairs: FxHashMap<(Token, Token), u32>,
+    totals: FxHashMap<Token, u32>,
+}
+
+impl MarkovModel {
+    /// Transitions seen from a token before the model speaks about it.
+    const MIN_CONTEXT: u32 = 40;
+}
+
+impl NextCallModel for MarkovModel {
+    fn probability(&self, prev: Token, next: Token) -> Option<f64> {
+        let total = *self.totals.get(&prev)?;
+        if total < Self::MIN_CONTEXT {
+            return None;
+        }
+        let c = self.pairs.get(&(prev, next)).copied().unwrap_or(0);
+        Some((f64::from(c) + 0.5) / (f64::from(total) + 1.0))
+    }
+    fn learn(&mut self, prev: Token, next: Token) {
+        *self.pairs.entry((prev, next)).or_default() += 1;
+        *self.totals.entry(prev).or_default() += 1;
+    }
+}
+
+struct Session {
+    last: Token,
+    last_seen: Millis,
+}
+
+#[derive(Default)]
+struct TargetWindow {
+    rare: u64,
+    users: FxHashMap<u64, ()>,
+    transitions: FxHashMap<(Token, Token), u64>,
+    traces: Vec<String>,
+    user_ids: Vec<String>,
+}
+
+/// The sequence detector, generic over its next-call model.
+pub struct SequenceDetector<M: NextCallModel> {
+    model: M,
+    sessions: FxHashMap<u64, Session>,
+    /// Rare calls this window, by target (service, provider, route).
+    window: FxHashMap<(Sym, Sym, Sym), TargetWindow>,
+    scored: u64,
+    /// Background rare calls per window and target.
+    background: FxHashMap<(Sym, Sym, Sym), Ewm>,
+    pub session_gap: Millis,
+    pub rare_probability: f64,
+}
+
+impl<M: NextCallModel> SequenceDetector<M> {
+    pub fn new(model: M) -> Self {
+        SequenceDetector {
+            model,
+            sessions: FxHashMap::default(),
+            window: FxHashMap::default(),
+            scored: 0,
+            background: FxHashMap::default(),
+            session_gap: 30 * MINUTE_MS,
+            rare_probability: 0.01,
+        }
+    }
+}
+
+impl<M: NextCallModel> Detector for SequenceDetector<M> {
+    fn name(&self) -> &'static str {
+        "sequence"
+    }
+
+    fn observe(&mut self, c: &CallContext<'_>) {
+        if c.event.parent_id.is_some() {
+            return;
+        }
+        let Some(user) = c.user else { return };
+        let t = c.event.timestamp;
+        let next = token(c.service, c.route);
+        let prev = match self.sessions.get(&user) {
+            Some(s) if t - s.last_seen <= self.session_gap => s.last,
+            _ => START,
+        };
+        self.sessions.insert(user, Session { last: next, last_seen: t });
+        self.scored += 1;
+        if let Some(p) = self.model.probability(prev, next) {
+            if p < self.rare_probability {
+                let w = self.window.entry((c.service, c.provider, c.route)).or_default();
+                w.rare += 1;
+                w.users.insert(user, ());
+                *w.transitions.entry((prev, next)).or_default() += 1;
+                if w.traces.len() < 3 {
+                    if let Some(tid) = &c.event.trace_id {
+                        w.traces.push(tid.clone());
+                    }
+                    if let Some(uid) = &c.event.user_id {
+                        w.user_ids.push(uid.clone());
+                    }
+                }
+            }
+        }
+        self.model.learn(prev, next);
+    }
+
+    fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
+        let names = w.names;
+        let label = |t: Token| {
+            if t == START {
+                "(session start)".to_owned()
+            } else {
+                let (s, r) = untoken(t);
+                format!("{} {}", names.name(s), names.name(r))
+            }
+        };
+        let mut keys: Vec<_> = self.background.keys().copied().collect();
+        keys.extend(self.window.keys().copied());
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let tw = self.window.remove(&key).unwrap_or_default();
+            let bg = self.background.entry(key).or_default();
+            let expected = bg.mean.max(0.2);
+            let rare = tw.rare as f64;
+            let z = (rare - expected) / expected.sqrt().max(1.0);
+            let flagged = tw.users.len() >= 4 && rare >= (4.0 * expected).max(5.0) && z >= 4.0;
+            // Background learns from quiet windows only, so a long incident stays visible.
+            bg.update(if flagged { expected } else { rare }, 0.02);
+            if !flagged {
+                continue;
+            }
+            let (service, provider, route) = key;
+            let mut trans: Vec<_> = tw.transitions.into_iter().collect();
+            trans.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let top = &trans[0].0;
+            let mut f = Finding::new(AnomalyKind::Sequence, "markov", EntityKey::Route { service, provider, route }, (w.start, w.end));
+            f.score = score_from_z(z);
+            f.metric = "sequence.rare_calls";
+            f.actual = Some(rare);
+            f.expected = Some(expected);
+            f.reason = format!(
+                "{} calls to {} {} from {} users came in an order sessions rarely follow (most often `{}` straight after `{}`), against about {:.1} per window usually",
+                tw.rare,
+                node_label(names, (service, provider)),
+                names.name(route),
+                tw.users.len(),
+                label(top.1),
+                label(top.0),
+                expected
+            );
+            f.contributors = trans
+                .iter()
+                .take(3)
+                .map(|((p, n), c)| Contributor { name: format!("{} -> {}", label(*p), label(*n)), share: *c as f64 / rare, actual: None, expected: None })
+                .collect();
+            f.impact_calls = tw.rare;
+            f.impact_users = tw.users.len() as u64;
+            f.trace_ids = tw.traces;
+            f.user_ids = tw.user_ids;
+            out.push(f.into_anomaly(names));
+        }
+        // Forget sessions that ended, so memory follows active users only.
+        let gap = self.session_gap;
+        self.sessions.retain(|_, s| w.end - s.last_seen <= gap);
+        self.scored = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markov_needs_context_then_scores() {
+        let mut m = MarkovModel::default();
+        assert_eq!(m.probability(1, 2), None);
+        for _ in 0..100 {
+            m.learn(1, 2);
+        }
+        assert!(m.probability(1, 2).unwrap() > 0.99);
+        assert!(m.probability(1, 3).unwrap() < 0.01);
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        assert_eq!(untoken(token(Sym(7), Sym(42))), (Sym(7), Sym(42)));
+    }
+}

@@ -1,0 +1,171 @@
+//! Small robust-statistics helpers shared by the detectors.
+
+/// Median of a slice (copied; the input is left as it is).
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    median_in_place(&mut v)
+}
+
+pub fn median_in_place(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mid = v.len() / 2;
+    let (_, m, _) = v.select_nth_unstable_by(mid, |a, b| a.total_cmp(b));
+    let m = *m;
+    if v.len() % 2 == 1 {
+        m
+    } else {
+        let lower = v[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lower + m) / 2.0
+    }
+}
+
+/// Median and the MAD scaled to a normal standard deviation (×1.4826).
+pub fn median_mad(values: &[f64]) -> (f64, f64) {
+    let m = median(values);
+    let mut dev: Vec<f64> = values.iter().map(|x| (x - m).abs()).collect();
+    (m, 1.4826 * median_in_place(&mut dev))
+}
+
+/// The q-quantile (0..=1) by linear interpolation of the sorted values.
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// Maps a deviation in robust standard units to the common 0-100 score.
+/// z = 4 scores about 37, z = 8 about 60, z = 16 about 84.
+pub fn score_from_z(z: f64) -> f64 {
+    if !z.is_finite() || z <= 0.0 {
+        return if z.is_infinite() && z > 0.0 { 100.0 } else { 0.0 };
+    }
+    (100.0 * (1.0 - (-z / 8.7).exp())).min(100.0)
+}
+
+/// A fixed-capacity ring of recent values.
+#[derive(Clone, Debug)]
+pub struct Ring {
+    values: Vec<f64>,
+    next: usize,
+    cap: usize,
+}
+
+impl Ring {
+    pub fn new(cap: usize) -> Self {
+        Ring { values: Vec::with_capacity(cap), next: 0, cap }
+    }
+    pub fn push(&mut self, v: f64) {
+        if self.values.len() < self.cap {
+            self.values.push(v);
+        } else {
+            self.values[self.next] = v;
+        }
+        self.next = (self.next + 1) % self.cap;
+    }
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+    pub fn values(&self) -> &[f64] {
+        &self.values
+    }
+    /// Values from oldest to newest.
+    pub fn ordered(&self) -> Vec<f64> {
+        if self.values.len() < self.cap {
+            self.values.clone()
+        } else {
+            let mut v = self.values[self.next..].to_vec();
+            v.extend_from_slice(&self.values[..self.next]);
+            v
+        }
+    }
+}
+
+/// Exponentially weighted mean and variance.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ewm {
+    pub mean: f64,
+    pub var: f64,
+    pub n: u64,
+}
+
+impl Ewm {
+    pub fn update(&mut self, x: f64, alpha: f64) {
+        self.n += 1;
+        if self.n == 1 {
+            self.mean = x;
+            self.var = 0.0;
+            return;
+        }
+        // Warm up as a plain mean so early values are not over-weighted.
+        let a = alpha.max(1.0 / self.n as f64);
+        let d = x - self.mean;
+        self.mean += a * d;
+        self.var = (1.0 - a) * (self.var + a * d * d);
+    }
+    pub fn std(&self) -> f64 {
+        self.var.max(0.0).sqrt()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_mad() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        let (m, s) = median_mad(&[1.0, 2.0, 3.0, 4.0, 100.0]);
+        assert_eq!(m, 3.0);
+        assert!((s - 1.4826).abs() < 1e-9);
+    }
+
+    #[test]
+    fn quantile_interpolates() {
+        assert_eq!(quantile(&[0.0, 10.0], 0.5), 5.0);
+        assert_eq!(quantile(&[5.0, 1.0, 3.0], 1.0), 5.0);
+    }
+
+    #[test]
+    fn score_is_monotone_and_bounded() {
+        let mut last = 0.0;
+        for z in [0.5, 2.0, 4.0, 8.0, 16.0, 1e9] {
+            let s = score_from_z(z);
+            assert!(s > last && s <= 100.0);
+            last = s;
+        }
+        assert_eq!(score_from_z(-3.0), 0.0);
+        assert_eq!(score_from_z(f64::NAN), 0.0);
+    }
+
+    #[test]
+    fn ring_keeps_the_newest() {
+        let mut r = Ring::new(3);
+        for i in 0..5 {
+            r.push(i as f64);
+        }
+        assert_eq!(r.ordered(), vec![2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn ewm_tracks_mean() {
+        let mut e = Ewm::default();
+        for _ in 0..1000 {
+            e.update(5.0, 0.01);
+        }
+        assert!((e.mean - 5.0).abs() < 1e-9 && e.std() < 1e-9);
+    }
+}

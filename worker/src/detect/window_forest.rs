@@ -1,0 +1,145 @@
+//! Per-window isolation forest. Each service window becomes a vector of its deviations from its
+//! own recent medians (calls, error rates, p95 latency, response size); one forest over all
+//! services learns what ordinary windows look like, and a window more isolated than anything in
+//! its training set is reported, with the features that set it apart. It complements the
+//! per-metric baselines by seeing combinations (a little slower and a little more errors at once).
+
+use ndarray::Array2;
+use rustc_hash::FxHashMap;
+
+use super::iforest::{ForestParams, IsolationForest};
+use super::stats::{median, Ring};
+use super::{entity_label, Detector, Finding, WindowContext};
+use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
+use crate::model::time::{Millis, HOUR_MS};
+use crate::model::{EntityKind, WindowStat};
+
+const FEATURES: [&str; 5] = ["calls_vs_usual", "errors_5xx_rate", "errors_4xx_rate", "p95_vs_usual", "response_bytes_vs_usual"];
+const NF: usize = FEATURES.len();
+const MIN_TRAIN: usize = 600;
+const MAX_TRAIN: usize = 20_000;
+const REFIT_EVERY: Millis = 6 * HOUR_MS;
+
+struct History {
+    count: Ring,
+    p95: Ring,
+    resp: Ring,
+}
+
+struct Fitted {
+    forest: IsolationForest,
+    threshold: f64,
+    std: [f64; NF],
+    at: Millis,
+}
+
+pub struct WindowForestDetector {
+    seed: u64,
+    history: FxHashMap<u32, History>,
+    train: Vec<[f64; NF]>,
+    fitted: Option<Fitted>,
+}
+
+impl WindowForestDetector {
+    pub fn new(seed: u64) -> Self {
+        WindowForestDetector { seed, history: FxHashMap::default(), train: Vec::new(), fitted: None }
+    }
+
+    fn features(&mut self, st: &WindowStat) -> Option<[f64; NF]> {
+        let h = self.history.entry(st.entity).or_insert_with(|| History { count: Ring::new(30), p95: Ring::new(30), resp: Ring::new(30) });
+        let ready = h.count.len() >= 10 && st.count >= 10;
+        let x = ready.then(|| {
+            [
+                ((st.count as f64 + 1.0) / (median(h.count.values()) + 1.0)).ln(),
+                st.rate_5xx(),
+                st.rate_4xx(),
+                (st.p95_ms.max(1e-3) / median(h.p95.values()).max(1e-3)).ln(),
+                ((st.mean_response_bytes + 1.0) / (median(h.resp.values()) + 1.0)).ln(),
+            ]
+        });
+        h.count.push(st.count as f64);
+        if st.count >= 10 {
+            h.p95.push(st.p95_ms);
+            h.resp.push(st.mean_response_bytes);
+        }
+        x
+    }
+
+    fn fit(&mut self, now: Millis) {
+        let n = self.train.len();
+        let data = Array2::from_shape_fn((n, NF), |(i, j)| self.train[i][j]);
+        let forest = IsolationForest::fit(data.view(), ForestParams { n_trees: 100, max_samples: 256, seed: self.seed });
+        let scores = forest.score_rows(data.view());
+        let threshold = scores.iter().copied().fold(0.0, f64::max);
+        let mut std = [0.0; NF];
+        for (j, s) in std.iter_mut().enumerate() {
+            let col: Vec<f64> = self.train.iter().map(|r| r[j]).collect();
+            let m = col.iter().sum::<f64>() / n as f64;
+            *s = (col.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64).sqrt().max(0.01);
+        }
+        self.fitted = Some(Fitted { forest, threshold, std, at: now });
+        self.train.clear();
+    }
+}
+
+impl Detector for WindowForestDetector {
+    fn name(&self) -> &'static str {
+        "isolation_forest.window"
+    }
+
+    fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
+        for st in w.stats.iter().filter(|s| s.key.kind() == EntityKind::Service) {
+            let Some(x) = self.features(st) else { continue };
+            let mut flagged = false;
+            if let Some(f) = &self.fitted {
+                let s = f.forest.score(&x);
+                if s > f.threshold {
+                    flagged = true;
+                    let excess: Vec<f64> = (0..NF).map(|j| (x[j] / f.std[j]).abs()).collect();
+                    let total: f64 = excess.iter().sum::<f64>().max(1e-9);
+                    let mut order: Vec<usize> = (0..NF).collect();
+                    order.sort_by(|&a, &b| excess[b].total_cmp(&excess[a]));
+                    let kind = match order[0] {
+                        0 => AnomalyKind::Traffic,
+                        1 | 2 => AnomalyKind::Errors,
+                        3 => AnomalyKind::Latency,
+                        _ => AnomalyKind::Request,
+                    };
+                    let mut fd = Finding::new(kind, "isolation_forest", st.key, (w.start, w.end));
+                    // Scored on how far past the most isolated training window it lies.
+                    fd.score = (30.0 + 400.0 * (s - f.threshold)).clamp(30.0, 70.0);
+                    fd.metric = "window.isolation";
+                    fd.actual = Some(s);
+                    fd.expected = Some(f.threshold);
+                    fd.reason = format!(
+                        "the window of {} is more isolated than any ordinary window seen (score {:.2} against {:.2}), mostly for {} and {}",
+                        entity_label(w.names, &st.key),
+                        s,
+                        f.threshold,
+                        FEATURES[order[0]].replace('_', " "),
+                        FEATURES[order[1]].replace('_', " ")
+                    );
+                    fd.contributors = order
+                        .iter()
+                        .take(3)
+                        .map(|&j| Contributor { name: FEATURES[j].to_owned(), share: super::round3(excess[j] / total), actual: Some(super::round3(x[j])), expected: None })
+                        .collect();
+                    fd.impact_calls = st.count;
+                    fd.impact_users = st.users;
+                    fd.trace_ids = st.example_traces.clone();
+                    out.push(fd.into_anomaly(w.names));
+                }
+            }
+            if !flagged && self.train.len() < MAX_TRAIN {
+                self.train.push(x);
+            }
+        }
+        let due = match &self.fitted {
+            None => self.train.len() >= MIN_TRAIN,
+            Some(f) => w.end - f.at >= REFIT_EVERY && self.train.len() >= MIN_TRAIN,
+        };
+        if due {
+            self.fit(w.end);
+        }
+    }
+}

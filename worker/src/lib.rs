@@ -1,0 +1,24 @@
+//! apiwatch: AI-powered monitoring of API calls for teams that run the Elastic stack.
+//!
+//! # Layout
+//! - [`model`]: events, entities, windows, anomaly and alert documents (imports nothing of ours).
+//! - [`source`], [`sink`]: where events come from and where results go, behind traits.
+//! - [`pipeline`]: the window loop, one code path whatever the source.
+//! - [`detect`]: route templates, baselines, isolation forests, sequences, journeys, forecasts;
+//!   each detector behind the [`detect::Detector`] trait.
+//! - [`alert`]: grouping anomalies into alerts, origin, priority, rendering.
+//! - [`onboard`]: services and routes registered as they appear.
+//! - [`simulate`], [`eval`]: synthetic traffic with labelled incidents, and scoring alerts.
+//! - [`cli`]: the `apiwatch` commands; `main.rs` only calls [`cli::main`].
+
+pub mod alert;
+pub mod bench;
+pub mod cli;
+pub mod detect;
+pub mod eval;
+pub mod model;
+pub mod onboard;
+pub mod pipeline;
+pub mod simulate;
+pub mod sink;
+pub mod source;

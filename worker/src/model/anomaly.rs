@@ -1,0 +1,211 @@
+//! Anomaly and alert documents, in the shapes of `shared/spec/outputs.md` (dotted field names).
+
+use serde::{Deserialize, Serialize};
+
+use super::time::{serde_rfc3339, Millis};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyKind {
+    Latency,
+    Errors,
+    Traffic,
+    Request,
+    Sequence,
+    Journey,
+    Forecast,
+}
+
+impl AnomalyKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AnomalyKind::Latency => "latency",
+            AnomalyKind::Errors => "errors",
+            AnomalyKind::Traffic => "traffic",
+            AnomalyKind::Request => "request",
+            AnomalyKind::Sequence => "sequence",
+            AnomalyKind::Journey => "journey",
+            AnomalyKind::Forecast => "forecast",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// Severity bands on the common 0-100 score.
+    pub fn from_score(score: f64) -> Severity {
+        if score >= 85.0 {
+            Severity::Critical
+        } else if score >= 65.0 {
+            Severity::High
+        } else if score >= 40.0 {
+            Severity::Medium
+        } else {
+            Severity::Low
+        }
+    }
+}
+
+/// A feature, metric or hop that contributed to a finding, with its share (0-1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Contributor {
+    pub name: String,
+    pub share: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub actual: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expected: Option<f64>,
+}
+
+/// One finding of one detector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Anomaly {
+    #[serde(rename = "@timestamp", with = "serde_rfc3339")]
+    pub timestamp: Millis,
+    #[serde(rename = "anomaly.id")]
+    pub id: String,
+    #[serde(rename = "anomaly.kind")]
+    pub kind: AnomalyKind,
+    #[serde(rename = "anomaly.detector")]
+    pub detector: String,
+    #[serde(rename = "anomaly.score")]
+    pub score: f64,
+    #[serde(rename = "anomaly.severity")]
+    pub severity: Severity,
+    #[serde(rename = "anomaly.window.start", with = "serde_rfc3339")]
+    pub window_start: Millis,
+    #[serde(rename = "anomaly.window.end", with = "serde_rfc3339")]
+    pub window_end: Millis,
+    #[serde(rename = "service.name")]
+    pub service: String,
+    #[serde(rename = "cloud.provider")]
+    pub provider: String,
+    #[serde(rename = "http.route", skip_serializing_if = "Option::is_none", default)]
+    pub route: Option<String>,
+    /// The metric the finding is about (`latency.p95`, `errors.5xx_rate`, ...): an extension.
+    #[serde(rename = "anomaly.metric", skip_serializing_if = "Option::is_none", default)]
+    pub metric: Option<String>,
+    #[serde(rename = "anomaly.actual", skip_serializing_if = "Option::is_none", default)]
+    pub actual: Option<f64>,
+    #[serde(rename = "anomaly.expected", skip_serializing_if = "Option::is_none", default)]
+    pub expected: Option<f64>,
+    #[serde(rename = "anomaly.reason")]
+    pub reason: String,
+    #[serde(rename = "anomaly.contributors", default)]
+    pub contributors: Vec<Contributor>,
+    /// Caller of a hop finding, `service/provider`: an extension.
+    #[serde(rename = "anomaly.hop.from", skip_serializing_if = "Option::is_none", default)]
+    pub hop_from: Option<String>,
+    /// Calls and users affected in the evidence window: extensions used for alert priority.
+    #[serde(rename = "anomaly.impact.calls", default)]
+    pub impact_calls: u64,
+    #[serde(rename = "anomaly.impact.users", default)]
+    pub impact_users: u64,
+    /// For forecasts: when the limit is expected to be crossed.
+    #[serde(rename = "anomaly.eta", with = "serde_rfc3339::option", skip_serializing_if = "Option::is_none", default)]
+    pub eta: Option<Millis>,
+    #[serde(rename = "trace.id", default)]
+    pub trace_ids: Vec<String>,
+    #[serde(rename = "user.id", default)]
+    pub user_ids: Vec<String>,
+}
+
+impl Anomaly {
+    /// A deterministic id from what identifies the finding (detector, entity, metric, window).
+    pub fn make_id(parts: &[&str]) -> String {
+        // FNV-1a, 128 bits as two 64-bit lanes: stable across runs and platforms.
+        let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut b: u64 = 0x8422_2325_cbf2_9ce4;
+        for p in parts {
+            for &x in p.as_bytes().iter().chain(std::iter::once(&0x1f)) {
+                a = (a ^ u64::from(x)).wrapping_mul(0x100_0000_01b3);
+                b = (b ^ u64::from(x)).wrapping_mul(0x100_0000_01b3).rotate_left(5);
+            }
+        }
+        format!("{a:016x}{b:016x}")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Open,
+    Resolved,
+}
+
+/// What a person is told: related anomalies grouped, with the most likely origin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    #[serde(rename = "@timestamp", with = "serde_rfc3339")]
+    pub timestamp: Millis,
+    #[serde(rename = "alert.id")]
+    pub id: String,
+    #[serde(rename = "alert.status")]
+    pub status: AlertStatus,
+    #[serde(rename = "alert.priority")]
+    pub priority: String,
+    #[serde(rename = "alert.start", with = "serde_rfc3339")]
+    pub start: Millis,
+    #[serde(rename = "alert.end", with = "serde_rfc3339::option", skip_serializing_if = "Option::is_none", default)]
+    pub end: Option<Millis>,
+    #[serde(rename = "service.name")]
+    pub service: String,
+    #[serde(rename = "cloud.provider")]
+    pub provider: String,
+    #[serde(rename = "http.route", skip_serializing_if = "Option::is_none", default)]
+    pub route: Option<String>,
+    #[serde(rename = "alert.services")]
+    pub services: Vec<String>,
+    #[serde(rename = "alert.kinds")]
+    pub kinds: Vec<AnomalyKind>,
+    #[serde(rename = "alert.predicted")]
+    pub predicted: bool,
+    #[serde(rename = "alert.eta", with = "serde_rfc3339::option", skip_serializing_if = "Option::is_none", default)]
+    pub eta: Option<Millis>,
+    #[serde(rename = "alert.title")]
+    pub title: String,
+    #[serde(rename = "alert.summary")]
+    pub summary: String,
+    #[serde(rename = "alert.anomaly_ids")]
+    pub anomaly_ids: Vec<String>,
+    /// How many times a person was told (first raise plus re-alerts): an extension.
+    #[serde(rename = "alert.notifications", default)]
+    pub notifications: u32,
+    #[serde(rename = "alert.impact.calls", default)]
+    pub impact_calls: u64,
+    #[serde(rename = "alert.impact.users", default)]
+    pub impact_users: u64,
+    #[serde(rename = "trace.id", default)]
+    pub trace_ids: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_deterministic_and_distinct() {
+        let a = Anomaly::make_id(&["baseline", "payments", "aws", "1000"]);
+        assert_eq!(a, Anomaly::make_id(&["baseline", "payments", "aws", "1000"]));
+        assert_ne!(a, Anomaly::make_id(&["baseline", "payments", "aws", "1001"]));
+        // Part boundaries matter: ("ab","c") is not ("a","bc").
+        assert_ne!(Anomaly::make_id(&["ab", "c"]), Anomaly::make_id(&["a", "bc"]));
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn severity_bands() {
+        assert_eq!(Severity::from_score(10.0), Severity::Low);
+        assert_eq!(Severity::from_score(50.0), Severity::Medium);
+        assert_eq!(Severity::from_score(70.0), Severity::High);
+        assert_eq!(Severity::from_score(99.0), Severity::Critical);
+    }
+}

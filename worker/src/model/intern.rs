@@ -1,0 +1,59 @@
+//! String interning: services, providers and routes become small integer symbols so that the hot
+//! path hashes integers, not strings.
+
+use rustc_hash::FxHashMap;
+
+/// An interned string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sym(pub u32);
+
+/// Maps strings to symbols and back.
+#[derive(Default, Debug)]
+pub struct Interner {
+    ids: FxHashMap<Box<str>, Sym>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    pub fn intern(&mut self, s: &str) -> Sym {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = Sym(self.names.len() as u32);
+        self.names.push(s.into());
+        self.ids.insert(s.into(), id);
+        id
+    }
+
+    pub fn get(&self, s: &str) -> Option<Sym> {
+        self.ids.get(s).copied()
+    }
+
+    pub fn name(&self, id: Sym) -> &str {
+        &self.names[id.0 as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_string_same_symbol() {
+        let mut i = Interner::default();
+        let a = i.intern("payments");
+        let b = i.intern("ledger");
+        assert_ne!(a, b);
+        assert_eq!(i.intern("payments"), a);
+        assert_eq!(i.name(b), "ledger");
+        assert_eq!(i.len(), 2);
+    }
+}

@@ -1,0 +1,68 @@
+//! File-mode output: `anomalies.ndjson` streamed, `alerts.ndjson` with each alert's final state,
+//! `services.json` with the onboarded services.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rustc_hash::FxHashMap;
+
+use super::ResultSink;
+use crate::model::{Alert, Anomaly};
+use crate::onboard::ServiceRecord;
+
+pub struct FileSink {
+    dir: PathBuf,
+    anomalies: BufWriter<File>,
+    alerts: FxHashMap<String, Alert>,
+    pub anomaly_count: u64,
+}
+
+impl FileSink {
+    pub fn create(dir: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+        let path = dir.join("anomalies.ndjson");
+        let f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(FileSink { dir: dir.to_owned(), anomalies: BufWriter::new(f), alerts: FxHashMap::default(), anomaly_count: 0 })
+    }
+
+    pub fn alerts(&self) -> Vec<Alert> {
+        let mut v: Vec<Alert> = self.alerts.values().cloned().collect();
+        v.sort_by(|a, b| (a.timestamp, &a.id).cmp(&(b.timestamp, &b.id)));
+        v
+    }
+}
+
+impl ResultSink for FileSink {
+    fn write_anomalies(&mut self, anomalies: &[Anomaly]) -> anyhow::Result<()> {
+        for a in anomalies {
+            serde_json::to_writer(&mut self.anomalies, a)?;
+            self.anomalies.write_all(b"\n")?;
+        }
+        self.anomaly_count += anomalies.len() as u64;
+        Ok(())
+    }
+
+    fn write_alerts(&mut self, alerts: &[Alert]) -> anyhow::Result<()> {
+        for a in alerts {
+            self.alerts.insert(a.id.clone(), a.clone());
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, services: &[ServiceRecord]) -> anyhow::Result<()> {
+        self.anomalies.flush().context("cannot write anomalies.ndjson")?;
+        let path = self.dir.join("alerts.ndjson");
+        let mut w = BufWriter::new(File::create(&path).with_context(|| format!("cannot create {}", path.display()))?);
+        for a in self.alerts() {
+            serde_json::to_writer(&mut w, &a)?;
+            w.write_all(b"\n")?;
+        }
+        w.flush()?;
+        let path = self.dir.join("services.json");
+        let f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        serde_json::to_writer_pretty(BufWriter::new(f), services)?;
+        Ok(())
+    }
+}

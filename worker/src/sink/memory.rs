@@ -1,0 +1,43 @@
+//! An in-memory sink, for tests and for commands (`demo`, `eval`) that read results back.
+
+use rustc_hash::FxHashMap;
+
+use super::ResultSink;
+use crate::model::{Alert, Anomaly};
+use crate::onboard::ServiceRecord;
+
+#[derive(Default)]
+pub struct MemorySink {
+    pub anomalies: Vec<Anomaly>,
+    alerts: FxHashMap<String, Alert>,
+    /// Every alert update in the order it happened.
+    pub alert_updates: Vec<Alert>,
+    pub services: Vec<ServiceRecord>,
+}
+
+impl MemorySink {
+    /// Final state of each alert, in order of raising.
+    pub fn alerts(&self) -> Vec<Alert> {
+        let mut v: Vec<Alert> = self.alerts.values().cloned().collect();
+        v.sort_by(|a, b| (a.timestamp, &a.id).cmp(&(b.timestamp, &b.id)));
+        v
+    }
+}
+
+impl ResultSink for MemorySink {
+    fn write_anomalies(&mut self, anomalies: &[Anomaly]) -> anyhow::Result<()> {
+        self.anomalies.extend_from_slice(anomalies);
+        Ok(())
+    }
+    fn write_alerts(&mut self, alerts: &[Alert]) -> anyhow::Result<()> {
+        for a in alerts {
+            self.alerts.insert(a.id.clone(), a.clone());
+            self.alert_updates.push(a.clone());
+        }
+        Ok(())
+    }
+    fn finish(&mut self, services: &[ServiceRecord]) -> anyhow::Result<()> {
+        self.services = services.to_vec();
+        Ok(())
+    }
+}
