@@ -106,6 +106,11 @@ impl ServiceRegistry {
         self.entries.len()
     }
 
+    /// When a service (in a provider) was first seen.
+    pub fn first_seen(&self, service: Sym, provider: Sym) -> Option<Millis> {
+        self.entries.get(&(service, provider)).map(|e| e.first_seen)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

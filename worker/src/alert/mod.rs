@@ -83,9 +83,13 @@ pub(crate) struct Incident {
     pub notifications: u32,
     pub eta: Option<Millis>,
     pub only_forecast_when_raised: bool,
+    /// A forecast was part of the evidence when the alert was raised.
+    pub predicted: bool,
 }
 
 const KEEP_ANOMALIES: usize = 200;
+/// How long after a deliberate change its effects are expected.
+const CHANGE_EXPLAINS: Millis = 30 * MINUTE_MS;
 
 impl Incident {
     fn new(a: &Anomaly) -> Self {
@@ -110,6 +114,7 @@ impl Incident {
             notifications: 0,
             eta: None,
             only_forecast_when_raised: false,
+            predicted: false,
         }
     }
 
@@ -158,17 +163,41 @@ pub struct AlertManager {
     active: Vec<Incident>,
     resolved: Vec<Incident>,
     raised: u64,
+    /// Nodes that changed on purpose (started calling a new service), and when.
+    changes: FxHashMap<String, Millis>,
 }
 
 impl AlertManager {
     pub fn new(cfg: AlertConfig) -> Self {
-        AlertManager { cfg, callees: FxHashMap::default(), callers: FxHashMap::default(), active: Vec::new(), resolved: Vec::new(), raised: 0 }
+        AlertManager {
+            cfg,
+            callees: FxHashMap::default(),
+            callers: FxHashMap::default(),
+            active: Vec::new(),
+            resolved: Vec::new(),
+            raised: 0,
+            changes: FxHashMap::default(),
+        }
     }
 
     /// Records that `caller` calls `callee`.
     pub fn add_edge(&mut self, caller: String, callee: String) {
         self.callers.entry(callee.clone()).or_default().insert(caller.clone());
         self.callees.entry(caller).or_default().insert(callee);
+    }
+
+    /// Records a deliberate change of a node (it started calling a new service) at `t`.
+    pub fn note_change(&mut self, node: String, t: Millis) {
+        tracing::info!(%node, "dependency change: starts calling a new service");
+        self.changes.insert(node, t);
+    }
+
+    /// Whether every node of the incident changed on purpose shortly before it began, and the
+    /// incident is of a kind such a change explains (slower, different requests).
+    fn explained_by_change(&self, inc: &Incident) -> bool {
+        let kind = render::dominant_kind(inc);
+        matches!(kind, AnomalyKind::Latency | AnomalyKind::Request | AnomalyKind::Journey)
+            && inc.nodes.keys().all(|n| self.changes.get(n).is_some_and(|&c| inc.start >= c - 2 * MINUTE_MS && inc.start <= c + CHANGE_EXPLAINS))
     }
 
     /// Alerts raised so far.
@@ -231,6 +260,7 @@ impl AlertManager {
                 inc.last_notified = now;
                 inc.notifications = 1;
                 inc.only_forecast_when_raised = inc.only_forecast();
+                inc.predicted = inc.has_forecast();
                 self.raised += 1;
             }
             let inc = &self.active[i];
@@ -279,6 +309,9 @@ impl AlertManager {
     }
 
     fn should_raise(&self, inc: &Incident) -> bool {
+        if self.explained_by_change(inc) {
+            return false;
+        }
         if inc.max_score >= self.cfg.raise_single && !inc.only_forecast() {
             return true;
         }
@@ -389,6 +422,17 @@ mod tests {
         a.provider = "gcp".into();
         let out = m.ingest(&[anomaly("payments", AnomalyKind::Errors, 90.0, 0), a], MINUTE_MS);
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn a_shift_after_starting_to_call_a_new_service_is_not_an_alert() {
+        let mut m = manager();
+        m.note_change("orders/aws".into(), 10 * MINUTE_MS);
+        let out = m.ingest(&[anomaly("orders", AnomalyKind::Latency, 90.0, 11 * MINUTE_MS)], 12 * MINUTE_MS);
+        assert!(out.is_empty());
+        // Errors are not explained by a new dependency.
+        let out = m.ingest(&[anomaly("orders", AnomalyKind::Errors, 90.0, 40 * MINUTE_MS)], 41 * MINUTE_MS);
+        assert_eq!(out.len(), 1);
     }
 
     #[test]

@@ -96,7 +96,8 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
     let (service, provider) = node.rsplit_once('/').map_or((node.clone(), String::new()), |(s, p)| (s.to_owned(), p.to_owned()));
     let kind = dominant_kind(inc);
     let prio = priority(inc);
-    let predicted = inc.only_forecast_when_raised;
+    let predicted = inc.predicted;
+    let forecast_only = inc.only_forecast_when_raised;
     let mut services: Vec<String> = inc.nodes.keys().filter_map(|n| n.rsplit_once('/').map(|(s, _)| s.to_owned())).collect();
     services.sort();
     services.dedup();
@@ -107,15 +108,15 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
     let lead = inc
         .anomalies
         .iter()
-        .filter(|a| format!("{}/{}", a.service, a.provider) == node && (predicted || a.kind == kind || kind == AnomalyKind::Forecast))
+        .filter(|a| format!("{}/{}", a.service, a.provider) == node && (forecast_only || a.kind == kind || kind == AnomalyKind::Forecast))
         .max_by(|a, b| a.score.total_cmp(&b.score))
         .or_else(|| inc.anomalies.iter().max_by(|a, b| a.score.total_cmp(&b.score)));
     let status = if inc.resolved_at.is_some() { AlertStatus::Resolved } else { AlertStatus::Open };
     let others = services.len().saturating_sub(1);
     let title = format!(
-        "[P{prio}] {}{} on {node}{}{}",
-        kind_phrase(if predicted { AnomalyKind::Forecast } else { kind }),
-        match (&lead, predicted) {
+        "[P{prio}] {}{} on {node}{}{}{}",
+        kind_phrase(if forecast_only { AnomalyKind::Forecast } else { kind }),
+        match (&lead, forecast_only) {
             (Some(a), false) => match (a.actual, a.expected, a.kind) {
                 (Some(x), Some(e), AnomalyKind::Latency) if e > 0.0 => format!(" {:.1}x usual", x / e),
                 (Some(x), _, AnomalyKind::Errors) => format!(" {:.0}%", x * 100.0),
@@ -124,7 +125,11 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
             _ => String::new(),
         },
         route.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
-        if others > 0 { format!(" (+{others} related service{})", if others == 1 { "" } else { "s" }) } else { String::new() }
+        if others > 0 { format!(" (+{others} related service{})", if others == 1 { "" } else { "s" }) } else { String::new() },
+        match (predicted, inc.eta) {
+            (true, Some(eta)) => format!(", breach expected {}", format_hhmm(eta)),
+            _ => String::new(),
+        }
     );
     let mut summary = String::new();
     if let Some(a) = lead {
@@ -141,6 +146,11 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
         inc.impact_users
     ));
     if let (true, Some(eta)) = (predicted, inc.eta) {
+        let forecast = inc.anomalies.iter().filter(|a| a.kind == AnomalyKind::Forecast).max_by(|a, b| a.score.total_cmp(&b.score));
+        if let Some(f) = forecast.filter(|_| !forecast_only) {
+            summary.push_str(&capitalise(&f.reason));
+            summary.push_str(".\n");
+        }
         summary.push_str(&format!("Expected breach at about {}: act before then.\n", format_hhmm(eta)));
     }
     if others > 0 {

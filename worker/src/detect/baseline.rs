@@ -132,7 +132,9 @@ fn rate_metric(series: &Series, k: u64, n: u64) -> Option<Verdict> {
     let rate = k as f64 / n_f;
     let sd = (n_f * p0 * (1.0 - p0)).sqrt().max(1e-9);
     let z = (k as f64 - n_f * p0) / sd;
-    let flagged = z >= 5.0 && k >= 4 && rate >= 3.0 * p0 && rate - p0 >= 0.02;
+    // Small counts make the normal approximation generous: ask for several failures, a clear
+    // multiple of the usual rate, and a material absolute rise.
+    let flagged = z >= 6.0 && k >= 6 && rate >= 4.0 * p0 && rate - p0 >= 0.03;
     let remember = rate.min(p0 + 3.0 * (p0 * (1.0 - p0) / n_f).sqrt());
     Some(Verdict { z, actual: rate, expected: p0, remember, flagged })
 }
@@ -204,6 +206,10 @@ impl Detector for BaselineDetector {
         let width = w.end - w.start;
         for st in w.stats {
             for &metric in Metric::for_kind(st.key.kind()) {
+                // A partial window (the end of the data) says nothing about traffic volume.
+                if metric == Metric::Count && !w.complete {
+                    continue;
+                }
                 let Some(v) = self.evaluate(st, metric, width) else { continue };
                 if !v.flagged {
                     continue;
@@ -312,7 +318,7 @@ mod tests {
                 let t = i as Millis * 60_000;
                 let st = stat(names, t, c, e, p);
                 let mut out = Vec::new();
-                d.close_window(&WindowContext { start: t, end: t + 60_000, stats: &[st], names }, &mut out);
+                d.close_window(&WindowContext { start: t, end: t + 60_000, stats: &[st], names, complete: true }, &mut out);
                 out
             })
             .collect()

@@ -202,7 +202,7 @@ mod tests {
                 example_traces: vec![],
             };
             let mut out = Vec::new();
-            d.close_window(&WindowContext { start: t, end: t + 60_000, stats: &[st], names: &names }, &mut out);
+            d.close_window(&WindowContext { start: t, end: t + 60_000, stats: &[st], names: &names, complete: true }, &mut out);
             found.extend(out.into_iter().map(|a| (i, a)));
         }
         found

@@ -44,6 +44,8 @@ pub struct WindowContext<'a> {
     pub end: Millis,
     pub stats: &'a [WindowStat],
     pub names: &'a Interner,
+    /// False for a window cut short by the end of the data.
+    pub complete: bool,
 }
 
 /// A detector: watches calls and windows, reports anomalies when a window closes.

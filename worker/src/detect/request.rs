@@ -49,23 +49,24 @@ struct Frequency {
 }
 
 impl Frequency {
-    /// Rarity of `key` (−ln of its share so far, capped), then counts it.
+    /// Rarity of `key`, `1 / (1 + times seen before)`: 1 for a newcomer, near 0 for the usual
+    /// ones. Unlike a share of the total it does not drift as the total grows. Then counts it.
     fn rarity_and_count(&mut self, key: Option<u64>) -> f64 {
         let Some(key) = key else { return 0.0 };
         self.total += 1;
-        let c = match self.counts.get_mut(&key) {
+        let before = match self.counts.get_mut(&key) {
             Some(c) => {
                 *c += 1;
-                *c
+                *c - 1
             }
             None => {
                 if self.counts.len() < MAX_KEYS {
                     self.counts.insert(key, 1);
                 }
-                1
+                0
             }
         };
-        (self.total as f64 / f64::from(c)).ln().min(16.0)
+        1.0 / (1.0 + f64::from(before))
     }
 }
 

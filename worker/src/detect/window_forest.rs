@@ -88,6 +88,9 @@ impl Detector for WindowForestDetector {
     }
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
+        if !w.complete {
+            return;
+        }
         for st in w.stats.iter().filter(|s| s.key.kind() == EntityKind::Service) {
             let Some(x) = self.features(st) else { continue };
             let mut flagged = false;

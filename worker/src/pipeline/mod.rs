@@ -20,6 +20,9 @@ use crate::source::EventSource;
 use reorder::ReorderBuffer;
 use windows::WindowAggregator;
 
+/// How long after a service first appears its callers count as changed.
+const NEW_SERVICE_CHANGE: Millis = 10 * MINUTE_MS;
+
 /// How a run works (the checked form of the configuration).
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
@@ -146,7 +149,7 @@ impl Pipeline {
             self.process(e, sink)?;
         }
         if let Some(start) = self.window_start {
-            self.close_window(start, sink)?;
+            self.close_window_inner(start, false, sink)?;
             // Let quiet periods elapse so that alerts whose problem ended can resolve.
             let quiet = self.cfg.alerts.quiet_to_resolve;
             let changed = self.alerts.tick(start + self.cfg.window + quiet);
@@ -201,7 +204,13 @@ impl Pipeline {
         let hop_entity = caller.map(|from| {
             let (id, new) = self.windows.entity(EntityKey::Hop { from, to: (service, provider) });
             if new {
-                self.alerts.add_edge(node_label(&self.names, from), node_label(&self.names, (service, provider)));
+                let caller = node_label(&self.names, from);
+                self.alerts.add_edge(caller.clone(), node_label(&self.names, (service, provider)));
+                // A caller that starts calling a brand-new service has changed (a deployment):
+                // its shift in latency is expected, not an incident.
+                if self.registry.first_seen(service, provider).is_some_and(|f| t - f <= NEW_SERVICE_CHANGE) {
+                    self.alerts.note_change(caller, t);
+                }
             }
             self.windows.add(id, &ev, None, false);
             id
@@ -227,13 +236,17 @@ impl Pipeline {
     }
 
     fn close_window(&mut self, start: Millis, sink: &mut dyn ResultSink) -> anyhow::Result<()> {
+        self.close_window_inner(start, true, sink)
+    }
+
+    fn close_window_inner(&mut self, start: Millis, complete: bool, sink: &mut dyn ResultSink) -> anyhow::Result<()> {
         let end = start + self.cfg.window;
         self.stats_buf.clear();
         self.windows.close(start, end, &mut self.stats_buf);
         self.registry.close_window();
         self.spans.rotate();
         self.anomalies.clear();
-        let ctx = WindowContext { start, end, stats: &self.stats_buf, names: &self.names };
+        let ctx = WindowContext { start, end, stats: &self.stats_buf, names: &self.names, complete };
         for d in &mut self.detectors {
             let before = self.anomalies.len();
             d.close_window(&ctx, &mut self.anomalies);

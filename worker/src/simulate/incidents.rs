@@ -120,7 +120,7 @@ fn cross_provider_hops(t: &Topology) -> Vec<(usize, usize)> {
     v
 }
 
-/// Plans incidents over `[start, end)`: the first hour is left clean for warm-up, then one
+/// Plans incidents over `[start, end)`: the first 45 minutes are left clean for warm-up, then one
 /// incident at a time with quiet gaps between, cycling through every kind.
 pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> Vec<Scheduled> {
     let mut out = Vec::new();
@@ -155,7 +155,7 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
     let internal = internal_services(t);
     let hops = cross_provider_hops(t);
     let entries: Vec<usize> = (0..t.services.len()).filter(|&i| t.services[i].entry_share > 0.0).collect();
-    let mut at = start + 60 * MINUTE_MS + rng.gen_range(0..20) * MINUTE_MS;
+    let mut at = start + 45 * MINUTE_MS + rng.gen_range(0..15) * MINUTE_MS;
     let mut k = 0;
     loop {
         let kind = kinds[k % kinds.len()];
@@ -263,7 +263,7 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
             end: at + dur,
             effect: Some(effect),
         });
-        at += dur + rng.gen_range(45..=90) * MINUTE_MS;
+        at += dur + rng.gen_range(30..=60) * MINUTE_MS;
         k += 1;
     }
     out.sort_by_key(|s| s.start);
