@@ -325,7 +325,7 @@ impl AlertManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::anomaly::Severity;
+    use crate::model::anomaly::{AlertStatus, Severity};
 
     fn anomaly(service: &str, kind: AnomalyKind, score: f64, t: Millis) -> Anomaly {
         Anomaly {

@@ -18,7 +18,7 @@ use crate::model::{EntityKind, WindowStat};
 pub const LATENCY_LIMIT_FACTOR: f64 = 3.0;
 pub const ERROR_RATE_LIMIT: f64 = 0.05;
 /// Windows of trend looked at.
-const TREND_WINDOWS: usize = 30;
+const TREND_WINDOWS: usize = 20;
 /// Windows before the reference is trusted.
 const REFERENCE_WINDOWS: usize = 20;
 /// How far ahead a breach is announced.
@@ -100,8 +100,14 @@ impl ForecastDetector {
             return;
         }
         let ys = s.recent.ordered();
-        let (slope, intercept, positive) = theil_sen(&ys);
-        let level = intercept + slope * (ys.len() - 1) as f64;
+        let (slope_long, _, positive) = theil_sen(&ys);
+        // A trend that just started (or accelerates) is underestimated by the long fit: take
+        // the steeper of the long and the recent slope, the cautious choice when warning.
+        let recent = &ys[ys.len() - TREND_WINDOWS / 2..];
+        let (slope_recent, _, _) = theil_sen(recent);
+        let slope = slope_long.max(slope_recent);
+        let mut resid: Vec<f64> = recent.iter().enumerate().map(|(i, y)| y - slope * (i as f64 - (recent.len() - 1) as f64)).collect();
+        let level = median_in_place(&mut resid);
         let recent_level = median(&ys[ys.len() - 5..]);
         if slope <= 0.0 || positive < 0.75 || level >= limit || recent_level < floor || level < floor {
             return;
@@ -216,8 +222,10 @@ mod tests {
         let (first, a) = found.first().expect("a forecast");
         assert!(*first <= 90, "raised at minute {first}, breach at 110");
         assert_eq!(a.kind, AnomalyKind::Forecast);
-        let eta_min = (a.eta.unwrap() - (*first as Millis + 1) * 60_000) / 60_000;
-        assert!((10..=60).contains(&eta_min), "eta in {eta_min} min");
+        // The predicted time to breach is close to the true one.
+        let eta_min = (a.eta.unwrap() - (*first as Millis + 1) * 60_000) as f64 / 60_000.0;
+        let truth = 110.0 - (*first as f64 + 1.0);
+        assert!((eta_min - truth).abs() <= 0.5 * truth, "eta in {eta_min} min, truly {truth}");
     }
 
     #[test]

@@ -160,7 +160,13 @@ mod tests {
         let mut names = Interner::default();
         let svc = names.intern("svc");
         let mut r = RouteLearner::new(RouteLimits::default());
-        paths.iter().map(|p| names.name(r.template(svc, p, &mut names)).to_owned()).collect::<Vec<_>>()
+        paths
+            .iter()
+            .map(|p| {
+                let sym = r.template(svc, p, &mut names);
+                names.name(sym).to_owned()
+            })
+            .collect::<Vec<_>>()
     }
 
     #[test]
