@@ -27,7 +27,7 @@ impl Default for ForestParams {
 
 const LEAF: u32 = u32::MAX;
 /// Trees walked together when scoring.
-const LANES: usize = 8;
+const LANES: usize = 4;
 
 #[derive(Clone, Copy, Debug)]
 struct Node {
@@ -56,7 +56,7 @@ pub struct IsolationForest {
 #[derive(Clone, Debug, Default)]
 struct Compiled {
     depth: usize,
-    features: Vec<u32>,
+    features: Vec<u16>,
     thresholds: Vec<f64>,
     leaves: Vec<f64>,
 }
@@ -78,6 +78,7 @@ impl IsolationForest {
     pub fn fit(data: ArrayView2<'_, f64>, params: ForestParams) -> Self {
         let n = data.nrows();
         let n_features = data.ncols();
+        assert!(n_features <= usize::from(u16::MAX), "at most 65535 features");
         let psi = params.max_samples.min(n).max(1);
         let max_depth = (psi.max(2) as f64).log2().ceil() as usize;
         let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
@@ -131,7 +132,7 @@ impl IsolationForest {
             c.thresholds[at] = f64::INFINITY;
             self.place(c, tree, node, 2 * pos + 1, level + 1);
         } else {
-            c.features[at] = n.feature;
+            c.features[at] = n.feature as u16;
             c.thresholds[at] = n.value;
             self.place(c, tree, n.left as usize, 2 * pos + 1, level + 1);
             self.place(c, tree, n.left as usize + 1, 2 * pos + 2, level + 1);
@@ -194,22 +195,31 @@ impl IsolationForest {
         let c = &self.compiled;
         let internal = (1usize << c.depth) - 1;
         let n_trees = self.roots.len();
+        let full = n_trees / LANES * LANES;
         let mut total = 0.0;
-        let mut t = 0;
-        while t < n_trees {
-            let lanes = LANES.min(n_trees - t);
+        for t in (0..full).step_by(LANES) {
+            let feats = &c.features[t * internal..(t + LANES) * internal];
+            let thr = &c.thresholds[t * internal..(t + LANES) * internal];
             let mut pos = [0usize; LANES];
             for _ in 0..c.depth {
-                for (k, p) in pos.iter_mut().enumerate().take(lanes) {
-                    let at = (t + k) * internal + *p;
-                    let right = x[c.features[at] as usize] >= c.thresholds[at];
-                    *p = 2 * *p + 1 + usize::from(right);
+                for k in 0..LANES {
+                    let at = k * internal + pos[k];
+                    let right = x[usize::from(feats[at])] >= thr[at];
+                    pos[k] = 2 * pos[k] + 1 + usize::from(right);
                 }
             }
-            for (k, p) in pos.iter().enumerate().take(lanes) {
-                total += c.leaves[(t + k) * (internal + 1) + p - internal];
+            let leaves = &c.leaves[t * (internal + 1)..(t + LANES) * (internal + 1)];
+            for (k, p) in pos.iter().enumerate() {
+                total += leaves[k * (internal + 1) + p - internal];
             }
-            t += lanes;
+        }
+        for t in full..n_trees {
+            let mut p = 0usize;
+            for _ in 0..c.depth {
+                let at = t * internal + p;
+                p = 2 * p + 1 + usize::from(x[usize::from(c.features[at])] >= c.thresholds[at]);
+            }
+            total += c.leaves[t * (internal + 1) + p - internal];
         }
         total / n_trees.max(1) as f64
     }

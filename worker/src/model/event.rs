@@ -2,11 +2,10 @@
 //! (`"service.name"`), nested objects (`"service": {"name": ..}`) and any mix of the two, and a
 //! writer that emits the dotted form.
 
-use std::fmt;
+use std::borrow::Cow;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::ser::SerializeMap;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 
 use super::time::{format_rfc3339, parse_rfc3339, Millis};
 
@@ -57,18 +56,312 @@ pub enum EventError {
 }
 
 /// Parses one NDJSON line into an event.
+///
+/// A small dedicated JSON reader rather than a generic deserializer: the line is checked as
+/// UTF-8 once, keys are matched against the known dotted paths as they are read, strings are
+/// borrowed unless they hold escapes, and everything else is skipped without being built. It
+/// accepts exactly JSON (RFC 8259) and reports where a line stops being JSON.
 pub fn parse_event(line: &[u8]) -> Result<Event, EventError> {
+    let text = std::str::from_utf8(line).map_err(|e| EventError::Json(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
     let mut raw = RawEvent::default();
+    let mut r = Reader { b: text.as_bytes(), s: text, i: 0 };
     let mut path = String::with_capacity(48);
-    let mut de = serde_json::Deserializer::from_slice(line);
-    FieldsSeed { raw: &mut raw, path: &mut path }
-        .deserialize(&mut de)
-        .map_err(|e| match raw.bad.take() {
-            Some(b) => b,
-            None => EventError::Json(e.to_string()),
-        })?;
-    de.end().map_err(|e| EventError::Json(e.to_string()))?;
+    r.ws();
+    if r.peek() != Some(b'{') {
+        return Err(r.error("expected a JSON object"));
+    }
+    r.object(&mut raw, &mut path, 0)?;
+    r.ws();
+    if r.i != r.b.len() {
+        return Err(r.error("trailing characters after the object"));
+    }
     raw.finish()
+}
+
+/// Nesting allowed in a line (deeper input is reported, not followed down the stack).
+const MAX_DEPTH: usize = 64;
+
+struct Reader<'a> {
+    b: &'a [u8],
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn error(&self, what: &str) -> EventError {
+        EventError::Json(format!("{what} at byte {}", self.i + 1))
+    }
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+    fn expect(&mut self, c: u8, what: &str) -> Result<(), EventError> {
+        self.ws();
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.error(what))
+        }
+    }
+
+    /// Reads an object whose `{` is next; known fields go into `raw`.
+    fn object(&mut self, raw: &mut RawEvent, path: &mut String, depth: usize) -> Result<(), EventError> {
+        if depth >= MAX_DEPTH {
+            return Err(self.error("nested too deeply"));
+        }
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        let base = path.len();
+        loop {
+            self.ws();
+            if self.peek() != Some(b'"') {
+                return Err(self.error("expected a key"));
+            }
+            let key = self.string()?;
+            self.expect(b':', "expected `:` after a key")?;
+            self.ws();
+            if base > 0 {
+                path.push('.');
+            }
+            path.push_str(&key);
+            if let Some(field) = field_of(path) {
+                let v = self.scalar(depth)?;
+                raw.set(field, v)?;
+            } else if is_prefix(path) && self.peek() == Some(b'{') {
+                self.object(raw, path, depth + 1)?;
+            } else {
+                self.skip(depth)?;
+            }
+            path.truncate(base);
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.error("expected `,` or `}`")),
+            }
+        }
+    }
+
+    /// Reads a string whose `"` is next; borrowed unless it holds escapes.
+    fn string(&mut self) -> Result<Cow<'a, str>, EventError> {
+        self.i += 1;
+        let start = self.i;
+        // Most keys and values are short: a plain scan beats a vectorised search's set-up.
+        let rest = &self.b[start..];
+        let n = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).unwrap_or(rest.len());
+        self.i = start + n;
+        match rest.get(n) {
+            None => Err(self.error("unterminated string")),
+            Some(b'"') => {
+                self.i += 1;
+                Ok(Cow::Borrowed(&self.s[start..self.i - 1]))
+            }
+            Some(b'\\') => self.escaped(start).map(Cow::Owned),
+            Some(_) => Err(self.error("control character in a string")),
+        }
+    }
+
+    fn escaped(&mut self, start: usize) -> Result<String, EventError> {
+        let mut out = String::from(&self.s[start..self.i]);
+        while let Some(&c) = self.b.get(self.i) {
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                b'\\' => {
+                    let e = *self.b.get(self.i + 1).ok_or_else(|| self.error("unterminated escape"))?;
+                    self.i += 2;
+                    match e {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let code = if (0xD800..0xDC00).contains(&hi) && self.b.get(self.i) == Some(&b'\\') && self.b.get(self.i + 1) == Some(&b'u') {
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(self.error("bad surrogate pair"));
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else {
+                                hi
+                            };
+                            out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
+                        }
+                        _ => return Err(self.error("bad escape")),
+                    }
+                }
+                0..=0x1f => return Err(self.error("control character in a string")),
+                _ => {
+                    // Copy a run of plain characters at once (the line is valid UTF-8).
+                    let run = self.i;
+                    while let Some(&c) = self.b.get(self.i) {
+                        if c == b'"' || c == b'\\' || c < 0x20 {
+                            break;
+                        }
+                        self.i += 1;
+                    }
+                    out.push_str(&self.s[run..self.i]);
+                }
+            }
+        }
+        Err(self.error("unterminated string"))
+    }
+
+    fn hex4(&mut self) -> Result<u32, EventError> {
+        let h = self.s.get(self.i..self.i + 4).ok_or_else(|| self.error("short \\u escape"))?;
+        let v = u32::from_str_radix(h, 16).map_err(|_| self.error("bad \\u escape"))?;
+        self.i += 4;
+        Ok(v)
+    }
+
+    fn number(&mut self) -> Result<Scalar<'a>, EventError> {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        let digits = self.i;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+        if self.i == digits {
+            return Err(self.error("expected a value"));
+        }
+        if self.b[digits] == b'0' && self.i - digits > 1 {
+            return Err(self.error("leading zero in a number"));
+        }
+        let mut integral = true;
+        if self.peek() == Some(b'.') {
+            integral = false;
+            self.i += 1;
+            let f = self.i;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.i += 1;
+            }
+            if self.i == f {
+                return Err(self.error("expected digits after `.`"));
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            integral = false;
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            let e = self.i;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.i += 1;
+            }
+            if self.i == e {
+                return Err(self.error("expected an exponent"));
+            }
+        }
+        let text = &self.s[start..self.i];
+        if integral {
+            if let Ok(v) = text.parse::<i64>() {
+                return Ok(Scalar::Int(v));
+            }
+        }
+        text.parse::<f64>().map(Scalar::Float).map_err(|_| self.error("bad number"))
+    }
+
+    fn literal(&mut self, word: &str) -> Result<(), EventError> {
+        if self.b[self.i..].starts_with(word.as_bytes()) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(self.error("expected a value"))
+        }
+    }
+
+    /// Reads a value as a scalar (objects and arrays are skipped and reported as composite).
+    fn scalar(&mut self, depth: usize) -> Result<Scalar<'a>, EventError> {
+        match self.peek() {
+            Some(b'"') => self.string().map(Scalar::Str),
+            Some(b't') => self.literal("true").map(|_| Scalar::Bool),
+            Some(b'f') => self.literal("false").map(|_| Scalar::Bool),
+            Some(b'n') => self.literal("null").map(|_| Scalar::Null),
+            Some(b'{' | b'[') => self.skip(depth).map(|_| Scalar::Composite),
+            _ => self.number(),
+        }
+    }
+
+    /// Skips any value.
+    fn skip(&mut self, depth: usize) -> Result<(), EventError> {
+        if depth >= MAX_DEPTH {
+            return Err(self.error("nested too deeply"));
+        }
+        match self.peek() {
+            Some(b'{') => {
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    if self.peek() != Some(b'"') {
+                        return Err(self.error("expected a key"));
+                    }
+                    self.string()?;
+                    self.expect(b':', "expected `:` after a key")?;
+                    self.ws();
+                    self.skip(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(self.error("expected `,` or `}`")),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    self.skip(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(self.error("expected `,` or `]`")),
+                    }
+                }
+            }
+            _ => self.scalar(depth).map(|_| ()),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -91,7 +384,6 @@ struct RawEvent {
     user_agent: Option<String>,
     request_bytes: Option<u64>,
     response_bytes: Option<u64>,
-    bad: Option<EventError>,
 }
 
 impl RawEvent {
@@ -189,171 +481,14 @@ fn is_prefix(path: &str) -> bool {
     )
 }
 
-struct FieldsSeed<'a> {
-    raw: &'a mut RawEvent,
-    path: &'a mut String,
-}
-
-impl<'de> DeserializeSeed<'de> for FieldsSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FieldsSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let base = self.path.len();
-        while let Some(key) = map.next_key::<KeyStr<'de>>()? {
-            if base > 0 {
-                self.path.push('.');
-            }
-            self.path.push_str(key.as_str());
-            if let Some(field) = field_of(self.path) {
-                let v: Scalar = map.next_value()?;
-                if let Err(e) = self.raw.set(field, v, self.path) {
-                    self.raw.bad = Some(e);
-                    return Err(de::Error::custom("bad value"));
-                }
-            } else if is_prefix(self.path) {
-                // A nested object, or a scalar where an object was expected (kept and ignored).
-                map.next_value_seed(MaybeObject {
-                    inner: FieldsSeed { raw: self.raw, path: self.path },
-                })?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-            self.path.truncate(base);
-        }
-        Ok(())
-    }
-}
-
-struct MaybeObject<'a> {
-    inner: FieldsSeed<'a>,
-}
-
-impl<'de> DeserializeSeed<'de> for MaybeObject<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for MaybeObject<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        self.inner.visit_map(map)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-}
-
-/// A map key, borrowed when the input allows it.
-struct KeyStr<'de>(std::borrow::Cow<'de, str>);
-
-impl KeyStr<'_> {
-    fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for KeyStr<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = KeyStr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(KeyStr(v.into()))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(KeyStr(v.to_owned().into()))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
 /// A JSON scalar; logs often carry numbers as strings and ids as numbers, so both are accepted.
-enum Scalar {
-    Str(String),
+enum Scalar<'a> {
+    Str(Cow<'a, str>),
     Int(i64),
     Float(f64),
     Bool,
     Null,
     Composite,
-}
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a scalar")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar::Str(v.to_owned()))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
-                Ok(Scalar::Str(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar::Int(v))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
-                Ok(i64::try_from(v).map_or(Scalar::Float(v as f64), Scalar::Int))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar::Float(v))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Scalar, E> {
-                Ok(Scalar::Bool)
-            }
-            fn visit_unit<E>(self) -> Result<Scalar, E> {
-                Ok(Scalar::Null)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Scalar, A::Error> {
-                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Composite)
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Scalar, A::Error> {
-                while s.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Composite)
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 fn name_of(f: Field) -> &'static str {
@@ -379,10 +514,10 @@ fn name_of(f: Field) -> &'static str {
     }
 }
 
-impl Scalar {
+impl Scalar<'_> {
     fn into_string(self) -> Option<String> {
         match self {
-            Scalar::Str(s) if !s.is_empty() => Some(s),
+            Scalar::Str(s) if !s.is_empty() => Some(s.into_owned()),
             Scalar::Int(i) => Some(i.to_string()),
             Scalar::Float(f) => Some(f.to_string()),
             _ => None,
@@ -408,7 +543,7 @@ impl Scalar {
 }
 
 impl RawEvent {
-    fn set(&mut self, f: Field, v: Scalar, _path: &str) -> Result<(), EventError> {
+    fn set(&mut self, f: Field, v: Scalar<'_>) -> Result<(), EventError> {
         let bad = |why: String| EventError::BadValue { field: name_of(f), why };
         match f {
             Field::Timestamp => match v {
@@ -433,10 +568,20 @@ impl RawEvent {
             Field::ReqBytes => self.request_bytes = v.as_u64().map_err(bad)?,
             Field::RespBytes => self.response_bytes = v.as_u64().map_err(bad)?,
             Field::Service => self.service = v.into_string(),
-            Field::Provider => self.provider = v.into_string().map(|s| s.to_ascii_lowercase()),
+            Field::Provider => {
+                self.provider = v.into_string().map(|mut s| {
+                    s.make_ascii_lowercase();
+                    s
+                })
+            }
             Field::Region => self.region = v.into_string(),
             Field::Host => self.host = v.into_string(),
-            Field::Method => self.method = v.into_string().map(|s| s.to_ascii_uppercase()),
+            Field::Method => {
+                self.method = v.into_string().map(|mut s| {
+                    s.make_ascii_uppercase();
+                    s
+                })
+            }
             Field::Path => self.path = v.into_string(),
             Field::Outcome => self.outcome = v.into_string(),
             Field::Trace => self.trace_id = v.into_string(),
@@ -544,6 +689,32 @@ mod tests {
         for line in ["", "{", "[1,2]", "null", r#"{"a":1}{"#, "\u{0}"] {
             assert!(parse_event(line.as_bytes()).is_err(), "{line:?}");
         }
+    }
+
+    #[test]
+    fn escapes_and_unicode_are_decoded() {
+        let line = DOTTED.replace(r#""url.path":"/api/v1/login""#, r#""url.path":"/caf\u00e9/\"x\"\/\ud83d\ude00""#);
+        assert_eq!(parse_event(line.as_bytes()).unwrap().path, "/café/\"x\"/😀");
+        let line = DOTTED.replace(r#""user.id":"u82006968""#, r#""user.id":"ü""#);
+        assert_eq!(parse_event(line.as_bytes()).unwrap().user_id.as_deref(), Some("ü"));
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_what_is_json() {
+        for bad in [
+            r#"{"a":01}"#.to_owned(),
+            r#"{"a":1,}"#.to_owned(),
+            r#"{"a" 1}"#.to_owned(),
+            r#"{"a":tru}"#.to_owned(),
+            r#"{"a":"\x"}"#.to_owned(),
+            "{\"a\":\"\u{1}\"}".to_owned(),
+            format!("{}{}", "[".repeat(100), "]".repeat(100)),
+        ] {
+            assert!(serde_json::from_str::<serde_json::Value>(&bad).is_err() || bad.starts_with('['), "{bad}");
+            assert!(matches!(parse_event(bad.as_bytes()), Err(EventError::Json(_))), "{bad}");
+        }
+        let deep = format!("{{\"x\":{}1{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(matches!(parse_event(deep.as_bytes()), Err(EventError::Json(_))));
     }
 
     #[test]
