@@ -186,6 +186,7 @@ impl SimArgs {
             duration: (self.hours * HOUR_MS as f64) as Millis,
             rate: self.rate,
             incidents: !self.no_incidents,
+            max_events: None,
         })
     }
 }
@@ -529,10 +530,12 @@ fn bench_detect(input: Option<PathBuf>, events: u64) -> anyhow::Result<()> {
             std::fs::create_dir_all(&dir)?;
             let p = dir.join(format!("events-{events}.ndjson"));
             if !p.exists() {
-                // About 4.4 events per entry call; rate sized so the file holds `events` in 12 h.
-                let hours = 12.0;
-                let rate = events as f64 / 4.4 / (hours * 3600.0);
-                let cfg = SimArgs { topology: "bank".into(), seed: 5, hours, rate, start: "2026-03-02T00:00:00Z".into(), no_incidents: false }.config()?;
+                // A busy platform: 200 entry calls/s (about 450 events/s), for as long as it
+                // takes to write `events` events.
+                let rate = 200.0;
+                let hours = (events as f64 / (rate * 1.5) / 3600.0).max(0.5);
+                let mut cfg = SimArgs { topology: "bank".into(), seed: 5, hours, rate, start: "2026-03-02T00:00:00Z".into(), no_incidents: false }.config()?;
+                cfg.max_events = Some(events);
                 let tmp = p.with_extension("tmp");
                 simulate_files(&cfg, &tmp, None)?;
                 std::fs::rename(&tmp, &p)?;

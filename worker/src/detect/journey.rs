@@ -54,25 +54,30 @@ pub struct JourneyDetector {
     window: FxHashMap<u32, HopWindow>,
     /// Journeys completed in total (for summaries).
     pub completed: u64,
+    scratch: Vec<bool>,
 }
 
 impl JourneyDetector {
     fn finish(&mut self, j: Journey) {
         self.completed += 1;
-        let by_span: FxHashMap<u64, usize> = j.spans.iter().enumerate().map(|(i, s)| (s.span, i)).collect();
-        let root = j.spans.iter().find(|s| s.parent.is_none_or(|p| !by_span.contains_key(&p)));
+        // Journeys are small: a linear scan finds a parent faster than building a map.
+        let index_of = |span: u64| j.spans.iter().position(|s| s.span == span);
+        let root = j.spans.iter().find(|s| s.parent.is_none_or(|p| index_of(p).is_none()));
         let Some(root) = root else { return };
         let total = root.duration_ms.max(1e-3);
         let failed_journey = root.failed;
         // The deepest failing call: failed, and none of its children failed.
-        let mut has_failing_child = vec![false; j.spans.len()];
-        for s in &j.spans {
-            if let Some(pi) = s.parent.and_then(|p| by_span.get(&p)) {
-                if s.failed {
-                    has_failing_child[*pi] = true;
+        let has_failing_child = &mut self.scratch;
+        has_failing_child.clear();
+        has_failing_child.resize(j.spans.len(), false);
+        if failed_journey {
+            for s in j.spans.iter().filter(|s| s.failed) {
+                if let Some(pi) = s.parent.and_then(index_of) {
+                    has_failing_child[pi] = true;
                 }
             }
         }
+        let has_failing_child = std::mem::take(has_failing_child);
         let mut marked: Option<(u32, bool)> = None;
         let mut worst_excess = 0.0;
         for (i, s) in j.spans.iter().enumerate() {
@@ -106,6 +111,7 @@ impl JourneyDetector {
                 fail.update(if s.failed { 1.0 } else { 0.0 }, 0.01);
             }
         }
+        self.scratch = has_failing_child;
         if let Some((hop, failing)) = marked {
             let w = self.window.entry(hop).or_default();
             if failing {
@@ -136,14 +142,14 @@ impl Detector for JourneyDetector {
             });
         }
         let j = self.open.entry(trace).or_insert_with(|| Journey {
-            trace_id: c.event.trace_id.clone().unwrap_or_default(),
+            trace_id: c.event.trace_id.as_deref().unwrap_or_default().to_owned(),
             user_id: None,
             last_seen: c.event.timestamp,
-            spans: Vec::new(),
+            spans: Vec::with_capacity(8),
         });
         j.last_seen = j.last_seen.max(c.event.timestamp);
         if j.user_id.is_none() {
-            j.user_id = c.event.user_id.clone();
+            j.user_id = c.event.user_id.as_deref().map(str::to_owned);
         }
         if j.spans.len() < MAX_SPANS {
             j.spans.push(Span {

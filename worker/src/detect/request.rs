@@ -203,7 +203,7 @@ impl Detector for RequestForestDetector {
             }
             if w.traces.len() < 3 {
                 if let Some(t) = &c.event.trace_id {
-                    w.traces.push(t.clone());
+                    w.traces.push(t.to_string());
                 }
             }
             if let Some(u) = c.user {

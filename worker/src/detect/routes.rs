@@ -37,6 +37,8 @@ struct Node {
 #[derive(Default)]
 struct ServiceRoutes {
     nodes: Vec<Node>,
+    /// Template → route; keyed by the template's trie leaf, so the hot path needs no string.
+    by_leaf: FxHashMap<u32, Sym>,
     routes: FxHashMap<Box<str>, Sym>,
 }
 
@@ -86,6 +88,7 @@ impl RouteLearner {
         let path = path.split(['?', '#']).next().unwrap_or("");
         self.buf.clear();
         let mut node = 0u32;
+        let mut truncated = false;
         for seg in path.split('/').filter(|s| !s.is_empty()) {
             self.buf.push('/');
             let id_like = looks_like_id(seg);
@@ -123,6 +126,7 @@ impl RouteLearner {
                             }
                             None => {
                                 self.buf.push_str("{id}");
+                                truncated = true;
                                 break;
                             }
                         }
@@ -136,18 +140,32 @@ impl RouteLearner {
             }
             node = next;
         }
+        // The trie node a walk ends on identifies its template (unless the walk was cut short).
+        if !truncated {
+            if let Some(&sym) = svc.by_leaf.get(&node) {
+                return sym;
+            }
+        }
         if self.buf.is_empty() {
             self.buf.push('/');
         }
-        if let Some(&sym) = svc.routes.get(self.buf.as_str()) {
-            return sym;
+        let sym = match svc.routes.get(self.buf.as_str()) {
+            Some(&sym) => sym,
+            None => {
+                let key: &str = if svc.routes.len() >= limits.max_routes_per_service { OTHER_ROUTE } else { &self.buf };
+                match svc.routes.get(key) {
+                    Some(&sym) => sym,
+                    None => {
+                        let sym = names.intern(key);
+                        svc.routes.insert(key.into(), sym);
+                        sym
+                    }
+                }
+            }
+        };
+        if !truncated {
+            svc.by_leaf.insert(node, sym);
         }
-        let key: &str = if svc.routes.len() >= limits.max_routes_per_service { OTHER_ROUTE } else { &self.buf };
-        if let Some(&sym) = svc.routes.get(key) {
-            return sym;
-        }
-        let sym = names.intern(key);
-        svc.routes.insert(key.into(), sym);
         sym
     }
 }

@@ -127,10 +127,10 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
                 *w.transitions.entry((prev, next)).or_default() += 1;
                 if w.traces.len() < 3 {
                     if let Some(tid) = &c.event.trace_id {
-                        w.traces.push(tid.clone());
+                        w.traces.push(tid.to_string());
                     }
                     if let Some(uid) = &c.event.user_id {
-                        w.user_ids.push(uid.clone());
+                        w.user_ids.push(uid.to_string());
                     }
                 }
             }

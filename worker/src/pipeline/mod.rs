@@ -92,6 +92,8 @@ pub struct Pipeline {
     window_start: Option<Millis>,
     stats_buf: Vec<WindowStat>,
     anomalies: Vec<crate::model::Anomaly>,
+    /// Events released by the reorder buffer, reused across pushes.
+    ready: Vec<Event>,
     pub stats: RunStats,
 }
 
@@ -110,6 +112,7 @@ impl Pipeline {
             window_start: None,
             stats_buf: Vec::new(),
             anomalies: Vec::new(),
+            ready: Vec::new(),
             stats: RunStats::default(),
             cfg,
         }
@@ -117,12 +120,16 @@ impl Pipeline {
 
     /// Feeds one event (any order within the allowed lateness).
     pub fn push(&mut self, ev: Event, sink: &mut dyn ResultSink) -> anyhow::Result<()> {
-        let mut ready = Vec::new();
+        let mut ready = std::mem::take(&mut self.ready);
         self.reorder.push(ev, |e| ready.push(e));
-        for e in ready {
-            self.process(e, sink)?;
+        let mut result = Ok(());
+        for e in ready.drain(..) {
+            if result.is_ok() {
+                result = self.process(e, sink);
+            }
         }
-        Ok(())
+        self.ready = ready;
+        result
     }
 
     /// Reads a whole source through the pipeline.

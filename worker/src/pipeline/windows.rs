@@ -102,7 +102,7 @@ impl WindowAggregator {
         }
         if a.traces.len() < EXAMPLE_TRACES {
             if let Some(t) = &ev.trace_id {
-                a.traces.push(t.clone());
+                a.traces.push(t.to_string());
             }
         }
     }

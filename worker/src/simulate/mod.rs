@@ -30,6 +30,8 @@ pub struct SimConfig {
     /// Mean entry calls per second (the diurnal cycle swings around it).
     pub rate: f64,
     pub incidents: bool,
+    /// Stop after this many events (benchmarks).
+    pub max_events: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -42,6 +44,7 @@ impl Default for SimConfig {
             duration: 3 * HOUR_MS,
             rate: 20.0,
             incidents: true,
+            max_events: None,
         }
     }
 }
@@ -217,12 +220,15 @@ impl Simulator {
                 }
             };
             if now - last_flush >= 10_000 {
-                count += flush(&mut pending, now - 60_000, &mut emit)?;
+                count += flush(&mut pending, now - 60_000, self.cfg.max_events.map(|m| m - count), &mut emit)?;
                 last_flush = now;
                 progress(now);
+                if self.cfg.max_events.is_some_and(|m| count >= m) {
+                    return Ok(count);
+                }
             }
         }
-        count += flush(&mut pending, Millis::MAX, &mut emit)?;
+        count += flush(&mut pending, Millis::MAX, self.cfg.max_events.map(|m| m.saturating_sub(count)), &mut emit)?;
         Ok(count)
     }
 
@@ -394,21 +400,21 @@ impl Simulator {
         let host = format!("{}-{host_n}", svc_def.name);
         let ev = Event {
             timestamp: t,
-            service: svc_def.name.to_owned(),
-            provider: svc_def.provider.to_owned(),
-            region: Some(svc_def.region.to_owned()),
-            host: Some(host),
-            method: r.method.to_owned(),
-            path,
+            service: svc_def.name.into(),
+            provider: svc_def.provider.into(),
+            region: Some((svc_def.region.to_owned()).into()),
+            host: Some((host).into()),
+            method: r.method.into(),
+            path: path.into(),
             status,
             duration_ns: (duration * 1e6) as u64,
-            outcome: Some(if status >= 500 { "failure" } else { "success" }.to_owned()),
-            trace_id: Some(trace.to_owned()),
-            span_id: Some(span),
-            parent_id: parent.map(|p| p.0),
-            user_id: Some(u.id.clone()),
-            client_ip: Some(if is_entry { u.ip.clone() } else { internal_ip }),
-            user_agent: Some(if is_entry { u.agent.to_owned() } else { "internal-client/1.0".to_owned() }),
+            outcome: Some((if status >= 500 { "failure" } else { "success" }.to_owned()).into()),
+            trace_id: Some((trace.to_owned()).into()),
+            span_id: Some((span).into()),
+            parent_id: parent.map(|p| p.0.into()),
+            user_id: Some((u.id.clone()).into()),
+            client_ip: Some((if is_entry { u.ip.clone() } else { internal_ip }).into()),
+            user_agent: Some((if is_entry { u.agent.to_owned() } else { "internal-client/1.0".to_owned() }).into()),
             request_bytes: Some(req_b),
             response_bytes: Some(resp_b),
         };
@@ -449,10 +455,10 @@ pub fn network_ms(a: &str, b: &str) -> f64 {
     }
 }
 
-/// Writes out, in write order, the pending events written before `cutoff`.
-fn flush(pending: &mut Vec<(Millis, Event)>, cutoff: Millis, emit: &mut impl FnMut(&Event) -> anyhow::Result<()>) -> anyhow::Result<u64> {
+/// Writes out, in write order, the pending events written before `cutoff` (at most `limit`).
+fn flush(pending: &mut Vec<(Millis, Event)>, cutoff: Millis, limit: Option<u64>, emit: &mut impl FnMut(&Event) -> anyhow::Result<()>) -> anyhow::Result<u64> {
     pending.sort_by_key(|(w, e)| (*w, e.timestamp));
-    let n = pending.partition_point(|(w, _)| *w < cutoff);
+    let n = pending.partition_point(|(w, _)| *w < cutoff).min(limit.map_or(usize::MAX, |l| l as usize));
     for (_, e) in pending.drain(..n) {
         emit(&e)?;
     }
