@@ -70,7 +70,10 @@ pub struct ForestBench {
 pub fn forest_bench(data: &Array2<f64>, labels: &[bool], params: ForestParams, repeats: usize) -> ForestBench {
     let (mut auc, mut fit_s, mut score_s) = (0.0, 0.0, 0.0);
     for r in 0..repeats.max(1) {
-        let p = ForestParams { seed: params.seed + r as u64, ..params };
+        let p = ForestParams {
+            seed: params.seed + r as u64,
+            ..params
+        };
         let t = Instant::now();
         let f = IsolationForest::fit(data.view(), p);
         fit_s += t.elapsed().as_secs_f64();
@@ -80,5 +83,11 @@ pub fn forest_bench(data: &Array2<f64>, labels: &[bool], params: ForestParams, r
         auc += roc_auc(&s, labels);
     }
     let k = repeats.max(1) as f64;
-    ForestBench { rows: data.nrows(), features: data.ncols(), auc: auc / k, fit_s: fit_s / k, score_s: score_s / k }
+    ForestBench {
+        rows: data.nrows(),
+        features: data.ncols(),
+        auc: auc / k,
+        fit_s: fit_s / k,
+        score_s: score_s / k,
+    }
 }

@@ -25,7 +25,11 @@ use crate::sink::{FileSink, MemorySink};
 use crate::source::{EventSource, IngestReport, NdjsonSource};
 
 #[derive(Parser)]
-#[command(name = "apiwatch", version, about = "AI-powered monitoring of API calls: anomalies, journeys, forecasts and grouped alerts")]
+#[command(
+    name = "apiwatch",
+    version,
+    about = "AI-powered monitoring of API calls: anomalies, journeys, forecasts and grouped alerts"
+)]
 struct Cli {
     /// Log filter (also RUST_LOG), e.g. `info`, `apiwatch=debug`.
     #[arg(long, global = true, env = "APIWATCH_LOG", default_value = "warn")]
@@ -195,7 +199,10 @@ impl SimArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -220,7 +227,11 @@ fn bar(len: u64, what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len);
-    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {percent}% eta {eta}").expect("valid template").progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {percent}% eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     pb.set_message(what.to_owned());
     pb
 }
@@ -258,11 +269,21 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::EvalSuite { topologies, seeds, hours, rate, verbose } => eval_suite(&topologies, &seeds, hours, rate, verbose),
+        Command::EvalSuite {
+            topologies,
+            seeds,
+            hours,
+            rate,
+            verbose,
+        } => eval_suite(&topologies, &seeds, hours, rate, verbose),
         Command::Services { from } => {
             let path = from.join("services.json");
-            let recs: Vec<ServiceRecord> = read_json(&path).with_context(|| format!("run `apiwatch detect --output {}` first", from.display()))?;
-            println!("{:<16} {:<8} {:<24} {:>10} {:>7} {:>7}  baseline", "service", "provider", "first seen", "calls", "routes", "windows");
+            let recs: Vec<ServiceRecord> =
+                read_json(&path).with_context(|| format!("run `apiwatch detect --output {}` first", from.display()))?;
+            println!(
+                "{:<16} {:<8} {:<24} {:>10} {:>7} {:>7}  baseline",
+                "service", "provider", "first seen", "calls", "routes", "windows"
+            );
             for r in recs {
                 println!(
                     "{:<16} {:<8} {:<24} {:>10} {:>7} {:>7}  {}",
@@ -278,9 +299,24 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { input, events } => bench_detect(input, events),
-        Command::Forest { csv, trees, samples, seed, repeats } => {
+        Command::Forest {
+            csv,
+            trees,
+            samples,
+            seed,
+            repeats,
+        } => {
             let (data, labels) = bench::read_labelled_csv(&csv)?;
-            let r = bench::forest_bench(&data, &labels, ForestParams { n_trees: trees, max_samples: samples, seed }, repeats);
+            let r = bench::forest_bench(
+                &data,
+                &labels,
+                ForestParams {
+                    n_trees: trees,
+                    max_samples: samples,
+                    seed,
+                },
+                repeats,
+            );
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
@@ -310,7 +346,10 @@ pub fn detect_files(inputs: &[PathBuf], output: &Path, cfg: PipelineConfig) -> a
     let started = Instant::now();
     pipeline.run_source(&mut source, &mut sink, |n| {
         if n % 65_536 < 4096 {
-            pb.set_message(format!("detecting: {n} events, {:.0}/s", n as f64 / started.elapsed().as_secs_f64().max(1e-9)));
+            pb.set_message(format!(
+                "detecting: {n} events, {:.0}/s",
+                n as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            ));
         }
     })?;
     let stats = pipeline.finish(&mut sink)?;
@@ -344,7 +383,12 @@ fn print_detect_summary(stats: &RunStats, report: &IngestReport, alerts: &[Alert
         alerts.len()
     );
     for a in alerts.iter().take(30) {
-        println!("  {} {:<8} {}", format_hhmm(a.timestamp), format!("{:?}", a.status).to_lowercase(), a.title);
+        println!(
+            "  {} {:<8} {}",
+            format_hhmm(a.timestamp),
+            format!("{:?}", a.status).to_lowercase(),
+            a.title
+        );
     }
     println!("wrote {}/anomalies.ndjson, alerts.ndjson, services.json", output.display());
 }
@@ -356,7 +400,10 @@ fn simulate_files(cfg: &SimConfig, output: &Path, labels: Option<&Path>) -> anyh
         if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        Box::new(BufWriter::with_capacity(1 << 20, File::create(output).with_context(|| format!("cannot create {}", output.display()))?))
+        Box::new(BufWriter::with_capacity(
+            1 << 20,
+            File::create(output).with_context(|| format!("cannot create {}", output.display()))?,
+        ))
     };
     let pb = bar(cfg.duration as u64 / 1000, "simulating");
     let start = cfg.start;
@@ -386,7 +433,7 @@ fn demo(dir: &Path, sim: &SimArgs) -> anyhow::Result<()> {
     );
     let out = dir.join("detect");
     let started = Instant::now();
-    let (stats, report, sink) = detect_files(&[events.clone()], &out, PipelineConfig::default())?;
+    let (stats, report, sink) = detect_files(std::slice::from_ref(&events), &out, PipelineConfig::default())?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "detected in {:.1} s ({:.0} events/s): {} anomalies, {} alerts, {} services onboarded, {} skipped lines",
@@ -400,8 +447,18 @@ fn demo(dir: &Path, sim: &SimArgs) -> anyhow::Result<()> {
     let alerts = sink.alerts();
     let r = eval::evaluate(&labels, &alerts);
     println!();
-    println!("{:<7} {:<21} {:<24} {:>6}  {:<5} first alert", "inc", "kind", "origin", "start", "found");
-    for (inc, res) in labels.incidents.iter().zip(labels.incidents.iter().filter(|i| i.expect_alert).map(Some).chain(std::iter::repeat(None))) {
+    println!(
+        "{:<7} {:<21} {:<24} {:>6}  {:<5} first alert",
+        "inc", "kind", "origin", "start", "found"
+    );
+    for (inc, res) in labels.incidents.iter().zip(
+        labels
+            .incidents
+            .iter()
+            .filter(|i| i.expect_alert)
+            .map(Some)
+            .chain(std::iter::repeat(None)),
+    ) {
         let _ = res;
         let result = r.results.iter().find(|x| x.id == inc.id);
         let found = match result {
@@ -421,12 +478,18 @@ fn demo(dir: &Path, sim: &SimArgs) -> anyhow::Result<()> {
             format!("{}/{}", inc.service, inc.provider),
             format_hhmm(inc.start).trim_end_matches(" UTC"),
             found,
-            first.map(|a| format!("{} {}", format_hhmm(a.timestamp), a.title)).unwrap_or_default()
+            first
+                .map(|a| format!("{} {}", format_hhmm(a.timestamp), a.title))
+                .unwrap_or_default()
         );
     }
     println!();
     print_eval(&r, false);
-    println!("\nresults in {}; list services with `apiwatch services --from {}`", out.display(), out.display());
+    println!(
+        "\nresults in {}; list services with `apiwatch services --from {}`",
+        out.display(),
+        out.display()
+    );
     Ok(())
 }
 
@@ -472,11 +535,25 @@ fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbo
     let mut ours = Vec::new();
     let mut rule = Vec::new();
     for (topo, seed) in &runs {
-        let sim = SimArgs { topology: topo.clone(), seed: *seed, hours, rate, start: "2026-03-02T00:00:00Z".into(), no_incidents: false }.config()?;
+        let sim = SimArgs {
+            topology: topo.clone(),
+            seed: *seed,
+            hours,
+            rate,
+            start: "2026-03-02T00:00:00Z".into(),
+            no_incidents: false,
+        }
+        .config()?;
         let (labels, alerts, _) = simulate_and_detect(sim.clone(), PipelineConfig::default())?;
         ours.push(eval::evaluate(&labels, &alerts));
         pb.inc(1);
-        let static_cfg = DetectArgs { window_secs: 60, lateness_secs: 120, detectors: Some(vec![DetectorKind::StaticRule]), model_seed: 42 }.config()?;
+        let static_cfg = DetectArgs {
+            window_secs: 60,
+            lateness_secs: 120,
+            detectors: Some(vec![DetectorKind::StaticRule]),
+            model_seed: 42,
+        }
+        .config()?;
         let (labels, alerts, _) = simulate_and_detect(sim, static_cfg)?;
         rule.push(eval::evaluate(&labels, &alerts));
         pb.inc(1);
@@ -490,16 +567,42 @@ fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbo
         if r.lead_times_min.is_empty() {
             "none predicted".to_owned()
         } else {
-            format!("{:.0} min (min {:.0})", crate::detect::stats::median(&r.lead_times_min), r.lead_times_min.iter().copied().fold(f64::INFINITY, f64::min))
+            format!(
+                "{:.0} min (min {:.0})",
+                crate::detect::stats::median(&r.lead_times_min),
+                r.lead_times_min.iter().copied().fold(f64::INFINITY, f64::min)
+            )
         }
     };
-    println!("runs: {} ({} topologies x {} seeds, {hours} h each at {rate} entry calls/s)", runs.len(), topologies.join(","), seeds.len());
+    println!(
+        "runs: {} ({} topologies x {} seeds, {hours} h each at {rate} entry calls/s)",
+        runs.len(),
+        topologies.join(","),
+        seeds.len()
+    );
     println!("| measure | apiwatch | static rule (p95 > 3x warm-up, 5xx > 5%) |");
     println!("|---|---|---|");
-    println!("| incidents detected with the right origin | {}/{} ({:.0}%) | {}/{} ({:.0}%) |", o.detected_right_origin, o.incidents, 100.0 * o.right_origin_share(), s.detected_right_origin, s.incidents, 100.0 * s.right_origin_share());
-    println!("| incidents detected at all | {}/{} | {}/{} |", o.detected, o.incidents, s.detected, s.incidents);
-    println!("| false alerts per day | {:.2} | {:.2} |", o.false_alerts_per_day, s.false_alerts_per_day);
-    println!("| alerts per detected incident | {:.2} | {:.2} |", o.alerts_per_incident, s.alerts_per_incident);
+    println!(
+        "| incidents detected with the right origin | {}/{} ({:.0}%) | {}/{} ({:.0}%) |",
+        o.detected_right_origin,
+        o.incidents,
+        100.0 * o.right_origin_share(),
+        s.detected_right_origin,
+        s.incidents,
+        100.0 * s.right_origin_share()
+    );
+    println!(
+        "| incidents detected at all | {}/{} | {}/{} |",
+        o.detected, o.incidents, s.detected, s.incidents
+    );
+    println!(
+        "| false alerts per day | {:.2} | {:.2} |",
+        o.false_alerts_per_day, s.false_alerts_per_day
+    );
+    println!(
+        "| alerts per detected incident | {:.2} | {:.2} |",
+        o.alerts_per_incident, s.alerts_per_incident
+    );
     println!(
         "| median detection delay | {} | {} |",
         o.median_delay_s.map_or("n/a".into(), |d| format!("{d:.0} s")),
@@ -534,7 +637,15 @@ fn bench_detect(input: Option<PathBuf>, events: u64) -> anyhow::Result<()> {
                 // takes to write `events` events.
                 let rate = 200.0;
                 let hours = (events as f64 / (rate * 1.5) / 3600.0).max(0.5);
-                let mut cfg = SimArgs { topology: "bank".into(), seed: 5, hours, rate, start: "2026-03-02T00:00:00Z".into(), no_incidents: false }.config()?;
+                let mut cfg = SimArgs {
+                    topology: "bank".into(),
+                    seed: 5,
+                    hours,
+                    rate,
+                    start: "2026-03-02T00:00:00Z".into(),
+                    no_incidents: false,
+                }
+                .config()?;
                 cfg.max_events = Some(events);
                 let tmp = p.with_extension("tmp");
                 simulate_files(&cfg, &tmp, None)?;
@@ -547,7 +658,7 @@ fn bench_detect(input: Option<PathBuf>, events: u64) -> anyhow::Result<()> {
     let rss_after_peer = bench::peak_rss_mib();
     let out = std::env::temp_dir().join(format!("apiwatch-bench-{}", std::process::id()));
     let started = Instant::now();
-    let (stats, _, _) = detect_files(&[path.clone()], &out, PipelineConfig::default())?;
+    let (stats, _, _) = detect_files(std::slice::from_ref(&path), &out, PipelineConfig::default())?;
     let secs = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&out);
     let rate = stats.events as f64 / secs;

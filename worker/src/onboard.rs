@@ -75,10 +75,18 @@ impl ServiceRegistry {
         let mut new = false;
         let e = self.entries.entry((service, provider)).or_insert_with(|| {
             new = true;
-            Entry { first_seen: t, last_seen: t, ..Default::default() }
+            Entry {
+                first_seen: t,
+                last_seen: t,
+                ..Default::default()
+            }
         });
         if new {
-            tracing::info!(service = names.name(service), provider = names.name(provider), "onboarded a new service");
+            tracing::info!(
+                service = names.name(service),
+                provider = names.name(provider),
+                "onboarded a new service"
+            );
         }
         e.calls += 1;
         e.last_seen = e.last_seen.max(t);
@@ -123,7 +131,11 @@ impl ServiceRegistry {
                 let mut routes: Vec<RouteRecord> = e
                     .routes
                     .iter()
-                    .map(|(&r, &(first_seen, calls))| RouteRecord { route: names.name(r).to_owned(), first_seen, calls })
+                    .map(|(&r, &(first_seen, calls))| RouteRecord {
+                        route: names.name(r).to_owned(),
+                        first_seen,
+                        calls,
+                    })
                     .collect();
                 routes.sort_by(|a, b| a.route.cmp(&b.route));
                 ServiceRecord {

@@ -197,7 +197,11 @@ impl AlertManager {
     fn explained_by_change(&self, inc: &Incident) -> bool {
         let kind = render::dominant_kind(inc);
         matches!(kind, AnomalyKind::Latency | AnomalyKind::Request | AnomalyKind::Journey)
-            && inc.nodes.keys().all(|n| self.changes.get(n).is_some_and(|&c| inc.start >= c - 2 * MINUTE_MS && inc.start <= c + CHANGE_EXPLAINS))
+            && inc.nodes.keys().all(|n| {
+                self.changes
+                    .get(n)
+                    .is_some_and(|&c| inc.start >= c - 2 * MINUTE_MS && inc.start <= c + CHANGE_EXPLAINS)
+            })
     }
 
     /// Alerts raised so far.
@@ -382,7 +386,10 @@ mod tests {
     fn traffic_loss_points_at_the_caller() {
         let mut m = manager();
         let t = 0;
-        let batch = vec![anomaly("orders", AnomalyKind::Traffic, 70.0, t), anomaly("gateway", AnomalyKind::Traffic, 60.0, t)];
+        let batch = vec![
+            anomaly("orders", AnomalyKind::Traffic, 70.0, t),
+            anomaly("gateway", AnomalyKind::Traffic, 60.0, t),
+        ];
         let out = m.ingest(&batch, MINUTE_MS);
         assert_eq!(out[0].service, "gateway");
     }

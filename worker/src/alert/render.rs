@@ -16,7 +16,10 @@ pub(crate) fn dominant_kind(inc: &Incident) -> AnomalyKind {
             *by_kind.entry(*k).or_default() += s;
         }
     }
-    let non_forecast = by_kind.iter().filter(|(k, _)| **k != AnomalyKind::Forecast).max_by(|a, b| a.1.total_cmp(b.1));
+    let non_forecast = by_kind
+        .iter()
+        .filter(|(k, _)| **k != AnomalyKind::Forecast)
+        .max_by(|a, b| a.1.total_cmp(b.1));
     match non_forecast {
         Some((k, _)) => *k,
         None => AnomalyKind::Forecast,
@@ -41,7 +44,11 @@ pub(crate) fn origin(inc: &Incident, callers: &Graph, callees: &Graph) -> (Strin
             !neighbours.is_some_and(|ns| ns.iter().any(|m| m != *n && anomalous(m)))
         })
         .collect();
-    let pool: Vec<&(&String, f64)> = if filtered.is_empty() { candidates.iter().collect() } else { filtered };
+    let pool: Vec<&(&String, f64)> = if filtered.is_empty() {
+        candidates.iter().collect()
+    } else {
+        filtered
+    };
     let best = pool
         .iter()
         .max_by(|a, b| {
@@ -51,7 +58,10 @@ pub(crate) fn origin(inc: &Incident, callers: &Graph, callees: &Graph) -> (Strin
         })
         .map(|c| c.0.clone())
         .unwrap_or_default();
-    let route = inc.nodes.get(&best).and_then(|e| e.routes.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|r| r.0.clone()));
+    let route = inc
+        .nodes
+        .get(&best)
+        .and_then(|e| e.routes.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|r| r.0.clone()));
     (best, route)
 }
 
@@ -93,12 +103,18 @@ fn kind_phrase(k: AnomalyKind) -> &'static str {
 
 pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Alert {
     let (node, route) = origin(inc, callers, callees);
-    let (service, provider) = node.rsplit_once('/').map_or((node.clone(), String::new()), |(s, p)| (s.to_owned(), p.to_owned()));
+    let (service, provider) = node
+        .rsplit_once('/')
+        .map_or((node.clone(), String::new()), |(s, p)| (s.to_owned(), p.to_owned()));
     let kind = dominant_kind(inc);
     let prio = priority(inc);
     let predicted = inc.predicted;
     let forecast_only = inc.only_forecast_when_raised;
-    let mut services: Vec<String> = inc.nodes.keys().filter_map(|n| n.rsplit_once('/').map(|(s, _)| s.to_owned())).collect();
+    let mut services: Vec<String> = inc
+        .nodes
+        .keys()
+        .filter_map(|n| n.rsplit_once('/').map(|(s, _)| s.to_owned()))
+        .collect();
     services.sort();
     services.dedup();
     let mut kinds: Vec<AnomalyKind> = inc.nodes.values().flat_map(|n| n.by_kind.keys().copied()).collect();
@@ -111,7 +127,11 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
         .filter(|a| format!("{}/{}", a.service, a.provider) == node && (forecast_only || a.kind == kind || kind == AnomalyKind::Forecast))
         .max_by(|a, b| a.score.total_cmp(&b.score))
         .or_else(|| inc.anomalies.iter().max_by(|a, b| a.score.total_cmp(&b.score)));
-    let status = if inc.resolved_at.is_some() { AlertStatus::Resolved } else { AlertStatus::Open };
+    let status = if inc.resolved_at.is_some() {
+        AlertStatus::Resolved
+    } else {
+        AlertStatus::Open
+    };
     let others = services.len().saturating_sub(1);
     let title = format!(
         "[P{prio}] {}{} on {node}{}{}{}",
@@ -125,7 +145,11 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
             _ => String::new(),
         },
         route.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
-        if others > 0 { format!(" (+{others} related service{})", if others == 1 { "" } else { "s" }) } else { String::new() },
+        if others > 0 {
+            format!(" (+{others} related service{})", if others == 1 { "" } else { "s" })
+        } else {
+            String::new()
+        },
         match (predicted, inc.eta) {
             (true, Some(eta)) => format!(", breach expected {}", format_hhmm(eta)),
             _ => String::new(),
@@ -146,7 +170,11 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
         inc.impact_users
     ));
     if let (true, Some(eta)) = (predicted, inc.eta) {
-        let forecast = inc.anomalies.iter().filter(|a| a.kind == AnomalyKind::Forecast).max_by(|a, b| a.score.total_cmp(&b.score));
+        let forecast = inc
+            .anomalies
+            .iter()
+            .filter(|a| a.kind == AnomalyKind::Forecast)
+            .max_by(|a, b| a.score.total_cmp(&b.score));
         if let Some(f) = forecast.filter(|_| !forecast_only) {
             summary.push_str(&capitalise(&f.reason));
             summary.push_str(".\n");

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 
 use super::stats::{median_mad, score_from_z, Ring};
 use super::{entity_label, fmt_bytes, fmt_ms, fmt_pct, Detector, Finding, WindowContext};
-use crate::model::anomaly::{AnomalyKind, Anomaly, Contributor};
+use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
 use crate::model::time::{Millis, DAY_MS, HOUR_MS};
 use crate::model::{EntityKind, WindowStat};
 
@@ -84,11 +84,18 @@ struct Series {
 
 impl Series {
     fn new(t: Millis) -> Self {
-        Series { history: Ring::new(HISTORY), first: t, profile: DayProfile { slots: [0.0; 24], seen: [0; 24] } }
+        Series {
+            history: Ring::new(HISTORY),
+            first: t,
+            profile: DayProfile {
+                slots: [0.0; 24],
+                seen: [0; 24],
+            },
+        }
     }
     /// Seasonal shift (log scale) between the centre of the recent history and `t`.
     fn seasonal_shift(&self, t: Millis, width: Millis) -> f64 {
-        if t - self.first < DAY_MS || self.profile.seen.iter().any(|&s| s == 0) {
+        if t - self.first < DAY_MS || self.profile.seen.contains(&0) {
             return 0.0;
         }
         let centre = t - width * self.history.len() as Millis / 2;
@@ -122,7 +129,13 @@ fn log_metric(series: &Series, x: f64, shift: f64, min_ratio: f64, both_ways: bo
     let up = z >= 4.5 && ratio >= min_ratio;
     let down = both_ways && z <= -4.5 && ratio <= 1.0 / min_ratio;
     let remember = lx.clamp(m - 3.0 * sigma, m + 3.0 * sigma) - shift;
-    Some(Verdict { z: z.abs(), actual: x, expected: m.exp(), remember, flagged: up || down })
+    Some(Verdict {
+        z: z.abs(),
+        actual: x,
+        expected: m.exp(),
+        remember,
+        flagged: up || down,
+    })
 }
 
 fn rate_metric(series: &Series, k: u64, n: u64) -> Option<Verdict> {
@@ -136,7 +149,13 @@ fn rate_metric(series: &Series, k: u64, n: u64) -> Option<Verdict> {
     // multiple of the usual rate, and a material absolute rise.
     let flagged = z >= 6.0 && k >= 6 && rate >= 4.0 * p0 && rate - p0 >= 0.03;
     let remember = rate.min(p0 + 3.0 * (p0 * (1.0 - p0) / n_f).sqrt());
-    Some(Verdict { z, actual: rate, expected: p0, remember, flagged })
+    Some(Verdict {
+        z,
+        actual: rate,
+        expected: p0,
+        remember,
+        flagged,
+    })
 }
 
 fn count_metric(series: &Series, k: u64, shift: f64) -> Option<Verdict> {
@@ -144,7 +163,13 @@ fn count_metric(series: &Series, k: u64, shift: f64) -> Option<Verdict> {
     let (m, s) = median_mad(h);
     let lambda = m * shift.exp();
     if lambda < 20.0 {
-        return Some(Verdict { z: 0.0, actual: k as f64, expected: lambda, remember: k as f64, flagged: false });
+        return Some(Verdict {
+            z: 0.0,
+            actual: k as f64,
+            expected: lambda,
+            remember: k as f64,
+            flagged: false,
+        });
     }
     let sigma = lambda.sqrt().max(s) * (1.0 + 4.0 / h.len() as f64);
     let k_f = k as f64;
@@ -152,7 +177,13 @@ fn count_metric(series: &Series, k: u64, shift: f64) -> Option<Verdict> {
     let drop = k_f <= 0.5 * lambda && z <= -5.0;
     let spike = k_f >= 3.0 * lambda && z >= 6.0;
     let remember = k_f.clamp(lambda - 3.0 * sigma, lambda + 3.0 * sigma) / shift.exp();
-    Some(Verdict { z: z.abs(), actual: k_f, expected: lambda, remember, flagged: drop || spike })
+    Some(Verdict {
+        z: z.abs(),
+        actual: k_f,
+        expected: lambda,
+        remember,
+        flagged: drop || spike,
+    })
 }
 
 impl BaselineDetector {
@@ -271,7 +302,11 @@ fn describe(metric: Metric, label: &str, v: &Verdict, st: &WindowStat) -> (Anoma
                 "{label} received {} calls in the window, expected about {:.0} ({})",
                 v.actual,
                 v.expected,
-                if ratio < 1.0 { format!("{:.0}% fewer", (1.0 - ratio) * 100.0) } else { format!("{ratio:.1}x more") }
+                if ratio < 1.0 {
+                    format!("{:.0}% fewer", (1.0 - ratio) * 100.0)
+                } else {
+                    format!("{ratio:.1}x more")
+                }
             ),
         ),
         Metric::RespBytes | Metric::ReqBytes => (
@@ -294,7 +329,10 @@ mod tests {
     fn stat(names: &mut Interner, t: Millis, count: u64, e5: u64, p95: f64) -> WindowStat {
         WindowStat {
             entity: 0,
-            key: EntityKey::Service { service: names.intern("payments"), provider: names.intern("aws") },
+            key: EntityKey::Service {
+                service: names.intern("payments"),
+                provider: names.intern("aws"),
+            },
             start: t,
             end: t + 60_000,
             count,
@@ -318,7 +356,16 @@ mod tests {
                 let t = i as Millis * 60_000;
                 let st = stat(names, t, c, e, p);
                 let mut out = Vec::new();
-                d.close_window(&WindowContext { start: t, end: t + 60_000, stats: &[st], names, complete: true }, &mut out);
+                d.close_window(
+                    &WindowContext {
+                        start: t,
+                        end: t + 60_000,
+                        stats: &[st],
+                        names,
+                        complete: true,
+                    },
+                    &mut out,
+                );
                 out
             })
             .collect()
@@ -335,7 +382,11 @@ mod tests {
         let last = &out[8];
         assert_eq!(last.len(), 1);
         assert_eq!(last[0].kind, AnomalyKind::Latency);
-        assert!(last[0].reason.contains("p95 latency of payments/aws was 600 ms"), "{}", last[0].reason);
+        assert!(
+            last[0].reason.contains("p95 latency of payments/aws was 600 ms"),
+            "{}",
+            last[0].reason
+        );
     }
 
     #[test]
@@ -366,7 +417,10 @@ mod tests {
 
     #[test]
     fn day_profile_interpolates() {
-        let mut p = DayProfile { slots: [0.0; 24], seen: [1; 24] };
+        let mut p = DayProfile {
+            slots: [0.0; 24],
+            seen: [1; 24],
+        };
         p.slots[1] = 1.0;
         // Centre of hour 1 is 01:30.
         assert!((p.at(90 * 60_000) - 1.0).abs() < 1e-9);

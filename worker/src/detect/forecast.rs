@@ -106,7 +106,11 @@ impl ForecastDetector {
         let recent = &ys[ys.len() - TREND_WINDOWS / 2..];
         let (slope_recent, _, _) = theil_sen(recent);
         let slope = slope_long.max(slope_recent);
-        let mut resid: Vec<f64> = recent.iter().enumerate().map(|(i, y)| y - slope * (i as f64 - (recent.len() - 1) as f64)).collect();
+        let mut resid: Vec<f64> = recent
+            .iter()
+            .enumerate()
+            .map(|(i, y)| y - slope * (i as f64 - (recent.len() - 1) as f64))
+            .collect();
         let level = median_in_place(&mut resid);
         let recent_level = median(&ys[ys.len() - 5..]);
         if slope <= 0.0 || positive < 0.75 || level >= limit || recent_level < floor || level < floor {
@@ -120,7 +124,13 @@ impl ForecastDetector {
         let eta = w.end + (eta_min * MINUTE_MS as f64) as Millis;
         let label = entity_label(w.names, &st.key);
         let (kind_word, now, usual, lim, rate) = match metric {
-            Metric::P95 => ("p95 latency", fmt_ms(level), fmt_ms(reference), fmt_ms(limit), format!("{}/min", fmt_ms(slope / step_min))),
+            Metric::P95 => (
+                "p95 latency",
+                fmt_ms(level),
+                fmt_ms(reference),
+                fmt_ms(limit),
+                format!("{}/min", fmt_ms(slope / step_min)),
+            ),
             Metric::Rate5xx => (
                 "5xx rate",
                 fmt_pct(level),
@@ -129,7 +139,12 @@ impl ForecastDetector {
                 format!("{} points/min", fmt_pct(slope / step_min)),
             ),
         };
-        let mut f = Finding::new(AnomalyKind::Forecast, "forecast", st.key, (w.end - TREND_WINDOWS as Millis * (w.end - w.start), w.end));
+        let mut f = Finding::new(
+            AnomalyKind::Forecast,
+            "forecast",
+            st.key,
+            (w.end - TREND_WINDOWS as Millis * (w.end - w.start), w.end),
+        );
         f.score = if eta_min <= 15.0 {
             80.0
         } else if eta_min <= 30.0 {
@@ -151,7 +166,12 @@ impl ForecastDetector {
             format_hhmm(eta),
             eta_min
         );
-        f.contributors = vec![Contributor { name: f.metric.to_owned(), share: 1.0, actual: Some(super::round3(level)), expected: Some(super::round3(limit)) }];
+        f.contributors = vec![Contributor {
+            name: f.metric.to_owned(),
+            share: 1.0,
+            actual: Some(super::round3(level)),
+            expected: Some(super::round3(limit)),
+        }];
         f.impact_calls = st.count;
         f.impact_users = st.users;
         f.trace_ids = st.example_traces.clone();
@@ -186,7 +206,10 @@ mod tests {
 
     fn feed(values: &[f64]) -> Vec<(usize, Anomaly)> {
         let mut names = Interner::default();
-        let key = EntityKey::Service { service: names.intern("ledger"), provider: names.intern("onprem") };
+        let key = EntityKey::Service {
+            service: names.intern("ledger"),
+            provider: names.intern("onprem"),
+        };
         let mut d = ForecastDetector::default();
         let mut found = Vec::new();
         for (i, &p95) in values.iter().enumerate() {
@@ -208,7 +231,16 @@ mod tests {
                 example_traces: vec![],
             };
             let mut out = Vec::new();
-            d.close_window(&WindowContext { start: t, end: t + 60_000, stats: &[st], names: &names, complete: true }, &mut out);
+            d.close_window(
+                &WindowContext {
+                    start: t,
+                    end: t + 60_000,
+                    stats: &[st],
+                    names: &names,
+                    complete: true,
+                },
+                &mut out,
+            );
             found.extend(out.into_iter().map(|a| (i, a)));
         }
         found
@@ -217,7 +249,15 @@ mod tests {
     #[test]
     fn a_ramp_is_predicted_before_it_breaches() {
         // 60 flat minutes at 100 ms, then +4 ms/min: crosses 300 ms at minute 110.
-        let values: Vec<f64> = (0..110).map(|i| if i < 60 { 100.0 + (i % 4) as f64 } else { 100.0 + 4.0 * (i - 60) as f64 }).collect();
+        let values: Vec<f64> = (0..110)
+            .map(|i| {
+                if i < 60 {
+                    100.0 + (i % 4) as f64
+                } else {
+                    100.0 + 4.0 * (i - 60) as f64
+                }
+            })
+            .collect();
         let found = feed(&values);
         let (first, a) = found.first().expect("a forecast");
         assert!(*first <= 90, "raised at minute {first}, breach at 110");

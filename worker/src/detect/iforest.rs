@@ -21,7 +21,11 @@ pub struct ForestParams {
 
 impl Default for ForestParams {
     fn default() -> Self {
-        ForestParams { n_trees: 100, max_samples: 256, seed: 0 }
+        ForestParams {
+            n_trees: 100,
+            max_samples: 256,
+            seed: 0,
+        }
     }
 }
 
@@ -91,9 +95,13 @@ impl IsolationForest {
         let mut idx: Vec<usize> = Vec::with_capacity(psi);
         for _ in 0..params.n_trees {
             idx.clear();
-            idx.extend(sample(&mut rng, n, psi).into_iter());
+            idx.extend(sample(&mut rng, n, psi));
             let root = forest.nodes.len() as u32;
-            forest.nodes.push(Node { value: 0.0, feature: LEAF, left: 0 });
+            forest.nodes.push(Node {
+                value: 0.0,
+                feature: LEAF,
+                left: 0,
+            });
             forest.roots.push(root);
             forest.grow(data, &mut idx, root, 0, max_depth, &mut rng);
         }
@@ -138,7 +146,11 @@ impl IsolationForest {
     fn grow(&mut self, data: ArrayView2<'_, f64>, rows: &mut [usize], at: u32, depth: usize, max_depth: usize, rng: &mut ChaCha8Rng) {
         let leaf = |n: usize| depth as f64 + average_path_length(n);
         if depth >= max_depth || rows.len() <= 1 {
-            self.nodes[at as usize] = Node { value: leaf(rows.len()), feature: LEAF, left: 0 };
+            self.nodes[at as usize] = Node {
+                value: leaf(rows.len()),
+                feature: LEAF,
+                left: 0,
+            };
             return;
         }
         // Pick a random feature that is not constant on this node (as scikit-learn's splitter does).
@@ -161,7 +173,11 @@ impl IsolationForest {
             }
         }
         let Some((f, t)) = split else {
-            self.nodes[at as usize] = Node { value: leaf(rows.len()), feature: LEAF, left: 0 };
+            self.nodes[at as usize] = Node {
+                value: leaf(rows.len()),
+                feature: LEAF,
+                left: 0,
+            };
             return;
         };
         // Partition rows: < t to the left.
@@ -173,9 +189,21 @@ impl IsolationForest {
             }
         }
         let left = self.nodes.len() as u32;
-        self.nodes.push(Node { value: 0.0, feature: LEAF, left: 0 });
-        self.nodes.push(Node { value: 0.0, feature: LEAF, left: 0 });
-        self.nodes[at as usize] = Node { value: t, feature: f as u32, left };
+        self.nodes.push(Node {
+            value: 0.0,
+            feature: LEAF,
+            left: 0,
+        });
+        self.nodes.push(Node {
+            value: 0.0,
+            feature: LEAF,
+            left: 0,
+        });
+        self.nodes[at as usize] = Node {
+            value: t,
+            feature: f as u32,
+            left,
+        };
         let (l, r) = rows.split_at_mut(i);
         self.grow(data, l, left, depth + 1, max_depth, rng);
         self.grow(data, r, left + 1, depth + 1, max_depth, rng);
@@ -311,7 +339,13 @@ mod tests {
                 labels[i] = true;
             }
         }
-        let f = IsolationForest::fit(data.view(), ForestParams { seed: 1, ..Default::default() });
+        let f = IsolationForest::fit(
+            data.view(),
+            ForestParams {
+                seed: 1,
+                ..Default::default()
+            },
+        );
         let scores = f.score_rows(data.view());
         let auc = roc_auc(&scores, &labels);
         assert!(auc > 0.95, "auc {auc}");
@@ -322,7 +356,14 @@ mod tests {
     fn compiled_walk_equals_the_node_walk() {
         let data = Array2::from_shape_fn((500, 3), |(i, j)| ((i * 37 + j * 11) % 101) as f64 + (i % 7) as f64 * 0.1);
         for (trees, psi) in [(13, 256), (8, 16), (5, 3), (100, 500)] {
-            let f = IsolationForest::fit(data.view(), ForestParams { n_trees: trees, max_samples: psi, seed: 9 });
+            let f = IsolationForest::fit(
+                data.view(),
+                ForestParams {
+                    n_trees: trees,
+                    max_samples: psi,
+                    seed: 9,
+                },
+            );
             for i in (0..500).step_by(7) {
                 let x: Vec<f64> = data.row(i).to_vec();
                 assert!((f.path_length(&x) - f.path_length_reference(&x)).abs() < 1e-12);
@@ -335,7 +376,11 @@ mod tests {
     #[test]
     fn same_seed_same_forest() {
         let data = Array2::from_shape_fn((300, 2), |(i, j)| ((i * 31 + j * 17) % 97) as f64);
-        let p = ForestParams { n_trees: 10, max_samples: 64, seed: 3 };
+        let p = ForestParams {
+            n_trees: 10,
+            max_samples: 64,
+            seed: 3,
+        };
         let a = IsolationForest::fit(data.view(), p).score_rows(data.view());
         let b = IsolationForest::fit(data.view(), p).score_rows(data.view());
         assert_eq!(a, b);
@@ -344,7 +389,14 @@ mod tests {
     #[test]
     fn constant_data_does_not_loop() {
         let data = Array2::<f64>::ones((50, 4));
-        let f = IsolationForest::fit(data.view(), ForestParams { n_trees: 5, max_samples: 32, seed: 0 });
+        let f = IsolationForest::fit(
+            data.view(),
+            ForestParams {
+                n_trees: 5,
+                max_samples: 32,
+                seed: 0,
+            },
+        );
         let s = f.score(&[1.0; 4]);
         assert!(s.is_finite() && s > 0.0);
     }

@@ -138,7 +138,14 @@ impl Detector for JourneyDetector {
         let (Some(trace), Some(span)) = (c.trace, c.span) else { return };
         if let (Some(hop), Some(caller)) = (c.hop_entity, c.caller) {
             self.hops.entry(hop).or_insert_with(|| {
-                (EntityKey::Hop { from: caller, to: (c.service, c.provider) }, Ewm::default(), Ewm::default())
+                (
+                    EntityKey::Hop {
+                        from: caller,
+                        to: (c.service, c.provider),
+                    },
+                    Ewm::default(),
+                    Ewm::default(),
+                )
             });
         }
         let j = self.open.entry(trace).or_insert_with(|| Journey {
@@ -211,7 +218,12 @@ impl Detector for JourneyDetector {
                     share * 100.0
                 );
             }
-            f.contributors = vec![Contributor { name: label, share, actual: Some(super::round3(med)), expected: Some(super::round3(usual)) }];
+            f.contributors = vec![Contributor {
+                name: label,
+                share,
+                actual: Some(super::round3(med)),
+                expected: Some(super::round3(usual)),
+            }];
             f.impact_calls = marked;
             f.impact_users = hw.users.len() as u64;
             f.trace_ids = hw.traces;

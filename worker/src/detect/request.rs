@@ -109,7 +109,11 @@ impl RequestForestDetector {
             // 32 trees: enough for a stable score of one call (the spread of the mean path length
             // shrinks as 1/sqrt(trees), and windows aggregate many calls), at a third of the
             // cost of 100 on the hot path.
-            params: ForestParams { n_trees: 32, max_samples: 256, seed },
+            params: ForestParams {
+                n_trees: 32,
+                max_samples: 256,
+                seed,
+            },
             norms: FxHashMap::default(),
             ips: Frequency::default(),
             agents: Frequency::default(),
@@ -134,7 +138,13 @@ impl RequestForestDetector {
         let warm = norm.latency.n >= 20;
         let v = [
             lat - norm.latency.mean,
-            if e.status >= 500 { 2.0 } else if e.status >= 400 { 1.0 } else { 0.0 },
+            if e.status >= 500 {
+                2.0
+            } else if e.status >= 400 {
+                1.0
+            } else {
+                0.0
+            },
             req - norm.req.mean,
             resp - norm.resp.mean,
             self.ips.rarity_and_count(c.event.client_ip.as_deref().map(hash_str)),
@@ -160,7 +170,13 @@ impl RequestForestDetector {
             mean[j] = col.iter().sum::<f64>() / n as f64;
             std[j] = (col.iter().map(|x| (x - mean[j]).powi(2)).sum::<f64>() / n as f64).sqrt().max(0.05);
         }
-        self.fitted = Some(Fitted { forest, threshold, mean, std, at: now });
+        self.fitted = Some(Fitted {
+            forest,
+            threshold,
+            mean,
+            std,
+            at: now,
+        });
         self.reservoir.clear();
         self.seen = 0;
     }
@@ -193,13 +209,17 @@ impl Detector for RequestForestDetector {
         let Some(f) = &self.fitted else { return };
         self.calls_scored += 1;
         let s = f.forest.score(&x);
-        self.keys.entry(c.route_entity).or_insert(EntityKey::Route { service: c.service, provider: c.provider, route: c.route });
+        self.keys.entry(c.route_entity).or_insert(EntityKey::Route {
+            service: c.service,
+            provider: c.provider,
+            route: c.route,
+        });
         let w = self.window.entry(c.route_entity).or_default();
         w.calls += 1;
         if s > f.threshold {
             w.unusual += 1;
-            for j in 0..NF {
-                w.feature_excess[j] += ((x[j] - f.mean[j]) / f.std[j]).abs();
+            for (j, excess) in w.feature_excess.iter_mut().enumerate() {
+                *excess += ((x[j] - f.mean[j]) / f.std[j]).abs();
             }
             if w.traces.len() < 3 {
                 if let Some(t) = &c.event.trace_id {
@@ -234,7 +254,14 @@ impl Detector for RequestForestDetector {
             let total: f64 = rw.feature_excess.iter().sum::<f64>().max(1e-9);
             let mut contrib: Vec<(usize, f64)> = rw.feature_excess.iter().copied().enumerate().collect();
             contrib.sort_by(|a, b| b.1.total_cmp(&a.1));
-            let EntityKey::Route { service, provider, route: r } = key else { continue };
+            let EntityKey::Route {
+                service,
+                provider,
+                route: r,
+            } = key
+            else {
+                continue;
+            };
             let mut f = Finding::new(AnomalyKind::Request, "isolation_forest", key, (w.start, w.end));
             f.score = score_from_z(z);
             f.metric = "request.unusual_share";
@@ -252,7 +279,12 @@ impl Detector for RequestForestDetector {
             f.contributors = contrib
                 .iter()
                 .take(3)
-                .map(|(j, e)| Contributor { name: FEATURES[*j].to_owned(), share: super::round3(e / total), actual: None, expected: None })
+                .map(|(j, e)| Contributor {
+                    name: FEATURES[*j].to_owned(),
+                    share: super::round3(e / total),
+                    actual: None,
+                    expected: None,
+                })
                 .collect();
             f.impact_calls = rw.unusual;
             f.impact_users = rw.users.len() as u64;
@@ -264,4 +296,3 @@ impl Detector for RequestForestDetector {
         }
     }
 }
-

@@ -21,7 +21,11 @@ pub struct RouteLimits {
 
 impl Default for RouteLimits {
     fn default() -> Self {
-        RouteLimits { max_literals_per_position: 48, max_routes_per_service: 400, max_nodes_per_service: 4096 }
+        RouteLimits {
+            max_literals_per_position: 48,
+            max_routes_per_service: 400,
+            max_nodes_per_service: 4096,
+        }
     }
 }
 
@@ -70,7 +74,11 @@ pub fn looks_like_id(seg: &str) -> bool {
 
 impl RouteLearner {
     pub fn new(limits: RouteLimits) -> Self {
-        RouteLearner { limits, services: FxHashMap::default(), buf: String::with_capacity(64) }
+        RouteLearner {
+            limits,
+            services: FxHashMap::default(),
+            buf: String::with_capacity(64),
+        }
     }
 
     /// Number of routes learned for a service.
@@ -152,7 +160,11 @@ impl RouteLearner {
         let sym = match svc.routes.get(self.buf.as_str()) {
             Some(&sym) => sym,
             None => {
-                let key: &str = if svc.routes.len() >= limits.max_routes_per_service { OTHER_ROUTE } else { &self.buf };
+                let key: &str = if svc.routes.len() >= limits.max_routes_per_service {
+                    OTHER_ROUTE
+                } else {
+                    &self.buf
+                };
                 match svc.routes.get(key) {
                     Some(&sym) => sym,
                     None => {

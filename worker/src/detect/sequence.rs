@@ -168,7 +168,12 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
             let mut trans: Vec<_> = tw.transitions.into_iter().collect();
             trans.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             let top = &trans[0].0;
-            let mut f = Finding::new(AnomalyKind::Sequence, "markov", EntityKey::Route { service, provider, route }, (w.start, w.end));
+            let mut f = Finding::new(
+                AnomalyKind::Sequence,
+                "markov",
+                EntityKey::Route { service, provider, route },
+                (w.start, w.end),
+            );
             f.score = score_from_z(z);
             f.metric = "sequence.rare_calls";
             f.actual = Some(rare);
@@ -186,7 +191,12 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
             f.contributors = trans
                 .iter()
                 .take(3)
-                .map(|((p, n), c)| Contributor { name: format!("{} -> {}", label(*p), label(*n)), share: *c as f64 / rare, actual: None, expected: None })
+                .map(|((p, n), c)| Contributor {
+                    name: format!("{} -> {}", label(*p), label(*n)),
+                    share: *c as f64 / rare,
+                    actual: None,
+                    expected: None,
+                })
                 .collect();
             f.impact_calls = tw.rare;
             f.impact_users = tw.users.len() as u64;

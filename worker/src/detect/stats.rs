@@ -62,7 +62,11 @@ pub struct Ring {
 
 impl Ring {
     pub fn new(cap: usize) -> Self {
-        Ring { values: Vec::with_capacity(cap), next: 0, cap }
+        Ring {
+            values: Vec::with_capacity(cap),
+            next: 0,
+            cap,
+        }
     }
     pub fn push(&mut self, v: f64) {
         if self.values.len() < self.cap {

@@ -14,7 +14,13 @@ use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
 use crate::model::time::{Millis, HOUR_MS};
 use crate::model::{EntityKind, WindowStat};
 
-const FEATURES: [&str; 5] = ["calls_vs_usual", "errors_5xx_rate", "errors_4xx_rate", "p95_vs_usual", "response_bytes_vs_usual"];
+const FEATURES: [&str; 5] = [
+    "calls_vs_usual",
+    "errors_5xx_rate",
+    "errors_4xx_rate",
+    "p95_vs_usual",
+    "response_bytes_vs_usual",
+];
 const NF: usize = FEATURES.len();
 const MIN_TRAIN: usize = 600;
 const MAX_TRAIN: usize = 20_000;
@@ -42,11 +48,20 @@ pub struct WindowForestDetector {
 
 impl WindowForestDetector {
     pub fn new(seed: u64) -> Self {
-        WindowForestDetector { seed, history: FxHashMap::default(), train: Vec::new(), fitted: None }
+        WindowForestDetector {
+            seed,
+            history: FxHashMap::default(),
+            train: Vec::new(),
+            fitted: None,
+        }
     }
 
     fn features(&mut self, st: &WindowStat) -> Option<[f64; NF]> {
-        let h = self.history.entry(st.entity).or_insert_with(|| History { count: Ring::new(30), p95: Ring::new(30), resp: Ring::new(30) });
+        let h = self.history.entry(st.entity).or_insert_with(|| History {
+            count: Ring::new(30),
+            p95: Ring::new(30),
+            resp: Ring::new(30),
+        });
         let ready = h.count.len() >= 10 && st.count >= 10;
         let x = ready.then(|| {
             [
@@ -68,7 +83,14 @@ impl WindowForestDetector {
     fn fit(&mut self, now: Millis) {
         let n = self.train.len();
         let data = Array2::from_shape_fn((n, NF), |(i, j)| self.train[i][j]);
-        let forest = IsolationForest::fit(data.view(), ForestParams { n_trees: 100, max_samples: 256, seed: self.seed });
+        let forest = IsolationForest::fit(
+            data.view(),
+            ForestParams {
+                n_trees: 100,
+                max_samples: 256,
+                seed: self.seed,
+            },
+        );
         let scores = forest.score_rows(data.view());
         let threshold = scores.iter().copied().fold(0.0, f64::max);
         let mut std = [0.0; NF];
@@ -77,7 +99,12 @@ impl WindowForestDetector {
             let m = col.iter().sum::<f64>() / n as f64;
             *s = (col.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64).sqrt().max(0.01);
         }
-        self.fitted = Some(Fitted { forest, threshold, std, at: now });
+        self.fitted = Some(Fitted {
+            forest,
+            threshold,
+            std,
+            at: now,
+        });
         self.train.clear();
     }
 }
@@ -125,7 +152,12 @@ impl Detector for WindowForestDetector {
                     fd.contributors = order
                         .iter()
                         .take(3)
-                        .map(|&j| Contributor { name: FEATURES[j].to_owned(), share: super::round3(excess[j] / total), actual: Some(super::round3(x[j])), expected: None })
+                        .map(|&j| Contributor {
+                            name: FEATURES[j].to_owned(),
+                            share: super::round3(excess[j] / total),
+                            actual: Some(super::round3(x[j])),
+                            expected: None,
+                        })
                         .collect();
                     fd.impact_calls = st.count;
                     fd.impact_users = st.users;

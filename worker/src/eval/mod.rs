@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::model::anomaly::Alert;
 use crate::model::time::{Millis, DAY_MS, MINUTE_MS};
-use crate::simulate::incidents::{IncidentKind, Labels, LabelledIncident};
+use crate::simulate::incidents::{IncidentKind, LabelledIncident, Labels};
 
 /// An alert counts for an incident if it was active from this long before the incident began ...
 const EARLY_SLACK: Millis = 2 * MINUTE_MS;
@@ -71,21 +71,38 @@ pub fn evaluate(labels: &Labels, alerts: &[Alert]) -> EvalReport {
             .iter()
             .copied()
             .filter(|&i| labels.incidents[i].expect_alert)
-            .max_by_key(|&i| (origin_matches(a, &labels.incidents[i]), -(a.start - labels.incidents[i].start).abs()));
+            .max_by_key(|&i| {
+                (
+                    origin_matches(a, &labels.incidents[i]),
+                    -(a.start - labels.incidents[i].start).abs(),
+                )
+            });
         match pick {
             Some(i) => matched[i].push(ai),
             None => {
-                if candidates.iter().any(|&i| labels.incidents[i].kind == IncidentKind::NewService && origin_matches(a, &labels.incidents[i])) {
+                if candidates
+                    .iter()
+                    .any(|&i| labels.incidents[i].kind == IncidentKind::NewService && origin_matches(a, &labels.incidents[i]))
+                {
                     new_service_alerts += 1;
                 }
                 false_alerts.push(ai);
             }
         }
     }
-    let mut r = EvalReport { alerts: alerts.len(), false_alerts: false_alerts.len(), new_service_alerts, ..Default::default() };
+    let mut r = EvalReport {
+        alerts: alerts.len(),
+        false_alerts: false_alerts.len(),
+        new_service_alerts,
+        ..Default::default()
+    };
     r.days = ((labels.end - labels.start) as f64 / DAY_MS as f64).max(1e-9);
     r.false_alerts_per_day = r.false_alerts as f64 / r.days;
-    r.false_alert_titles = false_alerts.iter().take(20).map(|&i| format!("{} {}", crate::model::time::format_rfc3339(alerts[i].timestamp), alerts[i].title)).collect();
+    r.false_alert_titles = false_alerts
+        .iter()
+        .take(20)
+        .map(|&i| format!("{} {}", crate::model::time::format_rfc3339(alerts[i].timestamp), alerts[i].title))
+        .collect();
     let mut matched_alerts = 0;
     for (inc, m) in labels.incidents.iter().zip(&matched) {
         if !inc.expect_alert {
@@ -127,7 +144,11 @@ pub fn evaluate(labels: &Labels, alerts: &[Alert]) -> EvalReport {
             alerted_origin: m.first().map(|&ai| format!("{}/{}", alerts[ai].service, alerts[ai].provider)),
         });
     }
-    r.alerts_per_incident = if r.detected > 0 { matched_alerts as f64 / r.detected as f64 } else { 0.0 };
+    r.alerts_per_incident = if r.detected > 0 {
+        matched_alerts as f64 / r.detected as f64
+    } else {
+        0.0
+    };
     r.median_delay_s = (!r.delays_s.is_empty()).then(|| crate::detect::stats::median(&r.delays_s));
     r
 }
@@ -187,9 +208,15 @@ impl EvalReport {
                 100.0 * self.right_origin_share(),
                 self.detected
             ),
-            format!("false alerts: {} over {:.2} days = {:.2}/day (new-service alerts: {})", self.false_alerts, self.days, self.false_alerts_per_day, self.new_service_alerts),
+            format!(
+                "false alerts: {} over {:.2} days = {:.2}/day (new-service alerts: {})",
+                self.false_alerts, self.days, self.false_alerts_per_day, self.new_service_alerts
+            ),
             format!("alerts per detected incident: {:.2}", self.alerts_per_incident),
-            format!("median detection delay: {}", self.median_delay_s.map_or("n/a".into(), |d| format!("{:.0} s", d))),
+            format!(
+                "median detection delay: {}",
+                self.median_delay_s.map_or("n/a".into(), |d| format!("{:.0} s", d))
+            ),
             format!("lead time before breach (gradual degradation): {lead}"),
         ]
     }
@@ -244,7 +271,14 @@ mod tests {
     #[test]
     fn scores_detection_origin_and_false_alerts() {
         let h = 3_600_000;
-        let labels = Labels { seed: 1, topology: "t".into(), start: 0, end: DAY_MS, events: 0, incidents: vec![inc("a", h, "payments"), inc("b", 5 * h, "ledger"), inc("c", 9 * h, "fraud")] };
+        let labels = Labels {
+            seed: 1,
+            topology: "t".into(),
+            start: 0,
+            end: DAY_MS,
+            events: 0,
+            incidents: vec![inc("a", h, "payments"), inc("b", 5 * h, "ledger"), inc("c", 9 * h, "fraud")],
+        };
         let alerts = vec![
             alert(h + 2 * MINUTE_MS, "payments"),
             alert(h + 4 * MINUTE_MS, "payments"),

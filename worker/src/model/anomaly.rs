@@ -110,7 +110,12 @@ pub struct Anomaly {
     #[serde(rename = "anomaly.impact.users", default)]
     pub impact_users: u64,
     /// For forecasts: when the limit is expected to be crossed.
-    #[serde(rename = "anomaly.eta", with = "serde_rfc3339::option", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "anomaly.eta",
+        with = "serde_rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub eta: Option<Millis>,
     #[serde(rename = "trace.id", default)]
     pub trace_ids: Vec<String>,
@@ -154,7 +159,12 @@ pub struct Alert {
     pub priority: String,
     #[serde(rename = "alert.start", with = "serde_rfc3339")]
     pub start: Millis,
-    #[serde(rename = "alert.end", with = "serde_rfc3339::option", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "alert.end",
+        with = "serde_rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub end: Option<Millis>,
     #[serde(rename = "service.name")]
     pub service: String,
@@ -168,7 +178,12 @@ pub struct Alert {
     pub kinds: Vec<AnomalyKind>,
     #[serde(rename = "alert.predicted")]
     pub predicted: bool,
-    #[serde(rename = "alert.eta", with = "serde_rfc3339::option", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "alert.eta",
+        with = "serde_rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub eta: Option<Millis>,
     #[serde(rename = "alert.title")]
     pub title: String,

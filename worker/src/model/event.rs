@@ -68,7 +68,11 @@ pub enum EventError {
 pub fn parse_event(line: &[u8]) -> Result<Event, EventError> {
     let text = std::str::from_utf8(line).map_err(|e| EventError::Json(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
     let mut raw = RawEvent::default();
-    let mut r = Reader { b: text.as_bytes(), s: text, i: 0 };
+    let mut r = Reader {
+        b: text.as_bytes(),
+        s: text,
+        i: 0,
+    };
     let mut path = String::with_capacity(48);
     r.ws();
     if r.peek() != Some(b'{') {
@@ -199,7 +203,10 @@ impl<'a> Reader<'a> {
                         b't' => out.push('\t'),
                         b'u' => {
                             let hi = self.hex4()?;
-                            let code = if (0xD800..0xDC00).contains(&hi) && self.b.get(self.i) == Some(&b'\\') && self.b.get(self.i + 1) == Some(&b'u') {
+                            let code = if (0xD800..0xDC00).contains(&hi)
+                                && self.b.get(self.i) == Some(&b'\\')
+                                && self.b.get(self.i + 1) == Some(&b'u')
+                            {
                                 self.i += 2;
                                 let lo = self.hex4()?;
                                 if !(0xDC00..0xE000).contains(&lo) {
@@ -551,10 +558,7 @@ impl RawEvent {
         let bad = |why: String| EventError::BadValue { field: name_of(f), why };
         match f {
             Field::Timestamp => match v {
-                Scalar::Str(s) => {
-                    self.timestamp =
-                        Some(parse_rfc3339(&s).ok_or_else(|| bad(format!("`{s}` is not RFC 3339")))?)
-                }
+                Scalar::Str(s) => self.timestamp = Some(parse_rfc3339(&s).ok_or_else(|| bad(format!("`{s}` is not RFC 3339")))?),
                 // Epoch milliseconds, as some shippers write them.
                 Scalar::Int(i) => self.timestamp = Some(i),
                 _ => return Err(bad("expected an RFC 3339 string".into())),
@@ -714,7 +718,10 @@ mod tests {
             "{\"a\":\"\u{1}\"}".to_owned(),
             format!("{}{}", "[".repeat(100), "]".repeat(100)),
         ] {
-            assert!(serde_json::from_str::<serde_json::Value>(&bad).is_err() || bad.starts_with('['), "{bad}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&bad).is_err() || bad.starts_with('['),
+                "{bad}"
+            );
             assert!(matches!(parse_event(bad.as_bytes()), Err(EventError::Json(_))), "{bad}");
         }
         let deep = format!("{{\"x\":{}1{}}}", "[".repeat(100), "]".repeat(100));

@@ -138,10 +138,7 @@ mod tests {
 
     #[test]
     fn offsets_go_through_chrono() {
-        assert_eq!(
-            parse_rfc3339("2026-03-02T07:00:00+01:00"),
-            parse_rfc3339("2026-03-02T06:00:00Z")
-        );
+        assert_eq!(parse_rfc3339("2026-03-02T07:00:00+01:00"), parse_rfc3339("2026-03-02T06:00:00Z"));
     }
 
     #[test]

@@ -133,7 +133,12 @@ impl Pipeline {
     }
 
     /// Reads a whole source through the pipeline.
-    pub fn run_source(&mut self, source: &mut dyn EventSource, sink: &mut dyn ResultSink, mut progress: impl FnMut(u64)) -> anyhow::Result<()> {
+    pub fn run_source(
+        &mut self,
+        source: &mut dyn EventSource,
+        sink: &mut dyn ResultSink,
+        mut progress: impl FnMut(u64),
+    ) -> anyhow::Result<()> {
         let mut batch = Vec::with_capacity(4096);
         loop {
             batch.clear();
@@ -209,13 +214,20 @@ impl Pipeline {
         self.windows.add(svc_entity, &ev, user, true);
         self.windows.add(route_entity, &ev, user, true);
         let hop_entity = caller.map(|from| {
-            let (id, new) = self.windows.entity(EntityKey::Hop { from, to: (service, provider) });
+            let (id, new) = self.windows.entity(EntityKey::Hop {
+                from,
+                to: (service, provider),
+            });
             if new {
                 let caller = node_label(&self.names, from);
                 self.alerts.add_edge(caller.clone(), node_label(&self.names, (service, provider)));
                 // A caller that starts calling a brand-new service has changed (a deployment):
                 // its shift in latency is expected, not an incident.
-                if self.registry.first_seen(service, provider).is_some_and(|f| t - f <= NEW_SERVICE_CHANGE) {
+                if self
+                    .registry
+                    .first_seen(service, provider)
+                    .is_some_and(|f| t - f <= NEW_SERVICE_CHANGE)
+                {
                     self.alerts.note_change(caller, t);
                 }
             }
@@ -253,7 +265,13 @@ impl Pipeline {
         self.registry.close_window();
         self.spans.rotate();
         self.anomalies.clear();
-        let ctx = WindowContext { start, end, stats: &self.stats_buf, names: &self.names, complete };
+        let ctx = WindowContext {
+            start,
+            end,
+            stats: &self.stats_buf,
+            names: &self.names,
+            complete,
+        };
         for d in &mut self.detectors {
             let before = self.anomalies.len();
             d.close_window(&ctx, &mut self.anomalies);

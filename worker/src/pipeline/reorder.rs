@@ -92,7 +92,10 @@ mod tests {
     use super::*;
 
     fn ev(t: Millis) -> Event {
-        Event { timestamp: t, ..Default::default() }
+        Event {
+            timestamp: t,
+            ..Default::default()
+        }
     }
 
     #[test]

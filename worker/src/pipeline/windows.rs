@@ -157,12 +157,19 @@ mod tests {
     #[test]
     fn quantiles_and_rates() {
         let mut names = Interner::default();
-        let key = EntityKey::Service { service: names.intern("a"), provider: names.intern("aws") };
+        let key = EntityKey::Service {
+            service: names.intern("a"),
+            provider: names.intern("aws"),
+        };
         let mut w = WindowAggregator::default();
         let (id, new) = w.entity(key);
         assert!(new);
         for i in 1..=1000u64 {
-            let ev = Event { duration_ns: i * 1_000_000, status: if i % 10 == 0 { 503 } else { 200 }, ..Default::default() };
+            let ev = Event {
+                duration_ns: i * 1_000_000,
+                status: if i % 10 == 0 { 503 } else { 200 },
+                ..Default::default()
+            };
             w.add(id, &ev, Some(i % 7), true);
         }
         let mut out = Vec::new();

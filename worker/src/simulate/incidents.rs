@@ -75,18 +75,45 @@ pub struct Labels {
 #[derive(Clone, Debug)]
 pub enum Effect {
     /// Multiplies whole call durations at a service.
-    Slow { service: usize, factor: f64 },
+    Slow {
+        service: usize,
+        factor: f64,
+    },
     /// Linear ramp of the duration factor from 1 to `max` over `[start, ramp_end]`.
-    Ramp { service: usize, start: Millis, ramp_end: Millis, max: f64 },
-    Errors { service: usize, rate: f64 },
+    Ramp {
+        service: usize,
+        start: Millis,
+        ramp_end: Millis,
+        max: f64,
+    },
+    Errors {
+        service: usize,
+        rate: f64,
+    },
     /// Extra network latency on calls from `from` to `to`.
-    Hop { from: usize, to: usize, add_ms: f64 },
+    Hop {
+        from: usize,
+        to: usize,
+        add_ms: f64,
+    },
     /// Sessions on this entry service skip these flow steps (by step name), with probability.
-    SkipSteps { entry: usize, flow: usize, skip: Vec<usize>, probability: f64 },
+    SkipSteps {
+        entry: usize,
+        flow: usize,
+        skip: Vec<usize>,
+        probability: f64,
+    },
     /// Sessions on this entry service are lost with probability.
-    Drop { entry: usize, probability: f64 },
+    Drop {
+        entry: usize,
+        probability: f64,
+    },
     /// Response payloads of one route multiplied, for a share of calls.
-    Payload { route: usize, factor: f64, share: f64 },
+    Payload {
+        route: usize,
+        factor: f64,
+        share: f64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -196,7 +223,10 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
                 let from = svc(a);
                 hop_from = Some(format!("{}/{}", from.0, from.1));
                 (route, breach_at) = (None, None);
-                description = format!("network between {}/{} and {}/{} adds {add_ms:.0} ms", from.0, from.1, label_svc.0, label_svc.1);
+                description = format!(
+                    "network between {}/{} and {}/{} adds {add_ms:.0} ms",
+                    from.0, from.1, label_svc.0, label_svc.1
+                );
                 effect = Effect::Hop { from: a, to: b, add_ms };
             }
             IncidentKind::GradualDegradation => {
@@ -207,8 +237,16 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
                 // The duration factor reaches 3 (the limit) at 2/(max-1) of the ramp.
                 breach_at = Some(at + (ramp as f64 * 2.0 / (max - 1.0)) as Millis);
                 (route, hop_from) = (None, None);
-                description = format!("{}/{} slows down steadily until it breaches 3x its normal p95", label_svc.0, label_svc.1);
-                effect = Effect::Ramp { service: s, start: at, ramp_end: at + ramp, max };
+                description = format!(
+                    "{}/{} slows down steadily until it breaches 3x its normal p95",
+                    label_svc.0, label_svc.1
+                );
+                effect = Effect::Ramp {
+                    service: s,
+                    start: at,
+                    ramp_end: at + ramp,
+                    max,
+                };
             }
             IncidentKind::CallOrderChange => {
                 let e = *entries.choose(rng).expect("entry services");
@@ -223,7 +261,12 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
                     "clients on {}/{} skip `{}` in the {} flow",
                     label_svc.0, label_svc.1, steps[skip_at], t.flows[f].name
                 );
-                effect = Effect::SkipSteps { entry: e, flow: f, skip: vec![skip_at], probability: 0.9 };
+                effect = Effect::SkipSteps {
+                    entry: e,
+                    flow: f,
+                    skip: vec![skip_at],
+                    probability: 0.9,
+                };
             }
             IncidentKind::TrafficDrop => {
                 let e = *entries.choose(rng).expect("entry services");
@@ -240,8 +283,15 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
                 label_svc = svc(t.routes[r].service);
                 route = Some(t.routes[r].path.to_owned());
                 (hop_from, breach_at) = (None, None);
-                description = format!("{}/{} {} returns payloads {factor:.0}x larger", label_svc.0, label_svc.1, t.routes[r].path);
-                effect = Effect::Payload { route: r, factor, share: 0.7 };
+                description = format!(
+                    "{}/{} {} returns payloads {factor:.0}x larger",
+                    label_svc.0, label_svc.1, t.routes[r].path
+                );
+                effect = Effect::Payload {
+                    route: r,
+                    factor,
+                    share: 0.7,
+                };
             }
             IncidentKind::NewService => unreachable!("not in ALERTING"),
         }

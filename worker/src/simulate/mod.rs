@@ -64,9 +64,18 @@ struct Session {
 }
 
 const AGENTS: [(&str, f64); 6] = [
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36", 0.35),
-    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15", 0.2),
-    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148", 0.2),
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+        0.35,
+    ),
+    (
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+        0.2,
+    ),
+    (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+        0.2,
+    ),
     ("MyBankApp/5.12.0 (Android 14; Pixel 8)", 0.15),
     ("okhttp/4.12.0", 0.07),
     ("python-requests/2.32.3", 0.03),
@@ -136,7 +145,13 @@ impl Simulator {
                 }
                 User {
                     id: format!("u{:08}", rng.gen_range(10_000_000..99_999_999u32)),
-                    ip: format!("{}.{}.{}.{}", [81, 86, 92, 145, 176][rng.gen_range(0..5)], rng.gen_range(0..256), rng.gen_range(0..256), rng.gen_range(1..255)),
+                    ip: format!(
+                        "{}.{}.{}.{}",
+                        [81, 86, 92, 145, 176][rng.gen_range(0..5)],
+                        rng.gen_range(0..256),
+                        rng.gen_range(0..256),
+                        rng.gen_range(1..255)
+                    ),
                     agent,
                     entry,
                 }
@@ -173,7 +188,10 @@ impl Simulator {
     }
 
     fn active(&self, t: Millis) -> impl Iterator<Item = &Effect> {
-        self.plan.iter().filter(move |s| s.start <= t && t < s.end).filter_map(|s| s.effect.as_ref())
+        self.plan
+            .iter()
+            .filter(move |s| s.start <= t && t < s.end)
+            .filter_map(|s| s.effect.as_ref())
     }
 
     fn service_present(&self, s: usize, t: Millis) -> bool {
@@ -228,7 +246,12 @@ impl Simulator {
                 }
             }
         }
-        count += flush(&mut pending, Millis::MAX, self.cfg.max_events.map(|m| m.saturating_sub(count)), &mut emit)?;
+        count += flush(
+            &mut pending,
+            Millis::MAX,
+            self.cfg.max_events.map(|m| m.saturating_sub(count)),
+            &mut emit,
+        )?;
         Ok(count)
     }
 
@@ -241,16 +264,13 @@ impl Simulator {
         let effects: Vec<Effect> = self.active(now).cloned().collect();
         for e in &effects {
             match e {
-                Effect::Drop { entry: en, probability } if *en == entry => {
-                    if self.rng.gen::<f64>() < *probability {
-                        return;
-                    }
-                }
-                Effect::SkipSteps { entry: en, flow: f, skip: s, probability } if *en == entry && *f == flow => {
-                    if self.rng.gen::<f64>() < *probability {
-                        skip = s.clone();
-                    }
-                }
+                Effect::Drop { entry: en, probability } if *en == entry && self.rng.gen::<f64>() < *probability => return,
+                Effect::SkipSteps {
+                    entry: en,
+                    flow: f,
+                    skip: s,
+                    probability,
+                } if *en == entry && *f == flow && self.rng.gen::<f64>() < *probability => skip = s.clone(),
                 _ => {}
             }
         }
@@ -334,7 +354,16 @@ impl Simulator {
 
     /// Generates a call and its downstream calls; returns (duration ms, failed).
     #[allow(clippy::too_many_arguments)]
-    fn call(&mut self, t: Millis, route: usize, trace: &str, span: String, parent: Option<(String, usize)>, user: usize, out: &mut Vec<(Millis, Event)>) -> (f64, bool) {
+    fn call(
+        &mut self,
+        t: Millis,
+        route: usize,
+        trace: &str,
+        span: String,
+        parent: Option<(String, usize)>,
+        user: usize,
+        out: &mut Vec<(Millis, Event)>,
+    ) -> (f64, bool) {
         let r = self.topo.routes[route].clone();
         let svc = r.service;
         let effects: Vec<Effect> = self.active(t).cloned().collect();
@@ -370,7 +399,12 @@ impl Simulator {
         for e in &effects {
             match e {
                 Effect::Slow { service, factor } if *service == svc => duration *= factor,
-                Effect::Ramp { service, start, ramp_end, max } if *service == svc => {
+                Effect::Ramp {
+                    service,
+                    start,
+                    ramp_end,
+                    max,
+                } if *service == svc => {
                     let f = ((t - start) as f64 / (ramp_end - start).max(1) as f64).clamp(0.0, 1.0);
                     duration *= 1.0 + (max - 1.0) * f;
                 }
@@ -382,7 +416,11 @@ impl Simulator {
         let is_entry = parent.is_none();
         let failed = (child_failed && self.rng.gen::<f64>() < 0.9) || self.rng.gen::<f64>() < error_rate;
         let status: u16 = if failed {
-            if child_failed { [502, 503][self.rng.gen_range(0..2)] } else { [500, 503, 504][self.rng.gen_range(0..3)] }
+            if child_failed {
+                [502, 503][self.rng.gen_range(0..2)]
+            } else {
+                [500, 503, 504][self.rng.gen_range(0..3)]
+            }
         } else if is_entry && self.rng.gen::<f64>() < 0.01 {
             [401, 404, 429][self.rng.gen_range(0..3)]
         } else if r.method == "POST" && !is_entry {
@@ -392,7 +430,11 @@ impl Simulator {
         };
         let path = self.fill_path(r.path);
         let req_b = (r.request_bytes * self.size_noise.sample(&mut self.rng)).round() as u64;
-        let resp_b = if failed { 120 } else { (r.response_bytes * resp_factor * self.size_noise.sample(&mut self.rng)).round() as u64 };
+        let resp_b = if failed {
+            120
+        } else {
+            (r.response_bytes * resp_factor * self.size_noise.sample(&mut self.rng)).round() as u64
+        };
         let host_n = self.rng.gen_range(1..4);
         let internal_ip = format!("10.{}.0.{}", svc % 250, self.rng.gen_range(2..250));
         let u = &self.users[user];
@@ -414,19 +456,40 @@ impl Simulator {
             parent_id: parent.map(|p| p.0.into()),
             user_id: Some((u.id.clone()).into()),
             client_ip: Some((if is_entry { u.ip.clone() } else { internal_ip }).into()),
-            user_agent: Some((if is_entry { u.agent.to_owned() } else { "internal-client/1.0".to_owned() }).into()),
+            user_agent: Some(
+                (if is_entry {
+                    u.agent.to_owned()
+                } else {
+                    "internal-client/1.0".to_owned()
+                })
+                .into(),
+            ),
             request_bytes: Some(req_b),
             response_bytes: Some(resp_b),
         };
         // A few events reach the log late, as shippers do.
-        let write_at = if self.rng.gen::<f64>() < 0.002 { t + self.rng.gen_range(5_000..60_000) } else { t };
+        let write_at = if self.rng.gen::<f64>() < 0.002 {
+            t + self.rng.gen_range(5_000..60_000)
+        } else {
+            t
+        };
         out.push((write_at, ev));
         (duration, status >= 500)
     }
 
     /// A call as seen by its caller: the callee's own duration plus the network both ways.
     #[allow(clippy::too_many_arguments)]
-    fn call_with_network(&mut self, t: Millis, route: usize, trace: &str, span: String, parent: (String, usize), user: usize, net_ms: f64, out: &mut Vec<(Millis, Event)>) -> (f64, bool) {
+    fn call_with_network(
+        &mut self,
+        t: Millis,
+        route: usize,
+        trace: &str,
+        span: String,
+        parent: (String, usize),
+        user: usize,
+        net_ms: f64,
+        out: &mut Vec<(Millis, Event)>,
+    ) -> (f64, bool) {
         let before = out.len();
         let (d, failed) = self.call(t, route, trace, span, Some(parent), user, out);
         // The span of this call measures it from the caller's side (an OpenTelemetry client
@@ -456,9 +519,16 @@ pub fn network_ms(a: &str, b: &str) -> f64 {
 }
 
 /// Writes out, in write order, the pending events written before `cutoff` (at most `limit`).
-fn flush(pending: &mut Vec<(Millis, Event)>, cutoff: Millis, limit: Option<u64>, emit: &mut impl FnMut(&Event) -> anyhow::Result<()>) -> anyhow::Result<u64> {
+fn flush(
+    pending: &mut Vec<(Millis, Event)>,
+    cutoff: Millis,
+    limit: Option<u64>,
+    emit: &mut impl FnMut(&Event) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
     pending.sort_by_key(|(w, e)| (*w, e.timestamp));
-    let n = pending.partition_point(|(w, _)| *w < cutoff).min(limit.map_or(usize::MAX, |l| l as usize));
+    let n = pending
+        .partition_point(|(w, _)| *w < cutoff)
+        .min(limit.map_or(usize::MAX, |l| l as usize));
     for (_, e) in pending.drain(..n) {
         emit(&e)?;
     }

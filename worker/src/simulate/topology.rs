@@ -46,25 +46,60 @@ pub struct Topology {
 
 pub const TOPOLOGIES: [&str; 3] = ["bank", "retail", "saas"];
 
+/// An entry route: method, path, own latency (ms), request and response bytes, downstream calls.
+type EntryRoute = (&'static str, &'static str, f64, f64, f64, Vec<usize>);
+
 struct Builder {
     t: Topology,
 }
 
 impl Builder {
     fn new(name: &'static str) -> Self {
-        Builder { t: Topology { name, services: vec![], routes: vec![], flows: vec![] } }
+        Builder {
+            t: Topology {
+                name,
+                services: vec![],
+                routes: vec![],
+                flows: vec![],
+            },
+        }
     }
     fn svc(&mut self, name: &'static str, provider: &'static str, region: &'static str) -> usize {
-        self.t.services.push(ServiceDef { name, provider, region, entry_share: 0.0, appears_at: None });
+        self.t.services.push(ServiceDef {
+            name,
+            provider,
+            region,
+            entry_share: 0.0,
+            appears_at: None,
+        });
         self.t.services.len() - 1
     }
     #[allow(clippy::too_many_arguments)]
-    fn route(&mut self, service: usize, method: &'static str, path: &'static str, self_ms: f64, error_rate: f64, req: f64, resp: f64, calls: &[usize]) -> usize {
-        self.t.routes.push(RouteDef { service, method, path, self_ms, error_rate, request_bytes: req, response_bytes: resp, calls: calls.to_vec() });
+    fn route(
+        &mut self,
+        service: usize,
+        method: &'static str,
+        path: &'static str,
+        self_ms: f64,
+        error_rate: f64,
+        req: f64,
+        resp: f64,
+        calls: &[usize],
+    ) -> usize {
+        self.t.routes.push(RouteDef {
+            service,
+            method,
+            path,
+            self_ms,
+            error_rate,
+            request_bytes: req,
+            response_bytes: resp,
+            calls: calls.to_vec(),
+        });
         self.t.routes.len() - 1
     }
     /// The same entry routes on each gateway instance.
-    fn entry_routes(&mut self, gateways: &[usize], defs: &[(&'static str, &'static str, f64, f64, f64, Vec<usize>)]) {
+    fn entry_routes(&mut self, gateways: &[usize], defs: &[EntryRoute]) {
         for &g in gateways {
             for (m, p, ms, req, resp, calls) in defs {
                 self.route(g, m, p, *ms, 0.002, *req, *resp, calls);
@@ -72,7 +107,11 @@ impl Builder {
         }
     }
     fn flow(&mut self, name: &'static str, weight: f64, steps: &[&'static str]) {
-        self.t.flows.push(FlowDef { name, weight, steps: steps.to_vec() });
+        self.t.flows.push(FlowDef {
+            name,
+            weight,
+            steps: steps.to_vec(),
+        });
     }
 }
 
@@ -110,8 +149,26 @@ fn bank() -> Topology {
     let acc_bal = b.route(accounts, "GET", "/accounts/{id}/balance", 10.0, 0.002, 80.0, 450.0, &[ledger_bal]);
     let fraud_score = b.route(fraud, "POST", "/fraud/score", 35.0, 0.002, 1200.0, 200.0, &[]);
     let notify_send = b.route(notify, "POST", "/notify", 15.0, 0.003, 600.0, 100.0, &[]);
-    let pay = b.route(payments, "POST", "/payments", 30.0, 0.002, 900.0, 600.0, &[fraud_score, ledger_post]);
-    let confirm = b.route(payments, "POST", "/payments/{id}/confirm", 20.0, 0.002, 200.0, 400.0, &[ledger_post, notify_send]);
+    let pay = b.route(
+        payments,
+        "POST",
+        "/payments",
+        30.0,
+        0.002,
+        900.0,
+        600.0,
+        &[fraud_score, ledger_post],
+    );
+    let confirm = b.route(
+        payments,
+        "POST",
+        "/payments/{id}/confirm",
+        20.0,
+        0.002,
+        200.0,
+        400.0,
+        &[ledger_post, notify_send],
+    );
     let offers = b.route(reco, "GET", "/offers/{id}", 22.0, 0.002, 80.0, 1800.0, &[]);
     b.entry_routes(
         &[gw_on, gw_aws],
@@ -119,13 +176,29 @@ fn bank() -> Topology {
             ("POST", "/api/v1/login", 5.0, 400.0, 1000.0, vec![token]),
             ("GET", "/api/v1/accounts", 4.0, 100.0, 2600.0, vec![acc_list, offers]),
             ("GET", "/api/v1/accounts/{id}/balance", 3.0, 100.0, 500.0, vec![acc_bal]),
-            ("GET", "/api/v1/accounts/{id}/transactions", 4.0, 100.0, 12_500.0, vec![ledger_entries]),
+            (
+                "GET",
+                "/api/v1/accounts/{id}/transactions",
+                4.0,
+                100.0,
+                12_500.0,
+                vec![ledger_entries],
+            ),
             ("POST", "/api/v1/transfers", 6.0, 1000.0, 700.0, vec![pay]),
             ("POST", "/api/v1/transfers/{id}/confirm", 4.0, 250.0, 450.0, vec![confirm]),
             ("POST", "/api/v1/logout", 2.0, 100.0, 60.0, vec![revoke]),
         ],
     );
-    b.flow("balance", 0.4, &["POST /api/v1/login", "GET /api/v1/accounts", "GET /api/v1/accounts/{id}/balance", "POST /api/v1/logout"]);
+    b.flow(
+        "balance",
+        0.4,
+        &[
+            "POST /api/v1/login",
+            "GET /api/v1/accounts",
+            "GET /api/v1/accounts/{id}/balance",
+            "POST /api/v1/logout",
+        ],
+    );
     b.flow(
         "transfer",
         0.35,
@@ -138,7 +211,16 @@ fn bank() -> Topology {
             "POST /api/v1/logout",
         ],
     );
-    b.flow("history", 0.25, &["POST /api/v1/login", "GET /api/v1/accounts", "GET /api/v1/accounts/{id}/transactions", "GET /api/v1/accounts/{id}/transactions"]);
+    b.flow(
+        "history",
+        0.25,
+        &[
+            "POST /api/v1/login",
+            "GET /api/v1/accounts",
+            "GET /api/v1/accounts/{id}/transactions",
+            "GET /api/v1/accounts/{id}/transactions",
+        ],
+    );
     b.t
 }
 
@@ -180,7 +262,18 @@ fn retail() -> Topology {
         ],
     );
     b.flow("browse", 0.5, &["GET /", "GET /search", "GET /p/{id}", "GET /p/{id}"]);
-    b.flow("buy", 0.3, &["GET /", "GET /search", "GET /p/{id}", "POST /cart/items", "GET /cart", "POST /checkout"]);
+    b.flow(
+        "buy",
+        0.3,
+        &[
+            "GET /",
+            "GET /search",
+            "GET /p/{id}",
+            "POST /cart/items",
+            "GET /cart",
+            "POST /checkout",
+        ],
+    );
     b.flow("return", 0.2, &["GET /cart", "POST /cart/items", "GET /cart", "POST /checkout"]);
     b.t
 }
@@ -221,8 +314,22 @@ fn saas() -> Topology {
             ("GET", "/v2/invoices/{id}", 3.0, 60.0, 4100.0, vec![invoice]),
         ],
     );
-    b.flow("work", 0.5, &["POST /v2/login", "GET /v2/me", "GET /v2/files", "PUT /v2/files/{id}", "GET /v2/files"]);
-    b.flow("report", 0.3, &["POST /v2/login", "GET /v2/files", "POST /v2/reports", "GET /v2/me"]);
+    b.flow(
+        "work",
+        0.5,
+        &[
+            "POST /v2/login",
+            "GET /v2/me",
+            "GET /v2/files",
+            "PUT /v2/files/{id}",
+            "GET /v2/files",
+        ],
+    );
+    b.flow(
+        "report",
+        0.3,
+        &["POST /v2/login", "GET /v2/files", "POST /v2/reports", "GET /v2/me"],
+    );
     b.flow("billing", 0.2, &["POST /v2/login", "GET /v2/me", "GET /v2/invoices/{id}"]);
     b.t
 }
@@ -245,7 +352,9 @@ mod tests {
                 for step in &f.steps {
                     for &g in &entries {
                         assert!(
-                            t.routes.iter().any(|r| r.service == g && format!("{} {}", r.method, r.path) == *step),
+                            t.routes
+                                .iter()
+                                .any(|r| r.service == g && format!("{} {}", r.method, r.path) == *step),
                             "{name}: flow step {step} missing on entry {g}"
                         );
                     }

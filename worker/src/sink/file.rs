@@ -24,7 +24,12 @@ impl FileSink {
         fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
         let path = dir.join("anomalies.ndjson");
         let f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(FileSink { dir: dir.to_owned(), anomalies: BufWriter::new(f), alerts: FxHashMap::default(), anomaly_count: 0 })
+        Ok(FileSink {
+            dir: dir.to_owned(),
+            anomalies: BufWriter::new(f),
+            alerts: FxHashMap::default(),
+            anomaly_count: 0,
+        })
     }
 
     pub fn alerts(&self) -> Vec<Alert> {

@@ -21,7 +21,13 @@ pub struct NdjsonSource {
 
 impl NdjsonSource {
     pub fn new(inputs: Vec<PathBuf>) -> Self {
-        NdjsonSource { inputs, next_input: 0, current: None, line: Vec::with_capacity(1024), report: IngestReport::default() }
+        NdjsonSource {
+            inputs,
+            next_input: 0,
+            current: None,
+            line: Vec::with_capacity(1024),
+            report: IngestReport::default(),
+        }
     }
 
     /// From an in-memory reader (tests, benchmarks).
@@ -42,7 +48,11 @@ impl NdjsonSource {
             let f = File::open(&path).with_context(|| format!("cannot open input {}", path.display()))?;
             Box::new(BufReader::with_capacity(1 << 20, f))
         };
-        let name = if path.as_os_str() == "-" { "<stdin>".to_owned() } else { path.display().to_string() };
+        let name = if path.as_os_str() == "-" {
+            "<stdin>".to_owned()
+        } else {
+            path.display().to_string()
+        };
         self.current = Some((name, reader, 0));
         Ok(true)
     }
@@ -115,7 +125,11 @@ mod tests {
         let r = s.report();
         assert_eq!((r.lines, r.blank, r.malformed, r.missing_field, r.bad_value), (7, 1, 1, 1, 1));
         assert!(r.samples[0].starts_with("t.ndjson:2: not valid JSON"), "{:?}", r.samples);
-        assert!(r.samples[1].contains(":4: missing required field `service.name`"), "{:?}", r.samples);
+        assert!(
+            r.samples[1].contains(":4: missing required field `service.name`"),
+            "{:?}",
+            r.samples
+        );
         assert!(r.samples[2].contains(":6: field `http.response.status_code`"), "{:?}", r.samples);
     }
 
