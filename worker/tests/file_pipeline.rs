@@ -19,7 +19,12 @@ fn bin() -> Command {
 fn simulate(dir: &Path, topology: &str, seed: u64, hours: f64) -> (PathBuf, Labels) {
     let path = dir.join("events.ndjson");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let cfg = SimConfig { seed, topology: topology.into(), duration: (hours * HOUR_MS as f64) as i64, ..Default::default() };
+    let cfg = SimConfig {
+        seed,
+        topology: topology.into(),
+        duration: (hours * HOUR_MS as f64) as i64,
+        ..Default::default()
+    };
     let labels = simulate_to_writer(cfg, &mut w, |_| {}).unwrap();
     drop(w);
     (path, labels)
@@ -46,15 +51,30 @@ fn detect_finds_incidents_on_unseen_traffic_and_survives_bad_lines() {
     let first = lines[0].clone();
     lines.insert(10, "{not json".into());
     lines.insert(500, first.replace("\"service.name\"", "\"svc\""));
-    lines.insert(1000, first.replace("\"http.response.status_code\":", "\"http.response.status_code\":\"abc\",\"x\":"));
+    lines.insert(
+        1000,
+        first.replace("\"http.response.status_code\":", "\"http.response.status_code\":\"abc\",\"x\":"),
+    );
     lines.insert(2000, String::new());
     let input = dir.path().join("with-bad-lines.ndjson");
     std::fs::write(&input, lines.join("\n")).unwrap();
     let out = dir.path().join("out");
-    let o = bin().args(["detect", "--input"]).arg(&input).arg("--output").arg(&out).output().unwrap();
+    let o = bin()
+        .args(["detect", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains(&format!("{} events used, 3 skipped (1 malformed, 1 missing a required field, 1 with a bad value)", valid)), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{} events used, 3 skipped (1 malformed, 1 missing a required field, 1 with a bad value)",
+            valid
+        )),
+        "{stdout}"
+    );
     assert!(stdout.contains("with-bad-lines.ndjson:11: not valid JSON"), "{stdout}");
     assert!(stdout.contains(":501: missing required field `service.name`"), "{stdout}");
 
@@ -64,7 +84,11 @@ fn detect_finds_incidents_on_unseen_traffic_and_survives_bad_lines() {
     let ids: std::collections::HashSet<_> = anomalies.iter().map(|a| &a.id).collect();
     assert_eq!(ids.len(), anomalies.len(), "anomaly ids are unique");
     for a in &alerts {
-        assert!(a.anomaly_ids.iter().all(|id| ids.contains(id)), "alert {} names unknown anomalies", a.id);
+        assert!(
+            a.anomaly_ids.iter().all(|id| ids.contains(id)),
+            "alert {} names unknown anomalies",
+            a.id
+        );
         assert!(a.title.starts_with("[P") && !a.summary.is_empty());
     }
     let r = evaluate(&labels, &alerts);
@@ -76,13 +100,22 @@ fn detect_finds_incidents_on_unseen_traffic_and_survives_bad_lines() {
     // The new service is onboarded, not alerted on.
     let services: Vec<ServiceRecord> = serde_json::from_str(&std::fs::read_to_string(out.join("services.json")).unwrap()).unwrap();
     let newcomer = labels.incidents.iter().find(|i| i.kind == IncidentKind::NewService).unwrap();
-    let rec = services.iter().find(|s| s.service == newcomer.service && s.provider == newcomer.provider).expect("onboarded");
+    let rec = services
+        .iter()
+        .find(|s| s.service == newcomer.service && s.provider == newcomer.provider)
+        .expect("onboarded");
     assert!(rec.first_seen >= newcomer.start && rec.first_seen < newcomer.start + 60_000);
     assert!(!alerts.iter().any(|a| a.service == newcomer.service), "the newcomer was alerted on");
 
     // eval and services commands read the same files.
     std::fs::write(dir.path().join("labels.json"), serde_json::to_string(&labels).unwrap()).unwrap();
-    let o = bin().args(["eval", "--labels"]).arg(dir.path().join("labels.json")).arg("--alerts").arg(out.join("alerts.ndjson")).output().unwrap();
+    let o = bin()
+        .args(["eval", "--labels"])
+        .arg(dir.path().join("labels.json"))
+        .arg("--alerts")
+        .arg(out.join("alerts.ndjson"))
+        .output()
+        .unwrap();
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("incidents detected with the right origin"));
     let o = bin().args(["services", "--from"]).arg(&out).output().unwrap();
@@ -104,7 +137,13 @@ fn out_of_order_input_within_the_lateness_gives_the_same_alerts() {
     std::fs::write(&shuffled, lines.join("\n")).unwrap();
     let run = |input: &Path, out: &str| {
         let out = dir.path().join(out);
-        let o = bin().args(["detect", "--input"]).arg(input).arg("--output").arg(&out).output().unwrap();
+        let o = bin()
+            .args(["detect", "--input"])
+            .arg(input)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let alerts: Vec<Alert> = read_ndjson(&out.join("alerts.ndjson"));
         alerts.into_iter().map(|a| (a.id, a.start, a.service)).collect::<Vec<_>>()
@@ -136,7 +175,13 @@ fn standard_input_with_nested_and_dotted_events() {
         }
     }
     let out = dir.path().join("out");
-    let mut child = bin().args(["detect", "--input", "-", "--output"]).arg(&out).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = bin()
+        .args(["detect", "--input", "-", "--output"])
+        .arg(&out)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(lines.join("\n").as_bytes()).unwrap();
     let o = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -151,7 +196,10 @@ fn standard_input_with_nested_and_dotted_events() {
 
 #[test]
 fn a_missing_input_file_is_a_clear_error() {
-    let o = bin().args(["detect", "--input", "/no/such/file.ndjson", "--output", "/tmp/apiwatch-never"]).output().unwrap();
+    let o = bin()
+        .args(["detect", "--input", "/no/such/file.ndjson", "--output", "/tmp/apiwatch-never"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("cannot open input /no/such/file.ndjson"), "{err}");
@@ -163,6 +211,9 @@ fn demo_runs_and_shows_incidents_beside_alerts() {
     let o = bin().args(["demo", "--hours", "3", "--dir"]).arg(dir.path()).output().unwrap();
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{s}\n{}", String::from_utf8_lossy(&o.stderr));
-    assert!(s.contains("incidents injected") && s.contains("first alert") && s.contains("false alerts"), "{s}");
+    assert!(
+        s.contains("incidents injected") && s.contains("first alert") && s.contains("false alerts"),
+        "{s}"
+    );
     assert!(dir.path().join("detect/alerts.ndjson").exists());
 }

@@ -31,6 +31,8 @@ const NF: usize = FEATURES.len();
 const RESERVOIR: usize = 8192;
 const MIN_TRAIN: usize = 3000;
 const REFIT_EVERY: Millis = 6 * HOUR_MS;
+/// Calls a route needs before it counts as known to the forest.
+const NEW_ROUTE_CALLS: u64 = 300;
 /// Distinct client addresses and user agents remembered (a bound, not an estimate).
 const MAX_KEYS: usize = 200_000;
 
@@ -39,6 +41,9 @@ struct RouteNorm {
     latency: Ewm,
     req: Ewm,
     resp: Ewm,
+    /// Whether the current forest was fitted with this route's calls in its sample; a route
+    /// that appeared since is learned first, scored after the next fit.
+    fitted: bool,
 }
 
 /// Counts of keys (addresses, agents) with a hard bound on how many are remembered.
@@ -177,6 +182,9 @@ impl RequestForestDetector {
             std,
             at: now,
         });
+        for n in self.norms.values_mut() {
+            n.fitted = n.latency.n >= NEW_ROUTE_CALLS;
+        }
         self.reservoir.clear();
         self.seen = 0;
     }
@@ -207,6 +215,9 @@ impl Detector for RequestForestDetector {
             }
         }
         let Some(f) = &self.fitted else { return };
+        if !self.norms.get(&c.route_entity).is_some_and(|n| n.fitted) {
+            return;
+        }
         self.calls_scored += 1;
         let s = f.forest.score(&x);
         self.keys.entry(c.route_entity).or_insert(EntityKey::Route {
@@ -233,9 +244,12 @@ impl Detector for RequestForestDetector {
     }
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
+        // Refit on schedule, or early once a route that appeared since the last fit has enough
+        // calls to have a norm of its own.
+        let newcomer_ready = self.norms.values().any(|n| !n.fitted && n.latency.n >= NEW_ROUTE_CALLS);
         let due = match &self.fitted {
             None => self.reservoir.len() >= MIN_TRAIN,
-            Some(f) => w.end - f.at >= REFIT_EVERY && self.reservoir.len() >= MIN_TRAIN,
+            Some(f) => (w.end - f.at >= REFIT_EVERY || newcomer_ready) && self.reservoir.len() >= MIN_TRAIN,
         };
         let mut routes: Vec<_> = std::mem::take(&mut self.window).into_iter().collect();
         routes.sort_by_key(|(r, _)| *r);

@@ -25,43 +25,59 @@ fn untoken(t: Token) -> (Sym, Sym) {
     (Sym((t >> 32) as u32), Sym(t as u32))
 }
 
+/// The calls before the next one, oldest first (`START` where the session is shorter).
+pub type Context = [Token; 2];
+
 /// A model of which call follows which.
 pub trait NextCallModel: Send {
-    /// Probability of `next` after `prev`, or `None` while the model knows too little of `prev`.
-    fn probability(&self, prev: Token, next: Token) -> Option<f64>;
-    /// Learns one observed transition.
-    fn learn(&mut self, prev: Token, next: Token);
+    /// Probability of `next` after `context`, or `None` while the model knows too little.
+    fn probability(&self, context: &Context, next: Token) -> Option<f64>;
+    /// Learns one observed call.
+    fn learn(&mut self, context: &Context, next: Token);
 }
 
-/// First-order Markov chain over route tokens with add-one smoothing.
+/// Markov chain over route tokens: second order where the two-call context has been seen
+/// enough, first order otherwise, with add-half smoothing. The second order catches a skipped
+/// step whose shortcut exists elsewhere (`login → files` is normal in one flow, `login → files
+/// → upload` in none).
 #[derive(Default)]
 pub struct MarkovModel {
-    pairs: FxHashMap<(Token, Token), u32>,
-    totals: FxHashMap<Token, u32>,
+    first: FxHashMap<(Token, Token), u32>,
+    first_totals: FxHashMap<Token, u32>,
+    second: FxHashMap<(Token, Token, Token), u32>,
+    second_totals: FxHashMap<(Token, Token), u32>,
 }
 
 impl MarkovModel {
-    /// Transitions seen from a token before the model speaks about it.
+    /// Transitions seen from a context before the model speaks about it.
     const MIN_CONTEXT: u32 = 40;
 }
 
 impl NextCallModel for MarkovModel {
-    fn probability(&self, prev: Token, next: Token) -> Option<f64> {
-        let total = *self.totals.get(&prev)?;
+    fn probability(&self, ctx: &Context, next: Token) -> Option<f64> {
+        let [p2, p1] = *ctx;
+        if let Some(&total) = self.second_totals.get(&(p2, p1)).filter(|&&t| t >= Self::MIN_CONTEXT) {
+            let c = self.second.get(&(p2, p1, next)).copied().unwrap_or(0);
+            return Some((f64::from(c) + 0.5) / (f64::from(total) + 1.0));
+        }
+        let total = *self.first_totals.get(&p1)?;
         if total < Self::MIN_CONTEXT {
             return None;
         }
-        let c = self.pairs.get(&(prev, next)).copied().unwrap_or(0);
+        let c = self.first.get(&(p1, next)).copied().unwrap_or(0);
         Some((f64::from(c) + 0.5) / (f64::from(total) + 1.0))
     }
-    fn learn(&mut self, prev: Token, next: Token) {
-        *self.pairs.entry((prev, next)).or_default() += 1;
-        *self.totals.entry(prev).or_default() += 1;
+    fn learn(&mut self, ctx: &Context, next: Token) {
+        let [p2, p1] = *ctx;
+        *self.first.entry((p1, next)).or_default() += 1;
+        *self.first_totals.entry(p1).or_default() += 1;
+        *self.second.entry((p2, p1, next)).or_default() += 1;
+        *self.second_totals.entry((p2, p1)).or_default() += 1;
     }
 }
 
 struct Session {
-    last: Token,
+    context: Context,
     last_seen: Millis,
 }
 
@@ -69,7 +85,7 @@ struct Session {
 struct TargetWindow {
     rare: u64,
     users: FxHashMap<u64, ()>,
-    transitions: FxHashMap<(Token, Token), u64>,
+    transitions: FxHashMap<(Context, Token), u64>,
     traces: Vec<String>,
     user_ids: Vec<String>,
 }
@@ -113,18 +129,24 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
         let Some(user) = c.user else { return };
         let t = c.event.timestamp;
         let next = token(c.service, c.route);
-        let prev = match self.sessions.get(&user) {
-            Some(s) if t - s.last_seen <= self.session_gap => s.last,
-            _ => START,
+        let ctx = match self.sessions.get(&user) {
+            Some(s) if t - s.last_seen <= self.session_gap => s.context,
+            _ => [START, START],
         };
-        self.sessions.insert(user, Session { last: next, last_seen: t });
+        self.sessions.insert(
+            user,
+            Session {
+                context: [ctx[1], next],
+                last_seen: t,
+            },
+        );
         self.scored += 1;
-        if let Some(p) = self.model.probability(prev, next) {
+        if let Some(p) = self.model.probability(&ctx, next) {
             if p < self.rare_probability {
                 let w = self.window.entry((c.service, c.provider, c.route)).or_default();
                 w.rare += 1;
                 w.users.insert(user, ());
-                *w.transitions.entry((prev, next)).or_default() += 1;
+                *w.transitions.entry((ctx, next)).or_default() += 1;
                 if w.traces.len() < 3 {
                     if let Some(tid) = &c.event.trace_id {
                         w.traces.push(tid.to_string());
@@ -135,7 +157,7 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
                 }
             }
         }
-        self.model.learn(prev, next);
+        self.model.learn(&ctx, next);
     }
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
@@ -146,6 +168,16 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
             } else {
                 let (s, r) = untoken(t);
                 format!("{} {}", names.name(s), names.name(r))
+            }
+        };
+        // `a -> b`, leaving out the session start when there was a call after it.
+        let path = |ctx: &Context| {
+            if ctx[0] == START && ctx[1] != START {
+                label(ctx[1])
+            } else if ctx[0] == START {
+                label(START)
+            } else {
+                format!("{} -> {}", label(ctx[0]), label(ctx[1]))
             }
         };
         let mut keys: Vec<_> = self.background.keys().copied().collect();
@@ -185,14 +217,14 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
                 names.name(route),
                 tw.users.len(),
                 label(top.1),
-                label(top.0),
+                path(&top.0),
                 expected
             );
             f.contributors = trans
                 .iter()
                 .take(3)
                 .map(|((p, n), c)| Contributor {
-                    name: format!("{} -> {}", label(*p), label(*n)),
+                    name: format!("{} -> {}", path(p), label(*n)),
                     share: *c as f64 / rare,
                     actual: None,
                     expected: None,
@@ -218,12 +250,31 @@ mod tests {
     #[test]
     fn markov_needs_context_then_scores() {
         let mut m = MarkovModel::default();
-        assert_eq!(m.probability(1, 2), None);
+        assert_eq!(m.probability(&[START, 1], 2), None);
         for _ in 0..100 {
-            m.learn(1, 2);
+            m.learn(&[START, 1], 2);
         }
-        assert!(m.probability(1, 2).unwrap() > 0.99);
-        assert!(m.probability(1, 3).unwrap() < 0.01);
+        assert!(m.probability(&[START, 1], 2).unwrap() > 0.99);
+        assert!(m.probability(&[START, 1], 3).unwrap() < 0.01);
+        // An unseen two-call context falls back to the first order.
+        assert!(m.probability(&[7, 1], 2).unwrap() > 0.99);
+    }
+
+    #[test]
+    fn second_order_catches_a_shortcut_that_exists_elsewhere() {
+        // Flow A: 1 2 3 4; flow B: 1 3 5. Skipping 2 in A gives 1 3 4: `1 -> 3` is normal (B),
+        // `1 -> 3 -> 4` is not.
+        let mut m = MarkovModel::default();
+        for _ in 0..200 {
+            for (ctx, next) in [([START, START], 1), ([START, 1], 2), ([1, 2], 3), ([2, 3], 4)] {
+                m.learn(&ctx, next);
+            }
+            for (ctx, next) in [([START, START], 1), ([START, 1], 3), ([1, 3], 5)] {
+                m.learn(&ctx, next);
+            }
+        }
+        assert!(m.probability(&[START, 1], 3).unwrap() > 0.3);
+        assert!(m.probability(&[1, 3], 4).unwrap() < 0.01);
     }
 
     #[test]
