@@ -32,6 +32,8 @@ impl Default for ForestParams {
 const LEAF: u32 = u32::MAX;
 /// Trees walked together when scoring.
 const LANES: usize = 4;
+/// Trees walked before an early decision (see [`IsolationForest::exceeds`]).
+pub const EARLY_TREES: usize = 8;
 
 #[derive(Clone, Copy, Debug)]
 struct Node {
@@ -215,13 +217,17 @@ impl IsolationForest {
 
     /// Mean path length of `x` over the trees (walking the compiled layout).
     pub fn path_length(&self, x: &[f64]) -> f64 {
+        self.sum_path_lengths(x, 0, self.roots.len()) / self.roots.len().max(1) as f64
+    }
+
+    /// Sum of the path lengths of `x` in trees `from..to`.
+    fn sum_path_lengths(&self, x: &[f64], from: usize, to: usize) -> f64 {
         debug_assert_eq!(x.len(), self.n_features);
         let c = &self.compiled;
         let internal = (1usize << c.depth) - 1;
-        let n_trees = self.roots.len();
-        let full = n_trees / LANES * LANES;
+        let full = from + (to - from) / LANES * LANES;
         let mut total = 0.0;
-        for t in (0..full).step_by(LANES) {
+        for t in (from..full).step_by(LANES) {
             let splits = &c.splits[t * internal..(t + LANES) * internal];
             let mut pos = [0usize; LANES];
             for _ in 0..c.depth {
@@ -235,7 +241,7 @@ impl IsolationForest {
                 total += leaves[k * (internal + 1) + p - internal];
             }
         }
-        for t in full..n_trees {
+        for t in full..to {
             let mut p = 0usize;
             for _ in 0..c.depth {
                 let (thr, f) = c.splits[t * internal + p];
@@ -243,7 +249,48 @@ impl IsolationForest {
             }
             total += c.leaves[t * (internal + 1) + p - internal];
         }
-        total / n_trees.max(1) as f64
+        total
+    }
+
+    /// Whether `x` scores above `threshold`, deciding early when the first trees already make
+    /// it clear: if the mean path over the first [`EARLY_TREES`] trees exceeds the threshold's
+    /// path length by `margin` (a few standard errors of that partial mean), the point is
+    /// ordinary and the other trees are not walked. `margin` comes from
+    /// [`IsolationForest::early_margin`]. Returns the decision and the score when it was computed.
+    pub fn exceeds(&self, x: &[f64], threshold: f64, margin: f64) -> (bool, Option<f64>) {
+        let n = self.roots.len();
+        let limit = -self.norm * threshold.log2();
+        if n > 2 * EARLY_TREES {
+            let partial = self.sum_path_lengths(x, 0, EARLY_TREES);
+            if partial / EARLY_TREES as f64 > limit + margin {
+                return (false, None);
+            }
+            let rest = self.sum_path_lengths(x, EARLY_TREES, n);
+            let s = 2f64.powf(-(partial + rest) / n as f64 / self.norm);
+            return (s > threshold, Some(s));
+        }
+        let s = self.score(x);
+        (s > threshold, Some(s))
+    }
+
+    /// The early-decision margin for [`IsolationForest::exceeds`]: `sigmas` standard errors of
+    /// the mean path over [`EARLY_TREES`] trees, the per-tree spread measured on `rows`.
+    pub fn early_margin(&self, rows: ArrayView2<'_, f64>, sigmas: f64) -> f64 {
+        let n = self.roots.len();
+        let mut var_sum = 0.0;
+        let mut count = 0usize;
+        let mut buf = vec![0.0; self.n_features];
+        for row in rows.axis_iter(Axis(0)).take(1000) {
+            for (b, v) in buf.iter_mut().zip(row.iter()) {
+                *b = *v;
+            }
+            let lengths: Vec<f64> = (0..n).map(|t| self.sum_path_lengths(&buf, t, t + 1)).collect();
+            let mean = lengths.iter().sum::<f64>() / n as f64;
+            var_sum += lengths.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n as f64;
+            count += 1;
+        }
+        let sd = (var_sum / count.max(1) as f64).sqrt();
+        sigmas * sd / (EARLY_TREES as f64).sqrt()
     }
 
     /// The same by walking the node graph (kept as the reference the compiled layout is tested
@@ -371,6 +418,33 @@ mod tests {
             let far = [1e6, -1e6, 0.5];
             assert!((f.path_length(&far) - f.path_length_reference(&far)).abs() < 1e-12);
         }
+    }
+
+    #[test]
+    fn early_decisions_agree_with_full_scores() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let normal = Normal::new(0.0, 1.0).unwrap();
+        let data = Array2::from_shape_fn((5000, 5), |_| normal.sample(&mut rng));
+        let f = IsolationForest::fit(
+            data.view(),
+            ForestParams {
+                n_trees: 32,
+                max_samples: 256,
+                seed: 4,
+            },
+        );
+        let scores = f.score_rows(data.view());
+        let threshold = crate::detect::stats::quantile(&scores, 0.99);
+        let margin = f.early_margin(data.view(), 4.0);
+        let mut disagree = 0;
+        let mut early = 0;
+        for (i, row) in data.outer_iter().enumerate() {
+            let (above, s) = f.exceeds(row.as_slice().unwrap(), threshold, margin);
+            early += usize::from(s.is_none());
+            disagree += usize::from(above != (scores[i] > threshold));
+        }
+        assert!(early > 2500, "most ordinary points are decided early ({early})");
+        assert!(disagree <= 5, "{disagree} of 5000 decided differently");
     }
 
     #[test]

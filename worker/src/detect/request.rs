@@ -33,8 +33,6 @@ const MIN_TRAIN: usize = 3000;
 const REFIT_EVERY: Millis = 6 * HOUR_MS;
 /// Calls a route needs before it counts as known to the forest.
 const NEW_ROUTE_CALLS: u64 = 300;
-/// Distinct client addresses and user agents remembered (a bound, not an estimate).
-const MAX_KEYS: usize = 200_000;
 
 #[derive(Default, Clone, Copy)]
 struct RouteNorm {
@@ -46,11 +44,21 @@ struct RouteNorm {
     fitted: bool,
 }
 
-/// Counts of keys (addresses, agents) with a hard bound on how many are remembered.
-#[derive(Default)]
+/// How often keys (client addresses, user agents) were seen: a count-min sketch of two rows of
+/// saturating 8-bit counters. Memory is fixed (128 KiB, cache-resident) however many distinct
+/// keys arrive; a collision can only make a key look more familiar, never rarer.
 struct Frequency {
-    counts: FxHashMap<u64, u32>,
-    total: u64,
+    rows: [Vec<u8>; 2],
+}
+
+const SKETCH_BITS: u32 = 16;
+
+impl Default for Frequency {
+    fn default() -> Self {
+        Frequency {
+            rows: [vec![0; 1 << SKETCH_BITS], vec![0; 1 << SKETCH_BITS]],
+        }
+    }
 }
 
 impl Frequency {
@@ -58,19 +66,12 @@ impl Frequency {
     /// ones. Unlike a share of the total it does not drift as the total grows. Then counts it.
     fn rarity_and_count(&mut self, key: Option<u64>) -> f64 {
         let Some(key) = key else { return 0.0 };
-        self.total += 1;
-        let before = match self.counts.get_mut(&key) {
-            Some(c) => {
-                *c += 1;
-                *c - 1
-            }
-            None => {
-                if self.counts.len() < MAX_KEYS {
-                    self.counts.insert(key, 1);
-                }
-                0
-            }
-        };
+        let mask = (1u64 << SKETCH_BITS) - 1;
+        let slots = [(key & mask) as usize, ((key >> 32) & mask) as usize];
+        let before = self.rows[0][slots[0]].min(self.rows[1][slots[1]]);
+        for (row, &slot) in self.rows.iter_mut().zip(&slots) {
+            row[slot] = row[slot].saturating_add(1);
+        }
         1.0 / (1.0 + f64::from(before))
     }
 }
@@ -87,6 +88,9 @@ struct RouteWindow {
 struct Fitted {
     forest: IsolationForest,
     threshold: f64,
+    /// See [`IsolationForest::exceeds`]: 4 standard errors, so an early "ordinary" is wrong for
+    /// well under one call in ten thousand near the threshold, and never far above it.
+    early_margin: f64,
     mean: [f64; NF],
     std: [f64; NF],
     at: Millis,
@@ -168,6 +172,7 @@ impl RequestForestDetector {
         let forest = IsolationForest::fit(data.view(), self.params);
         let scores = forest.score_rows(data.view());
         let threshold = quantile(&scores, 0.995);
+        let early_margin = forest.early_margin(data.view(), 4.0);
         let mut mean = [0.0; NF];
         let mut std = [0.0; NF];
         for j in 0..NF {
@@ -178,6 +183,7 @@ impl RequestForestDetector {
         self.fitted = Some(Fitted {
             forest,
             threshold,
+            early_margin,
             mean,
             std,
             at: now,
@@ -219,7 +225,7 @@ impl Detector for RequestForestDetector {
             return;
         }
         self.calls_scored += 1;
-        let s = f.forest.score(&x);
+        let (unusual, _) = f.forest.exceeds(&x, f.threshold, f.early_margin);
         self.keys.entry(c.route_entity).or_insert(EntityKey::Route {
             service: c.service,
             provider: c.provider,
@@ -227,7 +233,7 @@ impl Detector for RequestForestDetector {
         });
         let w = self.window.entry(c.route_entity).or_default();
         w.calls += 1;
-        if s > f.threshold {
+        if unusual {
             w.unusual += 1;
             for (j, excess) in w.feature_excess.iter_mut().enumerate() {
                 *excess += ((x[j] - f.mean[j]) / f.std[j]).abs();
@@ -308,5 +314,23 @@ impl Detector for RequestForestDetector {
         if due {
             self.fit(w.end);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rarity_falls_as_a_key_repeats_and_stays_bounded() {
+        let mut f = Frequency::default();
+        assert_eq!(f.rarity_and_count(Some(hash_str("10.0.0.1"))), 1.0);
+        assert_eq!(f.rarity_and_count(Some(hash_str("10.0.0.1"))), 0.5);
+        for _ in 0..1000 {
+            f.rarity_and_count(Some(hash_str("10.0.0.1")));
+        }
+        assert!(f.rarity_and_count(Some(hash_str("10.0.0.1"))) < 0.01);
+        assert_eq!(f.rarity_and_count(Some(hash_str("192.168.1.1"))), 1.0);
+        assert_eq!(f.rarity_and_count(None), 0.0);
     }
 }

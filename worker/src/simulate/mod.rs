@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, LogNormal};
 
-use crate::model::time::{Millis, HOUR_MS, MINUTE_MS};
+use crate::model::time::{Millis, HOUR_MS};
 use crate::model::Event;
 use incidents::{Effect, Labels, Scheduled};
 use topology::Topology;
@@ -563,5 +563,3 @@ pub fn simulate_events(cfg: SimConfig) -> anyhow::Result<(Vec<Event>, Labels)> {
     )?;
     Ok((v, sim.labels(n)))
 }
-
-pub const MINUTES: Millis = MINUTE_MS;
