@@ -8,11 +8,20 @@ use std::collections::VecDeque;
 use crate::model::time::Millis;
 use crate::model::Event;
 
+/// Orders events with the same timestamp by their content, not by when they arrived, so the same
+/// events give the same results in any arrival order: a journey's entry call (no parent) first,
+/// then by span id.
+fn tie_break(e: &Event) -> u64 {
+    let child = u64::from(e.parent_id.is_some()) << 63;
+    let key = e.span_id.as_deref().unwrap_or(&e.path);
+    child | (crate::detect::request::hash_str(key) >> 1)
+}
+
 pub struct ReorderBuffer {
     lateness: Millis,
-    /// Held events' (timestamp, slot), sorted by timestamp, ties in arrival order. Input is
-    /// nearly sorted, so inserting from the back costs next to nothing.
-    queue: VecDeque<(Millis, u32)>,
+    /// Held events' (timestamp, tie-break, slot), sorted. Input is nearly sorted, so inserting
+    /// from the back costs next to nothing.
+    queue: VecDeque<(Millis, u64, u32)>,
     slots: Vec<Option<Event>>,
     free: Vec<u32>,
     max_seen: Millis,
@@ -53,12 +62,12 @@ impl ReorderBuffer {
                 (self.slots.len() - 1) as u32
             }
         };
-        let t = self.slots[slot as usize].as_ref().map_or(0, |e| e.timestamp);
+        let (t, tie) = self.slots[slot as usize].as_ref().map_or((0, 0), |e| (e.timestamp, tie_break(e)));
         let mut at = self.queue.len();
-        while at > 0 && self.queue[at - 1].0 > t {
+        while at > 0 && (self.queue[at - 1].0, self.queue[at - 1].1) > (t, tie) {
             at -= 1;
         }
-        self.queue.insert(at, (t, slot));
+        self.queue.insert(at, (t, tie, slot));
         let watermark = self.max_seen.saturating_sub(self.lateness);
         self.release_until(watermark, &mut emit);
     }
@@ -73,7 +82,7 @@ impl ReorderBuffer {
     }
 
     fn release_until(&mut self, watermark: Millis, emit: &mut impl FnMut(Event)) {
-        while let Some(&(t, slot)) = self.queue.front() {
+        while let Some(&(t, _, slot)) = self.queue.front() {
             if t > watermark {
                 break;
             }
@@ -108,6 +117,31 @@ mod tests {
         r.flush(|e| out.push(e.timestamp));
         assert_eq!(out, vec![5, 10, 20, 40, 50, 130, 300]);
         assert_eq!(r.late, 0);
+    }
+
+    #[test]
+    fn equal_timestamps_come_out_in_the_same_order_whatever_the_arrival() {
+        let mk = |span: &str, parent: Option<&str>| Event {
+            timestamp: 7,
+            span_id: Some(span.into()),
+            parent_id: parent.map(Into::into),
+            ..Default::default()
+        };
+        let events = [mk("a", None), mk("b", Some("a")), mk("c", Some("a")), mk("d", Some("b"))];
+        let order = |input: Vec<Event>| {
+            let mut r = ReorderBuffer::new(100);
+            let mut out = Vec::new();
+            for e in input {
+                r.push(e, |e| out.push(e.span_id.clone().unwrap()));
+            }
+            r.flush(|e| out.push(e.span_id.clone().unwrap()));
+            out
+        };
+        let forward = order(events.to_vec());
+        let mut rev = events.to_vec();
+        rev.reverse();
+        assert_eq!(forward, order(rev));
+        assert_eq!(forward[0], "a", "the entry call first");
     }
 
     #[test]
