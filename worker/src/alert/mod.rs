@@ -366,6 +366,21 @@ mod tests {
     }
 
     #[test]
+    fn titles_quote_only_metric_findings() {
+        let mut m = manager();
+        let mut a = anomaly("payments", AnomalyKind::Latency, 90.0, 0);
+        a.metric = Some("latency.p95".into());
+        a.trace_ids = vec!["t-1".into()];
+        let out = m.ingest(&[a], MINUTE_MS);
+        assert!(out[0].title.contains("latency 2.0x usual on payments/aws"), "{}", out[0].title);
+        assert!(out[0].summary.contains("Example traces: t-1"), "{}", out[0].summary);
+        let mut b = anomaly("search", AnomalyKind::Latency, 90.0, 0);
+        b.metric = Some("window.isolation".into());
+        let out = m.ingest(&[b], MINUTE_MS);
+        assert!(out[0].title.contains("] latency on search/aws"), "{}", out[0].title);
+    }
+
+    #[test]
     fn a_cascade_is_one_alert_naming_the_deepest_service() {
         let mut m = manager();
         let t = 10 * MINUTE_MS;

@@ -137,9 +137,10 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
         "[P{prio}] {}{} on {node}{}{}{}",
         kind_phrase(if forecast_only { AnomalyKind::Forecast } else { kind }),
         match (&lead, forecast_only) {
-            (Some(a), false) => match (a.actual, a.expected, a.kind) {
-                (Some(x), Some(e), AnomalyKind::Latency) if e > 0.0 => format!(" {:.1}x usual", x / e),
-                (Some(x), _, AnomalyKind::Errors) => format!(" {:.0}%", x * 100.0),
+            // Only metric findings carry a number a title can quote.
+            (Some(a), false) => match (a.actual, a.expected, a.metric.as_deref()) {
+                (Some(x), Some(e), Some("latency.p95")) if e > 0.0 => format!(" {:.1}x usual", x / e),
+                (Some(x), _, Some("errors.5xx_rate" | "errors.4xx_rate")) => format!(" {:.0}%", x * 100.0),
                 _ => String::new(),
             },
             _ => String::new(),

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 
 use super::iforest::{ForestParams, IsolationForest};
-use super::stats::{quantile, score_from_z, Ewm};
+use super::stats::{column_mean_std, quantile, score_from_z, Ewm};
 use super::{node_label, CallContext, Detector, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
 use crate::model::time::{hour_of_day, Millis, HOUR_MS};
@@ -173,13 +173,7 @@ impl RequestForestDetector {
         let scores = forest.score_rows(data.view());
         let threshold = quantile(&scores, 0.995);
         let early_margin = forest.early_margin(data.view(), 4.0);
-        let mut mean = [0.0; NF];
-        let mut std = [0.0; NF];
-        for j in 0..NF {
-            let col: Vec<f64> = self.reservoir.iter().map(|r| r[j]).collect();
-            mean[j] = col.iter().sum::<f64>() / n as f64;
-            std[j] = (col.iter().map(|x| (x - mean[j]).powi(2)).sum::<f64>() / n as f64).sqrt().max(0.05);
-        }
+        let (mean, std) = column_mean_std(&self.reservoir, 0.05);
         self.fitted = Some(Fitted {
             forest,
             threshold,

@@ -52,6 +52,27 @@ pub fn score_from_z(z: f64) -> f64 {
     (100.0 * (1.0 - (-z / 8.7).exp())).min(100.0)
 }
 
+/// Per-column mean and standard deviation (at least `min_std`) of fixed-width rows.
+pub fn column_mean_std<const N: usize>(rows: &[[f64; N]], min_std: f64) -> ([f64; N], [f64; N]) {
+    let n = rows.len().max(1) as f64;
+    let mut mean = [0.0; N];
+    let mut std = [0.0; N];
+    for r in rows {
+        for j in 0..N {
+            mean[j] += r[j] / n;
+        }
+    }
+    for r in rows {
+        for j in 0..N {
+            std[j] += (r[j] - mean[j]).powi(2) / n;
+        }
+    }
+    for s in &mut std {
+        *s = s.sqrt().max(min_std);
+    }
+    (mean, std)
+}
+
 /// A fixed-capacity ring of recent values.
 #[derive(Clone, Debug)]
 pub struct Ring {
@@ -153,6 +174,13 @@ mod tests {
         }
         assert_eq!(score_from_z(-3.0), 0.0);
         assert_eq!(score_from_z(f64::NAN), 0.0);
+    }
+
+    #[test]
+    fn column_stats() {
+        let (m, s) = column_mean_std(&[[1.0, 5.0], [3.0, 5.0]], 0.1);
+        assert_eq!(m, [2.0, 5.0]);
+        assert_eq!(s, [1.0, 0.1]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use ndarray::Array2;
 use rustc_hash::FxHashMap;
 
 use super::iforest::{ForestParams, IsolationForest};
-use super::stats::{median, Ring};
+use super::stats::{column_mean_std, median, Ring};
 use super::{entity_label, Detector, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
 use crate::model::time::{Millis, HOUR_MS};
@@ -93,12 +93,7 @@ impl WindowForestDetector {
         );
         let scores = forest.score_rows(data.view());
         let threshold = scores.iter().copied().fold(0.0, f64::max);
-        let mut std = [0.0; NF];
-        for (j, s) in std.iter_mut().enumerate() {
-            let col: Vec<f64> = self.train.iter().map(|r| r[j]).collect();
-            let m = col.iter().sum::<f64>() / n as f64;
-            *s = (col.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64).sqrt().max(0.01);
-        }
+        let (_, std) = column_mean_std(&self.train, 0.01);
         self.fitted = Some(Fitted {
             forest,
             threshold,
