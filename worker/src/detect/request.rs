@@ -14,7 +14,7 @@ use super::iforest::{ForestParams, IsolationForest};
 use super::stats::{column_mean_std, quantile, score_from_z, Ewm};
 use super::{node_label, CallContext, Detector, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
-use crate::model::time::{hour_of_day, Millis, HOUR_MS};
+use crate::model::time::{hour_of_day, Millis, HOUR_MS, MINUTE_MS};
 use crate::model::EntityKey;
 
 /// Feature names, in vector order (also the order `apiwatch features` exports).
@@ -33,6 +33,10 @@ const MIN_TRAIN: usize = 3000;
 const REFIT_EVERY: Millis = 6 * HOUR_MS;
 /// Calls a route needs before it counts as known to the forest.
 const NEW_ROUTE_CALLS: u64 = 300;
+/// A route that appears after the first fit is onboarded for this long before the forest judges
+/// its calls: a newcomer's clients, payloads and latencies are all new at first, and its
+/// appearance alone must not alert. (Routes present at the first fit are judged at once.)
+const NEW_ROUTE_GRACE: Millis = 30 * MINUTE_MS;
 
 #[derive(Default, Clone, Copy)]
 struct RouteNorm {
@@ -42,6 +46,7 @@ struct RouteNorm {
     /// Whether the current forest was fitted with this route's calls in its sample; a route
     /// that appeared since is learned first, scored after the next fit.
     fitted: bool,
+    first_seen: Millis,
 }
 
 /// How often keys (client addresses, user agents) were seen: a count-min sketch of two rows of
@@ -140,7 +145,7 @@ impl RequestForestDetector {
     /// The feature vector of a call; also updates the route norms and key counts.
     pub fn features(&mut self, c: &CallContext<'_>) -> Option<[f64; NF]> {
         let e = c.event;
-        let norm = self.norms.entry(c.route_entity).or_default();
+        let norm = self.norms.entry(c.route_entity).or_insert_with(|| RouteNorm { first_seen: e.timestamp, ..Default::default() });
         let lat = e.duration_ms().max(1e-3).ln();
         let req = (1.0 + e.request_bytes.unwrap_or(0) as f64).ln();
         let resp = (1.0 + e.response_bytes.unwrap_or(0) as f64).ln();
@@ -167,6 +172,7 @@ impl RequestForestDetector {
     }
 
     fn fit(&mut self, now: Millis) {
+        let first = self.fitted.is_none();
         let n = self.reservoir.len();
         let data = Array2::from_shape_fn((n, NF), |(i, j)| self.reservoir[i][j]);
         let forest = IsolationForest::fit(data.view(), self.params);
@@ -183,7 +189,7 @@ impl RequestForestDetector {
             at: now,
         });
         for n in self.norms.values_mut() {
-            n.fitted = n.latency.n >= NEW_ROUTE_CALLS;
+            n.fitted = n.latency.n >= NEW_ROUTE_CALLS && (first || now - n.first_seen >= NEW_ROUTE_GRACE);
         }
         self.reservoir.clear();
         self.seen = 0;
@@ -246,7 +252,10 @@ impl Detector for RequestForestDetector {
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
         // Refit on schedule, or early once a route that appeared since the last fit has enough
         // calls to have a norm of its own.
-        let newcomer_ready = self.norms.values().any(|n| !n.fitted && n.latency.n >= NEW_ROUTE_CALLS);
+        let newcomer_ready = self
+            .norms
+            .values()
+            .any(|n| !n.fitted && n.latency.n >= NEW_ROUTE_CALLS && w.end - n.first_seen >= NEW_ROUTE_GRACE);
         let due = match &self.fitted {
             None => self.reservoir.len() >= MIN_TRAIN,
             Some(f) => (w.end - f.at >= REFIT_EVERY || newcomer_ready) && self.reservoir.len() >= MIN_TRAIN,
