@@ -165,7 +165,7 @@ struct SimArgs {
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Length of the simulated traffic, in hours.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 6.0)]
     hours: f64,
     /// Mean entry calls per second.
     #[arg(long, default_value_t = 20.0)]
@@ -451,15 +451,7 @@ fn demo(dir: &Path, sim: &SimArgs) -> anyhow::Result<()> {
         "{:<7} {:<21} {:<24} {:>6}  {:<5} first alert",
         "inc", "kind", "origin", "start", "found"
     );
-    for (inc, res) in labels.incidents.iter().zip(
-        labels
-            .incidents
-            .iter()
-            .filter(|i| i.expect_alert)
-            .map(Some)
-            .chain(std::iter::repeat(None)),
-    ) {
-        let _ = res;
+    for inc in &labels.incidents {
         let result = r.results.iter().find(|x| x.id == inc.id);
         let found = match result {
             None => "-".to_owned(),
@@ -482,6 +474,9 @@ fn demo(dir: &Path, sim: &SimArgs) -> anyhow::Result<()> {
                 .map(|a| format!("{} {}", format_hhmm(a.timestamp), a.title))
                 .unwrap_or_default()
         );
+    }
+    for t in &r.false_alert_titles {
+        println!("{:<7} {:<21} {:<24} {:>6}  {:<5} {}", "-", "(no incident)", "", "", "false", t);
     }
     println!();
     print_eval(&r, false);

@@ -145,7 +145,10 @@ impl RequestForestDetector {
     /// The feature vector of a call; also updates the route norms and key counts.
     pub fn features(&mut self, c: &CallContext<'_>) -> Option<[f64; NF]> {
         let e = c.event;
-        let norm = self.norms.entry(c.route_entity).or_insert_with(|| RouteNorm { first_seen: e.timestamp, ..Default::default() });
+        let norm = self.norms.entry(c.route_entity).or_insert_with(|| RouteNorm {
+            first_seen: e.timestamp,
+            ..Default::default()
+        });
         let lat = e.duration_ms().max(1e-3).ln();
         let req = (1.0 + e.request_bytes.unwrap_or(0) as f64).ln();
         let resp = (1.0 + e.response_bytes.unwrap_or(0) as f64).ln();
