@@ -1,6 +1,6 @@
 //! Per-request isolation forest. Every call becomes a feature vector (latency against its
 //! route's norm, status class, payload sizes against the route's norms, rarity of the client
-//! address and of the user agent, hour of day); a forest fitted on a reservoir of recent calls
+//! address and of the user agent, hour of day); a forest fitted on a day-spanning sample of calls
 //! scores it. Calls above the training set's 99.5th percentile are "unusual"; a route whose share
 //! of unusual calls in a window rises well above the background is reported, naming the features
 //! that made its calls unusual.
@@ -14,7 +14,7 @@ use super::iforest::{ForestParams, IsolationForest};
 use super::stats::{column_mean_std, quantile, score_from_z, Ewm};
 use super::{node_label, CallContext, Detector, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
-use crate::model::time::{hour_of_day, Millis, HOUR_MS, MINUTE_MS};
+use crate::model::time::{hour_of_day, Millis, DAY_MS, HOUR_MS, MINUTE_MS};
 use crate::model::EntityKey;
 
 /// Feature names, in vector order (also the order `apiwatch features` exports).
@@ -28,7 +28,12 @@ pub const FEATURES: [&str; 7] = [
     "hour_of_day",
 ];
 const NF: usize = FEATURES.len();
-const RESERVOIR: usize = 8192;
+/// Training calls kept per hour of the day.
+const PER_HOUR: usize = 4096;
+/// Index of the hour-of-day feature.
+const HOUR: usize = 6;
+/// The first fit waits this long after the first call.
+const FIRST_FIT_AFTER: Millis = 10 * MINUTE_MS;
 const MIN_TRAIN: usize = 3000;
 const REFIT_EVERY: Millis = 6 * HOUR_MS;
 /// Calls a route needs before it counts as known to the forest.
@@ -90,6 +95,57 @@ struct RouteWindow {
     users: FxHashMap<u64, ()>,
 }
 
+/// The training sample: for each hour of the day, a reservoir of that hour's calls from its most
+/// recent day, so a fit sees the whole daily cycle once there is one (and recent behaviour).
+struct HourlySample {
+    buckets: Vec<Bucket>,
+}
+
+#[derive(Default)]
+struct Bucket {
+    rows: Vec<[f64; NF]>,
+    seen: u64,
+    day: i64,
+}
+
+impl Default for HourlySample {
+    fn default() -> Self {
+        HourlySample {
+            buckets: (0..24).map(|_| Bucket::default()).collect(),
+        }
+    }
+}
+
+impl HourlySample {
+    fn add(&mut self, t: Millis, x: [f64; NF], rng: &mut ChaCha8Rng) {
+        let b = &mut self.buckets[(t.rem_euclid(DAY_MS) / HOUR_MS) as usize];
+        let day = t.div_euclid(DAY_MS);
+        if b.day != day {
+            // A new day for this hour: its calls replace the old day's, most of them quickly.
+            b.day = day;
+            b.seen = 0;
+        }
+        b.seen += 1;
+        if b.rows.len() < PER_HOUR {
+            b.rows.push(x);
+        } else {
+            let j = rng.gen_range(0..b.seen) as usize;
+            if j < PER_HOUR {
+                b.rows[j] = x;
+            }
+        }
+    }
+    fn len(&self) -> usize {
+        self.buckets.iter().map(|b| b.rows.len()).sum()
+    }
+    fn covers_the_day(&self) -> bool {
+        self.buckets.iter().all(|b| b.rows.len() >= PER_HOUR / 8)
+    }
+    fn rows(&self) -> Vec<[f64; NF]> {
+        self.buckets.iter().flat_map(|b| b.rows.iter().copied()).collect()
+    }
+}
+
 struct Fitted {
     forest: IsolationForest,
     threshold: f64,
@@ -99,6 +155,7 @@ struct Fitted {
     mean: [f64; NF],
     std: [f64; NF],
     at: Millis,
+    use_hour: bool,
 }
 
 /// The per-request isolation-forest detector.
@@ -107,8 +164,8 @@ pub struct RequestForestDetector {
     norms: FxHashMap<u32, RouteNorm>,
     ips: Frequency,
     agents: Frequency,
-    reservoir: Vec<[f64; NF]>,
-    seen: u64,
+    sample: HourlySample,
+    first_call: Option<Millis>,
     rng: ChaCha8Rng,
     fitted: Option<Fitted>,
     window: FxHashMap<u32, RouteWindow>,
@@ -131,8 +188,8 @@ impl RequestForestDetector {
             norms: FxHashMap::default(),
             ips: Frequency::default(),
             agents: Frequency::default(),
-            reservoir: Vec::with_capacity(RESERVOIR),
-            seen: 0,
+            sample: HourlySample::default(),
+            first_call: None,
             rng: ChaCha8Rng::seed_from_u64(seed),
             fitted: None,
             window: FxHashMap::default(),
@@ -176,13 +233,22 @@ impl RequestForestDetector {
 
     fn fit(&mut self, now: Millis) {
         let first = self.fitted.is_none();
-        let n = self.reservoir.len();
-        let data = Array2::from_shape_fn((n, NF), |(i, j)| self.reservoir[i][j]);
+        // The hour of day only means something once every hour has been sampled; until then it
+        // is held constant (and so never split on) in training and scoring alike.
+        let use_hour = self.sample.covers_the_day();
+        let mut rows = self.sample.rows();
+        if !use_hour {
+            for r in &mut rows {
+                r[HOUR] = 0.0;
+            }
+        }
+        let n = rows.len();
+        let data = Array2::from_shape_fn((n, NF), |(i, j)| rows[i][j]);
         let forest = IsolationForest::fit(data.view(), self.params);
         let scores = forest.score_rows(data.view());
         let threshold = quantile(&scores, 0.995);
         let early_margin = forest.early_margin(data.view(), 4.0);
-        let (mean, std) = column_mean_std(&self.reservoir, 0.05);
+        let (mean, std) = column_mean_std(&rows, 0.05);
         self.fitted = Some(Fitted {
             forest,
             threshold,
@@ -190,12 +256,11 @@ impl RequestForestDetector {
             mean,
             std,
             at: now,
+            use_hour,
         });
         for n in self.norms.values_mut() {
             n.fitted = n.latency.n >= NEW_ROUTE_CALLS && (first || now - n.first_seen >= NEW_ROUTE_GRACE);
         }
-        self.reservoir.clear();
-        self.seen = 0;
     }
 }
 
@@ -212,18 +277,13 @@ impl Detector for RequestForestDetector {
     }
 
     fn observe(&mut self, c: &CallContext<'_>) {
-        let Some(x) = self.features(c) else { return };
-        // Reservoir sampling of the calls since the last fit.
-        self.seen += 1;
-        if self.reservoir.len() < RESERVOIR {
-            self.reservoir.push(x);
-        } else {
-            let j = self.rng.gen_range(0..self.seen);
-            if (j as usize) < RESERVOIR {
-                self.reservoir[j as usize] = x;
-            }
-        }
+        let Some(mut x) = self.features(c) else { return };
+        self.first_call.get_or_insert(c.event.timestamp);
+        self.sample.add(c.event.timestamp, x, &mut self.rng);
         let Some(f) = &self.fitted else { return };
+        if !f.use_hour {
+            x[HOUR] = 0.0;
+        }
         if !self.norms.get(&c.route_entity).is_some_and(|n| n.fitted) {
             return;
         }
@@ -259,9 +319,11 @@ impl Detector for RequestForestDetector {
             .norms
             .values()
             .any(|n| !n.fitted && n.latency.n >= NEW_ROUTE_CALLS && w.end - n.first_seen >= NEW_ROUTE_GRACE);
+        let enough = self.sample.len() >= MIN_TRAIN;
         let due = match &self.fitted {
-            None => self.reservoir.len() >= MIN_TRAIN,
-            Some(f) => (w.end - f.at >= REFIT_EVERY || newcomer_ready) && self.reservoir.len() >= MIN_TRAIN,
+            // The first fit waits for a few minutes of traffic, so route norms have settled.
+            None => enough && self.first_call.is_some_and(|t| w.end - t >= FIRST_FIT_AFTER),
+            Some(f) => (w.end - f.at >= REFIT_EVERY || newcomer_ready) && enough,
         };
         let mut routes: Vec<_> = std::mem::take(&mut self.window).into_iter().collect();
         routes.sort_by_key(|(r, _)| *r);
