@@ -251,10 +251,20 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
             IncidentKind::CallOrderChange => {
                 let e = *entries.choose(rng).expect("entry services");
                 // A flow with a middle step to skip.
-                let flows: Vec<usize> = (0..t.flows.len()).filter(|&f| t.flows[f].steps.len() >= 4).collect();
+                let flows: Vec<usize> = (0..t.flows.len())
+                    .filter(|&f| {
+                        let st = &t.flows[f].steps;
+                        st.len() >= 4 && (1..st.len() - 1).any(|i| st[i] != st[i - 1] && st[i] != st[i + 1])
+                    })
+                    .collect();
                 let f = *flows.choose(rng).expect("flows");
                 let steps = &t.flows[f].steps;
-                let skip_at = rng.gen_range(1..steps.len() - 1);
+                // Only a step whose absence shows: skipping one of two identical steps in a row
+                // leaves the same call order, an incident nobody could see.
+                let visible: Vec<usize> = (1..steps.len() - 1)
+                    .filter(|&i| steps[i] != steps[i - 1] && steps[i] != steps[i + 1])
+                    .collect();
+                let skip_at = *visible.choose(rng).expect("a flow of four steps or more has a visible middle step");
                 label_svc = svc(e);
                 (route, hop_from, breach_at) = (None, None, None);
                 description = format!(
