@@ -40,38 +40,49 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct DetectArgs {
-    /// Window width in seconds.
-    #[arg(long, default_value_t = 60)]
-    window_secs: u64,
-    /// Allowed lateness of events in seconds.
-    #[arg(long, default_value_t = 120)]
-    lateness_secs: u64,
+    /// Configuration file (TOML; see apiwatch.example.toml). Flags below override it.
+    #[arg(long, env = "APIWATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Window width in seconds [default: 60].
+    #[arg(long)]
+    window_secs: Option<u64>,
+    /// Allowed lateness of events in seconds [default: 120].
+    #[arg(long)]
+    lateness_secs: Option<u64>,
     /// Detectors to run (default: all but the static rule).
     #[arg(long, value_delimiter = ',')]
     detectors: Option<Vec<DetectorKind>>,
-    /// Seed for the randomised models (isolation forests).
-    #[arg(long, default_value_t = 42)]
-    model_seed: u64,
+    /// Seed for the randomised models (isolation forests) [default: 42].
+    #[arg(long)]
+    model_seed: Option<u64>,
 }
 
 impl DetectArgs {
     fn config(&self) -> anyhow::Result<PipelineConfig> {
-        anyhow::ensure!((10..=3600).contains(&self.window_secs), "--window-secs must be between 10 and 3600");
-        anyhow::ensure!(self.lateness_secs <= 3600, "--lateness-secs must be at most 3600");
-        let detectors = self.detectors.clone().unwrap_or_else(|| DetectorKind::DEFAULT.to_vec());
-        anyhow::ensure!(!detectors.is_empty(), "--detectors needs at least one detector");
-        let mut cfg = PipelineConfig {
-            window: self.window_secs as Millis * 1000,
-            lateness: self.lateness_secs as Millis * 1000,
-            seed: self.model_seed,
-            ..Default::default()
+        let mut cfg = match &self.config {
+            Some(path) => crate::config::load(path)?,
+            None => PipelineConfig::default(),
         };
+        if let Some(w) = self.window_secs {
+            anyhow::ensure!((10..=3600).contains(&w), "--window-secs must be between 10 and 3600");
+            cfg.window = w as Millis * 1000;
+        }
+        if let Some(l) = self.lateness_secs {
+            anyhow::ensure!(l <= 3600, "--lateness-secs must be at most 3600");
+            cfg.lateness = l as Millis * 1000;
+        }
+        if let Some(seed) = self.model_seed {
+            cfg.seed = seed;
+        }
+        if let Some(d) = &self.detectors {
+            anyhow::ensure!(!d.is_empty(), "--detectors needs at least one detector");
+            cfg.detectors = d.clone();
+        }
         // The static rule is the per-service rule shops use: no grouping across services.
-        if detectors == [DetectorKind::StaticRule] {
+        if cfg.detectors == [DetectorKind::StaticRule] {
             cfg.alerts.group_related_services = false;
             cfg.alerts.raise_single = 60.0;
         }
-        cfg.detectors = detectors;
         Ok(cfg)
     }
 }
@@ -543,10 +554,11 @@ fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbo
         ours.push(eval::evaluate(&labels, &alerts));
         pb.inc(1);
         let static_cfg = DetectArgs {
-            window_secs: 60,
-            lateness_secs: 120,
+            config: None,
+            window_secs: None,
+            lateness_secs: None,
             detectors: Some(vec![DetectorKind::StaticRule]),
-            model_seed: 42,
+            model_seed: None,
         }
         .config()?;
         let (labels, alerts, _) = simulate_and_detect(sim, static_cfg)?;

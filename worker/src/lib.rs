@@ -9,11 +9,13 @@
 //! - [`alert`]: grouping anomalies into alerts, origin, priority, rendering.
 //! - [`onboard`]: services and routes registered as they appear.
 //! - [`simulate`], [`eval`]: synthetic traffic with labelled incidents, and scoring alerts.
+//! - [`config`]: the TOML configuration, parsed then validated into a checked config.
 //! - [`cli`]: the `apiwatch` commands; `main.rs` only calls [`cli::main`].
 
 pub mod alert;
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod detect;
 pub mod eval;
 pub mod model;
