@@ -43,6 +43,9 @@ struct HopWindow {
     shares: Vec<f64>,
     traces: Vec<String>,
     users: FxHashMap<String, ()>,
+    /// The first marked journey's hops: (hop entity, duration ms, share of the journey), so the
+    /// anomaly can show where one example journey spent its time.
+    example: Vec<(u32, f64, f64)>,
 }
 
 /// The journey detector.
@@ -121,6 +124,13 @@ impl JourneyDetector {
             }
             if w.traces.len() < 3 {
                 w.traces.push(j.trace_id.clone());
+            }
+            if w.example.is_empty() {
+                w.example = j
+                    .spans
+                    .iter()
+                    .filter_map(|s| s.hop.map(|h| (h, s.duration_ms, s.duration_ms / total)))
+                    .collect();
             }
             if let Some(u) = j.user_id {
                 w.users.insert(u, ());
@@ -218,16 +228,115 @@ impl Detector for JourneyDetector {
                     share * 100.0
                 );
             }
-            f.contributors = vec![Contributor {
+            // The flagged hop across the window, then the hops of one example journey (the first
+            // trace id) by their share of its latency, each against its own baseline.
+            let mut example = hw.example;
+            example.sort_by(|a, b| b.2.total_cmp(&a.2));
+            f.contributors = std::iter::once(Contributor {
                 name: label,
-                share,
+                share: super::round3(share),
                 actual: Some(super::round3(med)),
                 expected: Some(super::round3(usual)),
-            }];
+            })
+            .chain(example.iter().take(4).filter_map(|&(h, d, sh)| {
+                let (key, lat, _) = self.hops.get(&h)?;
+                Some(Contributor {
+                    name: format!("example journey: {}", entity_label(w.names, key)),
+                    share: super::round3(sh),
+                    actual: Some(super::round3(d)),
+                    expected: Some(super::round3(lat.mean.exp())),
+                })
+            }))
+            .collect();
             f.impact_calls = marked;
             f.impact_users = hw.users.len() as u64;
             f.trace_ids = hw.traces;
             out.push(f.into_anomaly(w.names));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Event, Interner, WindowStat};
+
+    /// Feeds journeys gateway/onprem → payments/aws → ledger/onprem; `slow_payments` adds
+    /// latency on the first hop from minute 30 on.
+    fn run(slow_payments: f64) -> Vec<Anomaly> {
+        let mut names = Interner::default();
+        let gw = (names.intern("gateway"), names.intern("onprem"));
+        let pay = (names.intern("payments"), names.intern("aws"));
+        let led = (names.intern("ledger"), names.intern("onprem"));
+        let route = names.intern("/x");
+        let mut d = JourneyDetector::default();
+        let mut out = Vec::new();
+        for minute in 0..40i64 {
+            for k in 0..30u64 {
+                let t = minute * 60_000 + k as i64 * 1000;
+                let trace = minute as u64 * 1000 + k;
+                let jitter = (k % 5) as f64;
+                let extra = if minute >= 30 { slow_payments } else { 0.0 };
+                let pay_ms = 60.0 + jitter + extra;
+                let spans = [
+                    (gw, None, None, 10.0 + pay_ms, 1u64),
+                    (pay, Some(gw), Some(1u64), pay_ms, 2u64),
+                    (led, Some(pay), Some(2u64), 20.0 + jitter, 3u64),
+                ];
+                for (i, (node, caller, parent, ms, span)) in spans.into_iter().enumerate() {
+                    let ev = Event {
+                        timestamp: t + i as i64,
+                        trace_id: Some(format!("t{trace}").into()),
+                        duration_ns: (ms * 1e6) as u64,
+                        status: 200,
+                        ..Default::default()
+                    };
+                    let hop_entity = caller.map(|c: (Sym, Sym)| if c == gw { 1 } else { 2 });
+                    let ctx = CallContext {
+                        event: &ev,
+                        service: node.0,
+                        provider: node.1,
+                        route,
+                        route_entity: 0,
+                        caller,
+                        hop_entity,
+                        user: None,
+                        trace: Some(trace),
+                        span: Some(trace * 10 + span),
+                        parent: parent.map(|p| trace * 10 + p),
+                        names: &names,
+                    };
+                    d.observe(&ctx);
+                }
+            }
+            let stats: Vec<WindowStat> = Vec::new();
+            let w = WindowContext {
+                start: minute * 60_000,
+                end: (minute + 1) * 60_000,
+                stats: &stats,
+                names: &names,
+                complete: true,
+            };
+            d.close_window(&w, &mut out);
+        }
+        out
+    }
+
+    use crate::model::Sym;
+
+    #[test]
+    fn a_slow_hop_is_named_with_its_share() {
+        assert!(run(0.0).is_empty(), "steady journeys raise nothing");
+        let found = run(300.0);
+        let a = found.first().expect("the slow hop is reported");
+        assert_eq!((a.service.as_str(), a.provider.as_str()), ("payments", "aws"));
+        assert_eq!(a.hop_from.as_deref(), Some("gateway/onprem"));
+        assert!(
+            a.reason.contains("cross-provider hop gateway/onprem → payments/aws"),
+            "{}",
+            a.reason
+        );
+        assert!(a.contributors[0].share > 0.9, "{:?}", a.contributors);
+        assert!(a.contributors.iter().any(|c| c.name.contains("payments/aws → ledger/onprem")));
     }
 }

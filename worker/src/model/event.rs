@@ -729,6 +729,43 @@ mod tests {
     }
 
     #[test]
+    fn mutated_lines_never_panic_and_valid_json_agrees_with_serde() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let alphabet = br#"{}[]:,"\\ 0123456789.-+eEtrufalsn@/abcxyz"#;
+        for _ in 0..50_000 {
+            let mut b = DOTTED.as_bytes().to_vec();
+            for _ in 0..rng.gen_range(1..4) {
+                let i = rng.gen_range(0..b.len());
+                match rng.gen_range(0..3) {
+                    0 => b[i] = alphabet[rng.gen_range(0..alphabet.len())],
+                    1 => {
+                        b.remove(i);
+                    }
+                    _ => b.insert(i, alphabet[rng.gen_range(0..alphabet.len())]),
+                }
+            }
+            let ours = parse_event(&b);
+            // Whatever we accept must be JSON.
+            if ours.is_ok() {
+                assert!(
+                    serde_json::from_slice::<serde_json::Value>(&b).is_ok(),
+                    "{}",
+                    String::from_utf8_lossy(&b)
+                );
+            }
+            // And JSON we reject must be rejected for a reason other than syntax.
+            if serde_json::from_slice::<serde_json::Value>(&b).is_ok_and(|v| v.is_object()) {
+                assert!(
+                    !matches!(ours, Err(EventError::Json(_))),
+                    "{}: {ours:?}",
+                    String::from_utf8_lossy(&b)
+                );
+            }
+        }
+    }
+
+    #[test]
     fn writer_round_trips() {
         let e = parse_event(DOTTED.as_bytes()).unwrap();
         let line = serde_json::to_string(&e).unwrap();
