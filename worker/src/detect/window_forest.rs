@@ -39,6 +39,15 @@ struct Fitted {
     at: Millis,
 }
 
+/// Pseudo-calls with no error added to every window's error rate: one failure in a dozen
+/// calls is not an 8% error rate worth isolating, thirty in a hundred still is.
+const RATE_PRIOR_CALLS: f64 = 20.0;
+
+/// An error rate shrunk towards zero for small windows.
+fn shrunk_rate(errors: u64, calls: u64) -> f64 {
+    errors as f64 / (calls as f64 + RATE_PRIOR_CALLS)
+}
+
 pub struct WindowForestDetector {
     seed: u64,
     history: FxHashMap<u32, History>,
@@ -66,8 +75,8 @@ impl WindowForestDetector {
         let x = ready.then(|| {
             [
                 ((st.count as f64 + 1.0) / (median(h.count.values()) + 1.0)).ln(),
-                st.rate_5xx(),
-                st.rate_4xx(),
+                shrunk_rate(st.errors_5xx, st.count),
+                shrunk_rate(st.errors_4xx, st.count),
                 (st.p95_ms.max(1e-3) / median(h.p95.values()).max(1e-3)).ln(),
                 ((st.mean_response_bytes + 1.0) / (median(h.resp.values()) + 1.0)).ln(),
             ]
@@ -171,5 +180,17 @@ impl Detector for WindowForestDetector {
         if due {
             self.fit(w.end);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_windows_do_not_make_large_rates() {
+        assert!(shrunk_rate(1, 12) < 0.04);
+        assert!(shrunk_rate(30, 100) > 0.24);
+        assert_eq!(shrunk_rate(0, 0), 0.0);
     }
 }
