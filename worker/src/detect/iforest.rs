@@ -211,10 +211,6 @@ impl IsolationForest {
         self.grow(data, r, left + 1, depth + 1, max_depth, rng);
     }
 
-    pub fn n_features(&self) -> usize {
-        self.n_features
-    }
-
     /// Mean path length of `x` over the trees (walking the compiled layout).
     pub fn path_length(&self, x: &[f64]) -> f64 {
         self.sum_path_lengths(x, 0, self.roots.len()) / self.roots.len().max(1) as f64

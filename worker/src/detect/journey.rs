@@ -55,14 +55,11 @@ pub struct JourneyDetector {
     /// Per hop entity: the hop's key, log-latency baseline and failure-rate baseline.
     hops: FxHashMap<u32, (EntityKey, Ewm, Ewm)>,
     window: FxHashMap<u32, HopWindow>,
-    /// Journeys completed in total (for summaries).
-    pub completed: u64,
     scratch: Vec<bool>,
 }
 
 impl JourneyDetector {
     fn finish(&mut self, j: Journey) {
-        self.completed += 1;
         // Journeys are small: a linear scan finds a parent faster than building a map.
         let index_of = |span: u64| j.spans.iter().position(|s| s.span == span);
         let root = j.spans.iter().find(|s| s.parent.is_none_or(|p| index_of(p).is_none()));

@@ -171,7 +171,6 @@ pub struct RequestForestDetector {
     window: FxHashMap<u32, RouteWindow>,
     keys: FxHashMap<u32, EntityKey>,
     background: FxHashMap<u32, Ewm>,
-    pub calls_scored: u64,
 }
 
 impl RequestForestDetector {
@@ -195,7 +194,6 @@ impl RequestForestDetector {
             window: FxHashMap::default(),
             keys: FxHashMap::default(),
             background: FxHashMap::default(),
-            calls_scored: 0,
         }
     }
 
@@ -287,7 +285,6 @@ impl Detector for RequestForestDetector {
         if !self.norms.get(&c.route_entity).is_some_and(|n| n.fitted) {
             return;
         }
-        self.calls_scored += 1;
         let (unusual, _) = f.forest.exceeds(&x, f.threshold, f.early_margin);
         self.keys.entry(c.route_entity).or_insert(EntityKey::Route {
             service: c.service,

@@ -96,7 +96,6 @@ pub struct SequenceDetector<M: NextCallModel> {
     sessions: FxHashMap<u64, Session>,
     /// Rare calls this window, by target (service, provider, route).
     window: FxHashMap<(Sym, Sym, Sym), TargetWindow>,
-    scored: u64,
     /// Background rare calls per window and target.
     background: FxHashMap<(Sym, Sym, Sym), Ewm>,
     pub session_gap: Millis,
@@ -109,7 +108,6 @@ impl<M: NextCallModel> SequenceDetector<M> {
             model,
             sessions: FxHashMap::default(),
             window: FxHashMap::default(),
-            scored: 0,
             background: FxHashMap::default(),
             session_gap: 30 * MINUTE_MS,
             rare_probability: 0.01,
@@ -140,7 +138,6 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
                 last_seen: t,
             },
         );
-        self.scored += 1;
         if let Some(p) = self.model.probability(&ctx, next) {
             if p < self.rare_probability {
                 let w = self.window.entry((c.service, c.provider, c.route)).or_default();
@@ -239,7 +236,6 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
         // Forget sessions that ended, so memory follows active users only.
         let gap = self.session_gap;
         self.sessions.retain(|_, s| w.end - s.last_seen <= gap);
-        self.scored = 0;
     }
 }
 

@@ -25,10 +25,6 @@ impl Interner {
         id
     }
 
-    pub fn get(&self, s: &str) -> Option<Sym> {
-        self.ids.get(s).copied()
-    }
-
     pub fn name(&self, id: Sym) -> &str {
         &self.names[id.0 as usize]
     }

@@ -77,10 +77,6 @@ impl ReorderBuffer {
         self.release_until(Millis::MAX, &mut emit);
     }
 
-    pub fn held(&self) -> usize {
-        self.queue.len()
-    }
-
     fn release_until(&mut self, watermark: Millis, emit: &mut impl FnMut(Event)) {
         while let Some(&(t, _, slot)) = self.queue.front() {
             if t > watermark {

@@ -65,10 +65,6 @@ impl WindowAggregator {
         (id, true)
     }
 
-    pub fn key(&self, id: u32) -> EntityKey {
-        self.keys[id as usize]
-    }
-
     pub fn len(&self) -> usize {
         self.keys.len()
     }

@@ -157,11 +157,15 @@ impl Simulator {
                 }
             })
             .collect();
+        // Each flow step (`METHOD path`) resolved to its route on every entry service, once.
         let mut entry_routes = rustc_hash::FxHashMap::default();
-        for (i, r) in topo.routes.iter().enumerate() {
-            if topo.services[r.service].entry_share > 0.0 {
-                let name: &'static str = Box::leak(format!("{} {}", r.method, r.path).into_boxed_str());
-                entry_routes.insert((r.service, name), i);
+        for flow in &topo.flows {
+            for &step in &flow.steps {
+                for (i, r) in topo.routes.iter().enumerate() {
+                    if topo.services[r.service].entry_share > 0.0 && step.split_once(' ') == Some((r.method, r.path)) {
+                        entry_routes.insert((r.service, step), i);
+                    }
+                }
             }
         }
         Ok(Simulator {

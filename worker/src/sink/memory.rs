@@ -10,8 +10,6 @@ use crate::onboard::ServiceRecord;
 pub struct MemorySink {
     pub anomalies: Vec<Anomaly>,
     alerts: FxHashMap<String, Alert>,
-    /// Every alert update in the order it happened.
-    pub alert_updates: Vec<Alert>,
     pub services: Vec<ServiceRecord>,
 }
 
@@ -32,7 +30,6 @@ impl ResultSink for MemorySink {
     fn write_alerts(&mut self, alerts: &[Alert]) -> anyhow::Result<()> {
         for a in alerts {
             self.alerts.insert(a.id.clone(), a.clone());
-            self.alert_updates.push(a.clone());
         }
         Ok(())
     }
