@@ -73,6 +73,9 @@ pub(crate) struct Incident {
     pub start: Millis,
     pub last_activity: Millis,
     pub evidence: f64,
+    /// Evidence from detectors that can raise an alert by accumulation (see
+    /// [`is_corroborating_only`]).
+    pub primary_evidence: f64,
     pub max_score: f64,
     pub max_severity: Severity,
     pub impact_calls: u64,
@@ -88,6 +91,13 @@ pub(crate) struct Incident {
 }
 
 const KEEP_ANOMALIES: usize = 200;
+
+/// The per-window isolation forest looks at the same window statistics as the baselines: its
+/// weak findings add weight to an incident, but a pile of them alone is not raised (one very
+/// isolated window still can be, through the single-anomaly rule).
+fn is_corroborating_only(a: &Anomaly) -> bool {
+    a.metric.as_deref() == Some("window.isolation")
+}
 /// How long after a deliberate change its effects are expected.
 const CHANGE_EXPLAINS: Millis = 30 * MINUTE_MS;
 
@@ -104,6 +114,7 @@ impl Incident {
             start: a.window_start,
             last_activity: a.window_end,
             evidence: 0.0,
+            primary_evidence: 0.0,
             max_score: 0.0,
             max_severity: Severity::Low,
             impact_calls: 0,
@@ -135,6 +146,9 @@ impl Incident {
         self.start = self.start.min(a.window_start);
         self.last_activity = self.last_activity.max(a.window_end);
         self.evidence += a.score;
+        if !is_corroborating_only(a) {
+            self.primary_evidence += a.score;
+        }
         self.max_score = self.max_score.max(a.score);
         self.max_severity = self.max_severity.max(a.severity);
         self.impact_calls += a.impact_calls;
@@ -322,7 +336,7 @@ impl AlertManager {
         if inc.has_forecast() && inc.forecast_windows.len() >= 2 {
             return true;
         }
-        inc.evidence >= self.cfg.raise_total && inc.windows.len() >= 2
+        inc.primary_evidence >= self.cfg.raise_total && inc.windows.len() >= 2
     }
 }
 
@@ -407,6 +421,28 @@ mod tests {
         ];
         let out = m.ingest(&batch, MINUTE_MS);
         assert_eq!(out[0].service, "gateway");
+    }
+
+    #[test]
+    fn weak_window_forest_findings_alone_do_not_alert() {
+        let mut m = manager();
+        let weak = |t| {
+            let mut a = anomaly("orders", AnomalyKind::Latency, 45.0, t);
+            a.detector = "isolation_forest".into();
+            a.metric = Some("window.isolation".into());
+            a
+        };
+        for k in 0..4 {
+            assert!(m.ingest(&[weak(k * MINUTE_MS)], (k + 1) * MINUTE_MS).is_empty());
+        }
+        // Raising takes primary evidence: a baseline finding, then another.
+        let out = m.ingest(
+            &[weak(4 * MINUTE_MS), anomaly("orders", AnomalyKind::Latency, 60.0, 4 * MINUTE_MS)],
+            5 * MINUTE_MS,
+        );
+        assert!(out.is_empty(), "one more moderate finding is not yet enough");
+        let out = m.ingest(&[anomaly("orders", AnomalyKind::Latency, 55.0, 5 * MINUTE_MS)], 6 * MINUTE_MS);
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
