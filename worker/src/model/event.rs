@@ -117,49 +117,74 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Reads an object whose `{` is next; known fields go into `raw`.
-    fn object(&mut self, raw: &mut RawEvent, path: &mut String, depth: usize) -> Result<(), EventError> {
+    /// Walks an object (`close` = `}`) or array (`]`) whose opening bracket is next: checks
+    /// keys, colons and commas, and hands each member to `item` (with its key, for objects).
+    fn list(
+        &mut self,
+        depth: usize,
+        close: u8,
+        mut item: impl FnMut(&mut Self, Option<Cow<'a, str>>) -> Result<(), EventError>,
+    ) -> Result<(), EventError> {
         if depth >= MAX_DEPTH {
             return Err(self.error("nested too deeply"));
         }
         self.i += 1;
         self.ws();
-        if self.peek() == Some(b'}') {
+        if self.peek() == Some(close) {
             self.i += 1;
             return Ok(());
         }
-        let base = path.len();
         loop {
             self.ws();
-            if self.peek() != Some(b'"') {
-                return Err(self.error("expected a key"));
-            }
-            let key = self.string()?;
-            self.expect(b':', "expected `:` after a key")?;
-            self.ws();
-            if base > 0 {
-                path.push('.');
-            }
-            path.push_str(&key);
-            if let Some(field) = field_of(path) {
-                let v = self.scalar(depth)?;
-                raw.set(field, v)?;
-            } else if is_prefix(path) && self.peek() == Some(b'{') {
-                self.object(raw, path, depth + 1)?;
+            let key = if close == b'}' {
+                if self.peek() != Some(b'"') {
+                    return Err(self.error("expected a key"));
+                }
+                let key = self.string()?;
+                self.expect(b':', "expected `:` after a key")?;
+                self.ws();
+                Some(key)
             } else {
-                self.skip(depth)?;
-            }
-            path.truncate(base);
+                None
+            };
+            item(self, key)?;
             self.ws();
             match self.peek() {
                 Some(b',') => self.i += 1,
-                Some(b'}') => {
+                Some(c) if c == close => {
                     self.i += 1;
                     return Ok(());
                 }
-                _ => return Err(self.error("expected `,` or `}`")),
+                _ => {
+                    return Err(self.error(if close == b'}' {
+                        "expected `,` or `}`"
+                    } else {
+                        "expected `,` or `]`"
+                    }))
+                }
             }
         }
+    }
+
+    /// Reads an object whose `{` is next; known fields go into `raw`.
+    fn object(&mut self, raw: &mut RawEvent, path: &mut String, depth: usize) -> Result<(), EventError> {
+        let base = path.len();
+        self.list(depth, b'}', |r, key| {
+            if base > 0 {
+                path.push('.');
+            }
+            path.push_str(&key.unwrap_or_default());
+            if let Some(field) = field_of(path) {
+                let v = r.scalar(depth)?;
+                raw.set(field, v)?;
+            } else if is_prefix(path) && r.peek() == Some(b'{') {
+                r.object(raw, path, depth + 1)?;
+            } else {
+                r.skip(depth)?;
+            }
+            path.truncate(base);
+            Ok(())
+        })
     }
 
     /// Reads a string whose `"` is next; borrowed unless it holds escapes.
@@ -318,58 +343,9 @@ impl<'a> Reader<'a> {
 
     /// Skips any value.
     fn skip(&mut self, depth: usize) -> Result<(), EventError> {
-        if depth >= MAX_DEPTH {
-            return Err(self.error("nested too deeply"));
-        }
         match self.peek() {
-            Some(b'{') => {
-                self.i += 1;
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.i += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.ws();
-                    if self.peek() != Some(b'"') {
-                        return Err(self.error("expected a key"));
-                    }
-                    self.string()?;
-                    self.expect(b':', "expected `:` after a key")?;
-                    self.ws();
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(self.error("expected `,` or `}`")),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                self.ws();
-                if self.peek() == Some(b']') {
-                    self.i += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.ws();
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(self.error("expected `,` or `]`")),
-                    }
-                }
-            }
+            Some(b'{') => self.list(depth, b'}', |r, _| r.skip(depth + 1)),
+            Some(b'[') => self.list(depth, b']', |r, _| r.skip(depth + 1)),
             _ => self.scalar(depth).map(|_| ()),
         }
     }
