@@ -40,7 +40,7 @@ pub struct ServiceRecord {
     pub routes: Vec<RouteRecord>,
 }
 
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 struct Entry {
     first_seen: Millis,
     last_seen: Millis,
@@ -51,7 +51,7 @@ struct Entry {
 }
 
 /// The registry of services and routes seen.
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 pub struct ServiceRegistry {
     entries: FxHashMap<(Sym, Sym), Entry>,
 }

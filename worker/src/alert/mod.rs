@@ -18,7 +18,7 @@ use crate::model::anomaly::{Alert, Anomaly, AnomalyKind, Severity};
 use crate::model::time::{Millis, MINUTE_MS};
 
 /// Grouping and raising rules.
-#[derive(Clone, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 pub struct AlertConfig {
     /// Anomalies within this time of an incident's last activity may join it.
     pub join_gap: Millis,
@@ -54,14 +54,14 @@ impl Default for AlertConfig {
 }
 
 /// Evidence gathered for one node (`service/provider`) of an incident.
-#[derive(Clone, Debug, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default)]
 pub(crate) struct NodeEvidence {
     pub score: f64,
     pub by_kind: BTreeMap<AnomalyKind, f64>,
     pub routes: BTreeMap<String, f64>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 pub(crate) struct Incident {
     pub id: String,
     pub anomalies: Vec<Anomaly>,
@@ -169,6 +169,7 @@ impl Incident {
 }
 
 /// Groups anomalies into alerts.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct AlertManager {
     cfg: AlertConfig,
     /// Caller → callees, `service/provider` labels.

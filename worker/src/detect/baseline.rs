@@ -21,7 +21,7 @@ const HISTORY: usize = 45;
 /// Minimum calls in a window for its quantiles and rates to mean something.
 const MIN_CALLS: u64 = 8;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Metric {
     Count,
     Rate5xx,
@@ -52,7 +52,7 @@ impl Metric {
 }
 
 /// Hourly profile of a series' level (log scale), learned as the days pass.
-#[derive(Clone, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 struct DayProfile {
     slots: [f64; 24],
     seen: [u32; 24],
@@ -75,7 +75,7 @@ impl DayProfile {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 struct Series {
     history: Ring,
     first: Millis,
@@ -104,7 +104,7 @@ impl Series {
 }
 
 /// The statistical baseline detector.
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 pub struct BaselineDetector {
     series: FxHashMap<(u32, Metric), Series>,
 }

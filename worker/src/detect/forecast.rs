@@ -24,12 +24,13 @@ const REFERENCE_WINDOWS: usize = 20;
 /// How far ahead a breach is announced.
 const HORIZON_MIN: f64 = 90.0;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Metric {
     P95,
     Rate5xx,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Series {
     recent: Ring,
     reference: Option<f64>,
@@ -37,7 +38,7 @@ struct Series {
 }
 
 /// The trend forecaster.
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 pub struct ForecastDetector {
     series: FxHashMap<(u32, Metric), Series>,
 }

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// Forest parameters.
-#[derive(Clone, Copy, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug)]
 pub struct ForestParams {
     pub n_trees: usize,
     pub max_samples: usize,
@@ -35,7 +35,7 @@ const LANES: usize = 4;
 /// Trees walked before an early decision (see [`IsolationForest::exceeds`]).
 pub const EARLY_TREES: usize = 8;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug)]
 struct Node {
     /// Split threshold, or for a leaf its path-length contribution.
     value: f64,
@@ -46,7 +46,7 @@ struct Node {
 }
 
 /// A fitted isolation forest.
-#[derive(Clone, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 pub struct IsolationForest {
     nodes: Vec<Node>,
     roots: Vec<u32>,
@@ -59,7 +59,7 @@ pub struct IsolationForest {
 /// breadth-first order (children of `i` at `2i+1`, `2i+2`), so a walk is `depth` branch-free
 /// steps. A leaf above the bottom becomes "always go left" nodes down to a bottom slot holding
 /// its value. Trees are walked [`LANES`] at a time so their independent loads overlap.
-#[derive(Clone, Debug, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default)]
 struct Compiled {
     depth: usize,
     /// (threshold, feature) side by side: one cache line per step, not two.

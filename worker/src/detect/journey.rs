@@ -18,7 +18,7 @@ pub const JOURNEY_TIMEOUT: Millis = 30_000;
 /// Spans kept per journey (a runaway trace cannot grow memory without limit).
 const MAX_SPANS: usize = 256;
 
-#[derive(Clone, Copy)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy)]
 struct Span {
     span: u64,
     parent: Option<u64>,
@@ -27,6 +27,7 @@ struct Span {
     failed: bool,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Journey {
     trace_id: String,
     user_id: Option<String>,
@@ -34,7 +35,7 @@ struct Journey {
     spans: Vec<Span>,
 }
 
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 struct HopWindow {
     journeys: u64,
     slow: u64,
@@ -49,7 +50,7 @@ struct HopWindow {
 }
 
 /// The journey detector.
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 pub struct JourneyDetector {
     open: FxHashMap<u64, Journey>,
     /// Per hop entity: the hop's key, log-latency baseline and failure-rate baseline.

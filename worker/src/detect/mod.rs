@@ -48,8 +48,25 @@ pub struct WindowContext<'a> {
     pub complete: bool,
 }
 
+/// A detector's learned state, saved with checkpoints so a restarted worker resumes where it
+/// stopped. Every detector whose fields are serde types gets it for free.
+pub trait Persist {
+    fn save_state(&self) -> anyhow::Result<Vec<u8>>;
+    fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()>;
+}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned> Persist for T {
+    fn save_state(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(rmp_serde::to_vec_named(self)?)
+    }
+    fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        *self = rmp_serde::from_slice(bytes)?;
+        Ok(())
+    }
+}
+
 /// A detector: watches calls and windows, reports anomalies when a window closes.
-pub trait Detector: Send {
+pub trait Detector: Send + Persist {
     fn name(&self) -> &'static str;
     /// Called for every call, in time order.
     fn observe(&mut self, _call: &CallContext<'_>) {}

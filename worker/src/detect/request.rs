@@ -43,7 +43,7 @@ const NEW_ROUTE_CALLS: u64 = 300;
 /// appearance alone must not alert. (Routes present at the first fit are judged at once.)
 const NEW_ROUTE_GRACE: Millis = 30 * MINUTE_MS;
 
-#[derive(Default, Clone, Copy)]
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone, Copy)]
 struct RouteNorm {
     latency: Ewm,
     req: Ewm,
@@ -57,6 +57,7 @@ struct RouteNorm {
 /// How often keys (client addresses, user agents) were seen: a count-min sketch of two rows of
 /// saturating 8-bit counters. Memory is fixed (128 KiB, cache-resident) however many distinct
 /// keys arrive; a collision can only make a key look more familiar, never rarer.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Frequency {
     rows: [Vec<u8>; 2],
 }
@@ -86,7 +87,7 @@ impl Frequency {
     }
 }
 
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 struct RouteWindow {
     calls: u64,
     unusual: u64,
@@ -97,11 +98,12 @@ struct RouteWindow {
 
 /// The training sample: for each hour of the day, a reservoir of that hour's calls from its most
 /// recent day, so a fit sees the whole daily cycle once there is one (and recent behaviour).
+#[derive(serde::Serialize, serde::Deserialize)]
 struct HourlySample {
     buckets: Vec<Bucket>,
 }
 
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 struct Bucket {
     rows: Vec<[f64; NF]>,
     seen: u64,
@@ -146,6 +148,7 @@ impl HourlySample {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Fitted {
     forest: IsolationForest,
     threshold: f64,
@@ -159,6 +162,7 @@ struct Fitted {
 }
 
 /// The per-request isolation-forest detector.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RequestForestDetector {
     params: ForestParams,
     norms: FxHashMap<u32, RouteNorm>,

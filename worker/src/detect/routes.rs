@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 use crate::model::{Interner, Sym};
 
 /// Limits of the learner.
-#[derive(Clone, Copy, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug)]
 pub struct RouteLimits {
     /// Distinct literal values one path position may take before it is treated as an id.
     pub max_literals_per_position: usize,
@@ -31,14 +31,14 @@ impl Default for RouteLimits {
 
 pub const OTHER_ROUTE: &str = "/{other}";
 
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 struct Node {
     literals: FxHashMap<Box<str>, u32>,
     wildcard: Option<u32>,
     collapsed: bool,
 }
 
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 struct ServiceRoutes {
     nodes: Vec<Node>,
     /// Template → route; keyed by the template's trie leaf, so the hot path needs no string.
@@ -47,7 +47,7 @@ struct ServiceRoutes {
 }
 
 /// Learns and applies route templates per service.
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 pub struct RouteLearner {
     limits: RouteLimits,
     services: FxHashMap<Sym, ServiceRoutes>,

@@ -29,7 +29,7 @@ fn untoken(t: Token) -> (Sym, Sym) {
 pub type Context = [Token; 2];
 
 /// A model of which call follows which.
-pub trait NextCallModel: Send {
+pub trait NextCallModel: Send + serde::Serialize + serde::de::DeserializeOwned {
     /// Probability of `next` after `context`, or `None` while the model knows too little.
     fn probability(&self, context: &Context, next: Token) -> Option<f64>;
     /// Learns one observed call.
@@ -40,7 +40,7 @@ pub trait NextCallModel: Send {
 /// enough, first order otherwise, with add-half smoothing. The second order catches a skipped
 /// step whose shortcut exists elsewhere (`login → files` is normal in one flow, `login → files
 /// → upload` in none).
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 pub struct MarkovModel {
     first: FxHashMap<(Token, Token), u32>,
     first_totals: FxHashMap<Token, u32>,
@@ -76,12 +76,13 @@ impl NextCallModel for MarkovModel {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Session {
     context: Context,
     last_seen: Millis,
 }
 
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 struct TargetWindow {
     rare: u64,
     users: FxHashMap<u64, ()>,
@@ -91,6 +92,8 @@ struct TargetWindow {
 }
 
 /// The sequence detector, generic over its next-call model.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
 pub struct SequenceDetector<M: NextCallModel> {
     model: M,
     sessions: FxHashMap<u64, Session>,

@@ -10,7 +10,7 @@ use crate::model::EntityKind;
 
 const WARMUP_WINDOWS: usize = 30;
 
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 pub struct StaticRuleDetector {
     warmup: FxHashMap<u32, Vec<f64>>,
     limit: FxHashMap<u32, f64>,

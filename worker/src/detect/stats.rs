@@ -74,7 +74,7 @@ pub fn column_mean_std<const N: usize>(rows: &[[f64; N]], min_std: f64) -> ([f64
 }
 
 /// A fixed-capacity ring of recent values.
-#[derive(Clone, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 pub struct Ring {
     values: Vec<f64>,
     next: usize,
@@ -119,7 +119,7 @@ impl Ring {
 }
 
 /// Exponentially weighted mean and variance.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, Default)]
 pub struct Ewm {
     pub mean: f64,
     pub var: f64,

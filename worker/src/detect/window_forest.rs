@@ -26,12 +26,14 @@ const MIN_TRAIN: usize = 600;
 const MAX_TRAIN: usize = 20_000;
 const REFIT_EVERY: Millis = 6 * HOUR_MS;
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct History {
     count: Ring,
     p95: Ring,
     resp: Ring,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Fitted {
     forest: IsolationForest,
     threshold: f64,
@@ -48,6 +50,7 @@ fn shrunk_rate(errors: u64, calls: u64) -> f64 {
     errors as f64 / (calls as f64 + RATE_PRIOR_CALLS)
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct WindowForestDetector {
     seed: u64,
     history: FxHashMap<u32, History>,

@@ -4,11 +4,11 @@
 use rustc_hash::FxHashMap;
 
 /// An interned string.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sym(pub u32);
 
 /// Maps strings to symbols and back.
-#[derive(Default, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Default, Debug)]
 pub struct Interner {
     ids: FxHashMap<Box<str>, Sym>,
     names: Vec<Box<str>>,

@@ -4,7 +4,7 @@ use super::intern::Sym;
 use super::time::Millis;
 
 /// The three kinds of entity that get windows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EntityKind {
     Service,
     Route,
@@ -13,7 +13,7 @@ pub enum EntityKind {
 
 /// What a window describes: a service in one provider, one of its routes, or a call hop from a
 /// caller (service, provider) to a callee (service, provider).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EntityKey {
     Service { service: Sym, provider: Sym },
     Route { service: Sym, provider: Sym, route: Sym },

@@ -48,7 +48,7 @@ impl Default for PipelineConfig {
 }
 
 /// Counters of a run, readable by tests and printed in summaries.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(serde::Deserialize, Debug, Default, Clone, serde::Serialize)]
 pub struct RunStats {
     pub events: u64,
     pub late_events: u64,
@@ -64,7 +64,7 @@ pub struct RunStats {
 
 /// Span ids of recent calls, to find a call's caller. Two generations, rotated each window, so
 /// memory covers about two windows of spans.
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 struct SpanIndex {
     current: FxHashMap<u64, (Sym, Sym)>,
     previous: FxHashMap<u64, (Sym, Sym)>,
@@ -77,6 +77,51 @@ impl SpanIndex {
     fn rotate(&mut self) {
         self.previous = std::mem::take(&mut self.current);
     }
+}
+
+/// Why a saved state could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("the saved state was made with a different configuration (windows, detectors, seed or limits); start fresh or restore the old configuration")]
+    ConfigChanged,
+    #[error("the saved state is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// A stable summary of what a saved state depends on.
+fn config_fingerprint(cfg: &PipelineConfig) -> String {
+    format!("v1 {cfg:?}")
+}
+
+#[derive(serde::Serialize)]
+struct StateRef<'a> {
+    config: String,
+    names: &'a Interner,
+    routes: &'a RouteLearner,
+    registry: &'a ServiceRegistry,
+    reorder: &'a ReorderBuffer,
+    windows: &'a WindowAggregator,
+    spans: &'a SpanIndex,
+    alerts: &'a AlertManager,
+    window_start: Option<Millis>,
+    stats: &'a RunStats,
+    detectors: Vec<(String, Vec<u8>)>,
+}
+
+/// The owned twin of [`StateRef`]; fields in the same order (they must read and write the same fields).
+#[derive(serde::Deserialize)]
+struct StateOwned {
+    config: String,
+    names: Interner,
+    routes: RouteLearner,
+    registry: ServiceRegistry,
+    reorder: ReorderBuffer,
+    windows: WindowAggregator,
+    spans: SpanIndex,
+    alerts: AlertManager,
+    window_start: Option<Millis>,
+    stats: RunStats,
+    detectors: Vec<(String, Vec<u8>)>,
 }
 
 pub struct Pipeline {
@@ -176,22 +221,7 @@ impl Pipeline {
 
     fn process(&mut self, ev: Event, sink: &mut dyn ResultSink) -> anyhow::Result<()> {
         let t = ev.timestamp;
-        let width = self.cfg.window;
-        let start = *self.window_start.get_or_insert(t.div_euclid(width) * width);
-        if t >= start + width {
-            self.close_window(start, sink)?;
-            let mut next = start + width;
-            // Emit empty windows for short gaps; jump over long ones.
-            while t >= next + width {
-                if t - next > 60 * width {
-                    next = t.div_euclid(width) * width;
-                    break;
-                }
-                self.close_window(next, sink)?;
-                next += width;
-            }
-            self.window_start = Some(next);
-        }
+        self.roll_windows(t, sink)?;
         self.stats.events += 1;
         self.stats.first_event.get_or_insert(t);
         self.stats.last_event = Some(self.stats.last_event.map_or(t, |l| l.max(t)));
@@ -254,6 +284,112 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Closes every window that ends at or before `t`, so that `t` falls in the current one.
+    fn roll_windows(&mut self, t: Millis, sink: &mut dyn ResultSink) -> anyhow::Result<()> {
+        let width = self.cfg.window;
+        let start = *self.window_start.get_or_insert(t.div_euclid(width) * width);
+        if t >= start + width {
+            self.close_window(start, sink)?;
+            let mut next = start + width;
+            // Emit empty windows for short gaps; jump over long ones.
+            while t >= next + width {
+                if t - next > 60 * width {
+                    next = t.div_euclid(width) * width;
+                    break;
+                }
+                self.close_window(next, sink)?;
+                next += width;
+            }
+            self.window_start = Some(next);
+        }
+        Ok(())
+    }
+
+    /// Declares that every event before `t` has been pushed (a polled range is complete): held
+    /// events before `t` are processed and every window ending by `t` closes, so its anomalies
+    /// come out now rather than when the next event arrives. Later events before `t` count as
+    /// late and are still scored.
+    pub fn advance_to(&mut self, t: Millis, sink: &mut dyn ResultSink) -> anyhow::Result<()> {
+        let mut ready = std::mem::take(&mut self.ready);
+        self.reorder.release_before(t, |e| ready.push(e));
+        let mut result = Ok(());
+        for e in ready.drain(..) {
+            if result.is_ok() {
+                result = self.process(e, sink);
+            }
+        }
+        self.ready = ready;
+        result?;
+        if self.window_start.is_some() {
+            self.roll_windows(t, sink)?;
+        }
+        Ok(())
+    }
+
+    /// The end of the last closed window, if any: where a checkpoint stands in data time.
+    pub fn window_start(&self) -> Option<Millis> {
+        self.window_start
+    }
+
+    /// Everything learned so far, compressed, for a checkpoint. [`Pipeline::restore`] with the
+    /// same configuration gives a pipeline that continues exactly as this one would.
+    pub fn save_state(&self) -> anyhow::Result<Vec<u8>> {
+        let detectors = self
+            .detectors
+            .iter()
+            .map(|d| Ok((d.name().to_owned(), d.save_state()?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let state = StateRef {
+            config: config_fingerprint(&self.cfg),
+            names: &self.names,
+            routes: &self.routes,
+            registry: &self.registry,
+            reorder: &self.reorder,
+            windows: &self.windows,
+            spans: &self.spans,
+            alerts: &self.alerts,
+            window_start: self.window_start,
+            stats: &self.stats,
+            detectors,
+        };
+        let raw = rmp_serde::to_vec_named(&state)?;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut z, &raw)?;
+        Ok(z.finish()?)
+    }
+
+    /// Rebuilds a pipeline from [`Pipeline::save_state`]. Fails if the state was saved with a
+    /// different configuration (windows, detectors, seed...), since its models would not fit.
+    pub fn restore(cfg: PipelineConfig, bytes: &[u8]) -> Result<Self, StateError> {
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(bytes), &mut raw).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        let state: StateOwned = rmp_serde::from_slice(&raw).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        let expected = config_fingerprint(&cfg);
+        if state.config != expected {
+            return Err(StateError::ConfigChanged);
+        }
+        let mut p = Pipeline::new(cfg);
+        if p.detectors.len() != state.detectors.len() {
+            return Err(StateError::ConfigChanged);
+        }
+        for (d, (name, bytes)) in p.detectors.iter_mut().zip(&state.detectors) {
+            if d.name() != name {
+                return Err(StateError::ConfigChanged);
+            }
+            d.load_state(bytes).map_err(|e| StateError::Corrupt(format!("{name}: {e}")))?;
+        }
+        p.names = state.names;
+        p.routes = state.routes;
+        p.registry = state.registry;
+        p.reorder = state.reorder;
+        p.windows = state.windows;
+        p.spans = state.spans;
+        p.alerts = state.alerts;
+        p.window_start = state.window_start;
+        p.stats = state.stats;
+        Ok(p)
+    }
+
     fn close_window(&mut self, start: Millis, sink: &mut dyn ResultSink) -> anyhow::Result<()> {
         self.close_window_inner(start, true, sink)
     }
@@ -287,5 +423,95 @@ impl Pipeline {
         self.stats.alerts_raised = self.alerts.raised();
         sink.write_alerts(&changed)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::{simulate_events, SimConfig};
+    use crate::sink::MemorySink;
+
+    fn outputs(sink: &MemorySink) -> (Vec<String>, Vec<(String, String)>) {
+        let mut a: Vec<String> = sink.anomalies.iter().map(|a| a.id.clone()).collect();
+        a.sort();
+        let alerts = sink
+            .alerts()
+            .into_iter()
+            .map(|a| (a.id.clone(), serde_json::to_string(&a).unwrap()))
+            .collect();
+        (a, alerts)
+    }
+
+    #[test]
+    fn a_restored_pipeline_continues_exactly_as_the_original() {
+        let sim = SimConfig {
+            seed: 7,
+            duration: 4 * crate::model::time::HOUR_MS,
+            rate: 8.0,
+            ..Default::default()
+        };
+        let (events, _) = simulate_events(sim).unwrap();
+        let cut = events.len() / 2;
+
+        let mut whole = Pipeline::new(PipelineConfig::default());
+        let mut whole_sink = MemorySink::default();
+        for e in events.iter().cloned() {
+            whole.push(e, &mut whole_sink).unwrap();
+        }
+        whole.finish(&mut whole_sink).unwrap();
+
+        let mut first = Pipeline::new(PipelineConfig::default());
+        let mut sink = MemorySink::default();
+        for e in events[..cut].iter().cloned() {
+            first.push(e, &mut sink).unwrap();
+        }
+        let saved = first.save_state().unwrap();
+        drop(first);
+        let mut second = Pipeline::restore(PipelineConfig::default(), &saved).unwrap();
+        for e in events[cut..].iter().cloned() {
+            second.push(e, &mut sink).unwrap();
+        }
+        second.finish(&mut sink).unwrap();
+
+        assert!(!whole_sink.anomalies.is_empty() && !whole_sink.alerts().is_empty());
+        assert_eq!(outputs(&whole_sink), outputs(&sink));
+    }
+
+    #[test]
+    fn a_state_from_another_configuration_is_refused() {
+        let p = Pipeline::new(PipelineConfig::default());
+        let saved = p.save_state().unwrap();
+        let other = PipelineConfig {
+            seed: 43,
+            ..Default::default()
+        };
+        assert!(matches!(Pipeline::restore(other, &saved), Err(StateError::ConfigChanged)));
+        assert!(matches!(
+            Pipeline::restore(PipelineConfig::default(), b"junk"),
+            Err(StateError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn advancing_closes_windows_without_waiting_for_the_next_event() {
+        let mut p = Pipeline::new(PipelineConfig::default());
+        let mut sink = MemorySink::default();
+        let e = Event {
+            timestamp: 30_000,
+            service: "a".into(),
+            provider: "aws".into(),
+            method: "GET".into(),
+            path: "/x".into(),
+            status: 200,
+            duration_ns: 1_000_000,
+            ..Default::default()
+        };
+        p.push(e, &mut sink).unwrap();
+        assert_eq!(p.stats.windows, 0);
+        p.advance_to(3 * MINUTE_MS, &mut sink).unwrap();
+        assert_eq!(p.stats.events, 1);
+        assert_eq!(p.stats.windows, 3);
+        assert_eq!(p.window_start(), Some(3 * MINUTE_MS));
     }
 }

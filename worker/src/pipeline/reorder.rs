@@ -17,11 +17,13 @@ fn tie_break(e: &Event) -> u64 {
     child | (crate::detect::request::hash_str(key) >> 1)
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct ReorderBuffer {
     lateness: Millis,
     /// Held events' (timestamp, tie-break, slot), sorted. Input is nearly sorted, so inserting
     /// from the back costs next to nothing.
     queue: VecDeque<(Millis, u64, u32)>,
+    #[serde(with = "held_events")]
     slots: Vec<Option<Event>>,
     free: Vec<u32>,
     max_seen: Millis,
@@ -75,6 +77,15 @@ impl ReorderBuffer {
     /// Releases everything still held.
     pub fn flush(&mut self, mut emit: impl FnMut(Event)) {
         self.release_until(Millis::MAX, &mut emit);
+    }
+
+    /// Releases every held event older than `t` and marks time before `t` as passed: the caller
+    /// knows no more events before `t` will come (a polled range is complete), so a later one
+    /// is late.
+    pub fn release_before(&mut self, t: Millis, mut emit: impl FnMut(Event)) {
+        self.release_until(t - 1, &mut emit);
+        self.released = self.released.max(t - 1);
+        self.max_seen = self.max_seen.max(t - 1);
     }
 
     fn release_until(&mut self, watermark: Millis, emit: &mut impl FnMut(Event)) {
@@ -151,5 +162,71 @@ mod tests {
         assert_eq!(out.len(), 3, "nothing is dropped");
         assert_eq!(r.late, 1);
         assert!(out.windows(2).all(|w| w[0] <= w[1]));
+    }
+}
+
+/// Held events in a checkpoint: every field, as plain values (the ECS form of [`Event`] is for
+/// documents, not for state).
+mod held_events {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::model::event::Text;
+    use crate::model::Event;
+
+    type Fields = (i64, [Text; 4], [Option<Text>; 9], (u16, u64, Option<u64>, Option<u64>));
+
+    fn to_fields(e: &Event) -> Fields {
+        (
+            e.timestamp,
+            [e.service.clone(), e.provider.clone(), e.method.clone(), e.path.clone()],
+            [
+                e.region.clone(),
+                e.host.clone(),
+                e.outcome.clone(),
+                e.trace_id.clone(),
+                e.span_id.clone(),
+                e.parent_id.clone(),
+                e.user_id.clone(),
+                e.client_ip.clone(),
+                e.user_agent.clone(),
+            ],
+            (e.status, e.duration_ns, e.request_bytes, e.response_bytes),
+        )
+    }
+
+    fn from_fields(
+        (timestamp, [service, provider, method, path], opt, (status, duration_ns, request_bytes, response_bytes)): Fields,
+    ) -> Event {
+        let [region, host, outcome, trace_id, span_id, parent_id, user_id, client_ip, user_agent] = opt;
+        Event {
+            timestamp,
+            service,
+            provider,
+            region,
+            host,
+            method,
+            path,
+            status,
+            duration_ns,
+            outcome,
+            trace_id,
+            span_id,
+            parent_id,
+            user_id,
+            client_ip,
+            user_agent,
+            request_bytes,
+            response_bytes,
+        }
+    }
+
+    pub fn serialize<S: Serializer>(slots: &[Option<Event>], s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<Option<Fields>> = slots.iter().map(|e| e.as_ref().map(to_fields)).collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<Event>>, D::Error> {
+        let v: Vec<Option<Fields>> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|f| f.map(from_fields)).collect())
     }
 }

@@ -12,6 +12,7 @@ use crate::model::{EntityKey, Event, WindowStat};
 const KEEP_IDLE_WINDOWS: i64 = 60;
 const EXAMPLE_TRACES: usize = 3;
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Acc {
     count: u64,
     e4: u64,
@@ -45,7 +46,7 @@ impl Acc {
 }
 
 /// Per-entity accumulators for the current window.
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 pub struct WindowAggregator {
     keys: Vec<EntityKey>,
     index: FxHashMap<EntityKey, u32>,
