@@ -14,6 +14,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::bench;
 use crate::detect::iforest::ForestParams;
 use crate::detect::DetectorKind;
+use crate::es::worker::{RunOptions, RunSummary, WorkerSettings};
+use crate::es::{ClientOptions, EsClient, IndexNames};
 use crate::eval::{self, EvalReport};
 use crate::model::anomaly::Alert;
 use crate::model::time::{format_hhmm, format_rfc3339, parse_rfc3339, Millis, HOUR_MS, MINUTE_MS};
@@ -59,10 +61,21 @@ struct DetectArgs {
 
 impl DetectArgs {
     fn config(&self) -> anyhow::Result<PipelineConfig> {
-        let mut cfg = match &self.config {
+        let cfg = match &self.config {
             Some(path) => crate::config::load(path)?,
             None => PipelineConfig::default(),
         };
+        self.apply(cfg)
+    }
+
+    /// The whole configuration (file, then environment, then these flags).
+    fn app(&self) -> anyhow::Result<crate::config::AppConfig> {
+        let mut app = crate::config::load_app(self.config.as_deref(), &|k| std::env::var(k).ok())?;
+        app.pipeline = self.apply(app.pipeline)?;
+        Ok(app)
+    }
+
+    fn apply(&self, mut cfg: PipelineConfig) -> anyhow::Result<PipelineConfig> {
         if let Some(w) = self.window_secs {
             anyhow::ensure!((10..=3600).contains(&w), "--window-secs must be between 10 and 3600");
             cfg.window = w as Millis * 1000;
@@ -87,8 +100,96 @@ impl DetectArgs {
     }
 }
 
+/// Where Elasticsearch is and which names to use (flags override the configuration file).
+#[derive(clap::Args, Clone)]
+struct EsArgs {
+    /// Elasticsearch URL (or `elasticsearch.url` in the config, or APIWATCH_ES_URL).
+    #[arg(long = "es")]
+    url: Option<String>,
+    /// Prefix of the result and state indices [default: apiwatch].
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Index pattern of the API-call logs [default: logs-apiwatch.calls-*].
+    #[arg(long)]
+    logs: Option<String>,
+    /// PEM file of the CA that signed the cluster's certificate.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+}
+
+impl EsArgs {
+    /// The client and worker settings, from the configuration and these flags.
+    fn connect(&self, app: &crate::config::AppConfig) -> anyhow::Result<(EsClient, WorkerSettings)> {
+        let url = self
+            .url
+            .clone()
+            .or_else(|| app.es.url.clone())
+            .context("no Elasticsearch URL: pass --es URL, set APIWATCH_ES_URL, or elasticsearch.url in the config")?;
+        let mut opts = ClientOptions::new(&url);
+        opts.ca_cert = self.ca_cert.clone().or_else(|| app.es.ca_cert.clone());
+        let client = EsClient::new(opts)?;
+        let mut settings = app.es.worker.clone();
+        if let Some(p) = &self.prefix {
+            let logs = settings.names.logs.clone();
+            settings.names = IndexNames::with_prefix(p);
+            settings.names.logs = logs;
+        }
+        if let Some(l) = &self.logs {
+            settings.names.logs = l.clone();
+        }
+        tracing::info!(url = %url, credentials = client_credentials(), prefix = %settings.names.prefix, "Elasticsearch");
+        Ok((client, settings))
+    }
+}
+
+fn client_credentials() -> &'static str {
+    crate::es::Credentials::from_env().describe()
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Install the index templates (and ILM policies where the cluster has ILM) idempotently.
+    Setup {
+        #[command(flatten)]
+        es: EsArgs,
+        #[arg(long, env = "APIWATCH_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Poll the log indices and score new events until stopped (SIGTERM: finish, checkpoint, exit).
+    Run {
+        #[command(flatten)]
+        es: EsArgs,
+        #[command(flatten)]
+        args: DetectArgs,
+        /// Process what is ready, checkpoint and exit.
+        #[arg(long)]
+        once: bool,
+        /// Where a first run starts (RFC 3339) [default: the oldest event in the log indices].
+        #[arg(long)]
+        since: Option<String>,
+        /// Do not send email even if [email] is configured.
+        #[arg(long)]
+        no_email: bool,
+        /// Print the run summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score a past range [from, to) and write the same documents a live run would have.
+    Backfill {
+        #[command(flatten)]
+        es: EsArgs,
+        #[command(flatten)]
+        args: DetectArgs,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Forget this range's checkpoint and score it again (same documents, same ids).
+        #[arg(long)]
+        restart: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Detect anomalies and alerts in NDJSON API-call events (files or `-` for stdin).
     Detect {
         #[arg(long = "input", short, required = true)]
@@ -98,11 +199,21 @@ enum Command {
         #[command(flatten)]
         args: DetectArgs,
     },
-    /// Simulate multi-environment API traffic with labelled incidents.
+    /// Simulate multi-environment API traffic with labelled incidents (to a file, or into
+    /// Elasticsearch with --es).
     Simulate {
         /// Events NDJSON (`-` for stdout).
-        #[arg(long, short)]
-        output: PathBuf,
+        #[arg(long, short, required_unless_present = "es")]
+        output: Option<PathBuf>,
+        /// Bulk-load into this Elasticsearch instead of writing a file.
+        #[arg(long)]
+        es: Option<String>,
+        /// The data stream to load into.
+        #[arg(long, default_value = "logs-apiwatch.calls-default")]
+        index: String,
+        /// PEM file of the CA that signed the cluster's certificate.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
         /// Labels JSON (incidents injected).
         #[arg(long)]
         labels: Option<PathBuf>,
@@ -255,7 +366,33 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             print_detect_summary(&stats, &report, &sink.alerts(), &output);
             Ok(())
         }
-        Command::Simulate { output, labels, sim } => {
+        Command::Setup { es, config } => es_setup(&es, config.as_deref()),
+        Command::Run {
+            es,
+            args,
+            once,
+            since,
+            no_email,
+            json,
+        } => es_run(&es, &args, once, since.as_deref(), no_email, json),
+        Command::Backfill {
+            es,
+            args,
+            from,
+            to,
+            restart,
+            json,
+        } => es_backfill(&es, &args, &from, &to, restart, json),
+        Command::Simulate {
+            output: None,
+            es: Some(url),
+            index,
+            ca_cert,
+            labels,
+            sim,
+        } => es_simulate(&url, &index, ca_cert, labels.as_deref(), &sim),
+        Command::Simulate { output, labels, sim, .. } => {
+            let output = output.context("--output or --es is required")?;
             let cfg = sim.config()?;
             let labels_out = simulate_files(&cfg, &output, labels.as_deref())?;
             eprintln!(
@@ -682,5 +819,146 @@ fn bench_detect(input: Option<PathBuf>, events: u64) -> anyhow::Result<()> {
         rss_after_peer.unwrap_or(0.0),
         stats.anomalies
     );
+    Ok(())
+}
+
+fn es_setup(es: &EsArgs, config: Option<&Path>) -> anyhow::Result<()> {
+    let app = crate::config::load_app(config, &|k| std::env::var(k).ok())?;
+    let (client, settings) = es.connect(&app)?;
+    let (caps, steps) = crate::es::templates::setup(&client, &settings.names)?;
+    println!(
+        "Elasticsearch {} at {}: {} variant",
+        if caps.version.is_empty() { "?" } else { &caps.version },
+        client.url(),
+        caps.variant()
+    );
+    for s in &steps {
+        println!("  {:<9} {}", s.outcome, s.what);
+    }
+    let changed = steps.iter().filter(|s| s.outcome != "unchanged" && s.outcome != "exists").count();
+    println!(
+        "{changed} of {} changed (template version {}). Logs go to data streams matching logs-apiwatch.calls-*.",
+        steps.len(),
+        crate::es::templates::TEMPLATE_VERSION
+    );
+    Ok(())
+}
+
+/// SIGTERM and SIGINT set the flag: the worker finishes its slice, checkpoints and exits.
+fn stop_flag() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    Ok(stop)
+}
+
+fn print_run_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
+    }
+    if s.already_complete {
+        println!(
+            "job {}: already complete up to {}; nothing to do (use --restart to score it again)",
+            s.job,
+            s.until.as_deref().unwrap_or("?")
+        );
+        return Ok(());
+    }
+    println!(
+        "job {}: {} → {}{}",
+        s.job,
+        s.from.as_deref().unwrap_or("?"),
+        s.until.as_deref().unwrap_or("?"),
+        if s.resumed { " (resumed from its checkpoint)" } else { "" }
+    );
+    println!(
+        "  {} events in {:.1} s ({:.0}/s), {} anomalies, {} alerts raised, {} checkpoints",
+        s.events, s.seconds, s.events_per_sec, s.anomalies, s.alerts_raised, s.checkpoints
+    );
+    let by: Vec<String> = s.writes.by_index.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("  written: {} documents ({})", s.writes.written, by.join(", "));
+    if s.writes.parked > 0 {
+        println!(
+            "  PARKED {} documents Elasticsearch refused (see the dead-letter index):",
+            s.writes.parked
+        );
+        for p in &s.writes.parked_samples {
+            println!("    {p}");
+        }
+    }
+    if s.skipped_documents > 0 {
+        println!("  skipped {} log documents that are not valid events:", s.skipped_documents);
+        for p in &s.skipped_samples {
+            println!("    {p}");
+        }
+    }
+    if s.notifications_sent > 0 {
+        println!("  {} alert mails sent", s.notifications_sent);
+    }
+    Ok(())
+}
+
+fn es_run(es: &EsArgs, args: &DetectArgs, once: bool, since: Option<&str>, no_email: bool, json: bool) -> anyhow::Result<()> {
+    let app = args.app()?;
+    let (client, mut settings) = es.connect(&app)?;
+    if let Some(s) = since {
+        settings.since = Some(parse_rfc3339(s).with_context(|| format!("--since `{s}` is not an RFC 3339 time"))?);
+    }
+    let mut email = match (&app.email, no_email) {
+        (Some(e), false) => Some(crate::notify::email::EmailNotifier::new(e.clone())?),
+        _ => None,
+    };
+    let stop = stop_flag()?;
+    let opts = RunOptions {
+        once,
+        stop,
+        notifier: email.as_mut().map(|e| e as &mut dyn crate::notify::Notifier),
+        now: None,
+    };
+    let summary = crate::es::worker::run(&client, &settings, app.pipeline, opts)?;
+    print_run_summary(&summary, json)
+}
+
+fn es_backfill(es: &EsArgs, args: &DetectArgs, from: &str, to: &str, restart: bool, json: bool) -> anyhow::Result<()> {
+    let app = args.app()?;
+    let (client, settings) = es.connect(&app)?;
+    let from = parse_rfc3339(from).with_context(|| format!("--from `{from}` is not an RFC 3339 time"))?;
+    let to = parse_rfc3339(to).with_context(|| format!("--to `{to}` is not an RFC 3339 time"))?;
+    anyhow::ensure!(from < to, "--from must be before --to");
+    let stop = stop_flag()?;
+    let pb = bar(1000, "backfill");
+    let summary = crate::es::worker::backfill(&client, &settings, app.pipeline, (from, to), restart, stop, |done, total| {
+        pb.set_position((done as f64 / total.max(1) as f64 * 1000.0) as u64);
+    })?;
+    pb.finish_and_clear();
+    print_run_summary(&summary, json)
+}
+
+fn es_simulate(url: &str, index: &str, ca_cert: Option<PathBuf>, labels: Option<&Path>, sim: &SimArgs) -> anyhow::Result<()> {
+    let mut opts = ClientOptions::new(url);
+    opts.ca_cert = ca_cert;
+    let client = EsClient::new(opts)?;
+    let cfg = sim.config()?;
+    let pb = spinner("loading simulated traffic");
+    let (stats, l) = crate::es::loader::load(&client, index, cfg, |n| pb.set_message(format!("loaded {n} events")))?;
+    pb.finish_and_clear();
+    if let Some(path) = labels {
+        let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        serde_json::to_writer_pretty(BufWriter::new(f), &l)?;
+    }
+    println!(
+        "{} events into {index} in {:.1} s ({:.0}/s): {} created, {} already there, {} refused",
+        stats.events,
+        stats.seconds,
+        stats.events as f64 / stats.seconds.max(1e-9),
+        stats.created,
+        stats.already_there,
+        stats.refused
+    );
+    for s in &stats.refused_samples {
+        println!("  refused: {s}");
+    }
+    anyhow::ensure!(stats.refused == 0, "{} events were refused (see above)", stats.refused);
     Ok(())
 }

@@ -9,13 +9,18 @@
 //! ```
 //! See `apiwatch.example.toml` at the top of the repository for every key.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::detect::routes::RouteLimits;
 use crate::detect::DetectorKind;
+use crate::es::worker::WorkerSettings;
+use crate::es::IndexNames;
 use crate::model::time::Millis;
+use crate::notify::email::{EmailSettings, SmtpSecurity};
+use crate::notify::Route;
 use crate::pipeline::PipelineConfig;
 
 /// Why a configuration was refused.
@@ -40,6 +45,58 @@ struct RawConfig {
     alerts: RawAlerts,
     #[serde(default)]
     routes: RawRoutes,
+    #[serde(default)]
+    elasticsearch: RawEs,
+    email: Option<RawEmail>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEs {
+    url: Option<String>,
+    ca_cert: Option<PathBuf>,
+    prefix: Option<String>,
+    logs: Option<String>,
+    poll_interval_secs: Option<u64>,
+    ingest_delay_secs: Option<u64>,
+    slice_secs: Option<u64>,
+    readers: Option<usize>,
+    page_size: Option<usize>,
+    checkpoint_every_secs: Option<u64>,
+    lease_secs: Option<u64>,
+    job: Option<String>,
+    kibana_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    smtp_host: Option<String>,
+    smtp_port: Option<u16>,
+    security: Option<SmtpSecurity>,
+    ca_cert: Option<PathBuf>,
+    from: Option<String>,
+    min_interval_secs: Option<u64>,
+    max_per_hour: Option<usize>,
+    #[serde(default)]
+    routes: Vec<Route>,
+}
+
+/// Elasticsearch settings, checked. Secrets are not here: they come from the environment only.
+#[derive(Clone, Debug)]
+pub struct EsSettings {
+    pub url: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+    pub kibana_url: Option<String>,
+    pub worker: WorkerSettings,
+}
+
+/// The whole configuration, checked.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    pub pipeline: PipelineConfig,
+    pub es: EsSettings,
+    pub email: Option<EmailSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,23 +134,188 @@ struct RawRoutes {
     max_nodes_per_service: Option<usize>,
 }
 
-/// Reads and validates a configuration file.
+/// Reads and validates a configuration file (the pipeline part).
 pub fn load(path: &Path) -> Result<PipelineConfig, ConfigError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: name.clone(),
-        source,
-    })?;
-    parse(&text, &name)
+    Ok(load_app(Some(path), &|k| std::env::var(k).ok())?.pipeline)
+}
+
+/// Reads and validates the whole configuration; no file means every default. `env` supplies
+/// the environment overrides (`APIWATCH_ES_URL`, `APIWATCH_ES_PREFIX`, `APIWATCH_KIBANA_URL`,
+/// `APIWATCH_SMTP_HOST`, `APIWATCH_SMTP_PORT`).
+pub fn load_app(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<AppConfig, ConfigError> {
+    let (text, name) = match path {
+        Some(p) => {
+            let name = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: name.clone(),
+                source,
+            })?;
+            (text, name)
+        }
+        None => (String::new(), "(defaults)".to_owned()),
+    };
+    parse_app(&text, &name, env)
 }
 
 /// Parses and validates configuration text (`origin` names it in errors).
 pub fn parse(text: &str, origin: &str) -> Result<PipelineConfig, ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+    Ok(parse_app(text, origin, &|_| None)?.pipeline)
+}
+
+/// Parses and validates the whole configuration, with environment overrides.
+pub fn parse_app(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<AppConfig, ConfigError> {
+    let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: origin.to_owned(),
         message: e.to_string(),
     })?;
-    validate(raw, origin)
+    let env = |k: &str| env(k).filter(|v| !v.is_empty());
+    if let Some(v) = env("APIWATCH_ES_URL") {
+        raw.elasticsearch.url = Some(v);
+    }
+    if let Some(v) = env("APIWATCH_ES_PREFIX") {
+        raw.elasticsearch.prefix = Some(v);
+    }
+    if let Some(v) = env("APIWATCH_KIBANA_URL") {
+        raw.elasticsearch.kibana_url = Some(v);
+    }
+    if let Some(v) = env("APIWATCH_SMTP_HOST") {
+        raw.email.get_or_insert_with(RawEmail::default).smtp_host = Some(v);
+    }
+    if let Some(v) = env("APIWATCH_SMTP_PORT") {
+        let port = v.parse().map_err(|_| ConfigError::Invalid {
+            path: "APIWATCH_SMTP_PORT".into(),
+            key: "email.smtp_port",
+            problem: format!("`{v}` is not a port number"),
+        })?;
+        raw.email.get_or_insert_with(RawEmail::default).smtp_port = Some(port);
+    }
+    let es = std::mem::take(&mut raw.elasticsearch);
+    let email = raw.email.take();
+    let pipeline = validate(raw, origin)?;
+    let es = validate_es(es, origin)?;
+    let email = email.map(|e| validate_email(e, &es, origin)).transpose()?;
+    Ok(AppConfig { pipeline, es, email })
+}
+
+fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
+    let invalid = |key: &'static str, problem: &str| ConfigError::Invalid {
+        path: origin.to_owned(),
+        key,
+        problem: problem.to_owned(),
+    };
+    let d = WorkerSettings::default();
+    let prefix = raw.prefix.unwrap_or_else(|| d.names.prefix.clone());
+    let name_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+    if !name_ok(&prefix) {
+        return Err(invalid(
+            "elasticsearch.prefix",
+            "must be lowercase letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    let mut names = IndexNames::with_prefix(&prefix);
+    if let Some(logs) = raw.logs {
+        if logs.is_empty() || logs.contains(' ') {
+            return Err(invalid(
+                "elasticsearch.logs",
+                "must be an index pattern such as logs-apiwatch.calls-*",
+            ));
+        }
+        names.logs = logs;
+    }
+    if let Some(url) = &raw.url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid("elasticsearch.url", "must start with http:// or https://"));
+        }
+        if url.contains('@') {
+            return Err(invalid(
+                "elasticsearch.url",
+                "must not hold credentials: use APIWATCH_ES_API_KEY or APIWATCH_ES_USERNAME/APIWATCH_ES_PASSWORD",
+            ));
+        }
+    }
+    let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+    let worker = WorkerSettings {
+        names,
+        poll_interval: secs(raw.poll_interval_secs, d.poll_interval),
+        ingest_delay: raw.ingest_delay_secs.map_or(d.ingest_delay, |s| s as Millis * 1000),
+        slice: raw.slice_secs.map_or(d.slice, |s| s as Millis * 1000),
+        readers: raw.readers.unwrap_or(d.readers),
+        page_size: raw.page_size.unwrap_or(d.page_size),
+        checkpoint_every: secs(raw.checkpoint_every_secs, d.checkpoint_every),
+        lease_ttl: raw.lease_secs.map_or(d.lease_ttl, |s| s as Millis * 1000),
+        job: raw.job.unwrap_or(d.job),
+        ..d
+    };
+    if worker.poll_interval.is_zero() || worker.poll_interval > Duration::from_secs(3600) {
+        return Err(invalid("elasticsearch.poll_interval_secs", "must be between 1 and 3600"));
+    }
+    if !(10_000..=86_400_000).contains(&worker.slice) {
+        return Err(invalid("elasticsearch.slice_secs", "must be between 10 and 86400"));
+    }
+    if !(1..=16).contains(&worker.readers) {
+        return Err(invalid("elasticsearch.readers", "must be between 1 and 16"));
+    }
+    if !(100..=10_000).contains(&worker.page_size) {
+        return Err(invalid(
+            "elasticsearch.page_size",
+            "must be between 100 and 10000 (Elasticsearch's default result window)",
+        ));
+    }
+    if worker.lease_ttl < 2 * worker.poll_interval.as_millis() as Millis {
+        return Err(invalid("elasticsearch.lease_secs", "must be at least two poll intervals"));
+    }
+    Ok(EsSettings {
+        url: raw.url,
+        ca_cert: raw.ca_cert,
+        kibana_url: raw.kibana_url,
+        worker,
+    })
+}
+
+fn validate_email(raw: RawEmail, es: &EsSettings, origin: &str) -> Result<EmailSettings, ConfigError> {
+    let invalid = |key: &'static str, problem: &str| ConfigError::Invalid {
+        path: origin.to_owned(),
+        key,
+        problem: problem.to_owned(),
+    };
+    let smtp_host = raw
+        .smtp_host
+        .ok_or_else(|| invalid("email.smtp_host", "is required when [email] is present"))?;
+    let from = raw.from.unwrap_or_else(|| "apiwatch@localhost".into());
+    if !from.contains('@') {
+        return Err(invalid("email.from", "must be an email address"));
+    }
+    if raw.routes.is_empty() {
+        return Err(invalid("email.routes", "needs at least one [[email.routes]] with `to` addresses"));
+    }
+    for r in &raw.routes {
+        if r.to.is_empty() || r.to.iter().any(|t| !t.contains('@')) {
+            return Err(invalid("email.routes.to", "must list email addresses"));
+        }
+        if r.priorities
+            .iter()
+            .any(|p| !["P1", "P2", "P3", "P4"].contains(&p.to_uppercase().as_str()))
+        {
+            return Err(invalid("email.routes.priorities", "must be among P1, P2, P3, P4"));
+        }
+    }
+    let security = raw.security.unwrap_or_default();
+    Ok(EmailSettings {
+        smtp_port: raw.smtp_port.unwrap_or(match security {
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::None => 25,
+        }),
+        smtp_host,
+        security,
+        ca_cert: raw.ca_cert,
+        from,
+        routes: raw.routes,
+        kibana_url: es.kibana_url.clone(),
+        anomalies_index: es.worker.names.anomalies.clone(),
+        min_interval: Duration::from_secs(raw.min_interval_secs.unwrap_or(900)),
+        max_per_hour: raw.max_per_hour.unwrap_or(30),
+    })
 }
 
 fn secs(v: Option<u64>, default: Millis) -> Millis {
@@ -170,6 +392,40 @@ mod tests {
         assert_eq!(cfg.detectors, d.detectors);
         assert_eq!(cfg.alerts.quiet_to_resolve, d.alerts.quiet_to_resolve);
         assert_eq!(cfg.routes.max_routes_per_service, d.routes.max_routes_per_service);
+    }
+
+    #[test]
+    fn the_example_sets_elasticsearch_and_email() {
+        let text = include_str!("../../apiwatch.example.toml");
+        let app = parse_app(text, "apiwatch.example.toml", &|_| None).unwrap();
+        assert_eq!(app.es.worker.names.anomalies, "apiwatch-anomalies");
+        assert_eq!(app.es.worker.names.logs, "logs-apiwatch.calls-*");
+        let email = app.email.expect("the example has an [email] section");
+        assert!(!email.routes.is_empty());
+        assert_eq!(email.security, SmtpSecurity::Starttls);
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let env = |k: &str| match k {
+            "APIWATCH_ES_URL" => Some("http://es:9200".to_owned()),
+            "APIWATCH_ES_PREFIX" => Some("team-a".to_owned()),
+            "APIWATCH_SMTP_PORT" => Some("2525".to_owned()),
+            _ => None,
+        };
+        let text = "[elasticsearch]\nurl = \"http://x:1\"\n[email]\nsmtp_host = \"m\"\n[[email.routes]]\nto = [\"a@b\"]\n";
+        let app = parse_app(text, "x.toml", &env).unwrap();
+        assert_eq!(app.es.url.as_deref(), Some("http://es:9200"));
+        assert_eq!(app.es.worker.names.state, "team-a-state");
+        assert_eq!(app.email.unwrap().smtp_port, 2525);
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_refused() {
+        let err = parse_app("[elasticsearch]\nurl = \"https://elastic:pw@x:9200\"\n", "x.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("APIWATCH_ES_PASSWORD") && !err.contains("pw@"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! - [`detect`]: route templates, baselines, isolation forests, sequences, journeys, forecasts;
 //!   each detector behind the [`detect::Detector`] trait.
 //! - [`alert`]: grouping anomalies into alerts, origin, priority, rendering.
+//! - [`es`]: Elasticsearch mode: client, templates and `setup`, point-in-time reader, bulk
+//!   writer, checkpoints and leases, the `run`/`backfill` loop, the simulated-traffic loader.
+//! - [`notify`]: who is told about which alert, how often; email through SMTP.
 //! - [`onboard`]: services and routes registered as they appear.
 //! - [`simulate`], [`eval`]: synthetic traffic with labelled incidents, and scoring alerts.
 //! - [`config`]: the TOML configuration, parsed then validated into a checked config.
@@ -17,8 +20,10 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod es;
 pub mod eval;
 pub mod model;
+pub mod notify;
 pub mod onboard;
 pub mod pipeline;
 pub mod simulate;

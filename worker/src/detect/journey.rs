@@ -11,16 +11,20 @@ use super::stats::{score_from_z, Ewm};
 use super::{entity_label, fmt_ms, CallContext, Detector, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
 use crate::model::time::Millis;
-use crate::model::EntityKey;
+use crate::model::{EntityKey, HopRecord, Interner, JourneyRecord, Sym};
 
 /// Quiet time after which a journey is considered complete.
 pub const JOURNEY_TIMEOUT: Millis = 30_000;
 /// Spans kept per journey (a runaway trace cannot grow memory without limit).
 const MAX_SPANS: usize = 256;
+/// Flagged journeys written per window (the anomaly counts them all).
+const MAX_FLAGGED_PER_WINDOW: usize = 50;
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy)]
 struct Span {
     span: u64,
+    node: (Sym, Sym),
+    route: Sym,
     parent: Option<u64>,
     hop: Option<u32>,
     duration_ms: f64,
@@ -31,8 +35,19 @@ struct Span {
 struct Journey {
     trace_id: String,
     user_id: Option<String>,
+    start: Millis,
     last_seen: Millis,
     spans: Vec<Span>,
+}
+
+/// A completed journey kept for a document until the window closes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Kept {
+    journey: Journey,
+    total_ms: f64,
+    failed: bool,
+    /// The flagged hop, and whether it failed (else: slow).
+    marked: Option<(u32, bool)>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -57,14 +72,111 @@ pub struct JourneyDetector {
     hops: FxHashMap<u32, (EntityKey, Ewm, Ewm)>,
     window: FxHashMap<u32, HopWindow>,
     scratch: Vec<bool>,
+    /// Flagged journeys of this window (capped), and the slowest per entry service.
+    flagged: Vec<Kept>,
+    slowest: FxHashMap<(Sym, Sym), Kept>,
+    records: Vec<JourneyRecord>,
+}
+
+/// The entry call: the span whose parent is not in the journey.
+fn root_of(spans: &[Span]) -> Option<&Span> {
+    spans.iter().find(|s| s.parent.is_none_or(|p| !spans.iter().any(|x| x.span == p)))
 }
 
 impl JourneyDetector {
+    /// Keeps a finished journey for a document if it was flagged or is its entry's slowest yet.
+    fn keep(&mut self, j: &Journey, total_ms: f64, failed: bool, marked: Option<(u32, bool)>) {
+        let Some(root) = root_of(&j.spans) else { return };
+        let kept = || Kept {
+            journey: Journey {
+                trace_id: j.trace_id.clone(),
+                user_id: j.user_id.clone(),
+                start: j.start,
+                last_seen: j.last_seen,
+                spans: j.spans.clone(),
+            },
+            total_ms,
+            failed,
+            marked,
+        };
+        if marked.is_some() {
+            if self.flagged.len() < MAX_FLAGGED_PER_WINDOW {
+                self.flagged.push(kept());
+            }
+            return;
+        }
+        let slower = self.slowest.get(&root.node).is_none_or(|k| total_ms > k.total_ms);
+        if slower {
+            self.slowest.insert(root.node, kept());
+        }
+    }
+
+    fn record(&self, k: Kept, names: &Interner) -> JourneyRecord {
+        let j = k.journey;
+        let label = |n: (Sym, Sym)| super::node_label(names, n);
+        let root = root_of(&j.spans).copied();
+        let mut services: Vec<String> = Vec::new();
+        let mut providers: Vec<String> = Vec::new();
+        for s in &j.spans {
+            let l = label(s.node);
+            if !services.contains(&l) {
+                services.push(l);
+            }
+            let p = names.name(s.node.1).to_owned();
+            if !providers.contains(&p) {
+                providers.push(p);
+            }
+        }
+        let mut hops = Vec::new();
+        let mut cross = 0;
+        for s in &j.spans {
+            let Some(hop) = s.hop else { continue };
+            let Some((EntityKey::Hop { from, to }, _, _)) = self.hops.get(&hop) else {
+                continue;
+            };
+            let cross_provider = from.1 != to.1;
+            cross += u32::from(cross_provider);
+            hops.push(HopRecord {
+                from: label(*from),
+                to: label(*to),
+                duration_ms: super::round3(s.duration_ms),
+                share: super::round3(s.duration_ms / k.total_ms),
+                failed: s.failed,
+                cross_provider,
+            });
+        }
+        let (marked, marked_hop) = match k.marked {
+            Some((hop, failing)) => (
+                if failing { "failing_hop" } else { "slow_hop" },
+                self.hops.get(&hop).map(|(key, _, _)| entity_label(names, key)),
+            ),
+            None => ("slowest", None),
+        };
+        let (node, route) = root.map_or(((Sym(0), Sym(0)), Sym(0)), |r| (r.node, r.route));
+        JourneyRecord {
+            timestamp: j.start,
+            id: Anomaly::make_id(&["journey", &j.trace_id, &j.start.to_string()]),
+            trace_id: j.trace_id,
+            user_id: j.user_id,
+            service: names.name(node.0).to_owned(),
+            provider: names.name(node.1).to_owned(),
+            route: names.name(route).to_owned(),
+            duration_ms: super::round3(k.total_ms),
+            spans: j.spans.len() as u32,
+            services,
+            providers,
+            cross_provider_hops: cross,
+            failed: k.failed,
+            marked: marked.to_owned(),
+            marked_hop,
+            hops,
+        }
+    }
+
     fn finish(&mut self, j: Journey) {
         // Journeys are small: a linear scan finds a parent faster than building a map.
         let index_of = |span: u64| j.spans.iter().position(|s| s.span == span);
-        let root = j.spans.iter().find(|s| s.parent.is_none_or(|p| index_of(p).is_none()));
-        let Some(root) = root else { return };
+        let Some(root) = root_of(&j.spans) else { return };
         let total = root.duration_ms.max(1e-3);
         let failed_journey = root.failed;
         // The deepest failing call: failed, and none of its children failed.
@@ -113,6 +225,7 @@ impl JourneyDetector {
             }
         }
         self.scratch = has_failing_child;
+        self.keep(&j, total, failed_journey, marked);
         if let Some((hop, failing)) = marked {
             let w = self.window.entry(hop).or_default();
             if failing {
@@ -130,8 +243,8 @@ impl JourneyDetector {
                     .filter_map(|s| s.hop.map(|h| (h, s.duration_ms, s.duration_ms / total)))
                     .collect();
             }
-            if let Some(u) = j.user_id {
-                w.users.insert(u, ());
+            if let Some(u) = &j.user_id {
+                w.users.insert(u.clone(), ());
             }
         }
     }
@@ -140,6 +253,10 @@ impl JourneyDetector {
 impl Detector for JourneyDetector {
     fn name(&self) -> &'static str {
         "journey"
+    }
+
+    fn take_journeys(&mut self, out: &mut Vec<JourneyRecord>) {
+        out.append(&mut self.records);
     }
 
     fn observe(&mut self, c: &CallContext<'_>) {
@@ -159,6 +276,7 @@ impl Detector for JourneyDetector {
         let j = self.open.entry(trace).or_insert_with(|| Journey {
             trace_id: c.event.trace_id.as_deref().unwrap_or_default().to_owned(),
             user_id: None,
+            start: c.event.timestamp,
             last_seen: c.event.timestamp,
             spans: Vec::with_capacity(8),
         });
@@ -169,6 +287,8 @@ impl Detector for JourneyDetector {
         if j.spans.len() < MAX_SPANS {
             j.spans.push(Span {
                 span,
+                node: (c.service, c.provider),
+                route: c.route,
                 parent: c.parent,
                 hop: c.hop_entity,
                 duration_ms: c.event.duration_ms(),
@@ -184,6 +304,14 @@ impl Detector for JourneyDetector {
             if let Some(j) = self.open.remove(&k) {
                 self.finish(j);
             }
+        }
+        let mut kept = std::mem::take(&mut self.flagged);
+        let mut slowest: Vec<Kept> = std::mem::take(&mut self.slowest).into_values().collect();
+        slowest.sort_by(|a, b| (a.journey.start, &a.journey.trace_id).cmp(&(b.journey.start, &b.journey.trace_id)));
+        kept.append(&mut slowest);
+        for k in kept {
+            let r = self.record(k, w.names);
+            self.records.push(r);
         }
         let mut hops: Vec<_> = std::mem::take(&mut self.window).into_iter().collect();
         hops.sort_by_key(|(h, _)| *h);

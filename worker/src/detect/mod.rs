@@ -72,6 +72,8 @@ pub trait Detector: Send + Persist {
     fn observe(&mut self, _call: &CallContext<'_>) {}
     /// Called when a window closes; findings go to `out`.
     fn close_window(&mut self, window: &WindowContext<'_>, out: &mut Vec<Anomaly>);
+    /// Journeys completed by the last [`Detector::close_window`] that are worth a document.
+    fn take_journeys(&mut self, _out: &mut Vec<crate::model::JourneyRecord>) {}
 }
 
 /// The detectors a run can use (`--detectors`).

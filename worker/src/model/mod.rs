@@ -4,10 +4,12 @@
 pub mod anomaly;
 pub mod event;
 pub mod intern;
+pub mod journey;
 pub mod time;
 pub mod window;
 
 pub use anomaly::{Alert, AlertStatus, Anomaly, AnomalyKind, Contributor, Severity};
 pub use event::Event;
 pub use intern::{Interner, Sym};
+pub use journey::{HopRecord, JourneyRecord};
 pub use window::{EntityKey, EntityKind, WindowStat};

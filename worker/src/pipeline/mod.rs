@@ -20,6 +20,9 @@ use crate::source::EventSource;
 use reorder::ReorderBuffer;
 use windows::WindowAggregator;
 
+/// Windows closed after the last event before the clock jumps over a silence.
+const QUIET_WINDOWS: Millis = 60;
+
 /// How long after a service first appears its callers count as changed.
 const NEW_SERVICE_CHANGE: Millis = 10 * MINUTE_MS;
 
@@ -288,20 +291,20 @@ impl Pipeline {
     fn roll_windows(&mut self, t: Millis, sink: &mut dyn ResultSink) -> anyhow::Result<()> {
         let width = self.cfg.window;
         let start = *self.window_start.get_or_insert(t.div_euclid(width) * width);
-        if t >= start + width {
-            self.close_window(start, sink)?;
-            let mut next = start + width;
-            // Emit empty windows for short gaps; jump over long ones.
-            while t >= next + width {
-                if t - next > 60 * width {
-                    next = t.div_euclid(width) * width;
-                    break;
-                }
-                self.close_window(next, sink)?;
-                next += width;
+        let mut next = start;
+        // Empty windows close one by one (silence is news) until the data has been quiet for
+        // QUIET_WINDOWS; then the clock jumps to `t`. The rule depends on the data only, not on
+        // how the time was advanced, so a live worker and a backfill close the same windows.
+        while t >= next + width {
+            let last = self.stats.last_event.unwrap_or(next);
+            if next - last > QUIET_WINDOWS * width {
+                next = t.div_euclid(width) * width;
+                break;
             }
-            self.window_start = Some(next);
+            self.close_window(next, sink)?;
+            next += width;
         }
+        self.window_start = Some(next);
         Ok(())
     }
 
@@ -419,6 +422,13 @@ impl Pipeline {
         self.stats.windows += 1;
         self.stats.anomalies += self.anomalies.len() as u64;
         sink.write_anomalies(&self.anomalies)?;
+        let mut journeys = Vec::new();
+        for d in &mut self.detectors {
+            d.take_journeys(&mut journeys);
+        }
+        if !journeys.is_empty() {
+            sink.write_journeys(&journeys)?;
+        }
         let changed = self.alerts.ingest(&self.anomalies, end);
         self.stats.alerts_raised = self.alerts.raised();
         sink.write_alerts(&changed)?;

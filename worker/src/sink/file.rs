@@ -1,4 +1,4 @@
-//! File-mode output: `anomalies.ndjson` streamed, `alerts.ndjson` with each alert's final state,
+//! File-mode output: `anomalies.ndjson` and `journeys.ndjson` streamed, `alerts.ndjson` with each alert's final state,
 //! `services.json` with the onboarded services.
 
 use std::fs::{self, File};
@@ -9,12 +9,13 @@ use anyhow::Context;
 use rustc_hash::FxHashMap;
 
 use super::ResultSink;
-use crate::model::{Alert, Anomaly};
+use crate::model::{Alert, Anomaly, JourneyRecord};
 use crate::onboard::ServiceRecord;
 
 pub struct FileSink {
     dir: PathBuf,
     anomalies: BufWriter<File>,
+    journeys: BufWriter<File>,
     alerts: FxHashMap<String, Alert>,
     pub anomaly_count: u64,
 }
@@ -24,9 +25,12 @@ impl FileSink {
         fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
         let path = dir.join("anomalies.ndjson");
         let f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let path = dir.join("journeys.ndjson");
+        let j = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(FileSink {
             dir: dir.to_owned(),
             anomalies: BufWriter::new(f),
+            journeys: BufWriter::new(j),
             alerts: FxHashMap::default(),
             anomaly_count: 0,
         })
@@ -56,8 +60,17 @@ impl ResultSink for FileSink {
         Ok(())
     }
 
+    fn write_journeys(&mut self, journeys: &[JourneyRecord]) -> anyhow::Result<()> {
+        for j in journeys {
+            serde_json::to_writer(&mut self.journeys, j)?;
+            self.journeys.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
     fn finish(&mut self, services: &[ServiceRecord]) -> anyhow::Result<()> {
         self.anomalies.flush().context("cannot write anomalies.ndjson")?;
+        self.journeys.flush().context("cannot write journeys.ndjson")?;
         let path = self.dir.join("alerts.ndjson");
         let mut w = BufWriter::new(File::create(&path).with_context(|| format!("cannot create {}", path.display()))?);
         for a in self.alerts() {

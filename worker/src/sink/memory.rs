@@ -3,7 +3,7 @@
 use rustc_hash::FxHashMap;
 
 use super::ResultSink;
-use crate::model::{Alert, Anomaly};
+use crate::model::{Alert, Anomaly, JourneyRecord};
 use crate::onboard::ServiceRecord;
 
 #[derive(Default)]
@@ -11,6 +11,7 @@ pub struct MemorySink {
     pub anomalies: Vec<Anomaly>,
     alerts: FxHashMap<String, Alert>,
     pub services: Vec<ServiceRecord>,
+    pub journeys: Vec<JourneyRecord>,
 }
 
 impl MemorySink {
@@ -31,6 +32,10 @@ impl ResultSink for MemorySink {
         for a in alerts {
             self.alerts.insert(a.id.clone(), a.clone());
         }
+        Ok(())
+    }
+    fn write_journeys(&mut self, journeys: &[JourneyRecord]) -> anyhow::Result<()> {
+        self.journeys.extend_from_slice(journeys);
         Ok(())
     }
     fn finish(&mut self, services: &[ServiceRecord]) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! Where results go: anomalies as they are found, alert state changes, onboarded services.
-//! File mode writes NDJSON; the Elasticsearch sink (next) writes the same documents.
+//! File mode writes NDJSON; the Elasticsearch bulk writer (`es::writer`) writes the same
+//! documents.
 
 mod file;
 mod memory;
@@ -7,6 +8,7 @@ mod memory;
 pub use file::FileSink;
 pub use memory::MemorySink;
 
+pub use crate::model::JourneyRecord;
 use crate::model::{Alert, Anomaly};
 use crate::onboard::ServiceRecord;
 
@@ -15,6 +17,10 @@ pub trait ResultSink {
     fn write_anomalies(&mut self, anomalies: &[Anomaly]) -> anyhow::Result<()>;
     /// A new or changed alert (same `alert.id` means the same alert, updated).
     fn write_alerts(&mut self, alerts: &[Alert]) -> anyhow::Result<()>;
+    /// Reconstructed journeys worth keeping (flagged, or the slowest of their window).
+    fn write_journeys(&mut self, _journeys: &[JourneyRecord]) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Called once at the end of a run, with the onboarded services.
     fn finish(&mut self, services: &[ServiceRecord]) -> anyhow::Result<()>;
 }

@@ -1,0 +1,444 @@
+//! A small blocking Elasticsearch client over HTTP(S): JSON requests, `_bulk` with per-item
+//! results, and retries with jittered exponential backoff for what is worth retrying (transport
+//! errors, 429, 502-504). Credentials come from the environment and are never printed.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use rand::Rng;
+use serde_json::Value;
+
+/// Why a request failed, so callers can tell "wait and retry" from "fix something".
+#[derive(Debug, thiserror::Error)]
+pub enum EsError {
+    #[error("Elasticsearch at {url} is unreachable: {reason} (is it running? check the URL and the network)")]
+    Unreachable { url: String, reason: String },
+    #[error("Elasticsearch refused the credentials ({status}) for {method} {path}: set APIWATCH_ES_API_KEY or APIWATCH_ES_USERNAME/APIWATCH_ES_PASSWORD")]
+    Auth { status: u16, method: &'static str, path: String },
+    #[error("{method} {path} failed with {status}: {reason}")]
+    Status {
+        status: u16,
+        method: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("{method} {path}: unreadable response: {reason}")]
+    Decode {
+        method: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+impl EsError {
+    /// Errors that a later attempt may not meet (server busy or away).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EsError::Unreachable { .. } => true,
+            EsError::Status { status, .. } => is_retryable_status(*status),
+            _ => false,
+        }
+    }
+}
+
+pub fn is_retryable_status(status: u16) -> bool {
+    matches!(status, 429 | 502 | 503 | 504)
+}
+
+/// How to authenticate.
+#[derive(Clone, Default)]
+pub enum Credentials {
+    #[default]
+    None,
+    Basic {
+        username: String,
+        password: String,
+    },
+    ApiKey(String),
+}
+
+impl Credentials {
+    /// From `APIWATCH_ES_API_KEY`, or `APIWATCH_ES_USERNAME` and `APIWATCH_ES_PASSWORD`.
+    pub fn from_env() -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let Some(key) = get("APIWATCH_ES_API_KEY") {
+            return Credentials::ApiKey(key);
+        }
+        match (get("APIWATCH_ES_USERNAME"), get("APIWATCH_ES_PASSWORD")) {
+            (Some(username), Some(password)) => Credentials::Basic { username, password },
+            _ => Credentials::None,
+        }
+    }
+
+    fn header(&self) -> Option<String> {
+        match self {
+            Credentials::None => None,
+            Credentials::Basic { username, password } => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+            )),
+            Credentials::ApiKey(k) => Some(format!("ApiKey {k}")),
+        }
+    }
+
+    /// What kind of credentials, for logs (never the secret).
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Credentials::None => "no credentials",
+            Credentials::Basic { .. } => "user/password",
+            Credentials::ApiKey(_) => "API key",
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// How a client connects.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub url: String,
+    pub credentials: Credentials,
+    /// PEM file of the CA that signed the server's certificate (self-managed clusters).
+    pub ca_cert: Option<std::path::PathBuf>,
+    pub timeout: Duration,
+    /// Attempts for a transient failure before giving up (the live worker then waits and
+    /// starts the poll again).
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+}
+
+impl ClientOptions {
+    pub fn new(url: &str) -> Self {
+        ClientOptions {
+            url: url.trim_end_matches('/').to_owned(),
+            credentials: Credentials::from_env(),
+            ca_cert: None,
+            timeout: Duration::from_secs(60),
+            max_attempts: 6,
+            backoff_base: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The result of one `_bulk` item.
+#[derive(Debug, Clone)]
+pub struct BulkItem {
+    pub status: u16,
+    pub index: String,
+    pub id: String,
+    /// `type: reason` when the item failed.
+    pub error: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct EsClient {
+    agent: ureq::Agent,
+    opts: Arc<ClientOptions>,
+    auth: Option<String>,
+}
+
+impl std::fmt::Debug for EsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EsClient({}, {})", self.opts.url, self.opts.credentials.describe())
+    }
+}
+
+impl EsClient {
+    pub fn new(opts: ClientOptions) -> Result<Self, EsError> {
+        let mut cfg = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(opts.timeout))
+            .max_idle_connections_per_host(8)
+            .user_agent(concat!("apiwatch/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &opts.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| EsError::Tls(format!("cannot read CA certificate {}: {e}", path.display())))?;
+            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(EsError::Tls(format!("{} holds no PEM certificate", path.display())));
+            }
+            let tls = ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                .build();
+            cfg = cfg.tls_config(tls);
+        }
+        let auth = opts.credentials.header();
+        Ok(EsClient {
+            agent: cfg.build().into(),
+            opts: Arc::new(opts),
+            auth,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.opts.url
+    }
+
+    /// One attempt: (status, body).
+    fn once(&self, method: &'static str, path: &str, body: Option<(&[u8], &str)>) -> Result<(u16, Vec<u8>), EsError> {
+        let url = format!("{}{}", self.opts.url, path);
+        let unreachable = |e: ureq::Error| EsError::Unreachable {
+            url: self.opts.url.clone(),
+            reason: e.to_string(),
+        };
+        let result = match method {
+            "GET" | "DELETE" | "HEAD" if body.is_none() => {
+                let mut b = match method {
+                    "GET" => self.agent.get(&url),
+                    "HEAD" => self.agent.head(&url),
+                    _ => self.agent.delete(&url),
+                };
+                if let Some(a) = &self.auth {
+                    b = b.header("Authorization", a);
+                }
+                b.call()
+            }
+            _ => {
+                let mut b = match method {
+                    "PUT" => self.agent.put(&url),
+                    "GET" => self.agent.get(&url).force_send_body(),
+                    "DELETE" => self.agent.delete(&url).force_send_body(),
+                    _ => self.agent.post(&url),
+                };
+                if let Some(a) = &self.auth {
+                    b = b.header("Authorization", a);
+                }
+                let (bytes, ctype) = body.unwrap_or((b"", "application/json"));
+                b.header("Content-Type", ctype).send(bytes)
+            }
+        };
+        let mut resp = result.map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        let mut out = Vec::new();
+        resp.body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .reader()
+            .read_to_end(&mut out)
+            .map_err(|e| EsError::Unreachable {
+                url: self.opts.url.clone(),
+                reason: format!("reading the response: {e}"),
+            })?;
+        Ok((status, out))
+    }
+
+    /// A request with retries for transient failures. Returns the status and the body; a
+    /// non-2xx status that is not transient comes back as a value, for callers that expect it
+    /// (404 on a missing document, 409 on a version conflict).
+    pub fn send_raw(&self, method: &'static str, path: &str, body: Option<(&[u8], &str)>) -> Result<(u16, Vec<u8>), EsError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.once(method, path, body);
+            let retry = match &result {
+                Err(e) => e.is_transient(),
+                Ok((status, _)) => is_retryable_status(*status),
+            };
+            if !retry || attempt >= self.opts.max_attempts {
+                let (status, bytes) = result?;
+                if status == 401 || status == 403 {
+                    return Err(EsError::Auth {
+                        status,
+                        method,
+                        path: path.to_owned(),
+                    });
+                }
+                return Ok((status, bytes));
+            }
+            let wait = backoff(self.opts.backoff_base, attempt);
+            match &result {
+                Err(e) => tracing::warn!(%e, attempt, wait_ms = wait.as_millis() as u64, "retrying"),
+                Ok((status, _)) => tracing::warn!(status, method, path, attempt, wait_ms = wait.as_millis() as u64, "busy, retrying"),
+            }
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// A JSON request that must succeed (2xx).
+    pub fn json(&self, method: &'static str, path: &str, body: Option<&Value>) -> Result<Value, EsError> {
+        let (status, v) = self.json_status(method, path, body)?;
+        if !(200..300).contains(&status) {
+            return Err(EsError::Status {
+                status,
+                method,
+                path: path.to_owned(),
+                reason: v.get("error").map_or_else(|| v.to_string(), describe_error),
+            });
+        }
+        Ok(v)
+    }
+
+    /// A JSON request; the status comes back with the parsed body whatever it is.
+    pub fn json_status(&self, method: &'static str, path: &str, body: Option<&Value>) -> Result<(u16, Value), EsError> {
+        let text = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+        let (status, bytes) = self.send_raw(method, path, text.as_deref().map(|t| (t, "application/json")))?;
+        if bytes.is_empty() {
+            return Ok((status, Value::Null));
+        }
+        let v = serde_json::from_slice(&bytes).map_err(|e| EsError::Decode {
+            method,
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok((status, v))
+    }
+
+    /// Sends an NDJSON `_bulk` body; returns every item's result in order.
+    pub fn bulk(&self, body: &[u8]) -> Result<Vec<BulkItem>, EsError> {
+        let (status, bytes) = self.send_raw("POST", "/_bulk", Some((body, "application/x-ndjson")))?;
+        if !(200..300).contains(&status) {
+            return Err(EsError::Status {
+                status,
+                method: "POST",
+                path: "/_bulk".into(),
+                reason: error_reason(&bytes),
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct Resp {
+            items: Vec<std::collections::HashMap<String, ItemResp>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct ItemResp {
+            status: u16,
+            #[serde(default, rename = "_index")]
+            index: String,
+            #[serde(default, rename = "_id")]
+            id: String,
+            error: Option<Value>,
+        }
+        let r: Resp = serde_json::from_slice(&bytes).map_err(|e| EsError::Decode {
+            method: "POST",
+            path: "/_bulk".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(r.items
+            .into_iter()
+            .filter_map(|m| m.into_values().next())
+            .map(|i| BulkItem {
+                status: i.status,
+                index: i.index,
+                id: i.id,
+                error: i.error.map(|e| describe_error(&e)),
+            })
+            .collect())
+    }
+
+    /// Waits until the cluster answers and is at least yellow.
+    pub fn health(&self) -> Result<Value, EsError> {
+        self.json("GET", "/_cluster/health?wait_for_status=yellow&timeout=30s", None)
+    }
+}
+
+/// Exponential backoff with full jitter, capped at 30 s.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let cap = Duration::from_secs(30);
+    let exp = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
+    let ms = exp.as_millis().max(1) as u64;
+    Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
+}
+
+/// `type: reason` from an Elasticsearch error body.
+pub fn error_reason(bytes: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => match v.get("error") {
+            Some(e) => describe_error(e),
+            None => truncate(&String::from_utf8_lossy(bytes), 300),
+        },
+        Err(_) => truncate(&String::from_utf8_lossy(bytes), 300),
+    }
+}
+
+fn describe_error(e: &Value) -> String {
+    match e {
+        Value::String(s) => s.clone(),
+        _ => {
+            let kind = e.get("type").and_then(Value::as_str).unwrap_or("error");
+            let reason = e.get("reason").and_then(Value::as_str).unwrap_or("");
+            let cause = e
+                .get("caused_by")
+                .and_then(|c| c.get("reason"))
+                .and_then(Value::as_str)
+                .map(|c| format!(" (caused by: {c})"))
+                .unwrap_or_default();
+            format!("{kind}: {reason}{cause}")
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        s.to_owned()
+    } else {
+        let mut end = n;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &s[..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let c = Credentials::Basic {
+            username: "elastic".into(),
+            password: "hunter2-secret".into(),
+        };
+        let opts = ClientOptions {
+            credentials: c,
+            ..ClientOptions::new("http://127.0.0.1:1")
+        };
+        let client = EsClient::new(opts.clone()).unwrap();
+        for text in [format!("{opts:?}"), format!("{client:?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("user/password"), "{text}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        let base = Duration::from_millis(100);
+        let first = backoff(base, 1);
+        assert!(first >= Duration::from_millis(100) && first <= Duration::from_millis(200));
+        assert!(backoff(base, 30) <= Duration::from_secs(30));
+        assert!(backoff(base, 30) >= Duration::from_secs(15));
+    }
+
+    #[test]
+    fn error_bodies_become_one_line() {
+        let body = br#"{"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [http.response.status_code]","caused_by":{"type":"number_format_exception","reason":"For input string: \"abc\""}},"status":400}"#;
+        let r = error_reason(body);
+        assert!(r.starts_with("mapper_parsing_exception: failed to parse field"), "{r}");
+        assert!(r.contains("For input string"), "{r}");
+        assert_eq!(error_reason(b"plain text"), "plain text");
+    }
+
+    #[test]
+    fn an_unreachable_server_is_a_transient_error_naming_the_url() {
+        let opts = ClientOptions {
+            max_attempts: 2,
+            backoff_base: Duration::from_millis(1),
+            timeout: Duration::from_secs(2),
+            ..ClientOptions::new("http://127.0.0.1:9")
+        };
+        let err = EsClient::new(opts).unwrap().health().unwrap_err();
+        assert!(err.is_transient());
+        assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
+    }
+}

@@ -1,0 +1,489 @@
+//! `apiwatch run` and `apiwatch backfill`: the polling loop around the pipeline.
+//!
+//! A job (the live worker, or one backfill range) owns a checkpoint in the state index. Each
+//! poll reads `[checkpoint, now − ingest delay)` in window-sized slices (several fetched in
+//! parallel, scored in order), lets the pipeline close every window that ended, bulk-writes the
+//! documents, and only then moves the checkpoint together with the pipeline's learned state. So
+//! a crash or a kill at any point resumes from the last checkpoint with the same state: windows
+//! already written are written again with the same ids (no duplicate), none is skipped (no gap).
+//! SIGTERM/SIGINT finish the current slice, checkpoint and exit. An unreachable server makes the
+//! worker wait and retry from its last checkpoint, losing nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::client::EsClient;
+use super::names::IndexNames;
+use super::reader::{SliceMsg, SliceReader};
+use super::state::{StateStore, StateStoreError};
+use super::writer::{BulkWriter, WriteStats};
+use crate::model::time::{format_rfc3339, parse_rfc3339, Millis, MINUTE_MS};
+use crate::model::Alert;
+use crate::notify::Notifier;
+use crate::pipeline::{Pipeline, PipelineConfig, StateError};
+use crate::source::IngestReport;
+
+/// How the worker talks to Elasticsearch and paces itself (the `[elasticsearch]` section).
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    pub names: IndexNames,
+    pub poll_interval: Duration,
+    /// Events are read only once they are this old (shippers and refreshes lag).
+    pub ingest_delay: Millis,
+    /// Width of a read slice (a multiple of the window is natural).
+    pub slice: Millis,
+    /// Slices fetched in parallel.
+    pub readers: usize,
+    pub page_size: usize,
+    /// Checkpoint at least this often while catching up.
+    pub checkpoint_every: Duration,
+    pub lease_ttl: Millis,
+    /// Where a job without a checkpoint starts: `None` = the oldest event in the log indices.
+    pub since: Option<Millis>,
+    pub job: String,
+    pub worker_id: String,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            names: IndexNames::default(),
+            poll_interval: Duration::from_secs(10),
+            ingest_delay: 10_000,
+            slice: 5 * MINUTE_MS,
+            readers: 2,
+            page_size: 5000,
+            checkpoint_every: Duration::from_secs(30),
+            lease_ttl: 2 * MINUTE_MS,
+            since: None,
+            job: "live".into(),
+            worker_id: default_worker_id(),
+        }
+    }
+}
+
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RunSummary {
+    pub job: String,
+    pub from: Option<String>,
+    pub until: Option<String>,
+    pub polls: u64,
+    pub events: u64,
+    pub read_bytes: u64,
+    pub anomalies: u64,
+    pub alerts_raised: u64,
+    pub skipped_documents: u64,
+    pub skipped_samples: Vec<String>,
+    pub writes: WriteStats,
+    pub checkpoints: u64,
+    pub resumed: bool,
+    pub already_complete: bool,
+    pub seconds: f64,
+    pub events_per_sec: f64,
+    pub notifications_sent: u64,
+}
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    State(#[from] StateStoreError),
+    #[error("{0}")]
+    Restore(#[from] StateError),
+    #[error("job `{job}` is held by worker {holder}; this worker stands by (or stop the other one)")]
+    Leased { job: String, holder: String },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// One running job: pipeline, writer, state and counters.
+struct JobRun<'a> {
+    client: &'a EsClient,
+    settings: &'a WorkerSettings,
+    cfg: PipelineConfig,
+    store: StateStore,
+    pipeline: Pipeline,
+    writer: BulkWriter,
+    /// The last saved checkpoint (time and state), to roll back to after a failed poll.
+    saved: (Millis, Vec<u8>),
+    report: IngestReport,
+    summary: RunSummary,
+    notifier: Option<&'a mut dyn Notifier>,
+    /// The extra JSON of the checkpoint this run resumed from.
+    resumed_extra: Value,
+    stop: Arc<AtomicBool>,
+}
+
+impl<'a> JobRun<'a> {
+    fn open(
+        client: &'a EsClient,
+        settings: &'a WorkerSettings,
+        cfg: PipelineConfig,
+        notifier: Option<&'a mut dyn Notifier>,
+        stop: Arc<AtomicBool>,
+        start: Millis,
+    ) -> Result<Self, WorkerError> {
+        let mut store = StateStore::new(client.clone(), &settings.names.state, &settings.job, &settings.worker_id);
+        if let Some(holder) = store.acquire_lease(settings.lease_ttl)? {
+            return Err(WorkerError::Leased {
+                job: settings.job.clone(),
+                holder,
+            });
+        }
+        let mut summary = RunSummary {
+            job: settings.job.clone(),
+            ..Default::default()
+        };
+        let (pipeline, until, resumed_extra) = match store.load()? {
+            Some(cp) => {
+                summary.resumed = true;
+                let p = Pipeline::restore(cfg.clone(), &cp.state)?;
+                tracing::info!(job = %settings.job, until = %format_rfc3339(cp.until), generation = cp.generation, "resuming from checkpoint");
+                (p, cp.until, cp.extra)
+            }
+            None => (Pipeline::new(cfg.clone()), start, Value::Null),
+        };
+        let saved = (until, pipeline.save_state()?);
+        let writer = BulkWriter::new(client.clone(), settings.names.clone(), &settings.worker_id);
+        summary.from = Some(format_rfc3339(until));
+        Ok(JobRun {
+            client,
+            settings,
+            cfg,
+            store,
+            pipeline,
+            writer,
+            saved,
+            report: IngestReport::default(),
+            summary,
+            notifier,
+            resumed_extra,
+            stop,
+        })
+    }
+
+    fn until(&self) -> Millis {
+        self.saved.0
+    }
+
+    /// Scores `[until, upper)`; checkpoints along the way and at the end. On a failure, the
+    /// pipeline is rolled back to the last checkpoint so the caller can retry.
+    fn advance(&mut self, upper: Millis, mut progress: impl FnMut(Millis)) -> Result<bool, WorkerError> {
+        match self.advance_inner(upper, &mut progress) {
+            Ok(stopped) => Ok(stopped),
+            Err(e) => {
+                self.pipeline = Pipeline::restore(self.cfg.clone(), &self.saved.1)?;
+                self.writer = BulkWriter::new(self.client.clone(), self.settings.names.clone(), &self.settings.worker_id);
+                Err(e)
+            }
+        }
+    }
+
+    fn advance_inner(&mut self, upper: Millis, progress: &mut impl FnMut(Millis)) -> Result<bool, WorkerError> {
+        let from = self.until();
+        if upper <= from {
+            return Ok(false);
+        }
+        let slices = nonempty_slices(self.client, &self.settings.names.logs, from, upper, self.settings.slice.max(1000))?;
+        let mut reader = SliceReader::start(
+            self.client,
+            &self.settings.names.logs,
+            slices.clone(),
+            self.settings.readers,
+            self.settings.page_size,
+        );
+        let mut last_checkpoint = Instant::now();
+        let mut stopped = false;
+        while let Some((i, msg)) = reader.next() {
+            match msg {
+                SliceMsg::Page(page) => {
+                    self.summary.read_bytes += page.bytes;
+                    merge_report(&mut self.report, &page.report);
+                    for ev in page.events {
+                        self.pipeline.push(ev, &mut self.writer)?;
+                    }
+                }
+                SliceMsg::Failed(e) => return Err(anyhow::Error::from(e).into()),
+                SliceMsg::Done => {
+                    let end = slices[i].1;
+                    self.pipeline.advance_to(end, &mut self.writer)?;
+                    progress(end);
+                    let stop = self.stop.load(Ordering::Relaxed);
+                    if stop || last_checkpoint.elapsed() >= self.settings.checkpoint_every {
+                        self.checkpoint(end)?;
+                        last_checkpoint = Instant::now();
+                    }
+                    if stop && end < upper {
+                        stopped = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if !stopped {
+            // Empty stretches after the last slice still pass: windows close, alerts resolve.
+            self.pipeline.advance_to(upper, &mut self.writer)?;
+            progress(upper);
+            self.checkpoint(upper)?;
+        }
+        Ok(stopped)
+    }
+
+    /// Writes everything out, then moves the checkpoint to `until` with the learned state.
+    fn checkpoint(&mut self, until: Millis) -> Result<(), WorkerError> {
+        let services = self.pipeline.registry.records(&self.pipeline.names);
+        self.writer.write_services(&services)?;
+        self.writer.flush().map_err(anyhow::Error::from)?;
+        let (alerts, anomalies) = self.writer.take_written();
+        let state = self.pipeline.save_state()?;
+        // The notifier's memory (who was told what) is saved with the checkpoint and updated by
+        // the sends that follow it; a crash right after a send may repeat that one message at
+        // the restart (at least once, never lost).
+        let mut notifier_state = Value::Null;
+        if let Some(n) = self.notifier.as_deref_mut() {
+            n.remember(&anomalies);
+            notifier_state = n.save();
+        }
+        let extra = json!({
+            "events": self.pipeline.stats.events,
+            "anomalies": self.pipeline.stats.anomalies,
+            "alerts_raised": self.pipeline.stats.alerts_raised,
+            "skipped_documents": self.report.skipped(),
+            "notifier": notifier_state,
+        });
+        self.store.save(until, &state, &extra, &format!("{:?}", self.cfg.detectors))?;
+        self.saved = (until, state);
+        self.summary.checkpoints += 1;
+        // Mail after the checkpoint: what is mailed is stored and will not be redone.
+        if let Some(n) = self.notifier.as_deref_mut() {
+            self.summary.notifications_sent += notify(n, &alerts);
+        }
+        Ok(())
+    }
+
+    fn summary(mut self, started: Instant) -> RunSummary {
+        let s = &mut self.summary;
+        s.until = Some(format_rfc3339(self.saved.0));
+        s.events = self.pipeline.stats.events;
+        s.anomalies = self.pipeline.stats.anomalies;
+        s.alerts_raised = self.pipeline.stats.alerts_raised;
+        s.skipped_documents = self.report.skipped();
+        s.skipped_samples = self.report.samples.clone();
+        s.writes = self.writer.stats.clone();
+        s.seconds = started.elapsed().as_secs_f64();
+        s.events_per_sec = s.events as f64 / s.seconds.max(1e-9);
+        self.store.release_lease();
+        self.summary
+    }
+}
+
+fn notify(n: &mut dyn Notifier, alerts: &[Alert]) -> u64 {
+    match n.notify(alerts) {
+        Ok(sent) => sent,
+        Err(e) => {
+            tracing::error!(error = %e, "notification failed; the alert documents are stored and the next change will be mailed");
+            0
+        }
+    }
+}
+
+fn merge_report(total: &mut IngestReport, page: &IngestReport) {
+    total.lines += page.lines;
+    total.events += page.events;
+    total.malformed += page.malformed;
+    total.missing_field += page.missing_field;
+    total.bad_value += page.bad_value;
+    for s in &page.samples {
+        if total.samples.len() < IngestReport::MAX_SAMPLES {
+            tracing::warn!(document = %s, "skipped a log document that is not a valid API-call event");
+            total.samples.push(s.clone());
+        }
+    }
+}
+
+/// The slices of `[from, to)` that hold events, cut on multiples of `slice` so that every run
+/// cuts the same way: one date histogram instead of a search per empty slice.
+pub fn nonempty_slices(client: &EsClient, logs: &str, from: Millis, to: Millis, slice: Millis) -> anyhow::Result<Vec<(Millis, Millis)>> {
+    let mut out = Vec::new();
+    // Elasticsearch caps buckets per search; ask in spans well under the cap.
+    let span = slice * 50_000;
+    let mut lo = from;
+    while lo < to {
+        let hi = (lo + span).min(to);
+        let body = json!({
+            "size": 0,
+            "query": {"range": {"@timestamp": {"gte": format_rfc3339(lo), "lt": format_rfc3339(hi), "format": "strict_date_optional_time"}}},
+            "aggs": {"slices": {"date_histogram": {"field": "@timestamp", "fixed_interval": format!("{slice}ms"), "min_doc_count": 1}}}
+        });
+        let (status, v) = client.json_status(
+            "POST",
+            &format!("/{logs}/_search?ignore_unavailable=true&allow_no_indices=true"),
+            Some(&body),
+        )?;
+        if status == 404 {
+            return Ok(out);
+        }
+        anyhow::ensure!((200..300).contains(&status), "listing the slices of {logs} that hold events: {v}");
+        for b in v
+            .pointer("/aggregations/slices/buckets")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(start) = b.get("key").and_then(Value::as_i64) else {
+                continue;
+            };
+            out.push((start.max(lo), (start + slice).min(hi)));
+        }
+        lo = hi;
+    }
+    Ok(out)
+}
+
+/// The oldest event's time in the log indices, if any.
+pub fn oldest_event(client: &EsClient, logs: &str) -> anyhow::Result<Option<Millis>> {
+    let body = json!({"size": 0, "aggs": {"first": {"min": {"field": "@timestamp", "format": "strict_date_optional_time"}}}});
+    let (status, v) = client.json_status(
+        "POST",
+        &format!("/{logs}/_search?ignore_unavailable=true&allow_no_indices=true"),
+        Some(&body),
+    )?;
+    if status == 404 {
+        return Ok(None);
+    }
+    anyhow::ensure!((200..300).contains(&status), "reading the oldest event in {logs}: {v}");
+    Ok(v.pointer("/aggregations/first/value_as_string")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339))
+}
+
+/// Options of `apiwatch run`.
+pub struct RunOptions<'a> {
+    pub once: bool,
+    pub stop: Arc<AtomicBool>,
+    pub notifier: Option<&'a mut dyn Notifier>,
+    /// Now, for tests that pin the clock; `None` = the wall clock.
+    pub now: Option<Millis>,
+}
+
+/// `apiwatch run`: polls until stopped (or once).
+pub fn run(client: &EsClient, settings: &WorkerSettings, cfg: PipelineConfig, opts: RunOptions<'_>) -> Result<RunSummary, WorkerError> {
+    let started = Instant::now();
+    let start = match settings.since {
+        Some(t) => t,
+        None => oldest_event(client, &settings.names.logs)?.unwrap_or_else(|| now_ms(opts.now) - settings.ingest_delay),
+    };
+    let slice = settings.slice;
+    let start = start.div_euclid(slice) * slice;
+    let stop = opts.stop.clone();
+    let mut job = loop {
+        match JobRun::open(client, settings, cfg.clone(), None, stop.clone(), start) {
+            Err(WorkerError::Leased { job, holder }) if !opts.once && !stop.load(Ordering::Relaxed) => {
+                tracing::info!(%job, %holder, "standing by: another worker holds the job");
+                sleep_unless_stopped(settings.poll_interval, &stop);
+            }
+            other => break other?,
+        }
+    };
+    if let Some(n) = opts.notifier {
+        if let Some(state) = job.resumed_extra.get("notifier") {
+            n.load(state);
+        }
+        job.writer.keep_anomalies = true;
+        job.notifier = Some(n);
+    }
+    let mut failures = 0u32;
+    loop {
+        job.summary.polls += 1;
+        let upper = now_ms(opts.now) - settings.ingest_delay;
+        match job.advance(upper, |_| {}) {
+            Ok(stopped) => {
+                failures = 0;
+                if let Err(e) = job
+                    .store
+                    .acquire_lease(settings.lease_ttl)
+                    .map_err(WorkerError::from)
+                    .and_then(|h| match h {
+                        Some(holder) => Err(WorkerError::Leased {
+                            job: settings.job.clone(),
+                            holder,
+                        }),
+                        None => Ok(()),
+                    })
+                {
+                    return Err(e);
+                }
+                if stopped || opts.once || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                sleep_unless_stopped(settings.poll_interval, &stop);
+            }
+            Err(WorkerError::Other(e)) if is_transient(&e) && !opts.once => {
+                failures += 1;
+                let wait = super::client::backoff(Duration::from_secs(1), failures.min(5));
+                tracing::warn!(error = %e, retry_in_s = wait.as_secs_f64(), "Elasticsearch unavailable; rolled back to the last checkpoint and will retry");
+                sleep_unless_stopped(wait, &stop);
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(job.summary(started))
+}
+
+fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<super::client::EsError>().is_some_and(|e| e.is_transient()))
+}
+
+/// `apiwatch backfill`: scores `[from, to)` as one resumable job; a second run of a completed
+/// range does nothing (and `restart` redoes it, writing the same documents).
+pub fn backfill(
+    client: &EsClient,
+    settings: &WorkerSettings,
+    cfg: PipelineConfig,
+    (from, to): (Millis, Millis),
+    restart: bool,
+    stop: Arc<AtomicBool>,
+    mut progress: impl FnMut(Millis, Millis),
+) -> Result<RunSummary, WorkerError> {
+    let started = Instant::now();
+    let mut settings = settings.clone();
+    settings.job = format!("backfill-{}-{}", format_rfc3339(from), format_rfc3339(to));
+    if restart {
+        StateStore::new(client.clone(), &settings.names.state, &settings.job, &settings.worker_id).reset()?;
+    }
+    let mut job = JobRun::open(client, &settings, cfg, None, stop, from)?;
+    if job.until() >= to {
+        job.summary.already_complete = true;
+        return Ok(job.summary(started));
+    }
+    job.summary.polls = 1;
+    job.advance(to, |t| progress(t - from, to - from))?;
+    Ok(job.summary(started))
+}
+
+fn now_ms(pinned: Option<Millis>) -> Millis {
+    pinned.unwrap_or_else(|| chrono::Utc::now().timestamp_millis())
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+    }
+}

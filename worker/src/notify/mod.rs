@@ -1,0 +1,243 @@
+//! Telling people: a [`Notifier`] receives every stored alert change and decides what deserves
+//! a message (a new alert, a re-alert of one still open, its resolution), to whom (routes by
+//! service and priority), and how often (per-alert throttle and an hourly cap). Email is the
+//! channel today (`email`); the decision logic here is shared by any channel.
+
+pub mod email;
+pub mod render;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Alert, AlertStatus, Anomaly};
+
+/// A channel that tells people about alerts.
+pub trait Notifier {
+    /// Offers stored alert changes; returns how many messages went out.
+    fn notify(&mut self, alerts: &[Alert]) -> anyhow::Result<u64>;
+    /// Makes anomalies available for the details of later messages.
+    fn remember(&mut self, _anomalies: &[Anomaly]) {}
+    /// What must survive a restart (who was told what), as JSON for the checkpoint.
+    fn save(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn load(&mut self, _state: &serde_json::Value) {}
+}
+
+/// Who hears about which alerts.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Service names; `*` at the end matches a prefix; empty = every service.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// `P1`..`P4`; empty = every priority.
+    #[serde(default)]
+    pub priorities: Vec<String>,
+    pub to: Vec<String>,
+}
+
+impl Route {
+    fn matches(&self, a: &Alert) -> bool {
+        let service_ok = self.services.is_empty()
+            || self.services.iter().any(|p| {
+                let names = std::iter::once(&a.service).chain(a.services.iter());
+                names.into_iter().any(|s| match p.strip_suffix('*') {
+                    Some(prefix) => s.starts_with(prefix),
+                    None => s == p || s.split('/').next() == Some(p.as_str()),
+                })
+            });
+        let prio_ok = self.priorities.is_empty() || self.priorities.iter().any(|p| p.eq_ignore_ascii_case(&a.priority));
+        service_ok && prio_ok
+    }
+}
+
+/// Recipients of an alert: every matching route's, deduplicated, in route order.
+pub fn recipients(routes: &[Route], a: &Alert) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in routes.iter().filter(|r| r.matches(a)) {
+        for to in &r.to {
+            if !out.contains(to) {
+                out.push(to.clone());
+            }
+        }
+    }
+    out
+}
+
+/// What kind of message an alert change calls for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    Opened,
+    StillOpen,
+    Resolved,
+}
+
+/// What was last told about one alert.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Told {
+    pub status: String,
+    pub notifications: u32,
+    /// Wall-clock ms of the last message.
+    pub at: i64,
+    pub priority: String,
+}
+
+/// The shared decision: given an alert change and what was told before, is a message due?
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Throttle {
+    pub told: BTreeMap<String, Told>,
+    /// Wall-clock ms of messages in the last hour.
+    pub recent: Vec<i64>,
+    #[serde(skip)]
+    pub min_interval_ms: i64,
+    #[serde(skip)]
+    pub max_per_hour: usize,
+    pub suppressed: u64,
+}
+
+impl Throttle {
+    pub fn new(min_interval_ms: i64, max_per_hour: usize) -> Self {
+        Throttle {
+            min_interval_ms,
+            max_per_hour,
+            ..Default::default()
+        }
+    }
+
+    /// Decides for one alert change at wall time `now`; records the message if one is due.
+    pub fn decide(&mut self, a: &Alert, now: i64) -> Option<MessageKind> {
+        self.recent.retain(|t| now - t < 3_600_000);
+        let prev = self.told.get(&a.id);
+        let kind = match (a.status, prev) {
+            (AlertStatus::Open, None) => MessageKind::Opened,
+            (AlertStatus::Open, Some(p)) if p.status == "resolved" => MessageKind::Opened,
+            (AlertStatus::Open, Some(p)) if a.notifications > p.notifications && now - p.at >= self.min_interval_ms => {
+                MessageKind::StillOpen
+            }
+            (AlertStatus::Resolved, Some(p)) if p.status == "open" => MessageKind::Resolved,
+            _ => return None,
+        };
+        // Resolutions always go out (they close a thread someone is watching); the hourly cap
+        // holds back only new and repeated alarms, lowest priority first by the caller's order.
+        if kind != MessageKind::Resolved && self.recent.len() >= self.max_per_hour {
+            self.suppressed += 1;
+            return None;
+        }
+        self.recent.push(now);
+        self.told.insert(
+            a.id.clone(),
+            Told {
+                status: if a.status == AlertStatus::Open { "open" } else { "resolved" }.into(),
+                notifications: a.notifications,
+                at: now,
+                priority: a.priority.clone(),
+            },
+        );
+        // Forget resolved alerts after a week.
+        self.told.retain(|_, t| t.status == "open" || now - t.at < 7 * 86_400_000);
+        Some(kind)
+    }
+}
+
+/// Sorts alert changes so the most urgent are decided (and sent) first.
+pub fn by_urgency(alerts: &[Alert]) -> Vec<&Alert> {
+    let mut v: Vec<&Alert> = alerts.iter().collect();
+    v.sort_by(|a, b| (&a.priority, a.timestamp, &a.id).cmp(&(&b.priority, b.timestamp, &b.id)));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn alert(id: &str, service: &str, prio: &str, status: AlertStatus, notifications: u32) -> Alert {
+        Alert {
+            timestamp: 1_000,
+            id: id.into(),
+            status,
+            priority: prio.into(),
+            start: 0,
+            end: None,
+            service: service.into(),
+            provider: "aws".into(),
+            route: None,
+            services: vec![format!("{service}/aws")],
+            kinds: vec![],
+            predicted: false,
+            eta: None,
+            title: "t".into(),
+            summary: "s".into(),
+            anomaly_ids: vec![],
+            notifications,
+            impact_calls: 0,
+            impact_users: 0,
+            trace_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn routes_match_by_service_and_priority() {
+        let routes = vec![
+            Route {
+                services: vec!["pay*".into()],
+                priorities: vec!["P1".into(), "P2".into()],
+                to: vec!["payments@x".into()],
+            },
+            Route {
+                services: vec![],
+                priorities: vec!["P1".into()],
+                to: vec!["oncall@x".into(), "payments@x".into()],
+            },
+        ];
+        let a = alert("a", "payments", "P1", AlertStatus::Open, 1);
+        assert_eq!(recipients(&routes, &a), vec!["payments@x", "oncall@x"]);
+        let b = alert("b", "ledger", "P2", AlertStatus::Open, 1);
+        assert!(recipients(&routes, &b).is_empty());
+        let c = alert("c", "payments", "P3", AlertStatus::Open, 1);
+        assert!(recipients(&routes, &c).is_empty());
+    }
+
+    #[test]
+    fn one_message_per_change_that_matters() {
+        let mut t = Throttle::new(900_000, 100);
+        let open = alert("a", "s", "P2", AlertStatus::Open, 1);
+        assert_eq!(t.decide(&open, 0), Some(MessageKind::Opened));
+        assert_eq!(t.decide(&open, 10), None, "the same state is not told twice");
+        let again = alert("a", "s", "P2", AlertStatus::Open, 2);
+        assert_eq!(t.decide(&again, 60_000), None, "re-alert inside the throttle interval");
+        assert_eq!(t.decide(&again, 1_000_000), Some(MessageKind::StillOpen));
+        let resolved = alert("a", "s", "P2", AlertStatus::Resolved, 2);
+        assert_eq!(t.decide(&resolved, 1_000_001), Some(MessageKind::Resolved));
+        assert_eq!(t.decide(&resolved, 1_000_002), None);
+        // Never told about it: no resolution mail out of the blue.
+        let unknown = alert("b", "s", "P2", AlertStatus::Resolved, 1);
+        assert_eq!(t.decide(&unknown, 0), None);
+    }
+
+    #[test]
+    fn the_hourly_cap_holds_alarms_but_not_resolutions() {
+        let mut t = Throttle::new(0, 2);
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            let d = t.decide(&alert(id, "s", "P3", AlertStatus::Open, 1), i as i64);
+            assert_eq!(d.is_some(), i < 2);
+        }
+        assert_eq!(t.suppressed, 1);
+        assert_eq!(
+            t.decide(&alert("a", "s", "P3", AlertStatus::Resolved, 1), 5),
+            Some(MessageKind::Resolved)
+        );
+        // An hour later the cap has room again.
+        assert!(t.decide(&alert("c", "s", "P3", AlertStatus::Open, 1), 3_700_000).is_some());
+    }
+
+    #[test]
+    fn urgent_first() {
+        let v = [
+            alert("x", "s", "P3", AlertStatus::Open, 1),
+            alert("y", "s", "P1", AlertStatus::Open, 1),
+        ];
+        assert_eq!(by_urgency(&v)[0].id, "y");
+    }
+}
