@@ -15,13 +15,50 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 fi
 
+# The integration tests talk to real servers: two Elasticsearch nodes (one plain, one with
+# security and TLS on) and an SMTP server with a read API (maildev). Start them in the
+# background now so that they boot while the code compiles; stop them when the tests end.
+services_log=$(mktemp -d)
+stop_services() {
+  scripts/elasticsearch.sh stop --name test >/dev/null 2>&1 || true
+  scripts/elasticsearch.sh stop --name test-secure >/dev/null 2>&1 || true
+  scripts/maildev.sh stop >/dev/null 2>&1 || true
+  rm -rf "$services_log"
+}
+trap stop_services EXIT
+scripts/elasticsearch.sh start --name test >"$services_log/es" 2>"$services_log/es.err" &
+es_pid=$!
+scripts/elasticsearch.sh start --name test-secure --secure >"$services_log/es-secure" 2>"$services_log/es-secure.err" &
+es_secure_pid=$!
+scripts/maildev.sh start >"$services_log/mail" 2>"$services_log/mail.err" &
+mail_pid=$!
+
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --locked -- -D warnings
 
+cargo build --release --locked --all-targets
+
+wait_service() { # pid name log
+  if ! wait "$1"; then
+    echo "could not start $2:" >&2
+    cat "$3.err" >&2
+    exit 1
+  fi
+}
+wait_service "$es_pid" "Elasticsearch" "$services_log/es"
+wait_service "$es_secure_pid" "Elasticsearch (security on)" "$services_log/es-secure"
+wait_service "$mail_pid" "maildev" "$services_log/mail"
+APIWATCH_TEST_ES_URL="$(tail -1 "$services_log/es")"
+APIWATCH_TEST_ES_SECURE_URL="$(tail -1 "$services_log/es-secure")"
+APIWATCH_TEST_ES_SECURE_CA="$PWD/.cache/elasticsearch/test-secure/certs/ca.crt"
+APIWATCH_TEST_ES_SECURE_PASSWORD="$(cat .cache/elasticsearch/test-secure/password)"
+APIWATCH_TEST_SMTP="$(tail -1 "$services_log/mail")"
+export APIWATCH_TEST_ES_URL APIWATCH_TEST_ES_SECURE_URL APIWATCH_TEST_ES_SECURE_CA APIWATCH_TEST_ES_SECURE_PASSWORD APIWATCH_TEST_SMTP
+echo "Elasticsearch: $APIWATCH_TEST_ES_URL and $APIWATCH_TEST_ES_SECURE_URL (security on); SMTP: ${APIWATCH_TEST_SMTP%% PASS=*}"
+
 # Run the tests, then close with one plain line summing every test binary's result (the last
 # binary cargo runs may hold no test at all, which would make its own closing line misleading).
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+log="$services_log/test.log"
 status=0
 cargo test --release --locked 2>&1 | tee "$log" || status=$?
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')

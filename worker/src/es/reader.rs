@@ -255,7 +255,7 @@ impl SliceReader {
 
     /// The next message: a page of the current slice, the end of a slice (with its index), or a
     /// failure. `None` once every slice is done.
-    pub fn next(&mut self) -> Option<(usize, SliceMsg)> {
+    pub fn next_message(&mut self) -> Option<(usize, SliceMsg)> {
         if self.current >= self.slices {
             return None;
         }

@@ -224,9 +224,18 @@ fn contains(have: &Value, want: &Value) -> bool {
     match (have, want) {
         (Value::Object(h), Value::Object(w)) => w.iter().all(|(k, wv)| h.get(k).is_some_and(|hv| contains(hv, wv))),
         (Value::Array(h), Value::Array(w)) => h.len() == w.len() && h.iter().zip(w).all(|(a, b)| contains(a, b)),
-        (Value::String(h), w) if !w.is_string() => *h == w.to_string(),
-        (h, Value::String(w)) if !h.is_string() => h.to_string() == *w,
+        (Value::String(h), w) if !w.is_string() => same_text(h, w),
+        (h, Value::String(w)) if !h.is_string() => same_text(w, h),
         _ => have == want,
+    }
+}
+
+/// A number or boolean that the server stored as text (`"0"` for `0`).
+fn same_text(text: &str, v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.as_f64().is_some_and(|x| text.parse::<f64>() == Ok(x)),
+        Value::Bool(b) => text.parse::<bool>() == Ok(*b),
+        _ => false,
     }
 }
 
@@ -288,6 +297,87 @@ mod tests {
         let v = render(INDEX_TEMPLATES[1].1, &names);
         assert_eq!(v["index_patterns"][0], "team-a-anomalies-*");
         assert!(v["template"]["aliases"].get("team-a-anomalies").is_some());
+    }
+
+    /// Leaf paths of a document as Elasticsearch sees them (dots split, arrays flattened).
+    fn leaf_paths(v: &Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    leaf_paths(x, &p, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| leaf_paths(x, prefix, out)),
+            Value::Null => {}
+            _ => {
+                out.insert(prefix.to_owned());
+            }
+        }
+    }
+
+    #[test]
+    fn every_field_the_worker_writes_is_mapped() {
+        use crate::pipeline::{Pipeline, PipelineConfig};
+        use crate::simulate::{simulate_events, SimConfig};
+        use crate::sink::MemorySink;
+        let sim = SimConfig {
+            seed: 3,
+            duration: 3 * crate::model::time::HOUR_MS,
+            rate: 6.0,
+            ..Default::default()
+        };
+        let (events, _) = simulate_events(sim.clone()).unwrap();
+        let mut p = Pipeline::new(PipelineConfig::default());
+        let mut sink = MemorySink::default();
+        for e in events.iter().cloned() {
+            p.push(e, &mut sink).unwrap();
+        }
+        p.finish(&mut sink).unwrap();
+        let docs: Vec<(&str, Vec<Value>)> = vec![
+            (
+                "anomalies-mappings",
+                sink.anomalies.iter().map(|a| serde_json::to_value(a).unwrap()).collect(),
+            ),
+            (
+                "alerts-mappings",
+                sink.alerts().iter().map(|a| serde_json::to_value(a).unwrap()).collect(),
+            ),
+            (
+                "journeys-mappings",
+                sink.journeys.iter().map(|j| serde_json::to_value(j).unwrap()).collect(),
+            ),
+            (
+                "services-mappings",
+                sink.services
+                    .iter()
+                    .map(|s| {
+                        let mut v = serde_json::to_value(s).unwrap();
+                        v["@timestamp"] = json!("2026-03-02T00:00:00Z");
+                        v
+                    })
+                    .collect(),
+            ),
+            (
+                "calls-mappings",
+                events.iter().take(1000).map(|e| serde_json::to_value(e).unwrap()).collect(),
+            ),
+        ];
+        for (component, docs) in docs {
+            assert!(!docs.is_empty(), "{component}: the run produced documents");
+            let text = COMPONENTS.iter().find(|(n, _)| *n == component).unwrap().1;
+            let mapped: std::collections::BTreeMap<String, String> = mapped_fields(text).into_iter().collect();
+            let mut seen = std::collections::BTreeSet::new();
+            for d in &docs {
+                leaf_paths(d, "", &mut seen);
+            }
+            for path in &seen {
+                let ty = mapped
+                    .get(path)
+                    .unwrap_or_else(|| panic!("{component}: `{path}` is written but not mapped"));
+                assert_ne!(ty, "object", "{component}: `{path}` is a value but mapped as an object");
+            }
+        }
     }
 
     #[test]

@@ -206,7 +206,7 @@ impl<'a> JobRun<'a> {
         );
         let mut last_checkpoint = Instant::now();
         let mut stopped = false;
-        while let Some((i, msg)) = reader.next() {
+        while let Some((i, msg)) = reader.next_message() {
             match msg {
                 SliceMsg::Page(page) => {
                     self.summary.read_bytes += page.bytes;
@@ -411,19 +411,12 @@ pub fn run(client: &EsClient, settings: &WorkerSettings, cfg: PipelineConfig, op
         match job.advance(upper, |_| {}) {
             Ok(stopped) => {
                 failures = 0;
-                if let Err(e) = job
-                    .store
-                    .acquire_lease(settings.lease_ttl)
-                    .map_err(WorkerError::from)
-                    .and_then(|h| match h {
-                        Some(holder) => Err(WorkerError::Leased {
-                            job: settings.job.clone(),
-                            holder,
-                        }),
-                        None => Ok(()),
-                    })
-                {
-                    return Err(e);
+                // Keep the lease while working; losing it means another worker took over.
+                if let Some(holder) = job.store.acquire_lease(settings.lease_ttl)? {
+                    return Err(WorkerError::Leased {
+                        job: settings.job.clone(),
+                        holder,
+                    });
                 }
                 if stopped || opts.once || stop.load(Ordering::Relaxed) {
                     break;

@@ -56,9 +56,14 @@ pub struct EmailNotifier {
     /// Recent anomalies by id (bounded), for the evidence table.
     anomalies: FxHashMap<String, Anomaly>,
     order: VecDeque<String>,
+    /// Messages that could not be sent yet (server down), tried again first next time.
+    outbox: VecDeque<(Alert, super::MessageKind)>,
     pub sent: u64,
     pub failed: u64,
 }
+
+/// Messages kept for a server that is down; beyond this the oldest are dropped, with an error.
+const OUTBOX_LIMIT: usize = 200;
 
 const REMEMBERED_ANOMALIES: usize = 20_000;
 
@@ -98,6 +103,7 @@ impl EmailNotifier {
             settings,
             anomalies: FxHashMap::default(),
             order: VecDeque::new(),
+            outbox: VecDeque::new(),
             sent: 0,
             failed: 0,
         })
@@ -150,15 +156,26 @@ impl Notifier for EmailNotifier {
 
     fn notify(&mut self, alerts: &[Alert]) -> anyhow::Result<u64> {
         let now = chrono::Utc::now().timestamp_millis();
-        let mut sent = 0;
-        let mut last_err = None;
+        // Decide first (urgent first), then send the outbox in order: what failed before goes
+        // out before anything new.
         for a in by_urgency(alerts) {
-            let to = recipients(&self.settings.routes, a);
-            if to.is_empty() {
+            if recipients(&self.settings.routes, a).is_empty() {
                 continue;
             }
-            let Some(kind) = self.throttle.decide(a, now) else { continue };
-            let msg = match self.build(a, kind, &to) {
+            if let Some(kind) = self.throttle.decide(a, now) {
+                self.outbox.push_back((a.clone(), kind));
+            }
+        }
+        while self.outbox.len() > OUTBOX_LIMIT {
+            if let Some((a, _)) = self.outbox.pop_front() {
+                self.failed += 1;
+                tracing::error!(alert = %a.id, "alert mail dropped: the SMTP server has been unreachable for too long");
+            }
+        }
+        let mut sent = 0;
+        while let Some((a, kind)) = self.outbox.pop_front() {
+            let to = recipients(&self.settings.routes, &a);
+            let msg = match self.build(&a, kind, &to) {
                 Ok(m) => m,
                 Err(e) => {
                     self.failed += 1;
@@ -173,20 +190,18 @@ impl Notifier for EmailNotifier {
                     tracing::info!(alert = %a.id, priority = %a.priority, recipients = to.len(), ?kind, "alert mail sent");
                 }
                 Err(e) => {
-                    self.failed += 1;
-                    // Forget the decision so the next change tries again.
-                    self.throttle.told.remove(&a.id);
-                    tracing::error!(alert = %a.id, error = %e, host = %self.settings.smtp_host, port = self.settings.smtp_port, "SMTP send failed");
-                    last_err = Some(e);
+                    // Keep it (and everything after it) for the next round; the server is
+                    // likely down, so do not hammer it now.
+                    self.outbox.push_front((a, kind));
+                    let queued = self.outbox.len();
+                    return Err(anyhow::Error::from(e).context(format!(
+                        "SMTP {}:{} ({} sent, {queued} kept for the next attempt)",
+                        self.settings.smtp_host, self.settings.smtp_port, sent
+                    )));
                 }
             }
         }
-        match last_err {
-            Some(e) if sent == 0 => {
-                Err(anyhow::Error::from(e).context(format!("SMTP {}:{}", self.settings.smtp_host, self.settings.smtp_port)))
-            }
-            _ => Ok(sent),
-        }
+        Ok(sent)
     }
 
     fn save(&self) -> serde_json::Value {

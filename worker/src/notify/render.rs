@@ -96,7 +96,12 @@ pub fn render(a: &Alert, kind: MessageKind, anomalies: &[&Anomaly], kibana: Opti
         MessageKind::StillOpen => "still open",
         MessageKind::Resolved => "resolved",
     };
-    let subject_core = format!("[apiwatch {}] {}", a.priority, a.title);
+    // Titles already lead with the priority (`[P1] ...`).
+    let subject_core = if a.title.starts_with('[') {
+        format!("[apiwatch] {}", a.title)
+    } else {
+        format!("[apiwatch {}] {}", a.priority, a.title)
+    };
     let subject = header_safe(&match kind {
         MessageKind::Resolved => format!("Re: {subject_core} (resolved)"),
         MessageKind::StillOpen => format!("Re: {subject_core} (still open)"),

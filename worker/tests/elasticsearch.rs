@@ -1,0 +1,550 @@
+//! Integration tests against a real Elasticsearch (and a real SMTP server), started by
+//! `scripts/test.sh` (`scripts/elasticsearch.sh`, `scripts/maildev.sh`), which passes their
+//! addresses in `APIWATCH_TEST_*` variables. Every test uses its own index names.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use apiwatch::es::{ClientOptions, Credentials, EsClient};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_apiwatch");
+/// The simulated data: 3 hours of the bank topology with an error burst at 00:57.
+const FROM: &str = "2026-03-02T00:00:00Z";
+const TO: &str = "2026-03-02T03:00:00Z";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test.sh, which starts Elasticsearch and maildev and sets it")
+    })
+}
+
+fn es_url() -> String {
+    env("APIWATCH_TEST_ES_URL")
+}
+
+fn client() -> EsClient {
+    let mut o = ClientOptions::new(&es_url());
+    o.credentials = Credentials::None;
+    EsClient::new(o).unwrap()
+}
+
+/// A name unique to this test process and test.
+fn unique(name: &str) -> String {
+    static RUN: OnceLock<String> = OnceLock::new();
+    let run = RUN.get_or_init(|| format!("it{}x{}", std::process::id(), chrono::Utc::now().timestamp() % 100_000));
+    format!("{run}-{name}")
+}
+
+/// The shared log data stream, loaded once per test process.
+fn logs() -> &'static str {
+    static LOGS: OnceLock<String> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let stream = format!("logs-apiwatch.calls-{}", unique("data").replace('-', "_"));
+        apiwatch_ok(&["setup", "--es", &es_url(), "--prefix", &unique("setup0")]);
+        let out = apiwatch_ok(&[
+            "simulate",
+            "--es",
+            &es_url(),
+            "--index",
+            &stream,
+            "--topology",
+            "bank",
+            "--seed",
+            "3",
+            "--hours",
+            "3",
+            "--rate",
+            "10",
+        ]);
+        assert!(out.contains("0 refused"), "{out}");
+        stream
+    })
+}
+
+fn apiwatch(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("APIWATCH_ES_USERNAME")
+        .env_remove("APIWATCH_ES_PASSWORD")
+        .env_remove("APIWATCH_ES_API_KEY");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn apiwatch_ok(args: &[&str]) -> String {
+    let out = apiwatch(args, &[]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "apiwatch {args:?} failed:\n{text}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn summary(args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    serde_json::from_str(&apiwatch_ok(&a)).unwrap()
+}
+
+fn setup(prefix: &str) {
+    apiwatch_ok(&["setup", "--es", &es_url(), "--prefix", prefix]);
+}
+
+fn search_all(c: &EsClient, index: &str) -> Vec<Value> {
+    c.json(
+        "POST",
+        &format!("/{index}/_refresh?ignore_unavailable=true&allow_no_indices=true"),
+        None,
+    )
+    .unwrap();
+    let body = json!({"size": 10000});
+    let (status, v) = c
+        .json_status(
+            "POST",
+            &format!("/{index}/_search?ignore_unavailable=true&allow_no_indices=true"),
+            Some(&body),
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let mut hits = v["hits"]["hits"].as_array().cloned().unwrap_or_default();
+    hits.sort_by(|a, b| a["_id"].as_str().cmp(&b["_id"].as_str()));
+    hits
+}
+
+fn ids(hits: &[Value]) -> BTreeSet<String> {
+    hits.iter().map(|h| h["_id"].as_str().unwrap().to_owned()).collect()
+}
+
+fn run_once(prefix: &str, extra: &[&str]) -> Value {
+    let url = es_url();
+    let mut args = vec!["run", "--es", &url, "--prefix", prefix, "--logs", logs(), "--once"];
+    args.extend_from_slice(extra);
+    summary(&args)
+}
+
+fn backfill(prefix: &str, extra: &[&str]) -> Value {
+    let url = es_url();
+    let mut args = vec![
+        "backfill",
+        "--es",
+        &url,
+        "--prefix",
+        prefix,
+        "--logs",
+        logs(),
+        "--from",
+        FROM,
+        "--to",
+        TO,
+    ];
+    args.extend_from_slice(extra);
+    summary(&args)
+}
+
+#[test]
+fn setup_installs_templates_once_and_reports_what_it_did() {
+    let prefix = unique("setup");
+    let first = apiwatch_ok(&["setup", "--es", &es_url(), "--prefix", &prefix]);
+    assert!(first.contains("installed component template"), "{first}");
+    assert!(first.contains("basic (no ILM on this cluster)"), "{first}");
+    let second = apiwatch_ok(&["setup", "--es", &es_url(), "--prefix", &prefix]);
+    assert!(second.contains("0 of"), "the second setup changes nothing:\n{second}");
+    let c = client();
+    let t = c.json("GET", &format!("/_index_template/{prefix}-anomalies"), None).unwrap();
+    assert_eq!(t["index_templates"][0]["index_template"]["_meta"]["version"], 1);
+    for index in ["alerts", "services", "state", "deadletter"] {
+        let (status, _) = c.json_status("GET", &format!("/{prefix}-{index}"), None).unwrap();
+        assert_eq!(status, 200, "{prefix}-{index} exists");
+    }
+}
+
+#[test]
+fn run_once_writes_anomalies_alerts_journeys_and_services_with_the_contract_fields() {
+    let prefix = unique("run");
+    setup(&prefix);
+    let s = run_once(&prefix, &[]);
+    assert!(s["events"].as_u64().unwrap() > 100_000, "{s}");
+    assert_eq!(s["writes"]["parked"], 0, "{s}");
+    assert_eq!(s["skipped_documents"], 0, "{s}");
+    let c = client();
+    let anomalies = search_all(&c, &format!("{prefix}-anomalies"));
+    assert!(anomalies.len() >= 10, "{}", anomalies.len());
+    for h in &anomalies {
+        let d = &h["_source"];
+        for f in [
+            "@timestamp",
+            "anomaly.id",
+            "anomaly.kind",
+            "anomaly.detector",
+            "anomaly.score",
+            "anomaly.severity",
+            "anomaly.window.start",
+            "anomaly.window.end",
+            "service.name",
+            "cloud.provider",
+            "anomaly.reason",
+        ] {
+            assert!(!d[f].is_null(), "anomaly without {f}: {d}");
+        }
+        assert_eq!(h["_id"], d["anomaly.id"], "the document id is the anomaly id");
+        assert!(h["_index"].as_str().unwrap().starts_with(&format!("{prefix}-anomalies-2026.03")));
+    }
+    let alerts = search_all(&c, &format!("{prefix}-alerts"));
+    assert!(!alerts.is_empty());
+    // The error burst at 00:57 is found and alerted.
+    assert!(
+        alerts.iter().any(|a| {
+            let d = &a["_source"];
+            let start = d["alert.start"].as_str().unwrap();
+            d["alert.kinds"].as_array().unwrap().iter().any(|k| k == "errors") && ("2026-03-02T00:55"..="2026-03-02T01:10").contains(&start)
+        }),
+        "no error alert near 00:57: {alerts:?}"
+    );
+    for a in &alerts {
+        let d = &a["_source"];
+        for f in [
+            "alert.id",
+            "alert.status",
+            "alert.priority",
+            "alert.start",
+            "alert.title",
+            "alert.summary",
+            "alert.anomaly_ids",
+        ] {
+            assert!(!d[f].is_null(), "alert without {f}: {d}");
+        }
+    }
+    let journeys = search_all(&c, &format!("{prefix}-journeys"));
+    assert!(!journeys.is_empty());
+    assert!(journeys.iter().all(|j| j["_source"]["journey.hops"].is_array()));
+    let services = search_all(&c, &format!("{prefix}-services"));
+    assert!(services.len() >= 5, "{services:?}");
+}
+
+#[test]
+fn backfill_is_idempotent_and_writes_what_a_live_run_writes() {
+    let c = client();
+    let prefix = unique("backfill");
+    setup(&prefix);
+    let first = backfill(&prefix, &[]);
+    assert!(first["anomalies"].as_u64().unwrap() > 0, "{first}");
+    let anomalies = ids(&search_all(&c, &format!("{prefix}-anomalies")));
+    let alerts = search_all(&c, &format!("{prefix}-alerts"));
+    assert!(!alerts.is_empty());
+
+    let second = backfill(&prefix, &[]);
+    assert_eq!(second["already_complete"], true, "{second}");
+    let again = backfill(&prefix, &["--restart"]);
+    assert_eq!(again["already_complete"], false);
+    assert_eq!(
+        ids(&search_all(&c, &format!("{prefix}-anomalies"))),
+        anomalies,
+        "rescoring gives the same documents"
+    );
+    assert_eq!(
+        search_all(&c, &format!("{prefix}-alerts")),
+        alerts,
+        "and the same alerts, field for field"
+    );
+
+    // A live run over the same data writes the same anomalies for the same range.
+    let live = unique("backfill-live");
+    setup(&live);
+    run_once(&live, &[]);
+    let live_ids: BTreeSet<String> = search_all(&c, &format!("{live}-anomalies"))
+        .iter()
+        .filter(|h| h["_source"]["@timestamp"].as_str().unwrap() < "2026-03-02T03:00")
+        .filter(|h| h["_source"]["anomaly.window.end"].as_str().unwrap() <= "2026-03-02T03:00:00.000Z")
+        .map(|h| h["_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(live_ids, anomalies);
+}
+
+/// Waits until the job's first checkpoint is stored, then stops the worker with `signal`.
+fn interrupt_after_first_checkpoint(prefix: &str, config: &PathBuf, signal: &str) -> std::process::ExitStatus {
+    let c = client();
+    let mut child = Command::new(BIN)
+        .args(["run", "--es", &es_url(), "--prefix", prefix, "--logs", logs(), "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let (status, _) = c
+            .json_status("GET", &format!("/{prefix}-state/_doc/checkpoint-live"), None)
+            .unwrap();
+        if status == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap()
+}
+
+#[test]
+fn a_killed_worker_resumes_with_no_gap_and_no_duplicate() {
+    let c = client();
+    let reference = unique("kill-ref");
+    setup(&reference);
+    run_once(&reference, &[]);
+    let want: Vec<Value> = search_all(&c, &format!("{reference}-anomalies"))
+        .into_iter()
+        .map(|h| h["_source"].clone())
+        .collect();
+
+    // Small slices and a checkpoint after each, so the kill lands in the middle of the data.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("apiwatch.toml");
+    std::fs::write(
+        &config,
+        "[elasticsearch]\nslice_secs = 60\ncheckpoint_every_secs = 0\nreaders = 1\npage_size = 500\npoll_interval_secs = 1\nlease_secs = 2\n",
+    )
+    .unwrap();
+    for (name, signal) in [("kill9", "-KILL"), ("term", "-TERM")] {
+        let prefix = unique(name);
+        setup(&prefix);
+        let status = interrupt_after_first_checkpoint(&prefix, &config, signal);
+        if signal == "-TERM" {
+            assert!(status.success(), "SIGTERM: finish the slice, checkpoint, exit 0 ({status})");
+        }
+        let cp = c.json("GET", &format!("/{prefix}-state/_doc/checkpoint-live"), None).unwrap();
+        let until = cp["_source"]["state.checkpoint"].as_str().unwrap().to_owned();
+        assert!(
+            until.as_str() < "2026-03-02T03:00",
+            "{name}: interrupted mid-data (checkpoint {until})"
+        );
+        // A killed worker's lease must expire first (2 s here); a clean stop releases it.
+        if signal == "-KILL" {
+            std::thread::sleep(Duration::from_millis(2500));
+        }
+        let s = run_once(&prefix, &["--config", config.to_str().unwrap()]);
+        assert_eq!(s["resumed"], true, "{s}");
+        let got: Vec<Value> = search_all(&c, &format!("{prefix}-anomalies"))
+            .into_iter()
+            .map(|h| h["_source"].clone())
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name}: same number of anomalies as an uninterrupted run");
+        assert_eq!(got, want, "{name}: the same anomalies, field for field");
+    }
+}
+
+#[test]
+fn a_refused_document_is_parked_with_its_reason_while_the_others_land() {
+    let c = client();
+    let prefix = unique("parked");
+    setup(&prefix);
+    // A conflicting mapping: alert.priority as a number. Every alert document is refused.
+    c.json("DELETE", &format!("/{prefix}-alerts"), None).unwrap();
+    c.json(
+        "PUT",
+        &format!("/{prefix}-alerts"),
+        Some(&json!({"mappings": {"properties": {"alert": {"properties": {"priority": {"type": "integer"}}}}}})),
+    )
+    .unwrap();
+    let s = run_once(&prefix, &[]);
+    let parked = s["writes"]["parked"].as_u64().unwrap();
+    assert!(parked > 0, "{s}");
+    assert!(s["writes"]["parked_samples"][0].as_str().unwrap().contains("priority"), "{s}");
+    let dead = search_all(&c, &format!("{prefix}-deadletter"));
+    // One parked copy per refused document (its latest version; an alert is written again as
+    // it changes), and every refused write counted.
+    let refused_alerts: BTreeSet<String> = dead
+        .iter()
+        .map(|d| d["_source"]["deadletter.id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(refused_alerts.len(), dead.len());
+    assert!(!dead.is_empty() && dead.len() as u64 <= parked);
+    assert_eq!(search_all(&c, &format!("{prefix}-alerts")).len(), 0, "no alert got in");
+    let d = &dead[0]["_source"];
+    assert_eq!(d["deadletter.status"], 400);
+    assert!(d["deadletter.reason"].as_str().unwrap().contains("[alert.priority]"), "{d}");
+    let original: Value = serde_json::from_str(d["deadletter.document"].as_str().unwrap()).unwrap();
+    assert!(original["alert.id"].is_string(), "the parked copy is the whole document");
+    assert!(
+        !search_all(&c, &format!("{prefix}-anomalies")).is_empty(),
+        "the other documents landed"
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_reported_clearly() {
+    let out = apiwatch(&["run", "--es", "http://127.0.0.1:9", "--once"], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("127.0.0.1:9") && err.contains("unreachable"), "{err}");
+}
+
+#[test]
+fn with_security_on_credentials_from_the_environment_work_and_never_show() {
+    let url = env("APIWATCH_TEST_ES_SECURE_URL");
+    let ca = env("APIWATCH_TEST_ES_SECURE_CA");
+    let password = env("APIWATCH_TEST_ES_SECURE_PASSWORD");
+    assert!(url.starts_with("https://"));
+    let prefix = unique("secure");
+
+    // No credentials: refused, with what to set.
+    let out = apiwatch(&["setup", "--es", &url, "--ca-cert", &ca, "--prefix", &prefix], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("APIWATCH_ES_USERNAME"));
+    // No CA: the certificate is not trusted.
+    let auth = [("APIWATCH_ES_USERNAME", "elastic"), ("APIWATCH_ES_PASSWORD", password.as_str())];
+    let out = apiwatch(&["setup", "--es", &url, "--prefix", &prefix], &auth);
+    assert!(!out.status.success(), "an unknown CA must be refused");
+
+    let check = |out: &Output| {
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains(&password), "the password leaked into the output");
+        text
+    };
+    check(&apiwatch(
+        &["setup", "--es", &url, "--ca-cert", &ca, "--prefix", &prefix, "--log", "debug"],
+        &auth,
+    ));
+    let stream = format!("logs-apiwatch.calls-{}", prefix.replace('-', "_"));
+    check(&apiwatch(
+        &[
+            "simulate",
+            "--es",
+            &url,
+            "--ca-cert",
+            &ca,
+            "--index",
+            &stream,
+            "--hours",
+            "1",
+            "--rate",
+            "5",
+            "--log",
+            "debug",
+        ],
+        &auth,
+    ));
+    let text = check(&apiwatch(
+        &[
+            "run",
+            "--es",
+            &url,
+            "--ca-cert",
+            &ca,
+            "--prefix",
+            &prefix,
+            "--logs",
+            &stream,
+            "--once",
+            "--log",
+            "debug",
+        ],
+        &auth,
+    ));
+    assert!(text.contains("events"), "{text}");
+
+    // An API key goes in the `ApiKey` header. This server cannot mint keys (the test zip lacks
+    // the analysis module its security index needs), so check that a wrong key is refused by
+    // the server with a clear message, and that the key never shows.
+    let key = "YXBpd2F0Y2gtdGVzdDpub3QtYS1yZWFsLWtleQ==";
+    let out = apiwatch(
+        &[
+            "run",
+            "--es",
+            &url,
+            "--ca-cert",
+            &ca,
+            "--prefix",
+            &prefix,
+            "--logs",
+            &stream,
+            "--once",
+            "--log",
+            "debug",
+        ],
+        &[("APIWATCH_ES_API_KEY", key)],
+    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success());
+    assert!(text.contains("refused the credentials (401)"), "{text}");
+    assert!(!text.contains(key), "the API key leaked into the output");
+}
+
+#[test]
+fn an_alert_mail_arrives_with_subject_body_and_thread() {
+    let smtp = env("APIWATCH_TEST_SMTP");
+    let field = |k: &str| {
+        smtp.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} in APIWATCH_TEST_SMTP"))
+            .to_owned()
+    };
+    let (port, web, ca, user, pass) = (field("SMTP_PORT"), field("WEB_PORT"), field("CA"), field("USER"), field("PASS"));
+    let prefix = unique("mail");
+    let rcpt = format!("{prefix}@oncall.test");
+    setup(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("apiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[elasticsearch]\nkibana_url = \"http://kibana.test:5601\"\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\nsecurity = \"tls\"\nca_cert = \"{ca}\"\nfrom = \"apiwatch@test.local\"\n[[email.routes]]\nto = [\"{rcpt}\"]\n"
+        ),
+    )
+    .unwrap();
+    let url = es_url();
+    let out = apiwatch(
+        &[
+            "run",
+            "--es",
+            &url,
+            "--prefix",
+            &prefix,
+            "--logs",
+            logs(),
+            "--once",
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[("APIWATCH_SMTP_USERNAME", user.as_str()), ("APIWATCH_SMTP_PASSWORD", pass.as_str())],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sent = s["notifications_sent"].as_u64().unwrap();
+    assert!(sent >= 1, "{s}");
+
+    let body = ureq::get(&format!("http://127.0.0.1:{web}/api/email"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let mails: Vec<Value> = serde_json::from_str::<Vec<Value>>(&body)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m["to"][0]["address"] == rcpt.as_str())
+        .collect();
+    assert_eq!(mails.len() as u64, sent, "every mail sent arrived");
+    let first = mails
+        .iter()
+        .find(|m| !m["subject"].as_str().unwrap().starts_with("Re:"))
+        .expect("an opening mail");
+    let subject = first["subject"].as_str().unwrap();
+    assert!(subject.starts_with("[apiwatch]") && subject.contains("[P"), "{subject}");
+    let html = first["html"].as_str().unwrap();
+    let text = first["text"].as_str().unwrap();
+    assert!(text.contains("Origin:") && text.contains("Evidence"), "{text}");
+    assert!(html.contains("http://kibana.test:5601/app/discover#/"), "{html}");
+    assert!(html.contains("<th>expected</th>"), "{html}");
+    let thread = first["headers"]["message-id"].as_str().unwrap();
+    assert!(thread.starts_with("<alert-"), "{thread}");
+    // Later mails about the same alert reply in its thread.
+    for m in mails.iter().filter(|m| m["subject"].as_str().unwrap().starts_with("Re:")) {
+        assert!(m["headers"]["in-reply-to"].as_str().is_some(), "{m}");
+    }
+}
