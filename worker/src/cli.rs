@@ -264,6 +264,16 @@ enum Command {
         /// Events to simulate when no input is given.
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
+        /// Measure Elasticsearch mode against this cluster instead: bulk load, raw
+        /// point-in-time read vs the worker end to end, and a live run.
+        #[arg(long)]
+        es: Option<String>,
+        /// Live phase (with --es): seconds of real-time traffic (0 to skip).
+        #[arg(long, default_value_t = 60)]
+        live_secs: u64,
+        /// Live phase (with --es): target ingest rate, events/s.
+        #[arg(long, default_value_t = 20_000.0)]
+        live_rate: f64,
     },
     /// Isolation forest on a labelled CSV (last column 0/1): AUC and timings as JSON.
     Forest {
@@ -446,7 +456,19 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { input, events } => bench_detect(input, events),
+        Command::Bench {
+            es: Some(url),
+            events,
+            live_secs,
+            live_rate,
+            ..
+        } => {
+            let client = EsClient::new(ClientOptions::new(&url))?;
+            let report = crate::es::bench::run(&client, &WorkerSettings::default(), events, live_secs, live_rate)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Bench { input, events, .. } => bench_detect(input, events),
         Command::Forest {
             csv,
             trees,

@@ -35,6 +35,18 @@ pub fn load(
     client: &EsClient,
     index: &str,
     sim: SimConfig,
+    progress: impl FnMut(u64),
+) -> anyhow::Result<(LoadStats, crate::simulate::incidents::Labels)> {
+    load_paced(client, index, sim, false, progress)
+}
+
+/// Like [`load`]; with `paced`, each event is sent no earlier than its own timestamp (a
+/// simulation starting now becomes live traffic, for measuring a running worker).
+pub fn load_paced(
+    client: &EsClient,
+    index: &str,
+    sim: SimConfig,
+    paced: bool,
     mut progress: impl FnMut(u64),
 ) -> anyhow::Result<(LoadStats, crate::simulate::incidents::Labels)> {
     let started = std::time::Instant::now();
@@ -51,9 +63,18 @@ pub fn load(
     let mut body = Vec::with_capacity(BATCH * 600);
     let mut in_batch = 0;
     let mut n = 0u64;
-    let ingested = crate::model::time::format_rfc3339(chrono::Utc::now().timestamp_millis());
+    let mut ingested = crate::model::time::format_rfc3339(chrono::Utc::now().timestamp_millis());
+    // Paced loads send small batches often, as shippers do.
+    let batch = if paced { 500 } else { BATCH };
     let result = sim.run(
         |e| {
+            if paced && in_batch == 0 {
+                let wait = e.timestamp - chrono::Utc::now().timestamp_millis();
+                if wait > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(wait as u64));
+                }
+                ingested = crate::model::time::format_rfc3339(chrono::Utc::now().timestamp_millis());
+            }
             n += 1;
             let action = json!({"create": {"_index": index, "_id": doc_id(e, n)}});
             body.extend_from_slice(action.to_string().as_bytes());
@@ -63,7 +84,7 @@ pub fn load(
             body.extend_from_slice(doc.to_string().as_bytes());
             body.push(b'\n');
             in_batch += 1;
-            if in_batch == BATCH {
+            if in_batch == batch {
                 in_batch = 0;
                 progress(n);
                 tx.send(std::mem::replace(&mut body, Vec::with_capacity(BATCH * 600)))

@@ -5,6 +5,7 @@
 //! learned state and leases in the state index; `worker` runs `run` and `backfill`;
 //! `loader` bulk-loads simulated traffic.
 
+pub mod bench;
 pub mod client;
 pub mod loader;
 pub mod names;
