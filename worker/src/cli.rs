@@ -937,6 +937,7 @@ fn es_run(es: &EsArgs, args: &DetectArgs, once: bool, since: Option<&str>, no_em
         stop,
         notifier: email.as_mut().map(|e| e as &mut dyn crate::notify::Notifier),
         now: None,
+        progress: None,
     };
     let summary = crate::es::worker::run(&client, &settings, app.pipeline, opts)?;
     print_run_summary(&summary, json)

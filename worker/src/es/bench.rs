@@ -3,9 +3,9 @@
 //! read of the same documents by the same reader code (fetch and parse, nothing else), then the
 //! worker end to end (read, score, write, checkpoint) over the same range; the ratio of the two.
 //! (3) Live: traffic paced in real time at a target rate while `run` polls, sampling how far the
-//! checkpoint (everything scored and written) trails the wall clock.
+//! written documents (everything scored and bulk-written) trail the wall clock.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,10 +38,11 @@ pub struct LiveReport {
     pub scored_events: u64,
     pub poll_interval_s: f64,
     pub ingest_delay_s: f64,
-    /// How far the checkpoint trailed the wall clock (median, max), minus the ingest delay.
+    /// How far the written documents trailed the wall clock (median, max), minus the ingest
+    /// delay, sampled every 250 ms.
     pub lag_median_s: f64,
     pub lag_max_s: f64,
-    /// The same, in poll intervals: anomalies of a window are written once the checkpoint
+    /// The same, in poll intervals: anomalies of a window are written once the written mark
     /// passes its end, so this bounds how late they are.
     pub lag_max_polls: f64,
     pub caught_up_after_load_s: f64,
@@ -91,12 +92,16 @@ pub fn run(client: &EsClient, base: &WorkerSettings, events: u64, live_secs: u64
     let mut settings = base.clone();
     settings.names = IndexNames::with_prefix(&tag);
     settings.names.logs = stream.clone();
+    // The raw read runs before and after, and the faster counts, so caches never favour the
+    // worker.
     eprintln!("raw point-in-time read ...");
     let (n_raw, raw_s) = raw_read(client, &settings, start, to)?;
     eprintln!("end to end (read, score, write, checkpoint) ...");
     let stop = Arc::new(AtomicBool::new(false));
     let s = worker::backfill(client, &settings, PipelineConfig::default(), (start, to), true, stop, |_, _| {})?;
-    report.raw_read_events_per_s = n_raw as f64 / raw_s;
+    eprintln!("raw point-in-time read again ...");
+    let (n_raw2, raw_s2) = raw_read(client, &settings, start, to)?;
+    report.raw_read_events_per_s = (n_raw as f64 / raw_s).max(n_raw2 as f64 / raw_s2);
     report.end_to_end_events_per_s = s.events as f64 / s.seconds;
     report.end_to_end_to_raw_read = report.end_to_end_events_per_s / report.raw_read_events_per_s;
     report.documents_written = s.writes.written;
@@ -116,15 +121,17 @@ fn live(client: &EsClient, base: &WorkerSettings, tag: &str, secs: u64, target: 
     let mut settings = base.clone();
     settings.names = IndexNames::with_prefix(&prefix);
     settings.names.logs = stream.clone();
-    settings.poll_interval = Duration::from_secs(2);
-    settings.ingest_delay = 2_000;
+    settings.poll_interval = Duration::from_secs(5);
+    settings.ingest_delay = 5_000;
     settings.since = Some(now);
     settings.job = "live".into();
     let stop = Arc::new(AtomicBool::new(false));
+    let written_until = Arc::new(AtomicI64::new(now));
     let worker = {
         let client = client.clone();
         let settings = settings.clone();
         let stop = stop.clone();
+        let progress = Some(written_until.clone());
         std::thread::spawn(move || {
             worker::run(
                 &client,
@@ -135,36 +142,34 @@ fn live(client: &EsClient, base: &WorkerSettings, tag: &str, secs: u64, target: 
                     stop,
                     notifier: None,
                     now: None,
+                    progress,
                 },
             )
         })
     };
-    // Sample the checkpoint lag while traffic flows.
+    // Sample how far the written documents trail the wall clock while traffic flows.
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
-        let client = client.clone();
-        let state = settings.names.state.clone();
         let sampling = sampling.clone();
+        let written_until = written_until.clone();
         std::thread::spawn(move || {
             let mut lags = Vec::new();
             while sampling.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(500));
-                if let Ok((200, v)) = client.json_status("GET", &format!("/{state}/_doc/checkpoint-live"), None) {
-                    if let Some(until) = v["_source"]["state.checkpoint"].as_str().and_then(parse_rfc3339) {
-                        lags.push((chrono::Utc::now().timestamp_millis() - until) as f64 / 1000.0);
-                    }
-                }
+                std::thread::sleep(Duration::from_millis(250));
+                let until = written_until.load(Ordering::Relaxed);
+                lags.push((chrono::Utc::now().timestamp_millis() - until) as f64 / 1000.0);
             }
             lags
         })
     };
-    // About 1.47 events per entry call in the bank topology.
+    // About 1.47 events per entry call in the bank topology, scaled by the simulator's
+    // time-of-day load factor so the target holds at any hour.
     let sim = SimConfig {
         seed: 9,
         topology: "bank".into(),
         start: now,
         duration: secs as Millis * 1000,
-        rate: target / 1.47,
+        rate: target / 1.47 / crate::simulate::diurnal(now + secs as Millis * 500),
         incidents: false,
         max_events: None,
     };
@@ -174,13 +179,8 @@ fn live(client: &EsClient, base: &WorkerSettings, tag: &str, secs: u64, target: 
     let load_s = t.elapsed().as_secs_f64();
     let end = now + secs as Millis * 1000;
     let t2 = Instant::now();
-    loop {
-        let (_, v) = client.json_status("GET", &format!("/{}/_doc/checkpoint-live", settings.names.state), None)?;
-        let until = v["_source"]["state.checkpoint"].as_str().and_then(parse_rfc3339).unwrap_or(0);
-        if until >= end || t2.elapsed() > Duration::from_secs(300) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    while written_until.load(Ordering::Relaxed) < end && t2.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(100));
     }
     let caught_up = t2.elapsed().as_secs_f64();
     sampling.store(false, Ordering::Relaxed);

@@ -12,6 +12,8 @@ use crate::simulate::{SimConfig, Simulator};
 
 /// Events per bulk request.
 const BATCH: usize = 5000;
+/// Bulk requests in flight.
+const SENDERS: usize = 2;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct LoadStats {
@@ -50,22 +52,31 @@ pub fn load_paced(
     mut progress: impl FnMut(u64),
 ) -> anyhow::Result<(LoadStats, crate::simulate::incidents::Labels)> {
     let started = std::time::Instant::now();
+    // Two senders: one bulk request is in flight while the next is being indexed.
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
-    let sender_client = client.clone();
-    let sender = std::thread::spawn(move || -> anyhow::Result<LoadStats> {
-        let mut stats = LoadStats::default();
-        for body in rx {
-            send(&sender_client, body, &mut stats)?;
-        }
-        Ok(stats)
-    });
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|_| {
+            let client = client.clone();
+            let rx = rx.clone();
+            std::thread::spawn(move || -> anyhow::Result<LoadStats> {
+                let mut stats = LoadStats::default();
+                loop {
+                    let next = rx.lock().map_err(|_| anyhow::anyhow!("a bulk sender panicked"))?.recv();
+                    let Ok(body) = next else { break };
+                    send(&client, body, &mut stats)?;
+                }
+                Ok(stats)
+            })
+        })
+        .collect();
     let mut sim = Simulator::new(sim)?;
     let mut body = Vec::with_capacity(BATCH * 600);
     let mut in_batch = 0;
     let mut n = 0u64;
     let mut ingested = crate::model::time::format_rfc3339(chrono::Utc::now().timestamp_millis());
     // Paced loads send small batches often, as shippers do.
-    let batch = if paced { 500 } else { BATCH };
+    let batch = if paced { 2000 } else { BATCH };
     let result = sim.run(
         |e| {
             if paced && in_batch == 0 {
@@ -98,9 +109,15 @@ pub fn load_paced(
         let _ = tx.send(body);
     }
     drop(tx);
-    let sent = sender.join().map_err(|_| anyhow::anyhow!("the bulk sender panicked"))?;
+    let mut stats = LoadStats::default();
+    for h in senders {
+        let s = h.join().map_err(|_| anyhow::anyhow!("a bulk sender panicked"))??;
+        stats.created += s.created;
+        stats.already_there += s.already_there;
+        stats.refused += s.refused;
+        stats.refused_samples.extend(s.refused_samples);
+    }
     result?;
-    let mut stats = sent?;
     stats.events = n;
     stats.seconds = started.elapsed().as_secs_f64();
     let labels = sim.labels(n);

@@ -9,7 +9,7 @@
 //! SIGTERM/SIGINT finish the current slice, checkpoint and exit. An unreachable server makes the
 //! worker wait and retry from its last checkpoint, losing nothing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,11 @@ struct JobRun<'a> {
     writer: BulkWriter,
     /// The last saved checkpoint (time and state), to roll back to after a failed poll.
     saved: (Millis, Vec<u8>),
+    /// Everything before this data time is scored and its documents written (ahead of the
+    /// checkpoint between checkpoints).
+    position: Millis,
+    last_checkpoint: Instant,
+    progress: Option<Arc<AtomicI64>>,
     report: IngestReport,
     summary: RunSummary,
     notifier: Option<&'a mut dyn Notifier>,
@@ -165,7 +170,10 @@ impl<'a> JobRun<'a> {
             store,
             pipeline,
             writer,
+            position: saved.0,
             saved,
+            last_checkpoint: Instant::now(),
+            progress: None,
             report: IngestReport::default(),
             summary,
             notifier,
@@ -178,22 +186,32 @@ impl<'a> JobRun<'a> {
         self.saved.0
     }
 
-    /// Scores `[until, upper)`; checkpoints along the way and at the end. On a failure, the
+    /// Scores `[position, upper)` and writes its documents; checkpoints when one is due (every
+    /// `checkpoint_every`, at a stop, and at the end when `final_checkpoint`). On a failure, the
     /// pipeline is rolled back to the last checkpoint so the caller can retry.
-    fn advance(&mut self, upper: Millis, mut progress: impl FnMut(Millis)) -> Result<bool, WorkerError> {
-        match self.advance_inner(upper, &mut progress) {
+    fn advance(&mut self, upper: Millis, final_checkpoint: bool, mut progress: impl FnMut(Millis)) -> Result<bool, WorkerError> {
+        match self.advance_inner(upper, final_checkpoint, &mut progress) {
             Ok(stopped) => Ok(stopped),
             Err(e) => {
                 self.pipeline = Pipeline::restore(self.cfg.clone(), &self.saved.1)?;
+                self.position = self.saved.0;
                 self.writer = BulkWriter::new(self.client.clone(), self.settings.names.clone(), &self.settings.worker_id);
+                self.writer.keep_anomalies = self.notifier.is_some();
                 Err(e)
             }
         }
     }
 
-    fn advance_inner(&mut self, upper: Millis, progress: &mut impl FnMut(Millis)) -> Result<bool, WorkerError> {
-        let from = self.until();
+    fn checkpoint_due(&self) -> bool {
+        self.last_checkpoint.elapsed() >= self.settings.checkpoint_every
+    }
+
+    fn advance_inner(&mut self, upper: Millis, final_checkpoint: bool, progress: &mut impl FnMut(Millis)) -> Result<bool, WorkerError> {
+        let from = self.position;
         if upper <= from {
+            if final_checkpoint && self.saved.0 < self.position {
+                self.checkpoint(self.position)?;
+            }
             return Ok(false);
         }
         let slices = nonempty_slices(self.client, &self.settings.names.logs, from, upper, self.settings.slice.max(1000))?;
@@ -204,7 +222,6 @@ impl<'a> JobRun<'a> {
             self.settings.readers,
             self.settings.page_size,
         );
-        let mut last_checkpoint = Instant::now();
         let mut stopped = false;
         while let Some((i, msg)) = reader.next_message() {
             match msg {
@@ -219,11 +236,11 @@ impl<'a> JobRun<'a> {
                 SliceMsg::Done => {
                     let end = slices[i].1;
                     self.pipeline.advance_to(end, &mut self.writer)?;
+                    self.position = end;
                     progress(end);
                     let stop = self.stop.load(Ordering::Relaxed);
-                    if stop || last_checkpoint.elapsed() >= self.settings.checkpoint_every {
+                    if stop || self.checkpoint_due() {
                         self.checkpoint(end)?;
-                        last_checkpoint = Instant::now();
                     }
                     if stop && end < upper {
                         stopped = true;
@@ -235,27 +252,40 @@ impl<'a> JobRun<'a> {
         if !stopped {
             // Empty stretches after the last slice still pass: windows close, alerts resolve.
             self.pipeline.advance_to(upper, &mut self.writer)?;
+            self.position = upper;
             progress(upper);
-            self.checkpoint(upper)?;
+            if final_checkpoint || self.stop.load(Ordering::Relaxed) || self.checkpoint_due() {
+                self.checkpoint(upper)?;
+            } else {
+                self.publish()?;
+            }
         }
         Ok(stopped)
     }
 
+    /// Writes everything scored so far and tells people about stored alert changes.
+    fn publish(&mut self) -> Result<(), WorkerError> {
+        self.writer.flush().map_err(anyhow::Error::from)?;
+        let (alerts, anomalies) = self.writer.take_written();
+        if let Some(n) = self.notifier.as_deref_mut() {
+            n.remember(&anomalies);
+            self.summary.notifications_sent += notify(n, &alerts);
+        }
+        if let Some(p) = &self.progress {
+            p.store(self.position, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Writes everything out, then moves the checkpoint to `until` with the learned state.
+    /// The notifier's memory (who was told what) is saved with it; a crash between a send and
+    /// the next checkpoint may repeat that message at the restart (at least once, never lost).
     fn checkpoint(&mut self, until: Millis) -> Result<(), WorkerError> {
         let services = self.pipeline.registry.records(&self.pipeline.names);
         self.writer.write_services(&services)?;
-        self.writer.flush().map_err(anyhow::Error::from)?;
-        let (alerts, anomalies) = self.writer.take_written();
+        self.publish()?;
         let state = self.pipeline.save_state()?;
-        // The notifier's memory (who was told what) is saved with the checkpoint and updated by
-        // the sends that follow it; a crash right after a send may repeat that one message at
-        // the restart (at least once, never lost).
-        let mut notifier_state = Value::Null;
-        if let Some(n) = self.notifier.as_deref_mut() {
-            n.remember(&anomalies);
-            notifier_state = n.save();
-        }
+        let notifier_state = self.notifier.as_deref().map_or(Value::Null, |n| n.save());
         let extra = json!({
             "events": self.pipeline.stats.events,
             "anomalies": self.pipeline.stats.anomalies,
@@ -265,11 +295,8 @@ impl<'a> JobRun<'a> {
         });
         self.store.save(until, &state, &extra, &format!("{:?}", self.cfg.detectors))?;
         self.saved = (until, state);
+        self.last_checkpoint = Instant::now();
         self.summary.checkpoints += 1;
-        // Mail after the checkpoint: what is mailed is stored and will not be redone.
-        if let Some(n) = self.notifier.as_deref_mut() {
-            self.summary.notifications_sent += notify(n, &alerts);
-        }
         Ok(())
     }
 
@@ -376,6 +403,8 @@ pub struct RunOptions<'a> {
     pub notifier: Option<&'a mut dyn Notifier>,
     /// Now, for tests that pin the clock; `None` = the wall clock.
     pub now: Option<Millis>,
+    /// Set to the data time up to which documents are written, after every poll (benchmarks).
+    pub progress: Option<Arc<AtomicI64>>,
 }
 
 /// `apiwatch run`: polls until stopped (or once).
@@ -404,11 +433,12 @@ pub fn run(client: &EsClient, settings: &WorkerSettings, cfg: PipelineConfig, op
         job.writer.keep_anomalies = true;
         job.notifier = Some(n);
     }
+    job.progress = opts.progress;
     let mut failures = 0u32;
     loop {
         job.summary.polls += 1;
         let upper = now_ms(opts.now) - settings.ingest_delay;
-        match job.advance(upper, |_| {}) {
+        match job.advance(upper, opts.once, |_| {}) {
             Ok(stopped) => {
                 failures = 0;
                 // Keep the lease while working; losing it means another worker took over.
@@ -418,7 +448,12 @@ pub fn run(client: &EsClient, settings: &WorkerSettings, cfg: PipelineConfig, op
                         holder,
                     });
                 }
-                if stopped || opts.once || stop.load(Ordering::Relaxed) {
+                if stopped || opts.once {
+                    break;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    // Stopped between polls: make sure the last position is checkpointed.
+                    job.advance(job.position, true, |_| {})?;
                     break;
                 }
                 sleep_unless_stopped(settings.poll_interval, &stop);
@@ -466,7 +501,7 @@ pub fn backfill(
         return Ok(job.summary(started));
     }
     job.summary.polls = 1;
-    job.advance(to, |t| progress(t - from, to - from))?;
+    job.advance(to, true, |t| progress(t - from, to - from))?;
     Ok(job.summary(started))
 }
 
