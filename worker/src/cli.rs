@@ -915,6 +915,12 @@ fn print_run_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
             println!("    {p}");
         }
     }
+    if s.late_unscored > 0 {
+        println!(
+            "  {} events arrived after their time range was scored (not scored): raise elasticsearch.ingest_delay_secs",
+            s.late_unscored
+        );
+    }
     if s.notifications_sent > 0 {
         println!("  {} alert mails sent", s.notifications_sent);
     }

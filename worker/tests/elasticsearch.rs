@@ -548,3 +548,67 @@ fn an_alert_mail_arrives_with_subject_body_and_thread() {
         assert!(m["headers"]["in-reply-to"].as_str().is_some(), "{m}");
     }
 }
+
+#[test]
+fn events_arriving_after_their_range_was_scored_are_counted_not_lost_silently() {
+    use apiwatch::es::worker::{run, RunOptions, WorkerSettings};
+    use apiwatch::es::IndexNames;
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    use std::sync::Arc;
+
+    let c = client();
+    let prefix = unique("late");
+    setup(&prefix);
+    let stream = format!("logs-apiwatch.calls-{}", prefix.replace('-', "_"));
+    let doc = |t: i64, i: usize| {
+        json!({"@timestamp": apiwatch::model::time::format_rfc3339(t), "service.name": "late-svc", "cloud.provider": "aws",
+               "http.request.method": "GET", "url.path": format!("/items/{i}"), "http.response.status_code": 200, "event.duration": 1_000_000})
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    c.json("POST", &format!("/{stream}/_doc?refresh=true"), Some(&doc(now - 5_000, 0)))
+        .unwrap();
+
+    let mut names = IndexNames::with_prefix(&prefix);
+    names.logs = stream.clone();
+    let settings = WorkerSettings {
+        names,
+        poll_interval: Duration::from_millis(500),
+        ingest_delay: 0,
+        since: Some(now - 60_000),
+        ..WorkerSettings::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicI64::new(0));
+    let worker = {
+        let (client, settings, stop, written) = (c.clone(), settings.clone(), stop.clone(), written.clone());
+        std::thread::spawn(move || {
+            run(
+                &client,
+                &settings,
+                apiwatch::pipeline::PipelineConfig::default(),
+                RunOptions {
+                    once: false,
+                    stop,
+                    notifier: None,
+                    now: None,
+                    progress: Some(written),
+                },
+            )
+        })
+    };
+    // Once the worker has written past `now`, ten events dated before it arrive.
+    let started = Instant::now();
+    while written.load(Ordering::Relaxed) < now + 1_000 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the worker did not advance");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 1..=10 {
+        c.json("POST", &format!("/{stream}/_doc"), Some(&doc(now - 2_000, i))).unwrap();
+    }
+    c.json("POST", &format!("/{stream}/_refresh"), None).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let s = worker.join().unwrap().unwrap();
+    assert_eq!(s.late_unscored, 10, "{s:?}");
+    assert_eq!(s.events, 1, "{s:?}");
+}

@@ -93,6 +93,8 @@ pub struct RunSummary {
     pub seconds: f64,
     pub events_per_sec: f64,
     pub notifications_sent: u64,
+    /// Events that arrived after their time range was scored (live runs).
+    pub late_unscored: u64,
 }
 
 /// Why a run stopped early.
@@ -123,6 +125,9 @@ struct JobRun<'a> {
     position: Millis,
     last_checkpoint: Instant,
     progress: Option<Arc<AtomicI64>>,
+    /// Ranges read recently, with how many documents they held when read, to notice events
+    /// that arrive after their range was scored.
+    recent_reads: std::collections::VecDeque<(Millis, Millis, u64)>,
     report: IngestReport,
     summary: RunSummary,
     notifier: Option<&'a mut dyn Notifier>,
@@ -174,6 +179,7 @@ impl<'a> JobRun<'a> {
             saved,
             last_checkpoint: Instant::now(),
             progress: None,
+            recent_reads: std::collections::VecDeque::new(),
             report: IngestReport::default(),
             summary,
             notifier,
@@ -223,9 +229,11 @@ impl<'a> JobRun<'a> {
             self.settings.page_size,
         );
         let mut stopped = false;
+        let mut read = 0u64;
         while let Some((i, msg)) = reader.next_message() {
             match msg {
                 SliceMsg::Page(page) => {
+                    read += page.report.lines;
                     self.summary.read_bytes += page.bytes;
                     merge_report(&mut self.report, &page.report);
                     for ev in page.events {
@@ -252,6 +260,7 @@ impl<'a> JobRun<'a> {
         if !stopped {
             // Empty stretches after the last slice still pass: windows close, alerts resolve.
             self.pipeline.advance_to(upper, &mut self.writer)?;
+            self.recent_reads.push_back((from, upper, read));
             self.position = upper;
             progress(upper);
             if final_checkpoint || self.stop.load(Ordering::Relaxed) || self.checkpoint_due() {
@@ -261,6 +270,56 @@ impl<'a> JobRun<'a> {
             }
         }
         Ok(stopped)
+    }
+
+    /// Counts events that arrived after the range holding them was read (shipping lag beyond
+    /// the ingest delay). They are not scored; they are counted, and a warning says how to
+    /// avoid them (a longer `ingest_delay_secs`).
+    fn count_late_arrivals(&mut self) -> Result<u64, WorkerError> {
+        let horizon = self.position - self.cfg.lateness.max(self.settings.ingest_delay);
+        while self.recent_reads.front().is_some_and(|r| r.1 <= horizon) {
+            self.recent_reads.pop_front();
+        }
+        if self.recent_reads.is_empty() {
+            return Ok(0);
+        }
+        let ranges: Vec<Value> = self
+            .recent_reads
+            .iter()
+            .map(|(f, t, _)| json!({"from": format_rfc3339(*f), "to": format_rfc3339(*t)}))
+            .collect();
+        let body = json!({"size": 0, "aggs": {"reads": {"date_range": {"field": "@timestamp", "format": "strict_date_optional_time", "ranges": ranges}}}});
+        let logs = &self.settings.names.logs;
+        let v = self
+            .client
+            .json(
+                "POST",
+                &format!("/{logs}/_search?ignore_unavailable=true&allow_no_indices=true"),
+                Some(&body),
+            )
+            .map_err(anyhow::Error::from)?;
+        let buckets = v
+            .pointer("/aggregations/reads/buckets")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut late = 0;
+        // Buckets come back in the order of the ranges asked.
+        for ((from, to, seen), b) in self.recent_reads.iter_mut().zip(&buckets) {
+            let now = b.get("doc_count").and_then(Value::as_u64).unwrap_or(0);
+            if now > *seen {
+                late += now - *seen;
+                tracing::warn!(
+                    from = %format_rfc3339(*from),
+                    to = %format_rfc3339(*to),
+                    events = now - *seen,
+                    "events arrived after their time range was scored; they are counted, not scored: raise elasticsearch.ingest_delay_secs above the shipping lag"
+                );
+                *seen = now;
+            }
+        }
+        self.summary.late_unscored += late;
+        Ok(late)
     }
 
     /// Writes everything scored so far and tells people about stored alert changes.
@@ -291,6 +350,7 @@ impl<'a> JobRun<'a> {
             "anomalies": self.pipeline.stats.anomalies,
             "alerts_raised": self.pipeline.stats.alerts_raised,
             "skipped_documents": self.report.skipped(),
+            "late_unscored": self.summary.late_unscored,
             "notifier": notifier_state,
         });
         self.store.save(until, &state, &extra, &format!("{:?}", self.cfg.detectors))?;
@@ -437,6 +497,9 @@ pub fn run(client: &EsClient, settings: &WorkerSettings, cfg: PipelineConfig, op
     let mut failures = 0u32;
     loop {
         job.summary.polls += 1;
+        if let Err(e) = job.count_late_arrivals() {
+            tracing::warn!(error = %e, "could not check for late arrivals");
+        }
         let upper = now_ms(opts.now) - settings.ingest_delay;
         match job.advance(upper, opts.once, |_| {}) {
             Ok(stopped) => {
