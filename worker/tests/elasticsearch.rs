@@ -428,46 +428,28 @@ fn with_security_on_credentials_from_the_environment_work_and_never_show() {
         ],
         &auth,
     ));
-    let text = check(&apiwatch(
-        &[
-            "run",
-            "--es",
-            &url,
-            "--ca-cert",
-            &ca,
-            "--prefix",
-            &prefix,
-            "--logs",
-            &stream,
-            "--once",
-            "--log",
-            "debug",
-        ],
-        &auth,
-    ));
+    let run_args = [
+        "run",
+        "--es",
+        &url,
+        "--ca-cert",
+        &ca,
+        "--prefix",
+        &prefix,
+        "--logs",
+        &stream,
+        "--once",
+        "--log",
+        "debug",
+    ];
+    let text = check(&apiwatch(&run_args, &auth));
     assert!(text.contains("events"), "{text}");
 
     // An API key goes in the `ApiKey` header. This server cannot mint keys (the test zip lacks
     // the analysis module its security index needs), so check that a wrong key is refused by
     // the server with a clear message, and that the key never shows.
     let key = "YXBpd2F0Y2gtdGVzdDpub3QtYS1yZWFsLWtleQ==";
-    let out = apiwatch(
-        &[
-            "run",
-            "--es",
-            &url,
-            "--ca-cert",
-            &ca,
-            "--prefix",
-            &prefix,
-            "--logs",
-            &stream,
-            "--once",
-            "--log",
-            "debug",
-        ],
-        &[("APIWATCH_ES_API_KEY", key)],
-    );
+    let out = apiwatch(&run_args, &[("APIWATCH_ES_API_KEY", key)]);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success());
     assert!(text.contains("refused the credentials (401)"), "{text}");

@@ -414,15 +414,9 @@ pub fn nonempty_slices(client: &EsClient, logs: &str, from: Millis, to: Millis, 
             "query": {"range": {"@timestamp": {"gte": format_rfc3339(lo), "lt": format_rfc3339(hi), "format": "strict_date_optional_time"}}},
             "aggs": {"slices": {"date_histogram": {"field": "@timestamp", "fixed_interval": format!("{slice}ms"), "min_doc_count": 1}}}
         });
-        let (status, v) = client.json_status(
-            "POST",
-            &format!("/{logs}/_search?ignore_unavailable=true&allow_no_indices=true"),
-            Some(&body),
-        )?;
-        if status == 404 {
+        let Some(v) = search_logs(client, logs, &body, "listing the slices that hold events")? else {
             return Ok(out);
-        }
-        anyhow::ensure!((200..300).contains(&status), "listing the slices of {logs} that hold events: {v}");
+        };
         for b in v
             .pointer("/aggregations/slices/buckets")
             .and_then(Value::as_array)
@@ -439,18 +433,26 @@ pub fn nonempty_slices(client: &EsClient, logs: &str, from: Millis, to: Millis, 
     Ok(out)
 }
 
-/// The oldest event's time in the log indices, if any.
-pub fn oldest_event(client: &EsClient, logs: &str) -> anyhow::Result<Option<Millis>> {
-    let body = json!({"size": 0, "aggs": {"first": {"min": {"field": "@timestamp", "format": "strict_date_optional_time"}}}});
+/// A search over the log indices; `None` when there are none yet.
+fn search_logs(client: &EsClient, logs: &str, body: &Value, what: &str) -> anyhow::Result<Option<Value>> {
     let (status, v) = client.json_status(
         "POST",
         &format!("/{logs}/_search?ignore_unavailable=true&allow_no_indices=true"),
-        Some(&body),
+        Some(body),
     )?;
     if status == 404 {
         return Ok(None);
     }
-    anyhow::ensure!((200..300).contains(&status), "reading the oldest event in {logs}: {v}");
+    anyhow::ensure!((200..300).contains(&status), "{what} in {logs}: {v}");
+    Ok(Some(v))
+}
+
+/// The oldest event's time in the log indices, if any.
+pub fn oldest_event(client: &EsClient, logs: &str) -> anyhow::Result<Option<Millis>> {
+    let body = json!({"size": 0, "aggs": {"first": {"min": {"field": "@timestamp", "format": "strict_date_optional_time"}}}});
+    let Some(v) = search_logs(client, logs, &body, "reading the oldest event")? else {
+        return Ok(None);
+    };
     Ok(v.pointer("/aggregations/first/value_as_string")
         .and_then(Value::as_str)
         .and_then(parse_rfc3339))

@@ -170,6 +170,11 @@ impl Pipeline {
     pub fn push(&mut self, ev: Event, sink: &mut dyn ResultSink) -> anyhow::Result<()> {
         let mut ready = std::mem::take(&mut self.ready);
         self.reorder.push(ev, |e| ready.push(e));
+        self.process_ready(ready, sink)
+    }
+
+    /// Processes released events in order; keeps the buffer for reuse.
+    fn process_ready(&mut self, mut ready: Vec<Event>, sink: &mut dyn ResultSink) -> anyhow::Result<()> {
         let mut result = Ok(());
         for e in ready.drain(..) {
             if result.is_ok() {
@@ -315,14 +320,7 @@ impl Pipeline {
     pub fn advance_to(&mut self, t: Millis, sink: &mut dyn ResultSink) -> anyhow::Result<()> {
         let mut ready = std::mem::take(&mut self.ready);
         self.reorder.release_before(t, |e| ready.push(e));
-        let mut result = Ok(());
-        for e in ready.drain(..) {
-            if result.is_ok() {
-                result = self.process(e, sink);
-            }
-        }
-        self.ready = ready;
-        result?;
+        self.process_ready(ready, sink)?;
         if self.window_start.is_some() {
             self.roll_windows(t, sink)?;
         }
