@@ -915,9 +915,12 @@ fn print_run_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
             println!("    {p}");
         }
     }
+    if s.late_scored > 0 {
+        println!("  {} events arrived after their time range was read; scored as late", s.late_scored);
+    }
     if s.late_unscored > 0 {
         println!(
-            "  {} events arrived after their time range was scored (not scored): raise elasticsearch.ingest_delay_secs",
+            "  {} events arrived later than the allowed lateness (counted, not scored): raise elasticsearch.ingest_delay_secs",
             s.late_unscored
         );
     }

@@ -46,8 +46,9 @@ pub struct LiveReport {
     /// passes its end, so this bounds how late they are.
     pub lag_max_polls: f64,
     pub caught_up_after_load_s: f64,
-    /// Events that arrived after their range was scored (the loader fell behind real time by
-    /// more than the ingest delay).
+    /// Events that arrived after their range was read (the loader fell behind real time by
+    /// more than the ingest delay): scored as late within the lateness, else only counted.
+    pub late_scored: u64,
     pub late_unscored: u64,
 }
 
@@ -207,6 +208,7 @@ fn live(client: &EsClient, base: &WorkerSettings, tag: &str, secs: u64, target: 
         lag_max_s: max,
         lag_max_polls: max / poll,
         caught_up_after_load_s: caught_up,
+        late_scored: summary.late_scored,
         late_unscored: summary.late_unscored,
     })
 }

@@ -20,6 +20,8 @@ use crate::source::IngestReport;
 #[derive(Default, Debug)]
 pub struct Page {
     pub events: Vec<Event>,
+    /// Hashes of the events' document ids (`index/_id`), in the same order.
+    pub ids: Vec<u64>,
     pub report: IngestReport,
     pub bytes: u64,
 }
@@ -157,6 +159,8 @@ impl<'c> RangeReader<'c> {
                 Ok(ev) => {
                     page.report.events += 1;
                     page.events.push(ev);
+                    page.ids
+                        .push(crate::detect::request::hash_str(hit.index) ^ crate::detect::request::hash_str(hit.id).rotate_left(1));
                 }
                 Err(e) => {
                     match e {

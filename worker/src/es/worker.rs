@@ -93,7 +93,9 @@ pub struct RunSummary {
     pub seconds: f64,
     pub events_per_sec: f64,
     pub notifications_sent: u64,
-    /// Events that arrived after their time range was scored (live runs).
+    /// Events that arrived after their time range was read, scored as late (live runs).
+    pub late_scored: u64,
+    /// Events that arrived later than the allowed lateness: counted, not scored.
     pub late_unscored: u64,
 }
 
@@ -110,6 +112,18 @@ pub enum WorkerError {
     Other(#[from] anyhow::Error),
 }
 
+/// A range read by a poll: its document count when read, and the ids read while the range is
+/// within the allowed lateness (dropped after, to bound memory).
+struct RecentRead {
+    from: Millis,
+    to: Millis,
+    seen: u64,
+    ids: Option<rustc_hash::FxHashSet<u64>>,
+}
+
+/// How long ranges are watched for late arrivals (counted; scored within the lateness).
+const LATE_WATCH: Millis = crate::model::time::HOUR_MS;
+
 /// One running job: pipeline, writer, state and counters.
 struct JobRun<'a> {
     client: &'a EsClient,
@@ -125,9 +139,11 @@ struct JobRun<'a> {
     position: Millis,
     last_checkpoint: Instant,
     progress: Option<Arc<AtomicI64>>,
-    /// Ranges read recently, with how many documents they held when read, to notice events
-    /// that arrive after their range was scored.
-    recent_reads: std::collections::VecDeque<(Millis, Millis, u64)>,
+    /// Live runs remember the ids read within the lateness, to score late arrivals once.
+    track_ids: bool,
+    /// Ranges read recently, with how many documents they held when read and (within the
+    /// allowed lateness) which, to find events that arrive after their range was scored.
+    recent_reads: std::collections::VecDeque<RecentRead>,
     report: IngestReport,
     summary: RunSummary,
     notifier: Option<&'a mut dyn Notifier>,
@@ -180,6 +196,7 @@ impl<'a> JobRun<'a> {
             last_checkpoint: Instant::now(),
             progress: None,
             recent_reads: std::collections::VecDeque::new(),
+            track_ids: false,
             report: IngestReport::default(),
             summary,
             notifier,
@@ -230,10 +247,14 @@ impl<'a> JobRun<'a> {
         );
         let mut stopped = false;
         let mut read = 0u64;
+        let mut ids = rustc_hash::FxHashSet::default();
         while let Some((i, msg)) = reader.next_message() {
             match msg {
                 SliceMsg::Page(page) => {
                     read += page.report.lines;
+                    if self.track_ids {
+                        ids.extend(page.ids.iter().copied());
+                    }
                     self.summary.read_bytes += page.bytes;
                     merge_report(&mut self.report, &page.report);
                     for ev in page.events {
@@ -260,7 +281,12 @@ impl<'a> JobRun<'a> {
         if !stopped {
             // Empty stretches after the last slice still pass: windows close, alerts resolve.
             self.pipeline.advance_to(upper, &mut self.writer)?;
-            self.recent_reads.push_back((from, upper, read));
+            self.recent_reads.push_back(RecentRead {
+                from,
+                to: upper,
+                seen: read,
+                ids: self.track_ids.then_some(ids),
+            });
             self.position = upper;
             progress(upper);
             if final_checkpoint || self.stop.load(Ordering::Relaxed) || self.checkpoint_due() {
@@ -272,54 +298,79 @@ impl<'a> JobRun<'a> {
         Ok(stopped)
     }
 
-    /// Counts events that arrived after the range holding them was read (shipping lag beyond
-    /// the ingest delay). They are not scored; they are counted, and a warning says how to
-    /// avoid them (a longer `ingest_delay_secs`).
-    fn count_late_arrivals(&mut self) -> Result<u64, WorkerError> {
-        let horizon = self.position - self.cfg.lateness.max(self.settings.ingest_delay);
-        while self.recent_reads.front().is_some_and(|r| r.1 <= horizon) {
+    /// Finds events that arrived after the range holding them was read (shipping lag beyond
+    /// the ingest delay): a range whose document count grew is read again and the documents not
+    /// seen before are scored, as late events in the current window, while the range is within
+    /// the allowed lateness; later than that they are counted and a warning says how to avoid
+    /// them (a longer `ingest_delay_secs`).
+    fn sweep_late_arrivals(&mut self) -> Result<(), WorkerError> {
+        let lateness = self.cfg.lateness.max(self.settings.ingest_delay);
+        let horizon = self.position - LATE_WATCH;
+        while self.recent_reads.front().is_some_and(|r| r.to <= horizon) {
             self.recent_reads.pop_front();
         }
+        let expired = self.position - lateness;
+        for r in self.recent_reads.iter_mut().filter(|r| r.to <= expired) {
+            r.ids = None;
+        }
         if self.recent_reads.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
         let ranges: Vec<Value> = self
             .recent_reads
             .iter()
-            .map(|(f, t, _)| json!({"from": format_rfc3339(*f), "to": format_rfc3339(*t)}))
+            .map(|r| json!({"from": format_rfc3339(r.from), "to": format_rfc3339(r.to)}))
             .collect();
         let body = json!({"size": 0, "aggs": {"reads": {"date_range": {"field": "@timestamp", "format": "strict_date_optional_time", "ranges": ranges}}}});
-        let logs = &self.settings.names.logs;
-        let v = self
-            .client
-            .json(
-                "POST",
-                &format!("/{logs}/_search?ignore_unavailable=true&allow_no_indices=true"),
-                Some(&body),
-            )
-            .map_err(anyhow::Error::from)?;
+        let Some(v) = search_logs(self.client, &self.settings.names.logs, &body, "checking for late arrivals")? else {
+            return Ok(());
+        };
         let buckets = v
             .pointer("/aggregations/reads/buckets")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let mut late = 0;
         // Buckets come back in the order of the ranges asked.
-        for ((from, to, seen), b) in self.recent_reads.iter_mut().zip(&buckets) {
-            let now = b.get("doc_count").and_then(Value::as_u64).unwrap_or(0);
-            if now > *seen {
-                late += now - *seen;
+        let grown: Vec<(usize, u64)> = buckets
+            .iter()
+            .take(self.recent_reads.len())
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let now = b.get("doc_count").and_then(Value::as_u64).unwrap_or(0);
+                (now > self.recent_reads[i].seen).then_some((i, now))
+            })
+            .collect();
+        for (i, now) in grown {
+            let RecentRead { from, to, seen, .. } = self.recent_reads[i];
+            let mut scored = 0;
+            if let Some(mut ids) = self.recent_reads[i].ids.take() {
+                let mut reader = super::reader::RangeReader::new(self.client, &self.settings.names.logs, from, to, self.settings.page_size);
+                while let Some(page) = reader.next_page().map_err(anyhow::Error::from)? {
+                    for (ev, id) in page.events.into_iter().zip(page.ids) {
+                        if ids.insert(id) {
+                            scored += 1;
+                            self.pipeline.push(ev, &mut self.writer)?;
+                        }
+                    }
+                }
+                self.recent_reads[i].ids = Some(ids);
+            }
+            let unscored = (now - seen).saturating_sub(scored);
+            self.summary.late_scored += scored;
+            self.summary.late_unscored += unscored;
+            self.recent_reads[i].seen = now;
+            if unscored > 0 {
                 tracing::warn!(
-                    from = %format_rfc3339(*from),
-                    to = %format_rfc3339(*to),
-                    events = now - *seen,
-                    "events arrived after their time range was scored; they are counted, not scored: raise elasticsearch.ingest_delay_secs above the shipping lag"
+                    from = %format_rfc3339(from),
+                    to = %format_rfc3339(to),
+                    events = unscored,
+                    "events arrived later than the allowed lateness; counted, not scored: raise elasticsearch.ingest_delay_secs above the shipping lag"
                 );
-                *seen = now;
+            } else {
+                tracing::info!(from = %format_rfc3339(from), to = %format_rfc3339(to), events = scored, "scored late arrivals");
             }
         }
-        self.summary.late_unscored += late;
-        Ok(late)
+        Ok(())
     }
 
     /// Writes everything scored so far and tells people about stored alert changes.
@@ -350,6 +401,7 @@ impl<'a> JobRun<'a> {
             "anomalies": self.pipeline.stats.anomalies,
             "alerts_raised": self.pipeline.stats.alerts_raised,
             "skipped_documents": self.report.skipped(),
+            "late_scored": self.summary.late_scored,
             "late_unscored": self.summary.late_unscored,
             "notifier": notifier_state,
         });
@@ -496,10 +548,11 @@ pub fn run(client: &EsClient, settings: &WorkerSettings, cfg: PipelineConfig, op
         job.notifier = Some(n);
     }
     job.progress = opts.progress;
+    job.track_ids = true;
     let mut failures = 0u32;
     loop {
         job.summary.polls += 1;
-        if let Err(e) = job.count_late_arrivals() {
+        if let Err(e) = job.sweep_late_arrivals() {
             tracing::warn!(error = %e, "could not check for late arrivals");
         }
         let upper = now_ms(opts.now) - settings.ingest_delay;
