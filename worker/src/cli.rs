@@ -137,13 +137,9 @@ impl EsArgs {
         if let Some(l) = &self.logs {
             settings.names.logs = l.clone();
         }
-        tracing::info!(url = %url, credentials = client_credentials(), prefix = %settings.names.prefix, "Elasticsearch");
+        tracing::info!(url = %url, credentials = client.credentials(), prefix = %settings.names.prefix, "Elasticsearch");
         Ok((client, settings))
     }
-}
-
-fn client_credentials() -> &'static str {
-    crate::es::Credentials::from_env().describe()
 }
 
 #[derive(Subcommand)]

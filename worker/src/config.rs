@@ -198,11 +198,7 @@ pub fn parse_app(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>)
 }
 
 fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
-    let invalid = |key: &'static str, problem: &str| ConfigError::Invalid {
-        path: origin.to_owned(),
-        key,
-        problem: problem.to_owned(),
-    };
+    let invalid = |key: &'static str, problem: &str| invalid(origin, key, problem);
     let d = WorkerSettings::default();
     let prefix = raw.prefix.unwrap_or_else(|| d.names.prefix.clone());
     let name_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
@@ -273,11 +269,7 @@ fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
 }
 
 fn validate_email(raw: RawEmail, es: &EsSettings, origin: &str) -> Result<EmailSettings, ConfigError> {
-    let invalid = |key: &'static str, problem: &str| ConfigError::Invalid {
-        path: origin.to_owned(),
-        key,
-        problem: problem.to_owned(),
-    };
+    let invalid = |key: &'static str, problem: &str| invalid(origin, key, problem);
     let smtp_host = raw
         .smtp_host
         .ok_or_else(|| invalid("email.smtp_host", "is required when [email] is present"))?;
@@ -318,16 +310,20 @@ fn validate_email(raw: RawEmail, es: &EsSettings, origin: &str) -> Result<EmailS
     })
 }
 
+fn invalid(origin: &str, key: &'static str, problem: &str) -> ConfigError {
+    ConfigError::Invalid {
+        path: origin.to_owned(),
+        key,
+        problem: problem.to_owned(),
+    }
+}
+
 fn secs(v: Option<u64>, default: Millis) -> Millis {
     v.map_or(default, |s| s as Millis * 1000)
 }
 
 fn validate(raw: RawConfig, origin: &str) -> Result<PipelineConfig, ConfigError> {
-    let invalid = |key: &'static str, problem: &str| ConfigError::Invalid {
-        path: origin.to_owned(),
-        key,
-        problem: problem.to_owned(),
-    };
+    let invalid = |key: &'static str, problem: &str| invalid(origin, key, problem);
     let d = PipelineConfig::default();
     let mut cfg = d.clone();
     cfg.window = secs(raw.windows.width_secs, d.window);

@@ -35,6 +35,15 @@ pub enum EsError {
 }
 
 impl EsError {
+    pub fn status(status: u16, method: &'static str, path: impl Into<String>, reason: impl Into<String>) -> Self {
+        EsError::Status {
+            status,
+            method,
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
     /// Errors that a later attempt may not meet (server busy or away).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -186,6 +195,11 @@ impl EsClient {
         &self.opts.url
     }
 
+    /// What kind of credentials this client sends (never the secret).
+    pub fn credentials(&self) -> &'static str {
+        self.opts.credentials.describe()
+    }
+
     /// One attempt: (status, body).
     fn once(&self, method: &'static str, path: &str, body: Option<(&[u8], &str)>) -> Result<(u16, Vec<u8>), EsError> {
         let url = format!("{}{}", self.opts.url, path);
@@ -270,12 +284,12 @@ impl EsClient {
     pub fn json(&self, method: &'static str, path: &str, body: Option<&Value>) -> Result<Value, EsError> {
         let (status, v) = self.json_status(method, path, body)?;
         if !(200..300).contains(&status) {
-            return Err(EsError::Status {
+            return Err(EsError::status(
                 status,
                 method,
-                path: path.to_owned(),
-                reason: v.get("error").map_or_else(|| v.to_string(), describe_error),
-            });
+                path.to_owned(),
+                v.get("error").map_or_else(|| v.to_string(), describe_error),
+            ));
         }
         Ok(v)
     }
@@ -299,12 +313,7 @@ impl EsClient {
     pub fn bulk(&self, body: &[u8]) -> Result<Vec<BulkItem>, EsError> {
         let (status, bytes) = self.send_raw("POST", "/_bulk", Some((body, "application/x-ndjson")))?;
         if !(200..300).contains(&status) {
-            return Err(EsError::Status {
-                status,
-                method: "POST",
-                path: "/_bulk".into(),
-                reason: error_reason(&bytes),
-            });
+            return Err(EsError::status(status, "POST", "/_bulk", error_reason(&bytes)));
         }
         #[derive(serde::Deserialize)]
         struct Resp {

@@ -29,13 +29,14 @@ pub struct Page {
 #[derive(serde::Deserialize)]
 struct SearchResponse<'a> {
     pit_id: Option<String>,
-    #[serde(borrow)]
+    /// `filter_path` drops `hits.hits` when it is empty.
+    #[serde(borrow, default)]
     hits: Hits<'a>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 struct Hits<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     hits: Vec<Hit<'a>>,
 }
 
@@ -90,12 +91,7 @@ impl<'c> RangeReader<'c> {
                 return Ok(None);
             }
             if !(200..300).contains(&status) {
-                return Err(EsError::Status {
-                    status,
-                    method: "POST",
-                    path,
-                    reason: v.to_string(),
-                });
+                return Err(EsError::status(status, "POST", path, v.to_string()));
             }
             self.pit = v.get("id").and_then(Value::as_str).map(str::to_owned);
         }
@@ -117,32 +113,17 @@ impl<'c> RangeReader<'c> {
         let path = "/_search?filter_path=pit_id,hits.hits._index,hits.hits._id,hits.hits._source,hits.hits.sort";
         let (status, raw) = self.client.send_raw("POST", path, Some((&bytes, "application/json")))?;
         if !(200..300).contains(&status) {
-            return Err(EsError::Status {
-                status,
-                method: "POST",
-                path: "/_search".into(),
-                reason: super::client::error_reason(&raw),
-            });
+            return Err(EsError::status(status, "POST", "/_search", super::client::error_reason(&raw)));
         }
         let mut page = Page {
             bytes: raw.len() as u64,
             ..Page::default()
         };
-        let resp: SearchResponse = match serde_json::from_slice(&raw) {
-            Ok(r) => r,
-            // `filter_path` drops `hits.hits` entirely when there are none.
-            Err(_) if !raw.windows(6).any(|w| w == b"\"hits\"") => {
-                self.finish();
-                return Ok(Some(page));
-            }
-            Err(e) => {
-                return Err(EsError::Decode {
-                    method: "POST",
-                    path: "/_search".into(),
-                    reason: e.to_string(),
-                })
-            }
-        };
+        let resp: SearchResponse = serde_json::from_slice(&raw).map_err(|e| EsError::Decode {
+            method: "POST",
+            path: "/_search".to_owned(),
+            reason: e.to_string(),
+        })?;
         if let Some(p) = resp.pit_id {
             self.pit = Some(p);
         }

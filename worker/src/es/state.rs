@@ -77,13 +77,7 @@ impl StateStore {
             return Ok(None);
         }
         if status != 200 {
-            return Err(EsError::Status {
-                status,
-                method: "GET",
-                path,
-                reason: doc.to_string(),
-            }
-            .into());
+            return Err(EsError::status(status, "GET", path, doc.to_string()).into());
         }
         let damaged = |why: &str| StateStoreError::Damaged {
             job: self.job.clone(),
@@ -170,13 +164,7 @@ impl StateStore {
             return Err(StateStoreError::Conflict { job: self.job.clone() });
         }
         if !(200..300).contains(&status) {
-            return Err(EsError::Status {
-                status,
-                method: "PUT",
-                path,
-                reason: resp.to_string(),
-            }
-            .into());
+            return Err(EsError::status(status, "PUT", path, resp.to_string()).into());
         }
         let seq = resp["_seq_no"].as_u64().unwrap_or_default();
         let term = resp["_primary_term"].as_u64().unwrap_or_default();
@@ -230,13 +218,7 @@ impl StateStore {
         match status {
             200..=299 => Ok(None),
             409 => Ok(Some("another worker (it took the lease just now)".into())),
-            _ => Err(EsError::Status {
-                status,
-                method: "PUT",
-                path,
-                reason: "lease".into(),
-            }
-            .into()),
+            _ => Err(EsError::status(status, "PUT", path, "lease").into()),
         }
     }
 

@@ -180,12 +180,12 @@ pub fn setup(client: &EsClient, names: &IndexNames) -> Result<(Capabilities, Vec
             200..=299 => "created",
             400 if body.to_string().contains("resource_already_exists_exception") => "exists",
             _ => {
-                return Err(EsError::Status {
+                return Err(EsError::status(
                     status,
-                    method: "PUT",
-                    path: format!("/{index}"),
-                    reason: super::client::error_reason(body.to_string().as_bytes()),
-                })
+                    "PUT",
+                    format!("/{index}"),
+                    super::client::error_reason(body.to_string().as_bytes()),
+                ))
             }
         };
         steps.push(SetupStep {

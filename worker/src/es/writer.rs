@@ -26,6 +26,8 @@ const ITEM_RETRIES: u32 = 8;
 
 /// One pending bulk operation.
 struct Op {
+    /// What kind of document (`anomalies`, `alerts`, ...), for the counts.
+    family: &'static str,
     index: String,
     id: String,
     source: String,
@@ -76,10 +78,10 @@ impl BulkWriter {
         }
     }
 
-    fn push<T: Serialize>(&mut self, index: String, id: String, doc: &T) -> anyhow::Result<()> {
+    fn push<T: Serialize>(&mut self, family: &'static str, index: String, id: String, doc: &T) -> anyhow::Result<()> {
         let source = serde_json::to_string(doc)?;
         self.bytes += source.len() + index.len() + id.len() + 48;
-        self.ops.push(Op { index, id, source });
+        self.ops.push(Op { family, index, id, source });
         if self.bytes >= FLUSH_BYTES {
             self.flush()?;
         }
@@ -115,7 +117,7 @@ impl BulkWriter {
             for (op, item) in ops.into_iter().zip(items) {
                 if (200..300).contains(&item.status) {
                     self.stats.written += 1;
-                    *self.stats.by_index.entry(index_family(&op.index)).or_default() += 1;
+                    *self.stats.by_index.entry(op.family.to_owned()).or_default() += 1;
                 } else if is_retryable_status(item.status) && round < ITEM_RETRIES {
                     retry.push(op);
                 } else {
@@ -164,6 +166,7 @@ impl BulkWriter {
                 "deadletter.worker": self.worker,
             });
             ops.push(Op {
+                family: "deadletter",
                 index: self.names.deadletter.clone(),
                 id: format!("{}-{}", op.index, op.id),
                 source: doc.to_string(),
@@ -171,23 +174,15 @@ impl BulkWriter {
         }
         let items = self.client.bulk(&bulk_body(&ops))?;
         if let Some(bad) = items.iter().find(|i| !(200..300).contains(&i.status)) {
-            return Err(EsError::Status {
-                status: bad.status,
-                method: "POST",
-                path: format!("/{}/_bulk", self.names.deadletter),
-                reason: format!("could not park a refused document: {}", bad.error.clone().unwrap_or_default()),
-            });
+            return Err(EsError::status(
+                bad.status,
+                "POST",
+                format!("/{}/_bulk", self.names.deadletter),
+                format!("could not park a refused document: {}", bad.error.clone().unwrap_or_default()),
+            ));
         }
         Ok(())
     }
-}
-
-/// `apiwatch-anomalies-2026.03` → `anomalies`.
-fn index_family(index: &str) -> String {
-    let rest = index
-        .rsplit_once('-')
-        .map_or(index, |(head, tail)| if tail.contains('.') { head } else { index });
-    rest.rsplit('-').next().unwrap_or(rest).to_owned()
 }
 
 fn bulk_body(ops: &[Op]) -> Vec<u8> {
@@ -210,7 +205,7 @@ pub fn service_doc_id(s: &ServiceRecord) -> String {
 impl ResultSink for BulkWriter {
     fn write_anomalies(&mut self, anomalies: &[Anomaly]) -> anyhow::Result<()> {
         for a in anomalies {
-            self.push(self.names.anomalies_index(a.timestamp), a.id.clone(), a)?;
+            self.push("anomalies", self.names.anomalies_index(a.timestamp), a.id.clone(), a)?;
         }
         if self.keep_anomalies {
             self.pending_anomalies.extend_from_slice(anomalies);
@@ -220,7 +215,7 @@ impl ResultSink for BulkWriter {
 
     fn write_alerts(&mut self, alerts: &[Alert]) -> anyhow::Result<()> {
         for a in alerts {
-            self.push(self.names.alerts.clone(), a.id.clone(), a)?;
+            self.push("alerts", self.names.alerts.clone(), a.id.clone(), a)?;
             self.pending_alerts.push(a.clone());
         }
         Ok(())
@@ -228,7 +223,7 @@ impl ResultSink for BulkWriter {
 
     fn write_journeys(&mut self, journeys: &[JourneyRecord]) -> anyhow::Result<()> {
         for j in journeys {
-            self.push(self.names.journeys_index(j.timestamp), j.id.clone(), j)?;
+            self.push("journeys", self.names.journeys_index(j.timestamp), j.id.clone(), j)?;
         }
         Ok(())
     }
@@ -246,7 +241,7 @@ impl BulkWriter {
         for s in services {
             let mut doc = serde_json::to_value(s)?;
             doc["@timestamp"] = json!(format_rfc3339(s.last_seen as Millis));
-            self.push(self.names.services.clone(), service_doc_id(s), &doc)?;
+            self.push("services", self.names.services.clone(), service_doc_id(s), &doc)?;
         }
         Ok(())
     }
@@ -257,15 +252,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn index_families() {
-        assert_eq!(index_family("apiwatch-anomalies-2026.03"), "anomalies");
-        assert_eq!(index_family("t1-alerts"), "alerts");
-        assert_eq!(index_family("apiwatch-journeys-2026.11"), "journeys");
-    }
-
-    #[test]
     fn bulk_bodies_are_ndjson_pairs() {
         let ops = [Op {
+            family: "x",
             index: "i".into(),
             id: "a\"b".into(),
             source: "{\"x\":1}".into(),
