@@ -57,6 +57,15 @@ struct DetectArgs {
     /// Seed for the randomised models (isolation forests) [default: 42].
     #[arg(long)]
     model_seed: Option<u64>,
+    /// Model store (or `models.dir`, APIWATCH_MODELS) [default: the repository's onnx-models/].
+    #[arg(long)]
+    models: Option<PathBuf>,
+    /// libonnxruntime.so (or `models.runtime`, ORT_DYLIB_PATH) [default: .cache/onnxruntime/].
+    #[arg(long)]
+    onnx_runtime: Option<PathBuf>,
+    /// Run without the AutoEncoder and LSTM even where they are available.
+    #[arg(long)]
+    no_models: bool,
 }
 
 impl DetectArgs {
@@ -91,6 +100,16 @@ impl DetectArgs {
             anyhow::ensure!(!d.is_empty(), "--detectors needs at least one detector");
             cfg.detectors = d.clone();
         }
+        if let Some(m) = &self.models {
+            cfg.model_settings.dir = Some(m.clone());
+        }
+        if let Some(r) = &self.onnx_runtime {
+            cfg.model_settings.runtime = Some(r.clone());
+        }
+        if self.no_models {
+            cfg.model_settings.enabled = false;
+        }
+        cfg.resolve_models()?;
         // The static rule is the per-service rule shops use: no grouping across services.
         if cfg.detectors == [DetectorKind::StaticRule] {
             cfg.alerts.group_related_services = false;
@@ -222,6 +241,8 @@ enum Command {
         dir: PathBuf,
         #[command(flatten)]
         sim: SimArgs,
+        #[command(flatten)]
+        args: DetectArgs,
     },
     /// Score alerts against labels.
     Eval {
@@ -246,6 +267,8 @@ enum Command {
         /// Also list every incident and false alert.
         #[arg(long)]
         verbose: bool,
+        #[command(flatten)]
+        args: DetectArgs,
     },
     /// List onboarded services from a `detect` output directory.
     Services {
@@ -270,6 +293,97 @@ enum Command {
         /// Live phase (with --es): target ingest rate, events/s.
         #[arg(long, default_value_t = 20_000.0)]
         live_rate: f64,
+        #[command(flatten)]
+        args: DetectArgs,
+    },
+    /// Export training data with the worker's feature code: requests.csv (AutoEncoder rows) and
+    /// sessions.txt (LSTM sessions). From files, or simulated normal traffic when none is given.
+    Features {
+        #[arg(long = "input", short)]
+        inputs: Vec<PathBuf>,
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Keep one request row in this many.
+        #[arg(long, default_value_t = 1)]
+        every: u64,
+        #[command(flatten)]
+        sim: SimArgs,
+    },
+    /// Train the AutoEncoder and/or the LSTM on your traffic, check them, and install them as
+    /// new versions in the model store (running workers pick them up at their next window).
+    Train {
+        /// Which models [default: both].
+        #[arg(long, value_delimiter = ',')]
+        model: Vec<TrainModel>,
+        /// Events to learn from (NDJSON); simulated normal traffic when none is given.
+        #[arg(long = "input", short)]
+        inputs: Vec<PathBuf>,
+        #[command(flatten)]
+        sim: SimArgs,
+        /// Where the exported data and trained candidates go.
+        #[arg(long, default_value = ".cache/train")]
+        work: PathBuf,
+        /// Python with numpy, onnx, onnxruntime [default: .cache/venv-train/bin/python].
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// The trainer [default: scripts/train/train.py].
+        #[arg(long)]
+        trainer: Option<PathBuf>,
+        /// Training epochs (the trainer's default when absent).
+        #[arg(long)]
+        epochs: Option<u32>,
+        /// Keep one request row in this many for the AutoEncoder.
+        #[arg(long, default_value_t = 1)]
+        every: u64,
+        /// Train on directories `apiwatch features` wrote (concatenated) instead of exporting.
+        #[arg(long, value_delimiter = ',')]
+        from_features: Vec<PathBuf>,
+        #[arg(long)]
+        models: Option<PathBuf>,
+        #[arg(long)]
+        onnx_runtime: Option<PathBuf>,
+    },
+    /// List the installed models and check each against its card and fixtures.
+    Models {
+        #[arg(long)]
+        models: Option<PathBuf>,
+        #[arg(long)]
+        onnx_runtime: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The LSTM on labelled sessions (e.g. HDFS log keys): precision, recall, F1, µs per call.
+    EvalSessions {
+        /// A trained LSTM directory (model.onnx, card.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// Normal sessions, one a line (not used in training).
+        #[arg(long)]
+        normal: PathBuf,
+        /// Abnormal sessions, one a line.
+        #[arg(long)]
+        abnormal: PathBuf,
+        /// Top-k instead of the card's calibrated k (e.g. DeepLog's 9).
+        #[arg(long)]
+        top_k: Vec<usize>,
+        #[arg(long)]
+        onnx_runtime: Option<PathBuf>,
+    },
+    /// Inference speed of the installed models on one thread (AutoEncoder rows/s, LSTM µs per
+    /// call with carried state), beside Python's onnxruntime on the same models.
+    BenchModels {
+        #[arg(long, default_value_t = 2_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 4096)]
+        batch: usize,
+        #[arg(long, default_value_t = 256)]
+        sessions: usize,
+        #[arg(long)]
+        models: Option<PathBuf>,
+        #[arg(long)]
+        onnx_runtime: Option<PathBuf>,
+        #[arg(long)]
+        python: Option<PathBuf>,
     },
     /// Isolation forest on a labelled CSV (last column 0/1): AUC and timings as JSON.
     Forest {
@@ -284,6 +398,12 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum TrainModel {
+    Autoencoder,
+    Lstm,
 }
 
 #[derive(clap::Args, Clone)]
@@ -411,7 +531,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Demo { dir, sim } => demo(&dir, &sim),
+        Command::Demo { dir, sim, args } => demo(&dir, &sim, args.config()?),
         Command::Eval { labels, alerts, json } => {
             let l: Labels = read_json(&labels)?;
             let a = read_alerts(&alerts)?;
@@ -429,7 +549,8 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             hours,
             rate,
             verbose,
-        } => eval_suite(&topologies, &seeds, hours, rate, verbose),
+            args,
+        } => eval_suite(&topologies, &seeds, hours, rate, verbose, args.config()?),
         Command::Services { from } => {
             let path = from.join("services.json");
             let recs: Vec<ServiceRecord> =
@@ -464,7 +585,145 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
-        Command::Bench { input, events, .. } => bench_detect(input, events),
+        Command::Bench { input, events, args, .. } => bench_detect(input, events, args.config()?),
+        Command::Features {
+            inputs,
+            output,
+            every,
+            sim,
+        } => {
+            let events = training_events(&inputs, &sim, &output)?;
+            let r = export_features(&events, &output, every)?;
+            println!(
+                "wrote {} request rows to {} and {} sessions ({} calls) to {}",
+                r.requests,
+                output.join("requests.csv").display(),
+                r.sessions,
+                r.session_calls,
+                output.join("sessions.txt").display()
+            );
+            Ok(())
+        }
+        Command::Train {
+            model,
+            inputs,
+            sim,
+            work,
+            python,
+            trainer,
+            epochs,
+            every,
+            from_features,
+            models,
+            onnx_runtime,
+        } => {
+            let kinds = if model.is_empty() {
+                vec![TrainModel::Autoencoder, TrainModel::Lstm]
+            } else {
+                model
+            };
+            let m = crate::ml::Models::open(onnx_runtime.as_deref(), models.as_deref())?;
+            let python = crate::ml::train::find_python(python.as_deref())?;
+            let trainer = crate::ml::train::find_trainer(trainer.as_deref())?;
+            let data = work.join("data");
+            if from_features.is_empty() {
+                let events = training_events(&inputs, &sim, &work)?;
+                let r = export_features(&events, &data, every)?;
+                eprintln!("exported {} request rows and {} sessions", r.requests, r.sessions);
+            } else {
+                concat_features(&from_features, &data)?;
+            }
+            for k in kinds {
+                let (name, kind, flag, file) = match k {
+                    TrainModel::Autoencoder => ("autoencoder", "autoencoder", "--features", "requests.csv"),
+                    TrainModel::Lstm => ("lstm", "lstm", "--sessions", "sessions.txt"),
+                };
+                let out = work.join(name);
+                let mut args = vec![
+                    flag.to_owned(),
+                    data.join(file).display().to_string(),
+                    "--out".into(),
+                    out.display().to_string(),
+                ];
+                if let Some(e) = epochs {
+                    args.extend(["--epochs".into(), e.to_string()]);
+                }
+                crate::ml::train::run_trainer(&python, &trainer, kind, &args)?;
+                let (v, report) = crate::ml::train::install_checked(m.env, &m.store, name, &out)?;
+                println!(
+                    "installed {name} {} in {} ({} fixture values match Python within {}; max diff {:.1e})",
+                    v.version,
+                    v.dir.display(),
+                    report.values,
+                    crate::ml::verify::TOLERANCE,
+                    report.max_abs_diff
+                );
+            }
+            Ok(())
+        }
+        Command::Models {
+            models,
+            onnx_runtime,
+            json,
+        } => {
+            let m = crate::ml::Models::open(onnx_runtime.as_deref(), models.as_deref())?;
+            let mut reports = Vec::new();
+            for name in [
+                crate::detect::autoencoder::AutoencoderDetector::MODEL,
+                crate::detect::lstm::LstmDetector::MODEL,
+            ] {
+                let v = m.store.current(name)?;
+                let card = v.card()?;
+                let r = crate::ml::verify::verify(m.env, &v)?;
+                if !json {
+                    println!(
+                        "{name} {} ({}): {} bytes; checks pass ({} fixture values, max diff {:.1e}); trained {}",
+                        v.version,
+                        v.dir.display(),
+                        std::fs::metadata(v.model_path()).map(|m| m.len()).unwrap_or(0),
+                        r.values,
+                        r.max_abs_diff,
+                        card.training
+                    );
+                }
+                reports.push(r);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            }
+            Ok(())
+        }
+        Command::EvalSessions {
+            model,
+            normal,
+            abnormal,
+            top_k,
+            onnx_runtime,
+        } => {
+            let env = crate::ml::environment(onnx_runtime.as_deref())?;
+            let v = crate::ml::ModelVersion {
+                name: "lstm".into(),
+                version: "given".into(),
+                dir: model,
+            };
+            let mut lstm = crate::ml::lstm::LstmModel::load(env, &v)?;
+            let (n, a) = (crate::ml::eval::read_sessions(&normal)?, crate::ml::eval::read_sessions(&abnormal)?);
+            let ks = if top_k.is_empty() { vec![lstm.top_k] } else { top_k };
+            let mut out = Vec::new();
+            for k in ks {
+                out.push(crate::ml::eval::eval_sessions(&mut lstm, &n, &a, k)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Command::BenchModels {
+            rows,
+            batch,
+            sessions,
+            models,
+            onnx_runtime,
+            python,
+        } => bench_models(rows, batch, sessions, models, onnx_runtime, python),
         Command::Forest {
             csv,
             trees,
@@ -507,7 +766,7 @@ fn read_alerts(path: &Path) -> anyhow::Result<Vec<Alert>> {
 pub fn detect_files(inputs: &[PathBuf], output: &Path, cfg: PipelineConfig) -> anyhow::Result<(RunStats, IngestReport, FileSink)> {
     let mut source = NdjsonSource::new(inputs.to_vec());
     let mut sink = FileSink::create(output)?;
-    let mut pipeline = Pipeline::new(cfg);
+    let mut pipeline = Pipeline::new(cfg)?;
     let pb = spinner("detecting");
     let started = Instant::now();
     pipeline.run_source(&mut source, &mut sink, |n| {
@@ -582,7 +841,7 @@ fn simulate_files(cfg: &SimConfig, output: &Path, labels: Option<&Path>) -> anyh
     Ok(l)
 }
 
-fn demo(dir: &Path, sim: &SimArgs) -> anyhow::Result<()> {
+fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineConfig) -> anyhow::Result<()> {
     let cfg = sim.config()?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let events = dir.join("events.ndjson");
@@ -599,7 +858,7 @@ fn demo(dir: &Path, sim: &SimArgs) -> anyhow::Result<()> {
     );
     let out = dir.join("detect");
     let started = Instant::now();
-    let (stats, report, sink) = detect_files(std::slice::from_ref(&events), &out, PipelineConfig::default())?;
+    let (stats, report, sink) = detect_files(std::slice::from_ref(&events), &out, detect_cfg)?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "detected in {:.1} s ({:.0} events/s): {} anomalies, {} alerts, {} services onboarded, {} skipped lines",
@@ -682,7 +941,7 @@ fn print_eval(r: &EvalReport, details: bool) {
 pub fn simulate_and_detect(sim: SimConfig, cfg: PipelineConfig) -> anyhow::Result<(Labels, Vec<Alert>, RunStats)> {
     let (events, labels) = simulate::simulate_events(sim)?;
     let mut sink = MemorySink::default();
-    let mut p = Pipeline::new(cfg);
+    let mut p = Pipeline::new(cfg)?;
     for e in events {
         p.push(e, &mut sink)?;
     }
@@ -690,7 +949,7 @@ pub fn simulate_and_detect(sim: SimConfig, cfg: PipelineConfig) -> anyhow::Resul
     Ok((labels, sink.alerts(), stats))
 }
 
-fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbose: bool) -> anyhow::Result<()> {
+fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbose: bool, cfg: PipelineConfig) -> anyhow::Result<()> {
     let runs: Vec<(String, u64)> = topologies.iter().flat_map(|t| seeds.iter().map(move |s| (t.clone(), *s))).collect();
     let pb = bar(runs.len() as u64 * 2, "evaluating");
     let mut ours = Vec::new();
@@ -705,7 +964,7 @@ fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbo
             no_incidents: false,
         }
         .config()?;
-        let (labels, alerts, _) = simulate_and_detect(sim.clone(), PipelineConfig::default())?;
+        let (labels, alerts, _) = simulate_and_detect(sim.clone(), cfg.clone())?;
         ours.push(eval::evaluate(&labels, &alerts));
         pb.inc(1);
         let static_cfg = DetectArgs {
@@ -714,6 +973,9 @@ fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbo
             lateness_secs: None,
             detectors: Some(vec![DetectorKind::StaticRule]),
             model_seed: None,
+            models: None,
+            onnx_runtime: None,
+            no_models: true,
         }
         .config()?;
         let (labels, alerts, _) = simulate_and_detect(sim, static_cfg)?;
@@ -787,7 +1049,7 @@ fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbo
     Ok(())
 }
 
-fn bench_detect(input: Option<PathBuf>, events: u64) -> anyhow::Result<()> {
+fn bench_detect(input: Option<PathBuf>, events: u64, detect_cfg: PipelineConfig) -> anyhow::Result<()> {
     let path = match input {
         Some(p) => p,
         None => {
@@ -820,7 +1082,7 @@ fn bench_detect(input: Option<PathBuf>, events: u64) -> anyhow::Result<()> {
     let rss_after_peer = bench::peak_rss_mib();
     let out = std::env::temp_dir().join(format!("apiwatch-bench-{}", std::process::id()));
     let started = Instant::now();
-    let (stats, _, _) = detect_files(std::slice::from_ref(&path), &out, PipelineConfig::default())?;
+    let (stats, _, _) = detect_files(std::slice::from_ref(&path), &out, detect_cfg)?;
     let secs = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&out);
     let rate = stats.events as f64 / secs;
@@ -988,5 +1250,132 @@ fn es_simulate(url: &str, index: &str, ca_cert: Option<PathBuf>, labels: Option<
         println!("  refused: {s}");
     }
     anyhow::ensure!(stats.refused == 0, "{} events were refused (see above)", stats.refused);
+    Ok(())
+}
+
+/// The events a training run learns from: the given files, or simulated normal traffic
+/// written to `work/events.ndjson`.
+fn training_events(inputs: &[PathBuf], sim: &SimArgs, work: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !inputs.is_empty() {
+        return Ok(inputs.to_vec());
+    }
+    let mut cfg = sim.config()?;
+    cfg.incidents = false;
+    std::fs::create_dir_all(work).with_context(|| format!("cannot create {}", work.display()))?;
+    let path = work.join("events.ndjson");
+    let labels = simulate_files(&cfg, &path, None)?;
+    eprintln!(
+        "simulated {:.1} h of normal {} traffic: {} events",
+        sim.hours, labels.topology, labels.events
+    );
+    Ok(vec![path])
+}
+
+/// Runs the pipeline with the feature export as its only detector.
+fn export_features(inputs: &[PathBuf], dir: &Path, every: u64) -> anyhow::Result<crate::detect::export::ExportReport> {
+    let (export, report, _) = crate::detect::export::FeatureExport::create(dir, every)?;
+    let mut source = NdjsonSource::new(inputs.to_vec());
+    let mut sink = MemorySink::default();
+    let mut p = Pipeline::with_detectors(PipelineConfig::default(), vec![Box::new(export)]);
+    let pb = spinner("exporting features");
+    p.run_source(&mut source, &mut sink, |n| {
+        if n % 65_536 < 4096 {
+            pb.set_message(format!("exporting features: {n} events"));
+        }
+    })?;
+    p.finish(&mut sink)?;
+    pb.finish_and_clear();
+    let r = report.lock().map_err(|_| anyhow::anyhow!("export report poisoned"))?.clone();
+    if let Some(e) = &r.error {
+        anyhow::bail!("writing the training data in {} failed: {e}", dir.display());
+    }
+    let skipped = source.report().skipped();
+    if skipped > 0 {
+        eprintln!("{skipped} input lines skipped (malformed or incomplete); run `apiwatch detect` on them for details");
+    }
+    Ok(r)
+}
+
+/// AutoEncoder rows/s and LSTM µs per call through `ort`, beside Python's onnxruntime.
+fn bench_models(
+    rows: usize,
+    batch: usize,
+    sessions: usize,
+    models: Option<PathBuf>,
+    runtime: Option<PathBuf>,
+    python: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use crate::detect::autoencoder::AutoencoderDetector;
+    use crate::detect::lstm::LstmDetector;
+    let m = crate::ml::Models::open(runtime.as_deref(), models.as_deref())?;
+    let ae_v = m.store.current(AutoencoderDetector::MODEL)?;
+    let lstm_v = m.store.current(LstmDetector::MODEL)?;
+    let mut ae = crate::ml::autoencoder::AutoencoderModel::load(m.env, &ae_v, &crate::detect::request::FEATURES)?;
+    let mut lstm = crate::ml::lstm::LstmModel::load(m.env, &lstm_v)?;
+    let ae_rate = crate::ml::eval::autoencoder_rows_per_sec(&mut ae, rows, batch)?;
+    let lstm_us = crate::ml::eval::lstm_micros_per_call(&mut lstm, rows / 20, sessions)?;
+    let mut report = serde_json::json!({
+        "autoencoder": {"model": ae_v.dir, "batch": batch, "rows_per_s": ae_rate.round()},
+        "lstm": {"model": lstm_v.dir, "sessions_per_step": sessions, "micros_per_call": (lstm_us * 1000.0).round() / 1000.0},
+        "threads": 1,
+    });
+    // The peer: Python's onnxruntime on the same files, same batches, one thread.
+    let peer = crate::ml::train::find_python(python.as_deref()).ok().and_then(|py| {
+        let script = crate::ml::train::find_trainer(None).ok()?.with_file_name("bench_peer.py");
+        let out = std::process::Command::new(py)
+            .arg(script)
+            .args(["--autoencoder", &ae_v.model_path().display().to_string()])
+            .args(["--lstm", &lstm_v.model_path().display().to_string()])
+            .args([
+                "--rows",
+                &rows.to_string(),
+                "--batch",
+                &batch.to_string(),
+                "--sessions",
+                &sessions.to_string(),
+            ])
+            .output()
+            .ok()?;
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()
+    });
+    if let Some(p) = peer {
+        let ratio = |a: f64, b: Option<f64>| b.filter(|b| *b > 0.0).map(|b| ((a / b) * 1000.0).round() / 1000.0);
+        report["python_onnxruntime"] = p.clone();
+        report["ratio_rows_per_s_vs_python"] = serde_json::json!(ratio(ae_rate, p["autoencoder_rows_per_s"].as_f64()));
+        report["ratio_speed_lstm_vs_python"] = serde_json::json!(p["lstm_micros_per_call"]
+            .as_f64()
+            .map(|py| ((py / lstm_us) * 1000.0).round() / 1000.0));
+    } else {
+        report["python_onnxruntime"] = serde_json::json!("not measured: run scripts/train/setup.sh for the peer");
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Joins several `apiwatch features` outputs into one (one CSV header).
+fn concat_features(dirs: &[PathBuf], out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for (file, header) in [("requests.csv", true), ("sessions.txt", false)] {
+        let mut w = BufWriter::new(File::create(out.join(file)).with_context(|| format!("cannot create {}", out.join(file).display()))?);
+        for (i, d) in dirs.iter().enumerate() {
+            let text = std::fs::read_to_string(d.join(file)).with_context(|| format!("cannot read {}", d.join(file).display()))?;
+            let mut lines = text.lines();
+            if header {
+                let h = lines.next().unwrap_or_default();
+                anyhow::ensure!(
+                    h == crate::detect::request::FEATURES.join(","),
+                    "{}: the header is not this worker's feature list",
+                    d.join(file).display()
+                );
+                if i == 0 {
+                    writeln!(w, "{h}")?;
+                }
+            }
+            for l in lines {
+                writeln!(w, "{l}")?;
+            }
+        }
+        w.flush()?;
+    }
     Ok(())
 }

@@ -48,6 +48,16 @@ struct RawConfig {
     #[serde(default)]
     elasticsearch: RawEs,
     email: Option<RawEmail>,
+    #[serde(default)]
+    models: RawModels,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModels {
+    enabled: Option<bool>,
+    dir: Option<PathBuf>,
+    runtime: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -341,6 +351,11 @@ fn validate(raw: RawConfig, origin: &str) -> Result<PipelineConfig, ConfigError>
         cfg.detectors = list;
     }
     cfg.seed = raw.detectors.model_seed.unwrap_or(d.seed);
+    cfg.model_settings = crate::pipeline::ModelSettings {
+        enabled: raw.models.enabled.unwrap_or(true),
+        dir: raw.models.dir,
+        runtime: raw.models.runtime,
+    };
     let a = raw.alerts;
     let da = &d.alerts;
     cfg.alerts.join_gap = secs(a.join_gap_secs, da.join_gap);

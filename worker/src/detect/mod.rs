@@ -5,10 +5,13 @@
 //! [`DetectorKind`], and build it in [`build_detectors`]. Nothing else changes: the pipeline
 //! feeds it, and the alert manager groups its findings with everyone else's.
 
+pub mod autoencoder;
 pub mod baseline;
+pub mod export;
 pub mod forecast;
 pub mod iforest;
 pub mod journey;
+pub mod lstm;
 pub mod request;
 pub mod routes;
 pub mod sequence;
@@ -87,6 +90,10 @@ pub enum DetectorKind {
     Forecast,
     /// The rule shops use today, for comparison: p95 > 3x warm-up p95 or 5xx rate > 5%.
     StaticRule,
+    /// The ONNX AutoEncoder over request features (needs the ONNX Runtime and a model).
+    Autoencoder,
+    /// The ONNX LSTM over session call orders (needs the ONNX Runtime and a model).
+    Lstm,
 }
 
 impl DetectorKind {
@@ -97,11 +104,36 @@ impl DetectorKind {
         DetectorKind::Journey,
         DetectorKind::Forecast,
     ];
+    /// The learned models, on by default where the ONNX Runtime and the models are found.
+    pub const MODELS: [DetectorKind; 2] = [DetectorKind::Autoencoder, DetectorKind::Lstm];
+
+    pub fn needs_models(self) -> bool {
+        Self::MODELS.contains(&self)
+    }
+
+    /// The model-store name of a learned detector's model.
+    pub fn model_name(self) -> &'static str {
+        match self {
+            DetectorKind::Lstm => lstm::LstmDetector::MODEL,
+            _ => autoencoder::AutoencoderDetector::MODEL,
+        }
+    }
 }
 
-/// Builds the chosen detectors.
-pub fn build_detectors(kinds: &[DetectorKind], seed: u64) -> Vec<Box<dyn Detector>> {
+/// Builds the chosen detectors. The learned ones need `models` (see [`crate::ml::Models`]).
+pub fn build_detectors(
+    kinds: &[DetectorKind],
+    seed: u64,
+    models: Option<&crate::ml::Models>,
+) -> Result<Vec<Box<dyn Detector>>, crate::ml::MlError> {
     let mut v: Vec<Box<dyn Detector>> = Vec::new();
+    let need = |k: DetectorKind| {
+        models.ok_or_else(|| crate::ml::MlError::ModelMissing {
+            dir: Default::default(),
+            name: format!("{k:?}").to_lowercase(),
+            message: "no model store configured".into(),
+        })
+    };
     for k in kinds {
         match k {
             DetectorKind::Baseline => v.push(Box::new(baseline::BaselineDetector::default())),
@@ -113,9 +145,17 @@ pub fn build_detectors(kinds: &[DetectorKind], seed: u64) -> Vec<Box<dyn Detecto
             DetectorKind::Journey => v.push(Box::new(journey::JourneyDetector::default())),
             DetectorKind::Forecast => v.push(Box::new(forecast::ForecastDetector::default())),
             DetectorKind::StaticRule => v.push(Box::new(static_rule::StaticRuleDetector::default())),
+            DetectorKind::Autoencoder => {
+                let m = need(*k)?;
+                v.push(Box::new(autoencoder::AutoencoderDetector::load(m.env, &m.store)?));
+            }
+            DetectorKind::Lstm => {
+                let m = need(*k)?;
+                v.push(Box::new(lstm::LstmDetector::load(m.env, &m.store)?));
+            }
         }
     }
-    v
+    Ok(v)
 }
 
 /// `service/provider`.

@@ -44,14 +44,14 @@ const NEW_ROUTE_CALLS: u64 = 300;
 const NEW_ROUTE_GRACE: Millis = 30 * MINUTE_MS;
 
 #[derive(serde::Serialize, serde::Deserialize, Default, Clone, Copy)]
-struct RouteNorm {
-    latency: Ewm,
+pub(crate) struct RouteNorm {
+    pub(crate) latency: Ewm,
     req: Ewm,
     resp: Ewm,
     /// Whether the current forest was fitted with this route's calls in its sample; a route
     /// that appeared since is learned first, scored after the next fit.
     fitted: bool,
-    first_seen: Millis,
+    pub(crate) first_seen: Millis,
 }
 
 /// How often keys (client addresses, user agents) were seen: a count-min sketch of two rows of
@@ -94,6 +94,147 @@ struct RouteWindow {
     feature_excess: [f64; NF],
     traces: Vec<String>,
     users: FxHashMap<u64, ()>,
+}
+
+/// Computes request feature vectors: route norms (latency, payload sizes) and how familiar the
+/// client address and user agent are. Shared by the isolation forest, the AutoEncoder and the
+/// `apiwatch features` export, so every model sees the same numbers.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+pub struct RequestFeaturizer {
+    pub(crate) norms: FxHashMap<u32, RouteNorm>,
+    ips: Frequency,
+    agents: Frequency,
+}
+
+impl RequestFeaturizer {
+    /// The feature vector of a call (in [`FEATURES`] order), once its route has a norm; also
+    /// updates the route norms and key counts.
+    pub fn features(&mut self, c: &CallContext<'_>) -> Option<[f64; NF]> {
+        let e = c.event;
+        let norm = self.norms.entry(c.route_entity).or_insert_with(|| RouteNorm {
+            first_seen: e.timestamp,
+            ..Default::default()
+        });
+        let lat = e.duration_ms().max(1e-3).ln();
+        let req = (1.0 + e.request_bytes.unwrap_or(0) as f64).ln();
+        let resp = (1.0 + e.response_bytes.unwrap_or(0) as f64).ln();
+        let warm = norm.latency.n >= 20;
+        let v = [
+            lat - norm.latency.mean,
+            if e.status >= 500 {
+                2.0
+            } else if e.status >= 400 {
+                1.0
+            } else {
+                0.0
+            },
+            req - norm.req.mean,
+            resp - norm.resp.mean,
+            self.ips.rarity_and_count(c.event.client_ip.as_deref().map(hash_str)),
+            self.agents.rarity_and_count(c.event.user_agent.as_deref().map(hash_str)),
+            hour_of_day(e.timestamp),
+        ];
+        norm.latency.update(lat, 0.02);
+        norm.req.update(req, 0.02);
+        norm.resp.update(resp, 0.02);
+        warm.then_some(v)
+    }
+
+    /// Calls seen on a route so far and when it first appeared.
+    pub fn route_age(&self, route_entity: u32) -> Option<(u64, Millis)> {
+        self.norms.get(&route_entity).map(|n| (n.latency.n, n.first_seen))
+    }
+}
+
+/// Per route and window: how many calls a model found unusual, and which features made them so.
+/// A route whose share of unusual calls rises well above its background is reported. Shared by
+/// the request-level models (isolation forest, AutoEncoder).
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+pub struct UnusualTally {
+    window: FxHashMap<u32, RouteWindow>,
+    keys: FxHashMap<u32, EntityKey>,
+    background: FxHashMap<u32, Ewm>,
+}
+
+impl UnusualTally {
+    /// Counts one judged call; `excess[j]` says how much feature `j` made it unusual.
+    pub fn record(&mut self, route_entity: u32, key: EntityKey, unusual: bool, excess: &[f64; NF], trace: Option<&str>, user: Option<u64>) {
+        self.keys.entry(route_entity).or_insert(key);
+        let w = self.window.entry(route_entity).or_default();
+        w.calls += 1;
+        if unusual {
+            w.unusual += 1;
+            for (acc, e) in w.feature_excess.iter_mut().zip(excess) {
+                *acc += e;
+            }
+            if w.traces.len() < 3 {
+                if let Some(t) = trace {
+                    w.traces.push(t.to_owned());
+                }
+            }
+            if let Some(u) = user {
+                w.users.insert(u, ());
+            }
+        }
+    }
+
+    /// Reports the routes whose unusual share stood out this window.
+    pub fn close(&mut self, w: &WindowContext<'_>, detector: &'static str, model: &str, out: &mut Vec<Anomaly>) {
+        let mut routes: Vec<_> = std::mem::take(&mut self.window).into_iter().collect();
+        routes.sort_by_key(|(r, _)| *r);
+        for (route, rw) in routes {
+            let bg = self.background.entry(route).or_default();
+            let p0 = if bg.n >= 10 { bg.mean.max(0.005) } else { 0.01 };
+            let rate = rw.unusual as f64 / rw.calls.max(1) as f64;
+            let n = rw.calls as f64;
+            let z = (rw.unusual as f64 - n * p0) / (n * p0 * (1.0 - p0)).sqrt().max(1e-9);
+            let flagged = rw.unusual >= 5 && rate >= 0.05 && rate >= 4.0 * p0 && z >= 5.0;
+            bg.update(if flagged { p0 } else { rate }, 0.05);
+            if !flagged {
+                continue;
+            }
+            let Some(key) = self.keys.get(&route).copied() else { continue };
+            let EntityKey::Route {
+                service,
+                provider,
+                route: r,
+            } = key
+            else {
+                continue;
+            };
+            let total: f64 = rw.feature_excess.iter().sum::<f64>().max(1e-9);
+            let mut contrib: Vec<(usize, f64)> = rw.feature_excess.iter().copied().enumerate().collect();
+            contrib.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let mut f = Finding::new(AnomalyKind::Request, detector, key, (w.start, w.end));
+            f.score = score_from_z(z);
+            f.metric = "request.unusual_share";
+            f.actual = Some(rate);
+            f.expected = Some(p0);
+            f.reason = format!(
+                "{} of {} calls to {} {} looked unusual to the {model}, mostly for {} (usually {:.1}% do)",
+                rw.unusual,
+                rw.calls,
+                node_label(w.names, (service, provider)),
+                w.names.name(r),
+                FEATURES[contrib[0].0].replace('_', " "),
+                p0 * 100.0
+            );
+            f.contributors = contrib
+                .iter()
+                .take(3)
+                .map(|(j, e)| Contributor {
+                    name: FEATURES[*j].to_owned(),
+                    share: super::round3(e / total),
+                    actual: None,
+                    expected: None,
+                })
+                .collect();
+            f.impact_calls = rw.unusual;
+            f.impact_users = rw.users.len() as u64;
+            f.trace_ids = rw.traces;
+            out.push(f.into_anomaly(w.names));
+        }
+    }
 }
 
 /// The training sample: for each hour of the day, a reservoir of that hour's calls from its most
@@ -165,16 +306,12 @@ struct Fitted {
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct RequestForestDetector {
     params: ForestParams,
-    norms: FxHashMap<u32, RouteNorm>,
-    ips: Frequency,
-    agents: Frequency,
+    featurizer: RequestFeaturizer,
     sample: HourlySample,
     first_call: Option<Millis>,
     rng: ChaCha8Rng,
     fitted: Option<Fitted>,
-    window: FxHashMap<u32, RouteWindow>,
-    keys: FxHashMap<u32, EntityKey>,
-    background: FxHashMap<u32, Ewm>,
+    tally: UnusualTally,
 }
 
 impl RequestForestDetector {
@@ -188,49 +325,13 @@ impl RequestForestDetector {
                 max_samples: 256,
                 seed,
             },
-            norms: FxHashMap::default(),
-            ips: Frequency::default(),
-            agents: Frequency::default(),
+            featurizer: RequestFeaturizer::default(),
             sample: HourlySample::default(),
             first_call: None,
             rng: ChaCha8Rng::seed_from_u64(seed),
             fitted: None,
-            window: FxHashMap::default(),
-            keys: FxHashMap::default(),
-            background: FxHashMap::default(),
+            tally: UnusualTally::default(),
         }
-    }
-
-    /// The feature vector of a call; also updates the route norms and key counts.
-    pub fn features(&mut self, c: &CallContext<'_>) -> Option<[f64; NF]> {
-        let e = c.event;
-        let norm = self.norms.entry(c.route_entity).or_insert_with(|| RouteNorm {
-            first_seen: e.timestamp,
-            ..Default::default()
-        });
-        let lat = e.duration_ms().max(1e-3).ln();
-        let req = (1.0 + e.request_bytes.unwrap_or(0) as f64).ln();
-        let resp = (1.0 + e.response_bytes.unwrap_or(0) as f64).ln();
-        let warm = norm.latency.n >= 20;
-        let v = [
-            lat - norm.latency.mean,
-            if e.status >= 500 {
-                2.0
-            } else if e.status >= 400 {
-                1.0
-            } else {
-                0.0
-            },
-            req - norm.req.mean,
-            resp - norm.resp.mean,
-            self.ips.rarity_and_count(c.event.client_ip.as_deref().map(hash_str)),
-            self.agents.rarity_and_count(c.event.user_agent.as_deref().map(hash_str)),
-            hour_of_day(e.timestamp),
-        ];
-        norm.latency.update(lat, 0.02);
-        norm.req.update(req, 0.02);
-        norm.resp.update(resp, 0.02);
-        warm.then_some(v)
     }
 
     fn fit(&mut self, now: Millis) {
@@ -260,7 +361,7 @@ impl RequestForestDetector {
             at: now,
             use_hour,
         });
-        for n in self.norms.values_mut() {
+        for n in self.featurizer.norms.values_mut() {
             n.fitted = n.latency.n >= NEW_ROUTE_CALLS && (first || now - n.first_seen >= NEW_ROUTE_GRACE);
         }
     }
@@ -279,44 +380,32 @@ impl Detector for RequestForestDetector {
     }
 
     fn observe(&mut self, c: &CallContext<'_>) {
-        let Some(mut x) = self.features(c) else { return };
+        let Some(mut x) = self.featurizer.features(c) else { return };
         self.first_call.get_or_insert(c.event.timestamp);
         self.sample.add(c.event.timestamp, x, &mut self.rng);
         let Some(f) = &self.fitted else { return };
         if !f.use_hour {
             x[HOUR] = 0.0;
         }
-        if !self.norms.get(&c.route_entity).is_some_and(|n| n.fitted) {
+        if !self.featurizer.norms.get(&c.route_entity).is_some_and(|n| n.fitted) {
             return;
         }
         let (unusual, _) = f.forest.exceeds(&x, f.threshold, f.early_margin);
-        self.keys.entry(c.route_entity).or_insert(EntityKey::Route {
+        let excess: [f64; NF] = std::array::from_fn(|j| ((x[j] - f.mean[j]) / f.std[j]).abs());
+        let key = EntityKey::Route {
             service: c.service,
             provider: c.provider,
             route: c.route,
-        });
-        let w = self.window.entry(c.route_entity).or_default();
-        w.calls += 1;
-        if unusual {
-            w.unusual += 1;
-            for (j, excess) in w.feature_excess.iter_mut().enumerate() {
-                *excess += ((x[j] - f.mean[j]) / f.std[j]).abs();
-            }
-            if w.traces.len() < 3 {
-                if let Some(t) = &c.event.trace_id {
-                    w.traces.push(t.to_string());
-                }
-            }
-            if let Some(u) = c.user {
-                w.users.insert(u, ());
-            }
-        }
+        };
+        self.tally
+            .record(c.route_entity, key, unusual, &excess, c.event.trace_id.as_deref(), c.user);
     }
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
         // Refit on schedule, or early once a route that appeared since the last fit has enough
         // calls to have a norm of its own.
         let newcomer_ready = self
+            .featurizer
             .norms
             .values()
             .any(|n| !n.fitted && n.latency.n >= NEW_ROUTE_CALLS && w.end - n.first_seen >= NEW_ROUTE_GRACE);
@@ -326,60 +415,7 @@ impl Detector for RequestForestDetector {
             None => enough && self.first_call.is_some_and(|t| w.end - t >= FIRST_FIT_AFTER),
             Some(f) => (w.end - f.at >= REFIT_EVERY || newcomer_ready) && enough,
         };
-        let mut routes: Vec<_> = std::mem::take(&mut self.window).into_iter().collect();
-        routes.sort_by_key(|(r, _)| *r);
-        for (route, rw) in routes {
-            let bg = self.background.entry(route).or_default();
-            let p0 = if bg.n >= 10 { bg.mean.max(0.005) } else { 0.01 };
-            let rate = rw.unusual as f64 / rw.calls.max(1) as f64;
-            let n = rw.calls as f64;
-            let z = (rw.unusual as f64 - n * p0) / (n * p0 * (1.0 - p0)).sqrt().max(1e-9);
-            let flagged = rw.unusual >= 5 && rate >= 0.05 && rate >= 4.0 * p0 && z >= 5.0;
-            bg.update(if flagged { p0 } else { rate }, 0.05);
-            if !flagged {
-                continue;
-            }
-            let Some(key) = self.keys.get(&route).copied() else { continue };
-            let total: f64 = rw.feature_excess.iter().sum::<f64>().max(1e-9);
-            let mut contrib: Vec<(usize, f64)> = rw.feature_excess.iter().copied().enumerate().collect();
-            contrib.sort_by(|a, b| b.1.total_cmp(&a.1));
-            let EntityKey::Route {
-                service,
-                provider,
-                route: r,
-            } = key
-            else {
-                continue;
-            };
-            let mut f = Finding::new(AnomalyKind::Request, "isolation_forest", key, (w.start, w.end));
-            f.score = score_from_z(z);
-            f.metric = "request.unusual_share";
-            f.actual = Some(rate);
-            f.expected = Some(p0);
-            f.reason = format!(
-                "{} of {} calls to {} {} looked unusual to the isolation forest, mostly for {} (usually {:.1}% do)",
-                rw.unusual,
-                rw.calls,
-                node_label(w.names, (service, provider)),
-                w.names.name(r),
-                FEATURES[contrib[0].0].replace('_', " "),
-                p0 * 100.0
-            );
-            f.contributors = contrib
-                .iter()
-                .take(3)
-                .map(|(j, e)| Contributor {
-                    name: FEATURES[*j].to_owned(),
-                    share: super::round3(e / total),
-                    actual: None,
-                    expected: None,
-                })
-                .collect();
-            f.impact_calls = rw.unusual;
-            f.impact_users = rw.users.len() as u64;
-            f.trace_ids = rw.traces;
-            out.push(f.into_anomaly(w.names));
-        }
+        self.tally.close(w, "isolation_forest", "isolation forest", out);
         if due {
             self.fit(w.end);
         }

@@ -17,11 +17,11 @@ use crate::model::{EntityKey, Sym};
 pub type Token = u64;
 pub const START: Token = u64::MAX;
 
-fn token(service: Sym, route: Sym) -> Token {
+pub(crate) fn token(service: Sym, route: Sym) -> Token {
     (u64::from(service.0) << 32) | u64::from(route.0)
 }
 
-fn untoken(t: Token) -> (Sym, Sym) {
+pub(crate) fn untoken(t: Token) -> (Sym, Sym) {
     (Sym((t >> 32) as u32), Sym(t as u32))
 }
 
@@ -91,76 +91,36 @@ struct TargetWindow {
     user_ids: Vec<String>,
 }
 
-/// The sequence detector, generic over its next-call model.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(bound = "")]
-pub struct SequenceDetector<M: NextCallModel> {
-    model: M,
-    sessions: FxHashMap<u64, Session>,
+/// Rare calls per target route and window against their background; a window whose count
+/// stands out is reported with the transitions that made it. Shared by the Markov and LSTM
+/// sequence detectors.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+pub struct RareTally {
     /// Rare calls this window, by target (service, provider, route).
     window: FxHashMap<(Sym, Sym, Sym), TargetWindow>,
     /// Background rare calls per window and target.
     background: FxHashMap<(Sym, Sym, Sym), Ewm>,
-    pub session_gap: Millis,
-    pub rare_probability: f64,
 }
 
-impl<M: NextCallModel> SequenceDetector<M> {
-    pub fn new(model: M) -> Self {
-        SequenceDetector {
-            model,
-            sessions: FxHashMap::default(),
-            window: FxHashMap::default(),
-            background: FxHashMap::default(),
-            session_gap: 30 * MINUTE_MS,
-            rare_probability: 0.01,
-        }
-    }
-}
-
-impl<M: NextCallModel> Detector for SequenceDetector<M> {
-    fn name(&self) -> &'static str {
-        "sequence"
-    }
-
-    fn observe(&mut self, c: &CallContext<'_>) {
-        if c.event.parent_id.is_some() {
-            return;
-        }
-        let Some(user) = c.user else { return };
-        let t = c.event.timestamp;
-        let next = token(c.service, c.route);
-        let ctx = match self.sessions.get(&user) {
-            Some(s) if t - s.last_seen <= self.session_gap => s.context,
-            _ => [START, START],
-        };
-        self.sessions.insert(
-            user,
-            Session {
-                context: [ctx[1], next],
-                last_seen: t,
-            },
-        );
-        if let Some(p) = self.model.probability(&ctx, next) {
-            if p < self.rare_probability {
-                let w = self.window.entry((c.service, c.provider, c.route)).or_default();
-                w.rare += 1;
-                w.users.insert(user, ());
-                *w.transitions.entry((ctx, next)).or_default() += 1;
-                if w.traces.len() < 3 {
-                    if let Some(tid) = &c.event.trace_id {
-                        w.traces.push(tid.to_string());
-                    }
-                    if let Some(uid) = &c.event.user_id {
-                        w.user_ids.push(uid.to_string());
-                    }
-                }
+impl RareTally {
+    /// Counts one rare call to `target` after `ctx`.
+    pub fn record(&mut self, target: (Sym, Sym, Sym), user: u64, ctx: Context, next: Token, trace: Option<&str>, user_id: Option<&str>) {
+        let w = self.window.entry(target).or_default();
+        w.rare += 1;
+        w.users.insert(user, ());
+        *w.transitions.entry((ctx, next)).or_default() += 1;
+        if w.traces.len() < 3 {
+            if let Some(tid) = trace {
+                w.traces.push(tid.to_owned());
+            }
+            if let Some(uid) = user_id {
+                w.user_ids.push(uid.to_owned());
             }
         }
-        self.model.learn(&ctx, next);
     }
 
-    fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
+    /// Reports this window's targets whose rare calls stood out; `model` names who judged.
+    pub fn close(&mut self, w: &WindowContext<'_>, detector: &'static str, model: &str, out: &mut Vec<Anomaly>) {
         let names = w.names;
         let label = |t: Token| {
             if t == START {
@@ -202,7 +162,7 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
             let top = &trans[0].0;
             let mut f = Finding::new(
                 AnomalyKind::Sequence,
-                "markov",
+                detector,
                 EntityKey::Route { service, provider, route },
                 (w.start, w.end),
             );
@@ -211,7 +171,7 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
             f.actual = Some(rare);
             f.expected = Some(expected);
             f.reason = format!(
-                "{} calls to {} {} from {} users came in an order sessions rarely follow (most often `{}` straight after `{}`), against about {:.1} per window usually",
+                "{} calls to {} {} from {} users came in an order sessions rarely follow{model} (most often `{}` straight after `{}`), against about {:.1} per window usually",
                 tw.rare,
                 node_label(names, (service, provider)),
                 names.name(route),
@@ -236,6 +196,67 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
             f.user_ids = tw.user_ids;
             out.push(f.into_anomaly(names));
         }
+    }
+}
+
+/// The sequence detector, generic over its next-call model.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
+pub struct SequenceDetector<M: NextCallModel> {
+    model: M,
+    sessions: FxHashMap<u64, Session>,
+    tally: RareTally,
+    pub session_gap: Millis,
+    pub rare_probability: f64,
+}
+
+impl<M: NextCallModel> SequenceDetector<M> {
+    pub fn new(model: M) -> Self {
+        SequenceDetector {
+            model,
+            sessions: FxHashMap::default(),
+            tally: RareTally::default(),
+            session_gap: 30 * MINUTE_MS,
+            rare_probability: 0.01,
+        }
+    }
+}
+
+impl<M: NextCallModel> Detector for SequenceDetector<M> {
+    fn name(&self) -> &'static str {
+        "sequence"
+    }
+
+    fn observe(&mut self, c: &CallContext<'_>) {
+        if c.event.parent_id.is_some() {
+            return;
+        }
+        let Some(user) = c.user else { return };
+        let t = c.event.timestamp;
+        let next = token(c.service, c.route);
+        let ctx = match self.sessions.get(&user) {
+            Some(s) if t - s.last_seen <= self.session_gap => s.context,
+            _ => [START, START],
+        };
+        self.sessions.insert(
+            user,
+            Session {
+                context: [ctx[1], next],
+                last_seen: t,
+            },
+        );
+        if let Some(p) = self.model.probability(&ctx, next) {
+            if p < self.rare_probability {
+                let target = (c.service, c.provider, c.route);
+                self.tally
+                    .record(target, user, ctx, next, c.event.trace_id.as_deref(), c.event.user_id.as_deref());
+            }
+        }
+        self.model.learn(&ctx, next);
+    }
+
+    fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
+        self.tally.close(w, "markov", "", out);
         // Forget sessions that ended, so memory follows active users only.
         let gap = self.session_gap;
         self.sessions.retain(|_, s| w.end - s.last_seen <= gap);

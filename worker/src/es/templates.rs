@@ -328,7 +328,7 @@ mod tests {
             ..Default::default()
         };
         let (events, _) = simulate_events(sim.clone()).unwrap();
-        let mut p = Pipeline::new(PipelineConfig::default());
+        let mut p = Pipeline::new(PipelineConfig::default()).unwrap();
         let mut sink = MemorySink::default();
         for e in events.iter().cloned() {
             p.push(e, &mut sink).unwrap();

@@ -179,7 +179,7 @@ impl<'a> JobRun<'a> {
                 tracing::info!(job = %settings.job, until = %format_rfc3339(cp.until), generation = cp.generation, "resuming from checkpoint");
                 (p, cp.until, cp.extra)
             }
-            None => (Pipeline::new(cfg.clone()), start, Value::Null),
+            None => (Pipeline::new(cfg.clone()).map_err(StateError::from)?, start, Value::Null),
         };
         let saved = (until, pipeline.save_state()?);
         let writer = BulkWriter::new(client.clone(), settings.names.clone(), &settings.worker_id);

@@ -35,6 +35,71 @@ pub struct PipelineConfig {
     pub seed: u64,
     pub alerts: AlertConfig,
     pub routes: RouteLimits,
+    /// Where the learned models and their runtime are, and whether to use them by default.
+    pub model_settings: ModelSettings,
+    /// The ONNX runtime and models, for the learned detectors (see [`PipelineConfig::resolve_models`]).
+    pub models: Option<crate::ml::Models>,
+}
+
+/// Where the ONNX models and runtime are (`[models]` in the configuration).
+#[derive(Clone)]
+pub struct ModelSettings {
+    /// Run the learned detectors by default when their runtime and models are found.
+    pub enabled: bool,
+    pub dir: Option<std::path::PathBuf>,
+    pub runtime: Option<std::path::PathBuf>,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            enabled: true,
+            dir: None,
+            runtime: None,
+        }
+    }
+}
+
+/// Paths stay out of the state fingerprint (see [`crate::ml::Models`]).
+impl std::fmt::Debug for ModelSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ModelSettings({})", self.enabled)
+    }
+}
+
+impl PipelineConfig {
+    /// Loads the ONNX runtime and models the detectors need. Detectors listed explicitly must
+    /// load (an error says what to run); with the default list, the learned detectors join
+    /// when their runtime and models are found, and a warning says how to enable them if not.
+    pub fn resolve_models(&mut self) -> anyhow::Result<()> {
+        let explicit = self.detectors.iter().any(|k| k.needs_models());
+        let by_default = self.detectors == DetectorKind::DEFAULT && self.model_settings.enabled;
+        if !explicit && !by_default {
+            return Ok(());
+        }
+        let s = &self.model_settings;
+        match crate::ml::Models::open(s.runtime.as_deref(), s.dir.as_deref()) {
+            Ok(m) => {
+                if !explicit {
+                    for k in DetectorKind::MODELS {
+                        match m.store.current(k.model_name()) {
+                            Ok(_) => self.detectors.push(k),
+                            Err(e) => tracing::warn!(error = %e, "the {} detector is off", k.model_name()),
+                        }
+                    }
+                }
+                self.models = Some(m);
+                Ok(())
+            }
+            Err(e) if explicit => {
+                Err(anyhow::Error::new(e).context("the AutoEncoder and LSTM detectors need the ONNX Runtime and their models"))
+            }
+            Err(e) => {
+                tracing::warn!("the AutoEncoder and LSTM detectors are off: {e}");
+                Ok(())
+            }
+        }
+    }
 }
 
 impl Default for PipelineConfig {
@@ -46,6 +111,8 @@ impl Default for PipelineConfig {
             seed: 42,
             alerts: AlertConfig::default(),
             routes: RouteLimits::default(),
+            model_settings: ModelSettings::default(),
+            models: None,
         }
     }
 }
@@ -89,11 +156,13 @@ pub enum StateError {
     ConfigChanged,
     #[error("the saved state is unreadable: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Models(#[from] crate::ml::MlError),
 }
 
 /// A stable summary of what a saved state depends on.
 fn config_fingerprint(cfg: &PipelineConfig) -> String {
-    format!("v1 {cfg:?}")
+    format!("v2 {cfg:?}")
 }
 
 #[derive(serde::Serialize)]
@@ -146,8 +215,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(cfg: PipelineConfig) -> Self {
-        let detectors = build_detectors(&cfg.detectors, cfg.seed);
+    /// Builds the pipeline; fails only when a learned detector's model cannot be loaded.
+    pub fn new(cfg: PipelineConfig) -> Result<Self, crate::ml::MlError> {
+        let detectors = build_detectors(&cfg.detectors, cfg.seed, cfg.models.as_ref())?;
+        Ok(Self::with_detectors(cfg, detectors))
+    }
+
+    /// A pipeline feeding the given detectors (the feature export, tests).
+    pub fn with_detectors(cfg: PipelineConfig, detectors: Vec<Box<dyn Detector>>) -> Self {
         Pipeline {
             names: Interner::default(),
             routes: RouteLearner::new(cfg.routes),
@@ -369,7 +444,7 @@ impl Pipeline {
         if state.config != expected {
             return Err(StateError::ConfigChanged);
         }
-        let mut p = Pipeline::new(cfg);
+        let mut p = Pipeline::new(cfg)?;
         if p.detectors.len() != state.detectors.len() {
             return Err(StateError::ConfigChanged);
         }
@@ -462,14 +537,14 @@ mod tests {
         let (events, _) = simulate_events(sim).unwrap();
         let cut = events.len() / 2;
 
-        let mut whole = Pipeline::new(PipelineConfig::default());
+        let mut whole = Pipeline::new(PipelineConfig::default()).unwrap();
         let mut whole_sink = MemorySink::default();
         for e in events.iter().cloned() {
             whole.push(e, &mut whole_sink).unwrap();
         }
         whole.finish(&mut whole_sink).unwrap();
 
-        let mut first = Pipeline::new(PipelineConfig::default());
+        let mut first = Pipeline::new(PipelineConfig::default()).unwrap();
         let mut sink = MemorySink::default();
         for e in events[..cut].iter().cloned() {
             first.push(e, &mut sink).unwrap();
@@ -488,7 +563,7 @@ mod tests {
 
     #[test]
     fn a_state_from_another_configuration_is_refused() {
-        let p = Pipeline::new(PipelineConfig::default());
+        let p = Pipeline::new(PipelineConfig::default()).unwrap();
         let saved = p.save_state().unwrap();
         let other = PipelineConfig {
             seed: 43,
@@ -503,7 +578,7 @@ mod tests {
 
     #[test]
     fn advancing_closes_windows_without_waiting_for_the_next_event() {
-        let mut p = Pipeline::new(PipelineConfig::default());
+        let mut p = Pipeline::new(PipelineConfig::default()).unwrap();
         let mut sink = MemorySink::default();
         let e = Event {
             timestamp: 30_000,
