@@ -382,6 +382,12 @@ def train_lstm(args):
     ranks = next_call_ranks(p, enc_cal)
     top_k, fp = calibrate_top_k(ranks, len(enc_cal), len(vocab), index[UNKNOWN], enc_cal, args.calibrate, args.target)
     probs = np.array([pr for _, pr, _ in ranks])
+    # Per-call judging also flags a call the model gives less probability than all but
+    # `target` of held-out normal calls, so a transition inside the top k but rarely taken
+    # (a shortcut among few routes) still counts as rare. Session-level data (HDFS) uses top-k alone.
+    known = np.array([pr for (_, pr, _), tok in zip(ranks, (t for s in enc_cal for t in s)) if tok != index[UNKNOWN]])
+    min_probability = float(np.quantile(known, args.target)) if args.calibrate == "call" and len(known) else 0.0
+    call_fp = float(np.mean([(rk >= top_k) or (pr < min_probability) for (_, pr, rk) in ranks])) if ranks else 0.0
     model = lstm_export(p, len(vocab))
     os.makedirs(args.out, exist_ok=True)
     tmp = os.path.join(args.out, "model.onnx")
@@ -403,7 +409,9 @@ def train_lstm(args):
         "embed": args.embed,
         "architecture": f"embedding {args.embed}, {L}x{H} LSTM, softmax over {len(vocab)} tokens; one step per call with carried state",
         "top_k": top_k,
-        "threshold_rule": f"a call is rare when it is not among the model's top {top_k} predictions; k is the smallest with a {args.calibrate}-level false-positive rate <= {args.target} on held-out normal sessions",
+        "min_probability": min_probability,
+        "threshold_rule": f"a call is rare when it is not among the model's top {top_k} predictions (k: the smallest with a {args.calibrate}-level false-positive rate <= {args.target} on held-out normal sessions)"
+        + (f" or its probability is below {min_probability:.3g} (the {args.target} quantile of held-out normal calls)" if min_probability > 0 else ""),
         "training": {
             "source": os.path.basename(args.sessions),
             "sha256": sha256_file(args.sessions),
@@ -418,6 +426,7 @@ def train_lstm(args):
         },
         "validation": {
             "calibration_false_positive_rate": fp,
+            "calibration_call_rare_rate": call_fp,
             "level": args.calibrate,
             "mean_log_likelihood": float(np.log(probs + 1e-12).mean()),
             "top1_accuracy": float(np.mean([rk == 0 for _, _, rk in ranks])),

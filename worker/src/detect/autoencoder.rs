@@ -101,9 +101,12 @@ impl AutoencoderDetector {
             return;
         }
         let threshold = self.model.threshold;
+        // A feature's share of the blame is its error above what it usually costs (some, like
+        // the hour of day, are never reconstructed well and would otherwise always lead).
+        let usual: [f64; NF] = std::array::from_fn(|j| self.model.card.feature_error_mean.get(j).copied().unwrap_or(0.0));
         for (i, p) in self.st.pending.drain(..).enumerate() {
             let unusual = self.scores[i] > threshold;
-            let excess: [f64; NF] = std::array::from_fn(|j| f64::from(self.errors[i * NF + j]));
+            let excess: [f64; NF] = std::array::from_fn(|j| (f64::from(self.errors[i * NF + j]) - usual[j]).max(0.0));
             self.st.judged += 1;
             self.st.unusual += u64::from(unusual);
             self.st

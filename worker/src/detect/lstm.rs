@@ -12,7 +12,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::ml::lstm::{rank_of, LstmModel};
+use crate::ml::lstm::{is_rare, LstmModel};
 use crate::ml::{MlError, ModelStore};
 use crate::model::anomaly::Anomaly;
 use crate::model::time::{Millis, MINUTE_MS};
@@ -152,11 +152,13 @@ impl LstmDetector {
                     }
                 }
             }
-            let (top_k, unknown) = (self.model.top_k, self.model.unknown);
+            let unknown = self.model.unknown;
+            let (floor, top_k) = (self.model.min_probability, self.model.top_k);
             let mut rare = Vec::new();
             let result = self.model.step(&tokens, &mut h, &mut c, |j, probs| {
                 let p = &pending[members[j]];
-                if p.input != unknown && p.next != unknown && rank_of(probs, p.next) >= top_k {
+                let judged = p.input != unknown && p.next != unknown;
+                if judged && is_rare(probs, p.next, top_k, floor) {
                     rare.push(members[j]);
                 }
             });

@@ -43,6 +43,9 @@ pub struct ModelCard {
     pub end_token: Option<usize>,
     #[serde(default)]
     pub top_k: Option<usize>,
+    /// LSTM: a call below this probability is rare even inside the top k.
+    #[serde(default)]
+    pub min_probability: Option<f64>,
     #[serde(default)]
     pub layers: Option<usize>,
     #[serde(default)]

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::autoencoder::AutoencoderModel;
-use super::lstm::{rank_of, LstmModel};
+use super::lstm::{is_rare, rank_of, LstmModel};
 use super::MlError;
 
 /// Precision, recall and false-positive rate of session-level detection.
@@ -36,7 +36,7 @@ pub fn read_sessions(path: &std::path::Path) -> anyhow::Result<Vec<Vec<String>>>
 }
 
 /// Flags each session: some call (or the session's end, when the model learned ends) outside
-/// the top-k predictions, or a call the model never saw. Sessions step in lockstep batches with
+/// the top-k predictions (or below the card's probability floor, when it has one), or a call the model never saw. Sessions step in lockstep batches with
 /// carried state, one step per call. Returns (flag, caught by an unknown key) per session.
 pub fn flag_sessions(
     model: &mut LstmModel,
@@ -63,14 +63,14 @@ pub fn flag_sessions(
         let mut tokens = vec![model.start; b];
         let mut flagged = vec![false; b];
         let mut unknown = vec![false; b];
-        let unk = model.unknown;
+        let (unk, floor) = (model.unknown, model.min_probability);
         for t in 0..longest {
             model.step(&tokens, &mut h, &mut c, |i, probs| {
                 if let Some(&next) = ids[i].get(t) {
                     if next == unk {
                         unknown[i] = true;
                         flagged[i] = true;
-                    } else if rank_of(probs, next) >= top_k {
+                    } else if is_rare(probs, next, top_k, floor) {
                         flagged[i] = true;
                     }
                 }

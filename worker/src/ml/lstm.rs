@@ -15,6 +15,7 @@ pub struct LstmModel {
     pub layers: usize,
     pub hidden: usize,
     pub top_k: usize,
+    pub min_probability: f32,
     pub start: i64,
     pub unknown: i64,
     pub end: Option<i64>,
@@ -54,6 +55,7 @@ impl LstmModel {
             layers,
             hidden,
             top_k,
+            min_probability: card.min_probability.unwrap_or(0.0) as f32,
             start,
             unknown,
             end: card.end_token.map(|e| e as i64),
@@ -137,6 +139,11 @@ impl LstmModel {
         }
         Ok(v)
     }
+}
+
+/// The card's rule: outside the top k, or less likely than the calibrated floor.
+pub fn is_rare(probabilities: &[f32], token: i64, top_k: usize, floor: f32) -> bool {
+    probabilities[token as usize] < floor || rank_of(probabilities, token) >= top_k
 }
 
 /// The rank of `token` in `probabilities` (0 = the model's first choice).
