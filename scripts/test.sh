@@ -32,6 +32,9 @@ scripts/elasticsearch.sh start --name test-secure --secure >"$services_log/es-se
 es_secure_pid=$!
 scripts/maildev.sh start >"$services_log/mail" 2>"$services_log/mail.err" &
 mail_pid=$!
+# The ONNX Runtime library and the trainer's Python environment, from PyPI (cached in .cache/).
+( scripts/onnxruntime.sh && scripts/train/setup.sh ) >"$services_log/ml" 2>"$services_log/ml.err" &
+ml_pid=$!
 
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --locked -- -D warnings
@@ -48,6 +51,7 @@ wait_service() { # pid name log
 wait_service "$es_pid" "Elasticsearch" "$services_log/es"
 wait_service "$es_secure_pid" "Elasticsearch (security on)" "$services_log/es-secure"
 wait_service "$mail_pid" "maildev" "$services_log/mail"
+wait_service "$ml_pid" "the ONNX Runtime and the trainer environment" "$services_log/ml"
 APIWATCH_TEST_ES_URL="$(tail -1 "$services_log/es")"
 APIWATCH_TEST_ES_SECURE_URL="$(tail -1 "$services_log/es-secure")"
 APIWATCH_TEST_ES_SECURE_CA="$PWD/.cache/elasticsearch/test-secure/certs/ca.crt"
@@ -60,7 +64,15 @@ echo "Elasticsearch: $APIWATCH_TEST_ES_URL and $APIWATCH_TEST_ES_SECURE_URL (sec
 # binary cargo runs may hold no test at all, which would make its own closing line misleading).
 log="$services_log/test.log"
 status=0
-cargo test --release --locked 2>&1 | tee "$log" || status=$?
+# The trainer's own tests (gradients against finite differences, exports against numpy, a
+# training smoke run), reported in the same format as cargo's so the total below counts them.
+python_train=$(tail -1 "$services_log/ml")
+( cd scripts/train && "$python_train" -m unittest -v test_train 2>&1 ) | tee "$log.py" || status=$?
+py_ran=$(grep -Eo '^Ran [0-9]+ test' "$log.py" | grep -Eo '[0-9]+' || echo 0)
+py_failed=$(grep -Eo '(failures|errors)=[0-9]+' "$log.py" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
+py_passed=$((py_ran - py_failed))
+echo "test result: python. ${py_passed} passed; ${py_failed} failed" >>"$log"
+cargo test --release --locked 2>&1 | tee -a "$log" || status=$?
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '; [0-9]+ failed' "$log" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
 echo
