@@ -39,6 +39,23 @@ pub fn parse_only(path: &Path) -> anyhow::Result<(u64, f64)> {
 
 /// A numeric CSV whose last column is the 0/1 label; a header line is skipped.
 pub fn read_labelled_csv(path: &Path) -> anyhow::Result<(Array2<f64>, Vec<bool>)> {
+    let rows = read_csv_rows(path)?;
+    let nc = rows.first().map_or(0, Vec::len);
+    anyhow::ensure!(nc >= 2, "{}: needs feature columns and a label column", path.display());
+    let data = Array2::from_shape_fn((rows.len(), nc - 1), |(i, j)| rows[i][j]);
+    let labels = rows.iter().map(|r| r[nc - 1] > 0.5).collect();
+    Ok((data, labels))
+}
+
+/// A CSV of numbers (an optional header line is skipped), every row as long as the first.
+pub fn read_csv(path: &Path) -> anyhow::Result<Array2<f64>> {
+    let rows = read_csv_rows(path)?;
+    let nc = rows.first().map_or(0, Vec::len);
+    anyhow::ensure!(nc >= 1, "{}: no rows", path.display());
+    Ok(Array2::from_shape_fn((rows.len(), nc), |(i, j)| rows[i][j]))
+}
+
+fn read_csv_rows(path: &Path) -> anyhow::Result<Vec<Vec<f64>>> {
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut rows: Vec<Vec<f64>> = Vec::new();
     for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
@@ -49,12 +66,11 @@ pub fn read_labelled_csv(path: &Path) -> anyhow::Result<(Array2<f64>, Vec<bool>)
             _ if i == 0 => continue,
             _ => anyhow::bail!("{}:{}: not a row of numbers", path.display(), i + 1),
         }
+        if rows.len() > 1 && rows[rows.len() - 1].len() != rows[0].len() {
+            anyhow::bail!("{}:{}: {} columns, the first row has {}", path.display(), i + 1, rows[rows.len() - 1].len(), rows[0].len());
+        }
     }
-    let nc = rows.first().map_or(0, Vec::len);
-    anyhow::ensure!(nc >= 2, "{}: needs feature columns and a label column", path.display());
-    let data = Array2::from_shape_fn((rows.len(), nc - 1), |(i, j)| rows[i][j]);
-    let labels = rows.iter().map(|r| r[nc - 1] > 0.5).collect();
-    Ok((data, labels))
+    Ok(rows)
 }
 
 #[derive(Debug, serde::Serialize)]

@@ -387,8 +387,13 @@ enum Command {
     },
     /// Isolation forest on a labelled CSV (last column 0/1): AUC and timings as JSON.
     Forest {
+        #[arg(long, required_unless_present = "fit_csv")]
+        csv: Option<PathBuf>,
+        /// Fit on this CSV of features (no label) and print the scores of --score-csv's rows.
+        #[arg(long, requires = "score_csv")]
+        fit_csv: Option<PathBuf>,
         #[arg(long)]
-        csv: PathBuf,
+        score_csv: Option<PathBuf>,
         #[arg(long, default_value_t = 100)]
         trees: usize,
         #[arg(long, default_value_t = 256)]
@@ -725,12 +730,34 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             python,
         } => bench_models(rows, batch, sessions, models, onnx_runtime, python),
         Command::Forest {
+            fit_csv: Some(fit),
+            score_csv: Some(score),
+            trees,
+            samples,
+            seed,
+            ..
+        } => {
+            let forest = crate::detect::iforest::IsolationForest::fit(
+                bench::read_csv(&fit)?.view(),
+                ForestParams {
+                    n_trees: trees,
+                    max_samples: samples,
+                    seed,
+                },
+            );
+            let scores = forest.score_rows(bench::read_csv(&score)?.view());
+            println!("{}", serde_json::json!({ "scores": scores }));
+            Ok(())
+        }
+        Command::Forest {
             csv,
             trees,
             samples,
             seed,
             repeats,
+            ..
         } => {
+            let csv = csv.context("--csv is required")?;
             let (data, labels) = bench::read_labelled_csv(&csv)?;
             let r = bench::forest_bench(
                 &data,

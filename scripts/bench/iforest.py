@@ -5,9 +5,9 @@ For every ODDS table in ../shared/benchmarks/odds and a synthetic table of --syn
 rows, both fit on all rows and score all rows (the unsupervised setting) with the same
 n_estimators and max_samples, averaged over --repeats seeds. Prints ROC AUC, fit and score
 times, and the speed ratios as a Markdown table. Needs numpy, scipy, scikit-learn
-(scripts/requirements-bench.txt) and a release build of apiwatch.
+(scripts/bench/requirements.txt) and a release build of apiwatch.
 
-    python3 scripts/bench_iforest.py [--synthetic-rows 1000000]
+    python3 scripts/bench/iforest.py [--synthetic-rows 1000000]
 """
 import argparse
 import json
@@ -22,7 +22,7 @@ import scipy.io
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 ODDS = ROOT.parent / "shared" / "benchmarks" / "odds"
 CACHE = ROOT / ".cache" / "iforest"
 BIN = ROOT / "target" / "release" / "apiwatch"
