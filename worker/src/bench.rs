@@ -67,7 +67,13 @@ fn read_csv_rows(path: &Path) -> anyhow::Result<Vec<Vec<f64>>> {
             _ => anyhow::bail!("{}:{}: not a row of numbers", path.display(), i + 1),
         }
         if rows.len() > 1 && rows[rows.len() - 1].len() != rows[0].len() {
-            anyhow::bail!("{}:{}: {} columns, the first row has {}", path.display(), i + 1, rows[rows.len() - 1].len(), rows[0].len());
+            anyhow::bail!(
+                "{}:{}: {} columns, the first row has {}",
+                path.display(),
+                i + 1,
+                rows[rows.len() - 1].len(),
+                rows[0].len()
+            );
         }
     }
     Ok(rows)

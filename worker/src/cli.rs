@@ -366,6 +366,9 @@ enum Command {
         /// Top-k instead of the card's calibrated k (e.g. DeepLog's 9).
         #[arg(long)]
         top_k: Vec<usize>,
+        /// Also project precision and F1 onto a normal test set of this many sessions.
+        #[arg(long)]
+        project_normal: Option<u64>,
         #[arg(long)]
         onnx_runtime: Option<PathBuf>,
     },
@@ -703,6 +706,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             normal,
             abnormal,
             top_k,
+            project_normal,
             onnx_runtime,
         } => {
             let env = crate::ml::environment(onnx_runtime.as_deref())?;
@@ -716,7 +720,11 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             let ks = if top_k.is_empty() { vec![lstm.top_k] } else { top_k };
             let mut out = Vec::new();
             for k in ks {
-                out.push(crate::ml::eval::eval_sessions(&mut lstm, &n, &a, k)?);
+                let mut r = crate::ml::eval::eval_sessions(&mut lstm, &n, &a, k)?;
+                if let Some(p) = project_normal {
+                    r.project(p);
+                }
+                out.push(r);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())

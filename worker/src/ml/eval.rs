@@ -23,6 +23,37 @@ pub struct SessionEval {
     pub caught_by_unknown_key: usize,
     pub calls: u64,
     pub micros_per_call: f64,
+    /// Precision and F1 had the normal test set been this large with the same false-positive
+    /// rate (DeepLog's HDFS test set has 553,366 normal sessions; ours is a hold-out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projected: Option<Projection>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Projection {
+    pub normal_sessions: u64,
+    pub false_positives: f64,
+    pub precision: f64,
+    pub f1: f64,
+}
+
+impl SessionEval {
+    pub fn project(&mut self, normal_sessions: u64) {
+        let fp = self.false_positive_rate * normal_sessions as f64;
+        let tp = self.true_positives as f64;
+        let precision = tp / (tp + fp).max(1.0);
+        let f1 = if precision + self.recall > 0.0 {
+            2.0 * precision * self.recall / (precision + self.recall)
+        } else {
+            0.0
+        };
+        self.projected = Some(Projection {
+            normal_sessions,
+            false_positives: fp.round(),
+            precision,
+            f1,
+        });
+    }
 }
 
 /// Reads sessions, one a line, tokens separated by spaces.
@@ -120,6 +151,7 @@ pub fn eval_sessions(
         caught_by_unknown_key: a.iter().filter(|f| f.0 && f.1).count(),
         calls,
         micros_per_call: secs * 1e6 / calls.max(1) as f64,
+        projected: None,
     })
 }
 
