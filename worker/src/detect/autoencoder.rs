@@ -23,6 +23,8 @@ const BATCH: usize = 2048;
 /// clients and agents are all new, and their novelty is not an anomaly.
 const MIN_ROUTE_CALLS: u64 = 300;
 const MIN_ROUTE_AGE: Millis = 15 * MINUTE_MS;
+/// Windows a judged route's usual share of unusual calls is learned before it can be reported.
+const WARMUP_WINDOWS: u64 = 30;
 
 /// The features of a call the AutoEncoder judges (its route is known well enough), else `None`.
 /// The training export uses the same gate, so the model learns what it will be shown.
@@ -72,7 +74,10 @@ impl AutoencoderDetector {
             model,
             store: store.clone(),
             env,
-            st: State::default(),
+            st: State {
+                tally: UnusualTally::with_warmup(WARMUP_WINDOWS),
+                ..State::default()
+            },
             rows: Vec::new(),
             errors: Vec::new(),
             scores: Vec::new(),

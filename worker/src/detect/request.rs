@@ -154,9 +154,22 @@ pub struct UnusualTally {
     window: FxHashMap<u32, RouteWindow>,
     keys: FxHashMap<u32, EntityKey>,
     background: FxHashMap<u32, Ewm>,
+    /// Windows a route's background learns before its share is judged.
+    #[serde(default)]
+    warmup_windows: u64,
 }
 
 impl UnusualTally {
+    /// A tally that learns each route's usual share of unusual calls for `windows` windows
+    /// before judging it: for a model that judges routes from their first calls (the
+    /// AutoEncoder), a newly onboarded route's own normal must be learned, not flagged.
+    pub fn with_warmup(windows: u64) -> Self {
+        UnusualTally {
+            warmup_windows: windows,
+            ..Default::default()
+        }
+    }
+
     /// Counts one judged call; `excess[j]` says how much feature `j` made it unusual.
     pub fn record(&mut self, route_entity: u32, key: EntityKey, unusual: bool, excess: &[f64; NF], trace: Option<&str>, user: Option<u64>) {
         self.keys.entry(route_entity).or_insert(key);
@@ -188,7 +201,8 @@ impl UnusualTally {
             let rate = rw.unusual as f64 / rw.calls.max(1) as f64;
             let n = rw.calls as f64;
             let z = (rw.unusual as f64 - n * p0) / (n * p0 * (1.0 - p0)).sqrt().max(1e-9);
-            let flagged = rw.unusual >= 5 && rate >= 0.05 && rate >= 4.0 * p0 && z >= 5.0;
+            let learning = bg.n < self.warmup_windows;
+            let flagged = !learning && rw.unusual >= 5 && rate >= 0.05 && rate >= 4.0 * p0 && z >= 5.0;
             bg.update(if flagged { p0 } else { rate }, 0.05);
             if !flagged {
                 continue;
