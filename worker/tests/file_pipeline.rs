@@ -1,33 +1,20 @@
 //! Whole file pipeline through the real binary: simulated traffic with bad lines mixed in,
 //! `detect`, `eval`, `services`, standard input, out-of-order input, and the output contract.
 
+mod common;
+use common::simulate;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use apiwatch::eval::evaluate;
 use apiwatch::model::anomaly::{Alert, Anomaly};
-use apiwatch::model::time::HOUR_MS;
 use apiwatch::onboard::ServiceRecord;
-use apiwatch::simulate::incidents::{IncidentKind, Labels};
-use apiwatch::simulate::{simulate_to_writer, SimConfig};
+use apiwatch::simulate::incidents::IncidentKind;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_apiwatch"))
-}
-
-fn simulate(dir: &Path, topology: &str, seed: u64, hours: f64) -> (PathBuf, Labels) {
-    let path = dir.join("events.ndjson");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let cfg = SimConfig {
-        seed,
-        topology: topology.into(),
-        duration: (hours * HOUR_MS as f64) as i64,
-        ..Default::default()
-    };
-    let labels = simulate_to_writer(cfg, &mut w, |_| {}).unwrap();
-    drop(w);
-    (path, labels)
 }
 
 fn read_ndjson<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {

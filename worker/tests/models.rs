@@ -3,6 +3,9 @@
 //! on the trainer's fixtures, refusals of models that do not fit, hot reload, the detectors on
 //! unseen simulated traffic, and `apiwatch train` end to end on a tiny set.
 
+mod common;
+use common::simulate;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,10 +15,8 @@ use apiwatch::detect::request::FEATURES;
 use apiwatch::detect::{Detector, WindowContext};
 use apiwatch::ml::{self, MlError, ModelStore};
 use apiwatch::model::anomaly::Anomaly;
-use apiwatch::model::time::HOUR_MS;
 use apiwatch::model::Interner;
-use apiwatch::simulate::incidents::{IncidentKind, Labels};
-use apiwatch::simulate::{simulate_to_writer, SimConfig};
+use apiwatch::simulate::incidents::IncidentKind;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -153,20 +154,6 @@ fn a_running_detector_picks_up_a_new_version_and_keeps_its_own_if_the_new_one_is
     let bad = store.install("autoencoder", &broken).unwrap();
     close(&mut det);
     assert_eq!(det.version(), good.version, "kept the working model, not {}", bad.version);
-}
-
-fn simulate(dir: &Path, topology: &str, seed: u64, hours: f64) -> (PathBuf, Labels) {
-    let path = dir.join("events.ndjson");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let cfg = SimConfig {
-        seed,
-        topology: topology.into(),
-        duration: (hours * HOUR_MS as f64) as i64,
-        ..Default::default()
-    };
-    let labels = simulate_to_writer(cfg, &mut w, |_| {}).unwrap();
-    drop(w);
-    (path, labels)
 }
 
 /// Seed 313 was never used to train the shipped models (901-903) or to tune anything; it is

@@ -57,6 +57,18 @@ pub fn runtime_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         out.push(PathBuf::from(p));
     }
+    for dir in search_dirs() {
+        let p = dir.join(".cache/onnxruntime/libonnxruntime.so");
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The working directory, the executable's directory, and every directory above them: where
+/// the runtime, the model store and the trainer are looked for when no path is configured.
+pub fn search_dirs() -> Vec<PathBuf> {
     let mut bases = Vec::new();
     if let Ok(cwd) = std::env::current_dir() {
         bases.push(cwd);
@@ -64,15 +76,7 @@ pub fn runtime_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
         bases.push(dir);
     }
-    for base in bases {
-        for dir in base.ancestors() {
-            let p = dir.join(".cache/onnxruntime/libonnxruntime.so");
-            if !out.contains(&p) {
-                out.push(p);
-            }
-        }
-    }
-    out
+    bases.iter().flat_map(|b| b.ancestors().map(Path::to_path_buf)).collect()
 }
 
 /// Loads the runtime once per process; later calls return the same environment (the first

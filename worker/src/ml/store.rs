@@ -47,16 +47,8 @@ impl ModelStore {
         if let Some(p) = std::env::var_os("APIWATCH_MODELS").filter(|p| !p.is_empty()) {
             return Some(ModelStore::new(PathBuf::from(p)));
         }
-        let mut bases = Vec::new();
-        if let Ok(cwd) = std::env::current_dir() {
-            bases.push(cwd);
-        }
-        if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
-            bases.push(dir);
-        }
-        bases
+        super::search_dirs()
             .iter()
-            .flat_map(|b| b.ancestors())
             .map(|d| d.join("onnx-models"))
             .find(|d| d.is_dir())
             .map(ModelStore::new)

@@ -10,14 +10,7 @@ use super::verify::{verify, VerifyReport};
 use super::{MlError, ModelStore, ModelVersion};
 
 fn find_up(rel: &str) -> Option<PathBuf> {
-    let mut bases = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        bases.push(cwd);
-    }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
-        bases.push(dir);
-    }
-    bases.iter().flat_map(|b| b.ancestors()).map(|d| d.join(rel)).find(|p| p.exists())
+    super::search_dirs().iter().map(|d| d.join(rel)).find(|p| p.exists())
 }
 
 /// The trainer's interpreter: `--python`, APIWATCH_PYTHON, or the venv `scripts/train/setup.sh` makes.
