@@ -68,8 +68,9 @@ status=0
 # training smoke run), reported in the same format as cargo's so the total below counts them.
 python_train=$(tail -1 "$services_log/ml")
 ( cd scripts/train && "$python_train" -m unittest -v test_train 2>&1 ) | tee "$log.py" || status=$?
-py_ran=$(grep -Eo '^Ran [0-9]+ test' "$log.py" | grep -Eo '[0-9]+' || echo 0)
-py_failed=$(grep -Eo '(failures|errors)=[0-9]+' "$log.py" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
+py_ran=$(sed -n 's/^Ran \([0-9]*\) test.*/\1/p' "$log.py" | tail -1)
+py_ran=${py_ran:-0}
+py_failed=$(grep -oE '(failures|errors)=[0-9]+' "$log.py" | awk -F= '{s+=$2} END {print s+0}' || true)
 py_passed=$((py_ran - py_failed))
 echo "test result: python. ${py_passed} passed; ${py_failed} failed" >>"$log"
 cargo test --release --locked 2>&1 | tee -a "$log" || status=$?
