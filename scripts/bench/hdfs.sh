@@ -13,7 +13,7 @@ cargo build --release --locked --quiet
 mkdir -p "$work"
 "$python" scripts/train/train.py lstm --sessions "$data/hdfs_train" --out "$work/model" --name hdfs \
   --holdout 0.2 --holdout-out "$work/normal_holdout" --calibration 0.1 --calibrate session --target 0.01 \
-  --epochs 6 --min-count 1 --max-sessions 0 --end-token >&2
+  --layers 2 --hidden 64 --epochs 6 --min-count 1 --max-sessions 0 --end-token >&2
 ./target/release/apiwatch eval-sessions --model "$work/model" --normal "$work/normal_holdout" \
   --abnormal "$data/hdfs_test_abnormal" --top-k "$(python3 -c "import json;print(json.load(open('$work/model/card.json'))['top_k'])")" --top-k 9 \
   --project-normal 553366

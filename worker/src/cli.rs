@@ -388,6 +388,13 @@ enum Command {
         #[arg(long)]
         python: Option<PathBuf>,
     },
+    /// The Numenta Anomaly Benchmark: the series rule on all its series, scored by the
+    /// project's NAB-compatible scorer for each profile.
+    EvalNab {
+        /// NAB's directory (data/, labels/combined_windows.json, profiles.json).
+        #[arg(long, default_value = "../shared/benchmarks/nab")]
+        data: PathBuf,
+    },
     /// Isolation forest on a labelled CSV (last column 0/1): AUC and timings as JSON.
     Forest {
         #[arg(long, required_unless_present = "fit_csv")]
@@ -737,6 +744,18 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             onnx_runtime,
             python,
         } => bench_models(rows, batch, sessions, models, onnx_runtime, python),
+        Command::EvalNab { data } => {
+            let series = crate::eval::nab::load(&data)?;
+            let profiles: std::collections::BTreeMap<String, serde_json::Value> = read_json(&data.join("profiles.json"))?;
+            let mut out = Vec::new();
+            for (name, p) in profiles {
+                let cost: crate::eval::nab::CostMatrix = serde_json::from_value(p["CostMatrix"].clone())
+                    .with_context(|| format!("profiles.json: `{name}` has no CostMatrix"))?;
+                out.push(crate::eval::nab::run(&series, &name, cost));
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
         Command::Forest {
             fit_csv: Some(fit),
             score_csv: Some(score),

@@ -21,8 +21,12 @@ use crate::model::Sym;
 use super::sequence::{token, Context, RareTally, Token, START};
 use super::{CallContext, Detector, Persist, WindowContext};
 
-/// Calls stepped per flush (more sessions per ONNX run, fewer runs).
-const BATCH: usize = 512;
+/// Pending calls that trigger a flush (more sessions per ONNX run, fewer runs).
+const BATCH: usize = 2048;
+/// A flush before the window closes steps a round only if it holds this many sessions; the
+/// rest waits for the next flush, so ONNX runs stay large (a run costs tens of microseconds
+/// however few rows it has).
+const MIN_ROUND: usize = 128;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Session {
@@ -110,9 +114,10 @@ impl LstmDetector {
         id
     }
 
-    /// Steps every pending call, in order per session, batching across sessions: round r holds
-    /// each session's r-th pending call.
-    fn flush(&mut self) {
+    /// Steps pending calls in order per session, batching across sessions: round r holds each
+    /// session's r-th pending call. With `all` false, rounds smaller than [`MIN_ROUND`] (and
+    /// everything after them) stay pending.
+    fn flush(&mut self, all: bool) {
         let pending = std::mem::take(&mut self.st.pending);
         if pending.is_empty() {
             return;
@@ -132,9 +137,14 @@ impl LstmDetector {
         let mut h = Vec::new();
         let mut c = Vec::new();
         let mut members = Vec::new();
+        let mut stopped_at = None;
         for round in 0..=max_round {
             members.clear();
             members.extend((0..pending.len()).filter(|&i| rounds[i] == round));
+            if !all && members.len() < MIN_ROUND {
+                stopped_at = Some(round);
+                break;
+            }
             tokens.clear();
             h.clear();
             c.clear();
@@ -191,6 +201,9 @@ impl LstmDetector {
                     .tally
                     .record(p.target, p.user, p.context, p.next_token, p.trace.as_deref(), p.user_id.as_deref());
             }
+        }
+        if let Some(r) = stopped_at {
+            self.st.pending = pending.into_iter().zip(rounds).filter(|(_, pr)| *pr >= r).map(|(p, _)| p).collect();
         }
     }
 
@@ -272,12 +285,12 @@ impl Detector for LstmDetector {
             user_id: c.event.user_id.as_deref().map(str::to_owned),
         });
         if self.st.pending.len() >= BATCH {
-            self.flush();
+            self.flush(false);
         }
     }
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
-        self.flush();
+        self.flush(true);
         self.st.tally.close(w, "lstm", " according to the LSTM", out);
         let gap = self.session_gap;
         self.st.last.retain(|_, l| w.end - l.seen <= gap);

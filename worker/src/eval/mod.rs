@@ -2,6 +2,8 @@
 //! false alerts per day, alerts per incident, detection delay, and lead time before the breach
 //! for predicted alerts.
 
+pub mod nab;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
