@@ -23,7 +23,7 @@ use crate::detect::stats::median_mad;
 /// Points of history a value is judged against.
 pub const HISTORY: usize = 288;
 /// Rows a detection silences the detector for.
-pub const REFRACTORY: usize = 400;
+pub const REFRACTORY: usize = 150;
 
 /// NAB's cost weights for one profile.
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
