@@ -122,25 +122,11 @@ impl AutoencoderDetector {
 
     /// Loads a newly installed version, keeping the old one if the new one does not pass.
     fn reload_if_changed(&mut self) {
-        let Some(current) = self.store.current_name(Self::MODEL) else {
-            return;
-        };
-        if current == self.model.version || self.refused_version.as_deref() == Some(current.as_str()) {
-            return;
-        }
-        let loaded = self
-            .store
-            .current(Self::MODEL)
-            .and_then(|v| AutoencoderModel::load(self.env, &v, &FEATURES));
-        match loaded {
-            Ok(m) => {
-                tracing::info!(from = %self.model.version, to = %m.version, "AutoEncoder model reloaded");
-                self.model = m;
-            }
-            Err(e) => {
-                tracing::warn!(version = %current, error = %e, "new AutoEncoder version refused; keeping the running one");
-                self.refused_version = Some(current);
-            }
+        let env = self.env;
+        if let Some(m) = self.store.newer(Self::MODEL, &self.model.version, &mut self.refused_version, |v| {
+            AutoencoderModel::load(env, v, &FEATURES)
+        }) {
+            self.model = m;
         }
     }
 }

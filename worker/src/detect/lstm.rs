@@ -63,8 +63,6 @@ struct State {
     last: FxHashMap<u64, Last>,
     pending: Vec<PendingStep>,
     tally: RareTally,
-    /// Shape of the carried state, to notice a model of another size.
-    state_len: usize,
     steps: u64,
     judged: u64,
     rare: u64,
@@ -88,15 +86,11 @@ impl LstmDetector {
     pub fn load(env: &'static ort::environment::Environment, store: &ModelStore) -> Result<Self, MlError> {
         let v = store.current(Self::MODEL)?;
         let model = LstmModel::load(env, &v)?;
-        let st = State {
-            state_len: model.state_len(),
-            ..State::default()
-        };
         Ok(LstmDetector {
             model,
             store: store.clone(),
             env,
-            st,
+            st: State::default(),
             ids: FxHashMap::default(),
             refused_version: None,
             session_gap: 30 * MINUTE_MS,
@@ -133,14 +127,15 @@ impl LstmDetector {
             })
             .collect();
         let max_round = rounds.iter().copied().max().unwrap_or(0);
+        let mut by_round: Vec<Vec<usize>> = vec![Vec::new(); max_round + 1];
+        for (i, &r) in rounds.iter().enumerate() {
+            by_round[r].push(i);
+        }
         let mut tokens = Vec::new();
         let mut h = Vec::new();
         let mut c = Vec::new();
-        let mut members = Vec::new();
         let mut stopped_at = None;
-        for round in 0..=max_round {
-            members.clear();
-            members.extend((0..pending.len()).filter(|&i| rounds[i] == round));
+        for (round, members) in by_round.iter().enumerate() {
             if !all && members.len() < MIN_ROUND {
                 stopped_at = Some(round);
                 break;
@@ -148,7 +143,7 @@ impl LstmDetector {
             tokens.clear();
             h.clear();
             c.clear();
-            for &i in &members {
+            for &i in members {
                 let p = &pending[i];
                 tokens.push(p.input);
                 match self.st.sessions.get(&p.user).filter(|_| !p.reset) {
@@ -208,30 +203,15 @@ impl LstmDetector {
     }
 
     fn reload_if_changed(&mut self) {
-        let Some(current) = self.store.current_name(Self::MODEL) else {
-            return;
-        };
-        if current == self.model.version || self.refused_version.as_deref() == Some(current.as_str()) {
-            return;
+        let env = self.env;
+        if let Some(m) = self.store.newer(Self::MODEL, &self.model.version, &mut self.refused_version, |v| {
+            LstmModel::load(env, v)
+        }) {
+            self.model = m;
+            self.ids.clear();
+            // A new model's state means nothing to the old one: sessions start over.
+            self.st.sessions.clear();
         }
-        match self.store.current(Self::MODEL).and_then(|v| LstmModel::load(self.env, &v)) {
-            Ok(m) => {
-                tracing::info!(from = %self.model.version, to = %m.version, "LSTM model reloaded");
-                self.model = m;
-                self.ids.clear();
-                self.reset_states();
-            }
-            Err(e) => {
-                tracing::warn!(version = %current, error = %e, "new LSTM version refused; keeping the running one");
-                self.refused_version = Some(current);
-            }
-        }
-    }
-
-    /// A new model's state means nothing to the old one: sessions start over.
-    fn reset_states(&mut self) {
-        self.st.sessions.clear();
-        self.st.state_len = self.model.state_len();
     }
 }
 
@@ -241,8 +221,10 @@ impl Persist for LstmDetector {
     }
     fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         self.st = rmp_serde::from_slice(bytes)?;
-        if self.st.state_len != self.model.state_len() {
-            self.reset_states();
+        // State saved under a model of another size cannot be carried on.
+        let per = self.model.state_len();
+        if self.st.sessions.values().any(|s| s.h.len() != per) {
+            self.st.sessions.clear();
         }
         Ok(())
     }

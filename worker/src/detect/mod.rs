@@ -111,11 +111,12 @@ impl DetectorKind {
         Self::MODELS.contains(&self)
     }
 
-    /// The model-store name of a learned detector's model.
+    /// The model-store name of a learned detector's model (empty for the others).
     pub fn model_name(self) -> &'static str {
         match self {
             DetectorKind::Lstm => lstm::LstmDetector::MODEL,
-            _ => autoencoder::AutoencoderDetector::MODEL,
+            DetectorKind::Autoencoder => autoencoder::AutoencoderDetector::MODEL,
+            _ => "",
         }
     }
 }

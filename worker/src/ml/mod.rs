@@ -46,7 +46,7 @@ impl From<ort::Error> for MlError {
     }
 }
 
-static ENVIRONMENT: OnceLock<Result<(PathBuf, Environment), String>> = OnceLock::new();
+static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 
 /// Where the runtime library is looked for, in order.
 pub fn runtime_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
@@ -93,21 +93,16 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, MlEr
             .build()
             .map_err(|e| format!("{}: {e}", path.display()))?;
         tracing::info!(library = %path.display(), "ONNX Runtime loaded");
-        Ok((path.clone(), env))
+        Ok(env)
     });
     match entry {
-        Ok((_, env)) => Ok(env),
+        Ok(env) => Ok(env),
         Err(m) if m.is_empty() => Err(MlError::RuntimeMissing { looked }),
         Err(m) => Err(MlError::RuntimeLoad {
             path: looked.iter().find(|p| p.is_file()).cloned().unwrap_or_default(),
             message: m.clone(),
         }),
     }
-}
-
-/// The loaded runtime's path, if any.
-pub fn runtime_path() -> Option<PathBuf> {
-    ENVIRONMENT.get().and_then(|e| e.as_ref().ok()).map(|(p, _)| p.clone())
 }
 
 /// A session on one thread: the worker scores in batches on its own thread, and intra-op

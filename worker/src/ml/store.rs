@@ -89,6 +89,33 @@ impl ModelStore {
             .map(|s| s.trim().to_owned())
     }
 
+    /// The live version of `name` loaded by `load`, when it is not `running` and not a version
+    /// refused before; a version that fails to load is warned about once and remembered in
+    /// `refused`, and the caller keeps its running model.
+    pub fn newer<M>(
+        &self,
+        name: &str,
+        running: &str,
+        refused: &mut Option<String>,
+        load: impl FnOnce(&ModelVersion) -> Result<M, MlError>,
+    ) -> Option<M> {
+        let current = self.current_name(name)?;
+        if current == running || refused.as_deref() == Some(current.as_str()) {
+            return None;
+        }
+        match self.current(name).and_then(|v| load(&v)) {
+            Ok(m) => {
+                tracing::info!(model = name, from = running, to = %current, "model reloaded");
+                Some(m)
+            }
+            Err(e) => {
+                tracing::warn!(model = name, version = %current, error = %e, "new model version refused; keeping the running one");
+                *refused = Some(current);
+                None
+            }
+        }
+    }
+
     /// Copies a trained model directory in as the next version and makes it live. The caller
     /// validates it first.
     pub fn install(&self, name: &str, from: &Path) -> Result<ModelVersion, MlError> {
