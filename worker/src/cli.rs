@@ -24,7 +24,7 @@ use crate::pipeline::{Pipeline, PipelineConfig, RunStats};
 use crate::simulate::incidents::Labels;
 use crate::simulate::{self, SimConfig};
 use crate::sink::{FileSink, MemorySink};
-use crate::source::{EventSource, IngestReport, NdjsonSource};
+use crate::source::{EventSource, IngestReport, NdjsonSource, ReadAhead};
 
 #[derive(Parser)]
 #[command(
@@ -818,7 +818,7 @@ fn read_alerts(path: &Path) -> anyhow::Result<Vec<Alert>> {
 
 /// Runs file-mode detection; the sink keeps the alerts for the summary.
 pub fn detect_files(inputs: &[PathBuf], output: &Path, cfg: PipelineConfig) -> anyhow::Result<(RunStats, IngestReport, FileSink)> {
-    let mut source = NdjsonSource::new(inputs.to_vec());
+    let mut source = ReadAhead::spawn(NdjsonSource::new(inputs.to_vec()))?;
     let mut sink = FileSink::create(output)?;
     let mut pipeline = Pipeline::new(cfg)?;
     let pb = spinner("detecting");
@@ -1328,7 +1328,7 @@ fn training_events(inputs: &[PathBuf], sim: &SimArgs, work: &Path) -> anyhow::Re
 /// Runs the pipeline with the feature export as its only detector.
 fn export_features(inputs: &[PathBuf], dir: &Path, every: u64) -> anyhow::Result<crate::detect::export::ExportReport> {
     let (export, report, _) = crate::detect::export::FeatureExport::create(dir, every)?;
-    let mut source = NdjsonSource::new(inputs.to_vec());
+    let mut source = ReadAhead::spawn(NdjsonSource::new(inputs.to_vec()))?;
     let mut sink = MemorySink::default();
     let mut p = Pipeline::with_detectors(PipelineConfig::default(), vec![Box::new(export)]);
     let pb = spinner("exporting features");

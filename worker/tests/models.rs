@@ -241,3 +241,76 @@ fn train_exports_trains_checks_and_installs_a_new_version() {
         assert!(v.card().unwrap().training["sha256"].as_str().is_some());
     }
 }
+
+/// Inference runs on threads of their own, with batches in flight and sessions' state kept on
+/// the LSTM's thread: a checkpoint taken mid-stream must still carry all of it, so a restored
+/// pipeline ends exactly where the uninterrupted one does (retail seed 313, as above).
+#[test]
+fn a_pipeline_with_the_models_restored_from_a_checkpoint_continues_exactly() {
+    use apiwatch::detect::DetectorKind;
+    use apiwatch::pipeline::{Pipeline, PipelineConfig};
+    use apiwatch::simulate::{simulate_events, SimConfig};
+    use apiwatch::sink::MemorySink;
+
+    env();
+    let (events, _) = simulate_events(SimConfig {
+        seed: 313,
+        topology: "retail".into(),
+        duration: 6 * apiwatch::model::time::HOUR_MS,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut cfg = PipelineConfig {
+        detectors: DetectorKind::DEFAULT.iter().chain(&DetectorKind::MODELS).copied().collect(),
+        ..Default::default()
+    };
+    cfg.model_settings.dir = Some(repo().join("onnx-models"));
+    cfg.resolve_models().unwrap();
+    let outputs = |sink: &MemorySink| {
+        let mut a: Vec<String> = sink.anomalies.iter().map(|a| serde_json::to_string(a).unwrap()).collect();
+        a.sort();
+        a
+    };
+
+    let mut whole = Pipeline::new(cfg.clone()).unwrap();
+    let mut whole_sink = MemorySink::default();
+    for e in events.iter().cloned() {
+        whole.push(e, &mut whole_sink).unwrap();
+    }
+    whole.finish(&mut whole_sink).unwrap();
+
+    // A cut that is not on a window boundary: batches are in flight when the state is saved.
+    let cut = events.len() * 2 / 3 + 17;
+    let mut first = Pipeline::new(cfg.clone()).unwrap();
+    let mut sink = MemorySink::default();
+    for e in events[..cut].iter().cloned() {
+        first.push(e, &mut sink).unwrap();
+    }
+    let saved = first.save_state().unwrap();
+    drop(first);
+    let mut second = Pipeline::restore(cfg, &saved).unwrap();
+    for e in events[cut..].iter().cloned() {
+        second.push(e, &mut sink).unwrap();
+    }
+    second.finish(&mut sink).unwrap();
+
+    let by = |s: &MemorySink, d: &str| s.anomalies.iter().filter(|a| a.detector == d).count();
+    assert!(
+        by(&whole_sink, "lstm") > 0 && by(&whole_sink, "autoencoder") > 0,
+        "both models report in 6 h of retail: {} lstm, {} autoencoder, {} in all",
+        by(&whole_sink, "lstm"),
+        by(&whole_sink, "autoencoder"),
+        whole_sink.anomalies.len()
+    );
+    let (a, b) = (outputs(&whole_sink), outputs(&sink));
+    let only_whole: Vec<&String> = a.iter().filter(|x| !b.contains(x)).collect();
+    let only_restored: Vec<&String> = b.iter().filter(|x| !a.contains(x)).collect();
+    assert!(
+        only_whole.is_empty() && only_restored.is_empty(),
+        "{} anomalies only without the restart, {} only with it; first: {:?} / {:?}",
+        only_whole.len(),
+        only_restored.len(),
+        only_whole.first(),
+        only_restored.first()
+    );
+}

@@ -4,10 +4,16 @@
 //! per-feature errors say why. Routes whose share of unusual calls stands out are reported by
 //! the shared [`UnusualTally`], naming the features that were hardest to reconstruct.
 //!
+//! Scoring runs on a thread of its own ([`Offload`]): the pipeline sends full batches and goes
+//! on; a window's scores are all in before the window is judged.
+//!
 //! The model is trained offline (`apiwatch train`); a new version installed in the model store
 //! is picked up at the next window without a restart.
 
+use std::collections::VecDeque;
+
 use crate::ml::autoencoder::AutoencoderModel;
+use crate::ml::offload::Offload;
 use crate::ml::{MlError, ModelStore};
 use crate::model::anomaly::Anomaly;
 use crate::model::time::{Millis, MINUTE_MS};
@@ -53,14 +59,57 @@ struct State {
     failed_batches: u64,
 }
 
+/// What the inference thread is asked to do.
+enum Job {
+    Score(Vec<f32>),
+    Swap(Box<AutoencoderModel>),
+}
+
+/// What it answers: per-feature errors and scores of a batch, or that the model was swapped.
+enum Done {
+    Scored(Result<(Vec<f32>, Vec<f32>), MlError>),
+    Swapped,
+}
+
+fn serve(model: &mut AutoencoderModel, job: Job) -> Done {
+    match job {
+        Job::Score(rows) => {
+            let (mut errors, mut scores) = (Vec::new(), Vec::new());
+            Done::Scored(model.score(&rows, &mut errors, &mut scores).map(|()| (errors, scores)))
+        }
+        Job::Swap(m) => {
+            *model = *m;
+            Done::Swapped
+        }
+    }
+}
+
+/// The calibration the detector judges scores with (the model itself lives on the thread).
+struct Calibration {
+    version: String,
+    threshold: f32,
+    /// Each feature's usual reconstruction error on normal data.
+    usual: [f64; NF],
+}
+
+impl Calibration {
+    fn of(m: &AutoencoderModel) -> Self {
+        Calibration {
+            version: m.version.clone(),
+            threshold: m.threshold,
+            usual: std::array::from_fn(|j| m.card.feature_error_mean.get(j).copied().unwrap_or(0.0)),
+        }
+    }
+}
+
 pub struct AutoencoderDetector {
-    model: AutoencoderModel,
+    scorer: Offload<Job, Done>,
+    calibration: Calibration,
     store: ModelStore,
     env: &'static ort::environment::Environment,
     st: State,
-    rows: Vec<f32>,
-    errors: Vec<f32>,
-    scores: Vec<f32>,
+    /// Batches sent to the thread, oldest first, waiting for their scores.
+    in_flight: VecDeque<Vec<PendingCall>>,
     refused_version: Option<String>,
 }
 
@@ -70,48 +119,63 @@ impl AutoencoderDetector {
     pub fn load(env: &'static ort::environment::Environment, store: &ModelStore) -> Result<Self, MlError> {
         let v = store.current(Self::MODEL)?;
         let model = AutoencoderModel::load(env, &v, &FEATURES)?;
+        let calibration = Calibration::of(&model);
+        let scorer =
+            Offload::spawn("autoencoder", model, serve).map_err(|e| MlError::Ort(format!("cannot start the inference thread: {e}")))?;
         Ok(AutoencoderDetector {
-            model,
+            scorer,
+            calibration,
             store: store.clone(),
             env,
             st: State {
                 tally: UnusualTally::with_warmup(WARMUP_WINDOWS),
                 ..State::default()
             },
-            rows: Vec::new(),
-            errors: Vec::new(),
-            scores: Vec::new(),
+            in_flight: VecDeque::new(),
             refused_version: None,
         })
     }
 
     pub fn version(&self) -> &str {
-        &self.model.version
+        &self.calibration.version
     }
 
-    /// Scores the pending calls and counts them per route.
-    fn flush(&mut self) {
+    /// Sends the pending calls to the inference thread.
+    fn submit(&mut self) {
         if self.st.pending.is_empty() {
             return;
         }
-        self.rows.clear();
-        for p in &self.st.pending {
-            self.rows.extend_from_slice(&p.x);
+        let batch = std::mem::take(&mut self.st.pending);
+        let mut rows = Vec::with_capacity(batch.len() * NF);
+        for p in &batch {
+            rows.extend_from_slice(&p.x);
         }
-        if let Err(e) = self.model.score(&self.rows, &mut self.errors, &mut self.scores) {
-            // Counted and reported; the other detectors still see these calls.
-            self.st.failed_batches += 1;
-            tracing::warn!(error = %e, calls = self.st.pending.len(), "the AutoEncoder could not score a batch");
-            self.st.pending.clear();
-            return;
+        match self.scorer.submit(Job::Score(rows)) {
+            Ok(()) => self.in_flight.push_back(batch),
+            Err(e) => self.failed(batch.len(), &e.to_string()),
         }
-        let threshold = self.model.threshold;
-        // A feature's share of the blame is its error above what it usually costs (some, like
-        // the hour of day, are never reconstructed well and would otherwise always lead).
-        let usual: [f64; NF] = std::array::from_fn(|j| self.model.card.feature_error_mean.get(j).copied().unwrap_or(0.0));
-        for (i, p) in self.st.pending.drain(..).enumerate() {
-            let unusual = self.scores[i] > threshold;
-            let excess: [f64; NF] = std::array::from_fn(|j| (f64::from(self.errors[i * NF + j]) - usual[j]).max(0.0));
+    }
+
+    fn failed(&mut self, calls: usize, error: &str) {
+        // Counted and reported; the other detectors still see these calls.
+        self.st.failed_batches += 1;
+        tracing::warn!(error, calls, "the AutoEncoder could not score a batch");
+    }
+
+    /// Records the scores of the oldest batch in flight.
+    fn record(&mut self, done: Done) {
+        let Done::Scored(result) = done else { return };
+        let Some(batch) = self.in_flight.pop_front() else { return };
+        let (errors, scores) = match result {
+            Ok(r) => r,
+            Err(e) => return self.failed(batch.len(), &e.to_string()),
+        };
+        let cal = &self.calibration;
+        for (i, p) in batch.into_iter().enumerate() {
+            let unusual = scores[i] > cal.threshold;
+            // A feature's share of the blame is its error above what it usually costs (some,
+            // like the hour of day, are never reconstructed well and would otherwise always lead).
+            let excess: [f64; NF] = std::array::from_fn(|j| (f64::from(errors[i * NF + j]) - cal.usual[j]).max(0.0));
             self.st.judged += 1;
             self.st.unusual += u64::from(unusual);
             self.st
@@ -120,22 +184,46 @@ impl AutoencoderDetector {
         }
     }
 
+    /// Waits for every batch in flight and records it.
+    fn drain(&mut self) {
+        loop {
+            match self.scorer.take() {
+                Ok(Some(done)) => self.record(done),
+                Ok(None) => break,
+                Err(e) => {
+                    let lost: usize = self.in_flight.drain(..).map(|b| b.len()).sum();
+                    self.failed(lost, &e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+
     /// Loads a newly installed version, keeping the old one if the new one does not pass.
     fn reload_if_changed(&mut self) {
         let env = self.env;
-        if let Some(m) = self.store.newer(Self::MODEL, &self.model.version, &mut self.refused_version, |v| {
-            AutoencoderModel::load(env, v, &FEATURES)
-        }) {
-            self.model = m;
+        if let Some(m) = self
+            .store
+            .newer(Self::MODEL, &self.calibration.version, &mut self.refused_version, |v| {
+                AutoencoderModel::load(env, v, &FEATURES)
+            })
+        {
+            let calibration = Calibration::of(&m);
+            match self.scorer.call(Job::Swap(Box::new(m)), |_| {}) {
+                Ok(_) => self.calibration = calibration,
+                Err(e) => tracing::warn!(error = %e, "the AutoEncoder could not take the new model"),
+            }
         }
     }
 }
 
 impl Persist for AutoencoderDetector {
-    fn save_state(&self) -> anyhow::Result<Vec<u8>> {
+    fn save_state(&mut self) -> anyhow::Result<Vec<u8>> {
+        self.drain();
         Ok(rmp_serde::to_vec_named(&self.st)?)
     }
     fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.drain();
         self.st = rmp_serde::from_slice(bytes)?;
         Ok(())
     }
@@ -162,12 +250,16 @@ impl Detector for AutoencoderDetector {
             user: c.user,
         });
         if self.st.pending.len() >= BATCH {
-            self.flush();
+            self.submit();
+            while let Some(done) = self.scorer.try_take() {
+                self.record(done);
+            }
         }
     }
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
-        self.flush();
+        self.submit();
+        self.drain();
         self.st.tally.close(w, "autoencoder", "AutoEncoder", out);
         self.reload_if_changed();
     }

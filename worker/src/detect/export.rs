@@ -88,7 +88,7 @@ impl FeatureExport {
 }
 
 impl Persist for FeatureExport {
-    fn save_state(&self) -> anyhow::Result<Vec<u8>> {
+    fn save_state(&mut self) -> anyhow::Result<Vec<u8>> {
         anyhow::bail!("the feature export is a one-shot run and is not checkpointed")
     }
     fn load_state(&mut self, _: &[u8]) -> anyhow::Result<()> {

@@ -299,8 +299,16 @@ impl Detector for JourneyDetector {
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
         let cutoff = w.end - JOURNEY_TIMEOUT;
-        let done: Vec<u64> = self.open.iter().filter(|(_, j)| j.last_seen < cutoff).map(|(k, _)| *k).collect();
-        for k in done {
+        let mut done: Vec<(Millis, u64)> = self
+            .open
+            .iter()
+            .filter(|(_, j)| j.last_seen < cutoff)
+            .map(|(k, j)| (j.last_seen, *k))
+            .collect();
+        // In a fixed order, not the map's: a map rebuilt from a checkpoint iterates differently,
+        // and the order decides the examples kept and the order of baseline updates.
+        done.sort_unstable();
+        for (_, k) in done {
             if let Some(j) = self.open.remove(&k) {
                 self.finish(j);
             }

@@ -54,12 +54,12 @@ pub struct WindowContext<'a> {
 /// A detector's learned state, saved with checkpoints so a restarted worker resumes where it
 /// stopped. Every detector whose fields are serde types gets it for free.
 pub trait Persist {
-    fn save_state(&self) -> anyhow::Result<Vec<u8>>;
+    fn save_state(&mut self) -> anyhow::Result<Vec<u8>>;
     fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()>;
 }
 
 impl<T: serde::Serialize + serde::de::DeserializeOwned> Persist for T {
-    fn save_state(&self) -> anyhow::Result<Vec<u8>> {
+    fn save_state(&mut self) -> anyhow::Result<Vec<u8>> {
         Ok(rmp_serde::to_vec_named(self)?)
     }
     fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {

@@ -172,7 +172,7 @@ impl<'a> JobRun<'a> {
             job: settings.job.clone(),
             ..Default::default()
         };
-        let (pipeline, until, resumed_extra) = match store.load()? {
+        let (mut pipeline, until, resumed_extra) = match store.load()? {
             Some(cp) => {
                 summary.resumed = true;
                 let p = Pipeline::restore(cfg.clone(), &cp.state)?;

@@ -71,6 +71,11 @@ impl LstmModel {
         self.card.vocabulary.len()
     }
 
+    /// Token string to id, for callers that look tokens up away from the model.
+    pub fn index(&self) -> &FxHashMap<String, i64> {
+        &self.index
+    }
+
     /// The id of a token string (`unknown` when the model never saw it).
     pub fn token_id(&self, token: &str) -> i64 {
         self.index.get(token).copied().unwrap_or(self.unknown)

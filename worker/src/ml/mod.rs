@@ -11,6 +11,7 @@ pub mod autoencoder;
 pub mod card;
 pub mod eval;
 pub mod lstm;
+pub mod offload;
 pub mod store;
 pub mod train;
 pub mod verify;

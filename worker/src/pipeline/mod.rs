@@ -408,11 +408,12 @@ impl Pipeline {
     }
 
     /// Everything learned so far, compressed, for a checkpoint. [`Pipeline::restore`] with the
-    /// same configuration gives a pipeline that continues exactly as this one would.
-    pub fn save_state(&self) -> anyhow::Result<Vec<u8>> {
+    /// same configuration gives a pipeline that continues exactly as this one would. Mutable
+    /// because detectors with inference in flight finish it first.
+    pub fn save_state(&mut self) -> anyhow::Result<Vec<u8>> {
         let detectors = self
             .detectors
-            .iter()
+            .iter_mut()
             .map(|d| Ok((d.name().to_owned(), d.save_state()?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let state = StateRef {
@@ -563,7 +564,7 @@ mod tests {
 
     #[test]
     fn a_state_from_another_configuration_is_refused() {
-        let p = Pipeline::new(PipelineConfig::default()).unwrap();
+        let mut p = Pipeline::new(PipelineConfig::default()).unwrap();
         let saved = p.save_state().unwrap();
         let other = PipelineConfig {
             seed: 43,

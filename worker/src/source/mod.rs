@@ -3,8 +3,10 @@
 //! source (files today, Elasticsearch next).
 
 mod ndjson;
+mod read_ahead;
 
 pub use ndjson::NdjsonSource;
+pub use read_ahead::ReadAhead;
 
 use crate::model::Event;
 

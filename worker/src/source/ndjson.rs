@@ -14,7 +14,7 @@ use crate::model::Event;
 pub struct NdjsonSource {
     inputs: Vec<PathBuf>,
     next_input: usize,
-    current: Option<(String, Box<dyn BufRead>, u64)>,
+    current: Option<(String, Box<dyn BufRead + Send>, u64)>,
     line: Vec<u8>,
     report: IngestReport,
 }
@@ -31,7 +31,7 @@ impl NdjsonSource {
     }
 
     /// From an in-memory reader (tests, benchmarks).
-    pub fn from_reader(name: &str, r: Box<dyn BufRead>) -> Self {
+    pub fn from_reader(name: &str, r: Box<dyn BufRead + Send>) -> Self {
         let mut s = Self::new(Vec::new());
         s.current = Some((name.to_owned(), r, 0));
         s
@@ -42,7 +42,7 @@ impl NdjsonSource {
             return Ok(false);
         };
         self.next_input += 1;
-        let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        let reader: Box<dyn BufRead + Send> = if path.as_os_str() == "-" {
             Box::new(BufReader::with_capacity(1 << 20, io::stdin()))
         } else {
             let f = File::open(&path).with_context(|| format!("cannot open input {}", path.display()))?;
