@@ -10,7 +10,7 @@ use anyhow::Context;
 use ndarray::Array2;
 
 use crate::detect::iforest::{roc_auc, ForestParams, IsolationForest};
-use crate::source::{EventSource, NdjsonSource};
+use crate::source::{EventSource, LineSource};
 
 /// Peak resident memory of this process so far, in MiB (Linux), from `/proc/self/status`.
 pub fn peak_rss_mib() -> Option<f64> {
@@ -23,7 +23,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 /// Reads and parses every event of `path` and does nothing else; returns (events, seconds).
 pub fn parse_only(path: &Path) -> anyhow::Result<(u64, f64)> {
     let t = Instant::now();
-    let mut src = NdjsonSource::new(vec![path.to_owned()]);
+    let mut src = LineSource::new(vec![path.to_owned()]);
     let mut batch = Vec::with_capacity(4096);
     let mut n = 0u64;
     loop {

@@ -24,7 +24,7 @@ use crate::pipeline::{Pipeline, PipelineConfig, RunStats};
 use crate::simulate::incidents::Labels;
 use crate::simulate::{self, SimConfig};
 use crate::sink::{FileSink, MemorySink};
-use crate::source::{EventSource, IngestReport, NdjsonSource, ReadAhead};
+use crate::source::{AccessDefaults, AccessLogParser, EventSource, IngestReport, LineSource, LogFormat, ReadAhead};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,38 @@ struct Cli {
     log: String,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct InputFormatArgs {
+    /// What the input lines are: NDJSON events, or nginx/Apache access logs in the format of
+    /// logstash/patterns/apiwatch.
+    #[arg(long, value_enum, default_value = "json")]
+    format: LogFormat,
+    /// Service of access-log lines that carry no `svc=`.
+    #[arg(long)]
+    service: Option<String>,
+    /// Cloud provider of access-log lines that carry no `cloud=` (onprem, aws, azure, gcp...).
+    #[arg(long)]
+    provider: Option<String>,
+}
+
+impl InputFormatArgs {
+    fn source(&self, inputs: &[PathBuf]) -> anyhow::Result<LineSource> {
+        let source = LineSource::new(inputs.to_vec());
+        if self.format == LogFormat::Json {
+            anyhow::ensure!(
+                self.service.is_none() && self.provider.is_none(),
+                "--service and --provider apply to access logs (--format nginx|apache); JSON events carry their own"
+            );
+            return Ok(source);
+        }
+        let defaults = AccessDefaults {
+            service: self.service.clone(),
+            provider: self.provider.clone(),
+        };
+        Ok(source.with_access_log(AccessLogParser::new(self.format, defaults)?))
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -205,12 +237,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Detect anomalies and alerts in NDJSON API-call events (files or `-` for stdin).
+    /// Detect anomalies and alerts in API-call logs (files or `-` for stdin): NDJSON events,
+    /// or nginx/Apache access logs with `--format`.
     Detect {
         #[arg(long = "input", short, required = true)]
         inputs: Vec<PathBuf>,
         #[arg(long, short)]
         output: PathBuf,
+        #[command(flatten)]
+        input: InputFormatArgs,
         #[command(flatten)]
         args: DetectArgs,
     },
@@ -232,6 +267,9 @@ enum Command {
         /// Labels JSON (incidents injected).
         #[arg(long)]
         labels: Option<PathBuf>,
+        /// Write NDJSON events, or nginx/Apache access-log lines (files only).
+        #[arg(long, value_enum, default_value = "json")]
+        format: LogFormat,
         #[command(flatten)]
         sim: SimArgs,
     },
@@ -501,9 +539,14 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 
 fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Detect { inputs, output, args } => {
+        Command::Detect {
+            inputs,
+            output,
+            input,
+            args,
+        } => {
             let cfg = args.config()?;
-            let (stats, report, sink) = detect_files(&inputs, &output, cfg)?;
+            let (stats, report, sink) = detect_source(input.source(&inputs)?, &output, cfg)?;
             print_detect_summary(&stats, &report, &sink.alerts(), &output);
             Ok(())
         }
@@ -531,11 +574,24 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             ca_cert,
             labels,
             sim,
-        } => es_simulate(&url, &index, ca_cert, labels.as_deref(), &sim),
-        Command::Simulate { output, labels, sim, .. } => {
+            format,
+        } => {
+            anyhow::ensure!(
+                format == LogFormat::Json,
+                "--es loads events; --format nginx|apache writes access logs to a file"
+            );
+            es_simulate(&url, &index, ca_cert, labels.as_deref(), &sim)
+        }
+        Command::Simulate {
+            output,
+            labels,
+            format,
+            sim,
+            ..
+        } => {
             let output = output.context("--output or --es is required")?;
             let cfg = sim.config()?;
-            let labels_out = simulate_files(&cfg, &output, labels.as_deref())?;
+            let labels_out = simulate_files_as(&cfg, &output, labels.as_deref(), format)?;
             eprintln!(
                 "simulated {} events ({} topology, seed {}, {} incidents) into {}",
                 labels_out.events,
@@ -816,10 +872,22 @@ fn read_alerts(path: &Path) -> anyhow::Result<Vec<Alert>> {
         .collect()
 }
 
+/// Where `detect` puts the lines it could not use.
+const REJECTED_FILE: &str = "rejected.ndjson";
+
 /// Runs file-mode detection; the sink keeps the alerts for the summary.
 pub fn detect_files(inputs: &[PathBuf], output: &Path, cfg: PipelineConfig) -> anyhow::Result<(RunStats, IngestReport, FileSink)> {
-    let mut source = ReadAhead::spawn(NdjsonSource::new(inputs.to_vec()))?;
-    let mut sink = FileSink::create(output)?;
+    detect_source(LineSource::new(inputs.to_vec()), output, cfg)
+}
+
+/// Runs file-mode detection over any line source.
+fn detect_source(source: LineSource, output: &Path, cfg: PipelineConfig) -> anyhow::Result<(RunStats, IngestReport, FileSink)> {
+    let sink = FileSink::create(output)?;
+    let rejected = output.join(REJECTED_FILE);
+    // A rerun into the same directory must not show the last run's rejects.
+    let _ = std::fs::remove_file(&rejected);
+    let mut source = ReadAhead::spawn(source.with_rejects(rejected))?;
+    let mut sink = sink;
     let mut pipeline = Pipeline::new(cfg)?;
     let pb = spinner("detecting");
     let started = Instant::now();
@@ -853,6 +921,12 @@ fn print_detect_summary(stats: &RunStats, report: &IngestReport, alerts: &[Alert
     if report.skipped() > report.samples.len() as u64 {
         println!("  ... and {} more", report.skipped() - report.samples.len() as u64);
     }
+    if report.skipped() > 0 {
+        println!(
+            "  every skipped line, with its place and reason: {}",
+            output.join(REJECTED_FILE).display()
+        );
+    }
     println!(
         "{} windows, {} services, {} entities; {} anomalies; {} alerts",
         stats.windows,
@@ -873,6 +947,10 @@ fn print_detect_summary(stats: &RunStats, report: &IngestReport, alerts: &[Alert
 }
 
 fn simulate_files(cfg: &SimConfig, output: &Path, labels: Option<&Path>) -> anyhow::Result<Labels> {
+    simulate_files_as(cfg, output, labels, LogFormat::Json)
+}
+
+fn simulate_files_as(cfg: &SimConfig, output: &Path, labels: Option<&Path>, format: LogFormat) -> anyhow::Result<Labels> {
     let mut w: Box<dyn Write> = if output.as_os_str() == "-" {
         Box::new(BufWriter::new(std::io::stdout().lock()))
     } else {
@@ -886,7 +964,7 @@ fn simulate_files(cfg: &SimConfig, output: &Path, labels: Option<&Path>) -> anyh
     };
     let pb = bar(cfg.duration as u64 / 1000, "simulating");
     let start = cfg.start;
-    let l = simulate::simulate_to_writer(cfg.clone(), &mut w, |t| pb.set_position(((t - start) / 1000) as u64))?;
+    let l = simulate::simulate_to_writer_as(cfg.clone(), &mut w, format, |t| pb.set_position(((t - start) / 1000) as u64))?;
     pb.finish_and_clear();
     if let Some(p) = labels {
         let f = File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
@@ -1328,7 +1406,7 @@ fn training_events(inputs: &[PathBuf], sim: &SimArgs, work: &Path) -> anyhow::Re
 /// Runs the pipeline with the feature export as its only detector.
 fn export_features(inputs: &[PathBuf], dir: &Path, every: u64) -> anyhow::Result<crate::detect::export::ExportReport> {
     let (export, report, _) = crate::detect::export::FeatureExport::create(dir, every)?;
-    let mut source = ReadAhead::spawn(NdjsonSource::new(inputs.to_vec()))?;
+    let mut source = ReadAhead::spawn(LineSource::new(inputs.to_vec()))?;
     let mut sink = MemorySink::default();
     let mut p = Pipeline::with_detectors(PipelineConfig::default(), vec![Box::new(export)]);
     let pb = spinner("exporting features");

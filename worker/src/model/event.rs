@@ -57,6 +57,9 @@ pub enum EventError {
     Missing(&'static str),
     #[error("field `{field}` has a bad value: {why}")]
     BadValue { field: &'static str, why: String },
+    /// An access-log line that is not the format (the grok pattern named).
+    #[error("does not match the access-log pattern {0} (logstash/patterns/apiwatch)")]
+    Pattern(&'static str),
 }
 
 /// Parses one NDJSON line into an event.

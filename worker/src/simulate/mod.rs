@@ -541,10 +541,25 @@ fn flush(
 
 /// Simulates into an NDJSON writer; returns the labels.
 pub fn simulate_to_writer(cfg: SimConfig, w: &mut dyn Write, progress: impl FnMut(Millis)) -> anyhow::Result<Labels> {
+    simulate_to_writer_as(cfg, w, crate::source::LogFormat::Json, progress)
+}
+
+/// [`simulate_to_writer`] in another line format: nginx or Apache access logs (one line per
+/// call, every service in one file, `svc=`/`cloud=` saying whose line it is).
+pub fn simulate_to_writer_as(
+    cfg: SimConfig,
+    w: &mut dyn Write,
+    format: crate::source::LogFormat,
+    progress: impl FnMut(Millis),
+) -> anyhow::Result<Labels> {
+    use crate::source::LogFormat;
     let mut sim = Simulator::new(cfg)?;
     let n = sim.run(
         |e| {
-            serde_json::to_writer(&mut *w, e)?;
+            match format {
+                LogFormat::Json => serde_json::to_writer(&mut *w, e)?,
+                other => w.write_all(crate::source::access::format_line(e, other).as_bytes())?,
+            }
             w.write_all(b"\n")?;
             Ok(())
         },

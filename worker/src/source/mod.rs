@@ -2,10 +2,12 @@
 //! [`IngestReport`] of what it could not use, so the pipeline has one code path whatever the
 //! source (files today, Elasticsearch next).
 
-mod ndjson;
+pub mod access;
+mod lines;
 mod read_ahead;
 
-pub use ndjson::NdjsonSource;
+pub use access::{AccessDefaults, AccessLogParser, LogFormat};
+pub use lines::LineSource;
 pub use read_ahead::ReadAhead;
 
 use crate::model::Event;

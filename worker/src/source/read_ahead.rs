@@ -91,7 +91,7 @@ impl Drop for ReadAhead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::NdjsonSource;
+    use crate::source::LineSource;
 
     #[test]
     fn reads_the_same_events_and_report_as_the_source_itself() {
@@ -106,7 +106,7 @@ mod tests {
                 ));
             }
         }
-        let open = || NdjsonSource::from_reader("t.ndjson", Box::new(std::io::Cursor::new(text.clone().into_bytes())));
+        let open = || LineSource::from_reader("t.ndjson", Box::new(std::io::Cursor::new(text.clone().into_bytes())));
         let drain = |s: &mut dyn EventSource| {
             let mut all = Vec::new();
             let mut batch = Vec::new();
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn dropping_it_early_stops_the_reader() {
         let text = "{\"@timestamp\":\"2026-03-02T00:00:00.000Z\",\"service.name\":\"s\",\"cloud.provider\":\"aws\",\"http.request.method\":\"GET\",\"url.path\":\"/a\",\"http.response.status_code\":200,\"event.duration\":1000000}\n".repeat(100_000);
-        let mut ahead = ReadAhead::spawn(NdjsonSource::from_reader("t", Box::new(std::io::Cursor::new(text.into_bytes())))).unwrap();
+        let mut ahead = ReadAhead::spawn(LineSource::from_reader("t", Box::new(std::io::Cursor::new(text.into_bytes())))).unwrap();
         let mut batch = Vec::new();
         let more = ahead.next_batch(&mut batch, 4096).unwrap();
         assert!(more, "{} events, {:?}", batch.len(), ahead.report());
