@@ -201,6 +201,13 @@ enum Command {
         es: EsArgs,
         #[arg(long, env = "APIWATCH_CONFIG")]
         config: Option<PathBuf>,
+        /// Also import the dashboards, visualizations and data views into this Kibana
+        /// (kibana/apiwatch-saved-objects.ndjson; same credentials as Elasticsearch).
+        #[arg(long, env = "APIWATCH_KIBANA_URL")]
+        kibana: Option<String>,
+        /// Only Kibana: skip the Elasticsearch templates.
+        #[arg(long, requires = "kibana")]
+        kibana_only: bool,
     },
     /// Poll the log indices and score new events until stopped (SIGTERM: finish, checkpoint, exit).
     Run {
@@ -550,7 +557,20 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             print_detect_summary(&stats, &report, &sink.alerts(), &output);
             Ok(())
         }
-        Command::Setup { es, config } => es_setup(&es, config.as_deref()),
+        Command::Setup {
+            es,
+            config,
+            kibana,
+            kibana_only,
+        } => {
+            if !kibana_only {
+                es_setup(&es, config.as_deref())?;
+            }
+            match kibana {
+                Some(url) => kibana_setup(&url, es.ca_cert.as_deref()),
+                None => Ok(()),
+            }
+        }
         Command::Run {
             es,
             args,
@@ -1253,6 +1273,19 @@ fn es_setup(es: &EsArgs, config: Option<&Path>) -> anyhow::Result<()> {
         steps.len(),
         crate::es::templates::TEMPLATE_VERSION
     );
+    Ok(())
+}
+
+fn kibana_setup(url: &str, ca_cert: Option<&Path>) -> anyhow::Result<()> {
+    let out = crate::kibana::import_saved_objects(url, &crate::es::client::Credentials::from_env(), ca_cert)?;
+    println!(
+        "Kibana at {url}: {} saved objects imported (data views, visualizations, searches, 5 dashboards named \"apiwatch: ...\")",
+        out.imported
+    );
+    for r in &out.refused {
+        println!("  refused {r}");
+    }
+    anyhow::ensure!(out.refused.is_empty(), "{} saved objects were refused (above)", out.refused.len());
     Ok(())
 }
 

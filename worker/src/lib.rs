@@ -22,6 +22,7 @@ pub mod config;
 pub mod detect;
 pub mod es;
 pub mod eval;
+pub mod kibana;
 pub mod ml;
 pub mod model;
 pub mod notify;

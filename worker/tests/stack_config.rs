@@ -4,33 +4,15 @@
 //! not installable here, so this is checked statically; the patterns themselves run in
 //! `access_logs.rs` through the grok crate.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+mod common;
+use common::template_fields;
 
 use apiwatch::source::access::{add_patterns, PATTERNS};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// Dotted field name → type, from a component template's mappings.
-fn template_fields(component: &str) -> BTreeMap<String, String> {
-    let path = repo().join("es-templates/component").join(format!("{component}.json"));
-    let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let mut out = BTreeMap::new();
-    fn walk(props: &serde_json::Value, prefix: &str, out: &mut BTreeMap<String, String>) {
-        for (k, v) in props.as_object().unwrap() {
-            let name = format!("{prefix}{k}");
-            match v.get("properties") {
-                Some(p) => walk(p, &format!("{name}."), out),
-                None => {
-                    out.insert(name, v["type"].as_str().unwrap_or("object").to_owned());
-                }
-            }
-        }
-    }
-    walk(&t["template"]["mappings"]["properties"], "", &mut out);
-    out
 }
 
 /// `[a][b][c]` references in a Logstash config, as `a.b.c`.

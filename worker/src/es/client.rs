@@ -83,7 +83,7 @@ impl Credentials {
         }
     }
 
-    fn header(&self) -> Option<String> {
+    pub(crate) fn header(&self) -> Option<String> {
         match self {
             Credentials::None => None,
             Credentials::Basic { username, password } => Some(format!(
@@ -162,30 +162,10 @@ impl std::fmt::Debug for EsClient {
 
 impl EsClient {
     pub fn new(opts: ClientOptions) -> Result<Self, EsError> {
-        let mut cfg = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(opts.timeout))
-            .max_idle_connections_per_host(8)
-            .user_agent(concat!("apiwatch/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &opts.ca_cert {
-            let pem = std::fs::read(path).map_err(|e| EsError::Tls(format!("cannot read CA certificate {}: {e}", path.display())))?;
-            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            if certs.is_empty() {
-                return Err(EsError::Tls(format!("{} holds no PEM certificate", path.display())));
-            }
-            let tls = ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-                .build();
-            cfg = cfg.tls_config(tls);
-        }
+        let agent = http_agent(opts.timeout, opts.ca_cert.as_deref())?;
         let auth = opts.credentials.header();
         Ok(EsClient {
-            agent: cfg.build().into(),
+            agent,
             opts: Arc::new(opts),
             auth,
         })
@@ -397,6 +377,33 @@ fn truncate(s: &str, n: usize) -> String {
         }
         format!("{}…", &s[..end])
     }
+}
+
+/// An HTTP agent with the project's timeouts, user agent and (for self-managed clusters) CA;
+/// shared by the Elasticsearch client and the Kibana import.
+pub(crate) fn http_agent(timeout: Duration, ca_cert: Option<&std::path::Path>) -> Result<ureq::Agent, EsError> {
+    let mut cfg = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .max_idle_connections_per_host(8)
+        .user_agent(concat!("apiwatch/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path).map_err(|e| EsError::Tls(format!("cannot read CA certificate {}: {e}", path.display())))?;
+        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            return Err(EsError::Tls(format!("{} holds no PEM certificate", path.display())));
+        }
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+            .build();
+        cfg = cfg.tls_config(tls);
+    }
+    Ok(cfg.build().into())
 }
 
 #[cfg(test)]

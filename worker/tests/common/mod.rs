@@ -1,5 +1,7 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (each test crate uses some of them).
+#![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use apiwatch::model::time::HOUR_MS;
@@ -19,4 +21,29 @@ pub fn simulate(dir: &Path, topology: &str, seed: u64, hours: f64) -> (PathBuf, 
     let labels = simulate_to_writer(cfg, &mut w, |_| {}).unwrap();
     drop(w);
     (path, labels)
+}
+
+/// The repository's top directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Dotted field name → type, from a component template's mappings.
+pub fn template_fields(component: &str) -> BTreeMap<String, String> {
+    let path = repo_root().join("es-templates/component").join(format!("{component}.json"));
+    let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut out = BTreeMap::new();
+    fn walk(props: &serde_json::Value, prefix: &str, out: &mut BTreeMap<String, String>) {
+        for (k, v) in props.as_object().unwrap() {
+            let name = format!("{prefix}{k}");
+            match v.get("properties") {
+                Some(p) => walk(p, &format!("{name}."), out),
+                None => {
+                    out.insert(name, v["type"].as_str().unwrap_or("object").to_owned());
+                }
+            }
+        }
+    }
+    walk(&t["template"]["mappings"]["properties"], "", &mut out);
+    out
 }
