@@ -1353,21 +1353,36 @@ fn print_run_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The configured channels: email alone keeps its checkpoint format; with webhooks too, each
+/// channel's memory is kept under its name.
+fn notifiers(app: &crate::config::AppConfig, no_email: bool) -> anyhow::Result<Option<Box<dyn crate::notify::Notifier>>> {
+    use crate::notify::{email::EmailNotifier, webhook::WebhookNotifier, Fanout, Notifier};
+    let mut channels: Vec<(&'static str, Box<dyn Notifier>)> = Vec::new();
+    if let (Some(e), false) = (&app.email, no_email) {
+        channels.push(("email", Box::new(EmailNotifier::new(e.clone())?)));
+    }
+    if let (Some(w), false) = (&app.webhook, no_email) {
+        channels.push(("webhook", Box::new(WebhookNotifier::new(w.clone())?)));
+    }
+    Ok(match channels.len() {
+        0 => None,
+        1 => channels.pop().map(|(_, c)| c),
+        _ => Some(Box::new(Fanout { channels })),
+    })
+}
+
 fn es_run(es: &EsArgs, args: &DetectArgs, once: bool, since: Option<&str>, no_email: bool, json: bool) -> anyhow::Result<()> {
     let app = args.app()?;
     let (client, mut settings) = es.connect(&app)?;
     if let Some(s) = since {
         settings.since = Some(parse_rfc3339(s).with_context(|| format!("--since `{s}` is not an RFC 3339 time"))?);
     }
-    let mut email = match (&app.email, no_email) {
-        (Some(e), false) => Some(crate::notify::email::EmailNotifier::new(e.clone())?),
-        _ => None,
-    };
+    let mut notifier = notifiers(&app, no_email)?;
     let stop = stop_flag()?;
     let opts = RunOptions {
         once,
         stop,
-        notifier: email.as_mut().map(|e| e as &mut dyn crate::notify::Notifier),
+        notifier: notifier.as_mut().map(|n| n.as_mut() as &mut dyn crate::notify::Notifier),
         now: None,
         progress: None,
     };

@@ -20,6 +20,7 @@ use crate::es::worker::WorkerSettings;
 use crate::es::IndexNames;
 use crate::model::time::Millis;
 use crate::notify::email::{EmailSettings, SmtpSecurity};
+use crate::notify::webhook::{WebhookRoute, WebhookSettings};
 use crate::notify::Route;
 use crate::pipeline::PipelineConfig;
 
@@ -48,8 +49,21 @@ struct RawConfig {
     #[serde(default)]
     elasticsearch: RawEs,
     email: Option<RawEmail>,
+    webhook: Option<RawWebhook>,
     #[serde(default)]
     models: RawModels,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    min_interval_secs: Option<u64>,
+    max_per_hour: Option<usize>,
+    max_attempts: Option<u32>,
+    backoff_ms: Option<u64>,
+    timeout_secs: Option<u64>,
+    #[serde(default)]
+    routes: Vec<WebhookRoute>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +121,7 @@ pub struct AppConfig {
     pub pipeline: PipelineConfig,
     pub es: EsSettings,
     pub email: Option<EmailSettings>,
+    pub webhook: Option<WebhookSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,10 +216,17 @@ pub fn parse_app(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>)
     }
     let es = std::mem::take(&mut raw.elasticsearch);
     let email = raw.email.take();
+    let webhook = raw.webhook.take();
     let pipeline = validate(raw, origin)?;
     let es = validate_es(es, origin)?;
     let email = email.map(|e| validate_email(e, &es, origin)).transpose()?;
-    Ok(AppConfig { pipeline, es, email })
+    let webhook = webhook.map(|w| validate_webhook(w, &es, origin)).transpose()?;
+    Ok(AppConfig {
+        pipeline,
+        es,
+        email,
+        webhook,
+    })
 }
 
 fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
@@ -320,6 +342,38 @@ fn validate_email(raw: RawEmail, es: &EsSettings, origin: &str) -> Result<EmailS
     })
 }
 
+fn validate_webhook(raw: RawWebhook, es: &EsSettings, origin: &str) -> Result<WebhookSettings, ConfigError> {
+    let invalid = |key: &'static str, problem: &str| invalid(origin, key, problem);
+    if raw.routes.is_empty() {
+        return Err(invalid("webhook.routes", "needs at least one [[webhook.routes]] with a `url`"));
+    }
+    for r in &raw.routes {
+        if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+            return Err(invalid("webhook.routes.url", "must be an http:// or https:// URL"));
+        }
+        if r.priorities
+            .iter()
+            .any(|p| !["P1", "P2", "P3", "P4"].contains(&p.to_uppercase().as_str()))
+        {
+            return Err(invalid("webhook.routes.priorities", "must be among P1, P2, P3, P4"));
+        }
+    }
+    let max_attempts = raw.max_attempts.unwrap_or(4);
+    if !(1..=10).contains(&max_attempts) {
+        return Err(invalid("webhook.max_attempts", "must be between 1 and 10"));
+    }
+    Ok(WebhookSettings {
+        routes: raw.routes,
+        kibana_url: es.kibana_url.clone(),
+        anomalies_index: es.worker.names.anomalies.clone(),
+        min_interval: Duration::from_secs(raw.min_interval_secs.unwrap_or(900)),
+        max_per_hour: raw.max_per_hour.unwrap_or(30),
+        max_attempts,
+        backoff: Duration::from_millis(raw.backoff_ms.unwrap_or(500)),
+        timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(10)),
+    })
+}
+
 fn invalid(origin: &str, key: &'static str, problem: &str) -> ConfigError {
     ConfigError::Invalid {
         path: origin.to_owned(),
@@ -411,6 +465,9 @@ mod tests {
         let app = parse_app(text, "apiwatch.example.toml", &|_| None).unwrap();
         assert_eq!(app.es.worker.names.anomalies, "apiwatch-anomalies");
         assert_eq!(app.es.worker.names.logs, "logs-apiwatch.calls-*");
+        let hooks = app.webhook.as_ref().expect("the example has a [webhook] section");
+        assert_eq!(hooks.routes.len(), 2);
+        assert_eq!(hooks.routes[0].format, crate::notify::webhook::WebhookFormat::Slack);
         let email = app.email.expect("the example has an [email] section");
         assert!(!email.routes.is_empty());
         assert_eq!(email.security, SmtpSecurity::Starttls);

@@ -85,45 +85,11 @@ fn parse_outcome(text: &str) -> anyhow::Result<ImportOutcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader, Read, Write};
-
-    /// A one-request HTTP server: returns what it received and answers `reply`.
-    fn receiver(status: u16, reply: &'static str) -> (String, std::thread::JoinHandle<(String, Vec<u8>)>) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let h = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let mut r = BufReader::new(stream.try_clone().unwrap());
-            let mut head = String::new();
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                r.read_line(&mut line).unwrap();
-                if line.to_ascii_lowercase().starts_with("content-length:") {
-                    len = line[15..].trim().parse().unwrap();
-                }
-                if line == "\r\n" {
-                    break;
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0; len];
-            r.read_exact(&mut body).unwrap();
-            let mut w = stream;
-            write!(
-                w,
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-                reply.len()
-            )
-            .unwrap();
-            (head, body)
-        });
-        (url, h)
-    }
+    use crate::test_http::receiver;
 
     #[test]
     fn the_import_sends_every_object_as_kibana_expects_and_reads_the_answer() {
-        let (url, h) = receiver(200, r#"{"success":true,"successCount":28,"successResults":[]}"#);
+        let (url, h) = receiver(vec![(200, r#"{"success":true,"successCount":28,"successResults":[]}"#)]);
         let creds = Credentials::Basic {
             username: "elastic".into(),
             password: "pw".into(),
@@ -136,27 +102,28 @@ mod tests {
                 refused: vec![]
             }
         );
-        let (head, body) = h.join().unwrap();
-        assert!(head.starts_with("POST /api/saved_objects/_import?overwrite=true "), "{head}");
-        let lower = head.to_ascii_lowercase();
-        assert!(lower.contains("kbn-xsrf: apiwatch"));
-        assert!(lower.contains("authorization: basic "));
-        assert!(lower.contains("content-type: multipart/form-data; boundary="));
-        let body = String::from_utf8(body).unwrap();
+        let got = h.join().unwrap();
+        let r = &got[0];
+        assert!(r.head.starts_with("POST /api/saved_objects/_import?overwrite=true "), "{}", r.head);
+        assert_eq!(r.header("kbn-xsrf").as_deref(), Some("apiwatch"));
+        assert!(r.header("authorization").unwrap().starts_with("Basic "));
+        assert!(r.header("content-type").unwrap().starts_with("multipart/form-data; boundary="));
+        let body = String::from_utf8(r.body.clone()).unwrap();
         assert!(body.contains("name=\"file\"; filename=\"apiwatch-saved-objects.ndjson\""));
         assert!(body.contains(SAVED_OBJECTS));
     }
 
     #[test]
     fn refusals_are_reported_by_object() {
-        let (url, h) = receiver(
-            200,
-            r#"{"success":false,"successCount":27,"errors":[{"id":"apiwatch-calls","type":"index-pattern","error":{"type":"conflict"}}]}"#,
-        );
+        let (url, h) = receiver(vec![
+            (
+                200,
+                r#"{"success":false,"successCount":27,"errors":[{"id":"apiwatch-calls","type":"index-pattern","error":{"type":"conflict"}}]}"#,
+            ),
+            (401, r#"{"statusCode":401}"#),
+        ]);
         let out = import_saved_objects(&url, &Credentials::None, None).unwrap();
         assert_eq!(out.refused, vec!["index-pattern/apiwatch-calls: conflict".to_owned()]);
-        h.join().unwrap();
-        let (url, h) = receiver(401, r#"{"statusCode":401}"#);
         let err = import_saved_objects(&url, &Credentials::None, None).unwrap_err().to_string();
         assert!(err.contains("HTTP 401") && err.contains("APIWATCH_ES_USERNAME"), "{err}");
         h.join().unwrap();

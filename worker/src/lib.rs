@@ -31,3 +31,5 @@ pub mod pipeline;
 pub mod simulate;
 pub mod sink;
 pub mod source;
+#[cfg(test)]
+pub(crate) mod test_http;

@@ -1,10 +1,12 @@
 //! Telling people: a [`Notifier`] receives every stored alert change and decides what deserves
 //! a message (a new alert, a re-alert of one still open, its resolution), to whom (routes by
-//! service and priority), and how often (per-alert throttle and an hourly cap). Email is the
-//! channel today (`email`); the decision logic here is shared by any channel.
+//! service and priority), and how often (per-alert throttle and an hourly cap). Channels:
+//! `email` (the default path) and `webhook` (generic JSON or Slack-compatible); the decision
+//! logic here is shared by both, and [`Fanout`] runs several side by side.
 
 pub mod email;
 pub mod render;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 
@@ -25,6 +27,44 @@ pub trait Notifier {
     fn load(&mut self, _state: &serde_json::Value) {}
 }
 
+/// Several channels side by side; each keeps its own memory of who was told what.
+pub struct Fanout {
+    pub channels: Vec<(&'static str, Box<dyn Notifier>)>,
+}
+
+impl Notifier for Fanout {
+    fn notify(&mut self, alerts: &[Alert]) -> anyhow::Result<u64> {
+        let mut sent = 0;
+        let mut errors = Vec::new();
+        // Every channel gets its chance even if another one is down.
+        for (name, c) in &mut self.channels {
+            match c.notify(alerts) {
+                Ok(n) => sent += n,
+                Err(e) => errors.push(format!("{name}: {e:#}")),
+            }
+        }
+        match errors.is_empty() {
+            true => Ok(sent),
+            false => Err(anyhow::anyhow!("{} ({sent} messages sent)", errors.join("; "))),
+        }
+    }
+    fn remember(&mut self, anomalies: &[Anomaly]) {
+        for (_, c) in &mut self.channels {
+            c.remember(anomalies);
+        }
+    }
+    fn save(&self) -> serde_json::Value {
+        serde_json::Value::Object(self.channels.iter().map(|(n, c)| ((*n).to_owned(), c.save())).collect())
+    }
+    fn load(&mut self, state: &serde_json::Value) {
+        for (n, c) in &mut self.channels {
+            if let Some(s) = state.get(*n) {
+                c.load(s);
+            }
+        }
+    }
+}
+
 /// Who hears about which alerts.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +79,7 @@ pub struct Route {
 }
 
 impl Route {
-    fn matches(&self, a: &Alert) -> bool {
+    pub(crate) fn matches(&self, a: &Alert) -> bool {
         let service_ok = self.services.is_empty()
             || self.services.iter().any(|p| {
                 let names = std::iter::once(&a.service).chain(a.services.iter());
@@ -149,7 +189,7 @@ pub fn by_urgency(alerts: &[Alert]) -> Vec<&Alert> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn alert(id: &str, service: &str, prio: &str, status: AlertStatus, notifications: u32) -> Alert {

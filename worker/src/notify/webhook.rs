@@ -1,0 +1,371 @@
+//! Webhooks beside email: a generic JSON document (the alert as stored, its strongest evidence,
+//! a Kibana link) or a Slack-compatible message (text + blocks, which Slack, Mattermost and
+//! Teams' Slack-compatible hooks accept). Routes by service and priority like email; the same
+//! throttle decides what is due. A delivery is retried with backoff on a transport error, 429
+//! or 5xx; what still fails stays in the outbox for the next round, in order. A 4xx other than
+//! 429 is a configuration problem: reported with the endpoint's answer, counted, not retried.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::render::{discover_link, render};
+use super::{by_urgency, MessageKind, Notifier, Route, Throttle};
+use crate::model::{Alert, Anomaly};
+
+/// Payload shape of one endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Slack,
+}
+
+/// One endpoint and which alerts it hears about.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRoute {
+    #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub priorities: Vec<String>,
+    pub url: String,
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+impl WebhookRoute {
+    fn matches(&self, a: &Alert) -> bool {
+        Route {
+            services: self.services.clone(),
+            priorities: self.priorities.clone(),
+            to: Vec::new(),
+        }
+        .matches(a)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    pub routes: Vec<WebhookRoute>,
+    pub kibana_url: Option<String>,
+    pub anomalies_index: String,
+    pub min_interval: Duration,
+    pub max_per_hour: usize,
+    /// Tries per delivery within one round.
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub timeout: Duration,
+}
+
+/// Deliveries kept for endpoints that are down; beyond this the oldest are dropped, with an error.
+const OUTBOX_LIMIT: usize = 500;
+const REMEMBERED_ANOMALIES: usize = 20_000;
+
+pub struct WebhookNotifier {
+    settings: WebhookSettings,
+    agent: ureq::Agent,
+    throttle: Throttle,
+    anomalies: FxHashMap<String, Anomaly>,
+    order: VecDeque<String>,
+    /// (alert, message kind, route index) not delivered yet.
+    outbox: VecDeque<(Alert, MessageKind, usize)>,
+    pub sent: u64,
+    pub failed: u64,
+}
+
+enum Delivery {
+    Done,
+    /// Worth another try later (endpoint down, throttled, erroring).
+    Retry(String),
+    /// Will not work by trying again (bad URL, refused payload).
+    Refused(String),
+}
+
+impl WebhookNotifier {
+    pub fn new(settings: WebhookSettings) -> anyhow::Result<Self> {
+        let agent = crate::es::client::http_agent(settings.timeout, None)?;
+        Ok(WebhookNotifier {
+            agent,
+            throttle: Throttle::new(settings.min_interval.as_millis() as i64, settings.max_per_hour),
+            settings,
+            anomalies: FxHashMap::default(),
+            order: VecDeque::new(),
+            outbox: VecDeque::new(),
+            sent: 0,
+            failed: 0,
+        })
+    }
+
+    /// The document sent for one alert change.
+    pub fn payload(&self, a: &Alert, kind: MessageKind, format: WebhookFormat) -> Value {
+        let mut evidence: Vec<&Anomaly> = a.anomaly_ids.iter().filter_map(|id| self.anomalies.get(id)).collect();
+        evidence.sort_by(|x, y| y.score.total_cmp(&x.score).then_with(|| x.id.cmp(&y.id)));
+        evidence.truncate(5);
+        let r = render(
+            a,
+            kind,
+            &evidence,
+            self.settings.kibana_url.as_deref(),
+            &self.settings.anomalies_index,
+        );
+        let link = self
+            .settings
+            .kibana_url
+            .as_deref()
+            .map(|k| discover_link(k, &self.settings.anomalies_index, a));
+        let event = match kind {
+            MessageKind::Opened => "opened",
+            MessageKind::StillOpen => "still_open",
+            MessageKind::Resolved => "resolved",
+        };
+        match format {
+            WebhookFormat::Json => json!({
+                "event": event,
+                "title": r.subject,
+                "text": r.text,
+                "alert": a,
+                "evidence": evidence,
+                "kibana": link,
+            }),
+            WebhookFormat::Slack => {
+                let icon = match (kind, a.priority.as_str()) {
+                    (MessageKind::Resolved, _) => ":white_check_mark:",
+                    (_, "P1") => ":rotating_light:",
+                    (_, "P2") => ":warning:",
+                    _ => ":information_source:",
+                };
+                let mut blocks = vec![
+                    json!({"type": "header", "text": {"type": "plain_text", "text": r.subject.chars().take(150).collect::<String>()}}),
+                    json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("{icon} *{}* {}\n{}", a.priority, slack_escape(&a.title), slack_escape(&a.summary))}}),
+                ];
+                let reasons: Vec<String> = evidence.iter().take(3).map(|e| format!("• {}", slack_escape(&e.reason))).collect();
+                if !reasons.is_empty() {
+                    blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": reasons.join("\n")}}));
+                }
+                blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("services: {} · {} calls, {} users affected · alert {}", a.services.join(", "), a.impact_calls, a.impact_users, a.id)}]}));
+                if let Some(l) = &link {
+                    blocks.push(json!({"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Open in Kibana"}, "url": l}]}));
+                }
+                json!({"text": r.subject, "blocks": blocks})
+            }
+        }
+    }
+
+    fn deliver(&self, url: &str, body: &Value) -> Delivery {
+        let body = body.to_string();
+        match self
+            .agent
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(body.as_bytes())
+        {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                if (200..300).contains(&status) {
+                    return Delivery::Done;
+                }
+                let text: String = resp.body_mut().read_to_string().unwrap_or_default().chars().take(300).collect();
+                let why = format!("HTTP {status}: {text}");
+                if status == 429 || status >= 500 {
+                    Delivery::Retry(why)
+                } else {
+                    Delivery::Refused(why)
+                }
+            }
+            Err(e) => Delivery::Retry(e.to_string()),
+        }
+    }
+}
+
+/// Slack's mrkdwn treats `&`, `<` and `>` as markup.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+impl Notifier for WebhookNotifier {
+    fn remember(&mut self, anomalies: &[Anomaly]) {
+        for a in anomalies {
+            if self.anomalies.insert(a.id.clone(), a.clone()).is_none() {
+                self.order.push_back(a.id.clone());
+            }
+        }
+        while self.order.len() > REMEMBERED_ANOMALIES {
+            if let Some(old) = self.order.pop_front() {
+                self.anomalies.remove(&old);
+            }
+        }
+    }
+
+    fn notify(&mut self, alerts: &[Alert]) -> anyhow::Result<u64> {
+        let now = chrono::Utc::now().timestamp_millis();
+        for a in by_urgency(alerts) {
+            let routes: Vec<usize> = (0..self.settings.routes.len())
+                .filter(|&i| self.settings.routes[i].matches(a))
+                .collect();
+            if routes.is_empty() {
+                continue;
+            }
+            if let Some(kind) = self.throttle.decide(a, now) {
+                for i in routes {
+                    self.outbox.push_back((a.clone(), kind, i));
+                }
+            }
+        }
+        while self.outbox.len() > OUTBOX_LIMIT {
+            if let Some((a, _, i)) = self.outbox.pop_front() {
+                self.failed += 1;
+                tracing::error!(alert = %a.id, url = %self.settings.routes[i].url, "webhook dropped: the endpoint has failed for too long");
+            }
+        }
+        let mut sent = 0;
+        while let Some((a, kind, i)) = self.outbox.pop_front() {
+            let route = self.settings.routes[i].clone();
+            let body = self.payload(&a, kind, route.format);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match self.deliver(&route.url, &body) {
+                    Delivery::Done => {
+                        sent += 1;
+                        self.sent += 1;
+                        tracing::info!(alert = %a.id, priority = %a.priority, url = %route.url, ?kind, attempt, "webhook delivered");
+                        break;
+                    }
+                    Delivery::Refused(why) => {
+                        self.failed += 1;
+                        tracing::error!(alert = %a.id, url = %route.url, %why, "webhook refused: check the URL and the endpoint's expected payload");
+                        break;
+                    }
+                    Delivery::Retry(why) if attempt < self.settings.max_attempts => {
+                        tracing::warn!(alert = %a.id, url = %route.url, %why, attempt, "webhook failed, retrying");
+                        std::thread::sleep(self.settings.backoff * 2u32.pow(attempt - 1));
+                    }
+                    Delivery::Retry(why) => {
+                        self.outbox.push_front((a, kind, i));
+                        let queued = self.outbox.len();
+                        anyhow::bail!(
+                            "webhook {}: {why} after {attempt} tries ({sent} sent, {queued} kept for the next round)",
+                            route.url
+                        );
+                    }
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    fn save(&self) -> Value {
+        serde_json::to_value(&self.throttle).unwrap_or_default()
+    }
+
+    fn load(&mut self, state: &Value) {
+        if let Ok(t) = serde_json::from_value::<Throttle>(state.clone()) {
+            let (min, max) = (self.throttle.min_interval_ms, self.throttle.max_per_hour);
+            self.throttle = t;
+            self.throttle.min_interval_ms = min;
+            self.throttle.max_per_hour = max;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AlertStatus;
+    use crate::notify::tests::alert;
+    use crate::test_http::receiver;
+
+    fn settings(routes: Vec<WebhookRoute>) -> WebhookSettings {
+        WebhookSettings {
+            routes,
+            kibana_url: Some("http://kibana:5601".into()),
+            anomalies_index: "apiwatch-anomalies-*".into(),
+            min_interval: Duration::from_secs(900),
+            max_per_hour: 30,
+            max_attempts: 3,
+            backoff: Duration::from_millis(10),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn routes_by_priority_in_each_endpoints_format_and_retries_a_failing_endpoint() {
+        // Slack hears P1 only; the JSON endpoint hears everything. The JSON endpoint fails
+        // once with 503, then accepts: delivered on the second try.
+        let (slack, slack_h) = receiver(vec![(200, "ok")]);
+        let (generic, generic_h) = receiver(vec![(503, "busy"), (200, "{}"), (200, "{}")]);
+        let mut n = WebhookNotifier::new(settings(vec![
+            WebhookRoute {
+                services: vec![],
+                priorities: vec!["P1".into()],
+                url: format!("{slack}/hooks/T0/B0/x"),
+                format: WebhookFormat::Slack,
+            },
+            WebhookRoute {
+                services: vec![],
+                priorities: vec![],
+                url: format!("{generic}/apiwatch"),
+                format: WebhookFormat::Json,
+            },
+        ]))
+        .unwrap();
+        let p1 = alert("a1", "payments", "P1", AlertStatus::Open, 1);
+        let p3 = alert("a3", "ledger", "P3", AlertStatus::Open, 1);
+        assert_eq!(n.notify(&[p3, p1]).unwrap(), 3);
+        let slack_got = slack_h.join().unwrap();
+        assert_eq!(slack_got[0].path(), "/hooks/T0/B0/x");
+        let s = slack_got[0].json();
+        assert!(s["text"].as_str().unwrap().contains("P1"), "{s}");
+        assert_eq!(s["blocks"][0]["type"], "header");
+        assert!(s["blocks"].as_array().unwrap().iter().any(|b| b["type"] == "actions"));
+        let generic_got = generic_h.join().unwrap();
+        assert_eq!(generic_got.len(), 3);
+        // Most urgent first, and the retried delivery is the same document.
+        assert_eq!(generic_got[0].body, generic_got[1].body);
+        let first = generic_got[1].json();
+        assert_eq!(
+            (first["event"].as_str(), first["alert"]["alert.id"].as_str()),
+            (Some("opened"), Some("a1"))
+        );
+        assert_eq!(generic_got[2].json()["alert"]["alert.priority"], "P3");
+        assert_eq!(n.sent, 3);
+    }
+
+    #[test]
+    fn an_endpoint_that_stays_down_keeps_the_delivery_for_the_next_round_and_a_refusal_is_not_retried() {
+        let (down, down_h) = receiver(vec![(500, "x"), (500, "x"), (200, "{}")]);
+        let mut n = WebhookNotifier::new(WebhookSettings {
+            max_attempts: 2,
+            ..settings(vec![WebhookRoute {
+                services: vec![],
+                priorities: vec![],
+                url: down.clone(),
+                format: WebhookFormat::Json,
+            }])
+        })
+        .unwrap();
+        let a = alert("a1", "payments", "P2", AlertStatus::Open, 1);
+        let err = n.notify(std::slice::from_ref(&a)).unwrap_err().to_string();
+        assert!(err.contains("HTTP 500") && err.contains("1 kept"), "{err}");
+        // Next round: nothing new, the kept delivery goes out.
+        assert_eq!(n.notify(&[]).unwrap(), 1);
+        assert_eq!(down_h.join().unwrap().len(), 3);
+
+        let (bad, bad_h) = receiver(vec![(400, "invalid_payload")]);
+        let mut n = WebhookNotifier::new(settings(vec![WebhookRoute {
+            services: vec![],
+            priorities: vec![],
+            url: bad,
+            format: WebhookFormat::Slack,
+        }]))
+        .unwrap();
+        assert_eq!(n.notify(&[a]).unwrap(), 0);
+        assert_eq!(n.failed, 1);
+        assert_eq!(bad_h.join().unwrap().len(), 1);
+    }
+}
