@@ -208,3 +208,101 @@ fn the_field_check_catches_a_field_that_is_not_there() {
         ["http.response.status_code", "alert.status"]
     );
 }
+
+/// Field names a query or aggregation uses: keys of term/terms/range/match, `field` values,
+/// sort keys and `_source` entries.
+fn query_fields(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match k.as_str() {
+                    "term" | "terms" | "range" | "match" => {
+                        // A terms aggregation names its field under `field` (taken below).
+                        if let Some(o) = x.as_object().filter(|o| !o.contains_key("field")) {
+                            out.extend(o.keys().filter(|k| *k != "boost").cloned());
+                        }
+                    }
+                    "field" => out.extend(x.as_str().map(str::to_owned)),
+                    "sort" => {
+                        for s in x.as_array().into_iter().flatten() {
+                            out.extend(s.as_object().into_iter().flat_map(|o| o.keys().cloned()));
+                        }
+                    }
+                    "_source" => out.extend(x.as_array().into_iter().flatten().filter_map(|f| f.as_str().map(str::to_owned))),
+                    _ => {}
+                }
+                query_fields(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| query_fields(x, out)),
+        _ => {}
+    }
+}
+
+/// Fields of every index template whose pattern one of `indices` names.
+fn fields_behind(indices: &[String]) -> BTreeMap<String, String> {
+    let mut fields = BTreeMap::new();
+    for f in std::fs::read_dir(repo_root().join("es-templates/index")).unwrap() {
+        let t: Value = serde_json::from_str(&std::fs::read_to_string(f.unwrap().path()).unwrap()).unwrap();
+        if t["index_patterns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| indices.iter().any(|i| p == i.as_str()))
+        {
+            for c in t["composed_of"].as_array().unwrap() {
+                let c = c.as_str().unwrap();
+                if c.ends_with("-mappings") {
+                    fields.extend(template_fields(c));
+                }
+            }
+        }
+    }
+    fields
+}
+
+#[test]
+fn watchers_and_rules_use_only_fields_the_templates_map() {
+    let dir = repo_root().join("kibana");
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    let mut check = |what: String, indices: Vec<String>, used: Vec<String>| {
+        let fields = fields_behind(&indices);
+        assert!(!fields.is_empty(), "{what}: no template behind {indices:?}");
+        for f in used {
+            checked += 1;
+            if !fields.contains_key(&f) {
+                problems.push(format!("{what}: `{f}` is not in the templates behind {indices:?}"));
+            }
+        }
+    };
+    let mut watchers = 0;
+    for f in std::fs::read_dir(dir.join("watchers")).unwrap() {
+        let path = f.unwrap().path();
+        let w: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for key in ["trigger", "input", "condition", "actions"] {
+            assert!(w.get(key).is_some(), "{}: no {key}", path.display());
+        }
+        let req = &w["input"]["search"]["request"];
+        let indices: Vec<String> = serde_json::from_value(req["indices"].clone()).unwrap();
+        let mut used = Vec::new();
+        query_fields(&req["body"], &mut used);
+        assert!(!used.is_empty());
+        check(path.display().to_string(), indices, used);
+        watchers += 1;
+    }
+    assert_eq!(watchers, 3);
+    let rules: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(dir.join("rules/apiwatch-rules.json")).unwrap()).unwrap();
+    assert_eq!(rules.len(), 3);
+    for r in &rules {
+        let p = &r["params"];
+        assert_eq!(r["rule_type_id"], ".es-query");
+        let indices: Vec<String> = serde_json::from_value(p["index"].clone()).unwrap();
+        let query: Value = serde_json::from_str(p["esQuery"].as_str().unwrap()).unwrap();
+        let mut used = vec![p["timeField"].as_str().unwrap().to_owned()];
+        query_fields(&query, &mut used);
+        check(r["name"].to_string(), indices, used);
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(checked >= 20, "only {checked} fields checked");
+}
