@@ -11,11 +11,10 @@ use lettre::message::{header, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
-use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use super::render::{header_safe, render};
-use super::{by_urgency, recipients, Notifier, Route, Throttle};
+use super::{by_urgency, recipients, Evidence, Notifier, Route, Throttle};
 use crate::model::{Alert, Anomaly};
 
 /// How the SMTP connection is secured.
@@ -53,9 +52,8 @@ pub struct EmailNotifier {
     transport: SmtpTransport,
     from: Mailbox,
     throttle: Throttle,
-    /// Recent anomalies by id (bounded), for the evidence table.
-    anomalies: FxHashMap<String, Anomaly>,
-    order: VecDeque<String>,
+    /// Recent anomalies, for the evidence table.
+    evidence: Evidence,
     /// Messages that could not be sent yet (server down), tried again first next time.
     outbox: VecDeque<(Alert, super::MessageKind)>,
     pub sent: u64,
@@ -64,8 +62,6 @@ pub struct EmailNotifier {
 
 /// Messages kept for a server that is down; beyond this the oldest are dropped, with an error.
 const OUTBOX_LIMIT: usize = 200;
-
-const REMEMBERED_ANOMALIES: usize = 20_000;
 
 impl EmailNotifier {
     pub fn new(settings: EmailSettings) -> anyhow::Result<Self> {
@@ -101,8 +97,7 @@ impl EmailNotifier {
             from,
             throttle,
             settings,
-            anomalies: FxHashMap::default(),
-            order: VecDeque::new(),
+            evidence: Evidence::default(),
             outbox: VecDeque::new(),
             sent: 0,
             failed: 0,
@@ -114,9 +109,7 @@ impl EmailNotifier {
     }
 
     fn build(&self, a: &Alert, kind: super::MessageKind, to: &[String]) -> anyhow::Result<Message> {
-        let mut evidence: Vec<&Anomaly> = a.anomaly_ids.iter().filter_map(|id| self.anomalies.get(id)).collect();
-        evidence.sort_by(|x, y| y.score.total_cmp(&x.score).then_with(|| x.id.cmp(&y.id)));
-        evidence.truncate(5);
+        let evidence = self.evidence.strongest(a, 5);
         let r = render(
             a,
             kind,
@@ -142,16 +135,7 @@ impl EmailNotifier {
 
 impl Notifier for EmailNotifier {
     fn remember(&mut self, anomalies: &[Anomaly]) {
-        for a in anomalies {
-            if self.anomalies.insert(a.id.clone(), a.clone()).is_none() {
-                self.order.push_back(a.id.clone());
-            }
-        }
-        while self.order.len() > REMEMBERED_ANOMALIES {
-            if let Some(old) = self.order.pop_front() {
-                self.anomalies.remove(&old);
-            }
-        }
+        self.evidence.remember(anomalies);
     }
 
     fn notify(&mut self, alerts: &[Alert]) -> anyhow::Result<u64> {
@@ -209,11 +193,6 @@ impl Notifier for EmailNotifier {
     }
 
     fn load(&mut self, state: &serde_json::Value) {
-        if let Ok(t) = serde_json::from_value::<Throttle>(state.clone()) {
-            let (min, max) = (self.throttle.min_interval_ms, self.throttle.max_per_hour);
-            self.throttle = t;
-            self.throttle.min_interval_ms = min;
-            self.throttle.max_per_hour = max;
-        }
+        self.throttle.restore(state);
     }
 }

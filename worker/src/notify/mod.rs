@@ -181,6 +181,50 @@ impl Throttle {
     }
 }
 
+/// Recent anomalies by id (bounded), so a message can show an alert's strongest evidence.
+#[derive(Default)]
+pub struct Evidence {
+    by_id: rustc_hash::FxHashMap<String, Anomaly>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Evidence {
+    const REMEMBERED: usize = 20_000;
+
+    pub fn remember(&mut self, anomalies: &[Anomaly]) {
+        for a in anomalies {
+            if self.by_id.insert(a.id.clone(), a.clone()).is_none() {
+                self.order.push_back(a.id.clone());
+            }
+        }
+        while self.order.len() > Self::REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+
+    /// The alert's `n` highest-scoring anomalies still remembered.
+    pub fn strongest(&self, a: &Alert, n: usize) -> Vec<&Anomaly> {
+        let mut v: Vec<&Anomaly> = a.anomaly_ids.iter().filter_map(|id| self.by_id.get(id)).collect();
+        v.sort_by(|x, y| y.score.total_cmp(&x.score).then_with(|| x.id.cmp(&y.id)));
+        v.truncate(n);
+        v
+    }
+}
+
+impl Throttle {
+    /// Takes back what was told from a checkpoint, keeping the configured limits.
+    pub fn restore(&mut self, state: &serde_json::Value) {
+        if let Ok(t) = serde_json::from_value::<Throttle>(state.clone()) {
+            let (min, max) = (self.min_interval_ms, self.max_per_hour);
+            *self = t;
+            self.min_interval_ms = min;
+            self.max_per_hour = max;
+        }
+    }
+}
+
 /// Sorts alert changes so the most urgent are decided (and sent) first.
 pub fn by_urgency(alerts: &[Alert]) -> Vec<&Alert> {
     let mut v: Vec<&Alert> = alerts.iter().collect();

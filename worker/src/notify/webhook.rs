@@ -8,12 +8,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::render::{discover_link, render};
-use super::{by_urgency, MessageKind, Notifier, Route, Throttle};
+use super::{by_urgency, Evidence, MessageKind, Notifier, Route, Throttle};
 use crate::model::{Alert, Anomaly};
 
 /// Payload shape of one endpoint.
@@ -64,14 +63,12 @@ pub struct WebhookSettings {
 
 /// Deliveries kept for endpoints that are down; beyond this the oldest are dropped, with an error.
 const OUTBOX_LIMIT: usize = 500;
-const REMEMBERED_ANOMALIES: usize = 20_000;
 
 pub struct WebhookNotifier {
     settings: WebhookSettings,
     agent: ureq::Agent,
     throttle: Throttle,
-    anomalies: FxHashMap<String, Anomaly>,
-    order: VecDeque<String>,
+    evidence: Evidence,
     /// (alert, message kind, route index) not delivered yet.
     outbox: VecDeque<(Alert, MessageKind, usize)>,
     pub sent: u64,
@@ -93,8 +90,7 @@ impl WebhookNotifier {
             agent,
             throttle: Throttle::new(settings.min_interval.as_millis() as i64, settings.max_per_hour),
             settings,
-            anomalies: FxHashMap::default(),
-            order: VecDeque::new(),
+            evidence: Evidence::default(),
             outbox: VecDeque::new(),
             sent: 0,
             failed: 0,
@@ -103,9 +99,7 @@ impl WebhookNotifier {
 
     /// The document sent for one alert change.
     pub fn payload(&self, a: &Alert, kind: MessageKind, format: WebhookFormat) -> Value {
-        let mut evidence: Vec<&Anomaly> = a.anomaly_ids.iter().filter_map(|id| self.anomalies.get(id)).collect();
-        evidence.sort_by(|x, y| y.score.total_cmp(&x.score).then_with(|| x.id.cmp(&y.id)));
-        evidence.truncate(5);
+        let evidence = self.evidence.strongest(a, 5);
         let r = render(
             a,
             kind,
@@ -189,16 +183,7 @@ fn slack_escape(s: &str) -> String {
 
 impl Notifier for WebhookNotifier {
     fn remember(&mut self, anomalies: &[Anomaly]) {
-        for a in anomalies {
-            if self.anomalies.insert(a.id.clone(), a.clone()).is_none() {
-                self.order.push_back(a.id.clone());
-            }
-        }
-        while self.order.len() > REMEMBERED_ANOMALIES {
-            if let Some(old) = self.order.pop_front() {
-                self.anomalies.remove(&old);
-            }
-        }
+        self.evidence.remember(anomalies);
     }
 
     fn notify(&mut self, alerts: &[Alert]) -> anyhow::Result<u64> {
@@ -264,12 +249,7 @@ impl Notifier for WebhookNotifier {
     }
 
     fn load(&mut self, state: &Value) {
-        if let Ok(t) = serde_json::from_value::<Throttle>(state.clone()) {
-            let (min, max) = (self.throttle.min_interval_ms, self.throttle.max_per_hour);
-            self.throttle = t;
-            self.throttle.min_interval_ms = min;
-            self.throttle.max_per_hour = max;
-        }
+        self.throttle.restore(state);
     }
 }
 
