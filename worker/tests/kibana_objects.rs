@@ -108,10 +108,9 @@ fn every_reference_resolves_and_every_panel_has_its_reference() {
     }
 }
 
-#[test]
-fn every_field_used_exists_in_the_templates_with_a_type_its_use_accepts() {
-    let objs = objects();
-    let views = data_view_fields(&objs);
+/// Every field use the objects make that the templates do not allow; and how many were checked.
+fn field_problems(objs: &[Value]) -> (Vec<String>, usize) {
+    let views = data_view_fields(objs);
     let view_of = |o: &Value| -> String {
         o["references"]
             .as_array()
@@ -131,7 +130,7 @@ fn every_field_used_exists_in_the_templates_with_a_type_its_use_accepts() {
             Some(_) => {}
         }
     };
-    for o in &objs {
+    for o in objs {
         let id = o["id"].as_str().unwrap();
         let a = &o["attributes"];
         match o["type"].as_str().unwrap() {
@@ -191,24 +190,43 @@ fn every_field_used_exists_in_the_templates_with_a_type_its_use_accepts() {
             other => panic!("unexpected saved object type {other}"),
         }
     }
+    (problems, checked)
+}
+
+#[test]
+fn every_field_used_exists_in_the_templates_with_a_type_its_use_accepts() {
+    let (problems, checked) = field_problems(&objects());
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert!(checked > 80, "only {checked} fields were checked");
 }
 
 #[test]
-fn the_field_check_catches_a_field_that_is_not_there() {
-    // The check itself can fail: a field missing from the templates or used with the wrong type.
-    let objs = objects();
-    let views = data_view_fields(&objs);
-    assert!(!views["apiwatch-calls"].contains_key("http.response.latency"));
-    assert!(!accepts("percentile", "keyword"));
+fn the_field_check_catches_a_missing_field_and_a_wrong_type() {
+    // The same check on the same objects with two deliberate mistakes: a column on a field no
+    // template has, and a percentile of a keyword.
+    let mut objs = objects();
+    let lens = objs
+        .iter_mut()
+        .find(|o| o["id"] == "apiwatch-health-p95")
+        .expect("the p95 visualization");
+    let cols = &mut lens["attributes"]["state"]["datasourceStates"]["formBased"]["layers"]["l"]["columns"];
+    cols["q"]["sourceField"] = "http.response.latency".into();
+    cols["p"]["operationType"] = "percentile".into();
+    let (problems, _) = field_problems(&objs);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("`http.response.latency` is not in the template")),
+        "{problems:?}"
+    );
+    assert!(problems.iter().any(|p| p.contains("`cloud.provider` is keyword")), "{problems:?}");
     assert!(!accepts("date_histogram", "long"));
     assert_eq!(
         kql_fields("http.response.status_code >= 500 and alert.status : \"open\""),
         ["http.response.status_code", "alert.status"]
     );
 }
-
 /// Field names a query or aggregation uses: keys of term/terms/range/match, `field` values,
 /// sort keys and `_source` entries.
 fn query_fields(v: &Value, out: &mut Vec<String>) {

@@ -209,8 +209,14 @@ impl AutoencoderDetector {
             })
         {
             let calibration = Calibration::of(&m);
-            match self.scorer.call(Job::Swap(Box::new(m)), |_| {}) {
-                Ok(_) => self.calibration = calibration,
+            match self.scorer.call(Job::Swap(Box::new(m))) {
+                Ok((earlier, _)) => {
+                    // Batches sent before the swap were scored by the old model: judge them so.
+                    for done in earlier {
+                        self.record(done);
+                    }
+                    self.calibration = calibration;
+                }
                 Err(e) => tracing::warn!(error = %e, "the AutoEncoder could not take the new model"),
             }
         }

@@ -358,8 +358,11 @@ impl LstmDetector {
 
     /// Sends `job` and waits for its answer, recording the answers before it.
     fn call(&mut self, job: Job) -> Result<Done, Stopped> {
-        self.drain();
-        self.stepper.call(job, |_| {})
+        let (earlier, done) = self.stepper.call(job)?;
+        for d in earlier {
+            self.record(d);
+        }
+        Ok(done)
     }
 
     fn reload_if_changed(&mut self) {

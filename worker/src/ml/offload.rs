@@ -88,16 +88,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> Offload<Req, Resp> {
         Some(r)
     }
 
-    /// Sends a request and waits for its answer, after the responses still outstanding, which
-    /// go to `earlier` in order.
-    pub fn call(&mut self, req: Req, mut earlier: impl FnMut(Resp)) -> Result<Resp, Stopped> {
+    /// Sends a request and waits for its answer. Responses to earlier requests come first, so
+    /// they are returned too, in order, for the caller to handle as it would have.
+    pub fn call(&mut self, req: Req) -> Result<(Vec<Resp>, Resp), Stopped> {
         self.submit(req)?;
+        let mut earlier = Vec::with_capacity(self.in_flight - 1);
         while self.in_flight > 1 {
-            if let Some(r) = self.take()? {
-                earlier(r);
-            }
+            earlier.extend(self.take()?);
         }
-        self.take()?.ok_or(Stopped(self.name))
+        let last = self.take()?.ok_or(Stopped(self.name))?;
+        Ok((earlier, last))
     }
 
     pub fn in_flight(&self) -> usize {
@@ -131,10 +131,10 @@ mod tests {
             while o.try_take().is_some() {}
         }
         while o.take().unwrap().is_some() {}
-        let mut seen = Vec::new();
-        let last = o.call(100, |r| seen.push(r)).unwrap();
-        assert!(seen.is_empty());
-        assert_eq!(last, 155);
+        o.submit(1000).unwrap();
+        let (earlier, last) = o.call(100).unwrap();
+        assert_eq!(earlier, [1055]);
+        assert_eq!(last, 1155);
         assert_eq!(o.in_flight(), 0);
         assert!(o.take().unwrap().is_none());
     }

@@ -79,18 +79,24 @@ pub struct Route {
 }
 
 impl Route {
-    pub(crate) fn matches(&self, a: &Alert) -> bool {
-        let service_ok = self.services.is_empty()
-            || self.services.iter().any(|p| {
-                let names = std::iter::once(&a.service).chain(a.services.iter());
-                names.into_iter().any(|s| match p.strip_suffix('*') {
-                    Some(prefix) => s.starts_with(prefix),
-                    None => s == p || s.split('/').next() == Some(p.as_str()),
-                })
-            });
-        let prio_ok = self.priorities.is_empty() || self.priorities.iter().any(|p| p.eq_ignore_ascii_case(&a.priority));
-        service_ok && prio_ok
+    fn matches(&self, a: &Alert) -> bool {
+        route_matches(&self.services, &self.priorities, a)
     }
+}
+
+/// A route's filter: the alert touches one of `services` (empty = any) at one of
+/// `priorities` (empty = any). Shared by email and webhook routes.
+pub(crate) fn route_matches(services: &[String], priorities: &[String], a: &Alert) -> bool {
+    let service_ok = services.is_empty()
+        || services.iter().any(|p| {
+            let names = std::iter::once(&a.service).chain(a.services.iter());
+            names.into_iter().any(|s| match p.strip_suffix('*') {
+                Some(prefix) => s.starts_with(prefix),
+                None => s == p || s.split('/').next() == Some(p.as_str()),
+            })
+        });
+    let prio_ok = priorities.is_empty() || priorities.iter().any(|p| p.eq_ignore_ascii_case(&a.priority));
+    service_ok && prio_ok
 }
 
 /// Recipients of an alert: every matching route's, deduplicated, in route order.

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::render::{discover_link, render};
-use super::{by_urgency, Evidence, MessageKind, Notifier, Route, Throttle};
+use super::{by_urgency, route_matches, Evidence, MessageKind, Notifier, Throttle};
 use crate::model::{Alert, Anomaly};
 
 /// Payload shape of one endpoint.
@@ -39,12 +39,7 @@ pub struct WebhookRoute {
 
 impl WebhookRoute {
     fn matches(&self, a: &Alert) -> bool {
-        Route {
-            services: self.services.clone(),
-            priorities: self.priorities.clone(),
-            to: Vec::new(),
-        }
-        .matches(a)
+        route_matches(&self.services, &self.priorities, a)
     }
 }
 
