@@ -256,6 +256,18 @@ enum Command {
         #[command(flatten)]
         args: DetectArgs,
     },
+    /// Write a self-contained HTML report (timelines, alerts, a journey waterfall) of a directory
+    /// `detect` wrote.
+    Report {
+        /// The directory `apiwatch detect -o` wrote.
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Where to write index.html (defaults to <input>/report).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value = "apiwatch report")]
+        title: String,
+    },
     /// Simulate multi-environment API traffic with labelled incidents (to a file, or into
     /// Elasticsearch with --es).
     Simulate {
@@ -555,6 +567,19 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             let cfg = args.config()?;
             let (stats, report, sink) = detect_source(input.source(&inputs)?, &output, cfg)?;
             print_detect_summary(&stats, &report, &sink.alerts(), &output);
+            Ok(())
+        }
+        Command::Report { input, output, title } => {
+            let output = output.unwrap_or_else(|| input.join("report"));
+            let (path, data) = crate::report::write(&input, &output, &title)?;
+            println!(
+                "wrote {} ({} services, {} alerts, {} anomalies, {} example journeys); open it in a browser",
+                path.display(),
+                data.services.len(),
+                data.alerts.len(),
+                data.anomalies_total,
+                data.journeys.len()
+            );
             Ok(())
         }
         Command::Setup {
@@ -963,7 +988,12 @@ fn print_detect_summary(stats: &RunStats, report: &IngestReport, alerts: &[Alert
             a.title
         );
     }
-    println!("wrote {}/anomalies.ndjson, alerts.ndjson, services.json", output.display());
+    println!(
+        "wrote {}/anomalies.ndjson, alerts.ndjson, journeys.ndjson, metrics.ndjson, services.json; \
+         `apiwatch report -i {}` draws them",
+        output.display(),
+        output.display()
+    );
 }
 
 fn simulate_files(cfg: &SimConfig, output: &Path, labels: Option<&Path>) -> anyhow::Result<Labels> {
@@ -1057,11 +1087,14 @@ fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineConfig) -> anyhow::Result
     }
     println!();
     print_eval(&r, false);
+    let title = format!("apiwatch demo: {:.1} h of simulated {} traffic", sim.hours, labels.topology);
+    let (page, _) = crate::report::write(&out, &dir.join("report"), &title)?;
     println!(
         "\nresults in {}; list services with `apiwatch services --from {}`",
         out.display(),
         out.display()
     );
+    println!("report: {} (open it in a browser)", page.display());
     Ok(())
 }
 

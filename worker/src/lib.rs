@@ -12,6 +12,7 @@
 //! - [`notify`]: who is told about which alert, how often; email through SMTP.
 //! - [`onboard`]: services and routes registered as they appear.
 //! - [`simulate`], [`eval`]: synthetic traffic with labelled incidents, and scoring alerts.
+//! - [`report`]: a self-contained HTML page of a `detect` run (timelines, alerts, journeys).
 //! - [`config`]: the TOML configuration, parsed then validated into a checked config.
 //! - [`cli`]: the `apiwatch` commands; `main.rs` only calls [`cli::main`].
 
@@ -28,6 +29,7 @@ pub mod model;
 pub mod notify;
 pub mod onboard;
 pub mod pipeline;
+pub mod report;
 pub mod simulate;
 pub mod sink;
 pub mod source;

@@ -27,6 +27,8 @@ struct Span {
     route: Sym,
     parent: Option<u64>,
     hop: Option<u32>,
+    /// When the call started (for the waterfall of a journey document).
+    start: Millis,
     duration_ms: f64,
     failed: bool,
 }
@@ -139,6 +141,7 @@ impl JourneyDetector {
             hops.push(HopRecord {
                 from: label(*from),
                 to: label(*to),
+                start_ms: (s.start - j.start) as f64,
                 duration_ms: super::round3(s.duration_ms),
                 share: super::round3(s.duration_ms / k.total_ms),
                 failed: s.failed,
@@ -291,6 +294,7 @@ impl Detector for JourneyDetector {
                 route: c.route,
                 parent: c.parent,
                 hop: c.hop_entity,
+                start: c.event.timestamp,
                 duration_ms: c.event.duration_ms(),
                 failed: c.event.is_5xx(),
             });

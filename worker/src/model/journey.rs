@@ -11,6 +11,10 @@ use super::time::{serde_rfc3339, Millis};
 pub struct HopRecord {
     pub from: String,
     pub to: String,
+    /// When the call started, in milliseconds after the journey's first call (an extension of
+    /// the journey document, for waterfalls).
+    #[serde(default)]
+    pub start_ms: f64,
     pub duration_ms: f64,
     /// Share of the journey's end-to-end latency.
     pub share: f64,

@@ -12,4 +12,4 @@ pub use anomaly::{Alert, AlertStatus, Anomaly, AnomalyKind, Contributor, Severit
 pub use event::Event;
 pub use intern::{Interner, Sym};
 pub use journey::{HopRecord, JourneyRecord};
-pub use window::{EntityKey, EntityKind, WindowStat};
+pub use window::{EntityKey, EntityKind, ServiceMetrics, WindowStat};

@@ -1,7 +1,7 @@
 //! Entities (what a window is about) and the per-window statistics computed for each.
 
 use super::intern::Sym;
-use super::time::Millis;
+use super::time::{serde_rfc3339, Millis};
 
 /// The three kinds of entity that get windows.
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,4 +82,23 @@ impl WindowStat {
             self.errors_5xx as f64 / self.count as f64
         }
     }
+}
+
+/// One service's traffic, errors and latency over one window: what `detect` writes to
+/// `metrics.ndjson`, so a report can draw timelines without reading the events again.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+pub struct ServiceMetrics {
+    /// The window's start.
+    #[serde(rename = "@timestamp", with = "serde_rfc3339")]
+    pub start: Millis,
+    #[serde(rename = "service.name")]
+    pub service: String,
+    #[serde(rename = "cloud.provider")]
+    pub provider: String,
+    pub calls: u64,
+    pub errors_4xx: u64,
+    pub errors_5xx: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
 }

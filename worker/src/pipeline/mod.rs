@@ -13,7 +13,7 @@ use crate::detect::request::hash_str;
 use crate::detect::routes::{RouteLearner, RouteLimits};
 use crate::detect::{build_detectors, node_label, CallContext, Detector, DetectorKind, WindowContext};
 use crate::model::time::{Millis, MINUTE_MS};
-use crate::model::{EntityKey, Event, Interner, Sym, WindowStat};
+use crate::model::{EntityKey, Event, Interner, ServiceMetrics, Sym, WindowStat};
 use crate::onboard::ServiceRegistry;
 use crate::sink::ResultSink;
 use crate::source::EventSource;
@@ -161,8 +161,29 @@ pub enum StateError {
 }
 
 /// A stable summary of what a saved state depends on.
+/// The service-level rows of a closed window's statistics, named.
+fn service_metrics(stats: &[WindowStat], names: &Interner) -> Vec<ServiceMetrics> {
+    stats
+        .iter()
+        .filter_map(|w| match w.key {
+            EntityKey::Service { service, provider } => Some(ServiceMetrics {
+                start: w.start,
+                service: names.name(service).to_owned(),
+                provider: names.name(provider).to_owned(),
+                calls: w.count,
+                errors_4xx: w.errors_4xx,
+                errors_5xx: w.errors_5xx,
+                p50_ms: w.p50_ms,
+                p95_ms: w.p95_ms,
+                p99_ms: w.p99_ms,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 fn config_fingerprint(cfg: &PipelineConfig) -> String {
-    format!("v2 {cfg:?}")
+    format!("v3 {cfg:?}")
 }
 
 #[derive(serde::Serialize)]
@@ -495,6 +516,7 @@ impl Pipeline {
         }
         self.stats.windows += 1;
         self.stats.anomalies += self.anomalies.len() as u64;
+        sink.write_metrics(&service_metrics(&self.stats_buf, &self.names))?;
         sink.write_anomalies(&self.anomalies)?;
         let mut journeys = Vec::new();
         for d in &mut self.detectors {

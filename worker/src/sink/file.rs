@@ -1,4 +1,5 @@
-//! File-mode output: `anomalies.ndjson` and `journeys.ndjson` streamed, `alerts.ndjson` with each alert's final state,
+//! File-mode output: `anomalies.ndjson`, `journeys.ndjson` and `metrics.ndjson` (each service's
+//! statistics per window, for reports) streamed, `alerts.ndjson` with each alert's final state,
 //! `services.json` with the onboarded services.
 
 use std::fs::{self, File};
@@ -9,13 +10,14 @@ use anyhow::Context;
 use rustc_hash::FxHashMap;
 
 use super::ResultSink;
-use crate::model::{Alert, Anomaly, JourneyRecord};
+use crate::model::{Alert, Anomaly, JourneyRecord, ServiceMetrics};
 use crate::onboard::ServiceRecord;
 
 pub struct FileSink {
     dir: PathBuf,
     anomalies: BufWriter<File>,
     journeys: BufWriter<File>,
+    metrics: BufWriter<File>,
     alerts: FxHashMap<String, Alert>,
     pub anomaly_count: u64,
 }
@@ -27,10 +29,13 @@ impl FileSink {
         let f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         let path = dir.join("journeys.ndjson");
         let j = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let path = dir.join("metrics.ndjson");
+        let m = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(FileSink {
             dir: dir.to_owned(),
             anomalies: BufWriter::new(f),
             journeys: BufWriter::new(j),
+            metrics: BufWriter::new(m),
             alerts: FxHashMap::default(),
             anomaly_count: 0,
         })
@@ -68,9 +73,18 @@ impl ResultSink for FileSink {
         Ok(())
     }
 
+    fn write_metrics(&mut self, metrics: &[ServiceMetrics]) -> anyhow::Result<()> {
+        for m in metrics {
+            serde_json::to_writer(&mut self.metrics, m)?;
+            self.metrics.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
     fn finish(&mut self, services: &[ServiceRecord]) -> anyhow::Result<()> {
         self.anomalies.flush().context("cannot write anomalies.ndjson")?;
         self.journeys.flush().context("cannot write journeys.ndjson")?;
+        self.metrics.flush().context("cannot write metrics.ndjson")?;
         let path = self.dir.join("alerts.ndjson");
         let mut w = BufWriter::new(File::create(&path).with_context(|| format!("cannot create {}", path.display()))?);
         for a in self.alerts() {

@@ -3,7 +3,7 @@
 use rustc_hash::FxHashMap;
 
 use super::ResultSink;
-use crate::model::{Alert, Anomaly, JourneyRecord};
+use crate::model::{Alert, Anomaly, JourneyRecord, ServiceMetrics};
 use crate::onboard::ServiceRecord;
 
 #[derive(Default)]
@@ -12,6 +12,7 @@ pub struct MemorySink {
     alerts: FxHashMap<String, Alert>,
     pub services: Vec<ServiceRecord>,
     pub journeys: Vec<JourneyRecord>,
+    pub metrics: Vec<ServiceMetrics>,
 }
 
 impl MemorySink {
@@ -36,6 +37,10 @@ impl ResultSink for MemorySink {
     }
     fn write_journeys(&mut self, journeys: &[JourneyRecord]) -> anyhow::Result<()> {
         self.journeys.extend_from_slice(journeys);
+        Ok(())
+    }
+    fn write_metrics(&mut self, metrics: &[ServiceMetrics]) -> anyhow::Result<()> {
+        self.metrics.extend_from_slice(metrics);
         Ok(())
     }
     fn finish(&mut self, services: &[ServiceRecord]) -> anyhow::Result<()> {

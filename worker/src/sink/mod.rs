@@ -1,4 +1,5 @@
-//! Where results go: anomalies as they are found, alert state changes, onboarded services.
+//! Where results go: anomalies as they are found, alert state changes, journeys, per-window
+//! service metrics, onboarded services.
 //! File mode writes NDJSON; the Elasticsearch bulk writer (`es::writer`) writes the same
 //! documents.
 
@@ -9,7 +10,7 @@ pub use file::FileSink;
 pub use memory::MemorySink;
 
 pub use crate::model::JourneyRecord;
-use crate::model::{Alert, Anomaly};
+use crate::model::{Alert, Anomaly, ServiceMetrics};
 use crate::onboard::ServiceRecord;
 
 /// A destination for the pipeline's documents.
@@ -19,6 +20,10 @@ pub trait ResultSink {
     fn write_alerts(&mut self, alerts: &[Alert]) -> anyhow::Result<()>;
     /// Reconstructed journeys worth keeping (flagged, or the slowest of their window).
     fn write_journeys(&mut self, _journeys: &[JourneyRecord]) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Each service's statistics for a closed window (file mode keeps them for reports).
+    fn write_metrics(&mut self, _metrics: &[ServiceMetrics]) -> anyhow::Result<()> {
         Ok(())
     }
     /// Called once at the end of a run, with the onboarded services.
