@@ -16,7 +16,7 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 
 # The integration tests talk to real servers: two Elasticsearch nodes (one plain, one with
-# security and TLS on) and an SMTP server with a read API (maildev). Start them in the
+# security and TLS on), an SMTP server with a read API (maildev), rsyslog and a headless browser. Start them in the
 # background now so that they boot while the code compiles; stop them when the tests end.
 services_log=$(mktemp -d)
 stop_services() {
@@ -35,6 +35,25 @@ mail_pid=$!
 # The ONNX Runtime library and the trainer's Python environment, from PyPI (cached in .cache/).
 ( scripts/onnxruntime.sh && scripts/train/setup.sh ) >"$services_log/ml" 2>"$services_log/ml.err" &
 ml_pid=$!
+# Debian's packages: Chromium (the HTML report is loaded in it, headless) and rsyslog with
+# omelasticsearch (a real shipper tails a log into Elasticsearch).
+debian_packages() {
+  local missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v rsyslogd >/dev/null 2>&1 || missing+=(rsyslog)
+  ls /usr/lib/*/rsyslog/omelasticsearch.so >/dev/null 2>&1 || missing+=(rsyslog-elasticsearch)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "install Debian's ${missing[*]} (needs root)" >&2
+    return 1
+  fi
+  echo "installing ${missing[*]} from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends "${missing[@]}" ||
+    { apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"; }
+}
+debian_packages >"$services_log/debian" 2>"$services_log/debian.err" &
+debian_pid=$!
 
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --locked -- -D warnings
@@ -52,12 +71,14 @@ wait_service "$es_pid" "Elasticsearch" "$services_log/es"
 wait_service "$es_secure_pid" "Elasticsearch (security on)" "$services_log/es-secure"
 wait_service "$mail_pid" "maildev" "$services_log/mail"
 wait_service "$ml_pid" "the ONNX Runtime and the trainer environment" "$services_log/ml"
+wait_service "$debian_pid" "Chromium and rsyslog (Debian packages)" "$services_log/debian"
 APIWATCH_TEST_ES_URL="$(tail -1 "$services_log/es")"
 APIWATCH_TEST_ES_SECURE_URL="$(tail -1 "$services_log/es-secure")"
 APIWATCH_TEST_ES_SECURE_CA="$PWD/.cache/elasticsearch/test-secure/certs/ca.crt"
 APIWATCH_TEST_ES_SECURE_PASSWORD="$(cat .cache/elasticsearch/test-secure/password)"
 APIWATCH_TEST_SMTP="$(tail -1 "$services_log/mail")"
-export APIWATCH_TEST_ES_URL APIWATCH_TEST_ES_SECURE_URL APIWATCH_TEST_ES_SECURE_CA APIWATCH_TEST_ES_SECURE_PASSWORD APIWATCH_TEST_SMTP
+APIWATCH_TEST_CHROMIUM="$(command -v chromium)"
+export APIWATCH_TEST_CHROMIUM APIWATCH_TEST_ES_URL APIWATCH_TEST_ES_SECURE_URL APIWATCH_TEST_ES_SECURE_CA APIWATCH_TEST_ES_SECURE_PASSWORD APIWATCH_TEST_SMTP
 echo "Elasticsearch: $APIWATCH_TEST_ES_URL and $APIWATCH_TEST_ES_SECURE_URL (security on); SMTP: ${APIWATCH_TEST_SMTP%% PASS=*}"
 
 # Run the tests, then close with one plain line summing every test binary's result (the last

@@ -155,7 +155,10 @@ fn setup_installs_templates_once_and_reports_what_it_did() {
     assert!(second.contains("0 of"), "the second setup changes nothing:\n{second}");
     let c = client();
     let t = c.json("GET", &format!("/_index_template/{prefix}-anomalies"), None).unwrap();
-    assert_eq!(t["index_templates"][0]["index_template"]["_meta"]["version"], apiwatch::es::templates::TEMPLATE_VERSION);
+    assert_eq!(
+        t["index_templates"][0]["index_template"]["_meta"]["version"],
+        apiwatch::es::templates::TEMPLATE_VERSION
+    );
     for index in ["alerts", "services", "state", "deadletter"] {
         let (status, _) = c.json_status("GET", &format!("/{prefix}-{index}"), None).unwrap();
         assert_eq!(status, 200, "{prefix}-{index} exists");
