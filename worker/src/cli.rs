@@ -256,6 +256,18 @@ enum Command {
         #[command(flatten)]
         args: DetectArgs,
     },
+    /// Is the job being worked? Exits 0 when a worker holds its lease (renewed every poll) and
+    /// 1 otherwise, saying why (for container health checks and the operator at 3 a.m.).
+    Health {
+        #[command(flatten)]
+        es: EsArgs,
+        /// Configuration file (TOML) for the Elasticsearch settings and the job name.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The job to check [default: the config's, or `live`].
+        #[arg(long)]
+        job: Option<String>,
+    },
     /// Write a self-contained HTML report (timelines, alerts, a journey waterfall) of a directory
     /// `detect` wrote.
     Report {
@@ -569,6 +581,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             print_detect_summary(&stats, &report, &sink.alerts(), &output);
             Ok(())
         }
+        Command::Health { es, config, job } => es_health(&es, config.as_deref(), job.as_deref()),
         Command::Report { input, output, title } => {
             let output = output.unwrap_or_else(|| input.join("report"));
             let (path, data) = crate::report::write(&input, &output, &title)?;
@@ -1421,6 +1434,40 @@ fn es_run(es: &EsArgs, args: &DetectArgs, once: bool, since: Option<&str>, no_em
     };
     let summary = crate::es::worker::run(&client, &settings, app.pipeline, opts)?;
     print_run_summary(&summary, json)
+}
+
+fn es_health(es: &EsArgs, config: Option<&Path>, job: Option<&str>) -> anyhow::Result<()> {
+    let app = crate::config::load_app(config, &|k| std::env::var(k).ok())?;
+    let (client, mut settings) = es.connect(&app)?;
+    if let Some(j) = job {
+        settings.job = j.to_owned();
+    }
+    let store = crate::es::state::StateStore::new(client, &settings.names.state, &settings.job, &settings.worker_id);
+    let status = store
+        .status()
+        .with_context(|| format!("cannot read job `{}` from {}", settings.job, settings.names.state))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let ago = |t: Millis| format!("{} ({} s ago)", format_rfc3339(t), (now - t) / 1000);
+    if let (Some(saved), Some(until)) = (status.checkpoint_saved, status.data_until) {
+        println!("job `{}`: checkpoint saved {}, events scored up to {}", settings.job, ago(saved), format_rfc3339(until));
+    }
+    match status.lease {
+        Some(l) if l.until > now => {
+            println!("job `{}`: worker {} holds the lease until {}", settings.job, l.worker, format_rfc3339(l.until));
+            Ok(())
+        }
+        Some(l) => anyhow::bail!(
+            "job `{}`: the lease of worker {} ran out at {}: no worker is polling (is it running? can it reach Elasticsearch?)",
+            settings.job,
+            l.worker,
+            ago(l.until)
+        ),
+        None => anyhow::bail!(
+            "job `{}` has no lease in {}: no worker has started it (run `apiwatch run`)",
+            settings.job,
+            settings.names.state
+        ),
+    }
 }
 
 fn es_backfill(es: &EsArgs, args: &DetectArgs, from: &str, to: &str, restart: bool, json: bool) -> anyhow::Result<()> {

@@ -340,6 +340,47 @@ fn a_killed_worker_resumes_with_no_gap_and_no_duplicate() {
 }
 
 #[test]
+fn health_says_whether_a_worker_holds_the_job() {
+    let prefix = unique("health");
+    setup(&prefix);
+    let url = es_url();
+    let health = || {
+        let o = apiwatch(&["health", "--es", &url, "--prefix", &prefix], &[]);
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        (o.status.success(), text)
+    };
+    let (ok, text) = health();
+    assert!(!ok && text.contains("no lease") && text.contains("apiwatch run"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("apiwatch.toml");
+    std::fs::write(&config, "[elasticsearch]\npoll_interval_secs = 1\nlease_secs = 2\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--es", &url, "--prefix", &prefix, "--logs", logs(), "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let text = loop {
+        let (ok, text) = health();
+        if ok {
+            break text;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "never healthy: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(text.contains("holds the lease"), "{text}");
+    // Killed without a clean stop: unhealthy once its lease runs out.
+    Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let (ok, text) = health();
+    assert!(!ok && text.contains("ran out"), "{text}");
+}
+
+#[test]
 fn a_refused_document_is_parked_with_its_reason_while_the_others_land() {
     let c = client();
     let prefix = unique("parked");

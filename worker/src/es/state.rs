@@ -38,6 +38,23 @@ pub enum StateStoreError {
     Damaged { job: String, why: String },
 }
 
+/// Who holds a job's lease, and until when (workers renew it every poll).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub worker: String,
+    pub until: Millis,
+}
+
+/// A job's lease and checkpoint times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobStatus {
+    pub lease: Option<Lease>,
+    /// Wall-clock time of the last checkpoint.
+    pub checkpoint_saved: Option<Millis>,
+    /// Data time up to which everything is scored.
+    pub data_until: Option<Millis>,
+}
+
 pub struct StateStore {
     client: EsClient,
     index: String,
@@ -186,6 +203,32 @@ impl StateStore {
                 _ => break,
             }
         }
+    }
+
+    /// The job's lease and checkpoint as stored, without loading the learned state: what
+    /// `apiwatch health` reports.
+    pub fn status(&self) -> Result<JobStatus, StateStoreError> {
+        let get = |id: String| -> Result<Option<Value>, StateStoreError> {
+            let path = format!("/{}/_doc/{id}", self.index);
+            match self.client.json_status("GET", &path, None)? {
+                (200, doc) => Ok(Some(doc["_source"].clone())),
+                (404, _) => Ok(None),
+                (status, doc) => Err(EsError::status(status, "GET", path, doc.to_string()).into()),
+            }
+        };
+        let time = |v: &Value, field: &str| v[field].as_str().and_then(parse_rfc3339);
+        let lease = get(format!("lease-{}", self.job))?.and_then(|l| {
+            Some(Lease {
+                worker: l["state.worker"].as_str()?.to_owned(),
+                until: time(&l, "state.lease_until")?,
+            })
+        });
+        let checkpoint = get(self.checkpoint_id())?;
+        Ok(JobStatus {
+            lease,
+            checkpoint_saved: checkpoint.as_ref().and_then(|c| time(c, "@timestamp")),
+            data_until: checkpoint.as_ref().and_then(|c| time(c, "state.checkpoint")),
+        })
     }
 
     /// Takes or renews the job's lease for `ttl`. Returns the holder if another live worker
