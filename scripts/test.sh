@@ -54,6 +54,14 @@ debian_packages() {
 }
 debian_packages >"$services_log/debian" 2>"$services_log/debian.err" &
 debian_pid=$!
+# check-jsonschema (with the compose-spec schema vendored) for the offline compose checks.
+compose_env() {
+  local venv=.cache/compose-venv
+  [ -x "$venv/bin/check-jsonschema" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet -r scripts/compose/requirements.txt; }
+  echo "$PWD/$venv/bin/python"
+}
+compose_env >"$services_log/compose" 2>"$services_log/compose.err" &
+compose_pid=$!
 
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --locked -- -D warnings
@@ -72,6 +80,7 @@ wait_service "$es_secure_pid" "Elasticsearch (security on)" "$services_log/es-se
 wait_service "$mail_pid" "maildev" "$services_log/mail"
 wait_service "$ml_pid" "the ONNX Runtime and the trainer environment" "$services_log/ml"
 wait_service "$debian_pid" "Chromium and rsyslog (Debian packages)" "$services_log/debian"
+wait_service "$compose_pid" "check-jsonschema (PyPI)" "$services_log/compose"
 APIWATCH_TEST_ES_URL="$(tail -1 "$services_log/es")"
 APIWATCH_TEST_ES_SECURE_URL="$(tail -1 "$services_log/es-secure")"
 APIWATCH_TEST_ES_SECURE_CA="$PWD/.cache/elasticsearch/test-secure/certs/ca.crt"
@@ -85,15 +94,19 @@ echo "Elasticsearch: $APIWATCH_TEST_ES_URL and $APIWATCH_TEST_ES_SECURE_URL (sec
 # binary cargo runs may hold no test at all, which would make its own closing line misleading).
 log="$services_log/test.log"
 status=0
-# The trainer's own tests (gradients against finite differences, exports against numpy, a
-# training smoke run), reported in the same format as cargo's so the total below counts them.
-python_train=$(tail -1 "$services_log/ml")
-( cd scripts/train && "$python_train" -m unittest -v test_train 2>&1 ) | tee "$log.py" || status=$?
-py_ran=$(sed -n 's/^Ran \([0-9]*\) test.*/\1/p' "$log.py" | tail -1)
-py_ran=${py_ran:-0}
-py_failed=$(grep -oE '(failures|errors)=[0-9]+' "$log.py" | awk -F= '{s+=$2} END {print s+0}' || true)
-py_passed=$((py_ran - py_failed))
-echo "test result: python. ${py_passed} passed; ${py_failed} failed" >>"$log"
+# The Python tests (the trainer: gradients against finite differences, exports against numpy,
+# a training smoke run; the compose stack's offline checks), reported in the same format as
+# cargo's so the total below counts them.
+python_tests() { # name python dir module
+  ( cd "$3" && "$2" -m unittest -v "$4" 2>&1 ) | tee "$log.$1" || status=$?
+  local ran failed
+  ran=$(sed -n 's/^Ran \([0-9]*\) test.*/\1/p' "$log.$1" | tail -1)
+  ran=${ran:-0}
+  failed=$(grep -oE '(failures|errors)=[0-9]+' "$log.$1" | awk -F= '{s+=$2} END {print s+0}' || true)
+  echo "test result: $1. $((ran - failed)) passed; ${failed} failed" >>"$log"
+}
+python_tests train "$(tail -1 "$services_log/ml")" scripts/train test_train
+python_tests compose "$(tail -1 "$services_log/compose")" scripts/compose test_compose
 cargo test --release --locked 2>&1 | tee -a "$log" || status=$?
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '; [0-9]+ failed' "$log" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')

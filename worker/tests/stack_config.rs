@@ -128,3 +128,16 @@ fn every_grok_capture_is_mapped_or_dropped_by_the_pipeline() {
         );
     }
 }
+
+/// The worker's configuration in the compose stack is accepted by the worker's own parser and
+/// validation (the compose file's names are checked in scripts/compose/test_compose.py).
+#[test]
+fn the_compose_worker_config_is_valid() {
+    let path = repo().join("scripts/compose/apiwatch.toml");
+    let app = apiwatch::config::load_app(Some(&path), &|_| None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(app.es.url.as_deref(), Some("https://elasticsearch:9200"));
+    assert_eq!(app.es.ca_cert.as_deref(), Some(Path::new("/certs/ca/ca.crt")));
+    let email = app.email.expect("the stack mails alerts to its mail catcher");
+    assert_eq!((email.smtp_host.as_str(), email.smtp_port), ("mailcatcher", 1025));
+    assert!(!email.routes.is_empty());
+}
