@@ -1449,11 +1449,21 @@ fn es_health(es: &EsArgs, config: Option<&Path>, job: Option<&str>) -> anyhow::R
     let now = chrono::Utc::now().timestamp_millis();
     let ago = |t: Millis| format!("{} ({} s ago)", format_rfc3339(t), (now - t) / 1000);
     if let (Some(saved), Some(until)) = (status.checkpoint_saved, status.data_until) {
-        println!("job `{}`: checkpoint saved {}, events scored up to {}", settings.job, ago(saved), format_rfc3339(until));
+        println!(
+            "job `{}`: checkpoint saved {}, events scored up to {}",
+            settings.job,
+            ago(saved),
+            format_rfc3339(until)
+        );
     }
     match status.lease {
         Some(l) if l.until > now => {
-            println!("job `{}`: worker {} holds the lease until {}", settings.job, l.worker, format_rfc3339(l.until));
+            println!(
+                "job `{}`: worker {} holds the lease until {}",
+                settings.job,
+                l.worker,
+                format_rfc3339(l.until)
+            );
             Ok(())
         }
         Some(l) => anyhow::bail!(
