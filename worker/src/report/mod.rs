@@ -240,6 +240,7 @@ fn priority_rank(p: &str) -> u8 {
 /// The timeline a finding belongs on.
 fn lane(a: &Anomaly) -> &'static str {
     match a.kind {
+        AnomalyKind::Journey if a.metric.as_deref().is_some_and(|m| m.contains("failing")) => "errors",
         AnomalyKind::Latency | AnomalyKind::Journey => "latency",
         AnomalyKind::Errors => "errors",
         AnomalyKind::Traffic => "traffic",
