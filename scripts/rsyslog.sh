@@ -16,8 +16,7 @@ ROOT="$PWD"
 log() { echo "rsyslog.sh: $*" >&2; }
 
 install() {
-  if command -v rsyslogd >/dev/null 2>&1 && [ -f /usr/lib/x86_64-linux-gnu/rsyslog/omelasticsearch.so ] ||
-    ls /usr/lib/*/rsyslog/omelasticsearch.so >/dev/null 2>&1; then
+  if command -v rsyslogd >/dev/null 2>&1 && ls /usr/lib/*/rsyslog/omelasticsearch.so >/dev/null 2>&1; then
     return
   fi
   [ "$(id -u)" = 0 ] || { log "install Debian's rsyslog and rsyslog-elasticsearch packages (needs root)"; exit 1; }
