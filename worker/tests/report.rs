@@ -3,6 +3,7 @@
 //! error. scripts/test.sh installs Chromium; `APIWATCH_TEST_CHROMIUM` may name another binary.
 
 mod common;
+use common::apiwatch_ok;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -79,13 +80,6 @@ fn body_count(dom: &str, name: &str) -> usize {
         .unwrap()
 }
 
-fn apiwatch(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_apiwatch")).args(args).output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "apiwatch {args:?}: {out}{}", String::from_utf8_lossy(&o.stderr));
-    out
-}
-
 fn ndjson(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -100,8 +94,8 @@ fn the_report_of_a_detect_run_loads_and_draws_every_service_alert_and_journey() 
     let (events, _) = common::simulate(dir.path(), "bank", 232, 3.0);
     let out = dir.path().join("out");
     let rep = dir.path().join("report");
-    apiwatch(&["detect", "-i", events.to_str().unwrap(), "-o", out.to_str().unwrap()]);
-    let said = apiwatch(&["report", "-i", out.to_str().unwrap(), "-o", rep.to_str().unwrap()]);
+    apiwatch_ok(&["detect", "-i", events.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let said = apiwatch_ok(&["report", "-i", out.to_str().unwrap(), "-o", rep.to_str().unwrap()]);
     assert!(said.contains("index.html"), "{said}");
     let page = rep.join("index.html");
     let html = std::fs::read_to_string(&page).unwrap();
@@ -199,7 +193,7 @@ fn text_from_the_logs_stays_text_in_the_page() {
     let dir = tempfile::tempdir().unwrap();
     let out = hostile_output(dir.path());
     let rep = dir.path().join("report");
-    apiwatch(&[
+    apiwatch_ok(&[
         "report",
         "-i",
         out.to_str().unwrap(),
@@ -228,7 +222,7 @@ fn a_broken_page_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let out = hostile_output(dir.path());
     let rep = dir.path().join("report");
-    apiwatch(&["report", "-i", out.to_str().unwrap(), "-o", rep.to_str().unwrap()]);
+    apiwatch_ok(&["report", "-i", out.to_str().unwrap(), "-o", rep.to_str().unwrap()]);
     let html = std::fs::read_to_string(rep.join("index.html")).unwrap();
 
     let thrown = rep.join("thrown.html");

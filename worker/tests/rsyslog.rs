@@ -5,6 +5,7 @@
 //! must find the incidents, as file mode does on the same lines.
 
 mod common;
+use common::apiwatch_ok;
 
 use std::io::Write;
 use std::path::Path;
@@ -17,24 +18,9 @@ use apiwatch::model::Alert;
 use apiwatch::simulate::incidents::Labels;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_apiwatch");
-
 fn es_url() -> String {
     std::env::var("APIWATCH_TEST_ES_URL")
         .expect("APIWATCH_TEST_ES_URL is not set: run the tests with scripts/test.sh, which starts Elasticsearch")
-}
-
-fn apiwatch(args: &[&str]) -> String {
-    let o = Command::new(BIN)
-        .args(args)
-        .env_remove("APIWATCH_ES_USERNAME")
-        .env_remove("APIWATCH_ES_PASSWORD")
-        .env_remove("APIWATCH_ES_API_KEY")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "apiwatch {args:?}: {out}{}", String::from_utf8_lossy(&o.stderr));
-    out
 }
 
 fn rsyslog(args: &[&str]) -> String {
@@ -97,14 +83,14 @@ fn rsyslog_ships_a_growing_json_log_and_the_worker_finds_its_incidents() {
     let stream = format!("logs-apiwatch.calls-{run}");
     let prefix = format!("{run}-w");
     let deadletter = format!("{prefix}-deadletter");
-    apiwatch(&["setup", "--es", &url, "--prefix", &prefix]);
+    apiwatch_ok(&["setup", "--es", &url, "--prefix", &prefix]);
 
     // Two simulated hours of the bank topology: the 45-60 minutes the simulator keeps clean for
     // warm-up, then the hour with its incident (seed 237: a slowed cross-provider hop at 00:49).
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
     let labels_path = dir.path().join("labels.json");
-    apiwatch(&[
+    apiwatch_ok(&[
         "simulate",
         "-o",
         events.to_str().unwrap(),
@@ -223,7 +209,7 @@ fn rsyslog_ships_a_growing_json_log_and_the_worker_finds_its_incidents() {
 
     // The worker reads what rsyslog shipped and finds the incidents, with the same alerts as file
     // mode on the same lines (nothing lost or changed on the way).
-    let summary = apiwatch(&[
+    let summary = apiwatch_ok(&[
         "backfill",
         "--es",
         &url,
@@ -249,7 +235,7 @@ fn rsyslog_ships_a_growing_json_log_and_the_worker_finds_its_incidents() {
     assert_eq!(r.false_alerts, 0, "{:?}", r.false_alert_titles);
 
     let out = dir.path().join("file-mode");
-    apiwatch(&["detect", "-i", events.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    apiwatch_ok(&["detect", "-i", events.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     let mut file_mode: Vec<(String, String)> = std::fs::read_to_string(out.join("alerts.ndjson"))
         .unwrap()
         .lines()

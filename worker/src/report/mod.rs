@@ -335,10 +335,10 @@ pub fn build(out: &DetectOutput, title: &str) -> ReportData {
     // Services with alerts first (most alerts first), then the busiest.
     services.sort_by(|a, b| (b.alerts, b.total_calls, &a.service, &a.provider).cmp(&(a.alerts, a.total_calls, &b.service, &b.provider)));
 
-    let alert_of: BTreeMap<&str, usize> = alert_rows
+    let alert_of: BTreeMap<&str, usize> = alerts
         .iter()
         .enumerate()
-        .flat_map(|(i, _)| alerts[i].anomaly_ids.iter().map(move |id| (id.as_str(), i)))
+        .flat_map(|(i, a)| a.anomaly_ids.iter().map(move |id| (id.as_str(), i)))
         .collect();
     let mut marks: Vec<&Anomaly> = out.anomalies.iter().collect();
     // Keep the findings behind alerts, then the highest scores.
@@ -527,7 +527,7 @@ fn journey_view(j: &JourneyRecord, why: String) -> JourneyView {
             duration_ms: h.duration_ms,
             failed: h.failed,
             cross_provider: h.cross_provider,
-            marked: j.marked_hop.as_deref() == Some(edge.as_str()) || j.marked_hop.as_deref() == Some(h.to.as_str()),
+            marked: j.marked_hop.as_deref() == Some(edge.as_str()),
         });
     }
     JourneyView {

@@ -12,7 +12,7 @@
   var STRIP = 16; // the lane of single-call and call-order findings
   var AXIS = 18;
   var LEFT = 96, RIGHT = 12;
-  var drawn = { charts: 0, markers: 0, bands: 0, bars: 0, cards: 0 };
+  var drawn = { charts: 0, markers: 0, bands: 0, cards: 0 };
   var D, selectedAlert = null;
 
   function h(tag, attrs, text) {
@@ -331,7 +331,6 @@
       rect.addEventListener("mouseleave", hideTip);
       svg.appendChild(rect);
       svg.appendChild(s("text", { x: x(b.start_ms + b.duration_ms) + 6, y: y + 13 }, num(b.duration_ms) + " ms" + (b.cross_provider ? " ⇄" : "")));
-      drawn.bars++;
     });
     box.appendChild(svg);
     document.body.setAttribute("data-waterfall-bars", j.bars.length);

@@ -47,3 +47,18 @@ pub fn template_fields(component: &str) -> BTreeMap<String, String> {
     walk(&t["template"]["mappings"]["properties"], "", &mut out);
     out
 }
+
+/// Runs the apiwatch binary (without ES credentials from the caller's environment); panics
+/// with its output unless it succeeds; returns its standard output.
+pub fn apiwatch_ok(args: &[&str]) -> String {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_apiwatch"))
+        .args(args)
+        .env_remove("APIWATCH_ES_USERNAME")
+        .env_remove("APIWATCH_ES_PASSWORD")
+        .env_remove("APIWATCH_ES_API_KEY")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "apiwatch {args:?}: {out}{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
