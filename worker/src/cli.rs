@@ -463,6 +463,9 @@ enum Command {
         /// NAB's directory (data/, labels/combined_windows.json, profiles.json).
         #[arg(long, default_value = "../shared/benchmarks/nab")]
         data: PathBuf,
+        /// Series detectors to score (all by default).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        detector: Vec<crate::eval::nab::SeriesDetector>,
     },
     /// Isolation forest on a labelled CSV (last column 0/1): AUC and timings as JSON.
     Forest {
@@ -858,14 +861,21 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             onnx_runtime,
             python,
         } => bench_models(rows, batch, sessions, models, onnx_runtime, python),
-        Command::EvalNab { data } => {
+        Command::EvalNab { data, mut detector } => {
+            use clap::ValueEnum;
+            if detector.is_empty() {
+                detector = crate::eval::nab::SeriesDetector::value_variants().to_vec();
+            }
             let series = crate::eval::nab::load(&data)?;
             let profiles: std::collections::BTreeMap<String, serde_json::Value> = read_json(&data.join("profiles.json"))?;
             let mut out = Vec::new();
-            for (name, p) in profiles {
-                let cost: crate::eval::nab::CostMatrix = serde_json::from_value(p["CostMatrix"].clone())
-                    .with_context(|| format!("profiles.json: `{name}` has no CostMatrix"))?;
-                out.push(crate::eval::nab::run(&series, &name, cost));
+            for &d in &detector {
+                let scores: Vec<Vec<f64>> = series.iter().map(|s| d.scores(&s.values)).collect();
+                for (name, p) in &profiles {
+                    let cost: crate::eval::nab::CostMatrix = serde_json::from_value(p["CostMatrix"].clone())
+                        .with_context(|| format!("profiles.json: `{name}` has no CostMatrix"))?;
+                    out.push(crate::eval::nab::run(&series, &scores, d, name, cost));
+                }
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())

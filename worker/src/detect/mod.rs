@@ -7,6 +7,7 @@
 
 pub mod autoencoder;
 pub mod baseline;
+pub mod context_memory;
 pub mod export;
 pub mod forecast;
 pub mod iforest;

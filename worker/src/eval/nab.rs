@@ -9,15 +9,19 @@
 //! null detector scores 0 and the perfect one 100; one threshold is chosen for the whole
 //! corpus per profile, as NAB's optimiser does for every scoreboard entry.
 //!
-//! The detector is the baseline's rule on one series: a robust z-score (median and MAD of the
-//! last [`HISTORY`] points) of each value and of its change, whichever is larger; after a
-//! detection it stays quiet for [`REFRACTORY`] rows (one incident, one alert).
+//! Two series detectors are scored ([`SeriesDetector`]): the baseline's rule on one series (a
+//! robust z-score of each value and of its change against the last [`HISTORY`] points, turned
+//! into an anomaly likelihood, quiet for [`REFRACTORY`] rows after a detection), and the
+//! contextual sequence memory ([`ContextMemory`], which rests by itself after an alert). Beside
+//! NAB's corpus-wide threshold, every result carries a held-out score: files alternate between
+//! two halves and each half is scored at the threshold chosen on the other.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
 
+use crate::detect::context_memory::ContextMemory;
 use crate::detect::stats::median_mad;
 
 /// Points of history a value is judged against.
@@ -67,7 +71,8 @@ pub fn score_series(rows: usize, windows: &[(usize, usize)], detections: &[usize
                 detected[w] = true;
                 let (a, b) = windows[w];
                 let width = (b - a + 1) as f64;
-                score += cost.tp_weight * scaled_sigmoid(-((b - i + 1) as f64) / width);
+                // NAB divides by the earliest detection's sigmoid: a perfect find is worth tp_weight.
+                score += cost.tp_weight * scaled_sigmoid(-((b - i + 1) as f64) / width) / scaled_sigmoid(-1.0);
             }
             continue;
         }
@@ -86,7 +91,7 @@ pub fn score_series(rows: usize, windows: &[(usize, usize)], detections: &[usize
 
 /// The best score a detector can get on a series (every window found at its first row).
 pub fn perfect_series(windows: &[(usize, usize)], cost: CostMatrix) -> f64 {
-    windows.len() as f64 * cost.tp_weight * scaled_sigmoid(-1.0)
+    windows.len() as f64 * cost.tp_weight
 }
 
 /// Anomaly scores (robust z) of every row, as the detector sees them, in order.
@@ -188,47 +193,109 @@ pub fn load(dir: &Path) -> anyhow::Result<Vec<Series>> {
     Ok(out)
 }
 
+/// The series detectors NAB scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeriesDetector {
+    /// The baseline's rule: robust z of value and change, anomaly likelihood, refractory.
+    Baseline,
+    /// The contextual sequence memory ([`ContextMemory`]).
+    ContextMemory,
+}
+
+impl SeriesDetector {
+    /// Every row's anomaly score, as the detector emits them in order.
+    pub fn scores(self, values: &[f64]) -> Vec<f64> {
+        match self {
+            SeriesDetector::Baseline => anomaly_scores(values),
+            SeriesDetector::ContextMemory => {
+                // NAB gives every detector the file's value range (HTM and CAD encode with it)
+                // and its probation length.
+                let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+                let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let mut memory = ContextMemory::new(low, high, probation(values.len()) / 5);
+                values.iter().map(|&v| memory.score(v)).collect()
+            }
+        }
+    }
+
+    /// Rows detected at `threshold`.
+    pub fn detections(self, scores: &[f64], threshold: f64) -> Vec<usize> {
+        match self {
+            SeriesDetector::Baseline => detections(scores, threshold),
+            // The memory rests after an alert by itself: every row at the threshold counts.
+            SeriesDetector::ContextMemory => (0..scores.len()).filter(|&i| scores[i] >= threshold).collect(),
+        }
+    }
+
+    /// Thresholds the corpus-wide search tries.
+    fn thresholds(self) -> Vec<f64> {
+        match self {
+            SeriesDetector::Baseline => std::iter::successors(Some(0.5), |t| Some(t * 1.05))
+                .take_while(|&t| t <= 200.0)
+                .collect(),
+            SeriesDetector::ContextMemory => (1..=200).map(|i| f64::from(i) * 0.005).collect(),
+        }
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct NabResult {
+    pub detector: SeriesDetector,
     pub profile: String,
     pub threshold: f64,
     pub score: f64,
+    pub held_out_score: f64,
     pub files: usize,
     pub windows: usize,
     pub windows_detected: usize,
     pub false_positives: usize,
 }
 
-/// Scores the detector on every series for a profile, choosing the corpus-wide threshold.
-pub fn run(series: &[Series], profile: &str, cost: CostMatrix) -> NabResult {
-    let scores: Vec<Vec<f64>> = series.iter().map(|s| anomaly_scores(&s.values)).collect();
+/// Scores a detector's output (`scores[i]` for `series[i]`) on every series for a profile.
+///
+/// `threshold` is NAB's: the one that scores best over the whole corpus. `held_out_score` is
+/// the honest companion: files alternate between two halves, each half is scored at the
+/// threshold that is best on the other, and the two are normalised together.
+pub fn run(series: &[Series], scores: &[Vec<f64>], detector: SeriesDetector, profile: &str, cost: CostMatrix) -> NabResult {
+    let raw_at = |t: f64, half: Option<usize>| -> f64 {
+        series
+            .iter()
+            .zip(scores)
+            .enumerate()
+            .filter(|(i, _)| half.is_none_or(|h| i % 2 == h))
+            .map(|(_, (s, sc))| score_series(s.values.len(), &s.windows, &detector.detections(sc, t), cost))
+            .sum()
+    };
+    let best_on = |half: Option<usize>| -> f64 {
+        let mut best = (f64::NEG_INFINITY, 0.0);
+        for t in detector.thresholds() {
+            let raw = raw_at(t, half);
+            if raw > best.0 {
+                best = (raw, t);
+            }
+        }
+        best.1
+    };
     let null: f64 = series.iter().map(|s| -cost.fn_weight * s.windows.len() as f64).sum();
     let perfect: f64 = series.iter().map(|s| perfect_series(&s.windows, cost)).sum();
     let normalise = |raw: f64| 100.0 * (raw - null) / (perfect - null);
-    let mut best = (f64::NEG_INFINITY, 0.0);
-    let mut t = 0.5;
-    while t <= 200.0 {
-        let raw: f64 = series
-            .iter()
-            .zip(&scores)
-            .map(|(s, sc)| score_series(s.values.len(), &s.windows, &detections(sc, t), cost))
-            .sum();
-        if normalise(raw) > best.0 {
-            best = (normalise(raw), t);
-        }
-        t *= 1.05;
-    }
+    let threshold = best_on(None);
+    let held_out = raw_at(best_on(Some(1)), Some(0)) + raw_at(best_on(Some(0)), Some(1));
     let (mut found, mut fps) = (0, 0);
-    for (s, sc) in series.iter().zip(&scores) {
+    for (s, sc) in series.iter().zip(scores) {
         let p = probation(s.values.len());
-        let d: Vec<usize> = detections(sc, best.1).into_iter().filter(|&i| i >= p).collect();
+        let d: Vec<usize> = detector.detections(sc, threshold).into_iter().filter(|&i| i >= p).collect();
         found += s.windows.iter().filter(|&&(a, b)| d.iter().any(|&i| a <= i && i <= b)).count();
         fps += d.iter().filter(|&&i| !s.windows.iter().any(|&(a, b)| a <= i && i <= b)).count();
     }
+    let round1 = |x: f64| (x * 10.0).round() / 10.0;
     NabResult {
+        detector,
         profile: profile.to_owned(),
-        threshold: (best.1 * 100.0).round() / 100.0,
-        score: (best.0 * 10.0).round() / 10.0,
+        threshold: (threshold * 1000.0).round() / 1000.0,
+        score: round1(normalise(raw_at(threshold, None))),
+        held_out_score: round1(normalise(held_out)),
         files: series.len(),
         windows: series.iter().map(|s| s.windows.len()).sum(),
         windows_detected: found,
@@ -263,6 +330,8 @@ mod tests {
         assert_eq!(score_series(rows, &windows, &[], STANDARD), -2.0);
         let perfect = score_series(rows, &windows, &[2000, 5000], STANDARD);
         assert!((perfect - perfect_series(&windows, STANDARD)).abs() < 1e-12);
+        // As in NAB's sweeper, a window found at its first row is worth exactly tp_weight.
+        assert!((perfect - 2.0).abs() < 1e-12);
         // Only a window's first detection counts.
         assert_eq!(score_series(rows, &windows, &[2000, 2001, 5000], STANDARD), perfect);
         // A false positive before any window costs the full weight; in probation, nothing.
@@ -272,6 +341,28 @@ mod tests {
         let near = score_series(rows, &windows, &[2000, 2101, 5000], STANDARD);
         let far = score_series(rows, &windows, &[2000, 4000, 5000], STANDARD);
         assert!(near > far && far < perfect);
+    }
+
+    #[test]
+    fn the_held_out_score_uses_the_other_halfs_threshold() {
+        // Four files; in each a jump at row 600 inside its window. The memory finds all four at
+        // one threshold, so the held-out score equals the corpus score and both are high.
+        let series: Vec<Series> = (0..4)
+            .map(|k| {
+                let mut values: Vec<f64> = (0..1000).map(|i| ((i + k) % 8) as f64).collect();
+                values[600..].iter_mut().for_each(|v| *v = 7.0 - *v);
+                Series {
+                    name: format!("s{k}"),
+                    values,
+                    windows: vec![(590, 640)],
+                }
+            })
+            .collect();
+        let d = SeriesDetector::ContextMemory;
+        let scores: Vec<Vec<f64>> = series.iter().map(|s| d.scores(&s.values)).collect();
+        let r = run(&series, &scores, d, "standard", STANDARD);
+        assert_eq!(r.windows_detected, 4);
+        assert!(r.score > 70.0 && r.held_out_score == r.score, "{r:?}");
     }
 
     #[test]
