@@ -13,6 +13,7 @@ pub mod forecast;
 pub mod iforest;
 pub mod journey;
 pub mod lstm;
+pub mod pattern;
 pub mod request;
 pub mod routes;
 pub mod sequence;
@@ -89,6 +90,8 @@ pub enum DetectorKind {
     Sequence,
     Journey,
     Forecast,
+    /// Pattern memory of each service's call volume and p95 latency (the NAB detector).
+    Pattern,
     /// The rule shops use today, for comparison: p95 > 3x warm-up p95 or 5xx rate > 5%.
     StaticRule,
     /// The ONNX AutoEncoder over request features (needs the ONNX Runtime and a model).
@@ -146,6 +149,7 @@ pub fn build_detectors(
             DetectorKind::Sequence => v.push(Box::new(sequence::SequenceDetector::new(sequence::MarkovModel::default()))),
             DetectorKind::Journey => v.push(Box::new(journey::JourneyDetector::default())),
             DetectorKind::Forecast => v.push(Box::new(forecast::ForecastDetector::default())),
+            DetectorKind::Pattern => v.push(Box::new(pattern::PatternDetector::default())),
             DetectorKind::StaticRule => v.push(Box::new(static_rule::StaticRuleDetector::default())),
             DetectorKind::Autoencoder => {
                 let m = need(*k)?;
