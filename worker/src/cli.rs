@@ -151,6 +151,43 @@ impl DetectArgs {
     }
 }
 
+/// A range of the log indices to learn from, instead of files.
+#[derive(clap::Args, Clone)]
+struct EsRangeArgs {
+    #[command(flatten)]
+    es: EsArgs,
+    /// Learn from Elasticsearch: the calls from this time on (RFC 3339; with --to).
+    #[arg(long, requires = "to", conflicts_with = "inputs")]
+    from: Option<String>,
+    /// End of that range (exclusive).
+    #[arg(long, requires = "from")]
+    to: Option<String>,
+}
+
+impl EsRangeArgs {
+    /// Exports the training data of the range, or `None` when no range was asked for.
+    fn export(&self, dir: &Path, every: u64) -> anyhow::Result<Option<crate::detect::export::ExportReport>> {
+        let (Some(from), Some(to)) = (&self.from, &self.to) else {
+            return Ok(None);
+        };
+        let from = parse_rfc3339(from).with_context(|| format!("--from `{from}` is not an RFC 3339 time"))?;
+        let to = parse_rfc3339(to).with_context(|| format!("--to `{to}` is not an RFC 3339 time"))?;
+        anyhow::ensure!(from < to, "--from must be before --to");
+        let app = crate::config::load_app(None, &|k| std::env::var(k).ok())?;
+        let (client, settings) = self.es.connect(&app)?;
+        let mut source = crate::es::reader::RangeSource::new(&client, &settings.names.logs, from, to);
+        let r = export_features(&mut source, dir, every)?;
+        anyhow::ensure!(
+            r.requests > 0,
+            "no calls in {} between {} and {}: check --logs and the range",
+            settings.names.logs,
+            format_rfc3339(from),
+            format_rfc3339(to)
+        );
+        Ok(Some(r))
+    }
+}
+
 /// Where Elasticsearch is and which names to use (flags override the configuration file).
 #[derive(clap::Args, Clone)]
 struct EsArgs {
@@ -377,6 +414,8 @@ enum Command {
         every: u64,
         #[command(flatten)]
         sim: SimArgs,
+        #[command(flatten)]
+        range: EsRangeArgs,
     },
     /// Train the AutoEncoder and/or the LSTM on your traffic, check them, and install them as
     /// new versions in the model store (running workers pick them up at their next window).
@@ -407,6 +446,8 @@ enum Command {
         /// Train on directories `apiwatch features` wrote (concatenated) instead of exporting.
         #[arg(long, value_delimiter = ',')]
         from_features: Vec<PathBuf>,
+        #[command(flatten)]
+        range: EsRangeArgs,
         #[arg(long)]
         models: Option<PathBuf>,
         #[arg(long)]
@@ -723,9 +764,15 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             output,
             every,
             sim,
+            range,
         } => {
-            let events = training_events(&inputs, &sim, &output)?;
-            let r = export_features(&events, &output, every)?;
+            let r = match range.export(&output, every)? {
+                Some(r) => r,
+                None => {
+                    let events = training_events(&inputs, &sim, &output)?;
+                    export_features(&mut ReadAhead::spawn(LineSource::new(events))?, &output, every)?
+                }
+            };
             println!(
                 "wrote {} request rows to {} and {} sessions ({} calls) to {}",
                 r.requests,
@@ -746,6 +793,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             epochs,
             every,
             from_features,
+            range,
             models,
             onnx_runtime,
         } => {
@@ -758,12 +806,17 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             let python = crate::ml::train::find_python(python.as_deref())?;
             let trainer = crate::ml::train::find_trainer(trainer.as_deref())?;
             let data = work.join("data");
-            if from_features.is_empty() {
-                let events = training_events(&inputs, &sim, &work)?;
-                let r = export_features(&events, &data, every)?;
-                eprintln!("exported {} request rows and {} sessions", r.requests, r.sessions);
-            } else {
+            if !from_features.is_empty() {
                 concat_features(&from_features, &data)?;
+            } else {
+                let r = match range.export(&data, every)? {
+                    Some(r) => r,
+                    None => {
+                        let events = training_events(&inputs, &sim, &work)?;
+                        export_features(&mut ReadAhead::spawn(LineSource::new(events))?, &data, every)?
+                    }
+                };
+                eprintln!("exported {} request rows and {} sessions", r.requests, r.sessions);
             }
             for k in kinds {
                 let (name, kind, flag, file) = match k {
@@ -1552,13 +1605,12 @@ fn training_events(inputs: &[PathBuf], sim: &SimArgs, work: &Path) -> anyhow::Re
 }
 
 /// Runs the pipeline with the feature export as its only detector.
-fn export_features(inputs: &[PathBuf], dir: &Path, every: u64) -> anyhow::Result<crate::detect::export::ExportReport> {
+fn export_features(source: &mut dyn EventSource, dir: &Path, every: u64) -> anyhow::Result<crate::detect::export::ExportReport> {
     let (export, report, _) = crate::detect::export::FeatureExport::create(dir, every)?;
-    let mut source = ReadAhead::spawn(LineSource::new(inputs.to_vec()))?;
     let mut sink = MemorySink::default();
     let mut p = Pipeline::with_detectors(PipelineConfig::default(), vec![Box::new(export)]);
     let pb = spinner("exporting features");
-    p.run_source(&mut source, &mut sink, |n| {
+    p.run_source(source, &mut sink, |n| {
         if n % 65_536 < 4096 {
             pb.set_message(format!("exporting features: {n} events"));
         }
@@ -1569,9 +1621,13 @@ fn export_features(inputs: &[PathBuf], dir: &Path, every: u64) -> anyhow::Result
     if let Some(e) = &r.error {
         anyhow::bail!("writing the training data in {} failed: {e}", dir.display());
     }
-    let skipped = source.report().skipped();
-    if skipped > 0 {
-        eprintln!("{skipped} input lines skipped (malformed or incomplete); run `apiwatch detect` on them for details");
+    let ingest = source.report();
+    if ingest.skipped() > 0 {
+        eprintln!(
+            "{} input lines or documents skipped (malformed or incomplete); the first: {}",
+            ingest.skipped(),
+            ingest.samples.join("; ")
+        );
     }
     Ok(r)
 }

@@ -640,3 +640,130 @@ fn events_arriving_late_within_the_lateness_are_still_scored_once() {
     assert_eq!(s.late_unscored, 0, "{s:?}");
     assert_eq!(s.events, 11, "each late event scored once: {s:?}");
 }
+
+#[test]
+fn training_data_read_from_elasticsearch_matches_the_same_calls_read_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("calls.ndjson");
+    let file_s = file.display().to_string();
+    // The same simulated traffic `logs()` loaded into the data stream.
+    apiwatch_ok(&[
+        "simulate",
+        "--output",
+        &file_s,
+        "--topology",
+        "bank",
+        "--seed",
+        "3",
+        "--hours",
+        "3",
+        "--rate",
+        "10",
+    ]);
+    let from_file = dir.path().join("from-file");
+    let from_es = dir.path().join("from-es");
+    apiwatch_ok(&["features", "--input", &file_s, "--output", &from_file.display().to_string()]);
+    let url = es_url();
+    let out = apiwatch_ok(&[
+        "features",
+        "--es",
+        &url,
+        "--logs",
+        logs(),
+        "--from",
+        FROM,
+        "--to",
+        TO,
+        "--output",
+        &from_es.display().to_string(),
+    ]);
+    assert!(out.contains("request rows"), "{out}");
+    let lines = |d: &PathBuf, f: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_to_string(d.join(f)).unwrap().lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    };
+    for f in ["requests.csv", "sessions.txt"] {
+        let (a, b) = (lines(&from_file, f), lines(&from_es, f));
+        assert!(a.len() > 1000, "{f}: {} rows", a.len());
+        assert_eq!(a.len(), b.len(), "{f}: as many rows from Elasticsearch as from the file");
+        let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        assert!(same * 100 >= a.len() * 99, "{f}: only {same} of {} rows agree", a.len());
+    }
+
+    // An empty range says so instead of training on nothing.
+    let out = apiwatch(
+        &[
+            "features",
+            "--es",
+            &url,
+            "--logs",
+            logs(),
+            "--from",
+            "2020-01-01T00:00:00Z",
+            "--to",
+            "2020-01-02T00:00:00Z",
+            "--output",
+            &dir.path().join("empty").display().to_string(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no calls in"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `apiwatch train` learning from a range of the log indices: export, train, check, install.
+#[test]
+fn train_learns_from_a_range_in_elasticsearch() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".cache/venv-train/bin/python");
+    assert!(
+        python.exists(),
+        "no trainer environment: the test script runs scripts/train/setup.sh"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(root.join("onnx-models"))
+        .arg(&models)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let url = es_url();
+    let out = apiwatch_ok(&[
+        "train",
+        "--model",
+        "autoencoder",
+        "--es",
+        &url,
+        "--logs",
+        logs(),
+        "--from",
+        FROM,
+        "--to",
+        TO,
+        "--every",
+        "5",
+        "--epochs",
+        "1",
+        "--work",
+        &dir.path().join("work").display().to_string(),
+        "--python",
+        &python.display().to_string(),
+        "--models",
+        &models.display().to_string(),
+    ]);
+    assert!(out.contains("installed autoencoder v2"), "{out}");
+    let card: Value = serde_json::from_str(&std::fs::read_to_string(models.join("autoencoder/v2/card.json")).unwrap()).unwrap();
+    // Trained on what the range holds (a row in five of about 100,000 calls).
+    assert!(
+        card["training"]["rows_in_source"].as_u64().unwrap() > 10_000,
+        "{}",
+        card["training"]
+    );
+}

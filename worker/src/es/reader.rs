@@ -177,6 +177,45 @@ impl Drop for RangeReader<'_> {
     }
 }
 
+/// A time range of the log indices as an [`EventSource`](crate::source::EventSource), in time
+/// order: what `features --es` and `train --es` learn from.
+pub struct RangeSource<'c> {
+    reader: RangeReader<'c>,
+    pending: std::collections::VecDeque<Event>,
+    report: IngestReport,
+}
+
+impl<'c> RangeSource<'c> {
+    pub fn new(client: &'c EsClient, index: &str, from: Millis, to: Millis) -> Self {
+        RangeSource {
+            reader: RangeReader::new(client, index, from, to, 5_000),
+            pending: Default::default(),
+            report: IngestReport::default(),
+        }
+    }
+}
+
+impl crate::source::EventSource for RangeSource<'_> {
+    fn next_batch(&mut self, batch: &mut Vec<Event>, max: usize) -> anyhow::Result<bool> {
+        while self.pending.len() < max {
+            match self.reader.next_page()? {
+                Some(page) => {
+                    self.report.absorb(&page.report);
+                    self.pending.extend(page.events);
+                }
+                None => break,
+            }
+        }
+        let n = max.min(self.pending.len());
+        batch.extend(self.pending.drain(..n));
+        Ok(!self.pending.is_empty() || !self.reader.done)
+    }
+
+    fn report(&self) -> &IngestReport {
+        &self.report
+    }
+}
+
 /// One slice's pages, in order, ending with `Done` or an error.
 pub enum SliceMsg {
     Page(Page),

@@ -40,6 +40,18 @@ impl IngestReport {
         self.malformed + self.missing_field + self.bad_value
     }
 
+    /// Adds another report's counts (and samples, up to the limit).
+    pub fn absorb(&mut self, other: &IngestReport) {
+        self.lines += other.lines;
+        self.events += other.events;
+        self.blank += other.blank;
+        self.malformed += other.malformed;
+        self.missing_field += other.missing_field;
+        self.bad_value += other.bad_value;
+        let room = Self::MAX_SAMPLES.saturating_sub(self.samples.len());
+        self.samples.extend(other.samples.iter().take(room).cloned());
+    }
+
     pub(crate) fn note(&mut self, location: &str, line: u64, problem: &dyn std::fmt::Display) {
         if self.samples.len() < Self::MAX_SAMPLES {
             self.samples.push(format!("{location}:{line}: {problem}"));
