@@ -39,27 +39,21 @@ fn unique(name: &str) -> String {
     format!("{run}-{name}")
 }
 
+/// The simulated traffic of the shared log data stream.
+const LOGS_TRAFFIC: [&str; 8] = ["--topology", "bank", "--seed", "3", "--hours", "3", "--rate", "10"];
+
 /// The shared log data stream, loaded once per test process.
 fn logs() -> &'static str {
     static LOGS: OnceLock<String> = OnceLock::new();
     LOGS.get_or_init(|| {
         let stream = format!("logs-apiwatch.calls-{}", unique("data").replace('-', "_"));
         apiwatch_ok(&["setup", "--es", &es_url(), "--prefix", &unique("setup0")]);
-        let out = apiwatch_ok(&[
-            "simulate",
-            "--es",
-            &es_url(),
-            "--index",
-            &stream,
-            "--topology",
-            "bank",
-            "--seed",
-            "3",
-            "--hours",
-            "3",
-            "--rate",
-            "10",
-        ]);
+        let out = apiwatch_ok(
+            &["simulate", "--es", &es_url(), "--index", &stream]
+                .into_iter()
+                .chain(LOGS_TRAFFIC)
+                .collect::<Vec<_>>(),
+        );
         assert!(out.contains("0 refused"), "{out}");
         stream
     })
@@ -641,42 +635,27 @@ fn events_arriving_late_within_the_lateness_are_still_scored_once() {
     assert_eq!(s.events, 11, "each late event scored once: {s:?}");
 }
 
+/// `args` reading the shared log data stream's range from the server at `url`.
+fn with_range<'a>(args: &[&'a str], url: &'a str) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    v.extend(["--es", url, "--logs", logs(), "--from", FROM, "--to", TO]);
+    v
+}
+
 #[test]
 fn training_data_read_from_elasticsearch_matches_the_same_calls_read_from_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("calls.ndjson");
     let file_s = file.display().to_string();
     // The same simulated traffic `logs()` loaded into the data stream.
-    apiwatch_ok(&[
-        "simulate",
-        "--output",
-        &file_s,
-        "--topology",
-        "bank",
-        "--seed",
-        "3",
-        "--hours",
-        "3",
-        "--rate",
-        "10",
-    ]);
+    let simulate: Vec<&str> = ["simulate", "--output", &file_s].into_iter().chain(LOGS_TRAFFIC).collect();
+    apiwatch_ok(&simulate);
     let from_file = dir.path().join("from-file");
     let from_es = dir.path().join("from-es");
     apiwatch_ok(&["features", "--input", &file_s, "--output", &from_file.display().to_string()]);
     let url = es_url();
-    let out = apiwatch_ok(&[
-        "features",
-        "--es",
-        &url,
-        "--logs",
-        logs(),
-        "--from",
-        FROM,
-        "--to",
-        TO,
-        "--output",
-        &from_es.display().to_string(),
-    ]);
+    let from_es_s = from_es.display().to_string();
+    let out = apiwatch_ok(&with_range(&["features", "--output", &from_es_s], &url));
     assert!(out.contains("request rows"), "{out}");
     let lines = |d: &PathBuf, f: &str| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_to_string(d.join(f)).unwrap().lines().map(str::to_owned).collect();
@@ -735,29 +714,27 @@ fn train_learns_from_a_range_in_elasticsearch() {
         .unwrap();
     assert!(copied.success());
     let url = es_url();
-    let out = apiwatch_ok(&[
+    let (work, python, models_s) = (
+        dir.path().join("work").display().to_string(),
+        python.display().to_string(),
+        models.display().to_string(),
+    );
+    let args = [
         "train",
         "--model",
         "autoencoder",
-        "--es",
-        &url,
-        "--logs",
-        logs(),
-        "--from",
-        FROM,
-        "--to",
-        TO,
         "--every",
         "5",
         "--epochs",
         "1",
         "--work",
-        &dir.path().join("work").display().to_string(),
+        &work,
         "--python",
-        &python.display().to_string(),
+        &python,
         "--models",
-        &models.display().to_string(),
-    ]);
+        &models_s,
+    ];
+    let out = apiwatch_ok(&with_range(&args, &url));
     assert!(out.contains("installed autoencoder v2"), "{out}");
     let card: Value = serde_json::from_str(&std::fs::read_to_string(models.join("autoencoder/v2/card.json")).unwrap()).unwrap();
     // Trained on what the range holds (a row in five of about 100,000 calls).

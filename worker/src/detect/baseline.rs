@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 
 use super::stats::{median_mad, score_from_z, Ring};
 use super::{entity_label, fmt_bytes, fmt_ms, fmt_pct, Detector, Finding, WindowContext};
-use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
+use crate::model::anomaly::{Anomaly, AnomalyKind};
 use crate::model::time::{Millis, DAY_MS, HOUR_MS};
 use crate::model::{EntityKind, WindowStat};
 
@@ -253,20 +253,14 @@ impl Detector for BaselineDetector {
                 f.actual = Some(v.actual);
                 f.expected = Some(v.expected);
                 f.reason = reason;
-                f.contributors = vec![Contributor {
-                    name: metric.name().to_owned(),
-                    share: 1.0,
-                    actual: Some(super::round3(v.actual)),
-                    expected: Some(super::round3(v.expected)),
-                }];
+                f.sole_contributor(v.actual, v.expected);
+                f.impact_of(st);
                 f.impact_calls = match metric {
                     Metric::Rate5xx => st.errors_5xx,
                     Metric::Rate4xx => st.errors_4xx,
                     Metric::Count => (v.expected - v.actual).abs().round() as u64,
                     _ => st.count,
                 };
-                f.impact_users = st.users;
-                f.trace_ids = st.example_traces.clone();
                 out.push(f.into_anomaly(w.names));
             }
         }
@@ -324,28 +318,10 @@ fn describe(metric: Metric, label: &str, v: &Verdict, st: &WindowStat) -> (Anoma
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EntityKey, Interner};
+    use crate::model::Interner;
 
     fn stat(names: &mut Interner, t: Millis, count: u64, e5: u64, p95: f64) -> WindowStat {
-        WindowStat {
-            entity: 0,
-            key: EntityKey::Service {
-                service: names.intern("payments"),
-                provider: names.intern("aws"),
-            },
-            start: t,
-            end: t + 60_000,
-            count,
-            errors_4xx: 0,
-            errors_5xx: e5,
-            p50_ms: p95 / 2.0,
-            p95_ms: p95,
-            p99_ms: p95 * 1.5,
-            mean_request_bytes: 500.0,
-            mean_response_bytes: 2000.0,
-            users: count / 2,
-            example_traces: vec!["t1".into()],
-        }
+        crate::detect::testing::service_window(names, t, count, e5, p95)
     }
 
     fn run(d: &mut BaselineDetector, names: &mut Interner, windows: &[(u64, u64, f64)]) -> Vec<Vec<Anomaly>> {
@@ -355,18 +331,7 @@ mod tests {
             .map(|(i, &(c, e, p))| {
                 let t = i as Millis * 60_000;
                 let st = stat(names, t, c, e, p);
-                let mut out = Vec::new();
-                d.close_window(
-                    &WindowContext {
-                        start: t,
-                        end: t + 60_000,
-                        stats: &[st],
-                        names,
-                        complete: true,
-                    },
-                    &mut out,
-                );
-                out
+                crate::detect::testing::close_one(d, names, st)
             })
             .collect()
     }

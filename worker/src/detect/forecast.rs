@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 
 use super::stats::{median, median_in_place, Ring};
 use super::{entity_label, fmt_ms, fmt_pct, Detector, Finding, WindowContext};
-use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
+use crate::model::anomaly::{Anomaly, AnomalyKind};
 use crate::model::time::{format_hhmm, Millis, MINUTE_MS};
 use crate::model::{EntityKind, WindowStat};
 
@@ -167,15 +167,8 @@ impl ForecastDetector {
             format_hhmm(eta),
             eta_min
         );
-        f.contributors = vec![Contributor {
-            name: f.metric.to_owned(),
-            share: 1.0,
-            actual: Some(super::round3(level)),
-            expected: Some(super::round3(limit)),
-        }];
-        f.impact_calls = st.count;
-        f.impact_users = st.users;
-        f.trace_ids = st.example_traces.clone();
+        f.sole_contributor(level, limit);
+        f.impact_of(st);
         out.push(f.into_anomaly(w.names));
     }
 }
@@ -231,17 +224,7 @@ mod tests {
                 users: 10,
                 example_traces: vec![],
             };
-            let mut out = Vec::new();
-            d.close_window(
-                &WindowContext {
-                    start: t,
-                    end: t + 60_000,
-                    stats: &[st],
-                    names: &names,
-                    complete: true,
-                },
-                &mut out,
-            );
+            let out = crate::detect::testing::close_one(&mut d, &names, st);
             found.extend(out.into_iter().map(|a| (i, a)));
         }
         found

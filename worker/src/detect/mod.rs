@@ -222,6 +222,23 @@ impl Finding {
         }
     }
 
+    /// The finding's own metric as its only contributor.
+    pub fn sole_contributor(&mut self, actual: f64, expected: f64) {
+        self.contributors = vec![Contributor {
+            name: self.metric.to_owned(),
+            share: 1.0,
+            actual: Some(round3(actual)),
+            expected: Some(round3(expected)),
+        }];
+    }
+
+    /// Calls, users and example traces of the window the finding is about.
+    pub fn impact_of(&mut self, st: &WindowStat) {
+        self.impact_calls = st.count;
+        self.impact_users = st.users;
+        self.trace_ids = st.example_traces.clone();
+    }
+
     pub fn into_anomaly(self, names: &Interner) -> Anomaly {
         let (service, provider) = self.entity.owner();
         let route = self.entity.route().map(|r| names.name(r).to_owned());
@@ -297,5 +314,50 @@ pub fn fmt_bytes(b: f64) -> String {
         format!("{:.1} KB", b / 1024.0)
     } else {
         format!("{b:.0} B")
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers for the detectors' unit tests.
+    use super::*;
+
+    /// A one-minute window of the `payments/aws` service starting at `t`.
+    pub fn service_window(names: &mut Interner, t: Millis, count: u64, errors_5xx: u64, p95: f64) -> WindowStat {
+        WindowStat {
+            entity: 0,
+            key: EntityKey::Service {
+                service: names.intern("payments"),
+                provider: names.intern("aws"),
+            },
+            start: t,
+            end: t + 60_000,
+            count,
+            errors_4xx: 0,
+            errors_5xx,
+            p50_ms: p95 / 2.0,
+            p95_ms: p95,
+            p99_ms: p95 * 1.5,
+            mean_request_bytes: 500.0,
+            mean_response_bytes: 2000.0,
+            users: count / 2,
+            example_traces: vec!["t1".into()],
+        }
+    }
+
+    /// Closes one complete window holding `st` alone; what `d` found in it.
+    pub fn close_one(d: &mut dyn Detector, names: &Interner, st: WindowStat) -> Vec<Anomaly> {
+        let mut out = Vec::new();
+        d.close_window(
+            &WindowContext {
+                start: st.start,
+                end: st.end,
+                stats: &[st],
+                names,
+                complete: true,
+            },
+            &mut out,
+        );
+        out
     }
 }

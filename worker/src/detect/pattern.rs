@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap;
 use super::context_memory::ContextMemory;
 use super::stats::{median, Ring};
 use super::{entity_label, fmt_ms, Detector, Finding, WindowContext};
-use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
+use crate::model::anomaly::{Anomaly, AnomalyKind};
 use crate::model::{EntityKind, WindowStat};
 
 /// Windows a series learns its range over before it is scored.
@@ -165,15 +165,8 @@ impl Detector for PatternDetector {
                 f.actual = Some(actual);
                 f.expected = Some(usual);
                 f.reason = reason;
-                f.contributors = vec![Contributor {
-                    name: name.to_owned(),
-                    share: 1.0,
-                    actual: Some(super::round3(actual)),
-                    expected: Some(super::round3(usual)),
-                }];
-                f.impact_calls = st.count;
-                f.impact_users = st.users;
-                f.trace_ids = st.example_traces.clone();
+                f.sole_contributor(actual, usual);
+                f.impact_of(st);
                 out.push(f.into_anomaly(w.names));
             }
         }
@@ -185,41 +178,12 @@ mod tests {
     use super::*;
     use crate::detect::Persist;
     use crate::model::time::Millis;
-    use crate::model::{EntityKey, Interner};
+    use crate::model::Interner;
 
     fn window(d: &mut PatternDetector, names: &mut Interner, i: usize, count: u64, p95: f64) -> Vec<Anomaly> {
         let t = i as Millis * 60_000;
-        let st = WindowStat {
-            entity: 0,
-            key: EntityKey::Service {
-                service: names.intern("payments"),
-                provider: names.intern("aws"),
-            },
-            start: t,
-            end: t + 60_000,
-            count,
-            errors_4xx: 0,
-            errors_5xx: 0,
-            p50_ms: p95 / 2.0,
-            p95_ms: p95,
-            p99_ms: p95 * 1.5,
-            mean_request_bytes: 500.0,
-            mean_response_bytes: 2000.0,
-            users: count / 2,
-            example_traces: vec!["t1".into()],
-        };
-        let mut out = Vec::new();
-        d.close_window(
-            &WindowContext {
-                start: t,
-                end: t + 60_000,
-                stats: &[st],
-                names,
-                complete: true,
-            },
-            &mut out,
-        );
-        out
+        let st = crate::detect::testing::service_window(names, t, count, 0, p95);
+        crate::detect::testing::close_one(d, names, st)
     }
 
     /// Calls rise and fall in a 24-window cycle; p95 jitters around 120 ms.
