@@ -766,13 +766,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             sim,
             range,
         } => {
-            let r = match range.export(&output, every)? {
-                Some(r) => r,
-                None => {
-                    let events = training_events(&inputs, &sim, &output)?;
-                    export_features(&mut ReadAhead::spawn(LineSource::new(events))?, &output, every)?
-                }
-            };
+            let r = export_training(&range, &inputs, &sim, &output, &output, every)?;
             println!(
                 "wrote {} request rows to {} and {} sessions ({} calls) to {}",
                 r.requests,
@@ -809,13 +803,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             if !from_features.is_empty() {
                 concat_features(&from_features, &data)?;
             } else {
-                let r = match range.export(&data, every)? {
-                    Some(r) => r,
-                    None => {
-                        let events = training_events(&inputs, &sim, &work)?;
-                        export_features(&mut ReadAhead::spawn(LineSource::new(events))?, &data, every)?
-                    }
-                };
+                let r = export_training(&range, &inputs, &sim, &work, &data, every)?;
                 eprintln!("exported {} request rows and {} sessions", r.requests, r.sessions);
             }
             for k in kinds {
@@ -1602,6 +1590,23 @@ fn training_events(inputs: &[PathBuf], sim: &SimArgs, work: &Path) -> anyhow::Re
         sim.hours, labels.topology, labels.events
     );
     Ok(vec![path])
+}
+
+/// Exports training data to `dir` from the Elasticsearch range when one was given, else from
+/// the files, else from simulated normal traffic written to `sim_dir`.
+fn export_training(
+    range: &EsRangeArgs,
+    inputs: &[PathBuf],
+    sim: &SimArgs,
+    sim_dir: &Path,
+    dir: &Path,
+    every: u64,
+) -> anyhow::Result<crate::detect::export::ExportReport> {
+    if let Some(r) = range.export(dir, every)? {
+        return Ok(r);
+    }
+    let events = training_events(inputs, sim, sim_dir)?;
+    export_features(&mut ReadAhead::spawn(LineSource::new(events))?, dir, every)
 }
 
 /// Runs the pipeline with the feature export as its only detector.

@@ -111,8 +111,9 @@ impl PatternDetector {
             _ => return None,
         };
         let series = self.series.entry((st.entity, metric)).or_insert_with(Series::new);
-        let recent = series.recent.ordered();
-        let usual = median(&recent).exp();
+        // Order does not matter for the median and the bounds: the ring as it lies.
+        let recent = series.recent.values();
+        let usual = median(recent).exp();
         let x = value.max(1e-3).ln();
         let beyond = recent.iter().all(|&r| r < x) || recent.iter().all(|&r| r > x);
         let score = series.score(x, self.max_contexts)?;
