@@ -582,8 +582,11 @@ pub fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let (code, say) = crate::output::exit_code(&e);
+            if say {
+                eprintln!("error: {e:#}");
+            }
+            code
         }
     }
 }
@@ -622,14 +625,13 @@ fn run(cmd: Command) -> anyhow::Result<()> {
         } => {
             let cfg = args.config()?;
             let (stats, report, sink) = detect_source(input.source(&inputs)?, &output, cfg)?;
-            print_detect_summary(&stats, &report, &sink.alerts(), &output);
-            Ok(())
+            print_detect_summary(&stats, &report, &sink.alerts(), &output)
         }
         Command::Health { es, config, job } => es_health(&es, config.as_deref(), job.as_deref()),
         Command::Report { input, output, title } => {
             let output = output.unwrap_or_else(|| input.join("report"));
             let (path, data) = crate::report::write(&input, &output, &title)?;
-            println!(
+            outln!(
                 "wrote {} ({} services, {} alerts, {} anomalies, {} example journeys); open it in a browser",
                 path.display(),
                 data.services.len(),
@@ -710,9 +712,9 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             let a = read_alerts(&alerts)?;
             let r = eval::evaluate(&l, &a);
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print_eval(&r, true);
+                print_eval(&r, true)?;
             }
             Ok(())
         }
@@ -728,12 +730,17 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             let path = from.join("services.json");
             let recs: Vec<ServiceRecord> =
                 read_json(&path).with_context(|| format!("run `apiwatch detect --output {}` first", from.display()))?;
-            println!(
+            outln!(
                 "{:<16} {:<8} {:<24} {:>10} {:>7} {:>7}  baseline",
-                "service", "provider", "first seen", "calls", "routes", "windows"
+                "service",
+                "provider",
+                "first seen",
+                "calls",
+                "routes",
+                "windows"
             );
             for r in recs {
-                println!(
+                outln!(
                     "{:<16} {:<8} {:<24} {:>10} {:>7} {:>7}  {}",
                     r.service,
                     r.provider,
@@ -755,7 +762,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
         } => {
             let client = EsClient::new(ClientOptions::new(&url))?;
             let report = crate::es::bench::run(&client, &WorkerSettings::default(), events, live_secs, live_rate)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Bench { input, events, args, .. } => bench_detect(input, events, args.config()?),
@@ -767,7 +774,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             range,
         } => {
             let r = export_training(&range, &inputs, &sim, &output, &output, every)?;
-            println!(
+            outln!(
                 "wrote {} request rows to {} and {} sessions ({} calls) to {}",
                 r.requests,
                 output.join("requests.csv").display(),
@@ -823,7 +830,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 }
                 crate::ml::train::run_trainer(&python, &trainer, kind, &args)?;
                 let (v, report) = crate::ml::train::install_checked(m.env, &m.store, name, &out)?;
-                println!(
+                outln!(
                     "installed {name} {} in {} ({} fixture values match Python within {}; max diff {:.1e})",
                     v.version,
                     v.dir.display(),
@@ -849,7 +856,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 let card = v.card()?;
                 let r = crate::ml::verify::verify(m.env, &v)?;
                 if !json {
-                    println!(
+                    outln!(
                         "{name} {} ({}): {} bytes; checks pass ({} fixture values, max diff {:.1e}); trained {}",
                         v.version,
                         v.dir.display(),
@@ -862,7 +869,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 reports.push(r);
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&reports)?);
+                outln!("{}", serde_json::to_string_pretty(&reports)?);
             }
             Ok(())
         }
@@ -891,7 +898,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 }
                 out.push(r);
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
         Command::BenchModels {
@@ -918,7 +925,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                     out.push(crate::eval::nab::run(&series, &scores, d, name, cost));
                 }
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
         Command::Forest {
@@ -938,7 +945,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 },
             );
             let scores = forest.score_rows(bench::read_csv(&score)?.view());
-            println!("{}", serde_json::json!({ "scores": scores }));
+            outln!("{}", serde_json::json!({ "scores": scores }));
             Ok(())
         }
         Command::Forest {
@@ -961,7 +968,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 },
                 repeats,
             );
-            println!("{}", serde_json::to_string(&r)?);
+            outln!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
     }
@@ -989,8 +996,44 @@ pub fn detect_files(inputs: &[PathBuf], output: &Path, cfg: PipelineConfig) -> a
     detect_source(LineSource::new(inputs.to_vec()), output, cfg)
 }
 
+/// Every file `detect` writes into its output directory.
+const OUTPUT_FILES: [&str; 7] = [
+    "anomalies.ndjson",
+    "alerts.ndjson",
+    "journeys.ndjson",
+    "metrics.ndjson",
+    "services.json",
+    REJECTED_FILE,
+    "report",
+];
+
+/// Refuses an input that is one of the files the run would write (it would be truncated
+/// before it is read).
+fn check_inputs_are_not_outputs(inputs: &[PathBuf], output: &Path) -> anyhow::Result<()> {
+    let Ok(out) = output.canonicalize() else {
+        return Ok(()); // the output directory does not exist yet: nothing in it can be an input
+    };
+    for input in inputs.iter().filter(|i| i.as_os_str() != "-") {
+        let Ok(path) = input.canonicalize() else { continue };
+        let collides =
+            path.parent() == Some(out.as_path()) && path.file_name().and_then(|n| n.to_str()).is_some_and(|n| OUTPUT_FILES.contains(&n));
+        anyhow::ensure!(
+            !collides,
+            "input {} is one of the files this run writes into {}: choose another --output directory",
+            input.display(),
+            output.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs file-mode detection over any line source.
 fn detect_source(source: LineSource, output: &Path, cfg: PipelineConfig) -> anyhow::Result<(RunStats, IngestReport, FileSink)> {
+    check_inputs_are_not_outputs(source.inputs(), output)?;
+    // Open the input before creating anything: a missing file or a FIFO nobody writes to must
+    // not leave empty outputs behind.
+    let mut source = source.with_settings(cfg.input);
+    source.open_first()?;
     let sink = FileSink::create(output)?;
     let rejected = output.join(REJECTED_FILE);
     // A rerun into the same directory must not show the last run's rejects.
@@ -1013,51 +1056,103 @@ fn detect_source(source: LineSource, output: &Path, cfg: PipelineConfig) -> anyh
     Ok((stats, source.report().clone(), sink))
 }
 
-fn print_detect_summary(stats: &RunStats, report: &IngestReport, alerts: &[Alert], output: &Path) {
-    println!(
-        "read {} lines: {} events used, {} skipped ({} malformed, {} missing a required field, {} with a bad value), {} late",
-        report.lines,
+/// `1 anomaly`, `2 anomalies`.
+fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn print_detect_summary(stats: &RunStats, report: &IngestReport, alerts: &[Alert], output: &Path) -> anyhow::Result<()> {
+    outln!(
+        "read {}: {} used, {} skipped, {} blank",
+        count(report.lines, "line", "lines"),
         report.events,
         report.skipped(),
-        report.malformed,
-        report.missing_field,
-        report.bad_value,
-        stats.late_events
+        report.blank
     );
+    if report.skipped() > 0 {
+        outln!(
+            "  skipped: {} malformed, {} missing a required field, {} with a bad value, {} from a wrong clock",
+            report.malformed,
+            report.missing_field,
+            report.bad_value,
+            report.clock_skew
+        );
+    }
     for s in &report.samples {
-        println!("  skipped {s}");
+        outln!("  skipped {s}");
     }
     if report.skipped() > report.samples.len() as u64 {
-        println!("  ... and {} more", report.skipped() - report.samples.len() as u64);
+        outln!("  ... and {} more", report.skipped() - report.samples.len() as u64);
     }
     if report.skipped() > 0 {
-        println!(
+        outln!(
             "  every skipped line, with its place and reason: {}",
             output.join(REJECTED_FILE).display()
         );
     }
-    println!(
-        "{} windows, {} services, {} entities; {} anomalies; {} alerts",
-        stats.windows,
-        stats.services,
-        stats.entities,
-        stats.anomalies,
-        alerts.len()
+    for (field, d) in &report.dropped_fields {
+        outln!(
+            "  kept {} without `{field}` (a bad value; first at {})",
+            count(d.count, "event", "events"),
+            d.example
+        );
+    }
+    if stats.late_events > 0 {
+        outln!(
+            "  {} arrived later than the allowed lateness and were scored in the window open when they arrived",
+            count(stats.late_events, "event", "events")
+        );
+    }
+    if stats.refused_events > 0 {
+        outln!(
+            "  {} dated outside years 1900-9999 refused",
+            count(stats.refused_events, "event", "events")
+        );
+    }
+    let f = &stats.folded;
+    if let Some(first) = &f.first_service {
+        outln!(
+            "  {} from services beyond limits.max_services folded into `(other)` (first: {first})",
+            count(f.service_calls, "call", "calls")
+        );
+    }
+    if let Some(first) = &f.first_provider {
+        outln!(
+            "  {} from providers beyond limits.max_providers folded into `(other)` (first: {first})",
+            count(f.provider_calls, "call", "calls")
+        );
+    }
+    if stats.untracked_session_calls > 0 || stats.untracked_journey_calls > 0 {
+        outln!(
+            "  not followed at the caps: {} (limits.max_sessions), {} (limits.max_open_journeys)",
+            count(stats.untracked_session_calls, "session call", "session calls"),
+            count(stats.untracked_journey_calls, "journey call", "journey calls")
+        );
+    }
+    outln!(
+        "{}, {}, {}; {}; {}",
+        count(stats.windows, "window", "windows"),
+        count(stats.services as u64, "service", "services"),
+        count(stats.entities as u64, "entity", "entities"),
+        count(stats.anomalies, "anomaly", "anomalies"),
+        count(alerts.len() as u64, "alert", "alerts")
     );
     for a in alerts.iter().take(30) {
-        println!(
+        outln!(
             "  {} {:<8} {}",
             format_hhmm(a.timestamp),
             format!("{:?}", a.status).to_lowercase(),
             a.title
         );
     }
-    println!(
-        "wrote {}/anomalies.ndjson, alerts.ndjson, journeys.ndjson, metrics.ndjson, services.json; \
+    outln!(
+        "wrote anomalies.ndjson, alerts.ndjson, journeys.ndjson, metrics.ndjson and services.json into {}; \
          `apiwatch report -i {}` draws them",
         output.display(),
         output.display()
     );
+    Ok(())
 }
 
 fn simulate_files(cfg: &SimConfig, output: &Path, labels: Option<&Path>) -> anyhow::Result<Labels> {
@@ -1094,7 +1189,7 @@ fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineConfig) -> anyhow::Result
     let labels_path = dir.join("labels.json");
     let started = Instant::now();
     let labels = simulate_files(&cfg, &events, Some(&labels_path))?;
-    println!(
+    outln!(
         "simulated {:.1} h of {} traffic: {} events, {} incidents injected ({:.1} s)",
         sim.hours,
         labels.topology,
@@ -1106,7 +1201,7 @@ fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineConfig) -> anyhow::Result
     let started = Instant::now();
     let (stats, report, sink) = detect_files(std::slice::from_ref(&events), &out, detect_cfg)?;
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "detected in {:.1} s ({:.0} events/s): {} anomalies, {} alerts, {} services onboarded, {} skipped lines",
         secs,
         stats.events as f64 / secs,
@@ -1117,10 +1212,14 @@ fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineConfig) -> anyhow::Result
     );
     let alerts = sink.alerts();
     let r = eval::evaluate(&labels, &alerts);
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<7} {:<21} {:<24} {:>6}  {:<5} first alert",
-        "inc", "kind", "origin", "start", "found"
+        "inc",
+        "kind",
+        "origin",
+        "start",
+        "found"
     );
     for inc in &labels.incidents {
         let result = r.results.iter().find(|x| x.id == inc.id);
@@ -1134,7 +1233,7 @@ fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineConfig) -> anyhow::Result
             .iter()
             .filter(|a| result.is_some() && a.timestamp >= inc.start - 2 * MINUTE_MS && a.timestamp <= inc.end + 5 * MINUTE_MS)
             .min_by_key(|a| a.timestamp);
-        println!(
+        outln!(
             "{:<7} {:<21} {:<24} {:>6}  {:<5} {}",
             inc.id,
             format!("{:?}", inc.kind),
@@ -1147,28 +1246,28 @@ fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineConfig) -> anyhow::Result
         );
     }
     for t in &r.false_alert_titles {
-        println!("{:<7} {:<21} {:<24} {:>6}  {:<5} {}", "-", "(no incident)", "", "", "false", t);
+        outln!("{:<7} {:<21} {:<24} {:>6}  {:<5} {}", "-", "(no incident)", "", "", "false", t);
     }
-    println!();
-    print_eval(&r, false);
+    outln!();
+    print_eval(&r, false)?;
     let title = format!("apiwatch demo: {:.1} h of simulated {} traffic", sim.hours, labels.topology);
     let (page, _) = crate::report::write(&out, &dir.join("report"), &title)?;
-    println!(
+    outln!(
         "\nresults in {}; list services with `apiwatch services --from {}`",
         out.display(),
         out.display()
     );
-    println!("report: {} (open it in a browser)", page.display());
+    outln!("report: {} (open it in a browser)", page.display());
     Ok(())
 }
 
-fn print_eval(r: &EvalReport, details: bool) {
+fn print_eval(r: &EvalReport, details: bool) -> anyhow::Result<()> {
     for l in r.summary_lines() {
-        println!("{l}");
+        outln!("{l}");
     }
     if details {
         for x in &r.results {
-            println!(
+            outln!(
                 "  {} {:?} {} detected={} right_origin={} alerts={} delay={} lead={}",
                 x.id,
                 x.kind,
@@ -1181,9 +1280,10 @@ fn print_eval(r: &EvalReport, details: bool) {
             );
         }
         for t in &r.false_alert_titles {
-            println!("  false alert: {t}");
+            outln!("  false alert: {t}");
         }
     }
+    Ok(())
 }
 
 /// Simulates and detects in memory; returns the alerts.
@@ -1247,15 +1347,15 @@ fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbo
             )
         }
     };
-    println!(
+    outln!(
         "runs: {} ({} topologies x {} seeds, {hours} h each at {rate} entry calls/s)",
         runs.len(),
         topologies.join(","),
         seeds.len()
     );
-    println!("| measure | apiwatch | static rule (p95 > 3x warm-up, 5xx > 5%) |");
-    println!("|---|---|---|");
-    println!(
+    outln!("| measure | apiwatch | static rule (p95 > 3x warm-up, 5xx > 5%) |");
+    outln!("|---|---|---|");
+    outln!(
         "| incidents detected with the right origin | {}/{} ({:.0}%) | {}/{} ({:.0}%) |",
         o.detected_right_origin,
         o.incidents,
@@ -1264,35 +1364,40 @@ fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbo
         s.incidents,
         100.0 * s.right_origin_share()
     );
-    println!(
+    outln!(
         "| incidents detected at all | {}/{} | {}/{} |",
-        o.detected, o.incidents, s.detected, s.incidents
+        o.detected,
+        o.incidents,
+        s.detected,
+        s.incidents
     );
-    println!(
+    outln!(
         "| false alerts per day | {:.2} | {:.2} |",
-        o.false_alerts_per_day, s.false_alerts_per_day
+        o.false_alerts_per_day,
+        s.false_alerts_per_day
     );
-    println!(
+    outln!(
         "| alerts per detected incident | {:.2} | {:.2} |",
-        o.alerts_per_incident, s.alerts_per_incident
+        o.alerts_per_incident,
+        s.alerts_per_incident
     );
-    println!(
+    outln!(
         "| median detection delay | {} | {} |",
         o.median_delay_s.map_or("n/a".into(), |d| format!("{d:.0} s")),
         s.median_delay_s.map_or("n/a".into(), |d| format!("{d:.0} s"))
     );
-    println!("| lead time before breach (gradual) | {} | {} |", lead(&o), lead(&s));
-    println!("\nby incident kind (apiwatch: total / detected / right origin; static rule likewise):");
+    outln!("| lead time before breach (gradual) | {} | {} |", lead(&o), lead(&s));
+    outln!("\nby incident kind (apiwatch: total / detected / right origin; static rule likewise):");
     for (k, v) in &o.by_kind {
         let w = s.by_kind.get(k).copied().unwrap_or_default();
-        println!("  {k:<20} {}/{}/{}   {}/{}/{}", v.0, v.1, v.2, w.0, w.1, w.2);
+        outln!("  {k:<20} {}/{}/{}   {}/{}/{}", v.0, v.1, v.2, w.0, w.1, w.2);
     }
     if verbose {
         for x in o.results.iter().filter(|x| !x.right_origin) {
-            println!("  missed or moved: {} {:?} {} -> {:?}", x.id, x.kind, x.origin, x.alerted_origin);
+            outln!("  missed or moved: {} {:?} {} -> {:?}", x.id, x.kind, x.origin, x.alerted_origin);
         }
         for t in &o.false_alert_titles {
-            println!("  false alert: {t}");
+            outln!("  false alert: {t}");
         }
     }
     Ok(())
@@ -1336,7 +1441,7 @@ fn bench_detect(input: Option<PathBuf>, events: u64, detect_cfg: PipelineConfig)
     let _ = std::fs::remove_dir_all(&out);
     let rate = stats.events as f64 / secs;
     let peer_rate = n_peer as f64 / peer_s;
-    println!(
+    outln!(
         "{{\"file\":\"{}\",\"events\":{},\"detect_s\":{:.3},\"detect_events_per_s\":{:.0},\"parse_only_events_per_s\":{:.0},\"ratio_to_parse_only\":{:.3},\"peak_rss_mib\":{:.1},\"parse_only_peak_rss_mib\":{:.1},\"anomalies\":{}}}",
         path.display(),
         stats.events,
@@ -1355,17 +1460,17 @@ fn es_setup(es: &EsArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let app = crate::config::load_app(config, &|k| std::env::var(k).ok())?;
     let (client, settings) = es.connect(&app)?;
     let (caps, steps) = crate::es::templates::setup(&client, &settings.names)?;
-    println!(
+    outln!(
         "Elasticsearch {} at {}: {} variant",
         if caps.version.is_empty() { "?" } else { &caps.version },
         client.url(),
         caps.variant()
     );
     for s in &steps {
-        println!("  {:<9} {}", s.outcome, s.what);
+        outln!("  {:<9} {}", s.outcome, s.what);
     }
     let changed = steps.iter().filter(|s| s.outcome != "unchanged" && s.outcome != "exists").count();
-    println!(
+    outln!(
         "{changed} of {} changed (template version {}). Logs go to data streams matching logs-apiwatch.calls-*.",
         steps.len(),
         crate::es::templates::TEMPLATE_VERSION
@@ -1375,12 +1480,12 @@ fn es_setup(es: &EsArgs, config: Option<&Path>) -> anyhow::Result<()> {
 
 fn kibana_setup(url: &str, ca_cert: Option<&Path>) -> anyhow::Result<()> {
     let out = crate::kibana::import_saved_objects(url, &crate::es::client::Credentials::from_env(), ca_cert)?;
-    println!(
+    outln!(
         "Kibana at {url}: {} saved objects imported (data views, visualizations, searches, 5 dashboards named \"apiwatch: ...\")",
         out.imported
     );
     for r in &out.refused {
-        println!("  refused {r}");
+        outln!("  refused {r}");
     }
     anyhow::ensure!(out.refused.is_empty(), "{} saved objects were refused (above)", out.refused.len());
     Ok(())
@@ -1396,56 +1501,61 @@ fn stop_flag() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> 
 
 fn print_run_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(s)?);
+        outln!("{}", serde_json::to_string_pretty(s)?);
         return Ok(());
     }
     if s.already_complete {
-        println!(
+        outln!(
             "job {}: already complete up to {}; nothing to do (use --restart to score it again)",
             s.job,
             s.until.as_deref().unwrap_or("?")
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "job {}: {} → {}{}",
         s.job,
         s.from.as_deref().unwrap_or("?"),
         s.until.as_deref().unwrap_or("?"),
         if s.resumed { " (resumed from its checkpoint)" } else { "" }
     );
-    println!(
+    outln!(
         "  {} events in {:.1} s ({:.0}/s), {} anomalies, {} alerts raised, {} checkpoints",
-        s.events, s.seconds, s.events_per_sec, s.anomalies, s.alerts_raised, s.checkpoints
+        s.events,
+        s.seconds,
+        s.events_per_sec,
+        s.anomalies,
+        s.alerts_raised,
+        s.checkpoints
     );
     let by: Vec<String> = s.writes.by_index.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    println!("  written: {} documents ({})", s.writes.written, by.join(", "));
+    outln!("  written: {} documents ({})", s.writes.written, by.join(", "));
     if s.writes.parked > 0 {
-        println!(
+        outln!(
             "  PARKED {} documents Elasticsearch refused (see the dead-letter index):",
             s.writes.parked
         );
         for p in &s.writes.parked_samples {
-            println!("    {p}");
+            outln!("    {p}");
         }
     }
     if s.skipped_documents > 0 {
-        println!("  skipped {} log documents that are not valid events:", s.skipped_documents);
+        outln!("  skipped {} log documents that are not valid events:", s.skipped_documents);
         for p in &s.skipped_samples {
-            println!("    {p}");
+            outln!("    {p}");
         }
     }
     if s.late_scored > 0 {
-        println!("  {} events arrived after their time range was read; scored as late", s.late_scored);
+        outln!("  {} events arrived after their time range was read; scored as late", s.late_scored);
     }
     if s.late_unscored > 0 {
-        println!(
+        outln!(
             "  {} events arrived later than the allowed lateness (counted, not scored): raise elasticsearch.ingest_delay_secs",
             s.late_unscored
         );
     }
     if s.notifications_sent > 0 {
-        println!("  {} alert mails sent", s.notifications_sent);
+        outln!("  {} alert mails sent", s.notifications_sent);
     }
     Ok(())
 }
@@ -1500,7 +1610,7 @@ fn es_health(es: &EsArgs, config: Option<&Path>, job: Option<&str>) -> anyhow::R
     let now = chrono::Utc::now().timestamp_millis();
     let ago = |t: Millis| format!("{} ({} s ago)", format_rfc3339(t), (now - t) / 1000);
     if let (Some(saved), Some(until)) = (status.checkpoint_saved, status.data_until) {
-        println!(
+        outln!(
             "job `{}`: checkpoint saved {}, events scored up to {}",
             settings.job,
             ago(saved),
@@ -1509,7 +1619,7 @@ fn es_health(es: &EsArgs, config: Option<&Path>, job: Option<&str>) -> anyhow::R
     }
     match status.lease {
         Some(l) if l.until > now => {
-            println!(
+            outln!(
                 "job `{}`: worker {} holds the lease until {}",
                 settings.job,
                 l.worker,
@@ -1558,7 +1668,7 @@ fn es_simulate(url: &str, index: &str, ca_cert: Option<PathBuf>, labels: Option<
         let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         serde_json::to_writer_pretty(BufWriter::new(f), &l)?;
     }
-    println!(
+    outln!(
         "{} events into {index} in {:.1} s ({:.0}/s): {} created, {} already there, {} refused",
         stats.events,
         stats.seconds,
@@ -1568,7 +1678,7 @@ fn es_simulate(url: &str, index: &str, ca_cert: Option<PathBuf>, labels: Option<
         stats.refused
     );
     for s in &stats.refused_samples {
-        println!("  refused: {s}");
+        outln!("  refused: {s}");
     }
     anyhow::ensure!(stats.refused == 0, "{} events were refused (see above)", stats.refused);
     Ok(())
@@ -1689,7 +1799,7 @@ fn bench_models(
     } else {
         report["python_onnxruntime"] = serde_json::json!("not measured: run scripts/train/setup.sh for the peer");
     }
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    outln!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 

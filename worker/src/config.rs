@@ -52,6 +52,27 @@ struct RawConfig {
     webhook: Option<RawWebhook>,
     #[serde(default)]
     models: RawModels,
+    #[serde(default)]
+    input: RawInput,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    earliest: Option<String>,
+    max_ahead_secs: Option<u64>,
+    max_skew_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_services: Option<usize>,
+    max_providers: Option<usize>,
+    max_sessions: Option<usize>,
+    max_open_journeys: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -441,6 +462,41 @@ fn validate(raw: RawConfig, origin: &str) -> Result<PipelineConfig, ConfigError>
     if cfg.routes.max_literals_per_position < 2 || cfg.routes.max_routes_per_service < 1 || cfg.routes.max_nodes_per_service < 16 {
         return Err(invalid("routes", "limits too small (literals >= 2, routes >= 1, nodes >= 16)"));
     }
+    let i = raw.input;
+    if let Some(text) = &i.earliest {
+        cfg.input.time_range.earliest = crate::model::time::parse_rfc3339(text)
+            .ok_or_else(|| invalid("input.earliest", "must be an RFC 3339 time such as 2000-01-01T00:00:00Z"))?;
+    }
+    if let Some(v) = i.max_ahead_secs {
+        if v > 10 * 365 * 86_400 {
+            return Err(invalid("input.max_ahead_secs", "must be at most ten years"));
+        }
+        cfg.input.time_range.max_ahead = v as Millis * 1000;
+    }
+    if let Some(v) = i.max_skew_secs {
+        if !(60..=7 * 86_400).contains(&v) {
+            return Err(invalid("input.max_skew_secs", "must be between 60 and 604800 (a week)"));
+        }
+        cfg.input.skew.max_skew = v as Millis * 1000;
+    }
+    let l = raw.limits;
+    let dl = d.limits;
+    cfg.limits = crate::pipeline::EntityLimits {
+        max_services: l.max_services.unwrap_or(dl.max_services),
+        max_providers: l.max_providers.unwrap_or(dl.max_providers),
+        max_sessions: l.max_sessions.unwrap_or(dl.max_sessions),
+        max_open_journeys: l.max_open_journeys.unwrap_or(dl.max_open_journeys),
+    };
+    for (key, v) in [
+        ("limits.max_services", cfg.limits.max_services),
+        ("limits.max_providers", cfg.limits.max_providers),
+        ("limits.max_sessions", cfg.limits.max_sessions),
+        ("limits.max_open_journeys", cfg.limits.max_open_journeys),
+    ] {
+        if !(1..=10_000_000).contains(&v) {
+            return Err(invalid(key, "must be between 1 and 10000000"));
+        }
+    }
     Ok(cfg)
 }
 
@@ -457,6 +513,26 @@ mod tests {
         assert_eq!(cfg.detectors, d.detectors);
         assert_eq!(cfg.alerts.quiet_to_resolve, d.alerts.quiet_to_resolve);
         assert_eq!(cfg.routes.max_routes_per_service, d.routes.max_routes_per_service);
+    }
+
+    #[test]
+    fn input_and_limits_are_read_and_checked() {
+        let cfg = parse(
+            "[input]\nearliest = \"2020-01-01T00:00:00Z\"\nmax_ahead_secs = 3600\nmax_skew_secs = 300\n[limits]\nmax_services = 50\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(cfg.input.time_range.earliest, 1_577_836_800_000);
+        assert_eq!(cfg.input.time_range.max_ahead, 3_600_000);
+        assert_eq!(cfg.input.skew.max_skew, 300_000);
+        assert_eq!(cfg.limits.max_services, 50);
+        for bad in [
+            "[input]\nearliest = \"soon\"",
+            "[input]\nmax_skew_secs = 1",
+            "[limits]\nmax_services = 0",
+        ] {
+            assert!(matches!(parse(bad, "t"), Err(ConfigError::Invalid { .. })), "{bad}");
+        }
     }
 
     #[test]

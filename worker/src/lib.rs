@@ -16,6 +16,17 @@
 //! - [`config`]: the TOML configuration, parsed then validated into a checked config.
 //! - [`cli`]: the `apiwatch` commands; `main.rs` only calls [`cli::main`].
 
+/// Writes a line to standard output; a closed or full stdout becomes an [`output::StdoutError`]
+/// returned from the enclosing function (never a panic, as `println!` would).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::output::StdoutError)?
+    }};
+}
+
+pub mod output;
+
 pub mod alert;
 pub mod bench;
 pub mod cli;

@@ -67,9 +67,13 @@ struct HopWindow {
 }
 
 /// The journey detector.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct JourneyDetector {
     open: FxHashMap<u64, Journey>,
+    /// Open journeys at most (`limits.max_open_journeys`): spans of a new trace beyond it are
+    /// not followed (counted in `untracked`) until journeys finish.
+    pub max_open: usize,
+    pub untracked: u64,
     /// Per hop entity: the hop's key, log-latency baseline and failure-rate baseline.
     hops: FxHashMap<u32, (EntityKey, Ewm, Ewm)>,
     window: FxHashMap<u32, HopWindow>,
@@ -78,6 +82,22 @@ pub struct JourneyDetector {
     flagged: Vec<Kept>,
     slowest: FxHashMap<(Sym, Sym), Kept>,
     records: Vec<JourneyRecord>,
+}
+
+impl Default for JourneyDetector {
+    fn default() -> Self {
+        JourneyDetector {
+            open: FxHashMap::default(),
+            max_open: crate::pipeline::EntityLimits::default().max_open_journeys,
+            untracked: 0,
+            hops: FxHashMap::default(),
+            window: FxHashMap::default(),
+            scratch: Vec::new(),
+            flagged: Vec::new(),
+            slowest: FxHashMap::default(),
+            records: Vec::new(),
+        }
+    }
 }
 
 /// The entry call: the span whose parent is not in the journey.
@@ -262,6 +282,10 @@ impl Detector for JourneyDetector {
         out.append(&mut self.records);
     }
 
+    fn untracked_journeys(&self) -> u64 {
+        self.untracked
+    }
+
     fn observe(&mut self, c: &CallContext<'_>) {
         let (Some(trace), Some(span)) = (c.trace, c.span) else { return };
         if let (Some(hop), Some(caller)) = (c.hop_entity, c.caller) {
@@ -275,6 +299,16 @@ impl Detector for JourneyDetector {
                     Ewm::default(),
                 )
             });
+        }
+        if self.open.len() >= self.max_open && !self.open.contains_key(&trace) {
+            if self.untracked == 0 {
+                tracing::warn!(
+                    max = self.max_open,
+                    "open journeys reached limits.max_open_journeys: new traces are not followed until journeys finish (counted)"
+                );
+            }
+            self.untracked += 1;
+            return;
         }
         let j = self.open.entry(trace).or_insert_with(|| Journey {
             trace_id: c.event.trace_id.as_deref().unwrap_or_default().to_owned(),

@@ -79,6 +79,14 @@ pub trait Detector: Send + Persist {
     fn close_window(&mut self, window: &WindowContext<'_>, out: &mut Vec<Anomaly>);
     /// Journeys completed by the last [`Detector::close_window`] that are worth a document.
     fn take_journeys(&mut self, _out: &mut Vec<crate::model::JourneyRecord>) {}
+    /// Calls not followed as sessions because open sessions were at `limits.max_sessions`.
+    fn untracked_sessions(&self) -> u64 {
+        0
+    }
+    /// Calls not followed as journeys because open journeys were at `limits.max_open_journeys`.
+    fn untracked_journeys(&self) -> u64 {
+        0
+    }
 }
 
 /// The detectors a run can use (`--detectors`).
@@ -130,6 +138,7 @@ pub fn build_detectors(
     kinds: &[DetectorKind],
     seed: u64,
     models: Option<&crate::ml::Models>,
+    limits: &crate::pipeline::EntityLimits,
 ) -> Result<Vec<Box<dyn Detector>>, crate::ml::MlError> {
     let mut v: Vec<Box<dyn Detector>> = Vec::new();
     let need = |k: DetectorKind| {
@@ -146,8 +155,16 @@ pub fn build_detectors(
                 v.push(Box::new(request::RequestForestDetector::new(seed)));
                 v.push(Box::new(window_forest::WindowForestDetector::new(seed ^ 0x5eed)));
             }
-            DetectorKind::Sequence => v.push(Box::new(sequence::SequenceDetector::new(sequence::MarkovModel::default()))),
-            DetectorKind::Journey => v.push(Box::new(journey::JourneyDetector::default())),
+            DetectorKind::Sequence => {
+                let mut d = sequence::SequenceDetector::new(sequence::MarkovModel::default());
+                d.max_sessions = limits.max_sessions;
+                v.push(Box::new(d));
+            }
+            DetectorKind::Journey => {
+                let mut d = journey::JourneyDetector::default();
+                d.max_open = limits.max_open_journeys;
+                v.push(Box::new(d));
+            }
             DetectorKind::Forecast => v.push(Box::new(forecast::ForecastDetector::default())),
             DetectorKind::Pattern => v.push(Box::new(pattern::PatternDetector::default())),
             DetectorKind::StaticRule => v.push(Box::new(static_rule::StaticRuleDetector::default())),

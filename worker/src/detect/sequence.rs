@@ -208,6 +208,10 @@ pub struct SequenceDetector<M: NextCallModel> {
     tally: RareTally,
     pub session_gap: Millis,
     pub rare_probability: f64,
+    /// Open sessions at most (`limits.max_sessions`): a user beyond it is not followed until
+    /// sessions end, and the calls are counted in `untracked`.
+    pub max_sessions: usize,
+    pub untracked: u64,
 }
 
 impl<M: NextCallModel> SequenceDetector<M> {
@@ -218,6 +222,8 @@ impl<M: NextCallModel> SequenceDetector<M> {
             tally: RareTally::default(),
             session_gap: 30 * MINUTE_MS,
             rare_probability: 0.01,
+            max_sessions: crate::pipeline::EntityLimits::default().max_sessions,
+            untracked: 0,
         }
     }
 }
@@ -236,7 +242,18 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
         let next = token(c.service, c.route);
         let ctx = match self.sessions.get(&user) {
             Some(s) if t - s.last_seen <= self.session_gap => s.context,
-            _ => [START, START],
+            Some(_) => [START, START],
+            None if self.sessions.len() >= self.max_sessions => {
+                if self.untracked == 0 {
+                    tracing::warn!(
+                        max = self.max_sessions,
+                        "open user sessions reached limits.max_sessions: new users are not followed until sessions end (counted)"
+                    );
+                }
+                self.untracked += 1;
+                return;
+            }
+            None => [START, START],
         };
         self.sessions.insert(
             user,
@@ -253,6 +270,10 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
             }
         }
         self.model.learn(&ctx, next);
+    }
+
+    fn untracked_sessions(&self) -> u64 {
+        self.untracked
     }
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {

@@ -11,7 +11,7 @@ use std::thread;
 use serde_json::{json, value::RawValue, Value};
 
 use super::client::{EsClient, EsError};
-use crate::model::event::parse_event;
+use crate::model::event::parse_event_lenient;
 use crate::model::time::{format_rfc3339, Millis};
 use crate::model::Event;
 use crate::source::IngestReport;
@@ -136,8 +136,12 @@ impl<'c> RangeReader<'c> {
                 page.report.note(hit.index, 0, &format!("document {}: no _source", hit.id));
                 continue;
             };
-            match parse_event(src.get().as_bytes()) {
-                Ok(ev) => {
+            match parse_event_lenient(src.get().as_bytes()) {
+                Ok((ev, dropped)) => {
+                    for d in &dropped {
+                        page.report
+                            .dropped(d.field, hit.index, 0, &format!("document {}: {}", hit.id, d.why));
+                    }
                     page.report.events += 1;
                     page.events.push(ev);
                     page.ids

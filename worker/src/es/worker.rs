@@ -439,17 +439,11 @@ fn notify(n: &mut dyn Notifier, alerts: &[Alert]) -> u64 {
 }
 
 fn merge_report(total: &mut IngestReport, page: &IngestReport) {
-    total.lines += page.lines;
-    total.events += page.events;
-    total.malformed += page.malformed;
-    total.missing_field += page.missing_field;
-    total.bad_value += page.bad_value;
-    for s in &page.samples {
-        if total.samples.len() < IngestReport::MAX_SAMPLES {
-            tracing::warn!(document = %s, "skipped a log document that is not a valid API-call event");
-            total.samples.push(s.clone());
-        }
+    let room = IngestReport::MAX_SAMPLES.saturating_sub(total.samples.len());
+    for s in page.samples.iter().take(room) {
+        tracing::warn!(document = %s, "skipped a log document that is not a valid API-call event");
     }
+    total.absorb(page);
 }
 
 /// The slices of `[from, to)` that hold events, cut on multiples of `slice` so that every run

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use super::time::{format_rfc3339, parse_rfc3339, Millis};
+use super::time::{epoch_int_to_millis, epoch_to_millis, format_rfc3339, parse_rfc3339, Millis};
 
 /// Text of an event field: short values (names, ids, addresses) are stored inline, without
 /// a heap allocation, which matters at hundreds of thousands of events per second.
@@ -62,13 +62,26 @@ pub enum EventError {
     Pattern(&'static str),
 }
 
-/// Parses one NDJSON line into an event.
+/// An optional field whose value was wrong: dropped from the event, which is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DroppedField {
+    pub field: &'static str,
+    pub why: String,
+}
+
+/// Parses one NDJSON line into an event (optional fields with bad values are dropped quietly;
+/// [`parse_event_lenient`] says which).
+pub fn parse_event(line: &[u8]) -> Result<Event, EventError> {
+    parse_event_lenient(line).map(|(e, _)| e)
+}
+
+/// Parses one NDJSON line into an event and the optional fields it had to drop.
 ///
 /// A small dedicated JSON reader rather than a generic deserializer: the line is checked as
 /// UTF-8 once, keys are matched against the known dotted paths as they are read, strings are
 /// borrowed unless they hold escapes, and everything else is skipped without being built. It
 /// accepts exactly JSON (RFC 8259) and reports where a line stops being JSON.
-pub fn parse_event(line: &[u8]) -> Result<Event, EventError> {
+pub fn parse_event_lenient(line: &[u8]) -> Result<(Event, Vec<DroppedField>), EventError> {
     let text = std::str::from_utf8(line).map_err(|e| EventError::Json(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
     let mut raw = RawEvent::default();
     let mut r = Reader {
@@ -89,7 +102,9 @@ pub fn parse_event(line: &[u8]) -> Result<Event, EventError> {
     raw.finish()
 }
 
-/// Nesting allowed in a line (deeper input is reported, not followed down the stack).
+/// Nesting of the known field paths walked recursively (the deepest, `http.request.body.bytes`,
+/// is four levels); anything else is skipped by [`Reader::skip`], which keeps its own stack and
+/// so takes any depth a line holds.
 const MAX_DEPTH: usize = 64;
 
 struct Reader<'a> {
@@ -178,12 +193,23 @@ impl<'a> Reader<'a> {
             }
             path.push_str(&key.unwrap_or_default());
             if let Some(field) = field_of(path) {
-                let v = r.scalar(depth)?;
-                raw.set(field, v)?;
+                let v = r.scalar()?;
+                if let Err(why) = raw.set(field, v) {
+                    if is_required(field) {
+                        return Err(EventError::BadValue {
+                            field: name_of(field),
+                            why,
+                        });
+                    }
+                    raw.dropped.push(DroppedField {
+                        field: name_of(field),
+                        why,
+                    });
+                }
             } else if is_prefix(path) && r.peek() == Some(b'{') {
                 r.object(raw, path, depth + 1)?;
             } else {
-                r.skip(depth)?;
+                r.skip()?;
             }
             path.truncate(base);
             Ok(())
@@ -333,23 +359,87 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a value as a scalar (objects and arrays are skipped and reported as composite).
-    fn scalar(&mut self, depth: usize) -> Result<Scalar<'a>, EventError> {
+    fn scalar(&mut self) -> Result<Scalar<'a>, EventError> {
         match self.peek() {
             Some(b'"') => self.string().map(Scalar::Str),
             Some(b't') => self.literal("true").map(|_| Scalar::Bool),
             Some(b'f') => self.literal("false").map(|_| Scalar::Bool),
             Some(b'n') => self.literal("null").map(|_| Scalar::Null),
-            Some(b'{' | b'[') => self.skip(depth).map(|_| Scalar::Composite),
+            Some(b'{' | b'[') => self.skip().map(|_| Scalar::Composite),
             _ => self.number(),
         }
     }
 
-    /// Skips any value.
-    fn skip(&mut self, depth: usize) -> Result<(), EventError> {
-        match self.peek() {
-            Some(b'{') => self.list(depth, b'}', |r, _| r.skip(depth + 1)),
-            Some(b'[') => self.list(depth, b']', |r, _| r.skip(depth + 1)),
-            _ => self.scalar(depth).map(|_| ()),
+    /// Reads `"key":` inside an object being skipped.
+    fn skipped_key(&mut self) -> Result<(), EventError> {
+        self.ws();
+        if self.peek() != Some(b'"') {
+            return Err(self.error("expected a key"));
+        }
+        self.string()?;
+        self.expect(b':', "expected `:` after a key")
+    }
+
+    /// Skips any value, checking it is JSON. Iterative, with its own stack of open brackets, so
+    /// an unknown field nested deeper than anything the reader walks costs memory in proportion
+    /// to the line, never stack depth, and never loses the event.
+    fn skip(&mut self) -> Result<(), EventError> {
+        let mut open: Vec<u8> = Vec::new();
+        loop {
+            self.ws();
+            match self.peek() {
+                Some(b'{') => {
+                    self.i += 1;
+                    self.ws();
+                    if self.peek() == Some(b'}') {
+                        self.i += 1;
+                    } else {
+                        open.push(b'}');
+                        self.skipped_key()?;
+                        continue;
+                    }
+                }
+                Some(b'[') => {
+                    self.i += 1;
+                    self.ws();
+                    if self.peek() == Some(b']') {
+                        self.i += 1;
+                    } else {
+                        open.push(b']');
+                        continue;
+                    }
+                }
+                _ => {
+                    self.scalar()?;
+                }
+            }
+            // After a value: close what ends here, then expect the next member.
+            loop {
+                let Some(&close) = open.last() else {
+                    return Ok(());
+                };
+                self.ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.i += 1;
+                        if close == b'}' {
+                            self.skipped_key()?;
+                        }
+                        break;
+                    }
+                    Some(c) if c == close => {
+                        self.i += 1;
+                        open.pop();
+                    }
+                    _ => {
+                        return Err(self.error(if close == b'}' {
+                            "expected `,` or `}`"
+                        } else {
+                            "expected `,` or `]`"
+                        }))
+                    }
+                }
+            }
         }
     }
 }
@@ -374,11 +464,12 @@ struct RawEvent {
     user_agent: Option<Text>,
     request_bytes: Option<u64>,
     response_bytes: Option<u64>,
+    dropped: Vec<DroppedField>,
 }
 
 impl RawEvent {
-    fn finish(self) -> Result<Event, EventError> {
-        Ok(Event {
+    fn finish(self) -> Result<(Event, Vec<DroppedField>), EventError> {
+        let event = Event {
             timestamp: self.timestamp.ok_or(EventError::Missing("@timestamp"))?,
             service: self.service.ok_or(EventError::Missing("service.name"))?,
             provider: self.provider.ok_or(EventError::Missing("cloud.provider"))?,
@@ -397,9 +488,22 @@ impl RawEvent {
             user_agent: self.user_agent,
             request_bytes: self.request_bytes,
             response_bytes: self.response_bytes,
-        })
+        };
+        Ok((event, self.dropped))
     }
 }
+
+/// The fields without which a line is not an event (events.md); a bad value in any other field
+/// drops that field only.
+fn is_required(f: Field) -> bool {
+    matches!(
+        f,
+        Field::Timestamp | Field::Service | Field::Provider | Field::Method | Field::Path | Field::Status | Field::Duration
+    )
+}
+
+/// Longest call duration accepted: a day. Longer is a wrong unit or a wrong clock, not a call.
+pub const MAX_DURATION_NS: u64 = 86_400 * 1_000_000_000;
 
 /// Which event field a dotted path names.
 #[derive(Clone, Copy)]
@@ -505,12 +609,16 @@ fn name_of(f: Field) -> &'static str {
 }
 
 impl Scalar<'_> {
-    fn into_string(self) -> Option<Text> {
+    /// Text of a string or number field; empty and `null` mean absent; booleans, objects and
+    /// arrays are bad values.
+    fn into_string(self) -> Result<Option<Text>, String> {
         match self {
-            Scalar::Str(s) if !s.is_empty() => Some(Text::from(s.as_ref())),
-            Scalar::Int(i) => Some(Text::from(i.to_string())),
-            Scalar::Float(f) => Some(Text::from(f.to_string())),
-            _ => None,
+            Scalar::Str(s) if !s.is_empty() => Ok(Some(Text::from(s.as_ref()))),
+            Scalar::Str(_) | Scalar::Null => Ok(None),
+            Scalar::Int(i) => Ok(Some(Text::from(i.to_string()))),
+            Scalar::Float(f) => Ok(Some(Text::from(f.to_string()))),
+            Scalar::Bool => Err("expected a string, found a boolean".into()),
+            Scalar::Composite => Err("expected a string, found an object or array".into()),
         }
     }
     fn as_u64(&self) -> Result<Option<u64>, String> {
@@ -533,50 +641,71 @@ impl Scalar<'_> {
 }
 
 impl RawEvent {
-    fn set(&mut self, f: Field, v: Scalar<'_>) -> Result<(), EventError> {
-        let bad = |why: String| EventError::BadValue { field: name_of(f), why };
+    /// Stores one field; `Err` says why its value is wrong (the caller decides whether that
+    /// loses the event or only the field).
+    fn set(&mut self, f: Field, v: Scalar<'_>) -> Result<(), String> {
         match f {
-            Field::Timestamp => match v {
-                Scalar::Str(s) => self.timestamp = Some(parse_rfc3339(&s).ok_or_else(|| bad(format!("`{s}` is not RFC 3339")))?),
-                // Epoch milliseconds, as some shippers write them.
-                Scalar::Int(i) => self.timestamp = Some(i),
-                _ => return Err(bad("expected an RFC 3339 string".into())),
-            },
+            Field::Timestamp => {
+                let t = match v {
+                    Scalar::Str(s) => match parse_rfc3339(&s) {
+                        Some(t) => t,
+                        // Epoch numbers written as strings, as some shippers do.
+                        None => s
+                            .trim()
+                            .parse::<i64>()
+                            .ok()
+                            .and_then(epoch_int_to_millis)
+                            .or_else(|| s.trim().parse::<f64>().ok().and_then(epoch_to_millis))
+                            .ok_or_else(|| format!("`{s}` is not an RFC 3339 time (nor an epoch number)"))?,
+                    },
+                    // Epoch numbers: seconds, milliseconds, microseconds or nanoseconds by
+                    // magnitude (see `epoch_to_millis`).
+                    Scalar::Int(i) => epoch_int_to_millis(i).ok_or_else(|| format!("{i} is not an epoch time"))?,
+                    Scalar::Float(x) => epoch_to_millis(x).ok_or_else(|| format!("{x} is not an epoch time"))?,
+                    _ => return Err("expected an RFC 3339 string or an epoch number".into()),
+                };
+                self.timestamp = Some(t);
+            }
             Field::Status => {
-                let s = v.as_u64().map_err(bad)?;
-                if let Some(s) = s {
+                if let Some(s) = v.as_u64()? {
                     if !(100..=599).contains(&s) {
-                        return Err(bad(format!("{s} is not an HTTP status")));
+                        return Err(format!("{s} is not an HTTP status"));
                     }
                     self.status = Some(s as u16);
                 }
             }
-            Field::Duration => self.duration_ns = v.as_u64().map_err(bad)?,
-            Field::ReqBytes => self.request_bytes = v.as_u64().map_err(bad)?,
-            Field::RespBytes => self.response_bytes = v.as_u64().map_err(bad)?,
-            Field::Service => self.service = v.into_string(),
+            Field::Duration => {
+                let d = v.as_u64()?;
+                if d.is_some_and(|d| d > MAX_DURATION_NS) {
+                    return Err(format!("{} ns is longer than a day", d.unwrap_or_default()));
+                }
+                self.duration_ns = d;
+            }
+            Field::ReqBytes => self.request_bytes = v.as_u64()?,
+            Field::RespBytes => self.response_bytes = v.as_u64()?,
+            Field::Service => self.service = v.into_string()?,
             Field::Provider => {
-                self.provider = v.into_string().map(|mut s| {
+                self.provider = v.into_string()?.map(|mut s| {
                     s.make_ascii_lowercase();
                     s
                 })
             }
-            Field::Region => self.region = v.into_string(),
-            Field::Host => self.host = v.into_string(),
+            Field::Region => self.region = v.into_string()?,
+            Field::Host => self.host = v.into_string()?,
             Field::Method => {
-                self.method = v.into_string().map(|mut s| {
+                self.method = v.into_string()?.map(|mut s| {
                     s.make_ascii_uppercase();
                     s
                 })
             }
-            Field::Path => self.path = v.into_string(),
-            Field::Outcome => self.outcome = v.into_string(),
-            Field::Trace => self.trace_id = v.into_string(),
-            Field::Span => self.span_id = v.into_string(),
-            Field::Parent => self.parent_id = v.into_string(),
-            Field::User => self.user_id = v.into_string(),
-            Field::ClientIp => self.client_ip = v.into_string(),
-            Field::UserAgent => self.user_agent = v.into_string(),
+            Field::Path => self.path = v.into_string()?,
+            Field::Outcome => self.outcome = v.into_string()?,
+            Field::Trace => self.trace_id = v.into_string()?,
+            Field::Span => self.span_id = v.into_string()?,
+            Field::Parent => self.parent_id = v.into_string()?,
+            Field::User => self.user_id = v.into_string()?,
+            Field::ClientIp => self.client_ip = v.into_string()?,
+            Field::UserAgent => self.user_agent = v.into_string()?,
         }
         Ok(())
     }
@@ -703,8 +832,70 @@ mod tests {
             );
             assert!(matches!(parse_event(bad.as_bytes()), Err(EventError::Json(_))), "{bad}");
         }
-        let deep = format!("{{\"x\":{}1{}}}", "[".repeat(100), "]".repeat(100));
-        assert!(matches!(parse_event(deep.as_bytes()), Err(EventError::Json(_))));
+        // Unclosed deep nesting is still not JSON, whatever the depth.
+        let open = format!("{{\"x\":{}1{}}}", "[".repeat(5000), "]".repeat(4999));
+        assert!(matches!(parse_event(open.as_bytes()), Err(EventError::Json(_))));
+    }
+
+    #[test]
+    fn a_deep_unknown_field_does_not_lose_the_event() {
+        for depth in [65, 1000, 100_000] {
+            let deep = format!("{}1{}", "[{\"a\":".repeat(depth), "}]".repeat(depth));
+            let line = DOTTED.replace(r#""trace.id""#, &format!(r#""extra":{deep},"trace.id""#));
+            assert_eq!(parse_event(line.as_bytes()), parse_event(DOTTED.as_bytes()), "depth {depth}");
+        }
+    }
+
+    #[test]
+    fn a_bad_optional_field_is_dropped_and_the_event_kept() {
+        let line = DOTTED.replace(
+            r#""client.ip""#,
+            r#""http.response.bytes":"-","user_agent.original":{"x":1},"client.ip""#,
+        );
+        let (e, dropped) = parse_event_lenient(line.as_bytes()).unwrap();
+        assert_eq!(e, parse_event(DOTTED.as_bytes()).unwrap());
+        let fields: Vec<_> = dropped.iter().map(|d| d.field).collect();
+        assert_eq!(fields, ["http.response.bytes", "user_agent.original"]);
+        assert!(dropped[0].why.contains("`-` is not a non-negative number"), "{dropped:?}");
+        // A required field with a bad value still refuses the line, naming it.
+        let line = DOTTED.replace(r#""gateway""#, "true");
+        assert!(matches!(
+            parse_event(line.as_bytes()),
+            Err(EventError::BadValue { field: "service.name", .. })
+        ));
+    }
+
+    #[test]
+    fn epoch_timestamps_follow_the_magnitude_rule() {
+        let want = parse_event(DOTTED.as_bytes()).unwrap().timestamp;
+        for ts in [
+            "1772431200815",
+            "1772431200.815",
+            "\"1772431200815\"",
+            "1772431200815000",
+            "1772431200815000000",
+        ] {
+            let line = DOTTED.replace(r#""2026-03-02T06:00:00.815Z""#, ts);
+            assert_eq!(parse_event(line.as_bytes()).unwrap().timestamp, want, "{ts}");
+        }
+        let secs = DOTTED.replace(r#""2026-03-02T06:00:00.815Z""#, "1772431200");
+        assert_eq!(parse_event(secs.as_bytes()).unwrap().timestamp, want - 815);
+        for bad in ["\"2026-02-30T00:00:00Z\"", "1e400"] {
+            let line = DOTTED.replace(r#""2026-03-02T06:00:00.815Z""#, bad);
+            assert!(parse_event(line.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_beyond_a_day_are_refused() {
+        let line = DOTTED.replace("33430856", "18446744073709551615");
+        assert!(matches!(
+            parse_event(line.as_bytes()),
+            Err(EventError::BadValue {
+                field: "event.duration",
+                ..
+            })
+        ));
     }
 
     #[test]

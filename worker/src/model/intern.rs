@@ -25,6 +25,11 @@ impl Interner {
         id
     }
 
+    /// The symbol of a string already interned.
+    pub fn get(&self, s: &str) -> Option<Sym> {
+        self.ids.get(s).copied()
+    }
+
     pub fn name(&self, id: Sym) -> &str {
         &self.names[id.0 as usize]
     }

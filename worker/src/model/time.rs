@@ -21,6 +21,20 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+/// Days in a month of the proleptic Gregorian calendar (`2026-02-30` is refused, not rolled over).
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 fn digits(b: &[u8]) -> Option<i64> {
     let mut v = 0i64;
     for &c in b {
@@ -46,7 +60,7 @@ pub fn parse_rfc3339(s: &str) -> Option<Millis> {
     {
         let (y, mo, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
         let (h, mi, se) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
-        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60 {
             return None;
         }
         let frac = &b[19..b.len() - 1];
@@ -65,6 +79,104 @@ pub fn parse_rfc3339(s: &str) -> Option<Millis> {
         return Some(((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms);
     }
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+}
+
+/// What unit an integer epoch time is in, by its magnitude: below 10^11 seconds (up to year
+/// 5138), below 10^14 milliseconds, below 10^17 microseconds, else nanoseconds. An epoch time
+/// in milliseconds below 10^11 is before 1973-03-03 and one in seconds above it after year 5138,
+/// so the rule is unambiguous for every time in [`TimeRange::default`].
+pub fn epoch_to_millis(v: f64) -> Option<Millis> {
+    if !v.is_finite() {
+        return None;
+    }
+    let a = v.abs();
+    let ms = if a < 1e11 {
+        v * 1e3
+    } else if a < 1e14 {
+        v
+    } else if a < 1e17 {
+        v / 1e3
+    } else {
+        v / 1e6
+    };
+    // Whole milliseconds; beyond ±2^53 ms (year 287,000) nothing is a real time.
+    (ms.abs() < 9.0e15).then(|| ms.round() as Millis)
+}
+
+/// [`epoch_to_millis`] for an integer (exact, no float rounding below 2^53).
+pub fn epoch_int_to_millis(v: i64) -> Option<Millis> {
+    let a = v.unsigned_abs();
+    if a < 100_000_000_000 {
+        v.checked_mul(1000)
+    } else if a < 100_000_000_000_000 {
+        Some(v)
+    } else if a < 100_000_000_000_000_000 {
+        Some(v / 1000)
+    } else {
+        Some(v / 1_000_000)
+    }
+}
+
+/// The times an event may carry (`[input]` in the configuration): a timestamp outside is a wrong
+/// clock or a wrong unit, refused with the reason rather than moving the windows to year 9999.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeRange {
+    /// The earliest accepted time (default 2000-01-01).
+    pub earliest: Millis,
+    /// How far past the wall clock an event may be (default one day: time zones written as UTC
+    /// and drifting clocks, not years).
+    pub max_ahead: Millis,
+}
+
+impl Default for TimeRange {
+    fn default() -> Self {
+        TimeRange {
+            earliest: 946_684_800_000,
+            max_ahead: DAY_MS,
+        }
+    }
+}
+
+impl TimeRange {
+    /// Why `t` is refused, or `None` when it is accepted (`now` is the wall clock).
+    pub fn check(&self, t: Millis, now: Millis) -> Option<String> {
+        if t < self.earliest {
+            return Some(format!(
+                "{} is before the earliest accepted time {} (input.earliest)",
+                format_rfc3339(t),
+                format_rfc3339(self.earliest)
+            ));
+        }
+        let latest = now.saturating_add(self.max_ahead);
+        (t > latest).then(|| {
+            format!(
+                "{} is more than {} ahead of the wall clock (input.max_ahead_secs)",
+                format_rfc3339(t),
+                format_duration(self.max_ahead)
+            )
+        })
+    }
+}
+
+/// The wall clock in epoch milliseconds.
+pub fn now_millis() -> Millis {
+    Utc::now().timestamp_millis()
+}
+
+/// `90 s`, `10 min`, `4.5 h`, `2 d`: a span for messages, to about two figures.
+pub fn format_duration(ms: Millis) -> String {
+    let s = ms as f64 / 1000.0;
+    let (v, unit) = if s >= 2.0 * 86_400.0 {
+        (s / 86_400.0, "d")
+    } else if s >= 2.0 * 3600.0 {
+        (s / 3600.0, "h")
+    } else if s >= 120.0 {
+        (s / 60.0, "min")
+    } else {
+        (s, "s")
+    };
+    let text = if v >= 10.0 { format!("{v:.0}") } else { format!("{v:.1}") };
+    format!("{} {unit}", text.trim_end_matches(".0"))
 }
 
 /// Formats epoch milliseconds as RFC 3339 UTC with millisecond precision.
@@ -146,6 +258,51 @@ mod tests {
         for s in ["", "yesterday", "2026-13-02T06:00:00Z", "2026-03-02T06:00:00.Z"] {
             assert_eq!(parse_rfc3339(s), None, "{s}");
         }
+    }
+
+    #[test]
+    fn impossible_dates_are_refused() {
+        for s in [
+            "2026-02-30T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "2026-00-10T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(s), None, "{s}");
+        }
+        assert!(parse_rfc3339("2024-02-29T00:00:00Z").is_some());
+        assert!(parse_rfc3339("2000-02-29T00:00:00Z").is_some());
+        assert_eq!(parse_rfc3339("1900-02-29T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn epoch_units_follow_the_magnitude_rule() {
+        let t = 1_772_409_600_000; // 2026-03-02T00:00:00Z
+        assert_eq!(epoch_int_to_millis(1_772_409_600), Some(t));
+        assert_eq!(epoch_int_to_millis(t), Some(t));
+        assert_eq!(epoch_int_to_millis(t * 1000 + 999), Some(t));
+        assert_eq!(epoch_int_to_millis(t * 1_000_000), Some(t));
+        assert_eq!(epoch_to_millis(1_772_409_600.25), Some(t + 250));
+        assert_eq!(epoch_to_millis(t as f64), Some(t));
+        // The extremes neither wrap nor panic; the range check refuses them.
+        for v in [i64::MAX, i64::MIN, i64::MIN + 1] {
+            let ms = epoch_int_to_millis(v);
+            assert!(ms.is_none_or(|ms| TimeRange::default().check(ms, t).is_some()), "{v}");
+        }
+        for v in [f64::NAN, f64::INFINITY, 1e300, -1e300] {
+            assert_eq!(epoch_to_millis(v), None, "{v}");
+        }
+    }
+
+    #[test]
+    fn the_time_range_refuses_with_the_reason() {
+        let now = 1_772_409_600_000;
+        let r = TimeRange::default();
+        assert_eq!(r.check(now, now), None);
+        assert_eq!(r.check(now + DAY_MS, now), None);
+        assert!(r.check(now + DAY_MS + 1, now).unwrap().contains("more than 24 h ahead"));
+        assert!(r.check(0, now).unwrap().contains("before the earliest"));
+        assert!(r.check(i64::MAX, i64::MAX).is_none(), "the bound saturates, it does not wrap");
     }
 
     #[test]

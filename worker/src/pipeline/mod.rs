@@ -3,8 +3,11 @@
 //! every detector; when a window closes, the detectors report, the alert manager groups, and the
 //! sink receives anomalies and alert changes.
 
+pub mod limits;
 pub mod reorder;
 pub mod windows;
+
+pub use limits::EntityLimits;
 
 use rustc_hash::FxHashMap;
 
@@ -16,7 +19,8 @@ use crate::model::time::{Millis, MINUTE_MS};
 use crate::model::{EntityKey, Event, Interner, ServiceMetrics, Sym, WindowStat};
 use crate::onboard::ServiceRegistry;
 use crate::sink::ResultSink;
-use crate::source::EventSource;
+use crate::source::{EventSource, InputSettings};
+use limits::{EntityNames, Folded};
 use reorder::ReorderBuffer;
 use windows::WindowAggregator;
 
@@ -25,6 +29,11 @@ const QUIET_WINDOWS: Millis = 60;
 
 /// How long after a service first appears its callers count as changed.
 const NEW_SERVICE_CHANGE: Millis = 10 * MINUTE_MS;
+
+/// The times the pipeline itself accepts, whatever the source: years 1900 to 9999. Sources
+/// refuse much narrower ranges with the event's place ([`crate::model::time::TimeRange`]);
+/// this bound only guarantees that no time arithmetic downstream can overflow.
+const PIPELINE_TIMES: std::ops::RangeInclusive<Millis> = -2_208_988_800_000..=253_402_300_799_999;
 
 /// How a run works (the checked form of the configuration).
 #[derive(Clone, Debug)]
@@ -35,6 +44,10 @@ pub struct PipelineConfig {
     pub seed: u64,
     pub alerts: AlertConfig,
     pub routes: RouteLimits,
+    /// How many services, providers, sessions and journeys are followed.
+    pub limits: EntityLimits,
+    /// What the file sources accept (time range, clock skew).
+    pub input: InputSettings,
     /// Where the learned models and their runtime are, and whether to use them by default.
     pub model_settings: ModelSettings,
     /// The ONNX runtime and models, for the learned detectors (see [`PipelineConfig::resolve_models`]).
@@ -111,6 +124,8 @@ impl Default for PipelineConfig {
             seed: 42,
             alerts: AlertConfig::default(),
             routes: RouteLimits::default(),
+            limits: EntityLimits::default(),
+            input: InputSettings::default(),
             model_settings: ModelSettings::default(),
             models: None,
         }
@@ -128,6 +143,18 @@ pub struct RunStats {
     pub anomalies: u64,
     pub anomalies_by_detector: std::collections::BTreeMap<String, u64>,
     pub alerts_raised: u64,
+    /// Events whose time no source should have let through (outside years 1900-9999): refused
+    /// by the pipeline itself, counted here.
+    #[serde(default)]
+    pub refused_events: u64,
+    /// Calls whose service or provider was beyond its cap, folded into `(other)`.
+    #[serde(default)]
+    pub folded: Folded,
+    /// Calls not followed as sessions or journeys because those were at their caps.
+    #[serde(default)]
+    pub untracked_session_calls: u64,
+    #[serde(default)]
+    pub untracked_journey_calls: u64,
     pub first_event: Option<Millis>,
     pub last_event: Option<Millis>,
 }
@@ -183,13 +210,14 @@ fn service_metrics(stats: &[WindowStat], names: &Interner) -> Vec<ServiceMetrics
 }
 
 fn config_fingerprint(cfg: &PipelineConfig) -> String {
-    format!("v3 {cfg:?}")
+    format!("v4 {cfg:?}")
 }
 
 #[derive(serde::Serialize)]
 struct StateRef<'a> {
     config: String,
     names: &'a Interner,
+    entity_names: &'a EntityNames,
     routes: &'a RouteLearner,
     registry: &'a ServiceRegistry,
     reorder: &'a ReorderBuffer,
@@ -206,6 +234,7 @@ struct StateRef<'a> {
 struct StateOwned {
     config: String,
     names: Interner,
+    entity_names: EntityNames,
     routes: RouteLearner,
     registry: ServiceRegistry,
     reorder: ReorderBuffer,
@@ -220,6 +249,7 @@ struct StateOwned {
 pub struct Pipeline {
     cfg: PipelineConfig,
     pub names: Interner,
+    entity_names: EntityNames,
     routes: RouteLearner,
     pub registry: ServiceRegistry,
     reorder: ReorderBuffer,
@@ -238,7 +268,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// Builds the pipeline; fails only when a learned detector's model cannot be loaded.
     pub fn new(cfg: PipelineConfig) -> Result<Self, crate::ml::MlError> {
-        let detectors = build_detectors(&cfg.detectors, cfg.seed, cfg.models.as_ref())?;
+        let detectors = build_detectors(&cfg.detectors, cfg.seed, cfg.models.as_ref(), &cfg.limits)?;
         Ok(Self::with_detectors(cfg, detectors))
     }
 
@@ -246,6 +276,7 @@ impl Pipeline {
     pub fn with_detectors(cfg: PipelineConfig, detectors: Vec<Box<dyn Detector>>) -> Self {
         Pipeline {
             names: Interner::default(),
+            entity_names: EntityNames::default(),
             routes: RouteLearner::new(cfg.routes),
             registry: ServiceRegistry::default(),
             reorder: ReorderBuffer::new(cfg.lateness),
@@ -264,6 +295,17 @@ impl Pipeline {
 
     /// Feeds one event (any order within the allowed lateness).
     pub fn push(&mut self, ev: Event, sink: &mut dyn ResultSink) -> anyhow::Result<()> {
+        if !PIPELINE_TIMES.contains(&ev.timestamp) {
+            if self.stats.refused_events == 0 {
+                tracing::warn!(
+                    time = ev.timestamp,
+                    service = %ev.service,
+                    "refused an event dated outside years 1900-9999 (its source let it through; counted as refused)"
+                );
+            }
+            self.stats.refused_events += 1;
+            return Ok(());
+        }
         let mut ready = std::mem::take(&mut self.ready);
         self.reorder.push(ev, |e| ready.push(e));
         self.process_ready(ready, sink)
@@ -313,10 +355,13 @@ impl Pipeline {
             self.close_window_inner(start, false, sink)?;
             // Let quiet periods elapse so that alerts whose problem ended can resolve.
             let quiet = self.cfg.alerts.quiet_to_resolve;
-            let changed = self.alerts.tick(start + self.cfg.window + quiet);
+            let changed = self.alerts.tick(start.saturating_add(self.cfg.window).saturating_add(quiet));
             sink.write_alerts(&changed)?;
         }
         self.stats.late_events = self.reorder.late;
+        self.stats.folded = self.entity_names.folded.clone();
+        self.stats.untracked_session_calls = self.untracked(|d| d.untracked_sessions());
+        self.stats.untracked_journey_calls = self.untracked(|d| d.untracked_journeys());
         self.stats.entities = self.windows.len();
         self.stats.services = self.registry.len();
         sink.finish(&self.registry.records(&self.names))?;
@@ -330,8 +375,8 @@ impl Pipeline {
         self.stats.first_event.get_or_insert(t);
         self.stats.last_event = Some(self.stats.last_event.map_or(t, |l| l.max(t)));
 
-        let service = self.names.intern(&ev.service);
-        let provider = self.names.intern(&ev.provider);
+        let service = self.entity_names.service(&ev.service, &mut self.names, &self.cfg.limits);
+        let provider = self.entity_names.provider(&ev.provider, &mut self.names, &self.cfg.limits);
         let route = self.routes.template(service, &ev.path, &mut self.names);
         self.registry.record(service, provider, route, t, &self.names);
         let user = ev.user_id.as_deref().map(hash_str);
@@ -396,9 +441,10 @@ impl Pipeline {
         // Empty windows close one by one (silence is news) until the data has been quiet for
         // QUIET_WINDOWS; then the clock jumps to `t`. The rule depends on the data only, not on
         // how the time was advanced, so a live worker and a backfill close the same windows.
-        while t >= next + width {
+        // Checked: `next + width` near the largest time must end the loop, not wrap and spin.
+        while next.checked_add(width).is_some_and(|end| t >= end) {
             let last = self.stats.last_event.unwrap_or(next);
-            if next - last > QUIET_WINDOWS * width {
+            if next.saturating_sub(last) > QUIET_WINDOWS * width {
                 next = t.div_euclid(width) * width;
                 break;
             }
@@ -440,6 +486,7 @@ impl Pipeline {
         let state = StateRef {
             config: config_fingerprint(&self.cfg),
             names: &self.names,
+            entity_names: &self.entity_names,
             routes: &self.routes,
             registry: &self.registry,
             reorder: &self.reorder,
@@ -477,6 +524,7 @@ impl Pipeline {
             d.load_state(bytes).map_err(|e| StateError::Corrupt(format!("{name}: {e}")))?;
         }
         p.names = state.names;
+        p.entity_names = state.entity_names;
         p.routes = state.routes;
         p.registry = state.registry;
         p.reorder = state.reorder;
@@ -486,6 +534,11 @@ impl Pipeline {
         p.window_start = state.window_start;
         p.stats = state.stats;
         Ok(p)
+    }
+
+    /// A sum over the detectors of one of their "not followed" counters.
+    fn untracked(&self, count: impl Fn(&dyn Detector) -> u64) -> u64 {
+        self.detectors.iter().map(|d| count(d.as_ref())).sum()
     }
 
     fn close_window(&mut self, start: Millis, sink: &mut dyn ResultSink) -> anyhow::Result<()> {

@@ -10,8 +10,8 @@
 
 use chrono::DateTime;
 
-use crate::model::event::{Event, EventError, Text};
-use crate::model::time::Millis;
+use crate::model::event::{Event, EventError, Text, MAX_DURATION_NS};
+use crate::model::time::{epoch_int_to_millis, epoch_to_millis, Millis};
 
 /// The grok patterns shared with Logstash.
 pub const PATTERNS: &str = include_str!("../../../logstash/patterns/apiwatch");
@@ -104,8 +104,13 @@ impl AccessLogParser {
             }
         };
         let duration_ns = match (get("request_time"), get("duration_us")) {
-            (Some(s), _) => seconds_to_ns(s).ok_or_else(|| bad("event.duration", "rt= is not a number of seconds"))?,
-            (None, Some(us)) => us.parse::<u64>().map_err(|_| bad("event.duration", "%D is not microseconds"))? * 1000,
+            (Some(s), _) => seconds_to_ns(s).ok_or_else(|| bad("event.duration", "rt= is not a number of seconds up to a day"))?,
+            (None, Some(us)) => us
+                .parse::<u64>()
+                .ok()
+                .and_then(|us| us.checked_mul(1000))
+                .filter(|&ns| ns <= MAX_DURATION_NS)
+                .ok_or_else(|| bad("event.duration", "%D is not a number of microseconds up to a day"))?,
             (None, None) => return Err(EventError::Missing("event.duration")),
         };
         let service = get("service")
@@ -151,17 +156,17 @@ impl AccessLogParser {
 
 fn seconds_to_ns(s: &str) -> Option<u64> {
     let v: f64 = s.parse().ok()?;
-    (v.is_finite() && v >= 0.0).then(|| (v * 1e9).round() as u64)
+    let ns = v * 1e9;
+    (ns.is_finite() && ns >= 0.0 && ns <= MAX_DURATION_NS as f64).then(|| ns.round() as u64)
 }
 
-/// nginx's `$msec` (seconds with a fraction) or Apache's `%{msec}t` (whole milliseconds).
+/// nginx's `$msec` (seconds with a fraction) or Apache's `%{msec}t` (whole milliseconds): the
+/// magnitude rule of [`epoch_to_millis`], without wrapping at the extremes.
 fn parse_epoch(s: &str) -> Option<Millis> {
-    if s.contains('.') {
-        let v: f64 = s.parse().ok()?;
-        v.is_finite().then(|| (v * 1000.0).round() as Millis)
+    if s.contains(['.', 'e', 'E']) {
+        epoch_to_millis(s.parse().ok()?)
     } else {
-        let v: i64 = s.parse().ok()?;
-        Some(if v > 100_000_000_000 { v } else { v * 1000 })
+        epoch_int_to_millis(s.parse().ok()?)
     }
 }
 
@@ -265,6 +270,60 @@ mod tests {
         assert_eq!(e.parent_id.as_deref(), Some("00f067aa0ba902b7"));
         assert_eq!(e.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         assert_eq!(e.response_bytes, None);
+    }
+
+    #[test]
+    fn extreme_numbers_are_refused_not_wrapped() {
+        let base = r#"10.1.2.3 - - [02/Mar/2026:07:00:01 +0100] "GET /x HTTP/1.1" 200 5 "-" "curl/8""#;
+        let apache = AccessLogParser::new(
+            LogFormat::Apache,
+            AccessDefaults {
+                service: Some("a".into()),
+                provider: Some("aws".into()),
+            },
+        )
+        .unwrap();
+        // %D of 18446744073709552 µs wrapped to 384 ns before.
+        let err = apache.parse(&format!("{base} 18446744073709552")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EventError::BadValue {
+                    field: "event.duration",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(apache.parse(&format!("{base} 2500")).unwrap().duration_ns, 2_500_000);
+        let p = nginx();
+        for ts in ["-9223372036854775808", "9999999999999999.9", "9223372036854775807"] {
+            let line = format!("{base} rt=0.1 ts={ts} svc=a cloud=aws");
+            match p.parse(&line) {
+                // Either refused here or given a time the range check refuses: never 1970 by wrapping.
+                Ok(e) => assert!(
+                    crate::model::time::TimeRange::default()
+                        .check(e.timestamp, 1_772_409_600_000)
+                        .is_some(),
+                    "{ts} -> {}",
+                    e.timestamp
+                ),
+                Err(e) => assert!(matches!(e, EventError::BadValue { field: "@timestamp", .. }), "{e:?}"),
+            }
+        }
+        let secs = p.parse(&format!("{base} rt=0.1 ts=1772409600 svc=a cloud=aws")).unwrap();
+        assert_eq!(secs.timestamp, 1_772_409_600_000);
+        let err = p.parse(&format!("{base} rt=99999999.5 svc=a cloud=aws")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EventError::BadValue {
+                    field: "event.duration",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -5,10 +5,16 @@
 pub mod access;
 mod lines;
 mod read_ahead;
+pub mod skew;
 
 pub use access::{AccessDefaults, AccessLogParser, LogFormat};
 pub use lines::LineSource;
 pub use read_ahead::ReadAhead;
+pub use skew::SkewSettings;
+
+use std::collections::BTreeMap;
+
+use crate::model::time::TimeRange;
 
 use crate::model::Event;
 
@@ -20,7 +26,18 @@ pub trait EventSource {
     fn report(&self) -> &IngestReport;
 }
 
+/// What a line source accepts (`[input]` in the configuration).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InputSettings {
+    /// Timestamps outside are refused with the reason.
+    pub time_range: TimeRange,
+    /// Events far ahead of the stream are held and judged (see [`skew`]).
+    pub skew: SkewSettings,
+}
+
 /// How many lines a source read, used and skipped, with the first few problems located.
+/// Every line read is exactly one of: used (`events`), `blank`, or skipped (see
+/// [`IngestReport::skipped`]).
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct IngestReport {
     pub lines: u64,
@@ -29,15 +46,27 @@ pub struct IngestReport {
     pub malformed: u64,
     pub missing_field: u64,
     pub bad_value: u64,
+    /// Events refused as stamped far ahead of the stream (a wrong clock).
+    pub clock_skew: u64,
     /// `file:line: problem`, the first [`IngestReport::MAX_SAMPLES`] of them.
     pub samples: Vec<String>,
+    /// Optional fields dropped from events that were kept, by field: how often, and the first
+    /// place with its reason.
+    pub dropped_fields: BTreeMap<String, DroppedFieldCount>,
+}
+
+/// How often one optional field was dropped, and where first.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct DroppedFieldCount {
+    pub count: u64,
+    pub example: String,
 }
 
 impl IngestReport {
     pub const MAX_SAMPLES: usize = 10;
 
     pub fn skipped(&self) -> u64 {
-        self.malformed + self.missing_field + self.bad_value
+        self.malformed + self.missing_field + self.bad_value + self.clock_skew
     }
 
     /// Adds another report's counts (and samples, up to the limit).
@@ -48,8 +77,25 @@ impl IngestReport {
         self.malformed += other.malformed;
         self.missing_field += other.missing_field;
         self.bad_value += other.bad_value;
+        self.clock_skew += other.clock_skew;
         let room = Self::MAX_SAMPLES.saturating_sub(self.samples.len());
         self.samples.extend(other.samples.iter().take(room).cloned());
+        for (field, d) in &other.dropped_fields {
+            let mine = self.dropped_fields.entry(field.clone()).or_default();
+            if mine.count == 0 {
+                mine.example.clone_from(&d.example);
+            }
+            mine.count += d.count;
+        }
+    }
+
+    /// Counts an optional field dropped at `location:line`.
+    pub(crate) fn dropped(&mut self, field: &str, location: &str, line: u64, why: &str) {
+        let d = self.dropped_fields.entry(field.to_owned()).or_default();
+        if d.count == 0 {
+            d.example = format!("{location}:{line}: {why}");
+        }
+        d.count += 1;
     }
 
     pub(crate) fn note(&mut self, location: &str, line: u64, problem: &dyn std::fmt::Display) {
