@@ -508,6 +508,18 @@ enum Command {
         #[arg(long, value_enum, value_delimiter = ',')]
         detector: Vec<crate::eval::nab::SeriesDetector>,
     },
+    /// Mutated log lines through the reader and a pipeline: panics, hangs and line
+    /// accounting, as JSON (the bounded run is a test; this is the long run).
+    Fuzz {
+        /// json, nginx or apache.
+        #[arg(long, value_enum, default_value = "json")]
+        format: LogFormat,
+        /// Mutated lines to read.
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Isolation forest on a labelled CSV (last column 0/1): AUC and timings as JSON.
     Forest {
         #[arg(long, required_unless_present = "fit_csv")]
@@ -926,6 +938,17 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 }
             }
             outln!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Command::Fuzz { format, lines, seed } => {
+            let pb = bar(lines, "mutated lines");
+            let r = crate::source::mutate::run(format, lines, seed, |n| pb.set_position(n))?;
+            pb.finish_and_clear();
+            outln!("{}", serde_json::to_string(&r)?);
+            anyhow::ensure!(
+                r.panics == 0 && r.accounting_errors == 0 && r.lines_read == r.lines_written,
+                "the harness found a defect (see above)"
+            );
             Ok(())
         }
         Command::Forest {

@@ -4,6 +4,7 @@
 
 pub mod access;
 mod lines;
+pub mod mutate;
 mod read_ahead;
 pub mod skew;
 
