@@ -49,7 +49,7 @@ fn the_corpus_good_lines_parse_and_every_bad_line_is_reported_where_it_is() {
         let (out, rejected) = detect(format, &good, &dir.path().join(format!("{format}-good")));
         assert!(rejected.is_empty(), "{format}: good lines rejected: {rejected:?}");
         let n = lines(&good);
-        assert!(out.contains(&format!("read {n} lines: {n} events used, 0 skipped")), "{out}");
+        assert!(out.contains(&format!("read {n} lines: {n} used, 0 skipped, 0 blank")), "{out}");
 
         let bad = data(&format!("{format}-bad.log"));
         let (out, rejected) = detect(format, &bad, &dir.path().join(format!("{format}-bad")));
@@ -109,7 +109,7 @@ fn a_generated_nginx_log_parses_and_detects_like_its_json() {
     assert_eq!(numbers, injected, "{out}");
     let used = generated;
     assert!(
-        out.contains(&format!("{} events used, {} skipped", used, injected.len())),
+        out.contains(&format!("{} used, {} skipped", used, injected.len())),
         "every generated line parses (>= 99.9% is the floor): {out}"
     );
 

@@ -214,7 +214,10 @@ pub fn run(format: LogFormat, lines: u64, seed: u64, mut progress: impl FnMut(u6
             c.clone_from(&bytes);
         }
         chunk_started.store(started.elapsed().as_millis().max(1) as u64, Ordering::Relaxed);
-        let outcome = std::panic::catch_unwind(|| read_chunk(format, bytes));
+        // Each chunk is a fresh run: its warnings (caps reached...) would repeat per chunk.
+        let outcome = std::panic::catch_unwind(|| {
+            tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || read_chunk(format, bytes))
+        });
         chunk_started.store(0, Ordering::Relaxed);
         match outcome {
             Ok(Ok((r, in_pipeline))) => {
