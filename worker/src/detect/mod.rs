@@ -17,6 +17,7 @@ pub mod pattern;
 pub mod request;
 pub mod routes;
 pub mod sequence;
+pub mod sequential;
 pub mod static_rule;
 pub mod stats;
 pub mod window_forest;
@@ -94,6 +95,9 @@ pub trait Detector: Send + Persist {
 #[serde(rename_all = "snake_case")]
 pub enum DetectorKind {
     Baseline,
+    /// Sequential tests (CUSUM) per service: traffic drops and error rates that build up over
+    /// windows, for quiet services where one window says too little.
+    Sequential,
     IsolationForest,
     Sequence,
     Journey,
@@ -109,8 +113,9 @@ pub enum DetectorKind {
 }
 
 impl DetectorKind {
-    pub const DEFAULT: [DetectorKind; 5] = [
+    pub const DEFAULT: [DetectorKind; 6] = [
         DetectorKind::Baseline,
+        DetectorKind::Sequential,
         DetectorKind::IsolationForest,
         DetectorKind::Sequence,
         DetectorKind::Journey,
@@ -151,6 +156,7 @@ pub fn build_detectors(
     for k in kinds {
         match k {
             DetectorKind::Baseline => v.push(Box::new(baseline::BaselineDetector::default())),
+            DetectorKind::Sequential => v.push(Box::new(sequential::SequentialDetector::default())),
             DetectorKind::IsolationForest => {
                 v.push(Box::new(request::RequestForestDetector::new(seed)));
                 v.push(Box::new(window_forest::WindowForestDetector::new(seed ^ 0x5eed)));

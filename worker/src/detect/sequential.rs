@@ -1,0 +1,332 @@
+//! Evidence that accumulates: sequential tests (CUSUM) per service over the run of windows, for
+//! what one window cannot show on a quiet service. A service with 3 calls a minute that goes
+//! silent has one unremarkable empty minute after another; a 20% error burst on it is one or
+//! two failures a minute. Each window adds its log-likelihood ratio to a running sum that forgets
+//! nothing but good news (floored at zero); a sum past the threshold is an anomaly.
+//!
+//! - **Traffic drop**: calls are Poisson with the usual rate λ0 (a slow average of complete
+//!   windows, frozen while the sum is building); the alternative is a ≥ 90% drop (λ1 = λ0/10).
+//!   Calls come in sessions, so counts vary more than Poisson: the evidence is divided by each
+//!   service's dispersion (variance over mean, learned the same way), a quasi-likelihood.
+//!   An empty window on a busy service crosses at once; on 2 calls a minute about seven empty
+//!   minutes do. Silence is news: a service that usually has traffic and has none is judged
+//!   every window (the aggregator reports idle entities for an hour).
+//! - **Error rate**: failures (5xx) are binomial with the usual rate p0 (floored at 0.2%); the
+//!   alternative is p1 = max(10%, 4·p0).
+//!
+//! The thresholds ([`THRESHOLD`], a likelihood ratio of e^12; [`ERROR_THRESHOLD`]) keep the false-alarm run length
+//! above ~10^5 windows per service (Wald's bound e^h), so a sum of noise minutes does not
+//! cross. The statistics know their sample size: an empty minute says more about a busy
+//! service than a quiet one, and the test weighs it so. State is a few numbers per service,
+//! checkpointed with the rest.
+
+use rustc_hash::FxHashMap;
+
+use super::{entity_label, fmt_pct, Detector, Finding, WindowContext};
+use crate::model::anomaly::{Anomaly, AnomalyKind};
+use crate::model::{EntityKind, WindowStat};
+
+/// The log-likelihood ratio a traffic-drop sum must reach to be an anomaly.
+pub const THRESHOLD: f64 = 12.0;
+/// The same for the error test. Lower, because its evidence comes only from failures: with the
+/// usual rate at 0.5% and the alternative at 10%, a failure adds ln 20 ≈ 3 and a success takes
+/// 0.1 away, so crossing 10 takes four failures in a handful of calls (or three in a row):
+/// about 10^-6 per window under the usual rate.
+pub const ERROR_THRESHOLD: f64 = 10.0;
+/// Sums are capped at this multiple of their threshold, so recovery is seen within a few normal
+/// windows even on a quiet service.
+const CAP: f64 = 1.5;
+/// Complete windows of history before a service is judged.
+const MIN_WINDOWS: u32 = 30;
+/// Weight of the newest window in the usual levels (about a 30-window memory).
+const ALPHA: f64 = 1.0 / 30.0;
+/// Below this usual rate (calls per window) a drop says too little to judge.
+const MIN_RATE: f64 = 0.5;
+/// The drop the traffic test looks for: to a tenth of the usual rate.
+const DROP_TO: f64 = 0.1;
+
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone, Debug)]
+struct ServiceState {
+    windows: u32,
+    /// Usual calls per window.
+    rate: f64,
+    /// Usual squared deviation of calls from `rate`: traffic in sessions comes in bursts, so
+    /// the variance is often several times the mean, and an empty minute is that much likelier.
+    variance: f64,
+    /// Usual 5xx share, as decayed sums of failures and calls.
+    failures: f64,
+    calls: f64,
+    drop_sum: f64,
+    error_sum: f64,
+    /// Windows the current drop or error run has lasted (for the reason text).
+    drop_run: u32,
+    error_run: u32,
+    /// Calls and failures since the error run began.
+    run_calls: u64,
+    run_failures: u64,
+    run_count: u64,
+}
+
+impl ServiceState {
+    fn usual_error_rate(&self) -> f64 {
+        // A prior of 0.5% over 100 calls keeps a young service's rate from being 0.
+        ((self.failures + 0.5) / (self.calls + 100.0)).max(0.002)
+    }
+}
+
+/// The sequential-test detector.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+pub struct SequentialDetector {
+    services: FxHashMap<u32, ServiceState>,
+}
+
+/// The log-likelihood ratio of `k` calls under a drop to `DROP_TO`·λ0 against λ0.
+fn drop_llr(k: u64, lambda0: f64) -> f64 {
+    k as f64 * DROP_TO.ln() + (1.0 - DROP_TO) * lambda0
+}
+
+/// The log-likelihood ratio of `k` failures in `n` calls under rate p1 against p0.
+fn error_llr(k: u64, n: u64, p0: f64, p1: f64) -> f64 {
+    k as f64 * (p1 / p0).ln() + (n - k) as f64 * ((1.0 - p1) / (1.0 - p0)).ln()
+}
+
+/// A score for a sum past its threshold: just past it is as strong as one clear finding (70),
+/// at the cap 95.
+fn score_of(sum: f64, threshold: f64) -> f64 {
+    70.0 + 25.0 * ((sum - threshold) / ((CAP - 1.0) * threshold)).clamp(0.0, 1.0)
+}
+
+impl SequentialDetector {
+    fn judge(&mut self, st: &WindowStat, complete: bool) -> (Option<f64>, Option<f64>) {
+        let s = self.services.entry(st.entity).or_default();
+        if !complete {
+            return (None, None);
+        }
+        let judged = s.windows >= MIN_WINDOWS;
+        // Traffic.
+        let mut drop = None;
+        if judged && s.rate >= MIN_RATE {
+            // Quasi-likelihood: the Poisson evidence divided by the dispersion (variance/mean).
+            let dispersion = (s.variance / s.rate).max(1.0);
+            s.drop_sum = (s.drop_sum + drop_llr(st.count, s.rate) / dispersion).clamp(0.0, CAP * THRESHOLD);
+            if s.drop_sum > 0.0 {
+                s.drop_run += 1;
+            } else {
+                s.drop_run = 0;
+            }
+            if s.drop_sum >= THRESHOLD {
+                drop = Some(s.drop_sum);
+            }
+        }
+        // The usual rate learns from every window but those of a drop being proven (so an outage
+        // does not teach itself); a plain mean while young.
+        if s.drop_sum < THRESHOLD / 2.0 || !judged {
+            let a = ALPHA.max(1.0 / f64::from(s.windows + 1));
+            let deviation = st.count as f64 - s.rate;
+            s.rate += a * deviation;
+            s.variance += a * (deviation * deviation - s.variance);
+        }
+        // Errors.
+        let mut errors = None;
+        let p0 = s.usual_error_rate();
+        let p1 = (4.0 * p0).max(0.10);
+        if judged && st.count > 0 && p1 < 0.9 {
+            s.error_sum = (s.error_sum + error_llr(st.errors_5xx, st.count, p0, p1)).clamp(0.0, CAP * ERROR_THRESHOLD);
+            if s.error_sum > 0.0 {
+                if s.error_run == 0 {
+                    (s.run_calls, s.run_failures) = (0, 0);
+                }
+                s.error_run += 1;
+                s.run_calls += st.count;
+                s.run_failures += st.errors_5xx;
+            } else {
+                s.error_run = 0;
+            }
+            if s.error_sum >= ERROR_THRESHOLD {
+                errors = Some(s.error_sum);
+            }
+        }
+        if s.error_sum < ERROR_THRESHOLD / 2.0 || !judged {
+            let keep = 1.0 - ALPHA;
+            s.failures = s.failures * keep + st.errors_5xx as f64;
+            s.calls = s.calls * keep + st.count as f64;
+        }
+        s.run_count = st.count;
+        s.windows = s.windows.saturating_add(1);
+        (drop, errors)
+    }
+}
+
+impl Detector for SequentialDetector {
+    fn name(&self) -> &'static str {
+        "sequential"
+    }
+
+    fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
+        for st in w.stats.iter().filter(|st| st.key.kind() == EntityKind::Service) {
+            let (drop, errors) = self.judge(st, w.complete);
+            let Some(s) = self.services.get(&st.entity) else { continue };
+            let label = entity_label(w.names, &st.key);
+            if let Some(sum) = drop {
+                let mut f = Finding::new(AnomalyKind::Traffic, "sequential", st.key, (w.start, w.end));
+                f.score = score_of(sum, THRESHOLD);
+                f.metric = "calls.sequential";
+                f.actual = Some(st.count as f64);
+                f.expected = Some(s.rate);
+                f.reason = format!(
+                    "{label} received {} calls this window against about {:.1} usually; traffic has been {} for {} windows \
+                     (sequential test: evidence e^{sum:.0} for a drop of 90% or more)",
+                    st.count,
+                    s.rate,
+                    if st.count == 0 { "silent" } else { "far below usual" },
+                    s.drop_run
+                );
+                f.sole_contributor(st.count as f64, s.rate);
+                f.impact_of(st);
+                f.impact_calls = (s.rate - st.count as f64).max(0.0).round() as u64;
+                out.push(f.into_anomaly(w.names));
+            }
+            if let Some(sum) = errors {
+                let p0 = s.usual_error_rate();
+                let rate = s.run_failures as f64 / s.run_calls.max(1) as f64;
+                let mut f = Finding::new(AnomalyKind::Errors, "sequential", st.key, (w.start, w.end));
+                f.score = score_of(sum, ERROR_THRESHOLD);
+                f.metric = "errors.5xx_rate.sequential";
+                f.actual = Some(rate);
+                f.expected = Some(p0);
+                f.reason = format!(
+                    "{} of {} calls to {label} failed with 5xx over the last {} windows ({}), expected about {} \
+                     (sequential test: evidence e^{sum:.0})",
+                    s.run_failures,
+                    s.run_calls,
+                    s.error_run,
+                    fmt_pct(rate),
+                    fmt_pct(p0)
+                );
+                f.sole_contributor(rate, p0);
+                f.impact_of(st);
+                f.impact_calls = s.run_failures;
+                out.push(f.into_anomaly(w.names));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testing::service_window;
+    use crate::model::time::MINUTE_MS;
+    use crate::model::Interner;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Poisson};
+
+    /// Runs per-window (calls, 5xx) through a detector: the windows with a finding of `kind`.
+    fn run(windows: &[(u64, u64)], kind: AnomalyKind) -> Vec<usize> {
+        let mut d = SequentialDetector::default();
+        let mut names = Interner::default();
+        let mut found = Vec::new();
+        for (i, &(n, e)) in windows.iter().enumerate() {
+            let t = i as i64 * MINUTE_MS;
+            let st = service_window(&mut names, t, n, e, 100.0);
+            let w = WindowContext {
+                start: t,
+                end: t + MINUTE_MS,
+                stats: std::slice::from_ref(&st),
+                names: &names,
+                complete: true,
+            };
+            let mut out = Vec::new();
+            d.close_window(&w, &mut out);
+            if out.iter().any(|a| a.kind == kind) {
+                found.push(i);
+            }
+        }
+        found
+    }
+
+    fn poisson(rate: f64, n: usize, seed: u64) -> Vec<u64> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let p = Poisson::new(rate).unwrap();
+        (0..n).map(|_| p.sample(&mut rng) as u64).collect()
+    }
+
+    #[test]
+    fn silence_on_a_quiet_service_is_found_within_minutes_and_noise_is_not() {
+        for (rate, within) in [(2.0, 12), (5.0, 6), (20.0, 3)] {
+            for seed in 0..20 {
+                let mut calls = poisson(rate, 600, seed);
+                // Noise alone: no finding in 10 hours.
+                let windows: Vec<(u64, u64)> = calls.iter().map(|&n| (n, 0)).collect();
+                assert!(run(&windows, AnomalyKind::Traffic).is_empty(), "rate {rate} seed {seed}: noise flagged");
+                // Silence from window 400 to 430.
+                calls[400..430].iter_mut().for_each(|c| *c = 0);
+                let windows: Vec<(u64, u64)> = calls.iter().map(|&n| (n, 0)).collect();
+                let found = run(&windows, AnomalyKind::Traffic);
+                let first = *found.first().unwrap_or_else(|| panic!("rate {rate} seed {seed}: silence missed"));
+                assert!((400..400 + within).contains(&first), "rate {rate} seed {seed}: found at {first}");
+                assert!(found.iter().all(|&i| i < 440), "recovery ends the finding: {found:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_error_burst_on_a_quiet_service_is_found_and_sporadic_failures_are_not() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut delays = Vec::new();
+        for seed in 0..40 {
+            let calls = poisson(3.0, 600, seed);
+            let fail = |n: u64, p: f64, rng: &mut rand_chacha::ChaCha8Rng| {
+                (0..n).filter(|_| rand::Rng::gen_bool(rng, p)).count() as u64
+            };
+            let quiet: Vec<(u64, u64)> = calls.iter().map(|&n| (n, fail(n, 0.005, &mut rng))).collect();
+            assert!(run(&quiet, AnomalyKind::Errors).is_empty(), "seed {seed}: sporadic failures flagged");
+            // 20% of calls fail for 30 minutes: about 0.6 failures a minute.
+            let burst: Vec<(u64, u64)> = calls
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (n, fail(n, if (400..430).contains(&i) { 0.2 } else { 0.005 }, &mut rng)))
+                .collect();
+            let found = run(&burst, AnomalyKind::Errors);
+            let first = *found.first().unwrap_or_else(|| panic!("seed {seed}: burst missed"));
+            assert!((400..430).contains(&first), "seed {seed}: found during the burst, at {first}");
+            delays.push(first - 400 + 1);
+        }
+        delays.sort_unstable();
+        eprintln!("error-burst delays (windows): {delays:?}");
+        assert!(delays[delays.len() / 2] <= 8, "median delay in windows: {delays:?}");
+    }
+
+    /// Calls in sessions: a few sessions a minute, each several calls. The same mean as a
+    /// Poisson stream, far more empty minutes.
+    #[test]
+    fn bursty_traffic_is_not_taken_for_silence() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for seed in 0..20 {
+            let sessions = poisson(0.6, 2000, seed);
+            let calls: Vec<(u64, u64)> = sessions
+                .iter()
+                .map(|&n| ((0..n).map(|_| rand::Rng::gen_range(&mut rng, 2..9u64)).sum(), 0))
+                .collect();
+            assert!(run(&calls, AnomalyKind::Traffic).is_empty(), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn state_survives_a_checkpoint() {
+        let mut d = SequentialDetector::default();
+        d.services.insert(
+            7,
+            ServiceState {
+                rate: 3.5,
+                drop_sum: 4.0,
+                ..Default::default()
+            },
+        );
+        let bytes = crate::detect::Persist::save_state(&mut d).unwrap();
+        let mut e = SequentialDetector::default();
+        crate::detect::Persist::load_state(&mut e, &bytes).unwrap();
+        assert_eq!(e.services[&7].rate, 3.5);
+        assert_eq!(e.services[&7].drop_sum, 4.0);
+    }
+}
