@@ -1153,6 +1153,12 @@ fn print_detect_summary(stats: &RunStats, report: &IngestReport, alerts: &[Alert
             count(stats.untracked_journey_calls, "journey call", "journey calls")
         );
     }
+    for (rule, n) in &stats.held_by_rule {
+        outln!(
+            "  {} strong enough to raise an alert held back by `{rule}` (marked anomaly.held_by in anomalies.ndjson)",
+            count(*n, "anomaly", "anomalies")
+        );
+    }
     outln!(
         "{}, {}, {}; {}; {}",
         count(stats.windows, "window", "windows"),

@@ -180,6 +180,18 @@ pub struct AlertManager {
     raised: u64,
     /// Nodes that changed on purpose (started calling a new service), and when.
     changes: FxHashMap<String, Millis>,
+    /// Anomalies at or above the raising score that a rule kept from becoming an alert, by rule.
+    #[serde(default)]
+    held: BTreeMap<String, u64>,
+}
+
+/// Why an anomaly strong enough to raise an alert did not.
+pub mod hold {
+    /// The incident's nodes had just started calling a new service (a deployment) and the
+    /// anomalies are of the kinds such a change causes.
+    pub const DEPENDENCY_CHANGE: &str = "dependency_change";
+    /// A forecast alone raises only when two windows running predict the breach.
+    pub const FORECAST_NEEDS_TWO_WINDOWS: &str = "forecast_needs_two_windows";
 }
 
 impl AlertManager {
@@ -192,6 +204,35 @@ impl AlertManager {
             resolved: Vec::new(),
             raised: 0,
             changes: FxHashMap::default(),
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// Anomalies held back so far, by rule (see [`hold`]).
+    pub fn held(&self) -> &BTreeMap<String, u64> {
+        &self.held
+    }
+
+    /// Marks each anomaly of the window just ingested that could have raised an alert alone but
+    /// did not with the rule that held it, and counts it. Call after [`AlertManager::ingest`].
+    pub fn explain_holds(&mut self, anomalies: &mut [Anomaly]) {
+        for a in anomalies.iter_mut().filter(|a| a.score >= self.cfg.raise_single) {
+            let Some(inc) = self.active.iter().find(|inc| inc.anomalies.iter().any(|x| x.id == a.id)) else {
+                continue;
+            };
+            if inc.raised_at.is_some() {
+                continue;
+            }
+            let rule = if self.explained_by_change(inc) {
+                hold::DEPENDENCY_CHANGE
+            } else if inc.only_forecast() {
+                hold::FORECAST_NEEDS_TWO_WINDOWS
+            } else {
+                continue;
+            };
+            tracing::debug!(anomaly = %a.id, rule, "held back");
+            a.held_by = Some(rule.to_owned());
+            *self.held.entry(rule.to_owned()).or_default() += 1;
         }
     }
 
@@ -207,11 +248,16 @@ impl AlertManager {
         self.changes.insert(node, t);
     }
 
-    /// Whether every node of the incident changed on purpose shortly before it began, and the
-    /// incident is of a kind such a change explains (slower, different requests).
+    /// Whether every node of the incident changed on purpose shortly before it began, and every
+    /// anomaly is of a kind such a change causes: slower calls and hops, or different payload
+    /// sizes. Never new clients, new user agents, a new call order, errors or lost traffic.
     fn explained_by_change(&self, inc: &Incident) -> bool {
-        let kind = render::dominant_kind(inc);
-        matches!(kind, AnomalyKind::Latency | AnomalyKind::Request | AnomalyKind::Journey)
+        let caused_by_change = |a: &Anomaly| match a.kind {
+            AnomalyKind::Latency | AnomalyKind::Journey => true,
+            AnomalyKind::Request => a.metric.as_deref().is_some_and(|m| m.starts_with("payload.")),
+            _ => false,
+        };
+        inc.anomalies.iter().all(caused_by_change)
             && inc.nodes.keys().all(|n| {
                 self.changes
                     .get(n)
@@ -360,6 +406,7 @@ mod tests {
             provider: "aws".into(),
             route: None,
             metric: None,
+            held_by: None,
             actual: Some(2.0),
             expected: Some(1.0),
             reason: format!("{service} is slow"),
@@ -378,6 +425,29 @@ mod tests {
         m.add_edge("gateway/aws".into(), "orders/aws".into());
         m.add_edge("orders/aws".into(), "payments/aws".into());
         m
+    }
+
+    #[test]
+    fn a_dependency_change_holds_latency_but_never_a_new_call_order_and_says_so() {
+        let mut m = manager();
+        m.note_change("gateway/aws".into(), 0);
+        let mut slow = [anomaly("gateway", AnomalyKind::Latency, 80.0, MINUTE_MS)];
+        assert!(
+            m.ingest(&slow, 2 * MINUTE_MS).is_empty(),
+            "a deployment's latency shift is expected"
+        );
+        m.explain_holds(&mut slow);
+        assert_eq!(slow[0].held_by.as_deref(), Some(hold::DEPENDENCY_CHANGE));
+        assert_eq!(m.held()[hold::DEPENDENCY_CHANGE], 1);
+
+        let mut m = manager();
+        m.note_change("gateway/aws".into(), 0);
+        let mut flow = [anomaly("gateway", AnomalyKind::Sequence, 75.0, MINUTE_MS)];
+        let out = m.ingest(&flow, 2 * MINUTE_MS);
+        assert_eq!(out.len(), 1, "a new call order is not something a new dependency explains");
+        m.explain_holds(&mut flow);
+        assert_eq!(flow[0].held_by, None);
+        assert!(m.held().is_empty());
     }
 
     #[test]

@@ -290,6 +290,7 @@ impl Finding {
             provider: names.name(provider).to_owned(),
             route,
             metric: (!self.metric.is_empty()).then(|| self.metric.to_owned()),
+            held_by: None,
             actual: self.actual.map(round3),
             expected: self.expected.map(round3),
             reason: self.reason,

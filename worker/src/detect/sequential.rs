@@ -258,7 +258,10 @@ mod tests {
                 let mut calls = poisson(rate, 600, seed);
                 // Noise alone: no finding in 10 hours.
                 let windows: Vec<(u64, u64)> = calls.iter().map(|&n| (n, 0)).collect();
-                assert!(run(&windows, AnomalyKind::Traffic).is_empty(), "rate {rate} seed {seed}: noise flagged");
+                assert!(
+                    run(&windows, AnomalyKind::Traffic).is_empty(),
+                    "rate {rate} seed {seed}: noise flagged"
+                );
                 // Silence from window 400 to 430.
                 calls[400..430].iter_mut().for_each(|c| *c = 0);
                 let windows: Vec<(u64, u64)> = calls.iter().map(|&n| (n, 0)).collect();
@@ -276,11 +279,12 @@ mod tests {
         let mut delays = Vec::new();
         for seed in 0..40 {
             let calls = poisson(3.0, 600, seed);
-            let fail = |n: u64, p: f64, rng: &mut rand_chacha::ChaCha8Rng| {
-                (0..n).filter(|_| rand::Rng::gen_bool(rng, p)).count() as u64
-            };
+            let fail = |n: u64, p: f64, rng: &mut rand_chacha::ChaCha8Rng| (0..n).filter(|_| rand::Rng::gen_bool(rng, p)).count() as u64;
             let quiet: Vec<(u64, u64)> = calls.iter().map(|&n| (n, fail(n, 0.005, &mut rng))).collect();
-            assert!(run(&quiet, AnomalyKind::Errors).is_empty(), "seed {seed}: sporadic failures flagged");
+            assert!(
+                run(&quiet, AnomalyKind::Errors).is_empty(),
+                "seed {seed}: sporadic failures flagged"
+            );
             // 20% of calls fail for 30 minutes: about 0.6 failures a minute.
             let burst: Vec<(u64, u64)> = calls
                 .iter()

@@ -93,6 +93,10 @@ pub struct Anomaly {
     /// The metric the finding is about (`latency.p95`, `errors.5xx_rate`, ...): an extension.
     #[serde(rename = "anomaly.metric", skip_serializing_if = "Option::is_none", default)]
     pub metric: Option<String>,
+    /// The rule that kept this anomaly, at or above the raising score, from becoming an alert
+    /// (`dependency_change`, `forecast_needs_two_windows`); absent when nothing held it.
+    #[serde(rename = "anomaly.held_by", skip_serializing_if = "Option::is_none", default)]
+    pub held_by: Option<String>,
     #[serde(rename = "anomaly.actual", skip_serializing_if = "Option::is_none", default)]
     pub actual: Option<f64>,
     #[serde(rename = "anomaly.expected", skip_serializing_if = "Option::is_none", default)]

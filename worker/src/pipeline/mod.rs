@@ -155,6 +155,9 @@ pub struct RunStats {
     pub untracked_session_calls: u64,
     #[serde(default)]
     pub untracked_journey_calls: u64,
+    /// Anomalies strong enough to raise an alert that a rule held back, by rule.
+    #[serde(default)]
+    pub held_by_rule: std::collections::BTreeMap<String, u64>,
     pub first_event: Option<Millis>,
     pub last_event: Option<Millis>,
 }
@@ -569,6 +572,11 @@ impl Pipeline {
         }
         self.stats.windows += 1;
         self.stats.anomalies += self.anomalies.len() as u64;
+        // The alert manager sees the window first, so that every anomaly it holds back is
+        // written with the rule that held it.
+        let changed = self.alerts.ingest(&self.anomalies, end);
+        self.alerts.explain_holds(&mut self.anomalies);
+        self.stats.held_by_rule.clone_from(self.alerts.held());
         sink.write_metrics(&service_metrics(&self.stats_buf, &self.names))?;
         sink.write_anomalies(&self.anomalies)?;
         let mut journeys = Vec::new();
@@ -578,7 +586,6 @@ impl Pipeline {
         if !journeys.is_empty() {
             sink.write_journeys(&journeys)?;
         }
-        let changed = self.alerts.ingest(&self.anomalies, end);
         self.stats.alerts_raised = self.alerts.raised();
         sink.write_alerts(&changed)?;
         Ok(())

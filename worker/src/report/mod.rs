@@ -715,6 +715,7 @@ mod tests {
             provider: provider.to_owned(),
             route: None,
             metric: None,
+            held_by: None,
             actual: None,
             expected: None,
             reason: "slow".to_owned(),
