@@ -45,6 +45,13 @@ pub struct Folded {
     pub first_provider: Option<String>,
 }
 
+/// One cap, named for messages.
+struct Cap {
+    max: usize,
+    what: &'static str,
+    key: &'static str,
+}
+
 /// The services and providers a run follows.
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 pub struct EntityNames {
@@ -56,40 +63,60 @@ pub struct EntityNames {
 impl EntityNames {
     /// The symbol for a call's service: its own while under the cap, else [`OTHER`].
     pub fn service(&mut self, name: &str, names: &mut Interner, limits: &EntityLimits) -> Sym {
-        match Self::admit(&mut self.services, name, names, limits.max_services) {
-            Some(sym) => sym,
-            None => {
-                if self.folded.first_service.is_none() {
-                    tracing::warn!(
-                        max = limits.max_services,
-                        first = name,
-                        "services reached limits.max_services: new services are folded into `{OTHER}` (counted)"
-                    );
-                    self.folded.first_service = Some(name.to_owned());
-                }
-                self.folded.service_calls += 1;
-                names.intern(OTHER)
-            }
-        }
+        let cap = Cap {
+            max: limits.max_services,
+            what: "services",
+            key: "limits.max_services",
+        };
+        Self::admit_or_fold(
+            &mut self.services,
+            (&mut self.folded.service_calls, &mut self.folded.first_service),
+            name,
+            names,
+            cap,
+        )
     }
 
     /// The symbol for a call's provider: its own while under the cap, else [`OTHER`].
     pub fn provider(&mut self, name: &str, names: &mut Interner, limits: &EntityLimits) -> Sym {
-        match Self::admit(&mut self.providers, name, names, limits.max_providers) {
-            Some(sym) => sym,
-            None => {
-                if self.folded.first_provider.is_none() {
-                    tracing::warn!(
-                        max = limits.max_providers,
-                        first = name,
-                        "providers reached limits.max_providers: new providers are folded into `{OTHER}` (counted)"
-                    );
-                    self.folded.first_provider = Some(name.to_owned());
-                }
-                self.folded.provider_calls += 1;
-                names.intern(OTHER)
-            }
+        let cap = Cap {
+            max: limits.max_providers,
+            what: "providers",
+            key: "limits.max_providers",
+        };
+        Self::admit_or_fold(
+            &mut self.providers,
+            (&mut self.folded.provider_calls, &mut self.folded.first_provider),
+            name,
+            names,
+            cap,
+        )
+    }
+
+    /// `name`'s own symbol while `known` is under its cap; else [`OTHER`], counted (and the
+    /// first folded name kept and warned about).
+    fn admit_or_fold(
+        known: &mut FxHashSet<Sym>,
+        (calls, first): (&mut u64, &mut Option<String>),
+        name: &str,
+        names: &mut Interner,
+        cap: Cap,
+    ) -> Sym {
+        if let Some(sym) = Self::admit(known, name, names, cap.max) {
+            return sym;
         }
+        if first.is_none() {
+            tracing::warn!(
+                max = cap.max,
+                first = name,
+                "{} reached {}: new ones are folded into `{OTHER}` (counted)",
+                cap.what,
+                cap.key
+            );
+            *first = Some(name.to_owned());
+        }
+        *calls += 1;
+        names.intern(OTHER)
     }
 
     fn admit(known: &mut FxHashSet<Sym>, name: &str, names: &mut Interner, cap: usize) -> Option<Sym> {
