@@ -48,12 +48,21 @@ impl FileSink {
     }
 }
 
+/// Writes documents as NDJSON; a failure (a full disk) names the file.
+fn write_lines<T: serde::Serialize>(w: &mut BufWriter<File>, docs: &[T], dir: &Path, name: &str) -> anyhow::Result<()> {
+    let mut write = || -> std::io::Result<()> {
+        for d in docs {
+            serde_json::to_writer(&mut *w, d)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    };
+    write().with_context(|| format!("cannot write {}", dir.join(name).display()))
+}
+
 impl ResultSink for FileSink {
     fn write_anomalies(&mut self, anomalies: &[Anomaly]) -> anyhow::Result<()> {
-        for a in anomalies {
-            serde_json::to_writer(&mut self.anomalies, a)?;
-            self.anomalies.write_all(b"\n")?;
-        }
+        write_lines(&mut self.anomalies, anomalies, &self.dir, "anomalies.ndjson")?;
         self.anomaly_count += anomalies.len() as u64;
         Ok(())
     }
@@ -66,19 +75,11 @@ impl ResultSink for FileSink {
     }
 
     fn write_journeys(&mut self, journeys: &[JourneyRecord]) -> anyhow::Result<()> {
-        for j in journeys {
-            serde_json::to_writer(&mut self.journeys, j)?;
-            self.journeys.write_all(b"\n")?;
-        }
-        Ok(())
+        write_lines(&mut self.journeys, journeys, &self.dir, "journeys.ndjson")
     }
 
     fn write_metrics(&mut self, metrics: &[ServiceMetrics]) -> anyhow::Result<()> {
-        for m in metrics {
-            serde_json::to_writer(&mut self.metrics, m)?;
-            self.metrics.write_all(b"\n")?;
-        }
-        Ok(())
+        write_lines(&mut self.metrics, metrics, &self.dir, "metrics.ndjson")
     }
 
     fn finish(&mut self, services: &[ServiceRecord]) -> anyhow::Result<()> {
@@ -87,14 +88,13 @@ impl ResultSink for FileSink {
         self.metrics.flush().context("cannot write metrics.ndjson")?;
         let path = self.dir.join("alerts.ndjson");
         let mut w = BufWriter::new(File::create(&path).with_context(|| format!("cannot create {}", path.display()))?);
-        for a in self.alerts() {
-            serde_json::to_writer(&mut w, &a)?;
-            w.write_all(b"\n")?;
-        }
-        w.flush()?;
+        write_lines(&mut w, &self.alerts(), &self.dir, "alerts.ndjson")?;
+        w.flush().with_context(|| format!("cannot write {}", path.display()))?;
         let path = self.dir.join("services.json");
         let f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        serde_json::to_writer_pretty(BufWriter::new(f), services)?;
+        let mut w = BufWriter::new(f);
+        serde_json::to_writer_pretty(&mut w, services).with_context(|| format!("cannot write {}", path.display()))?;
+        w.flush().with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }
 }
