@@ -64,7 +64,6 @@ struct ServiceState {
     /// Calls and failures since the error run began.
     run_calls: u64,
     run_failures: u64,
-    run_count: u64,
 }
 
 impl ServiceState {
@@ -151,7 +150,6 @@ impl SequentialDetector {
             s.failures = s.failures * keep + st.errors_5xx as f64;
             s.calls = s.calls * keep + st.count as f64;
         }
-        s.run_count = st.count;
         s.windows = s.windows.saturating_add(1);
         (drop, errors)
     }

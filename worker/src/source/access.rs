@@ -235,6 +235,15 @@ mod tests {
         AccessLogParser::new(LogFormat::Nginx, AccessDefaults::default()).unwrap()
     }
 
+    /// A parser whose lines need not say their service and provider.
+    fn with_defaults(format: LogFormat, service: &str, provider: &str) -> AccessLogParser {
+        let defaults = AccessDefaults {
+            service: Some(service.into()),
+            provider: Some(provider.into()),
+        };
+        AccessLogParser::new(format, defaults).unwrap()
+    }
+
     #[test]
     fn a_full_nginx_line_maps_to_an_event() {
         let line = r#"10.1.2.3 - u-42 [02/Mar/2026:06:00:01 +0100] "POST /payments/123?x=1 HTTP/1.1" 502 17 "-" "okhttp/4.9" rt=0.250 urt=0.249, 0.001 rl=512 trace=4bf92f3577b34da6a3ce929d0e0e4736 span=00f067aa0ba902b7 parent=- tp="-" ts=1772427601.123 svc=payments cloud=aws region=eu-west-1"#;
@@ -256,14 +265,7 @@ mod tests {
     #[test]
     fn the_time_falls_back_to_time_local_with_its_offset_and_traceparent_gives_the_parent() {
         let line = r#"10.1.2.3 - - [02/Mar/2026:07:00:01 +0100] "GET /x HTTP/2.0" 200 - "-" "-" rt=0.004 tp="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01""#;
-        let p = AccessLogParser::new(
-            LogFormat::Nginx,
-            AccessDefaults {
-                service: Some("edge".into()),
-                provider: Some("onprem".into()),
-            },
-        )
-        .unwrap();
+        let p = with_defaults(LogFormat::Nginx, "edge", "onprem");
         let e = p.parse(line).unwrap();
         assert_eq!(e.timestamp, 1_772_431_201_000);
         assert_eq!(e.service.as_str(), "edge");
@@ -275,14 +277,7 @@ mod tests {
     #[test]
     fn extreme_numbers_are_refused_not_wrapped() {
         let base = r#"10.1.2.3 - - [02/Mar/2026:07:00:01 +0100] "GET /x HTTP/1.1" 200 5 "-" "curl/8""#;
-        let apache = AccessLogParser::new(
-            LogFormat::Apache,
-            AccessDefaults {
-                service: Some("a".into()),
-                provider: Some("aws".into()),
-            },
-        )
-        .unwrap();
+        let apache = with_defaults(LogFormat::Apache, "a", "aws");
         // %D of 18446744073709552 µs wrapped to 384 ns before.
         let err = apache.parse(&format!("{base} 18446744073709552")).unwrap_err();
         assert!(

@@ -176,7 +176,7 @@ pub fn run(format: LogFormat, lines: u64, seed: u64, mut progress: impl FnMut(u6
     // The watchdog: a chunk that has not finished after HANG_AFTER is a hang.
     let chunk_started = Arc::new(AtomicU64::new(0));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let current_chunk: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
+    let current_chunk: Arc<std::sync::Mutex<Arc<[u8]>>> = Arc::new(std::sync::Mutex::new(Arc::from(Vec::new())));
     let watchdog = {
         let (chunk_started, done, current_chunk) = (Arc::clone(&chunk_started), Arc::clone(&done), Arc::clone(&current_chunk));
         std::thread::spawn(move || {
@@ -186,8 +186,9 @@ pub fn run(format: LogFormat, lines: u64, seed: u64, mut progress: impl FnMut(u6
                 let now = started.elapsed().as_millis() as u64;
                 if began > 0 && now.saturating_sub(began) > HANG_AFTER.as_millis() as u64 {
                     let path = std::env::temp_dir().join("apiwatch-fuzz-hang.log");
-                    let chunk = current_chunk.lock().map(|c| c.clone()).unwrap_or_default();
-                    let _ = std::fs::write(&path, chunk);
+                    if let Ok(chunk) = current_chunk.lock() {
+                        let _ = std::fs::write(&path, &chunk[..]);
+                    }
                     eprintln!(
                         "a chunk of mutated lines ran for over {HANG_AFTER:?}: a hang; its lines are in {}",
                         path.display()
@@ -210,8 +211,10 @@ pub fn run(format: LogFormat, lines: u64, seed: u64, mut progress: impl FnMut(u6
         }
         written += n;
         report.lines_written += count_lines(&bytes);
+        // Shared with the watchdog, not copied: it writes the chunk out only on a hang.
+        let bytes: Arc<[u8]> = Arc::from(bytes);
         if let Ok(mut c) = current_chunk.lock() {
-            c.clone_from(&bytes);
+            *c = Arc::clone(&bytes);
         }
         chunk_started.store(started.elapsed().as_millis().max(1) as u64, Ordering::Relaxed);
         // Each chunk is a fresh run: its warnings (caps reached...) would repeat per chunk.
@@ -258,7 +261,7 @@ pub fn run(format: LogFormat, lines: u64, seed: u64, mut progress: impl FnMut(u6
 
 /// Reads one chunk through a [`LineSource`] into a pipeline (the baseline detector: the
 /// harness is about input, and the windows' arithmetic is where time broke before).
-fn read_chunk(format: LogFormat, bytes: Vec<u8>) -> anyhow::Result<(super::IngestReport, u64)> {
+fn read_chunk(format: LogFormat, bytes: Arc<[u8]>) -> anyhow::Result<(super::IngestReport, u64)> {
     let mut source = LineSource::from_reader("fuzz", Box::new(Cursor::new(bytes)));
     if format != LogFormat::Json {
         let defaults = AccessDefaults {
