@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""Train-Ticket fault traces (Nezha, FSE'23; TraStrainer's continuous 2023-01-30 stream) as an
+apiwatch benchmark: convert the span CSVs into API-call events, run `apiwatch detect` on them by
+hand, then score the alerts against the injected faults.
+
+Get the data (never committed; about 180 MB):
+    git clone https://github.com/IntelligentDDS/TraStrainer   # MIT; or the tool library's `fetch`
+    # the stream is data/dataset/train_ticket/test/{trace/HH_MM_trace.csv, label.json}
+
+    python3 scripts/bench/trainticket.py convert --data TraStrainer/data/dataset/train_ticket/test \
+        --output /tmp/tt/events.ndjson
+    apiwatch detect --input /tmp/tt/events.ndjson --output /tmp/tt/out
+    python3 scripts/bench/trainticket.py score --data TraStrainer/data/dataset/train_ticket/test \
+        --output /tmp/tt/out
+
+Conversion. The CSVs hold every span (TraceID, SpanID, ParentID, PodName, OperationName, start
+and end in ns). A *server* span is a trace's root or a span whose parent runs in another pod: one
+API call seen by its callee, which is what the event contract describes. Each becomes one event:
+`service.name` from the pod name (the ReplicaSet hash and pod suffix cut), `host.name` the pod,
+`url.path` the operation (already a template), the method from the caller's exit span
+(`HTTP POST` ...), `event.duration` end - start, status 200 (the CSVs carry no status code: the
+code-defect faults of Nezha's other day leave little here), and `parent.id` the caller's *server*
+span, so that the journey links callee to caller. With `--client-spans`, the caller's exit spans
+are written too, marked as Elastic APM marks them (`span.kind: client`, `processor.event: span`).
+
+The stream starts at 11:39, twelve minutes before the first fault. The last hour of the day
+(22:59-23:58, fault-free) is replayed before it, re-dated to end where the stream starts and with
+its trace and span ids suffixed, so that the detectors have a learned hour, as a shop with an
+existing history would. False alerts are counted over the fault-free evening after that replay
+is over and before the replayed hour: 14:20 to 22:59.
+
+Scoring. A fault is *detected* when an alert is raised between its injection and the end of its
+window (three minutes) plus three minutes, and that alert was not already open before the
+injection (an alert of its own). AC@k: the faulty service is among the first k suspects of the
+first such alert (`alert.suspects`, else `service.name` then `alert.services`). Delay: raise time
+minus injection. False alerts: alerts raised in the fault-free evening, per day.
+Held out: faults injected at or after 13:00 (the second half of the stream); the earlier ones
+and Nezha's 2023-01-29 faults may be looked at while tuning.
+"""
+
+import argparse
+import csv
+import glob
+import json
+import os
+import re
+import sys
+from datetime import datetime, timezone
+
+POD_SUFFIX = re.compile(r"-[0-9a-f]{8,10}-[0-9a-z]{5}$")
+HTTP_EXIT = re.compile(r"^HTTP (GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS)$")
+FAULT_WINDOW_S = 180
+GRACE_S = 180
+HELD_OUT_FROM = "13:00"
+EVENING = ("14:20", "22:59")
+REPLAY = ("22:59", "23:58")
+
+
+def service_of(pod):
+    return POD_SUFFIX.sub("", pod)
+
+
+def iso(ns):
+    secs, rem = divmod(ns, 1_000_000_000)
+    base = datetime.fromtimestamp(secs, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{rem // 1_000_000:03d}Z"
+
+
+def minute_files(data):
+    files = sorted(glob.glob(os.path.join(data, "trace", "*_trace.csv")))
+    if not files:
+        sys.exit(f"no trace/*_trace.csv under {data}: point --data at train_ticket/test of TraStrainer")
+    return files
+
+
+def read_minute(path):
+    """Rows of one minute file, grouped by trace (a trace may straddle two files: it is
+    converted with the spans each file has)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def convert_rows(rows, shift_ns, suffix, client_spans):
+    by_id = {r["SpanID"]: r for r in rows}
+    remote_children = {}
+    for r in rows:
+        parent = by_id.get(r["ParentID"])
+        if parent is not None and parent["PodName"] != r["PodName"]:
+            remote_children.setdefault(r["ParentID"], []).append(r)
+    out = []
+    for r in rows:
+        pod = r["PodName"]
+        parent = by_id.get(r["ParentID"])
+        is_root = r["ParentID"] == "root"
+        is_server = is_root or (parent is not None and parent["PodName"] != pod)
+        start, end = int(r["StartTimeUnixNano"]), int(r["EndTimeUnixNano"])
+        if end < start:
+            continue
+        if is_server:
+            method = "GET"
+            if parent is not None:
+                m = HTTP_EXIT.match(parent["OperationName"])
+                if m:
+                    method = m.group(1)
+            ev = {
+                "@timestamp": iso(start + shift_ns),
+                "service.name": service_of(pod),
+                "cloud.provider": "onprem",
+                "host.name": pod,
+                "http.request.method": method,
+                "url.path": r["OperationName"],
+                "http.response.status_code": 200,
+                "event.duration": end - start,
+                "trace.id": r["TraceID"] + suffix,
+                "span.id": r["SpanID"] + suffix,
+            }
+            # The caller's server span: walk up through its local spans.
+            anc = parent
+            while anc is not None and anc["ParentID"] != "root":
+                up = by_id.get(anc["ParentID"])
+                if up is None or up["PodName"] != anc["PodName"]:
+                    break
+                anc = up
+            if anc is not None:
+                ev["parent.id"] = anc["SpanID"] + suffix
+            out.append((start + shift_ns, ev))
+        elif client_spans and HTTP_EXIT.match(r["OperationName"]):
+            children = remote_children.get(r["SpanID"], [])
+            if not children:
+                continue
+            ev = {
+                "@timestamp": iso(start + shift_ns),
+                "service.name": service_of(pod),
+                "cloud.provider": "onprem",
+                "host.name": pod,
+                "http.request.method": HTTP_EXIT.match(r["OperationName"]).group(1),
+                "url.path": children[0]["OperationName"],
+                "http.response.status_code": 200,
+                "event.duration": end - start,
+                "trace.id": r["TraceID"] + suffix,
+                "span.id": r["SpanID"] + suffix,
+                "span.kind": "client",
+                "processor.event": "span",
+                "service.target.name": service_of(children[0]["PodName"]),
+            }
+            out.append((start + shift_ns, ev))
+    return out
+
+
+def hhmm(path):
+    return os.path.basename(path)[:5].replace("_", ":")
+
+
+def convert(args):
+    files = minute_files(args.data)
+    stream_start = None
+    replay = [f for f in files if REPLAY[0] <= hhmm(f) <= REPLAY[1]]
+    events = []
+    first = read_minute(files[0])
+    stream_start = min(int(r["StartTimeUnixNano"]) for r in first) // 60_000_000_000 * 60_000_000_000
+    if replay and not args.no_replay:
+        rstart = min(int(r["StartTimeUnixNano"]) for r in read_minute(replay[0]))
+        rstart = rstart // 60_000_000_000 * 60_000_000_000
+        shift = stream_start - len(replay) * 60_000_000_000 - rstart
+        for i, f in enumerate(replay):
+            events.extend(convert_rows(read_minute(f), shift, "r", args.client_spans))
+            print(f"\rreplay {i + 1}/{len(replay)}", end="", file=sys.stderr)
+        print(file=sys.stderr)
+    for i, f in enumerate(files):
+        events.extend(convert_rows(read_minute(f), 0, "", args.client_spans))
+        if i % 20 == 0 or i == len(files) - 1:
+            print(f"\rstream {i + 1}/{len(files)}", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    events.sort(key=lambda e: e[0])
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as out:
+        for _, ev in events:
+            out.write(json.dumps(ev, separators=(",", ":")) + "\n")
+    print(f"wrote {len(events)} events to {args.output}", file=sys.stderr)
+
+
+def faults(data):
+    with open(os.path.join(data, "label.json")) as f:
+        labels = json.load(f)
+    out = []
+    for hour in sorted(labels):
+        for x in labels[hour]:
+            out.append(
+                {
+                    "time": int(x["inject_timestamp"]),
+                    "hhmm": x["inject_time"][11:16],
+                    "service": service_of(x["inject_pod"]),
+                    "type": x["inject_type"],
+                }
+            )
+    return sorted(out, key=lambda x: x["time"])
+
+
+def parse_ts(s):
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def suspects_of(alert):
+    if alert.get("alert.suspects"):
+        return [s["service"] for s in alert["alert.suspects"]]
+    names = [alert.get("service.name")]
+    names += [s.split("/")[0] for s in alert.get("alert.services", [])]
+    seen, out = set(), []
+    for n in names:
+        if n and n not in seen:
+            seen.add(n)
+            out.append(n)
+    return out
+
+
+def load_alerts(out_dir):
+    """One record per alert id: first raise time, start, and the suspects it was raised with
+    (later updates of the same alert may add services; the analyst saw the first)."""
+    alerts = {}
+    with open(os.path.join(out_dir, "alerts.ndjson")) as f:
+        for line in f:
+            a = json.loads(line)
+            aid = a["alert.id"]
+            raised = parse_ts(a["@timestamp"])
+            if aid not in alerts or raised < alerts[aid]["raised"]:
+                alerts[aid] = {
+                    "id": aid,
+                    "raised": raised,
+                    "start": parse_ts(a.get("alert.start", a["@timestamp"])),
+                    "suspects": suspects_of(a),
+                    "title": a.get("alert.title", ""),
+                    "predicted": a.get("alert.predicted", False),
+                }
+            if a.get("alert.end"):
+                alerts[aid]["end"] = parse_ts(a["alert.end"])
+    return sorted(alerts.values(), key=lambda a: a["raised"])
+
+
+def day_clock(ts):
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%H:%M")
+
+
+def score(args):
+    fl = faults(args.data)
+    alerts = load_alerts(args.output)
+    rows = []
+    for x in fl:
+        lo, hi = x["time"], x["time"] + FAULT_WINDOW_S + GRACE_S
+        own = [a for a in alerts if lo <= a["raised"] <= hi]
+        first = own[0] if own else None
+        rank = None
+        if first:
+            # The best-ranked of the alerts of its own in the window: an analyst reads them all.
+            ranks = [a["suspects"].index(x["service"]) + 1 for a in own if x["service"] in a["suspects"]]
+            rank = min(ranks) if ranks else None
+        rows.append(
+            {
+                **x,
+                "held_out": x["hhmm"] >= HELD_OUT_FROM,
+                "detected": first is not None,
+                "delay_s": (first["raised"] - x["time"]) if first else None,
+                "rank": rank,
+                "first_suspects": first["suspects"][:3] if first else [],
+            }
+        )
+    day = datetime.fromtimestamp(fl[0]["time"], tz=timezone.utc).strftime("%Y-%m-%d")
+    ev_lo = datetime.fromisoformat(f"{day}T{EVENING[0]}:00+00:00").timestamp()
+    ev_hi = datetime.fromisoformat(f"{day}T{EVENING[1]}:00+00:00").timestamp()
+    false_alerts = [a for a in alerts if ev_lo <= a["raised"] < ev_hi]
+    per_day = len(false_alerts) * 86400 / (ev_hi - ev_lo)
+
+    def summary(sel, label):
+        n = len(sel)
+        det = sum(r["detected"] for r in sel)
+        ac1 = sum(1 for r in sel if r["rank"] == 1)
+        ac3 = sum(1 for r in sel if r["rank"] is not None and r["rank"] <= 3)
+        delays = sorted(r["delay_s"] for r in sel if r["delay_s"] is not None)
+        med = delays[len(delays) // 2] / 60 if delays else float("nan")
+        print(f"{label:<28} faults {n:>2}  detected {det:>2}  AC@1 {ac1:>2}  AC@3 {ac3:>2}  median delay {med:.1f} min")
+
+    if args.verbose:
+        for r in rows:
+            tag = "held-out" if r["held_out"] else "tuning"
+            print(
+                f"{r['hhmm']} {r['type']:<15} {r['service']:<32} {tag:<8} "
+                f"{'DETECTED' if r['detected'] else 'missed  '} rank {r['rank'] or '-'} "
+                f"delay {'-' if r['delay_s'] is None else round(r['delay_s'] / 60, 1)} min  "
+                f"suspects {', '.join(r['first_suspects'])}"
+            )
+        for a in false_alerts:
+            print(f"false alert {day_clock(a['raised'])} {', '.join(a['suspects'][:3])}: {a['title'][:90]}")
+    summary(rows, "all 17 (2023-01-30)")
+    summary([r for r in rows if not r["held_out"]], f"tuning (before {HELD_OUT_FROM})")
+    summary([r for r in rows if r["held_out"]], f"held out (from {HELD_OUT_FROM})")
+    for t in sorted({r["type"] for r in rows}):
+        summary([r for r in rows if r["type"] == t], t)
+    print(f"false alerts {len(false_alerts)} over {EVENING[0]}-{EVENING[1]}: {per_day:.1f} a day")
+    longest = max(((a.get("end", a["raised"]) - a["start"]) / 60, a["id"]) for a in alerts) if alerts else (0, "")
+    print(f"alerts {len(alerts)}; longest alert {longest[0]:.0f} min")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"faults": rows, "false_alerts_per_day": per_day}, f, indent=1)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("convert", help="span CSVs -> API-call events (NDJSON)")
+    c.add_argument("--data", required=True, help="train_ticket/test directory (trace/, label.json)")
+    c.add_argument("--output", required=True, help="events file to write")
+    c.add_argument("--client-spans", action="store_true", help="also write the callers' exit spans")
+    c.add_argument("--no-replay", action="store_true", help="do not replay the last hour first")
+    s = sub.add_parser("score", help="score an apiwatch output directory against label.json")
+    s.add_argument("--data", required=True, help="train_ticket/test directory (label.json)")
+    s.add_argument("--output", required=True, help="apiwatch detect output directory")
+    s.add_argument("--verbose", action="store_true", help="one line per fault and per false alert")
+    s.add_argument("--json", help="also write the per-fault results here")
+    args = p.parse_args()
+    {"convert": convert, "score": score}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
