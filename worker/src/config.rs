@@ -170,6 +170,8 @@ struct RawAlerts {
     realert_interval_secs: Option<u64>,
     reopen_within_secs: Option<u64>,
     group_related_services: Option<bool>,
+    max_alert_age_secs: Option<u64>,
+    max_services_per_alert: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -441,6 +443,11 @@ fn validate(raw: RawConfig, origin: &str) -> Result<PipelineConfig, ConfigError>
     cfg.alerts.raise_single = a.raise_single_score.unwrap_or(da.raise_single);
     cfg.alerts.raise_total = a.raise_total_score.unwrap_or(da.raise_total);
     cfg.alerts.group_related_services = a.group_related_services.unwrap_or(da.group_related_services);
+    cfg.alerts.max_alert_age = secs(a.max_alert_age_secs, da.max_alert_age);
+    cfg.alerts.max_nodes = a.max_services_per_alert.unwrap_or(da.max_nodes);
+    if cfg.alerts.max_nodes == 0 {
+        return Err(invalid("alerts.max_services_per_alert", "must be at least 1"));
+    }
     for (key, v) in [
         ("alerts.raise_single_score", cfg.alerts.raise_single),
         ("alerts.raise_total_score", cfg.alerts.raise_total),
@@ -451,6 +458,12 @@ fn validate(raw: RawConfig, origin: &str) -> Result<PipelineConfig, ConfigError>
     }
     if cfg.alerts.quiet_to_resolve < cfg.window {
         return Err(invalid("alerts.quiet_to_resolve_secs", "must be at least one window"));
+    }
+    if cfg.alerts.max_alert_age < cfg.alerts.quiet_to_resolve {
+        return Err(invalid(
+            "alerts.max_alert_age_secs",
+            "must be at least alerts.quiet_to_resolve_secs",
+        ));
     }
     let r = raw.routes;
     let dr = RouteLimits::default();

@@ -2,11 +2,19 @@
 //! alert, and the alert names the most likely origin, a priority, and resolves when things are
 //! quiet again.
 //!
-//! Related means close in time and connected: the same service, services that call each other
-//! (the dependency graph learned from hops), or the same journeys (shared trace ids). The origin
-//! follows how problems travel: latency and errors propagate from callee to caller, so the origin
-//! is the anomalous service none of whose callees is anomalous; traffic loss propagates from caller
-//! to callee, so there it is the anomalous service none of whose callers is.
+//! Related means close in time and linked the way problems travel, not merely connected: the same
+//! service, the same journeys (shared trace ids), or propagation in the right direction. Latency
+//! and errors travel from callee to caller, so a caller's anomaly joins an incident its callee is
+//! in (an effect), and a callee's anomaly joins one whose start it shares (a cause found late);
+//! lost traffic travels from caller to callee, the other way round. In a dense mesh where
+//! everything calls everything, adjacency alone would let one alert absorb a day.
+//!
+//! Suspects are ranked by blame ([`render::suspects`]): a node's own evidence, discounted when the
+//! nodes its deviation could come from deviate too. The first suspect is the origin.
+//!
+//! Incidents are bounded: an alert open longer than `max_alert_age`, or grown to `max_nodes`
+//! services, stops taking in new services or is closed (counted in [`AlertManager::bounds`]), so
+//! that a new problem gets an alert of its own.
 
 pub mod render;
 
@@ -36,6 +44,21 @@ pub struct AlertConfig {
     pub reopen_within: Millis,
     /// Group across services along the dependency graph (false: one alert per service).
     pub group_related_services: bool,
+    /// An alert open this long is closed at the next quiet-enough window even if anomalies keep
+    /// coming (counted); what still deviates then opens a new alert if it is strong enough alone.
+    #[serde(default = "default_max_alert_age")]
+    pub max_alert_age: Millis,
+    /// An incident with this many services takes in no new one (counted).
+    #[serde(default = "default_max_nodes")]
+    pub max_nodes: usize,
+}
+
+fn default_max_alert_age() -> Millis {
+    120 * MINUTE_MS
+}
+
+fn default_max_nodes() -> usize {
+    12
 }
 
 impl Default for AlertConfig {
@@ -49,6 +72,8 @@ impl Default for AlertConfig {
             realert_interval: 60 * MINUTE_MS,
             reopen_within: 15 * MINUTE_MS,
             group_related_services: true,
+            max_alert_age: default_max_alert_age(),
+            max_nodes: default_max_nodes(),
         }
     }
 }
@@ -56,7 +81,16 @@ impl Default for AlertConfig {
 /// Evidence gathered for one node (`service/provider`) of an incident.
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default)]
 pub(crate) struct NodeEvidence {
+    /// The first window start and the last window end with evidence on this node.
+    #[serde(default)]
+    pub first: Millis,
+    #[serde(default)]
+    pub last: Millis,
     pub score: f64,
+    /// Evidence measured outside the node's own time (its callers' wait beyond it): no callee
+    /// of it can explain that.
+    #[serde(default)]
+    pub outside: f64,
     pub by_kind: BTreeMap<AnomalyKind, f64>,
     pub routes: BTreeMap<String, f64>,
 }
@@ -67,7 +101,8 @@ pub(crate) struct Incident {
     pub anomalies: Vec<Anomaly>,
     pub anomaly_count: usize,
     pub nodes: BTreeMap<String, NodeEvidence>,
-    pub traces: FxHashSet<String>,
+    /// Example traces of its anomalies, with the end of the last window that named each.
+    pub traces: FxHashMap<String, Millis>,
     pub windows: BTreeSet<Millis>,
     pub forecast_windows: BTreeSet<Millis>,
     pub start: Millis,
@@ -88,6 +123,9 @@ pub(crate) struct Incident {
     pub only_forecast_when_raised: bool,
     /// A forecast was part of the evidence when the alert was raised.
     pub predicted: bool,
+    /// Closed at its age bound: not reopened by what follows.
+    #[serde(default)]
+    pub bounded: bool,
 }
 
 const KEEP_ANOMALIES: usize = 200;
@@ -108,7 +146,7 @@ impl Incident {
             anomalies: Vec::new(),
             anomaly_count: 0,
             nodes: BTreeMap::new(),
-            traces: FxHashSet::default(),
+            traces: FxHashMap::default(),
             windows: BTreeSet::new(),
             forecast_windows: BTreeSet::new(),
             start: a.window_start,
@@ -126,18 +164,28 @@ impl Incident {
             eta: None,
             only_forecast_when_raised: false,
             predicted: false,
+            bounded: false,
         }
     }
 
     fn add(&mut self, a: &Anomaly) {
         let node = format!("{}/{}", a.service, a.provider);
-        let ev = self.nodes.entry(node).or_default();
+        let ev = self.nodes.entry(node).or_insert_with(|| NodeEvidence {
+            first: a.window_start,
+            ..NodeEvidence::default()
+        });
+        ev.last = ev.last.max(a.window_end);
         ev.score += a.score;
+        if a.metric.as_deref() == Some(crate::detect::journey::HOP_WAIT_METRIC) {
+            ev.outside += a.score;
+        }
         *ev.by_kind.entry(a.kind).or_default() += a.score;
         if let Some(r) = &a.route {
             *ev.routes.entry(r.clone()).or_default() += a.score;
         }
-        self.traces.extend(a.trace_ids.iter().take(3).cloned());
+        for t in a.trace_ids.iter().take(3) {
+            self.traces.insert(t.clone(), a.window_end);
+        }
         self.windows.insert(a.window_start);
         if a.kind == AnomalyKind::Forecast {
             self.forecast_windows.insert(a.window_end);
@@ -183,6 +231,23 @@ pub struct AlertManager {
     /// Anomalies at or above the raising score that a rule kept from becoming an alert, by rule.
     #[serde(default)]
     held: BTreeMap<String, u64>,
+    /// Times an incident reached a bound, by bound (see [`bound`]).
+    #[serde(default)]
+    bounds: BTreeMap<String, u64>,
+}
+
+/// The explicit bounds of an incident.
+pub mod bound {
+    /// An alert open for `max_alert_age` was closed though anomalies kept coming.
+    pub const AGE: &str = "age";
+    /// An anomaly on a new service did not join an incident that had `max_nodes` services.
+    pub const SIZE: &str = "size";
+}
+
+/// Whether problems of this kind travel from caller to callee (lost traffic) rather than from
+/// callee to caller (latency, errors, slow hops).
+fn travels_down(k: AnomalyKind) -> bool {
+    k == AnomalyKind::Traffic
 }
 
 /// Why an anomaly strong enough to raise an alert did not.
@@ -205,7 +270,13 @@ impl AlertManager {
             raised: 0,
             changes: FxHashMap::default(),
             held: BTreeMap::new(),
+            bounds: BTreeMap::new(),
         }
+    }
+
+    /// Incidents that reached a bound so far, by bound (see [`bound`]).
+    pub fn bounds(&self) -> &BTreeMap<String, u64> {
+        &self.bounds
     }
 
     /// Anomalies held back so far, by rule (see [`hold`]).
@@ -270,20 +341,50 @@ impl AlertManager {
         self.raised
     }
 
-    fn connected(&self, a: &str, b: &str) -> bool {
-        a == b
-            || (self.cfg.group_related_services
-                && (self.callees.get(a).is_some_and(|s| s.contains(b)) || self.callers.get(a).is_some_and(|s| s.contains(b))))
+    fn calls(&self, caller: &str, callee: &str) -> bool {
+        self.callees.get(caller).is_some_and(|s| s.contains(callee))
     }
 
+    /// Whether anomaly `a` on `node` belongs to incident `inc` (see the module doc).
     fn related(&self, inc: &Incident, a: &Anomaly, node: &str) -> bool {
         if a.window_start > inc.last_activity + self.cfg.join_gap {
             return false;
         }
-        if inc.nodes.keys().any(|n| self.connected(n, node)) {
+        // The same service while its evidence is still coming; one that went quiet and acts up
+        // again is judged like any other (it may be a new problem).
+        if inc.nodes.get(node).is_some_and(|e| a.window_start <= e.last + self.cfg.join_gap) {
             return true;
         }
-        self.cfg.group_related_services && a.trace_ids.iter().any(|t| inc.traces.contains(t))
+        if !self.cfg.group_related_services {
+            return false;
+        }
+        let recent_trace = |t: &String| inc.traces.get(t).is_some_and(|&end| a.window_start <= end + self.cfg.join_gap);
+        if a.trace_ids.iter().any(recent_trace) {
+            return true;
+        }
+        let down = travels_down(a.kind);
+        let near_start = a.window_start <= inc.start + self.cfg.join_gap;
+        // A wait outside a node is evidence about that node, never the echo of another.
+        let can_be_effect = a.metric.as_deref() != Some(crate::detect::journey::HOP_WAIT_METRIC);
+        let strongest = inc.nodes.values().map(|e| e.score).fold(0.0, f64::max);
+        inc.nodes.iter().any(|(n, e)| {
+            // Only a node with material evidence can have effects: a chain of weak findings
+            // across a mesh is not propagation.
+            // An effect follows its cause within minutes: a caller that starts to deviate long
+            // after a callee went bad is more likely a new problem than a late echo.
+            let recent = a.window_start <= e.last + self.cfg.join_gap
+                && a.window_start <= e.first + 2 * self.cfg.join_gap
+                && e.score >= 0.15 * strongest
+                && can_be_effect;
+            let same_way = e.by_kind.keys().any(|k| travels_down(*k) == down);
+            // `node` suffers what `n` has (an effect), or causes it and began with it.
+            let (effect, cause) = if down {
+                (self.calls(n, node), self.calls(node, n))
+            } else {
+                (self.calls(node, n), self.calls(n, node))
+            };
+            same_way && ((effect && recent) || (cause && near_start))
+        })
     }
 
     /// Takes the anomalies of a window that ended at `now`; returns alerts that changed.
@@ -291,15 +392,27 @@ impl AlertManager {
         let mut touched: BTreeSet<usize> = BTreeSet::new();
         for a in anomalies {
             let node = format!("{}/{}", a.service, a.provider);
+            let max_nodes = self.cfg.max_nodes;
+            let mut at_size_bound = false;
             let best = (0..self.active.len())
                 .filter(|&i| self.related(&self.active[i], a, &node))
+                .filter(|&i| {
+                    let inc = &self.active[i];
+                    let full = inc.nodes.len() >= max_nodes && !inc.nodes.contains_key(&node);
+                    at_size_bound |= full;
+                    !full
+                })
                 .max_by(|&i, &j| self.active[i].evidence.total_cmp(&self.active[j].evidence));
+            if best.is_none() && at_size_bound {
+                *self.bounds.entry(bound::SIZE.to_owned()).or_default() += 1;
+            }
             let i = match best {
                 Some(i) => i,
                 None => {
                     // A resolved alert whose origin acts up again soon is reopened.
                     let reopen = self.resolved.iter().position(|inc| {
-                        inc.resolved_at.is_some_and(|r| a.window_start <= r + self.cfg.reopen_within)
+                        !inc.bounded
+                            && inc.resolved_at.is_some_and(|r| a.window_start <= r + self.cfg.reopen_within)
                             && render::origin(inc, &self.callers, &self.callees).0 == node
                     });
                     match reopen {
@@ -354,6 +467,14 @@ impl AlertManager {
                 None => keep.push(inc),
                 Some(_) if quiet >= self.cfg.quiet_to_resolve => {
                     inc.resolved_at = Some(inc.last_activity);
+                    changed.push(render::to_alert(&inc, &self.callers, &self.callees));
+                    self.resolved.push(inc);
+                }
+                Some(raised) if now - raised >= self.cfg.max_alert_age => {
+                    tracing::info!(incident = %inc.id, anomalies = inc.anomaly_count, "alert closed at its age bound");
+                    *self.bounds.entry(bound::AGE.to_owned()).or_default() += 1;
+                    inc.resolved_at = Some(now);
+                    inc.bounded = true;
                     changed.push(render::to_alert(&inc, &self.callers, &self.callees));
                     self.resolved.push(inc);
                 }
@@ -463,6 +584,64 @@ mod tests {
         b.metric = Some("window.isolation".into());
         let out = m.ingest(&[b], MINUTE_MS);
         assert!(out[0].title.contains("] latency on search/aws"), "{}", out[0].title);
+    }
+
+    #[test]
+    fn a_late_caller_is_a_new_alert_and_suspects_rank_by_blame() {
+        let mut m = manager();
+        // payments goes bad and stays bad; its caller orders follows at once: one alert, with
+        // payments blamed first and orders after it, discounted as following its callee.
+        let mut alerts = Vec::new();
+        for minute in 0..30 {
+            let t = minute * MINUTE_MS;
+            let mut batch = vec![anomaly("payments", AnomalyKind::Latency, 80.0, t)];
+            if minute < 3 {
+                batch.push(anomaly("orders", AnomalyKind::Latency, 85.0, t));
+            }
+            // gateway starts to deviate 25 minutes later: not an echo of payments.
+            if minute >= 25 {
+                batch.push(anomaly("gateway", AnomalyKind::Latency, 90.0, t));
+            }
+            alerts.extend(m.ingest(&batch, t + MINUTE_MS));
+        }
+        let first = &alerts[0];
+        assert_eq!(first.service, "payments", "{:?}", first.suspects);
+        assert_eq!(first.suspects[0].service, "payments");
+        assert_eq!(first.suspects[1].service, "orders");
+        assert!(first.suspects[1].score < first.suspects[0].score);
+        assert!(
+            first.suspects[1].why.contains("may follow its callee payments/aws"),
+            "{}",
+            first.suspects[1].why
+        );
+        assert_eq!(first.services, vec!["payments".to_owned(), "orders".to_owned()]);
+        let ids: BTreeSet<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids.len(), 2, "gateway's late deviation is an alert of its own");
+        assert!(alerts
+            .iter()
+            .any(|a| a.service == "gateway" && a.services == vec!["gateway".to_owned()]));
+    }
+
+    #[test]
+    fn an_alert_that_never_quiets_is_closed_at_its_age_bound_and_counted() {
+        let mut m = AlertManager::new(AlertConfig {
+            max_alert_age: 30 * MINUTE_MS,
+            ..AlertConfig::default()
+        });
+        let mut out = Vec::new();
+        for minute in 0..40 {
+            let t = minute * MINUTE_MS;
+            out.extend(m.ingest(&[anomaly("search", AnomalyKind::Latency, 90.0, t)], t + MINUTE_MS));
+        }
+        let closed: Vec<&Alert> = out.iter().filter(|a| a.status == AlertStatus::Resolved).collect();
+        assert_eq!(closed.len(), 1, "closed once, at 30 minutes");
+        assert_eq!(m.bounds()[bound::AGE], 1);
+        let ids: BTreeSet<&str> = out.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(
+            ids.len(),
+            2,
+            "what still deviates raises a new alert rather than reopening the old one"
+        );
     }
 
     #[test]

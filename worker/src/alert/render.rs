@@ -3,10 +3,13 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::Incident;
-use crate::model::anomaly::{Alert, AlertStatus, AnomalyKind, Severity};
+use crate::model::anomaly::{Alert, AlertStatus, AnomalyKind, Severity, Suspect};
 use crate::model::time::{format_hhmm, format_rfc3339};
 
 type Graph = FxHashMap<String, FxHashSet<String>>;
+
+/// Suspects written with an alert.
+const MAX_SUSPECTS: usize = 5;
 
 /// The incident's dominant kind: the one with most evidence (forecasts only when alone).
 pub(crate) fn dominant_kind(inc: &Incident) -> AnomalyKind {
@@ -26,37 +29,111 @@ pub(crate) fn dominant_kind(inc: &Incident) -> AnomalyKind {
     }
 }
 
-/// The most likely origin node (`service/provider`) and its most anomalous route.
-pub(crate) fn origin(inc: &Incident, callers: &Graph, callees: &Graph) -> (String, Option<String>) {
+/// A node of an incident with its blame (see [`suspects`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Blame {
+    pub node: String,
+    pub score: f64,
+    pub why: String,
+    /// A deviating neighbour may explain it: it ranks after every node none explains.
+    pub explained: bool,
+}
+
+/// Evidence weight of a kind for an incident whose dominant kind is `dominant`: the kinds that
+/// travel the same way count fully, the others half; a hop finding (attributed to the callee,
+/// and for waits measured outside the callee's own time) points at one node, so it counts more.
+fn kind_weight(k: AnomalyKind, dominant: AnomalyKind) -> f64 {
+    let travels_down = |k: AnomalyKind| k == AnomalyKind::Traffic;
+    let same_way = travels_down(k) == travels_down(dominant);
+    match (k, same_way) {
+        (AnomalyKind::Journey, true) => 1.5,
+        (_, true) => 1.0,
+        (_, false) => 0.5,
+    }
+}
+
+/// The incident's nodes ranked by blame, most likely origin first. A node's blame is its own
+/// evidence; when the nodes its deviation could come from deviate too it is discounted and
+/// ranked after every node whose deviation nothing in the incident explains: latency and errors
+/// propagate from callee to caller, so for them those are its callees; lost traffic propagates
+/// from caller to callee, so for it they are its callers.
+pub(crate) fn suspects(inc: &Incident, callers: &Graph, callees: &Graph) -> Vec<Blame> {
     let kind = dominant_kind(inc);
-    let candidates: Vec<(&String, f64)> = inc.nodes.iter().map(|(n, e)| (n, e.score)).collect();
-    let strongest = candidates.iter().map(|c| c.1).fold(0.0, f64::max);
-    // Only nodes with material evidence count as "anomalous" neighbours.
-    let anomalous = |n: &str| inc.nodes.get(n).is_some_and(|e| e.score >= 0.15 * strongest);
-    let filtered: Vec<&(&String, f64)> = candidates
+    // (node, evidence a deviating neighbour may explain, evidence measured outside the node)
+    let own: Vec<(&String, f64, f64)> = inc
+        .nodes
         .iter()
-        .filter(|(n, _)| {
+        .map(|(n, e)| {
+            let weighted: f64 = e.by_kind.iter().map(|(k, s)| s * kind_weight(*k, kind)).sum();
+            let outside = e.outside * kind_weight(AnomalyKind::Journey, kind);
+            (n, (weighted - outside).max(0.0), outside)
+        })
+        .collect();
+    let strongest = own.iter().map(|c| c.1 + c.2).fold(0.0, f64::max);
+    // Only nodes with material evidence count as deviating neighbours.
+    let deviating = |n: &str| own.iter().any(|(m, s, o)| m.as_str() == n && s + o >= 0.15 * strongest);
+    let upstream = if kind == AnomalyKind::Traffic { "caller" } else { "callee" };
+    let mut out: Vec<Blame> = own
+        .iter()
+        .map(|&(n, score, outside)| {
             let neighbours = match kind {
                 AnomalyKind::Traffic => callers.get(n.as_str()),
                 AnomalyKind::Sequence => None,
                 _ => callees.get(n.as_str()),
             };
-            !neighbours.is_some_and(|ns| ns.iter().any(|m| m != *n && anomalous(m)))
+            let mut explaining: Vec<&str> = neighbours
+                .map(|ns| ns.iter().filter(|m| *m != n && deviating(m)).map(String::as_str).collect())
+                .unwrap_or_default();
+            explaining.sort_unstable();
+            let ev = &inc.nodes[n];
+            let top_kind = ev.by_kind.iter().max_by(|a, b| a.1.total_cmp(b.1)).map_or(kind, |(k, _)| *k);
+            let route = ev
+                .routes
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(r, _)| format!(" on {r}"))
+                .unwrap_or_default();
+            let mut what = format!("{}{route}", kind_phrase(top_kind));
+            if outside > 0.0 {
+                what.push_str("; its callers waited on it beyond its own time");
+            }
+            if explaining.is_empty() {
+                Blame {
+                    node: n.clone(),
+                    score: (score + outside).round(),
+                    why: format!("{what}; no {upstream} of it deviates"),
+                    explained: false,
+                }
+            } else {
+                Blame {
+                    node: n.clone(),
+                    score: (score * 0.3 + outside).round(),
+                    why: format!(
+                        "{what}; may follow its {upstream}{} {}",
+                        if explaining.len() == 1 { "" } else { "s" },
+                        explaining.iter().take(3).copied().collect::<Vec<_>>().join(", ")
+                    ),
+                    // Evidence outside the node's own time is its own, whatever its neighbours do.
+                    explained: outside < score * 0.3,
+                }
+            }
         })
         .collect();
-    let pool: Vec<&(&String, f64)> = if filtered.is_empty() {
-        candidates.iter().collect()
-    } else {
-        filtered
-    };
-    let best = pool
-        .iter()
-        .max_by(|a, b| {
-            let ka = inc.nodes[a.0].by_kind.get(&kind).copied().unwrap_or(0.0);
-            let kb = inc.nodes[b.0].by_kind.get(&kind).copied().unwrap_or(0.0);
-            (ka + a.1).total_cmp(&(kb + b.1)).then_with(|| b.0.cmp(a.0))
-        })
-        .map(|c| c.0.clone())
+    out.sort_by(|a, b| {
+        a.explained
+            .cmp(&b.explained)
+            .then_with(|| b.score.total_cmp(&a.score))
+            .then_with(|| a.node.cmp(&b.node))
+    });
+    out
+}
+
+/// The most likely origin node (`service/provider`) and its most anomalous route.
+pub(crate) fn origin(inc: &Incident, callers: &Graph, callees: &Graph) -> (String, Option<String>) {
+    let best = suspects(inc, callers, callees)
+        .into_iter()
+        .next()
+        .map(|b| b.node)
         .unwrap_or_default();
     let route = inc
         .nodes
@@ -102,7 +179,12 @@ fn kind_phrase(k: AnomalyKind) -> &'static str {
 }
 
 pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Alert {
-    let (node, route) = origin(inc, callers, callees);
+    let ranked = suspects(inc, callers, callees);
+    let node = ranked.first().map(|b| b.node.clone()).unwrap_or_default();
+    let route = inc
+        .nodes
+        .get(&node)
+        .and_then(|e| e.routes.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|r| r.0.clone()));
     let (service, provider) = node
         .rsplit_once('/')
         .map_or((node.clone(), String::new()), |(s, p)| (s.to_owned(), p.to_owned()));
@@ -110,13 +192,27 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
     let prio = priority(inc);
     let predicted = inc.predicted;
     let forecast_only = inc.only_forecast_when_raised;
-    let mut services: Vec<String> = inc
-        .nodes
-        .keys()
-        .filter_map(|n| n.rsplit_once('/').map(|(s, _)| s.to_owned()))
+    // In blame order, each service once.
+    let mut services: Vec<String> = Vec::new();
+    for b in &ranked {
+        let s = b.node.rsplit_once('/').map_or(b.node.as_str(), |(s, _)| s);
+        if !services.iter().any(|x| x == s) {
+            services.push(s.to_owned());
+        }
+    }
+    let suspect_list: Vec<Suspect> = ranked
+        .iter()
+        .take(MAX_SUSPECTS)
+        .map(|b| {
+            let (s, p) = b.node.rsplit_once('/').unwrap_or((b.node.as_str(), ""));
+            Suspect {
+                service: s.to_owned(),
+                provider: p.to_owned(),
+                score: b.score,
+                why: b.why.clone(),
+            }
+        })
         .collect();
-    services.sort();
-    services.dedup();
     let mut kinds: Vec<AnomalyKind> = inc.nodes.values().flat_map(|n| n.by_kind.keys().copied()).collect();
     kinds.sort();
     kinds.dedup();
@@ -184,8 +280,8 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
     }
     if others > 0 {
         summary.push_str(&format!(
-            "Likely origin {node}; also affected: {}.\n",
-            inc.nodes.keys().filter(|n| **n != node).cloned().collect::<Vec<_>>().join(", ")
+            "Likely origin {node}; also affected, most to blame first: {}.\n",
+            ranked.iter().skip(1).map(|b| b.node.as_str()).collect::<Vec<_>>().join(", ")
         ));
     }
     let mut contributors: Vec<String> = Vec::new();
@@ -219,6 +315,7 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
         provider,
         route,
         services,
+        suspects: suspect_list,
         kinds,
         predicted,
         eta: if predicted { inc.eta } else { None },

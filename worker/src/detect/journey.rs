@@ -4,6 +4,12 @@
 //! baseline, or the deepest failing call when the journey failed, marks the journey and names
 //! that hop. Marked journeys are counted per hop and window, and a hop that marks a material share
 //! of the journeys through it is reported, with example traces and the hops' latency shares.
+//!
+//! A hop also has a *wait*: how long the caller waited beyond the callee's own time, derived from
+//! trace structure when only the callee's records exist (from the callee's end to the caller's
+//! next step: its next call, or its own end). A delay on the callee's outgoing packets, or on the
+//! network between the two, leaves the callee's own duration unchanged and shows only here, so a
+//! wait far above its baseline marks the hop and is attributed to the callee.
 
 use rustc_hash::FxHashMap;
 
@@ -19,6 +25,30 @@ pub const JOURNEY_TIMEOUT: Millis = 30_000;
 const MAX_SPANS: usize = 256;
 /// Flagged journeys written per window (the anomaly counts them all).
 const MAX_FLAGGED_PER_WINDOW: usize = 50;
+/// The metric of a hop-wait finding (the alert manager knows it cannot be explained by callees).
+pub const HOP_WAIT_METRIC: &str = "journey.hop_wait";
+/// Calls a hop's wait baseline needs before it judges.
+const WAIT_MIN_CALLS: u64 = 30;
+/// A wait is marked when it is this many deviations above its usual (log scale) ...
+const WAIT_Z: f64 = 4.0;
+/// ... and at least this much longer, in milliseconds (a 2 ms wait becoming 9 ms is noise).
+const WAIT_MIN_EXCESS_MS: f64 = 50.0;
+/// Marked waits a hop needs in one window before it is reported.
+const WAIT_MIN_MARKED: u64 = 3;
+
+/// What is learned per hop.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Default)]
+struct HopState {
+    key: Option<EntityKey>,
+    /// Log-latency of the callee's own duration.
+    lat: Ewm,
+    /// Failure rate.
+    fail: Ewm,
+    /// Log of (1 + the caller's wait beyond the callee's time, ms).
+    wait: Ewm,
+    /// How often a wait is marked in normal times (the false-mark rate a window is judged by).
+    wait_marked: Ewm,
+}
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy)]
 struct Span {
@@ -59,6 +89,11 @@ struct HopWindow {
     failing: u64,
     durations: Vec<f64>,
     shares: Vec<f64>,
+    /// Calls whose wait could be derived, those marked, and the waits (ms).
+    waited: u64,
+    slow_wait: u64,
+    waits: Vec<f64>,
+    wait_traces: Vec<String>,
     traces: Vec<String>,
     users: FxHashMap<String, ()>,
     /// The first marked journey's hops: (hop entity, duration ms, share of the journey), so the
@@ -75,7 +110,7 @@ pub struct JourneyDetector {
     pub max_open: usize,
     pub untracked: u64,
     /// Per hop entity: the hop's key, log-latency baseline and failure-rate baseline.
-    hops: FxHashMap<u32, (EntityKey, Ewm, Ewm)>,
+    hops: FxHashMap<u32, HopState>,
     window: FxHashMap<u32, HopWindow>,
     scratch: Vec<bool>,
     /// Flagged journeys of this window (capped), and the slowest per entry service.
@@ -153,7 +188,11 @@ impl JourneyDetector {
         let mut cross = 0;
         for s in &j.spans {
             let Some(hop) = s.hop else { continue };
-            let Some((EntityKey::Hop { from, to }, _, _)) = self.hops.get(&hop) else {
+            let Some(HopState {
+                key: Some(EntityKey::Hop { from, to }),
+                ..
+            }) = self.hops.get(&hop)
+            else {
                 continue;
             };
             let cross_provider = from.1 != to.1;
@@ -171,7 +210,7 @@ impl JourneyDetector {
         let (marked, marked_hop) = match k.marked {
             Some((hop, failing)) => (
                 if failing { "failing_hop" } else { "slow_hop" },
-                self.hops.get(&hop).map(|(key, _, _)| entity_label(names, key)),
+                self.hops.get(&hop).and_then(|h| h.key.as_ref()).map(|key| entity_label(names, key)),
             ),
             None => ("slowest", None),
         };
@@ -214,11 +253,39 @@ impl JourneyDetector {
             }
         }
         let has_failing_child = std::mem::take(has_failing_child);
+        // What each call took beyond its usual, and what its caller waited beyond the usual
+        // wait; a call's *own* excess is its excess minus what its callees explain, so the slow
+        // hop named is where the time was lost, not the first caller that had to wait for it.
+        let waits = waits_of(&j.spans);
+        let usual_excess = |s: &Span, wait: Option<f64>| -> (f64, f64) {
+            let Some(h) = s.hop.and_then(|hop| self.hops.get(&hop)) else {
+                return (0.0, 0.0);
+            };
+            let own = if h.lat.n >= 50 {
+                (s.duration_ms - h.lat.mean.exp()).max(0.0)
+            } else {
+                0.0
+            };
+            let wait = match wait {
+                Some(w) if h.wait.n >= WAIT_MIN_CALLS => (w - h.wait.mean.exp_m1()).max(0.0),
+                _ => 0.0,
+            };
+            (own, wait)
+        };
+        let excess: Vec<(f64, f64)> = j.spans.iter().zip(&waits).map(|(s, w)| usual_excess(s, *w)).collect();
+        let mut explained = vec![0.0; j.spans.len()];
+        for (s, (own, wait)) in j.spans.iter().zip(&excess) {
+            if let Some(pi) = s.parent.and_then(index_of) {
+                explained[pi] += own + wait;
+            }
+        }
         let mut marked: Option<(u32, bool)> = None;
         let mut worst_excess = 0.0;
         for (i, s) in j.spans.iter().enumerate() {
             let Some(hop) = s.hop else { continue };
-            let Some((_, lat, fail)) = self.hops.get(&hop) else { continue };
+            let Some(HopState { lat, fail, .. }) = self.hops.get(&hop) else {
+                continue;
+            };
             let w = self.window.entry(hop).or_default();
             w.journeys += 1;
             w.durations.push(s.duration_ms);
@@ -228,7 +295,7 @@ impl JourneyDetector {
             }
             let ln = s.duration_ms.max(1e-3).ln();
             let z = (ln - lat.mean) / lat.std().max(0.15);
-            let excess = s.duration_ms - lat.mean.exp();
+            let excess = excess[i].0 - explained[i];
             if z >= 4.0 && excess > 20.0 && excess > worst_excess {
                 worst_excess = excess;
                 marked = Some((hop, false));
@@ -239,7 +306,7 @@ impl JourneyDetector {
         }
         for s in &j.spans {
             let Some(hop) = s.hop else { continue };
-            if let Some((_, lat, fail)) = self.hops.get_mut(&hop) {
+            if let Some(HopState { lat, fail, .. }) = self.hops.get_mut(&hop) {
                 let is_marked = marked.is_some_and(|(h, _)| h == hop);
                 if !is_marked {
                     lat.update(s.duration_ms.max(1e-3).ln(), 0.01);
@@ -248,6 +315,7 @@ impl JourneyDetector {
             }
         }
         self.scratch = has_failing_child;
+        self.judge_waits(&j);
         self.keep(&j, total, failed_journey, marked);
         if let Some((hop, failing)) = marked {
             let w = self.window.entry(hop).or_default();
@@ -273,6 +341,97 @@ impl JourneyDetector {
     }
 }
 
+/// Each span's wait (see the module doc): from its end to its caller's next step, the caller's
+/// next call that starts after it or the caller's own end; `None` for the entry call.
+fn waits_of(spans: &[Span]) -> Vec<Option<f64>> {
+    let end = |s: &Span| s.start as f64 + s.duration_ms;
+    spans
+        .iter()
+        .map(|s| {
+            let parent = spans.iter().find(|p| Some(p.span) == s.parent)?;
+            let done = end(s);
+            let next = spans
+                .iter()
+                .filter(|c| c.parent == s.parent && c.span != s.span && c.start as f64 >= done)
+                .map(|c| c.start as f64)
+                .fold(end(parent), f64::min);
+            Some((next - done).max(0.0))
+        })
+        .collect()
+}
+
+impl JourneyDetector {
+    /// Judges and learns the wait of every hop of a finished journey.
+    fn judge_waits(&mut self, j: &Journey) {
+        let waits = waits_of(&j.spans);
+        for (s, wait) in j.spans.iter().zip(waits) {
+            let (Some(hop), Some(wait)) = (s.hop, wait) else { continue };
+            // A caller with one call can have lost the time itself after the call returned as
+            // well as waited for the answer: only a caller with several calls, whose other
+            // waits are its usual, tells the two apart.
+            if j.spans.iter().filter(|c| c.parent == s.parent).count() < 2 {
+                continue;
+            }
+            let Some(h) = self.hops.get_mut(&hop) else { continue };
+            let x = wait.ln_1p();
+            let usual = h.wait.mean.exp_m1();
+            let marked =
+                h.wait.n >= WAIT_MIN_CALLS && (x - h.wait.mean) / h.wait.std().max(0.25) >= WAIT_Z && wait - usual >= WAIT_MIN_EXCESS_MS;
+            let w = self.window.entry(hop).or_default();
+            w.waited += 1;
+            w.waits.push(wait);
+            if marked {
+                w.slow_wait += 1;
+                if w.wait_traces.len() < 3 {
+                    w.wait_traces.push(j.trace_id.clone());
+                }
+            } else {
+                h.wait.update(x, 0.01);
+            }
+            if h.wait.n >= WAIT_MIN_CALLS {
+                h.wait_marked.update(if marked { 1.0 } else { 0.0 }, 0.01);
+            }
+        }
+    }
+
+    /// A hop whose callers waited far longer than usual beyond the callee's own time, on more
+    /// calls than its usual rate of such waits explains.
+    fn wait_finding(&self, hop: u32, hw: &mut HopWindow, w: &WindowContext<'_>) -> Option<Anomaly> {
+        let k = hw.slow_wait;
+        let n = hw.waited;
+        if k < WAIT_MIN_MARKED || (k as f64) < 0.2 * n as f64 {
+            return None;
+        }
+        let h = self.hops.get(&hop)?;
+        let key = h.key?;
+        let p0 = h.wait_marked.mean.clamp(0.005, 0.5);
+        let z = (k as f64 - n as f64 * p0) / (n as f64 * p0 * (1.0 - p0)).sqrt();
+        let med = super::stats::median_in_place(&mut hw.waits);
+        let usual = h.wait.mean.exp_m1();
+        // How far the typical wait moved (log scale, as latency is judged), weighed by the share
+        // of calls that waited; and no more than the count of such waits supports.
+        let shift = (med.ln_1p() - h.wait.mean) / h.wait.std().max(0.25);
+        let z = z.min(shift.max(0.0) * (k as f64 / n as f64).sqrt() + 4.0);
+        let mut f = Finding::new(AnomalyKind::Journey, "journey", key, (w.start, w.end));
+        f.score = score_from_z(z.min(40.0)).max(40.0);
+        f.metric = HOP_WAIT_METRIC;
+        f.actual = Some(med);
+        f.expected = Some(usual);
+        let label = entity_label(w.names, &key);
+        let callee = super::node_label(w.names, key.owner());
+        f.reason = format!(
+            "on {k} of {n} calls over the hop {label} the caller waited {} beyond {callee}'s own time (usually {}): time spent outside the service — its network or its pod's outgoing traffic",
+            fmt_ms(med),
+            fmt_ms(usual)
+        );
+        f.sole_contributor(med, usual);
+        f.contributors[0].name = format!("wait on {label}");
+        f.impact_calls = k;
+        f.trace_ids = std::mem::take(&mut hw.wait_traces);
+        Some(f.into_anomaly(w.names))
+    }
+}
+
 impl Detector for JourneyDetector {
     fn name(&self) -> &'static str {
         "journey"
@@ -289,15 +448,12 @@ impl Detector for JourneyDetector {
     fn observe(&mut self, c: &CallContext<'_>) {
         let (Some(trace), Some(span)) = (c.trace, c.span) else { return };
         if let (Some(hop), Some(caller)) = (c.hop_entity, c.caller) {
-            self.hops.entry(hop).or_insert_with(|| {
-                (
-                    EntityKey::Hop {
-                        from: caller,
-                        to: (c.service, c.provider),
-                    },
-                    Ewm::default(),
-                    Ewm::default(),
-                )
+            self.hops.entry(hop).or_insert_with(|| HopState {
+                key: Some(EntityKey::Hop {
+                    from: caller,
+                    to: (c.service, c.provider),
+                }),
+                ..HopState::default()
             });
         }
         if self.open.len() >= self.max_open && !self.open.contains_key(&trace) {
@@ -362,11 +518,19 @@ impl Detector for JourneyDetector {
         let mut hops: Vec<_> = std::mem::take(&mut self.window).into_iter().collect();
         hops.sort_by_key(|(h, _)| *h);
         for (hop, mut hw) in hops {
+            if let Some(a) = self.wait_finding(hop, &mut hw, w) {
+                out.push(a);
+            }
             let marked = hw.slow + hw.failing;
             if hw.journeys == 0 || marked < 5 || (marked as f64) < 0.2 * hw.journeys as f64 {
                 continue;
             }
-            let Some((key, lat, fail)) = self.hops.get(&hop) else { continue };
+            let Some(HopState {
+                key: Some(key), lat, fail, ..
+            }) = self.hops.get(&hop)
+            else {
+                continue;
+            };
             let frac = marked as f64 / hw.journeys as f64;
             let med = super::stats::median_in_place(&mut hw.durations);
             let share = super::stats::median_in_place(&mut hw.shares);
@@ -411,7 +575,9 @@ impl Detector for JourneyDetector {
                 expected: Some(super::round3(usual)),
             })
             .chain(example.iter().take(4).filter_map(|&(h, d, sh)| {
-                let (key, lat, _) = self.hops.get(&h)?;
+                let HopState { key: Some(key), lat, .. } = self.hops.get(&h)? else {
+                    return None;
+                };
                 Some(Contributor {
                     name: format!("example journey: {}", entity_label(w.names, key)),
                     share: super::round3(sh),
@@ -495,6 +661,89 @@ mod tests {
     }
 
     use crate::model::Sym;
+
+    /// Journeys gateway → {auth, orders}: gateway calls auth, then orders, then ends. From
+    /// minute 30 the answer of `late` reaches gateway `delay` ms after `late` finished, while
+    /// every service's own duration stays the same.
+    fn run_waits(late: &str, delay: f64) -> Vec<Anomaly> {
+        let mut names = Interner::default();
+        let p = names.intern("onprem");
+        let gw = (names.intern("gateway"), p);
+        let auth = (names.intern("auth"), p);
+        let orders = (names.intern("orders"), p);
+        let route = names.intern("/x");
+        let mut d = JourneyDetector::default();
+        let mut out = Vec::new();
+        for minute in 0..40i64 {
+            for k in 0..20u64 {
+                let t = minute * 60_000 + k as i64 * 2000;
+                let trace = minute as u64 * 1000 + k;
+                let jitter = (k % 4) as i64;
+                let extra = |who: &str| if minute >= 30 && who == late { delay as i64 } else { 0 };
+                // (node, caller, parent span, start offset ms, duration ms, span)
+                let auth_start = 2 + jitter;
+                let auth_end = auth_start + 10;
+                let orders_start = auth_end + 2 + extra("auth");
+                let orders_end = orders_start + 30;
+                let gw_end = orders_end + 3 + extra("orders");
+                let spans = [
+                    (gw, None, None, 0, gw_end, 1u64),
+                    (auth, Some(gw), Some(1u64), auth_start, 10, 2u64),
+                    (orders, Some(gw), Some(1u64), orders_start, 30, 3u64),
+                ];
+                for (node, caller, parent, offset, ms, span) in spans {
+                    let ev = Event {
+                        timestamp: t + offset,
+                        trace_id: Some(format!("t{trace}").into()),
+                        duration_ns: (ms as f64 * 1e6) as u64,
+                        status: 200,
+                        ..Default::default()
+                    };
+                    let hop_entity = caller.map(|_: (Sym, Sym)| if node == auth { 1 } else { 2 });
+                    let ctx = CallContext {
+                        event: &ev,
+                        service: node.0,
+                        provider: node.1,
+                        route,
+                        route_entity: 0,
+                        caller,
+                        hop_entity,
+                        user: None,
+                        trace: Some(trace),
+                        span: Some(trace * 10 + span),
+                        parent: parent.map(|p| trace * 10 + p),
+                        names: &names,
+                    };
+                    d.observe(&ctx);
+                }
+            }
+            let stats: Vec<WindowStat> = Vec::new();
+            let w = WindowContext {
+                start: minute * 60_000,
+                end: (minute + 1) * 60_000,
+                stats: &stats,
+                names: &names,
+                complete: true,
+            };
+            d.close_window(&w, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_wait_outside_the_callee_is_found_and_blamed_on_it() {
+        assert!(run_waits("auth", 0.0).is_empty(), "steady journeys raise nothing");
+        for late in ["auth", "orders"] {
+            let found = run_waits(late, 400.0);
+            let waits: Vec<&Anomaly> = found.iter().filter(|a| a.metric.as_deref() == Some(HOP_WAIT_METRIC)).collect();
+            assert!(!waits.is_empty(), "{late}: {found:?}");
+            assert!(waits.iter().all(|a| a.service == late), "{late}: {waits:?}");
+            assert!(waits[0].reason.contains("waited"), "{}", waits[0].reason);
+            assert!(waits[0].actual.unwrap() >= 400.0, "{:?}", waits[0].actual);
+            // No callee's own duration changed: no slow hop is named.
+            assert!(found.iter().all(|a| a.metric.as_deref() != Some("journey.slow_hop")), "{found:?}");
+        }
+    }
 
     #[test]
     fn a_slow_hop_is_named_with_its_share() {

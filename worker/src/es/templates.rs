@@ -9,7 +9,7 @@ use super::client::{EsClient, EsError};
 use super::names::IndexNames;
 
 /// Bumped whenever a template changes; stored in every template's `_meta.version`.
-pub const TEMPLATE_VERSION: u64 = 3;
+pub const TEMPLATE_VERSION: u64 = 4;
 
 /// (name, JSON) of every file in `es-templates/`, by kind.
 pub const COMPONENTS: &[(&str, &str)] = &[

@@ -257,6 +257,7 @@ mod tests {
             provider: "aws".into(),
             route: None,
             services: vec![service.into()],
+            suspects: vec![],
             kinds: vec![],
             predicted: false,
             eta: None,

@@ -151,6 +151,17 @@ pub enum AlertStatus {
 }
 
 /// What a person is told: related anomalies grouped, with the most likely origin.
+/// A candidate origin of an alert: where the deviation most likely starts, with the blame score
+/// (the node's own evidence, discounted when its callees — or, for lost traffic, its callers —
+/// deviate too) and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Suspect {
+    pub service: String,
+    pub provider: String,
+    pub score: f64,
+    pub why: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     #[serde(rename = "@timestamp", with = "serde_rfc3339")]
@@ -176,8 +187,13 @@ pub struct Alert {
     pub provider: String,
     #[serde(rename = "http.route", skip_serializing_if = "Option::is_none", default)]
     pub route: Option<String>,
+    /// Every service the grouped anomalies touch, most to blame first (see `suspects`).
     #[serde(rename = "alert.services")]
     pub services: Vec<String>,
+    /// Candidate origins ranked by blame (an extension of the alert document): the first is
+    /// `service.name`.
+    #[serde(rename = "alert.suspects", default)]
+    pub suspects: Vec<Suspect>,
     #[serde(rename = "alert.kinds")]
     pub kinds: Vec<AnomalyKind>,
     #[serde(rename = "alert.predicted")]

@@ -254,6 +254,7 @@ pub(crate) mod tests {
             provider: "aws".into(),
             route: None,
             services: vec![format!("{service}/aws")],
+            suspects: vec![],
             kinds: vec![],
             predicted: false,
             eta: None,

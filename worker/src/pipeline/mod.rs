@@ -213,7 +213,7 @@ fn service_metrics(stats: &[WindowStat], names: &Interner) -> Vec<ServiceMetrics
 }
 
 fn config_fingerprint(cfg: &PipelineConfig) -> String {
-    format!("v4 {cfg:?}")
+    format!("v5 {cfg:?}")
 }
 
 #[derive(serde::Serialize)]

@@ -766,6 +766,7 @@ mod tests {
             provider: "aws".to_owned(),
             route: None,
             services: vec!["gateway".to_owned(), "payments".to_owned()],
+            suspects: vec![],
             kinds: vec![AnomalyKind::Journey],
             predicted: false,
             eta: None,
