@@ -95,7 +95,8 @@ echo "Elasticsearch: $APIWATCH_TEST_ES_URL and $APIWATCH_TEST_ES_SECURE_URL (sec
 log="$services_log/test.log"
 status=0
 # The Python tests (the trainer: gradients against finite differences, exports against numpy,
-# a training smoke run; the compose stack's offline checks), reported in the same format as
+# a training smoke run; the compose stack's offline checks; the Train-Ticket benchmark's converter
+# and scorer on hand-written spans), reported in the same format as
 # cargo's so the total below counts them.
 python_tests() { # name python dir module
   ( cd "$3" && "$2" -m unittest -v "$4" 2>&1 ) | tee "$log.$1" || status=$?
@@ -107,6 +108,7 @@ python_tests() { # name python dir module
 }
 python_tests train "$(tail -1 "$services_log/ml")" scripts/train test_train
 python_tests compose "$(tail -1 "$services_log/compose")" scripts/compose test_compose
+python_tests bench python3 scripts/bench test_trainticket
 cargo test --release --locked 2>&1 | tee -a "$log" || status=$?
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '; [0-9]+ failed' "$log" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')

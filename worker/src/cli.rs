@@ -1425,6 +1425,16 @@ fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbo
         for x in o.results.iter().filter(|x| !x.right_origin) {
             outln!("  missed or moved: {} {:?} {} -> {:?}", x.id, x.kind, x.origin, x.alerted_origin);
         }
+        for x in o.results.iter().filter(|x| x.alerts > 1) {
+            outln!(
+                "  split into {} alerts: {} {:?} {} -> {}",
+                x.alerts,
+                x.id,
+                x.kind,
+                x.origin,
+                x.alert_origins.join(", ")
+            );
+        }
         for t in &o.false_alert_titles {
             outln!("  false alert: {t}");
         }

@@ -91,6 +91,9 @@ pub(crate) struct NodeEvidence {
     /// of it can explain that.
     #[serde(default)]
     pub outside: f64,
+    /// The largest latency excess (ms above usual) of its latency and hop findings.
+    #[serde(default)]
+    pub latency_excess_ms: f64,
     pub by_kind: BTreeMap<AnomalyKind, f64>,
     pub routes: BTreeMap<String, f64>,
 }
@@ -136,6 +139,8 @@ const KEEP_ANOMALIES: usize = 200;
 fn is_corroborating_only(a: &Anomaly) -> bool {
     a.metric.as_deref() == Some("window.isolation")
 }
+/// Calls an effect may travel from its cause (see [`AlertManager::reaches`]).
+const PROPAGATION_HOPS: usize = 3;
 /// How long after a deliberate change its effects are expected.
 const CHANGE_EXPLAINS: Millis = 30 * MINUTE_MS;
 
@@ -178,6 +183,9 @@ impl Incident {
         ev.score += a.score;
         if a.metric.as_deref() == Some(crate::detect::journey::HOP_WAIT_METRIC) {
             ev.outside += a.score;
+        }
+        if let Some(x) = latency_excess(a) {
+            ev.latency_excess_ms = ev.latency_excess_ms.max(x);
         }
         *ev.by_kind.entry(a.kind).or_default() += a.score;
         if let Some(r) = &a.route {
@@ -242,6 +250,18 @@ pub mod bound {
     pub const AGE: &str = "age";
     /// An anomaly on a new service did not join an incident that had `max_nodes` services.
     pub const SIZE: &str = "size";
+}
+
+/// Milliseconds above usual, for findings about time (p95 latency, a hop's own time or wait).
+fn latency_excess(a: &Anomaly) -> Option<f64> {
+    let timed = matches!(
+        a.metric.as_deref(),
+        Some("latency.p95" | "journey.slow_hop" | crate::detect::journey::HOP_WAIT_METRIC)
+    );
+    match (timed, a.actual, a.expected) {
+        (true, Some(x), Some(e)) => Some((x - e).max(0.0)),
+        _ => None,
+    }
 }
 
 /// Whether problems of this kind travel from caller to callee (lost traffic) rather than from
@@ -345,15 +365,41 @@ impl AlertManager {
         self.callees.get(caller).is_some_and(|s| s.contains(callee))
     }
 
+    /// Whether `caller` reaches `callee` through at most [`PROPAGATION_HOPS`] calls: a slow
+    /// service slows its callers' callers too, even when the one between says too little to be
+    /// flagged (quiet traffic).
+    fn reaches(&self, caller: &str, callee: &str) -> bool {
+        let mut frontier: Vec<&str> = vec![caller];
+        let mut seen: FxHashSet<&str> = FxHashSet::default();
+        for _ in 0..PROPAGATION_HOPS {
+            let mut next = Vec::new();
+            for n in frontier {
+                for m in self.callees.get(n).into_iter().flatten() {
+                    if m == callee {
+                        return true;
+                    }
+                    if seen.insert(m.as_str()) {
+                        next.push(m.as_str());
+                    }
+                }
+            }
+            frontier = next;
+        }
+        false
+    }
+
     /// Whether anomaly `a` on `node` belongs to incident `inc` (see the module doc).
     fn related(&self, inc: &Incident, a: &Anomaly, node: &str) -> bool {
         if a.window_start > inc.last_activity + self.cfg.join_gap {
             return false;
         }
-        // The same service while its evidence is still coming; one that went quiet and acts up
-        // again is judged like any other (it may be a new problem).
-        if inc.nodes.get(node).is_some_and(|e| a.window_start <= e.last + self.cfg.join_gap) {
-            return true;
+        // The same service while its evidence is still coming, or the incident's origin whatever
+        // the gap; another member that went quiet and acts up again is judged like any other
+        // service (it may be a new problem).
+        if let Some(e) = inc.nodes.get(node) {
+            if a.window_start <= e.last + self.cfg.join_gap || render::origin(inc, &self.callers, &self.callees).0 == node {
+                return true;
+            }
         }
         if !self.cfg.group_related_services {
             return false;
@@ -367,21 +413,22 @@ impl AlertManager {
         // A wait outside a node is evidence about that node, never the echo of another.
         let can_be_effect = a.metric.as_deref() != Some(crate::detect::journey::HOP_WAIT_METRIC);
         let strongest = inc.nodes.values().map(|e| e.score).fold(0.0, f64::max);
+        let excess = latency_excess(a);
         inc.nodes.iter().any(|(n, e)| {
             // Only a node with material evidence can have effects: a chain of weak findings
-            // across a mesh is not propagation.
-            // An effect follows its cause within minutes: a caller that starts to deviate long
-            // after a callee went bad is more likely a new problem than a late echo.
-            let recent = a.window_start <= e.last + self.cfg.join_gap
-                && a.window_start <= e.first + 2 * self.cfg.join_gap
-                && e.score >= 0.15 * strongest
-                && can_be_effect;
+            // across a mesh is not propagation. And a cause must be big enough: a callee a few
+            // milliseconds slower cannot explain a caller seconds slower.
+            let big_enough = match excess {
+                Some(x) => e.latency_excess_ms >= 0.25 * x,
+                None => true,
+            };
+            let recent = a.window_start <= e.last + self.cfg.join_gap && e.score >= 0.15 * strongest && big_enough && can_be_effect;
             let same_way = e.by_kind.keys().any(|k| travels_down(*k) == down);
             // `node` suffers what `n` has (an effect), or causes it and began with it.
             let (effect, cause) = if down {
-                (self.calls(n, node), self.calls(node, n))
+                (self.reaches(n, node), self.calls(node, n))
             } else {
-                (self.calls(node, n), self.calls(n, node))
+                (self.reaches(node, n), self.calls(n, node))
             };
             same_way && ((effect && recent) || (cause && near_start))
         })
@@ -587,20 +634,28 @@ mod tests {
     }
 
     #[test]
-    fn a_late_caller_is_a_new_alert_and_suspects_rank_by_blame() {
+    fn a_caller_too_slow_to_be_an_echo_is_a_new_alert_and_suspects_rank_by_blame() {
         let mut m = manager();
-        // payments goes bad and stays bad; its caller orders follows at once: one alert, with
-        // payments blamed first and orders after it, discounted as following its callee.
+        let p95 = |service: &str, score: f64, t: Millis, actual: f64, expected: f64| {
+            let mut a = anomaly(service, AnomalyKind::Latency, score, t);
+            a.metric = Some("latency.p95".into());
+            a.actual = Some(actual);
+            a.expected = Some(expected);
+            a
+        };
+        // payments goes 40 ms slower and stays so; its caller orders follows at once: one alert,
+        // payments blamed first and orders after it, as following its callee.
         let mut alerts = Vec::new();
         for minute in 0..30 {
             let t = minute * MINUTE_MS;
-            let mut batch = vec![anomaly("payments", AnomalyKind::Latency, 80.0, t)];
+            let mut batch = vec![p95("payments", 80.0, t, 60.0, 20.0)];
             if minute < 3 {
-                batch.push(anomaly("orders", AnomalyKind::Latency, 85.0, t));
+                batch.push(p95("orders", 85.0, t, 90.0, 50.0));
             }
-            // gateway starts to deviate 25 minutes later: not an echo of payments.
+            // gateway, which reaches payments through orders, goes 3 s slower: 40 ms cannot
+            // explain that, so it is a problem of its own.
             if minute >= 25 {
-                batch.push(anomaly("gateway", AnomalyKind::Latency, 90.0, t));
+                batch.push(p95("gateway", 90.0, t, 3100.0, 100.0));
             }
             alerts.extend(m.ingest(&batch, t + MINUTE_MS));
         }
@@ -616,10 +671,23 @@ mod tests {
         );
         assert_eq!(first.services, vec!["payments".to_owned(), "orders".to_owned()]);
         let ids: BTreeSet<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
-        assert_eq!(ids.len(), 2, "gateway's late deviation is an alert of its own");
+        assert_eq!(ids.len(), 2, "gateway's deviation is an alert of its own");
         assert!(alerts
             .iter()
             .any(|a| a.service == "gateway" && a.services == vec!["gateway".to_owned()]));
+
+        // The same caller 45 ms slower is payments' echo: it joins payments' alert.
+        let mut m = manager();
+        let mut ids = BTreeSet::new();
+        for minute in 0..30 {
+            let t = minute * MINUTE_MS;
+            let mut batch = vec![p95("payments", 80.0, t, 60.0, 20.0)];
+            if minute >= 25 {
+                batch.push(p95("gateway", 90.0, t, 145.0, 100.0));
+            }
+            ids.extend(m.ingest(&batch, t + MINUTE_MS).into_iter().map(|a| a.id));
+        }
+        assert_eq!(ids.len(), 1);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct IncidentResult {
     /// Minutes from the first matching alert to the breach (gradual degradation).
     pub lead_min: Option<f64>,
     pub alerted_origin: Option<String>,
+    /// The origin of every alert matched to it, in order (more than one: the incident was split).
+    pub alert_origins: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -144,6 +146,17 @@ pub fn evaluate(labels: &Labels, alerts: &[Alert]) -> EvalReport {
             delay_s,
             lead_min,
             alerted_origin: m.first().map(|&ai| format!("{}/{}", alerts[ai].service, alerts[ai].provider)),
+            alert_origins: m
+                .iter()
+                .map(|&ai| {
+                    format!(
+                        "{}/{} at {}",
+                        alerts[ai].service,
+                        alerts[ai].provider,
+                        crate::model::time::format_hhmm(alerts[ai].timestamp)
+                    )
+                })
+                .collect(),
         });
     }
     r.alerts_per_incident = if r.detected > 0 {
