@@ -1159,6 +1159,14 @@ fn print_detect_summary(stats: &RunStats, report: &IngestReport, alerts: &[Alert
             count(*n, "anomaly", "anomalies")
         );
     }
+    for (bound, n) in &stats.alert_bounds {
+        let what = match bound.as_str() {
+            crate::alert::bound::AGE => "alert closed at its age bound (alerts.max_alert_age_secs)",
+            crate::alert::bound::SIZE => "anomaly kept out of an incident at its size bound (alerts.max_services_per_alert)",
+            other => other,
+        };
+        outln!("  {n} × {what}");
+    }
     outln!(
         "{}, {}, {}; {}; {}",
         count(stats.windows, "window", "windows"),

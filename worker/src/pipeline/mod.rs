@@ -158,6 +158,9 @@ pub struct RunStats {
     /// Anomalies strong enough to raise an alert that a rule held back, by rule.
     #[serde(default)]
     pub held_by_rule: std::collections::BTreeMap<String, u64>,
+    /// Times an incident reached one of its bounds (`age`, `size`; see `alert::bound`).
+    #[serde(default)]
+    pub alert_bounds: std::collections::BTreeMap<String, u64>,
     pub first_event: Option<Millis>,
     pub last_event: Option<Millis>,
 }
@@ -577,6 +580,7 @@ impl Pipeline {
         let changed = self.alerts.ingest(&self.anomalies, end);
         self.alerts.explain_holds(&mut self.anomalies);
         self.stats.held_by_rule.clone_from(self.alerts.held());
+        self.stats.alert_bounds.clone_from(self.alerts.bounds());
         sink.write_metrics(&service_metrics(&self.stats_buf, &self.names))?;
         sink.write_anomalies(&self.anomalies)?;
         let mut journeys = Vec::new();
