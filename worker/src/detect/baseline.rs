@@ -4,10 +4,7 @@
 //! [`MIN_HISTORY`] windows with a wider tolerance that narrows as history grows (useful within the
 //! first minutes of a new entity). Once a series has a day of history, a time-of-day profile shifts
 //! the expectation by the usual change between the recent past and this hour.
-//! Anomalous values enter the history clamped, so an incident does not teach itself as normal —
-//! until a latency or size series has been flagged in most of its recent windows: then the new
-//! level is what the entity really does (a second mode, a lasting shift), it enters unclamped,
-//! and the series stops holding an alert open.
+//! Anomalous values enter the history clamped, so an incident does not teach itself as normal.
 
 use rustc_hash::FxHashMap;
 
@@ -83,16 +80,7 @@ struct Series {
     history: Ring,
     first: Millis,
     profile: DayProfile,
-    /// Flagged windows, exponentially weighted (see [`STRAIN_DECAY`]).
-    #[serde(default)]
-    strain: f64,
 }
-
-/// Decay of [`Series::strain`] per window: it sums about the last 20 windows.
-const STRAIN_DECAY: f64 = 0.95;
-/// Strain above which a log-scale series adopts its new level: flagged in about 12 of the last
-/// 20 windows.
-const ADOPT_STRAIN: f64 = 12.0;
 
 impl Series {
     fn new(t: Millis) -> Self {
@@ -103,7 +91,6 @@ impl Series {
                 slots: [0.0; 24],
                 seen: [0; 24],
             },
-            strain: 0.0,
         }
     }
     /// Seasonal shift (log scale) between the centre of the recent history and `t`.
@@ -233,11 +220,7 @@ impl BaselineDetector {
             Metric::P95 => log_metric(series, value, shift, 1.6, false),
             Metric::RespBytes | Metric::ReqBytes => log_metric(series, value, shift, 2.5, true),
         }?;
-        series.strain = series.strain * STRAIN_DECAY + if verdict.flagged { 1.0 } else { 0.0 };
-        let adopt = log_scale && metric != Metric::Count && series.strain >= ADOPT_STRAIN;
-        series
-            .history
-            .push(if adopt { value.max(1e-9).ln() - shift } else { verdict.remember });
+        series.history.push(verdict.remember);
         if log_scale && !verdict.flagged {
             series.profile.update(st.start, value.max(1e-9).ln());
         }
