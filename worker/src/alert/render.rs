@@ -2,7 +2,7 @@
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::Incident;
+use super::{Incident, NodeEvidence};
 use crate::model::anomaly::{Alert, AlertStatus, AnomalyKind, Severity, Suspect};
 use crate::model::time::{format_hhmm, format_rfc3339};
 
@@ -87,12 +87,7 @@ pub(crate) fn suspects(inc: &Incident, callers: &Graph, callees: &Graph) -> Vec<
             explaining.sort_unstable();
             let ev = &inc.nodes[n];
             let top_kind = ev.by_kind.iter().max_by(|a, b| a.1.total_cmp(b.1)).map_or(kind, |(k, _)| *k);
-            let route = ev
-                .routes
-                .iter()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(r, _)| format!(" on {r}"))
-                .unwrap_or_default();
+            let route = top_route(ev).map(|r| format!(" on {r}")).unwrap_or_default();
             let mut what = format!("{}{route}", kind_phrase(top_kind));
             if outside > 0.0 {
                 what.push_str("; its callers waited on it beyond its own time");
@@ -135,11 +130,13 @@ pub(crate) fn origin(inc: &Incident, callers: &Graph, callees: &Graph) -> (Strin
         .next()
         .map(|b| b.node)
         .unwrap_or_default();
-    let route = inc
-        .nodes
-        .get(&best)
-        .and_then(|e| e.routes.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|r| r.0.clone()));
+    let route = inc.nodes.get(&best).and_then(top_route).cloned();
     (best, route)
+}
+
+/// The route with most evidence on a node.
+fn top_route(e: &NodeEvidence) -> Option<&String> {
+    e.routes.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|r| r.0)
 }
 
 /// P1 (page now) .. P4 (look later), from severity and impact.
@@ -181,10 +178,7 @@ fn kind_phrase(k: AnomalyKind) -> &'static str {
 pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Alert {
     let ranked = suspects(inc, callers, callees);
     let node = ranked.first().map(|b| b.node.clone()).unwrap_or_default();
-    let route = inc
-        .nodes
-        .get(&node)
-        .and_then(|e| e.routes.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|r| r.0.clone()));
+    let route = inc.nodes.get(&node).and_then(top_route).cloned();
     let (service, provider) = node
         .rsplit_once('/')
         .map_or((node.clone(), String::new()), |(s, p)| (s.to_owned(), p.to_owned()));

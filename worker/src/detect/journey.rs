@@ -315,7 +315,7 @@ impl JourneyDetector {
             }
         }
         self.scratch = has_failing_child;
-        self.judge_waits(&j);
+        self.judge_waits(&j, &waits);
         self.keep(&j, total, failed_journey, marked);
         if let Some((hop, failing)) = marked {
             let w = self.window.entry(hop).or_default();
@@ -363,8 +363,7 @@ fn waits_of(spans: &[Span]) -> Vec<Option<f64>> {
 
 impl JourneyDetector {
     /// Judges and learns the wait of every hop of a finished journey.
-    fn judge_waits(&mut self, j: &Journey) {
-        let waits = waits_of(&j.spans);
+    fn judge_waits(&mut self, j: &Journey, waits: &[Option<f64>]) {
         let is_long = |h: &HopState, wait: f64| {
             h.wait.n >= WAIT_MIN_CALLS
                 && (wait.ln_1p() - h.wait.mean) / h.wait.std().max(0.25) >= WAIT_Z
@@ -373,13 +372,13 @@ impl JourneyDetector {
         let long: Vec<bool> = j
             .spans
             .iter()
-            .zip(&waits)
+            .zip(waits)
             .map(|(s, w)| match (s.hop.and_then(|hop| self.hops.get(&hop)), w) {
                 (Some(h), Some(w)) => is_long(h, *w),
                 _ => false,
             })
             .collect();
-        for (i, (s, wait)) in j.spans.iter().zip(waits).enumerate() {
+        for (i, (s, wait)) in j.spans.iter().zip(waits.iter().copied()).enumerate() {
             let (Some(hop), Some(wait)) = (s.hop, wait) else { continue };
             // A caller can have lost the time itself after a call returned as well as waited for
             // the answer. Only a caller with several calls tells the two apart: a long wait after
@@ -615,6 +614,55 @@ mod tests {
     use super::*;
     use crate::model::{Event, Interner, WindowStat};
 
+    /// One call of a test journey: `node` called by `caller` over `hop` (its entity), started
+    /// at `t`, taking `ms`; span ids are `trace * 10 + span`.
+    struct Call {
+        node: (Sym, Sym),
+        caller: Option<(Sym, Sym)>,
+        hop: Option<u32>,
+        parent: Option<u64>,
+        t: Millis,
+        ms: f64,
+        span: u64,
+    }
+
+    fn observe(d: &mut JourneyDetector, names: &Interner, route: Sym, trace: u64, c: Call) {
+        let ev = Event {
+            timestamp: c.t,
+            trace_id: Some(format!("t{trace}").into()),
+            duration_ns: (c.ms * 1e6) as u64,
+            status: 200,
+            ..Default::default()
+        };
+        d.observe(&CallContext {
+            event: &ev,
+            service: c.node.0,
+            provider: c.node.1,
+            route,
+            route_entity: 0,
+            caller: c.caller,
+            hop_entity: c.hop,
+            user: None,
+            trace: Some(trace),
+            span: Some(trace * 10 + c.span),
+            parent: c.parent.map(|p| trace * 10 + p),
+            names,
+        });
+    }
+
+    /// Closes the window of `minute`.
+    fn close_minute(d: &mut JourneyDetector, names: &Interner, minute: i64, out: &mut Vec<Anomaly>) {
+        let stats: Vec<WindowStat> = Vec::new();
+        let w = WindowContext {
+            start: minute * 60_000,
+            end: (minute + 1) * 60_000,
+            stats: &stats,
+            names,
+            complete: true,
+        };
+        d.close_window(&w, out);
+    }
+
     /// Feeds journeys gateway/onprem → payments/aws → ledger/onprem; `slow_payments` adds
     /// latency on the first hop from minute 30 on.
     fn run(slow_payments: f64) -> Vec<Anomaly> {
@@ -638,40 +686,20 @@ mod tests {
                     (led, Some(pay), Some(2u64), 20.0 + jitter, 3u64),
                 ];
                 for (i, (node, caller, parent, ms, span)) in spans.into_iter().enumerate() {
-                    let ev = Event {
-                        timestamp: t + i as i64,
-                        trace_id: Some(format!("t{trace}").into()),
-                        duration_ns: (ms * 1e6) as u64,
-                        status: 200,
-                        ..Default::default()
-                    };
-                    let hop_entity = caller.map(|c: (Sym, Sym)| if c == gw { 1 } else { 2 });
-                    let ctx = CallContext {
-                        event: &ev,
-                        service: node.0,
-                        provider: node.1,
-                        route,
-                        route_entity: 0,
+                    let hop = caller.map(|c: (Sym, Sym)| if c == gw { 1 } else { 2 });
+                    let call = Call {
+                        node,
                         caller,
-                        hop_entity,
-                        user: None,
-                        trace: Some(trace),
-                        span: Some(trace * 10 + span),
-                        parent: parent.map(|p| trace * 10 + p),
-                        names: &names,
+                        hop,
+                        parent,
+                        t: t + i as i64,
+                        ms,
+                        span,
                     };
-                    d.observe(&ctx);
+                    observe(&mut d, &names, route, trace, call);
                 }
             }
-            let stats: Vec<WindowStat> = Vec::new();
-            let w = WindowContext {
-                start: minute * 60_000,
-                end: (minute + 1) * 60_000,
-                stats: &stats,
-                names: &names,
-                complete: true,
-            };
-            d.close_window(&w, &mut out);
+            close_minute(&mut d, &names, minute, &mut out);
         }
         out
     }
@@ -708,40 +736,20 @@ mod tests {
                     (orders, Some(gw), Some(1u64), orders_start, 30, 3u64),
                 ];
                 for (node, caller, parent, offset, ms, span) in spans {
-                    let ev = Event {
-                        timestamp: t + offset,
-                        trace_id: Some(format!("t{trace}").into()),
-                        duration_ns: (ms as f64 * 1e6) as u64,
-                        status: 200,
-                        ..Default::default()
-                    };
-                    let hop_entity = caller.map(|_: (Sym, Sym)| if node == auth { 1 } else { 2 });
-                    let ctx = CallContext {
-                        event: &ev,
-                        service: node.0,
-                        provider: node.1,
-                        route,
-                        route_entity: 0,
+                    let hop = caller.map(|_: (Sym, Sym)| if node == auth { 1 } else { 2 });
+                    let call = Call {
+                        node,
                         caller,
-                        hop_entity,
-                        user: None,
-                        trace: Some(trace),
-                        span: Some(trace * 10 + span),
-                        parent: parent.map(|p| trace * 10 + p),
-                        names: &names,
+                        hop,
+                        parent,
+                        t: t + offset,
+                        ms: ms as f64,
+                        span,
                     };
-                    d.observe(&ctx);
+                    observe(&mut d, &names, route, trace, call);
                 }
             }
-            let stats: Vec<WindowStat> = Vec::new();
-            let w = WindowContext {
-                start: minute * 60_000,
-                end: (minute + 1) * 60_000,
-                stats: &stats,
-                names: &names,
-                complete: true,
-            };
-            d.close_window(&w, &mut out);
+            close_minute(&mut d, &names, minute, &mut out);
         }
         out
     }
