@@ -438,6 +438,11 @@ impl AlertManager {
     pub fn ingest(&mut self, anomalies: &[Anomaly], now: Millis) -> Vec<Alert> {
         let mut touched: BTreeSet<usize> = BTreeSet::new();
         for a in anomalies {
+            // A detector held it back itself (and said why in its reason): counted, not grouped.
+            if let Some(rule) = &a.held_by {
+                *self.held.entry(rule.clone()).or_default() += 1;
+                continue;
+            }
             let node = format!("{}/{}", a.service, a.provider);
             let max_nodes = self.cfg.max_nodes;
             let mut at_size_bound = false;

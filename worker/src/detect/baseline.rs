@@ -12,6 +12,7 @@ use super::stats::{median_mad, score_from_z, Ring};
 use super::{entity_label, fmt_bytes, fmt_ms, fmt_pct, Detector, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind};
 use crate::model::time::{Millis, DAY_MS, HOUR_MS};
+use crate::model::window::tail_quantile;
 use crate::model::{EntityKind, WindowStat};
 
 /// Windows of history before a series is scored.
@@ -20,6 +21,9 @@ pub const MIN_HISTORY: usize = 5;
 const HISTORY: usize = 45;
 /// Minimum calls in a window for its quantiles and rates to mean something.
 const MIN_CALLS: u64 = 8;
+/// Latency needs fewer: its tail rests on at least three calls and is flagged only when enough
+/// calls pass the usual single-call p95 ([`CallQuantile::evidence`]); four of four is e^-12.
+const MIN_LATENCY_CALLS: u64 = crate::model::window::TAIL_CALLS + 1;
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Metric {
@@ -80,7 +84,56 @@ struct Series {
     history: Ring,
     first: Millis,
     profile: DayProfile,
+    /// Latency only: the usual 95th percentile of single calls (log ms), tracked from how many
+    /// calls of each window pass it (see [`CallQuantile`]).
+    #[serde(default)]
+    per_call: Option<f64>,
 }
+
+/// Tracks the usual 95th percentile of single calls, whatever the window sizes: each window
+/// moves the estimate up when more than 5% of its calls passed it and down when fewer did, by
+/// a step that grows with the window's calls (stochastic approximation). A window's p95 cannot
+/// do this: on ten calls it is the second slowest call, and on a service with two latency modes
+/// it jumps between them from one minute to the next.
+struct CallQuantile;
+
+impl CallQuantile {
+    const Q: f64 = 0.95;
+    /// Largest step, in log ms, of a window with [`CallQuantile::FULL_STEP_CALLS`] calls or more.
+    const STEP: f64 = 0.05;
+    const FULL_STEP_CALLS: f64 = 20.0;
+
+    fn update(per_call: &mut Option<f64>, st: &WindowStat) {
+        let n = st.latencies.len();
+        if n == 0 {
+            return;
+        }
+        let Some(t) = per_call else {
+            *per_call = Some(st.p95_ms.max(1e-6).ln());
+            return;
+        };
+        let tail = 1.0 - Self::Q;
+        let passed = st.latencies.above(t.exp()) as f64 / n as f64;
+        let weight = (n as f64 / Self::FULL_STEP_CALLS).min(1.0);
+        *t += (Self::STEP * weight * (passed - tail) / tail).clamp(-0.5, 0.5);
+    }
+
+    /// How strongly `passed` of `n` calls over the usual 95th percentile say the tail moved: a
+    /// lower bound on -ln P(at least that many by chance), n·KL(passed/n ‖ 5%) (Chernoff).
+    fn evidence(passed: u64, n: u64) -> f64 {
+        let tail = 1.0 - Self::Q;
+        if n == 0 || (passed as f64) <= tail * n as f64 {
+            return 0.0;
+        }
+        let f = passed as f64 / n as f64;
+        let kl = |a: f64, b: f64| if a <= 0.0 { 0.0 } else { a * (a / b).ln() };
+        n as f64 * (kl(f, tail) + kl(1.0 - f, 1.0 - tail))
+    }
+}
+
+/// Calls over the usual single-call p95 must be this unlikely by chance (e^-7, about 1 in 1,000)
+/// before a window's latency is flagged, whatever its quantiles say.
+const CALL_EVIDENCE: f64 = 7.0;
 
 impl Series {
     fn new(t: Millis) -> Self {
@@ -91,6 +144,7 @@ impl Series {
                 slots: [0.0; 24],
                 seen: [0; 24],
             },
+            per_call: None,
         }
     }
     /// Seasonal shift (log scale) between the centre of the recent history and `t`.
@@ -192,7 +246,7 @@ impl BaselineDetector {
         let enough = st.count >= MIN_CALLS;
         let value = match metric {
             Metric::Count => Some(st.count as f64),
-            Metric::P95 if enough => Some(st.p95_ms),
+            Metric::P95 if st.count >= MIN_LATENCY_CALLS => Some(st.tail_ms),
             Metric::RespBytes if enough && st.mean_response_bytes > 0.0 => Some(st.mean_response_bytes),
             Metric::ReqBytes if enough && st.mean_request_bytes > 0.0 => Some(st.mean_request_bytes),
             Metric::Rate5xx | Metric::Rate4xx if enough => Some(0.0),
@@ -210,6 +264,9 @@ impl BaselineDetector {
             if log_scale {
                 series.profile.update(st.start, value.max(1e-9).ln());
             }
+            if metric == Metric::P95 {
+                CallQuantile::update(&mut series.per_call, st);
+            }
             return None;
         }
         let shift = if log_scale { series.seasonal_shift(st.start, width) } else { 0.0 };
@@ -220,6 +277,20 @@ impl BaselineDetector {
             Metric::P95 => log_metric(series, value, shift, 1.6, false),
             Metric::RespBytes | Metric::ReqBytes => log_metric(series, value, shift, 2.5, true),
         }?;
+        let mut verdict = verdict;
+        if metric == Metric::P95 {
+            // The window's tail is far above its usual; do enough of its calls say so? One slow
+            // call in ten is what a p95 is made of.
+            if let Some(t) = series.per_call {
+                if verdict.flagged && !st.latencies.is_empty() {
+                    let passed = st.latencies.above(t.exp());
+                    verdict.flagged = CallQuantile::evidence(passed, st.latencies.len()) >= CALL_EVIDENCE;
+                }
+            }
+            if !verdict.flagged {
+                CallQuantile::update(&mut series.per_call, st);
+            }
+        }
         series.history.push(verdict.remember);
         if log_scale && !verdict.flagged {
             series.profile.update(st.start, value.max(1e-9).ln());
@@ -270,6 +341,17 @@ impl Detector for BaselineDetector {
 fn describe(metric: Metric, label: &str, v: &Verdict, st: &WindowStat) -> (AnomalyKind, String) {
     let ratio = v.actual / v.expected.max(1e-9);
     match metric {
+        Metric::P95 if tail_quantile(st.count) < 0.95 => (
+            AnomalyKind::Latency,
+            format!(
+                "the slowest {} of {} calls to {label} took {} or more, expected about {} ({ratio:.1}x usual; \
+                 a window this small has no p95 worth the name)",
+                st.tail_calls(),
+                st.count,
+                fmt_ms(v.actual),
+                fmt_ms(v.expected),
+            ),
+        ),
         Metric::P95 => (
             AnomalyKind::Latency,
             format!(
@@ -378,6 +460,63 @@ mod tests {
             .collect();
         let n: usize = run(&mut d, &mut names, &w).iter().map(Vec::len).sum();
         assert_eq!(n, 0);
+    }
+
+    /// A window of calls with these latencies, its quantiles read from them as the aggregator does.
+    fn calls_window(names: &mut Interner, t: Millis, calls: &[f64]) -> WindowStat {
+        use crate::model::window::{tail_quantile, CallLatencies};
+        let mut sorted = calls.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let q = |q: f64| sorted[(q * (n - 1) as f64) as usize];
+        let mut st = stat(names, t, n as u64, 0, q(0.95));
+        st.p50_ms = q(0.5);
+        st.p99_ms = q(0.99);
+        st.tail_ms = q(tail_quantile(n as u64));
+        st.latencies = CallLatencies::of(&calls.iter().map(|&c| (c, 1)).collect::<Vec<_>>());
+        st
+    }
+
+    /// A service with two latency modes (most calls about 5 ms, about 8% about 22 ms) and 10
+    /// calls a minute: a window's p95 jumps between the modes, and three slow calls in one window
+    /// happen every half hour or so. Neither is news; every call slowed by a network delay is.
+    #[test]
+    fn two_latency_modes_on_few_calls_are_not_news_and_a_shift_of_every_call_is() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let mut call = |rng: &mut rand_chacha::ChaCha8Rng| {
+            if rng.gen_bool(0.08) {
+                rng.gen_range(18.0..30.0)
+            } else {
+                rng.gen_range(4.0..6.5)
+            }
+        };
+        let mut names = Interner::default();
+        let mut d = BaselineDetector::default();
+        let mut flagged = Vec::new();
+        for i in 0..600 {
+            let calls: Vec<f64> = (0..10).map(|_| call(&mut rng)).collect();
+            let st = calls_window(&mut names, i * 60_000, &calls);
+            flagged.extend(crate::detect::testing::close_one(&mut d, &names, st).into_iter().map(|a| a.reason));
+        }
+        assert!(flagged.is_empty(), "two modes taken for an incident: {flagged:?}");
+        // A delay of 1 s on every call, on a window of 6 calls.
+        let calls: Vec<f64> = (0..6).map(|_| 1000.0 + call(&mut rng)).collect();
+        let st = calls_window(&mut names, 600 * 60_000, &calls);
+        let out = crate::detect::testing::close_one(&mut d, &names, st);
+        assert!(out.iter().any(|a| a.kind == AnomalyKind::Latency), "{out:?}");
+        assert!(out[0].reason.contains("the slowest 3 of 6 calls"), "{}", out[0].reason);
+    }
+
+    #[test]
+    fn evidence_from_calls_over_the_usual_p95_knows_its_sample_size() {
+        // One slow call of ten is what a p95 is made of; ten of ten, or 30 of 200, are not chance.
+        assert!(CallQuantile::evidence(1, 10) < CALL_EVIDENCE);
+        assert!(CallQuantile::evidence(2, 10) < CALL_EVIDENCE);
+        assert!(CallQuantile::evidence(5, 5) >= CALL_EVIDENCE);
+        assert!(CallQuantile::evidence(30, 200) >= CALL_EVIDENCE);
+        assert!(CallQuantile::evidence(14, 200) < CALL_EVIDENCE);
+        assert_eq!(CallQuantile::evidence(0, 0), 0.0);
     }
 
     #[test]

@@ -219,6 +219,8 @@ mod tests {
                 p50_ms: p95 / 2.0,
                 p95_ms: p95,
                 p99_ms: p95,
+                tail_ms: p95,
+                latencies: Default::default(),
                 mean_request_bytes: 0.0,
                 mean_response_bytes: 0.0,
                 users: 10,

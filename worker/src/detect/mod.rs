@@ -362,6 +362,12 @@ pub(crate) mod testing {
             p50_ms: p95 / 2.0,
             p95_ms: p95,
             p99_ms: p95 * 1.5,
+            tail_ms: p95,
+            // Most calls at half the p95, the slowest 6% at it.
+            latencies: crate::model::window::CallLatencies::of(&[
+                (p95 / 2.0, count - (count * 6).div_ceil(100).min(count)),
+                (p95, (count * 6).div_ceil(100).min(count)),
+            ]),
             mean_request_bytes: 500.0,
             mean_response_bytes: 2000.0,
             users: count / 2,

@@ -14,6 +14,14 @@
 //! - **Error rate**: failures (5xx) are binomial with the usual rate p0 (floored at 0.2%); the
 //!   alternative is p1 = max(10%, 4·p0).
 //!
+//! - **Pauses a service is known for**: some traffic stops for a minute or three and comes back
+//!   by itself, again and again (a client that pauses between batches, a load generator). A drop
+//!   that recovered within [`PAUSE_WINDOWS`] windows (before anyone could have acted on it) is
+//!   remembered for a day; a later drop is reported only once it has lasted longer than every
+//!   remembered pause. Until then it is still written, marked `held_by: learned_pause` with the
+//!   pauses it is compared with, and counted, so nothing is dropped unseen. A real outage outlasts
+//!   the pauses within minutes; one longer than [`PAUSE_WINDOWS`] is never learned as a pause.
+//!
 //! The thresholds ([`THRESHOLD`], a likelihood ratio of e^12; [`ERROR_THRESHOLD`]) keep the false-alarm run length
 //! above ~10^5 windows per service (Wald's bound e^h), so a sum of noise minutes does not
 //! cross. The statistics know their sample size: an empty minute says more about a busy
@@ -24,6 +32,7 @@ use rustc_hash::FxHashMap;
 
 use super::{entity_label, fmt_pct, Detector, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind};
+use crate::model::time::{Millis, DAY_MS};
 use crate::model::{EntityKind, WindowStat};
 
 /// The log-likelihood ratio a traffic-drop sum must reach to be an anomaly.
@@ -44,6 +53,15 @@ const ALPHA: f64 = 1.0 / 30.0;
 const MIN_RATE: f64 = 0.5;
 /// The drop the traffic test looks for: to a tenth of the usual rate.
 const DROP_TO: f64 = 0.1;
+/// A drop reported for at most this many windows that recovered by itself is a pause the service
+/// is known for (about the time an alert takes to resolve: shorter, nobody could have acted).
+pub const PAUSE_WINDOWS: u32 = 5;
+/// Pauses are remembered this long.
+const PAUSE_MEMORY: Millis = DAY_MS;
+/// At most this many pauses are remembered per service (the longest are kept).
+const PAUSES_KEPT: usize = 8;
+/// What marks a drop held back because the service is known for pauses this long.
+pub const LEARNED_PAUSE: &str = "learned_pause";
 
 #[derive(serde::Serialize, serde::Deserialize, Default, Clone, Debug)]
 struct ServiceState {
@@ -64,9 +82,45 @@ struct ServiceState {
     /// Calls and failures since the error run began.
     run_calls: u64,
     run_failures: u64,
+    /// Windows of the current drop run with calls far below usual (each one adding evidence).
+    #[serde(default)]
+    drop_low: u32,
+    /// Whether the current drop run has crossed the threshold.
+    #[serde(default)]
+    drop_crossed: bool,
+    /// Recent drops that recovered by themselves: (end of the last window, windows far below
+    /// usual).
+    #[serde(default)]
+    pauses: Vec<(Millis, u32)>,
 }
 
 impl ServiceState {
+    /// The longest pause remembered at `now`, and how many there are.
+    fn known_pause(&mut self, now: Millis) -> Option<(u32, usize)> {
+        self.pauses.retain(|&(end, _)| now - end <= PAUSE_MEMORY);
+        let longest = self.pauses.iter().map(|&(_, n)| n).max()?;
+        Some((longest, self.pauses.len()))
+    }
+
+    /// Ends a drop run at `now`, remembering it when it was a short pause.
+    fn end_drop_run(&mut self, now: Millis) {
+        if self.drop_crossed && (1..=PAUSE_WINDOWS).contains(&self.drop_low) {
+            self.pauses.push((now, self.drop_low));
+            if self.pauses.len() > PAUSES_KEPT {
+                // Forget the shortest (and, among equals, the oldest).
+                let (i, _) = self
+                    .pauses
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, &(end, n))| (n, end))
+                    .expect("not empty");
+                self.pauses.remove(i);
+            }
+        }
+        self.drop_crossed = false;
+        self.drop_low = 0;
+    }
+
     fn usual_error_rate(&self) -> f64 {
         // A prior of 0.5% over 100 calls keeps a young service's rate from being 0.
         ((self.failures + 0.5) / (self.calls + 100.0)).max(0.002)
@@ -107,14 +161,21 @@ impl SequentialDetector {
         if judged && s.rate >= MIN_RATE {
             // Quasi-likelihood: the Poisson evidence divided by the dispersion (variance/mean).
             let dispersion = (s.variance / s.rate).max(1.0);
-            s.drop_sum = (s.drop_sum + drop_llr(st.count, s.rate) / dispersion).clamp(0.0, CAP * THRESHOLD);
+            let llr = drop_llr(st.count, s.rate) / dispersion;
+            s.drop_sum = (s.drop_sum + llr).clamp(0.0, CAP * THRESHOLD);
             if s.drop_sum > 0.0 {
                 s.drop_run += 1;
+                if llr > 0.0 {
+                    s.drop_low += 1;
+                }
             } else {
                 s.drop_run = 0;
             }
             if s.drop_sum >= THRESHOLD {
+                s.drop_crossed = true;
                 drop = Some(s.drop_sum);
+            } else if s.drop_sum < THRESHOLD / 2.0 {
+                s.end_drop_run(st.end);
             }
         }
         // The usual rate learns from every window but those of a drop being proven (so an outage
@@ -163,7 +224,9 @@ impl Detector for SequentialDetector {
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
         for st in w.stats.iter().filter(|st| st.key.kind() == EntityKind::Service) {
             let (drop, errors) = self.judge(st, w.complete);
-            let Some(s) = self.services.get(&st.entity) else { continue };
+            let Some(s) = self.services.get_mut(&st.entity) else { continue };
+            let pause = if drop.is_some() { s.known_pause(w.end) } else { None };
+            let s = &*s;
             let label = entity_label(w.names, &st.key);
             if let Some(sum) = drop {
                 let mut f = Finding::new(AnomalyKind::Traffic, "sequential", st.key, (w.start, w.end));
@@ -179,10 +242,21 @@ impl Detector for SequentialDetector {
                     if st.count == 0 { "silent" } else { "far below usual" },
                     s.drop_run
                 );
+                let held = pause.filter(|&(longest, _)| s.drop_low <= longest);
+                if let Some((longest, n)) = held {
+                    f.reason.push_str(&format!(
+                        "; held back: {n} drop(s) in the last day lasted up to {longest} window(s) and recovered by \
+                         themselves, so this one is reported once it lasts longer"
+                    ));
+                }
                 f.sole_contributor(st.count as f64, s.rate);
                 f.impact_of(st);
                 f.impact_calls = (s.rate - st.count as f64).max(0.0).round() as u64;
-                out.push(f.into_anomaly(w.names));
+                let mut a = f.into_anomaly(w.names);
+                if held.is_some() {
+                    a.held_by = Some(LEARNED_PAUSE.to_owned());
+                }
+                out.push(a);
             }
             if let Some(sum) = errors {
                 let p0 = s.usual_error_rate();
@@ -312,6 +386,52 @@ mod tests {
                 .collect();
             assert!(run(&calls, AnomalyKind::Traffic).is_empty(), "seed {seed}");
         }
+    }
+
+    /// Runs per-window calls through a detector: per window, (found a drop, held back).
+    fn run_drops(windows: &[u64]) -> Vec<(bool, bool)> {
+        let mut d = SequentialDetector::default();
+        let mut names = Interner::default();
+        windows
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let st = service_window(&mut names, i as i64 * MINUTE_MS, n, 0, 100.0);
+                let out = crate::detect::testing::close_one(&mut d, &names, st);
+                let drop = out.iter().find(|a| a.kind == AnomalyKind::Traffic);
+                (drop.is_some(), drop.is_some_and(|a| a.held_by.as_deref() == Some(LEARNED_PAUSE)))
+            })
+            .collect()
+    }
+
+    /// A client that pauses for two minutes every hour: the first pause is news, the next ones
+    /// are held back and say why; an outage longer than the pauses is reported within a window
+    /// of outlasting them; a long drop is never learned as a pause.
+    #[test]
+    fn pauses_a_service_is_known_for_are_held_and_outages_are_not() {
+        let mut calls = poisson(14.0, 600, 5);
+        for start in [100, 160, 220, 280] {
+            calls[start..start + 2].iter_mut().for_each(|c| *c = 0);
+        }
+        calls[340..360].iter_mut().for_each(|c| *c = 0);
+        let out = run_drops(&calls);
+        let reported = |r: std::ops::Range<usize>| out[r].iter().any(|&(f, h)| f && !h);
+        let held = |r: std::ops::Range<usize>| out[r].iter().any(|&(f, h)| f && h);
+        assert!(reported(100..104), "the first pause is news");
+        for start in [160, 220, 280] {
+            assert!(
+                !reported(start..start + 4) && held(start..start + 4),
+                "pause at {start}: {:?}",
+                &out[start..start + 4]
+            );
+        }
+        let first = (340..360).find(|&i| out[i].0 && !out[i].1).expect("the outage is reported");
+        assert!(first <= 344, "reported at {first}");
+        // Twenty minutes of silence is no pause: the same again is reported as soon.
+        calls[400..420].iter_mut().for_each(|c| *c = 0);
+        let out = run_drops(&calls);
+        let first = (400..420).find(|&i| out[i].0 && !out[i].1).expect("the second outage is reported");
+        assert!(first <= 404, "reported at {first}");
     }
 
     #[test]

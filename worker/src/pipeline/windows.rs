@@ -6,6 +6,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use sketches_ddsketch::{Config, DDSketch};
 
 use crate::model::time::Millis;
+use crate::model::window::{tail_quantile, CallLatencies};
 use crate::model::{EntityKey, Event, WindowStat};
 
 /// Windows an entity stays reported (with zero calls) after its last call.
@@ -126,6 +127,12 @@ impl WindowAggregator {
                 p50_ms: q(0.5),
                 p95_ms: q(0.95),
                 p99_ms: q(0.99),
+                tail_ms: q(tail_quantile(a.count)),
+                latencies: if a.count > 0 {
+                    CallLatencies::new(std::mem::replace(&mut a.sketch, DDSketch::new(Config::defaults())))
+                } else {
+                    CallLatencies::default()
+                },
                 mean_request_bytes: if a.req_n > 0 { a.req_sum / a.req_n as f64 } else { 0.0 },
                 mean_response_bytes: if a.resp_n > 0 { a.resp_sum / a.resp_n as f64 } else { 0.0 },
                 users: a.users.len() as u64,
@@ -135,7 +142,6 @@ impl WindowAggregator {
                 a.count = 0;
                 a.e4 = 0;
                 a.e5 = 0;
-                a.sketch = DDSketch::new(Config::defaults());
                 a.req_sum = 0.0;
                 a.req_n = 0;
                 a.resp_sum = 0.0;
