@@ -404,12 +404,17 @@ impl AlertManager {
         if !self.cfg.group_related_services {
             return false;
         }
-        let recent_trace = |t: &String| inc.traces.get(t).is_some_and(|&end| a.window_start <= end + self.cfg.join_gap);
-        if a.trace_ids.iter().any(recent_trace) {
-            return true;
-        }
         let down = travels_down(a.kind);
         let near_start = a.window_start <= inc.start + self.cfg.join_gap;
+        // Shared journeys join, but not a service downstream of the incident that acts up
+        // later: a request passes through cause and effects alike, and latency does not travel
+        // from caller to callee, so that is a new problem (a late-found cause joins only near
+        // the start, below).
+        let downstream_late = !down && !near_start && inc.nodes.keys().any(|n| n != node && self.reaches(n, node));
+        let recent_trace = |t: &String| inc.traces.get(t).is_some_and(|&end| a.window_start <= end + self.cfg.join_gap);
+        if !downstream_late && a.trace_ids.iter().any(recent_trace) {
+            return true;
+        }
         // A wait outside a node is evidence about that node, never the echo of another.
         let can_be_effect = a.metric.as_deref() != Some(crate::detect::journey::HOP_WAIT_METRIC);
         let strongest = inc.nodes.values().map(|e| e.score).fold(0.0, f64::max);
@@ -732,6 +737,37 @@ mod tests {
         assert_eq!(out[0].services.len(), 3);
         assert_eq!(out[0].status, AlertStatus::Open);
         assert_eq!(m.raised(), 1);
+    }
+
+    /// Every request goes gateway → orders → payments, so their anomalies share traces. A slow
+    /// gateway is an incident; payments slowing down ten minutes later is a new problem, not an
+    /// effect of the gateway, and gets its own alert although it shares the gateway's journeys.
+    #[test]
+    fn a_callee_acting_up_later_on_shared_journeys_is_a_new_alert() {
+        let mut m = manager();
+        let traced = |service: &str, t: Millis| {
+            let mut a = anomaly(service, AnomalyKind::Latency, 80.0, t);
+            a.trace_ids = vec!["trace-1".into(), "trace-2".into()];
+            a
+        };
+        let mut raised = Vec::new();
+        for minute in 0..12 {
+            let t = minute * MINUTE_MS;
+            let mut batch = vec![traced("gateway", t)];
+            if minute >= 10 {
+                batch.push(traced("payments", t));
+            }
+            raised.extend(m.ingest(&batch, t + MINUTE_MS).into_iter().map(|a| (a.id, a.service)));
+        }
+        let origins: std::collections::BTreeMap<_, _> = raised.into_iter().collect();
+        assert_eq!(origins.len(), 2, "{origins:?}");
+        assert!(origins.values().any(|s| s == "payments"), "{origins:?}");
+        // Near its start, shared journeys still join: the same payments finding in the first
+        // minute is part of the gateway's incident.
+        let mut m = manager();
+        let out = m.ingest(&[traced("gateway", 0), traced("payments", 0)], MINUTE_MS);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].services.len(), 2);
     }
 
     #[test]

@@ -484,7 +484,7 @@ mod tests {
     fn two_latency_modes_on_few_calls_are_not_news_and_a_shift_of_every_call_is() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-        let mut call = |rng: &mut rand_chacha::ChaCha8Rng| {
+        let call = |rng: &mut rand_chacha::ChaCha8Rng| {
             if rng.gen_bool(0.08) {
                 rng.gen_range(18.0..30.0)
             } else {

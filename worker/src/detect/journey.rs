@@ -10,6 +10,13 @@
 //! next call). A delay on the callee's outgoing packets, or on the
 //! network between the two, leaves the callee's own duration unchanged and shows only here, so a
 //! wait far above its baseline marks the hop and is attributed to the callee.
+//!
+//! After a caller's *last* call (a proxy or gateway has only one) the wait is the caller's end
+//! minus the callee's end: the answer's way back, but also whatever the caller does last. One
+//! trace cannot tell the two apart; a window can. When the calls of one caller route wait long
+//! after one callee's answer while the same route's calls to its other callees do not, the time
+//! is lost between that callee and the caller, and is attributed to the callee (a *tail wait*).
+//! A caller slow at its own last step waits long after every callee it ends with.
 
 use rustc_hash::FxHashMap;
 
@@ -48,7 +55,24 @@ struct HopState {
     wait: Ewm,
     /// How often a wait is marked in normal times (the false-mark rate a window is judged by).
     wait_marked: Ewm,
+    /// The same two for the tail wait (after the caller's last call).
+    #[serde(default)]
+    tail_wait: Ewm,
+    #[serde(default)]
+    tail_marked: Ewm,
 }
+
+/// Waits of one hop within one window: derived, marked, their values, example traces.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct WaitTally {
+    waited: u64,
+    marked: u64,
+    waits: Vec<f64>,
+    traces: Vec<String>,
+}
+
+/// A caller node and the route it served: tail waits are compared within one.
+type CallerRoute = ((Sym, Sym), Sym);
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy)]
 struct Span {
@@ -112,6 +136,9 @@ pub struct JourneyDetector {
     /// Per hop entity: the hop's key, log-latency baseline and failure-rate baseline.
     hops: FxHashMap<u32, HopState>,
     window: FxHashMap<u32, HopWindow>,
+    /// Tail waits of this window, per caller route and hop.
+    #[serde(default)]
+    tails: FxHashMap<(CallerRoute, u32), WaitTally>,
     scratch: Vec<bool>,
     /// Flagged journeys of this window (capped), and the slowest per entry service.
     flagged: Vec<Kept>,
@@ -127,6 +154,7 @@ impl Default for JourneyDetector {
             untracked: 0,
             hops: FxHashMap::default(),
             window: FxHashMap::default(),
+            tails: FxHashMap::default(),
             scratch: Vec::new(),
             flagged: Vec::new(),
             slowest: FxHashMap::default(),
@@ -316,6 +344,7 @@ impl JourneyDetector {
         }
         self.scratch = has_failing_child;
         self.judge_waits(&j, &waits);
+        self.judge_tails(&j);
         self.keep(&j, total, failed_journey, marked);
         if let Some((hop, failing)) = marked {
             let w = self.window.entry(hop).or_default();
@@ -361,14 +390,102 @@ fn waits_of(spans: &[Span]) -> Vec<Option<f64>> {
         .collect()
 }
 
+/// Each span's tail wait: when it is its caller's last call, the caller's end minus its end.
+fn tails_of(spans: &[Span]) -> Vec<Option<(usize, f64)>> {
+    let end = |s: &Span| s.start as f64 + s.duration_ms;
+    spans
+        .iter()
+        .map(|s| {
+            let parent = s.parent?;
+            let pi = spans.iter().position(|c| c.span == parent)?;
+            let done = end(s);
+            let later = spans
+                .iter()
+                .any(|c| c.parent == s.parent && c.span != s.span && c.start as f64 >= done);
+            if later {
+                return None;
+            }
+            Some((pi, (end(&spans[pi]) - done).max(0.0)))
+        })
+        .collect()
+}
+
+/// Whether a wait is far beyond a hop's usual (see [`WAIT_Z`], [`WAIT_MIN_EXCESS_MS`]).
+fn is_long_wait(usual: &Ewm, wait: f64) -> bool {
+    usual.n >= WAIT_MIN_CALLS
+        && (wait.ln_1p() - usual.mean) / usual.std().max(0.25) >= WAIT_Z
+        && wait - usual.mean.exp_m1() >= WAIT_MIN_EXCESS_MS
+}
+
 impl JourneyDetector {
+    /// Tallies and learns the tail waits of a finished journey (judged per window, see the
+    /// module doc).
+    fn judge_tails(&mut self, j: &Journey) {
+        for (s, tail) in j.spans.iter().zip(tails_of(&j.spans)) {
+            let (Some(hop), Some((pi, wait))) = (s.hop, tail) else { continue };
+            let Some(h) = self.hops.get_mut(&hop) else { continue };
+            let marked = is_long_wait(&h.tail_wait, wait);
+            if !marked {
+                h.tail_wait.update(wait.ln_1p(), 0.01);
+            }
+            if h.tail_wait.n >= WAIT_MIN_CALLS {
+                h.tail_marked.update(if marked { 1.0 } else { 0.0 }, 0.01);
+            }
+            let caller = &j.spans[pi];
+            let t = self.tails.entry(((caller.node, caller.route), hop)).or_default();
+            t.waited += 1;
+            t.waits.push(wait);
+            if marked {
+                t.marked += 1;
+                if t.traces.len() < 3 {
+                    t.traces.push(j.trace_id.clone());
+                }
+            }
+        }
+    }
+
+    /// Tail-wait findings of the window: a hop whose caller route waited long after its answers
+    /// while the same route's calls to other callees did not.
+    fn tail_findings(&mut self, w: &WindowContext<'_>, reported: &[u32], out: &mut Vec<Anomaly>) {
+        let mut tails: Vec<_> = std::mem::take(&mut self.tails).into_iter().collect();
+        tails.sort_by_key(|((caller, hop), _)| (*caller, *hop));
+        for i in 0..tails.len() {
+            let ((caller, hop), t) = &tails[i];
+            if reported.contains(hop) || t.marked < WAIT_MIN_MARKED || (t.marked as f64) < 0.2 * t.waited as f64 {
+                continue;
+            }
+            let (others_n, others_marked) = tails
+                .iter()
+                .filter(|((c, h), _)| c == caller && h != hop)
+                .fold((0, 0), |(n, k), (_, o)| (n + o.waited, k + o.marked));
+            let share = t.marked as f64 / t.waited as f64;
+            let others_share = others_marked as f64 / others_n.max(1) as f64;
+            // The other callees must have been answered often enough to show they were not
+            // waited on, and clearly less than this one.
+            if others_n < 2 * WAIT_MIN_MARKED || others_share >= 0.2 || others_share >= 0.5 * share {
+                continue;
+            }
+            let Some(h) = self.hops.get(hop) else { continue };
+            let (mut waits, traces) = (tails[i].1.waits.clone(), tails[i].1.traces.clone());
+            let tally = WaitTally {
+                waited: t.waited,
+                marked: t.marked,
+                waits: std::mem::take(&mut waits),
+                traces,
+            };
+            let after = format!(
+                "after its answer, as the caller's last call; the same caller route's calls to other services waited so on \
+                 {others_marked} of {others_n}"
+            );
+            if let Some(a) = wait_finding(h, tally, (&h.tail_wait, &h.tail_marked), &after, w) {
+                out.push(a);
+            }
+        }
+    }
+
     /// Judges and learns the wait of every hop of a finished journey.
     fn judge_waits(&mut self, j: &Journey, waits: &[Option<f64>]) {
-        let is_long = |h: &HopState, wait: f64| {
-            h.wait.n >= WAIT_MIN_CALLS
-                && (wait.ln_1p() - h.wait.mean) / h.wait.std().max(0.25) >= WAIT_Z
-                && wait - h.wait.mean.exp_m1() >= WAIT_MIN_EXCESS_MS
-        };
+        let is_long = |h: &HopState, wait: f64| is_long_wait(&h.wait, wait);
         let long: Vec<bool> = j
             .spans
             .iter()
@@ -408,43 +525,44 @@ impl JourneyDetector {
             }
         }
     }
+}
 
-    /// A hop whose callers waited far longer than usual beyond the callee's own time, on more
-    /// calls than its usual rate of such waits explains.
-    fn wait_finding(&self, hop: u32, hw: &mut HopWindow, w: &WindowContext<'_>) -> Option<Anomaly> {
-        let k = hw.slow_wait;
-        let n = hw.waited;
-        if k < WAIT_MIN_MARKED || (k as f64) < 0.2 * n as f64 {
-            return None;
-        }
-        let h = self.hops.get(&hop)?;
-        let key = h.key?;
-        let p0 = h.wait_marked.mean.clamp(0.005, 0.5);
-        let z = (k as f64 - n as f64 * p0) / (n as f64 * p0 * (1.0 - p0)).sqrt();
-        let med = super::stats::median_in_place(&mut hw.waits);
-        let usual = h.wait.mean.exp_m1();
-        // How far the typical wait moved (log scale, as latency is judged), weighed by the share
-        // of calls that waited; and no more than the count of such waits supports.
-        let shift = (med.ln_1p() - h.wait.mean) / h.wait.std().max(0.25);
-        let z = z.min(shift.max(0.0) * (k as f64 / n as f64).sqrt() + 4.0);
-        let mut f = Finding::new(AnomalyKind::Journey, "journey", key, (w.start, w.end));
-        f.score = score_from_z(z.min(40.0)).max(40.0);
-        f.metric = HOP_WAIT_METRIC;
-        f.actual = Some(med);
-        f.expected = Some(usual);
-        let label = entity_label(w.names, &key);
-        let callee = super::node_label(w.names, key.owner());
-        f.reason = format!(
-            "on {k} of {n} calls over the hop {label} the caller waited {} beyond {callee}'s own time (usually {}): time spent outside the service — its network or its pod's outgoing traffic",
-            fmt_ms(med),
-            fmt_ms(usual)
-        );
-        f.sole_contributor(med, usual);
-        f.contributors[0].name = format!("wait on {label}");
-        f.impact_calls = k;
-        f.trace_ids = std::mem::take(&mut hw.wait_traces);
-        Some(f.into_anomaly(w.names))
+/// A hop whose callers waited far longer than usual beyond the callee's own time, on more calls
+/// than its usual rate of such waits explains. `usual` holds the hop's wait baseline and its
+/// usual rate of marked waits; `where_` says which wait it is.
+fn wait_finding(h: &HopState, mut tally: WaitTally, usual: (&Ewm, &Ewm), where_: &str, w: &WindowContext<'_>) -> Option<Anomaly> {
+    let (wait, wait_marked) = usual;
+    let k = tally.marked;
+    let n = tally.waited;
+    if k < WAIT_MIN_MARKED || (k as f64) < 0.2 * n as f64 {
+        return None;
     }
+    let key = h.key?;
+    let p0 = wait_marked.mean.clamp(0.005, 0.5);
+    let z = (k as f64 - n as f64 * p0) / (n as f64 * p0 * (1.0 - p0)).sqrt();
+    let med = super::stats::median_in_place(&mut tally.waits);
+    let typical = wait.mean.exp_m1();
+    // How far the typical wait moved (log scale, as latency is judged), weighed by the share
+    // of calls that waited; and no more than the count of such waits supports.
+    let shift = (med.ln_1p() - wait.mean) / wait.std().max(0.25);
+    let z = z.min(shift.max(0.0) * (k as f64 / n as f64).sqrt() + 4.0);
+    let mut f = Finding::new(AnomalyKind::Journey, "journey", key, (w.start, w.end));
+    f.score = score_from_z(z.min(40.0)).max(40.0);
+    f.metric = HOP_WAIT_METRIC;
+    f.actual = Some(med);
+    f.expected = Some(typical);
+    let label = entity_label(w.names, &key);
+    let callee = super::node_label(w.names, key.owner());
+    f.reason = format!(
+        "on {k} of {n} calls over the hop {label} the caller waited {} beyond {callee}'s own time (usually {}){where_}: time spent outside the service — its network or its pod's outgoing traffic",
+        fmt_ms(med),
+        fmt_ms(typical)
+    );
+    f.sole_contributor(med, typical);
+    f.contributors[0].name = format!("wait on {label}");
+    f.impact_calls = k;
+    f.trace_ids = tally.traces;
+    Some(f.into_anomaly(w.names))
 }
 
 impl Detector for JourneyDetector {
@@ -532,9 +650,19 @@ impl Detector for JourneyDetector {
         }
         let mut hops: Vec<_> = std::mem::take(&mut self.window).into_iter().collect();
         hops.sort_by_key(|(h, _)| *h);
+        let mut reported = Vec::new();
         for (hop, mut hw) in hops {
-            if let Some(a) = self.wait_finding(hop, &mut hw, w) {
-                out.push(a);
+            let tally = WaitTally {
+                waited: hw.waited,
+                marked: hw.slow_wait,
+                waits: std::mem::take(&mut hw.waits),
+                traces: std::mem::take(&mut hw.wait_traces),
+            };
+            if let Some(h) = self.hops.get(&hop) {
+                if let Some(a) = wait_finding(h, tally, (&h.wait, &h.wait_marked), "", w) {
+                    reported.push(hop);
+                    out.push(a);
+                }
             }
             let marked = hw.slow + hw.failing;
             if hw.journeys == 0 || marked < 5 || (marked as f64) < 0.2 * hw.journeys as f64 {
@@ -606,6 +734,7 @@ impl Detector for JourneyDetector {
             f.trace_ids = hw.traces;
             out.push(f.into_anomaly(w.names));
         }
+        self.tail_findings(w, &reported, out);
     }
 }
 
@@ -768,6 +897,78 @@ mod tests {
         // Time lost after the caller's last call may be the caller's own work: not blamed on it.
         let after_last = run_waits("orders", 400.0);
         assert!(after_last.iter().all(|a| a.service != "orders"), "{after_last:?}");
+    }
+
+    /// A gateway that only forwards: each request of its route goes to one of three services,
+    /// and the gateway ends a few ms after the answer. From minute 30 the answer of `late`
+    /// reaches the gateway `delay` ms late (or, with `late` = "gateway", the gateway itself is
+    /// slow to finish after every answer).
+    fn run_proxy(late: &str, delay: f64) -> Vec<Anomaly> {
+        let mut names = Interner::default();
+        let p = names.intern("onprem");
+        let gw = (names.intern("gateway"), p);
+        let backends = [(names.intern("auth"), p), (names.intern("orders"), p), (names.intern("search"), p)];
+        let route = names.intern("/*");
+        let mut d = JourneyDetector::default();
+        let mut out = Vec::new();
+        for minute in 0..40i64 {
+            for k in 0..30u64 {
+                let t = minute * 60_000 + k as i64 * 2000;
+                let trace = minute as u64 * 1000 + k;
+                let b = (k % 3) as usize;
+                let name = ["auth", "orders", "search"][b];
+                let extra = if minute >= 30 && (late == name || late == "gateway") {
+                    delay as i64
+                } else {
+                    0
+                };
+                let ms = 10 + (k % 4) as i64;
+                let gw_end = 1 + ms + 2 + (k % 3) as i64 + extra;
+                observe(
+                    &mut d,
+                    &names,
+                    route,
+                    trace,
+                    Call {
+                        node: gw,
+                        caller: None,
+                        hop: None,
+                        parent: None,
+                        t,
+                        ms: gw_end as f64,
+                        span: 1,
+                    },
+                );
+                let call = Call {
+                    node: backends[b],
+                    caller: Some(gw),
+                    hop: Some(b as u32 + 1),
+                    parent: Some(1),
+                    t: t + 1,
+                    ms: ms as f64,
+                    span: 2,
+                };
+                observe(&mut d, &names, route, trace, call);
+            }
+            close_minute(&mut d, &names, minute, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_late_answer_to_a_proxy_is_blamed_on_the_one_callee_it_waited_on() {
+        assert!(run_proxy("orders", 0.0).is_empty(), "steady journeys raise nothing");
+        let found = run_proxy("orders", 800.0);
+        let waits: Vec<&Anomaly> = found.iter().filter(|a| a.metric.as_deref() == Some(HOP_WAIT_METRIC)).collect();
+        assert!(!waits.is_empty(), "{found:?}");
+        assert!(waits.iter().all(|a| a.service == "orders"), "{waits:?}");
+        assert!(waits[0].reason.contains("last call"), "{}", waits[0].reason);
+        // A gateway slow to finish after every answer is its own problem, not its callees'.
+        let slow_gateway = run_proxy("gateway", 800.0);
+        assert!(
+            slow_gateway.iter().all(|a| a.metric.as_deref() != Some(HOP_WAIT_METRIC)),
+            "{slow_gateway:?}"
+        );
     }
 
     #[test]
