@@ -242,6 +242,44 @@ def load_alerts(out_dir):
     return sorted(alerts.values(), key=lambda a: a["raised"])
 
 
+def load_owners(out_dir):
+    """Anomaly id -> (alert id, first raise time, origin) over every update of every alert."""
+    owners = {}
+    with open(os.path.join(out_dir, "alerts.ndjson")) as f:
+        for line in f:
+            a = json.loads(line)
+            for i in a.get("alert.anomaly_ids", []):
+                owners.setdefault(i, (a["alert.id"], a.get("service.name", "?")))
+    return owners
+
+
+def explain_miss(x, lo, hi, out_dir, alerts, owners):
+    """Why a fault got no alert of its own, from what the worker wrote."""
+    found = []
+    path = os.path.join(out_dir, "anomalies.ndjson")
+    with open(path) as f:
+        for line in f:
+            a = json.loads(line)
+            t = parse_ts(a["anomaly.window.start"])
+            if a.get("service.name") == x["service"] and lo <= t <= hi:
+                found.append(a)
+    if not found:
+        return f"no anomaly on {x['service']} in the window"
+    best = max(a["anomaly.score"] for a in found)
+    held = sorted({a["anomaly.held_by"] for a in found if a.get("anomaly.held_by")})
+    raised_at = {a["id"]: a["raised"] for a in alerts}
+    joined = {}
+    for a in found:
+        if a["anomaly.id"] in owners:
+            aid, origin = owners[a["anomaly.id"]]
+            joined[aid] = origin
+    if joined:
+        parts = [f"{origin} raised {day_clock(raised_at[aid])}" for aid, origin in joined.items() if aid in raised_at]
+        return f"{len(found)} anomalies on it (best score {best:.0f}) joined an alert raised before: " + "; ".join(parts)
+    why = f"held by {', '.join(held)}" if held else "too weak to raise an alert alone"
+    return f"{len(found)} anomalies on it (best score {best:.0f}), in no alert: {why}"
+
+
 def day_clock(ts):
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%H:%M")
 
@@ -249,6 +287,7 @@ def day_clock(ts):
 def score(args):
     fl = faults(args.data)
     alerts = load_alerts(args.output)
+    owners = load_owners(args.output)
     rows = []
     for x in fl:
         lo, hi = x["time"] - TOLERANCE_S, x["time"] + FAULT_WINDOW_S + GRACE_S
@@ -259,9 +298,11 @@ def score(args):
             # The best-ranked of the alerts of its own in the window: an analyst reads them all.
             ranks = [a["suspects"].index(x["service"]) + 1 for a in own if x["service"] in a["suspects"]]
             rank = min(ranks) if ranks else None
+        why = None if first else explain_miss(x, lo, hi, args.output, alerts, owners)
         rows.append(
             {
                 **x,
+                "why_missed": why,
                 "held_out": x["hhmm"] >= HELD_OUT_FROM,
                 "detected": first is not None,
                 "delay_s": (first["raised"] - x["time"]) if first else None,
@@ -295,6 +336,7 @@ def score(args):
                 f"{'DETECTED' if r['detected'] else 'missed  '} rank {r['rank'] or '-'} "
                 f"delay {'-' if r['delay_s'] is None else round(r['delay_s'] / 60, 1)} min  "
                 f"suspects {', '.join(r['first_suspects'])}"
+                + (f"\n      why missed: {r['why_missed']}" if r["why_missed"] else "")
             )
         for a in false_alerts:
             print(f"false alert {day_clock(a['raised'])} {', '.join(a['suspects'][:3])}: {a['title'][:90]}")

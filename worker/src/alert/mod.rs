@@ -397,6 +397,13 @@ impl AlertManager {
         // the gap; another member that went quiet and acts up again is judged like any other
         // service (it may be a new problem).
         if let Some(e) = inc.nodes.get(node) {
+            // After a break, a kind of evidence the service has not shown in this incident is a
+            // new problem on it (a network delay after a CPU contention), not more of the same.
+            let after_break = a.window_start >= e.last + self.cfg.quiet_to_resolve / 2;
+            let new_kind = !e.by_kind.contains_key(&a.kind);
+            if after_break && new_kind {
+                return false;
+            }
             if a.window_start <= e.last + self.cfg.join_gap || render::origin(inc, &self.callers, &self.callees).0 == node {
                 return true;
             }
@@ -768,6 +775,23 @@ mod tests {
         let out = m.ingest(&[traced("gateway", 0), traced("payments", 0)], MINUTE_MS);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].services.len(), 2);
+    }
+
+    /// Latency on orders for four minutes, three quiet minutes, then orders again: more latency
+    /// is the same alert; a new kind of evidence after the break (a hop wait: its network) is a
+    /// new problem with an alert of its own.
+    #[test]
+    fn a_new_kind_of_evidence_after_a_break_is_a_new_alert_and_more_of_the_same_is_not() {
+        for (kind, alerts) in [(AnomalyKind::Latency, 1), (AnomalyKind::Journey, 2)] {
+            let mut m = manager();
+            let mut ids = BTreeSet::new();
+            for minute in (0..4).chain([7]) {
+                let t = minute * MINUTE_MS;
+                let a = anomaly("orders", if minute < 7 { AnomalyKind::Latency } else { kind }, 80.0, t);
+                ids.extend(m.ingest(&[a], t + MINUTE_MS).into_iter().map(|a| a.id));
+            }
+            assert_eq!(ids.len(), alerts, "{kind:?}");
+        }
     }
 
     #[test]
