@@ -400,7 +400,9 @@ impl AlertManager {
             // After a break, a kind of evidence the service has not shown in this incident is a
             // new problem on it (a network delay after a CPU contention), not more of the same.
             let after_break = a.window_start >= e.last + self.cfg.quiet_to_resolve / 2;
-            let new_kind = !e.by_kind.contains_key(&a.kind);
+            // Time lost outside the service (its network: a hop wait) is a kind of its own.
+            let outside = a.metric.as_deref() == Some(crate::detect::journey::HOP_WAIT_METRIC);
+            let new_kind = !e.by_kind.contains_key(&a.kind) || (outside && e.outside == 0.0);
             if after_break && new_kind {
                 return false;
             }
@@ -777,20 +779,32 @@ mod tests {
         assert_eq!(out[0].services.len(), 2);
     }
 
-    /// Latency on orders for four minutes, three quiet minutes, then orders again: more latency
-    /// is the same alert; a new kind of evidence after the break (a hop wait: its network) is a
-    /// new problem with an alert of its own.
+    /// Evidence on orders for four minutes, three quiet minutes, then orders again: more of the
+    /// same is the same alert; a new kind of evidence after the break (a slow hop after latency,
+    /// a wait outside the service after its own slowness) is a new problem with its own alert.
     #[test]
     fn a_new_kind_of_evidence_after_a_break_is_a_new_alert_and_more_of_the_same_is_not() {
-        for (kind, alerts) in [(AnomalyKind::Latency, 1), (AnomalyKind::Journey, 2)] {
+        let slow_hop = (AnomalyKind::Journey, Some("journey.slow_hop"));
+        let hop_wait = (AnomalyKind::Journey, Some(crate::detect::journey::HOP_WAIT_METRIC));
+        let latency = (AnomalyKind::Latency, None);
+        for (first, later, alerts) in [
+            (latency, latency, 1),
+            (latency, slow_hop, 2),
+            (slow_hop, slow_hop, 1),
+            // A wait outside the service after its own slowness: its network this time.
+            (slow_hop, hop_wait, 2),
+            (hop_wait, hop_wait, 1),
+        ] {
             let mut m = manager();
             let mut ids = BTreeSet::new();
             for minute in (0..4).chain([7]) {
                 let t = minute * MINUTE_MS;
-                let a = anomaly("orders", if minute < 7 { AnomalyKind::Latency } else { kind }, 80.0, t);
+                let (kind, metric) = if minute < 7 { first } else { later };
+                let mut a = anomaly("orders", kind, 80.0, t);
+                a.metric = metric.map(str::to_owned);
                 ids.extend(m.ingest(&[a], t + MINUTE_MS).into_iter().map(|a| a.id));
             }
-            assert_eq!(ids.len(), alerts, "{kind:?}");
+            assert_eq!(ids.len(), alerts, "{first:?} then {later:?}");
         }
     }
 
