@@ -270,14 +270,13 @@ impl BaselineDetector {
             return None;
         }
         let shift = if log_scale { series.seasonal_shift(st.start, width) } else { 0.0 };
-        let verdict = match metric {
+        let mut verdict = match metric {
             Metric::Count => count_metric(series, st.count, shift),
             Metric::Rate5xx => rate_metric(series, st.errors_5xx, st.count),
             Metric::Rate4xx => rate_metric(series, st.errors_4xx, st.count),
             Metric::P95 => log_metric(series, value, shift, 1.6, false),
             Metric::RespBytes | Metric::ReqBytes => log_metric(series, value, shift, 2.5, true),
         }?;
-        let mut verdict = verdict;
         if metric == Metric::P95 {
             // The window's tail is far above its usual; do enough of its calls say so? One slow
             // call in ten is what a p95 is made of.

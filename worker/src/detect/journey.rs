@@ -466,12 +466,11 @@ impl JourneyDetector {
                 continue;
             }
             let Some(h) = self.hops.get(hop) else { continue };
-            let (mut waits, traces) = (tails[i].1.waits.clone(), tails[i].1.traces.clone());
             let tally = WaitTally {
                 waited: t.waited,
                 marked: t.marked,
-                waits: std::mem::take(&mut waits),
-                traces,
+                waits: t.waits.clone(),
+                traces: t.traces.clone(),
             };
             let after = format!(
                 "after its answer, as the caller's last call; the same caller route's calls to other services waited so on \
