@@ -37,6 +37,50 @@ pub fn parse_only(path: &Path) -> anyhow::Result<(u64, f64)> {
     Ok((n, t.elapsed().as_secs_f64()))
 }
 
+/// `detect` on a file beside its parse-only peer, in the same process (`apiwatch bench`).
+#[derive(serde::Serialize)]
+pub struct DetectBench {
+    pub file: String,
+    pub events: u64,
+    pub detect_s: f64,
+    pub detect_events_per_s: f64,
+    pub parse_only_events_per_s: f64,
+    pub ratio_to_parse_only: f64,
+    pub peak_rss_mib: f64,
+    pub parse_only_peak_rss_mib: f64,
+    pub anomalies: u64,
+}
+
+/// Measures the parse-only peer, then file-mode detection, on `path`.
+pub fn detect_vs_parse_only(path: &Path, cfg: crate::pipeline::PipelineConfig) -> anyhow::Result<DetectBench> {
+    let (n_peer, peer_s) = parse_only(path)?;
+    let rss_after_peer = peak_rss_mib();
+    let out = std::env::temp_dir().join(format!("apiwatch-bench-{}", std::process::id()));
+    let started = Instant::now();
+    let run = crate::job::files::detect_files(&[path.to_owned()], &out, cfg, |_| {})?;
+    let secs = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&out);
+    let rate = run.stats.events as f64 / secs;
+    let peer_rate = n_peer as f64 / peer_s;
+    Ok(DetectBench {
+        file: path.display().to_string(),
+        events: run.stats.events,
+        detect_s: rounded(secs, 3),
+        detect_events_per_s: rate.round(),
+        parse_only_events_per_s: peer_rate.round(),
+        ratio_to_parse_only: rounded(rate / peer_rate, 3),
+        peak_rss_mib: rounded(peak_rss_mib().unwrap_or(0.0), 1),
+        parse_only_peak_rss_mib: rounded(rss_after_peer.unwrap_or(0.0), 1),
+        anomalies: run.stats.anomalies,
+    })
+}
+
+/// `x` to `decimals` places, for reports read by people.
+fn rounded(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (x * scale).round() / scale
+}
+
 /// A numeric CSV whose last column is the 0/1 label; a header line is skipped.
 pub fn read_labelled_csv(path: &Path) -> anyhow::Result<(Array2<f64>, Vec<bool>)> {
     let rows = read_csv_rows(path)?;

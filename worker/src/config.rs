@@ -182,15 +182,98 @@ struct RawRoutes {
     max_nodes_per_service: Option<usize>,
 }
 
-/// Reads and validates a configuration file (the pipeline part).
-pub fn load(path: &Path) -> Result<PipelineConfig, ConfigError> {
-    Ok(load_app(Some(path), &|k| std::env::var(k).ok())?.pipeline)
+/// Values given on the command line for configuration keys. They are written into the raw
+/// configuration (after the file and the environment) before anything is checked, so a flag
+/// is validated exactly as its key would be; an error names the flag.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub window_secs: Option<u64>,
+    pub lateness_secs: Option<u64>,
+    pub detectors: Option<Vec<DetectorKind>>,
+    pub model_seed: Option<u64>,
+    pub models_enabled: Option<bool>,
+    pub models_dir: Option<PathBuf>,
+    pub models_runtime: Option<PathBuf>,
+    pub es_url: Option<String>,
+    pub es_ca_cert: Option<PathBuf>,
+    pub es_prefix: Option<String>,
+    pub es_logs: Option<String>,
+    pub job: Option<String>,
+}
+
+impl Overrides {
+    /// Writes the given values into `raw`; returns which keys a flag set, with the flag's name.
+    fn apply(&self, raw: &mut RawConfig) -> Vec<(&'static str, &'static str)> {
+        fn set<T: Clone>(
+            given: &Option<T>,
+            slot: &mut Option<T>,
+            key: &'static str,
+            flag: &'static str,
+            by: &mut Vec<(&'static str, &'static str)>,
+        ) {
+            if let Some(v) = given {
+                *slot = Some(v.clone());
+                by.push((key, flag));
+            }
+        }
+        let mut by = Vec::new();
+        set(
+            &self.window_secs,
+            &mut raw.windows.width_secs,
+            "windows.width_secs",
+            "--window-secs",
+            &mut by,
+        );
+        set(
+            &self.lateness_secs,
+            &mut raw.windows.lateness_secs,
+            "windows.lateness_secs",
+            "--lateness-secs",
+            &mut by,
+        );
+        set(
+            &self.detectors,
+            &mut raw.detectors.enabled,
+            "detectors.enabled",
+            "--detectors",
+            &mut by,
+        );
+        set(
+            &self.model_seed,
+            &mut raw.detectors.model_seed,
+            "detectors.model_seed",
+            "--model-seed",
+            &mut by,
+        );
+        set(
+            &self.models_enabled,
+            &mut raw.models.enabled,
+            "models.enabled",
+            "--no-models",
+            &mut by,
+        );
+        set(&self.models_dir, &mut raw.models.dir, "models.dir", "--models", &mut by);
+        set(
+            &self.models_runtime,
+            &mut raw.models.runtime,
+            "models.runtime",
+            "--onnx-runtime",
+            &mut by,
+        );
+        let es = &mut raw.elasticsearch;
+        set(&self.es_url, &mut es.url, "elasticsearch.url", "--es", &mut by);
+        set(&self.es_ca_cert, &mut es.ca_cert, "elasticsearch.ca_cert", "--ca-cert", &mut by);
+        set(&self.es_prefix, &mut es.prefix, "elasticsearch.prefix", "--prefix", &mut by);
+        set(&self.es_logs, &mut es.logs, "elasticsearch.logs", "--logs", &mut by);
+        set(&self.job, &mut es.job, "elasticsearch.job", "--job", &mut by);
+        by
+    }
 }
 
 /// Reads and validates the whole configuration; no file means every default. `env` supplies
 /// the environment overrides (`APIWATCH_ES_URL`, `APIWATCH_ES_PREFIX`, `APIWATCH_KIBANA_URL`,
-/// `APIWATCH_SMTP_HOST`, `APIWATCH_SMTP_PORT`).
-pub fn load_app(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<AppConfig, ConfigError> {
+/// `APIWATCH_SMTP_HOST`, `APIWATCH_SMTP_PORT`); `flags` win over both.
+pub fn load_app(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>, flags: &Overrides) -> Result<AppConfig, ConfigError> {
     let (text, name) = match path {
         Some(p) => {
             let name = p.display().to_string();
@@ -202,7 +285,7 @@ pub fn load_app(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
         }
         None => (String::new(), "(defaults)".to_owned()),
     };
-    parse_app(&text, &name, env)
+    parse_with(&text, &name, env, flags)
 }
 
 /// Parses and validates configuration text (`origin` names it in errors).
@@ -212,6 +295,11 @@ pub fn parse(text: &str, origin: &str) -> Result<PipelineConfig, ConfigError> {
 
 /// Parses and validates the whole configuration, with environment overrides.
 pub fn parse_app(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<AppConfig, ConfigError> {
+    parse_with(text, origin, env, &Overrides::default())
+}
+
+/// Parses, applies the environment and then the flags, and validates once.
+pub fn parse_with(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>, flags: &Overrides) -> Result<AppConfig, ConfigError> {
     let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: origin.to_owned(),
         message: e.to_string(),
@@ -237,6 +325,23 @@ pub fn parse_app(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>)
         })?;
         raw.email.get_or_insert_with(RawEmail::default).smtp_port = Some(port);
     }
+    let by_flag = flags.apply(&mut raw);
+    // A value a flag gave is refused under the flag's name, with the same words as in a file.
+    let named = |e: ConfigError| match e {
+        ConfigError::Invalid { key, problem, path } => match by_flag.iter().find(|(k, _)| *k == key) {
+            Some((_, flag)) => ConfigError::Invalid {
+                path: format!("{flag} (over {path})"),
+                key,
+                problem,
+            },
+            None => ConfigError::Invalid { path, key, problem },
+        },
+        other => other,
+    };
+    validate_all(raw, origin).map_err(named)
+}
+
+fn validate_all(mut raw: RawConfig, origin: &str) -> Result<AppConfig, ConfigError> {
     let es = std::mem::take(&mut raw.elasticsearch);
     let email = raw.email.take();
     let webhook = raw.webhook.take();
@@ -397,6 +502,9 @@ fn validate_webhook(raw: RawWebhook, es: &EsSettings, origin: &str) -> Result<We
     })
 }
 
+/// What one static-rule hit scores, so that it raises an alert alone.
+const STATIC_RULE_RAISE_SINGLE: f64 = 60.0;
+
 fn invalid(origin: &str, key: &'static str, problem: &str) -> ConfigError {
     ConfigError::Invalid {
         path: origin.to_owned(),
@@ -443,6 +551,12 @@ fn validate(raw: RawConfig, origin: &str) -> Result<PipelineConfig, ConfigError>
     cfg.alerts.raise_single = a.raise_single_score.unwrap_or(da.raise_single);
     cfg.alerts.raise_total = a.raise_total_score.unwrap_or(da.raise_total);
     cfg.alerts.group_related_services = a.group_related_services.unwrap_or(da.group_related_services);
+    if cfg.detectors == [DetectorKind::StaticRule] {
+        // The static rule is the per-service rule shops use: unless `[alerts]` says otherwise,
+        // it alerts per service, on one rule hit.
+        cfg.alerts.group_related_services = a.group_related_services.unwrap_or(false);
+        cfg.alerts.raise_single = a.raise_single_score.unwrap_or(STATIC_RULE_RAISE_SINGLE);
+    }
     cfg.alerts.max_alert_age = secs(a.max_alert_age_secs, da.max_alert_age);
     cfg.alerts.max_nodes = a.max_services_per_alert.unwrap_or(da.max_nodes);
     if cfg.alerts.max_nodes == 0 {

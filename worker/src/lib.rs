@@ -34,6 +34,7 @@ pub mod config;
 pub mod detect;
 pub mod es;
 pub mod eval;
+pub mod job;
 pub mod kibana;
 pub mod ml;
 pub mod model;

@@ -134,7 +134,7 @@ fn every_grok_capture_is_mapped_or_dropped_by_the_pipeline() {
 #[test]
 fn the_compose_worker_config_is_valid() {
     let path = repo().join("scripts/compose/apiwatch.toml");
-    let app = apiwatch::config::load_app(Some(&path), &|_| None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let app = apiwatch::config::load_app(Some(&path), &|_| None, &Default::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(app.es.url.as_deref(), Some("https://elasticsearch:9200"));
     assert_eq!(app.es.ca_cert.as_deref(), Some(Path::new("/certs/ca/ca.crt")));
     let email = app.email.expect("the stack mails alerts to its mail catcher");

@@ -91,7 +91,7 @@ pub trait Detector: Send + Persist {
 }
 
 /// The detectors a run can use (`--detectors`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectorKind {
     Baseline,

@@ -3,6 +3,7 @@
 //! for predicted alerts.
 
 pub mod nab;
+pub mod suite;
 
 use std::collections::BTreeMap;
 

@@ -194,7 +194,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Vec<Series>> {
 }
 
 /// The series detectors NAB scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SeriesDetector {
     /// The baseline's rule: robust z of value and change, anomaly likelihood, refractory.
@@ -204,6 +204,8 @@ pub enum SeriesDetector {
 }
 
 impl SeriesDetector {
+    pub const ALL: [SeriesDetector; 2] = [SeriesDetector::Baseline, SeriesDetector::ContextMemory];
+
     /// Every row's anomaly score, as the detector emits them in order.
     pub fn scores(self, values: &[f64]) -> Vec<f64> {
         match self {

@@ -190,3 +190,58 @@ pub fn lstm_micros_per_call(model: &mut LstmModel, calls: usize, batch: usize) -
     std::hint::black_box(sink);
     Ok(started.elapsed().as_secs_f64() * 1e6 / (runs * batch) as f64)
 }
+
+/// AutoEncoder rows/s and LSTM µs per call through `ort`, beside Python's onnxruntime.
+pub fn bench_models(
+    rows: usize,
+    batch: usize,
+    sessions: usize,
+    models: Option<&std::path::Path>,
+    runtime: Option<&std::path::Path>,
+    python: Option<&std::path::Path>,
+) -> anyhow::Result<serde_json::Value> {
+    use crate::detect::autoencoder::AutoencoderDetector;
+    use crate::detect::lstm::LstmDetector;
+    let m = crate::ml::Models::open(runtime, models)?;
+    let ae_v = m.store.current(AutoencoderDetector::MODEL)?;
+    let lstm_v = m.store.current(LstmDetector::MODEL)?;
+    let mut ae = crate::ml::autoencoder::AutoencoderModel::load(m.env, &ae_v, &crate::detect::request::FEATURES)?;
+    let mut lstm = crate::ml::lstm::LstmModel::load(m.env, &lstm_v)?;
+    let ae_rate = crate::ml::eval::autoencoder_rows_per_sec(&mut ae, rows, batch)?;
+    let lstm_us = crate::ml::eval::lstm_micros_per_call(&mut lstm, rows / 20, sessions)?;
+    let mut report = serde_json::json!({
+        "autoencoder": {"model": ae_v.dir, "batch": batch, "rows_per_s": ae_rate.round()},
+        "lstm": {"model": lstm_v.dir, "sessions_per_step": sessions, "micros_per_call": (lstm_us * 1000.0).round() / 1000.0},
+        "threads": 1,
+    });
+    // The peer: Python's onnxruntime on the same files, same batches, one thread.
+    let peer = crate::ml::train::find_python(python).ok().and_then(|py| {
+        let script = crate::ml::train::find_trainer(None).ok()?.with_file_name("bench_peer.py");
+        let out = std::process::Command::new(py)
+            .arg(script)
+            .args(["--autoencoder", &ae_v.model_path().display().to_string()])
+            .args(["--lstm", &lstm_v.model_path().display().to_string()])
+            .args([
+                "--rows",
+                &rows.to_string(),
+                "--batch",
+                &batch.to_string(),
+                "--sessions",
+                &sessions.to_string(),
+            ])
+            .output()
+            .ok()?;
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()
+    });
+    if let Some(p) = peer {
+        let ratio = |a: f64, b: Option<f64>| b.filter(|b| *b > 0.0).map(|b| ((a / b) * 1000.0).round() / 1000.0);
+        report["python_onnxruntime"] = p.clone();
+        report["ratio_rows_per_s_vs_python"] = serde_json::json!(ratio(ae_rate, p["autoencoder_rows_per_s"].as_f64()));
+        report["ratio_speed_lstm_vs_python"] = serde_json::json!(p["lstm_micros_per_call"]
+            .as_f64()
+            .map(|py| ((py / lstm_us) * 1000.0).round() / 1000.0));
+    } else {
+        report["python_onnxruntime"] = serde_json::json!("not measured: run scripts/train/setup.sh for the peer");
+    }
+    Ok(report)
+}

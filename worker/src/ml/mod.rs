@@ -9,6 +9,7 @@
 
 pub mod autoencoder;
 pub mod card;
+pub mod data;
 pub mod eval;
 pub mod lstm;
 pub mod offload;

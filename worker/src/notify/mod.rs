@@ -27,6 +27,26 @@ pub trait Notifier {
     fn load(&mut self, _state: &serde_json::Value) {}
 }
 
+/// The configured channels: email alone keeps its checkpoint format; with webhooks too, each
+/// channel's memory is kept under its name.
+pub fn channels(
+    email: Option<&email::EmailSettings>,
+    webhook: Option<&webhook::WebhookSettings>,
+) -> anyhow::Result<Option<Box<dyn Notifier>>> {
+    let mut channels: Vec<(&'static str, Box<dyn Notifier>)> = Vec::new();
+    if let Some(e) = email {
+        channels.push(("email", Box::new(email::EmailNotifier::new(e.clone())?)));
+    }
+    if let Some(w) = webhook {
+        channels.push(("webhook", Box::new(webhook::WebhookNotifier::new(w.clone())?)));
+    }
+    Ok(match channels.len() {
+        0 => None,
+        1 => channels.pop().map(|(_, c)| c),
+        _ => Some(Box::new(Fanout { channels })),
+    })
+}
+
 /// Several channels side by side; each keeps its own memory of who was told what.
 pub struct Fanout {
     pub channels: Vec<(&'static str, Box<dyn Notifier>)>,

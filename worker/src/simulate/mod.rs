@@ -569,6 +569,42 @@ pub fn simulate_to_writer_as(
     Ok(sim.labels(n))
 }
 
+/// Simulates into a file (`-`: standard output), creating its directory, and writes the
+/// labels beside it when asked; `progress` hears the simulated time.
+pub fn to_file(
+    cfg: SimConfig,
+    output: &std::path::Path,
+    labels: Option<&std::path::Path>,
+    format: crate::source::LogFormat,
+    progress: impl FnMut(Millis),
+) -> anyhow::Result<Labels> {
+    use anyhow::Context;
+    let mut w: Box<dyn Write> = if output.as_os_str() == "-" {
+        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+    } else {
+        if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let file = std::fs::File::create(output).with_context(|| format!("cannot create {}", output.display()))?;
+        Box::new(std::io::BufWriter::with_capacity(1 << 20, file))
+    };
+    let l = simulate_to_writer_as(cfg, &mut w, format, progress)?;
+    if let Some(p) = labels {
+        write_labels(&l, p)?;
+    }
+    Ok(l)
+}
+
+/// Writes the labels of a simulated run as pretty JSON.
+pub fn write_labels(labels: &Labels, path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    serde_json::to_writer_pretty(&mut w, labels)?;
+    w.flush().with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
 /// Simulates into memory (tests, demo).
 pub fn simulate_events(cfg: SimConfig) -> anyhow::Result<(Vec<Event>, Labels)> {
     let mut sim = Simulator::new(cfg)?;

@@ -17,7 +17,7 @@ use crate::model::time::{epoch_int_to_millis, epoch_to_millis, Millis};
 pub const PATTERNS: &str = include_str!("../../../logstash/patterns/apiwatch");
 
 /// What the input lines are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// NDJSON events in the ECS shape (events.md).

@@ -1,0 +1,240 @@
+//! Flags shared by several commands. Flags that stand for configuration keys become
+//! [`Overrides`] and are checked with the file by [`crate::config`], never here.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::config::{AppConfig, Overrides};
+use crate::detect::DetectorKind;
+use crate::es::worker::WorkerSettings;
+use crate::es::{ClientOptions, EsClient};
+use crate::model::time::{parse_rfc3339, Millis, HOUR_MS};
+use crate::pipeline::PipelineConfig;
+use crate::simulate::SimConfig;
+use crate::source::{AccessDefaults, AccessLogParser, LineSource, LogFormat};
+
+/// Parses a flag value by the type's own (serde) names, `-` read as `_`: the domain types
+/// know nothing of clap, and a flag accepts exactly what the configuration file does.
+pub fn serde_value<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .or_else(|_| serde_json::from_value(serde_json::Value::String(s.replace('-', "_"))))
+        .map_err(|e| e.to_string())
+}
+
+#[derive(clap::Args, Clone)]
+pub struct InputFormatArgs {
+    /// What the input lines are: `json` (NDJSON events), or `nginx`/`apache` access logs in the
+    /// format of logstash/patterns/apiwatch.
+    #[arg(long, value_parser = serde_value::<LogFormat>, default_value = "json")]
+    pub format: LogFormat,
+    /// Service of access-log lines that carry no `svc=`.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Cloud provider of access-log lines that carry no `cloud=` (onprem, aws, azure, gcp...).
+    #[arg(long)]
+    pub provider: Option<String>,
+}
+
+impl InputFormatArgs {
+    pub fn source(&self, inputs: &[PathBuf]) -> anyhow::Result<LineSource> {
+        let source = LineSource::new(inputs.to_vec());
+        if self.format == LogFormat::Json {
+            anyhow::ensure!(
+                self.service.is_none() && self.provider.is_none(),
+                "--service and --provider apply to access logs (--format nginx|apache); JSON events carry their own"
+            );
+            return Ok(source);
+        }
+        let defaults = AccessDefaults {
+            service: self.service.clone(),
+            provider: self.provider.clone(),
+        };
+        Ok(source.with_access_log(AccessLogParser::new(self.format, defaults)?))
+    }
+}
+
+#[derive(clap::Args, Clone, Default)]
+pub struct DetectArgs {
+    /// Configuration file (TOML; see apiwatch.example.toml). Flags below override it.
+    #[arg(long, env = "APIWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Window width in seconds [default: 60].
+    #[arg(long)]
+    pub window_secs: Option<u64>,
+    /// Allowed lateness of events in seconds [default: 120].
+    #[arg(long)]
+    pub lateness_secs: Option<u64>,
+    /// Detectors to run, by their names in `detectors.enabled` (default: all but the static rule).
+    #[arg(long, value_parser = serde_value::<DetectorKind>, value_delimiter = ',')]
+    pub detectors: Option<Vec<DetectorKind>>,
+    /// Seed for the randomised models (isolation forests) [default: 42].
+    #[arg(long)]
+    pub model_seed: Option<u64>,
+    /// Model store (or `models.dir`, APIWATCH_MODELS) [default: the repository's onnx-models/].
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// libonnxruntime.so (or `models.runtime`, ORT_DYLIB_PATH) [default: .cache/onnxruntime/].
+    #[arg(long)]
+    pub onnx_runtime: Option<PathBuf>,
+    /// Run without the AutoEncoder and LSTM even where they are available.
+    #[arg(long)]
+    pub no_models: bool,
+}
+
+impl DetectArgs {
+    /// The configuration keys these flags set.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            window_secs: self.window_secs,
+            lateness_secs: self.lateness_secs,
+            detectors: self.detectors.clone(),
+            model_seed: self.model_seed,
+            models_enabled: self.no_models.then_some(false),
+            models_dir: self.models.clone(),
+            models_runtime: self.onnx_runtime.clone(),
+            ..Overrides::default()
+        }
+    }
+
+    /// The pipeline's configuration (file, environment, then these flags), models loaded.
+    pub fn config(&self) -> anyhow::Result<PipelineConfig> {
+        let mut cfg = crate::config::load_app(self.config.as_deref(), &env, &self.overrides())?.pipeline;
+        cfg.resolve_models()?;
+        Ok(cfg)
+    }
+
+    /// The whole configuration with these flags and the Elasticsearch ones, models loaded.
+    pub fn app(&self, es: &EsArgs) -> anyhow::Result<AppConfig> {
+        let es = es.overrides();
+        let flags = Overrides {
+            es_url: es.es_url,
+            es_prefix: es.es_prefix,
+            es_logs: es.es_logs,
+            es_ca_cert: es.es_ca_cert,
+            ..self.overrides()
+        };
+        let mut app = crate::config::load_app(self.config.as_deref(), &env, &flags)?;
+        app.pipeline.resolve_models()?;
+        Ok(app)
+    }
+}
+
+/// The process environment, as the configuration reads it.
+pub fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+/// Where Elasticsearch is and which names to use (flags override the configuration file).
+#[derive(clap::Args, Clone)]
+pub struct EsArgs {
+    /// Elasticsearch URL (or `elasticsearch.url` in the config, or APIWATCH_ES_URL).
+    #[arg(long = "es")]
+    pub url: Option<String>,
+    /// Prefix of the result and state indices [default: apiwatch].
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Index pattern of the API-call logs [default: logs-apiwatch.calls-*].
+    #[arg(long)]
+    pub logs: Option<String>,
+    /// PEM file of the CA that signed the cluster's certificate.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl EsArgs {
+    /// The configuration keys these flags set.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            es_url: self.url.clone(),
+            es_prefix: self.prefix.clone(),
+            es_logs: self.logs.clone(),
+            es_ca_cert: self.ca_cert.clone(),
+            ..Overrides::default()
+        }
+    }
+
+    /// The configuration from `config` (or defaults), the environment and these flags.
+    pub fn app(&self, config: Option<&Path>, job: Option<&str>) -> anyhow::Result<AppConfig> {
+        let flags = Overrides {
+            job: job.map(str::to_owned),
+            ..self.overrides()
+        };
+        Ok(crate::config::load_app(config, &env, &flags)?)
+    }
+}
+
+/// The client and worker settings of a checked configuration.
+pub fn connect(app: &AppConfig) -> anyhow::Result<(EsClient, WorkerSettings)> {
+    let url = app
+        .es
+        .url
+        .clone()
+        .context("no Elasticsearch URL: pass --es URL, set APIWATCH_ES_URL, or elasticsearch.url in the config")?;
+    let mut opts = ClientOptions::new(&url);
+    opts.ca_cert = app.es.ca_cert.clone();
+    let client = EsClient::new(opts)?;
+    let settings = app.es.worker.clone();
+    tracing::info!(url = %url, credentials = client.credentials(), prefix = %settings.names.prefix, "Elasticsearch");
+    Ok((client, settings))
+}
+
+/// An RFC 3339 time given to `flag`.
+pub fn time_flag(flag: &str, value: &str) -> anyhow::Result<Millis> {
+    parse_rfc3339(value).with_context(|| format!("{flag} `{value}` is not an RFC 3339 time"))
+}
+
+/// A `[from, to)` range given to `--from` and `--to`.
+pub fn range_flags(from: &str, to: &str) -> anyhow::Result<(Millis, Millis)> {
+    let (from, to) = (time_flag("--from", from)?, time_flag("--to", to)?);
+    anyhow::ensure!(from < to, "--from must be before --to");
+    Ok((from, to))
+}
+
+#[derive(clap::Args, Clone)]
+pub struct SimArgs {
+    #[arg(long, default_value = "bank")]
+    pub topology: String,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Length of the simulated traffic, in hours.
+    #[arg(long, default_value_t = 6.0)]
+    pub hours: f64,
+    /// Mean entry calls per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Start time (RFC 3339).
+    #[arg(long, default_value = "2026-03-02T00:00:00Z")]
+    pub start: String,
+    /// No incidents (a new service still appears).
+    #[arg(long)]
+    pub no_incidents: bool,
+}
+
+impl SimArgs {
+    /// The simulator's settings for `topology` and `seed`, otherwise the flags' defaults.
+    pub fn with(topology: &str, seed: u64, hours: f64, rate: f64) -> Self {
+        SimArgs {
+            topology: topology.to_owned(),
+            seed,
+            hours,
+            rate,
+            start: "2026-03-02T00:00:00Z".into(),
+            no_incidents: false,
+        }
+    }
+
+    pub fn config(&self) -> anyhow::Result<SimConfig> {
+        anyhow::ensure!(self.hours > 0.0 && self.hours <= 24.0 * 60.0, "--hours must be in (0, 1440]");
+        anyhow::ensure!(self.rate > 0.0 && self.rate <= 100_000.0, "--rate must be in (0, 100000]");
+        Ok(SimConfig {
+            seed: self.seed,
+            topology: self.topology.clone(),
+            start: time_flag("--start", &self.start)?,
+            duration: (self.hours * HOUR_MS as f64) as Millis,
+            rate: self.rate,
+            incidents: !self.no_incidents,
+            max_events: None,
+        })
+    }
+}

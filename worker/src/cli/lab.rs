@@ -1,0 +1,566 @@
+//! Lab commands: simulated traffic, the demo, scoring against labels, the public benchmarks
+//! and throughput measurements.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::args::{serde_value, DetectArgs, SimArgs};
+use super::{bar, rate_message, read_json, spinner};
+use crate::bench;
+use crate::detect::iforest::ForestParams;
+use crate::detect::DetectorKind;
+use crate::es::worker::WorkerSettings;
+use crate::es::{ClientOptions, EsClient};
+use crate::eval::{self, EvalReport};
+use crate::model::anomaly::Alert;
+use crate::model::time::{format_hhmm, MINUTE_MS};
+use crate::pipeline::PipelineConfig;
+use crate::simulate::incidents::Labels;
+use crate::simulate::{self, SimConfig};
+use crate::source::LogFormat;
+
+#[derive(clap::Subcommand)]
+pub enum LabCommand {
+    /// Simulate multi-environment API traffic with labelled incidents (to a file, or into
+    /// Elasticsearch with --es).
+    Simulate {
+        /// Events NDJSON (`-` for stdout).
+        #[arg(long, short, required_unless_present = "es")]
+        output: Option<PathBuf>,
+        /// Bulk-load into this Elasticsearch instead of writing a file.
+        #[arg(long)]
+        es: Option<String>,
+        /// The data stream to load into.
+        #[arg(long, default_value = "logs-apiwatch.calls-default")]
+        index: String,
+        /// PEM file of the CA that signed the cluster's certificate.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+        /// Labels JSON (incidents injected).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Write NDJSON events, or nginx/Apache access-log lines (files only).
+        #[arg(long, value_parser = serde_value::<LogFormat>, default_value = "json")]
+        format: LogFormat,
+        #[command(flatten)]
+        sim: SimArgs,
+    },
+    /// Simulate a few hours, detect, and show alerts beside the incidents injected.
+    Demo {
+        #[arg(long, default_value = "out/demo")]
+        dir: PathBuf,
+        #[command(flatten)]
+        sim: SimArgs,
+        #[command(flatten)]
+        args: DetectArgs,
+    },
+    /// Score alerts against labels.
+    Eval {
+        #[arg(long)]
+        labels: PathBuf,
+        #[arg(long)]
+        alerts: PathBuf,
+        /// Print the full report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Simulate, detect and score many runs; compare with the static-threshold rule.
+    EvalSuite {
+        #[arg(long, value_delimiter = ',', default_value = "saas")]
+        topologies: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "101,102,103")]
+        seeds: Vec<u64>,
+        #[arg(long, default_value_t = 24.0)]
+        hours: f64,
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Also list every incident and false alert.
+        #[arg(long)]
+        verbose: bool,
+        #[command(flatten)]
+        args: DetectArgs,
+    },
+    /// Measure detect throughput and peak memory against a parse-only peer.
+    Bench {
+        /// An events file; simulated (and cached) when absent.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Events to simulate when no input is given.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Measure Elasticsearch mode against this cluster instead: bulk load, raw
+        /// point-in-time read vs the worker end to end, and a live run.
+        #[arg(long)]
+        es: Option<String>,
+        /// Live phase (with --es): seconds of real-time traffic (0 to skip).
+        #[arg(long, default_value_t = 60)]
+        live_secs: u64,
+        /// Live phase (with --es): target ingest rate, events/s.
+        #[arg(long, default_value_t = 20_000.0)]
+        live_rate: f64,
+        #[command(flatten)]
+        args: DetectArgs,
+    },
+    /// The Numenta Anomaly Benchmark: the series rule on all its series, scored by the
+    /// project's NAB-compatible scorer for each profile.
+    EvalNab {
+        /// NAB's directory (data/, labels/combined_windows.json, profiles.json).
+        #[arg(long, default_value = "../shared/benchmarks/nab")]
+        data: PathBuf,
+        /// Series detectors to score (all by default).
+        #[arg(long, value_parser = serde_value::<crate::eval::nab::SeriesDetector>, value_delimiter = ',')]
+        detector: Vec<crate::eval::nab::SeriesDetector>,
+    },
+    /// Mutated log lines through the reader and a pipeline: panics, hangs and line
+    /// accounting, as JSON (the bounded run is a test; this is the long run).
+    Fuzz {
+        /// json, nginx or apache.
+        #[arg(long, value_parser = serde_value::<LogFormat>, default_value = "json")]
+        format: LogFormat,
+        /// Mutated lines to read.
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Isolation forest on a labelled CSV (last column 0/1): AUC and timings as JSON.
+    Forest {
+        #[arg(long, required_unless_present = "fit_csv")]
+        csv: Option<PathBuf>,
+        /// Fit on this CSV of features (no label) and print the scores of --score-csv's rows.
+        #[arg(long, requires = "score_csv")]
+        fit_csv: Option<PathBuf>,
+        #[arg(long)]
+        score_csv: Option<PathBuf>,
+        #[arg(long, default_value_t = 100)]
+        trees: usize,
+        #[arg(long, default_value_t = 256)]
+        samples: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
+}
+
+/// Runs one lab command.
+pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
+    match cmd {
+        LabCommand::Simulate {
+            output: None,
+            es: Some(url),
+            index,
+            ca_cert,
+            labels,
+            sim,
+            format,
+        } => {
+            anyhow::ensure!(
+                format == LogFormat::Json,
+                "--es loads events; --format nginx|apache writes access logs to a file"
+            );
+            es_simulate(&url, &index, ca_cert, labels.as_deref(), &sim)
+        }
+        LabCommand::Simulate {
+            output,
+            labels,
+            format,
+            sim,
+            ..
+        } => {
+            let output = output.context("--output or --es is required")?;
+            let labels_out = simulate_file(&sim.config()?, &output, labels.as_deref(), format)?;
+            eprintln!(
+                "simulated {} events ({} topology, seed {}, {} incidents) into {}",
+                labels_out.events,
+                labels_out.topology,
+                labels_out.seed,
+                labels_out.incidents.len(),
+                output.display()
+            );
+            Ok(())
+        }
+        LabCommand::Demo { dir, sim, args } => demo(&dir, &sim, args.config()?),
+        LabCommand::Eval { labels, alerts, json } => {
+            let l: Labels = read_json(&labels)?;
+            let a = read_alerts(&alerts)?;
+            let r = eval::evaluate(&l, &a);
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_eval(&r, true)?;
+            }
+            Ok(())
+        }
+        LabCommand::EvalSuite {
+            topologies,
+            seeds,
+            hours,
+            rate,
+            verbose,
+            args,
+        } => eval_suite(&topologies, &seeds, hours, rate, verbose, args.config()?),
+        LabCommand::Bench {
+            es: Some(url),
+            events,
+            live_secs,
+            live_rate,
+            ..
+        } => {
+            let client = EsClient::new(ClientOptions::new(&url))?;
+            let report = crate::es::bench::run(&client, &WorkerSettings::default(), events, live_secs, live_rate)?;
+            outln!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        LabCommand::Bench { input, events, args, .. } => {
+            let path = match input {
+                Some(p) => p,
+                None => cached_bench_events(events)?,
+            };
+            let report = bench::detect_vs_parse_only(&path, args.config()?)?;
+            outln!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        LabCommand::EvalNab { data, detector } => eval_nab(&data, detector),
+        LabCommand::Fuzz { format, lines, seed } => {
+            let pb = bar(lines, "mutated lines");
+            let r = crate::source::mutate::run(format, lines, seed, |n| pb.set_position(n))?;
+            pb.finish_and_clear();
+            outln!("{}", serde_json::to_string(&r)?);
+            anyhow::ensure!(
+                r.panics == 0 && r.accounting_errors == 0 && r.lines_read == r.lines_written,
+                "the harness found a defect (see above)"
+            );
+            Ok(())
+        }
+        LabCommand::Forest {
+            fit_csv: Some(fit),
+            score_csv: Some(score),
+            trees,
+            samples,
+            seed,
+            ..
+        } => {
+            let forest = crate::detect::iforest::IsolationForest::fit(
+                bench::read_csv(&fit)?.view(),
+                ForestParams {
+                    n_trees: trees,
+                    max_samples: samples,
+                    seed,
+                },
+            );
+            let scores = forest.score_rows(bench::read_csv(&score)?.view());
+            outln!("{}", serde_json::json!({ "scores": scores }));
+            Ok(())
+        }
+        LabCommand::Forest {
+            csv,
+            trees,
+            samples,
+            seed,
+            repeats,
+            ..
+        } => {
+            let csv = csv.context("--csv is required")?;
+            let (data, labels) = bench::read_labelled_csv(&csv)?;
+            let params = ForestParams {
+                n_trees: trees,
+                max_samples: samples,
+                seed,
+            };
+            outln!("{}", serde_json::to_string(&bench::forest_bench(&data, &labels, params, repeats))?);
+            Ok(())
+        }
+    }
+}
+
+fn eval_nab(data: &Path, mut detector: Vec<crate::eval::nab::SeriesDetector>) -> anyhow::Result<()> {
+    if detector.is_empty() {
+        detector = crate::eval::nab::SeriesDetector::ALL.to_vec();
+    }
+    let series = crate::eval::nab::load(data)?;
+    let profiles: std::collections::BTreeMap<String, serde_json::Value> = read_json(&data.join("profiles.json"))?;
+    let mut out = Vec::new();
+    for &d in &detector {
+        let scores: Vec<Vec<f64>> = series.iter().map(|s| d.scores(&s.values)).collect();
+        for (name, p) in &profiles {
+            let cost: crate::eval::nab::CostMatrix =
+                serde_json::from_value(p["CostMatrix"].clone()).with_context(|| format!("profiles.json: `{name}` has no CostMatrix"))?;
+            out.push(crate::eval::nab::run(&series, &scores, d, name, cost));
+        }
+    }
+    outln!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn read_alerts(path: &Path) -> anyhow::Result<Vec<Alert>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not an alert document", path.display(), i + 1)))
+        .collect()
+}
+
+/// Simulates into a file with a progress bar.
+pub(super) fn simulate_file(cfg: &SimConfig, output: &Path, labels: Option<&Path>, format: LogFormat) -> anyhow::Result<Labels> {
+    let pb = bar(cfg.duration as u64 / 1000, "simulating");
+    let start = cfg.start;
+    let l = simulate::to_file(cfg.clone(), output, labels, format, |t| {
+        pb.set_position(((t - start) / 1000) as u64)
+    })?;
+    pb.finish_and_clear();
+    Ok(l)
+}
+
+/// The simulated events `bench` measures when given none, written once into `.cache/bench`.
+fn cached_bench_events(events: u64) -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(".cache/bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let p = dir.join(format!("events-{events}.ndjson"));
+    if !p.exists() {
+        // A busy platform: 200 entry calls/s (about 450 events/s), for as long as it takes to
+        // write `events` events.
+        let rate = 200.0;
+        let hours = (events as f64 / (rate * 0.9) / 3600.0).max(0.5);
+        let mut cfg = SimArgs::with("bank", 5, hours, rate).config()?;
+        cfg.max_events = Some(events);
+        let tmp = p.with_extension("tmp");
+        simulate_file(&cfg, &tmp, None, LogFormat::Json)?;
+        std::fs::rename(&tmp, &p).with_context(|| format!("cannot rename {} to {}", tmp.display(), p.display()))?;
+    }
+    Ok(p)
+}
+
+fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineConfig) -> anyhow::Result<()> {
+    let cfg = sim.config()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let events = dir.join("events.ndjson");
+    let labels_path = dir.join("labels.json");
+    let started = Instant::now();
+    let labels = simulate_file(&cfg, &events, Some(&labels_path), LogFormat::Json)?;
+    outln!(
+        "simulated {:.1} h of {} traffic: {} events, {} incidents injected ({:.1} s)",
+        sim.hours,
+        labels.topology,
+        labels.events,
+        labels.incidents.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let out = dir.join("detect");
+    let started = Instant::now();
+    let pb = spinner("detecting");
+    let run = crate::job::files::detect_files(std::slice::from_ref(&events), &out, detect_cfg, rate_message(&pb, "detecting"))?;
+    pb.finish_and_clear();
+    let (stats, report, alerts) = (&run.stats, &run.ingest, run.sink.alerts());
+    let secs = started.elapsed().as_secs_f64();
+    outln!(
+        "detected in {:.1} s ({:.0} events/s): {} anomalies, {} alerts, {} services onboarded, {} skipped lines",
+        secs,
+        stats.events as f64 / secs,
+        stats.anomalies,
+        alerts.len(),
+        stats.services,
+        report.skipped()
+    );
+    let r = eval::evaluate(&labels, &alerts);
+    outln!();
+    outln!(
+        "{:<7} {:<21} {:<24} {:>6}  {:<5} first alert",
+        "inc",
+        "kind",
+        "origin",
+        "start",
+        "found"
+    );
+    for inc in &labels.incidents {
+        let result = r.results.iter().find(|x| x.id == inc.id);
+        let found = match result {
+            None => "-".to_owned(),
+            Some(x) if x.right_origin => "yes".to_owned(),
+            Some(x) if x.detected => "moved".to_owned(),
+            Some(_) => "NO".to_owned(),
+        };
+        let first = alerts
+            .iter()
+            .filter(|a| result.is_some() && a.timestamp >= inc.start - 2 * MINUTE_MS && a.timestamp <= inc.end + 5 * MINUTE_MS)
+            .min_by_key(|a| a.timestamp);
+        outln!(
+            "{:<7} {:<21} {:<24} {:>6}  {:<5} {}",
+            inc.id,
+            format!("{:?}", inc.kind),
+            format!("{}/{}", inc.service, inc.provider),
+            format_hhmm(inc.start).trim_end_matches(" UTC"),
+            found,
+            first
+                .map(|a| format!("{} {}", format_hhmm(a.timestamp), a.title))
+                .unwrap_or_default()
+        );
+    }
+    for t in &r.false_alert_titles {
+        outln!("{:<7} {:<21} {:<24} {:>6}  {:<5} {}", "-", "(no incident)", "", "", "false", t);
+    }
+    outln!();
+    print_eval(&r, false)?;
+    let title = format!("apiwatch demo: {:.1} h of simulated {} traffic", sim.hours, labels.topology);
+    let (page, _) = crate::report::write(&out, &dir.join("report"), &title)?;
+    outln!(
+        "\nresults in {}; list services with `apiwatch services --from {}`",
+        out.display(),
+        out.display()
+    );
+    outln!("report: {} (open it in a browser)", page.display());
+    Ok(())
+}
+
+fn print_eval(r: &EvalReport, details: bool) -> anyhow::Result<()> {
+    for l in r.summary_lines() {
+        outln!("{l}");
+    }
+    if details {
+        for x in &r.results {
+            outln!(
+                "  {} {:?} {} detected={} right_origin={} alerts={} delay={} lead={}",
+                x.id,
+                x.kind,
+                x.origin,
+                x.detected,
+                x.right_origin,
+                x.alerts,
+                x.delay_s.map_or("-".into(), |d| format!("{d:.0}s")),
+                x.lead_min.map_or("-".into(), |d| format!("{d:.0}min")),
+            );
+        }
+        for t in &r.false_alert_titles {
+            outln!("  false alert: {t}");
+        }
+    }
+    Ok(())
+}
+
+fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbose: bool, cfg: PipelineConfig) -> anyhow::Result<()> {
+    let runs: Vec<SimConfig> = topologies
+        .iter()
+        .flat_map(|t| seeds.iter().map(move |&s| SimArgs::with(t, s, hours, rate).config()))
+        .collect::<anyhow::Result<_>>()?;
+    let rule_cfg = DetectArgs {
+        detectors: Some(vec![DetectorKind::StaticRule]),
+        no_models: true,
+        ..DetectArgs::default()
+    }
+    .config()?;
+    let pb = bar(runs.len() as u64 * 2, "evaluating");
+    let reports = eval::suite::run(&runs, &cfg, &rule_cfg, |sim, ours, r| {
+        pb.inc(1);
+        if verbose && ours {
+            eprintln!("{} seed {}: ours {:?}", sim.topology, sim.seed, r.summary_lines());
+        }
+    })?;
+    pb.finish_and_clear();
+    let (ours, rule) = (reports.ours, reports.rule);
+    let (o, s) = (eval::combine(&ours), eval::combine(&rule));
+    let lead = |r: &EvalReport| {
+        if r.lead_times_min.is_empty() {
+            "none predicted".to_owned()
+        } else {
+            format!(
+                "{:.0} min (min {:.0})",
+                crate::detect::stats::median(&r.lead_times_min),
+                r.lead_times_min.iter().copied().fold(f64::INFINITY, f64::min)
+            )
+        }
+    };
+    outln!(
+        "runs: {} ({} topologies x {} seeds, {hours} h each at {rate} entry calls/s)",
+        runs.len(),
+        topologies.join(","),
+        seeds.len()
+    );
+    outln!("| measure | apiwatch | static rule (p95 > 3x warm-up, 5xx > 5%) |");
+    outln!("|---|---|---|");
+    outln!(
+        "| incidents detected with the right origin | {}/{} ({:.0}%) | {}/{} ({:.0}%) |",
+        o.detected_right_origin,
+        o.incidents,
+        100.0 * o.right_origin_share(),
+        s.detected_right_origin,
+        s.incidents,
+        100.0 * s.right_origin_share()
+    );
+    outln!(
+        "| incidents detected at all | {}/{} | {}/{} |",
+        o.detected,
+        o.incidents,
+        s.detected,
+        s.incidents
+    );
+    outln!(
+        "| false alerts per day | {:.2} | {:.2} |",
+        o.false_alerts_per_day,
+        s.false_alerts_per_day
+    );
+    outln!(
+        "| alerts per detected incident | {:.2} | {:.2} |",
+        o.alerts_per_incident,
+        s.alerts_per_incident
+    );
+    outln!(
+        "| median detection delay | {} | {} |",
+        o.median_delay_s.map_or("n/a".into(), |d| format!("{d:.0} s")),
+        s.median_delay_s.map_or("n/a".into(), |d| format!("{d:.0} s"))
+    );
+    outln!("| lead time before breach (gradual) | {} | {} |", lead(&o), lead(&s));
+    outln!("\nby incident kind (apiwatch: total / detected / right origin; static rule likewise):");
+    for (k, v) in &o.by_kind {
+        let w = s.by_kind.get(k).copied().unwrap_or_default();
+        outln!("  {k:<20} {}/{}/{}   {}/{}/{}", v.0, v.1, v.2, w.0, w.1, w.2);
+    }
+    if verbose {
+        for x in o.results.iter().filter(|x| !x.right_origin) {
+            outln!("  missed or moved: {} {:?} {} -> {:?}", x.id, x.kind, x.origin, x.alerted_origin);
+        }
+        for x in o.results.iter().filter(|x| x.alerts > 1) {
+            outln!(
+                "  split into {} alerts: {} {:?} {} -> {}",
+                x.alerts,
+                x.id,
+                x.kind,
+                x.origin,
+                x.alert_origins.join(", ")
+            );
+        }
+        for t in &o.false_alert_titles {
+            outln!("  false alert: {t}");
+        }
+    }
+    Ok(())
+}
+
+fn es_simulate(url: &str, index: &str, ca_cert: Option<PathBuf>, labels: Option<&Path>, sim: &SimArgs) -> anyhow::Result<()> {
+    let mut opts = ClientOptions::new(url);
+    opts.ca_cert = ca_cert;
+    let client = EsClient::new(opts)?;
+    let cfg = sim.config()?;
+    let pb = spinner("loading simulated traffic");
+    let (stats, l) = crate::es::loader::load(&client, index, cfg, |n| pb.set_message(format!("loaded {n} events")))?;
+    pb.finish_and_clear();
+    if let Some(path) = labels {
+        simulate::write_labels(&l, path)?;
+    }
+    outln!(
+        "{} events into {index} in {:.1} s ({:.0}/s): {} created, {} already there, {} refused",
+        stats.events,
+        stats.seconds,
+        stats.events as f64 / stats.seconds.max(1e-9),
+        stats.created,
+        stats.already_there,
+        stats.refused
+    );
+    for s in &stats.refused_samples {
+        outln!("  refused: {s}");
+    }
+    anyhow::ensure!(stats.refused == 0, "{} events were refused (see above)", stats.refused);
+    Ok(())
+}

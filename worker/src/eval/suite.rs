@@ -1,0 +1,49 @@
+//! Many simulated runs, each detected twice (apiwatch and the static-threshold rule) and
+//! scored against its labels: what `apiwatch eval-suite` and `demo` report.
+
+use crate::model::anomaly::Alert;
+use crate::pipeline::{Pipeline, PipelineConfig, RunStats};
+use crate::simulate::incidents::Labels;
+use crate::simulate::{self, SimConfig};
+use crate::sink::MemorySink;
+
+use super::{evaluate, EvalReport};
+
+/// Simulates and detects in memory; returns the labels, the alerts and the run's counters.
+pub fn simulate_and_detect(sim: SimConfig, cfg: PipelineConfig) -> anyhow::Result<(Labels, Vec<Alert>, RunStats)> {
+    let (events, labels) = simulate::simulate_events(sim)?;
+    let mut sink = MemorySink::default();
+    let mut p = Pipeline::new(cfg)?;
+    for e in events {
+        p.push(e, &mut sink)?;
+    }
+    let stats = p.finish(&mut sink)?;
+    Ok((labels, sink.alerts(), stats))
+}
+
+/// The scores of every run, for apiwatch and for the rule, in the order of the runs.
+#[derive(Default)]
+pub struct SuiteReports {
+    pub ours: Vec<EvalReport>,
+    pub rule: Vec<EvalReport>,
+}
+
+/// Runs every simulation through `ours` and `rule`; `progress` hears each detection done
+/// (`ours` says whose it was).
+pub fn run(
+    runs: &[SimConfig],
+    ours: &PipelineConfig,
+    rule: &PipelineConfig,
+    mut progress: impl FnMut(&SimConfig, bool, &EvalReport),
+) -> anyhow::Result<SuiteReports> {
+    let mut out = SuiteReports::default();
+    for sim in runs {
+        for (is_ours, cfg, reports) in [(true, ours, &mut out.ours), (false, rule, &mut out.rule)] {
+            let (labels, alerts, _) = simulate_and_detect(sim.clone(), cfg.clone())?;
+            let report = evaluate(&labels, &alerts);
+            progress(sim, is_ours, &report);
+            reports.push(report);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,5 @@
+//! Jobs that run the pipeline end to end: [`files`] reads files or stdin and writes a
+//! directory (`apiwatch detect`); the Elasticsearch jobs (`run`, `backfill`) are in
+//! [`crate::es::worker`].
+
+pub mod files;
