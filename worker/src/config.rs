@@ -19,10 +19,13 @@ use crate::detect::DetectorKind;
 use crate::es::worker::WorkerSettings;
 use crate::es::IndexNames;
 use crate::model::time::Millis;
+use crate::notify::dispatch::Pacing;
 use crate::notify::email::{EmailSettings, SmtpSecurity};
+use crate::notify::pagerduty::{PagerDutyRoute, PagerDutySettings};
 use crate::notify::webhook::{WebhookRoute, WebhookSettings};
-use crate::notify::Route;
+use crate::notify::{Links, Route};
 use crate::pipeline::PipelineConfig;
+use crate::retry::RetryPolicy;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,7 @@ struct RawConfig {
     elasticsearch: RawEs,
     email: Option<RawEmail>,
     webhook: Option<RawWebhook>,
+    pagerduty: Option<RawPagerDuty>,
     #[serde(default)]
     models: RawModels,
     #[serde(default)]
@@ -85,6 +89,19 @@ struct RawWebhook {
     timeout_secs: Option<u64>,
     #[serde(default)]
     routes: Vec<WebhookRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPagerDuty {
+    events_url: Option<String>,
+    min_interval_secs: Option<u64>,
+    max_per_hour: Option<usize>,
+    max_attempts: Option<u32>,
+    backoff_ms: Option<u64>,
+    timeout_secs: Option<u64>,
+    #[serde(default)]
+    routes: Vec<PagerDutyRoute>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +160,7 @@ pub struct AppConfig {
     pub es: EsSettings,
     pub email: Option<EmailSettings>,
     pub webhook: Option<WebhookSettings>,
+    pub pagerduty: Option<PagerDutySettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -345,15 +363,18 @@ fn validate_all(mut raw: RawConfig, origin: &str) -> Result<AppConfig, ConfigErr
     let es = std::mem::take(&mut raw.elasticsearch);
     let email = raw.email.take();
     let webhook = raw.webhook.take();
+    let pagerduty = raw.pagerduty.take();
     let pipeline = validate(raw, origin)?;
     let es = validate_es(es, origin)?;
     let email = email.map(|e| validate_email(e, &es, origin)).transpose()?;
     let webhook = webhook.map(|w| validate_webhook(w, &es, origin)).transpose()?;
+    let pagerduty = pagerduty.map(|p| validate_pagerduty(p, &es, origin)).transpose()?;
     Ok(AppConfig {
         pipeline,
         es,
         email,
         webhook,
+        pagerduty,
     })
 }
 
@@ -428,6 +449,59 @@ fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
     })
 }
 
+/// Where every channel's messages link to.
+fn links(es: &EsSettings) -> Links {
+    Links {
+        kibana_url: es.kibana_url.clone(),
+        anomalies_index: es.worker.names.anomalies.clone(),
+    }
+}
+
+/// The pacing keys every channel section has, checked the same way.
+struct RawPacing {
+    min_interval_secs: Option<u64>,
+    max_per_hour: Option<usize>,
+    max_attempts: Option<u32>,
+    backoff_ms: Option<u64>,
+}
+
+/// `attempts_key` names the section's `max_attempts` in errors.
+fn pacing(
+    raw: RawPacing,
+    attempts_key: &'static str,
+    default_attempts: u32,
+    outbox_limit: usize,
+    origin: &str,
+) -> Result<Pacing, ConfigError> {
+    let max_attempts = raw.max_attempts.unwrap_or(default_attempts);
+    if !(1..=10).contains(&max_attempts) {
+        return Err(invalid(origin, attempts_key, "must be between 1 and 10"));
+    }
+    Ok(Pacing {
+        min_interval: Duration::from_secs(raw.min_interval_secs.unwrap_or(900)),
+        max_per_hour: raw.max_per_hour.unwrap_or(30),
+        retry: RetryPolicy {
+            max_attempts,
+            base_delay: Duration::from_millis(raw.backoff_ms.unwrap_or(500)),
+            // Deliveries run on the worker's thread: no single wait longer than this.
+            max_delay: Duration::from_secs(5),
+        },
+        outbox_limit,
+    })
+}
+
+/// The filters every channel's routes have: `priorities` among P1-P4.
+fn check_priorities<'a>(key: &'static str, mut priorities: impl Iterator<Item = &'a String>, origin: &str) -> Result<(), ConfigError> {
+    match priorities.any(|p| !["P1", "P2", "P3", "P4"].contains(&p.to_uppercase().as_str())) {
+        true => Err(invalid(origin, key, "must be among P1, P2, P3, P4")),
+        false => Ok(()),
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
 fn validate_email(raw: RawEmail, es: &EsSettings, origin: &str) -> Result<EmailSettings, ConfigError> {
     let invalid = |key: &'static str, problem: &str| invalid(origin, key, problem);
     let smtp_host = raw
@@ -440,18 +514,24 @@ fn validate_email(raw: RawEmail, es: &EsSettings, origin: &str) -> Result<EmailS
     if raw.routes.is_empty() {
         return Err(invalid("email.routes", "needs at least one [[email.routes]] with `to` addresses"));
     }
-    for r in &raw.routes {
-        if r.to.is_empty() || r.to.iter().any(|t| !t.contains('@')) {
-            return Err(invalid("email.routes.to", "must list email addresses"));
-        }
-        if r.priorities
-            .iter()
-            .any(|p| !["P1", "P2", "P3", "P4"].contains(&p.to_uppercase().as_str()))
-        {
-            return Err(invalid("email.routes.priorities", "must be among P1, P2, P3, P4"));
-        }
+    if raw.routes.iter().any(|r| r.to.is_empty() || r.to.iter().any(|t| !t.contains('@'))) {
+        return Err(invalid("email.routes.to", "must list email addresses"));
     }
+    check_priorities("email.routes.priorities", raw.routes.iter().flat_map(|r| &r.priorities), origin)?;
     let security = raw.security.unwrap_or_default();
+    // A mail server that does not answer is tried again at the next poll, not within one.
+    let pacing = pacing(
+        RawPacing {
+            min_interval_secs: raw.min_interval_secs,
+            max_per_hour: raw.max_per_hour,
+            max_attempts: None,
+            backoff_ms: None,
+        },
+        "email.max_attempts",
+        1,
+        200,
+        origin,
+    )?;
     Ok(EmailSettings {
         smtp_port: raw.smtp_port.unwrap_or(match security {
             SmtpSecurity::Tls => 465,
@@ -463,42 +543,75 @@ fn validate_email(raw: RawEmail, es: &EsSettings, origin: &str) -> Result<EmailS
         ca_cert: raw.ca_cert,
         from,
         routes: raw.routes,
-        kibana_url: es.kibana_url.clone(),
-        anomalies_index: es.worker.names.anomalies.clone(),
-        min_interval: Duration::from_secs(raw.min_interval_secs.unwrap_or(900)),
-        max_per_hour: raw.max_per_hour.unwrap_or(30),
+        links: links(es),
+        pacing,
     })
 }
 
 fn validate_webhook(raw: RawWebhook, es: &EsSettings, origin: &str) -> Result<WebhookSettings, ConfigError> {
-    let invalid = |key: &'static str, problem: &str| invalid(origin, key, problem);
     if raw.routes.is_empty() {
-        return Err(invalid("webhook.routes", "needs at least one [[webhook.routes]] with a `url`"));
+        return Err(invalid(
+            origin,
+            "webhook.routes",
+            "needs at least one [[webhook.routes]] with a `url`",
+        ));
     }
-    for r in &raw.routes {
-        if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
-            return Err(invalid("webhook.routes.url", "must be an http:// or https:// URL"));
-        }
-        if r.priorities
-            .iter()
-            .any(|p| !["P1", "P2", "P3", "P4"].contains(&p.to_uppercase().as_str()))
-        {
-            return Err(invalid("webhook.routes.priorities", "must be among P1, P2, P3, P4"));
-        }
+    if raw.routes.iter().any(|r| !is_http_url(&r.url)) {
+        return Err(invalid(origin, "webhook.routes.url", "must be an http:// or https:// URL"));
     }
-    let max_attempts = raw.max_attempts.unwrap_or(4);
-    if !(1..=10).contains(&max_attempts) {
-        return Err(invalid("webhook.max_attempts", "must be between 1 and 10"));
-    }
+    check_priorities("webhook.routes.priorities", raw.routes.iter().flat_map(|r| &r.priorities), origin)?;
+    let pacing = pacing(
+        RawPacing {
+            min_interval_secs: raw.min_interval_secs,
+            max_per_hour: raw.max_per_hour,
+            max_attempts: raw.max_attempts,
+            backoff_ms: raw.backoff_ms,
+        },
+        "webhook.max_attempts",
+        4,
+        500,
+        origin,
+    )?;
     Ok(WebhookSettings {
         routes: raw.routes,
-        kibana_url: es.kibana_url.clone(),
-        anomalies_index: es.worker.names.anomalies.clone(),
-        min_interval: Duration::from_secs(raw.min_interval_secs.unwrap_or(900)),
-        max_per_hour: raw.max_per_hour.unwrap_or(30),
-        max_attempts,
-        backoff: Duration::from_millis(raw.backoff_ms.unwrap_or(500)),
+        links: links(es),
         timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(10)),
+        pacing,
+    })
+}
+
+fn validate_pagerduty(raw: RawPagerDuty, es: &EsSettings, origin: &str) -> Result<PagerDutySettings, ConfigError> {
+    if raw.routes.is_empty() {
+        return Err(invalid(
+            origin,
+            "pagerduty.routes",
+            "needs at least one [[pagerduty.routes]] (with a `routing_key`, or APIWATCH_PAGERDUTY_ROUTING_KEY set)",
+        ));
+    }
+    check_priorities("pagerduty.routes.priorities", raw.routes.iter().flat_map(|r| &r.priorities), origin)?;
+    let events_url = raw.events_url.unwrap_or_else(|| crate::notify::pagerduty::EVENTS_URL.to_owned());
+    if !is_http_url(&events_url) {
+        return Err(invalid(origin, "pagerduty.events_url", "must be an http:// or https:// URL"));
+    }
+    let pacing = pacing(
+        RawPacing {
+            // PagerDuty folds repeats into one incident: updates may come as often as alerts change.
+            min_interval_secs: Some(raw.min_interval_secs.unwrap_or(300)),
+            max_per_hour: raw.max_per_hour,
+            max_attempts: raw.max_attempts,
+            backoff_ms: raw.backoff_ms,
+        },
+        "pagerduty.max_attempts",
+        4,
+        500,
+        origin,
+    )?;
+    Ok(PagerDutySettings {
+        routes: raw.routes,
+        events_url,
+        links: links(es),
+        timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(10)),
+        pacing,
     })
 }
 
@@ -689,6 +802,44 @@ mod tests {
         assert_eq!(app.es.url.as_deref(), Some("http://es:9200"));
         assert_eq!(app.es.worker.names.state, "team-a-state");
         assert_eq!(app.email.unwrap().smtp_port, 2525);
+    }
+
+    #[test]
+    fn pagerduty_routes_and_pacing_are_read_and_checked() {
+        let example = include_str!("../../apiwatch.example.toml");
+        let section = example.split("# [pagerduty]").nth(1).expect("the example documents [pagerduty]");
+        let text: String = format!("[pagerduty]{section}")
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let pd = parse_app(&text, "x.toml", &|_| None)
+            .unwrap()
+            .pagerduty
+            .expect("a [pagerduty] section");
+        assert_eq!(pd.routes.len(), 1);
+        assert_eq!(pd.routes[0].priorities, vec!["P1", "P2"]);
+        assert_eq!((pd.pacing.retry.max_attempts, pd.pacing.min_interval.as_secs()), (4, 300));
+        for (bad, key) in [
+            ("[pagerduty]\n", "pagerduty.routes"),
+            (
+                "[pagerduty]\nmax_attempts = 0\n[[pagerduty.routes]]\nrouting_key = \"k\"\n",
+                "pagerduty.max_attempts",
+            ),
+            (
+                "[[pagerduty.routes]]\nrouting_key = \"k\"\npriorities = [\"P9\"]\n",
+                "pagerduty.routes.priorities",
+            ),
+            (
+                "[pagerduty]\nevents_url = \"ftp://x\"\n[[pagerduty.routes]]\nrouting_key = \"k\"\n",
+                "pagerduty.events_url",
+            ),
+        ] {
+            match parse_app(bad, "x.toml", &|_| None) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

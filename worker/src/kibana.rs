@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::es::client::{http_agent, Credentials};
+use crate::es::client::Credentials;
 
 /// The saved objects, compiled in so the binary alone can set Kibana up.
 pub const SAVED_OBJECTS: &str = include_str!("../../kibana/apiwatch-saved-objects.ndjson");
@@ -23,7 +23,7 @@ pub struct ImportOutcome {
 
 /// Sends the saved objects to `url`'s `/api/saved_objects/_import?overwrite=true`.
 pub fn import_saved_objects(url: &str, credentials: &Credentials, ca_cert: Option<&Path>) -> anyhow::Result<ImportOutcome> {
-    let agent = http_agent(Duration::from_secs(60), ca_cert)?;
+    let agent = crate::http::agent(Duration::from_secs(60), ca_cert)?;
     let boundary = "apiwatch-saved-objects-7f3a9c";
     let mut body = Vec::new();
     body.extend_from_slice(

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use rand::Rng;
 use serde_json::Value;
+
+pub use crate::retry::{is_retryable_status, RetryPolicy};
 
 /// Why a request failed, so callers can tell "wait and retry" from "fix something".
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +53,6 @@ impl EsError {
             _ => false,
         }
     }
-}
-
-pub fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 429 | 502 | 503 | 504)
 }
 
 /// How to authenticate.
@@ -118,10 +115,9 @@ pub struct ClientOptions {
     /// PEM file of the CA that signed the server's certificate (self-managed clusters).
     pub ca_cert: Option<std::path::PathBuf>,
     pub timeout: Duration,
-    /// Attempts for a transient failure before giving up (the live worker then waits and
-    /// starts the poll again).
-    pub max_attempts: u32,
-    pub backoff_base: Duration,
+    /// Tries for a transient failure before giving up (the live worker then waits and
+    /// starts the poll again), and the waits between them.
+    pub retry: RetryPolicy,
 }
 
 impl ClientOptions {
@@ -131,8 +127,11 @@ impl ClientOptions {
             credentials: Credentials::from_env(),
             ca_cert: None,
             timeout: Duration::from_secs(60),
-            max_attempts: 6,
-            backoff_base: Duration::from_millis(200),
+            retry: RetryPolicy {
+                max_attempts: 6,
+                base_delay: Duration::from_millis(200),
+                max_delay: Duration::from_secs(30),
+            },
         }
     }
 }
@@ -162,13 +161,18 @@ impl std::fmt::Debug for EsClient {
 
 impl EsClient {
     pub fn new(opts: ClientOptions) -> Result<Self, EsError> {
-        let agent = http_agent(opts.timeout, opts.ca_cert.as_deref())?;
+        let agent = crate::http::agent(opts.timeout, opts.ca_cert.as_deref()).map_err(|e| EsError::Tls(e.0))?;
         let auth = opts.credentials.header();
         Ok(EsClient {
             agent,
             opts: Arc::new(opts),
             auth,
         })
+    }
+
+    /// The options the client was made with (its retry policy, for callers' own retries).
+    pub fn options(&self) -> &ClientOptions {
+        &self.opts
     }
 
     pub fn url(&self) -> &str {
@@ -232,32 +236,26 @@ impl EsClient {
     /// non-2xx status that is not transient comes back as a value, for callers that expect it
     /// (404 on a missing document, 409 on a version conflict).
     pub fn send_raw(&self, method: &'static str, path: &str, body: Option<(&[u8], &str)>) -> Result<(u16, Vec<u8>), EsError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = self.once(method, path, body);
-            let retry = match &result {
+        let result = self.opts.retry.run(
+            |_| self.once(method, path, body),
+            |result| match result {
                 Err(e) => e.is_transient(),
                 Ok((status, _)) => is_retryable_status(*status),
-            };
-            if !retry || attempt >= self.opts.max_attempts {
-                let (status, bytes) = result?;
-                if status == 401 || status == 403 {
-                    return Err(EsError::Auth {
-                        status,
-                        method,
-                        path: path.to_owned(),
-                    });
-                }
-                return Ok((status, bytes));
-            }
-            let wait = backoff(self.opts.backoff_base, attempt);
-            match &result {
+            },
+            |result, attempt, wait| match result {
                 Err(e) => tracing::warn!(%e, attempt, wait_ms = wait.as_millis() as u64, "retrying"),
                 Ok((status, _)) => tracing::warn!(status, method, path, attempt, wait_ms = wait.as_millis() as u64, "busy, retrying"),
-            }
-            std::thread::sleep(wait);
+            },
+        );
+        let (status, bytes) = result?;
+        if status == 401 || status == 403 {
+            return Err(EsError::Auth {
+                status,
+                method,
+                path: path.to_owned(),
+            });
         }
+        Ok((status, bytes))
     }
 
     /// A JSON request that must succeed (2xx).
@@ -331,14 +329,6 @@ impl EsClient {
     }
 }
 
-/// Exponential backoff with full jitter, capped at 30 s.
-pub fn backoff(base: Duration, attempt: u32) -> Duration {
-    let cap = Duration::from_secs(30);
-    let exp = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
-    let ms = exp.as_millis().max(1) as u64;
-    Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
-}
-
 /// `type: reason` from an Elasticsearch error body.
 pub fn error_reason(bytes: &[u8]) -> String {
     match serde_json::from_slice::<Value>(bytes) {
@@ -379,33 +369,6 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-/// An HTTP agent with the project's timeouts, user agent and (for self-managed clusters) CA;
-/// shared by the Elasticsearch client and the Kibana import.
-pub(crate) fn http_agent(timeout: Duration, ca_cert: Option<&std::path::Path>) -> Result<ureq::Agent, EsError> {
-    let mut cfg = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .max_idle_connections_per_host(8)
-        .user_agent(concat!("apiwatch/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = ca_cert {
-        let pem = std::fs::read(path).map_err(|e| EsError::Tls(format!("cannot read CA certificate {}: {e}", path.display())))?;
-        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-            .filter_map(|item| match item {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        if certs.is_empty() {
-            return Err(EsError::Tls(format!("{} holds no PEM certificate", path.display())));
-        }
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-            .build();
-        cfg = cfg.tls_config(tls);
-    }
-    Ok(cfg.build().into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,15 +391,6 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_stays_capped() {
-        let base = Duration::from_millis(100);
-        let first = backoff(base, 1);
-        assert!(first >= Duration::from_millis(100) && first <= Duration::from_millis(200));
-        assert!(backoff(base, 30) <= Duration::from_secs(30));
-        assert!(backoff(base, 30) >= Duration::from_secs(15));
-    }
-
-    #[test]
     fn error_bodies_become_one_line() {
         let body = br#"{"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [http.response.status_code]","caused_by":{"type":"number_format_exception","reason":"For input string: \"abc\""}},"status":400}"#;
         let r = error_reason(body);
@@ -448,8 +402,11 @@ mod tests {
     #[test]
     fn an_unreachable_server_is_a_transient_error_naming_the_url() {
         let opts = ClientOptions {
-            max_attempts: 2,
-            backoff_base: Duration::from_millis(1),
+            retry: RetryPolicy {
+                max_attempts: 2,
+                base_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(1),
+            },
             timeout: Duration::from_secs(2),
             ..ClientOptions::new("http://127.0.0.1:9")
         };

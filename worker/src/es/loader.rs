@@ -6,7 +6,7 @@ use std::sync::mpsc;
 
 use serde_json::json;
 
-use super::client::{backoff, is_retryable_status, EsClient};
+use super::client::{is_retryable_status, EsClient};
 use crate::model::Event;
 use crate::simulate::{SimConfig, Simulator};
 
@@ -157,7 +157,7 @@ fn send(client: &EsClient, body: Vec<u8>, stats: &mut LoadStats) -> anyhow::Resu
         if retry.is_empty() {
             return Ok(());
         }
-        std::thread::sleep(backoff(std::time::Duration::from_millis(200), round));
+        std::thread::sleep(client.options().retry.delay(round));
         body = retry;
     }
     anyhow::bail!("Elasticsearch stayed busy: bulk items still refused after 8 rounds")

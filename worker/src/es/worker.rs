@@ -122,6 +122,13 @@ struct RecentRead {
 }
 
 /// How long ranges are watched for late arrivals (counted; scored within the lateness).
+/// Waits between polls while Elasticsearch is unavailable: 1 s doubling, at most 30 s.
+const UNAVAILABLE_RETRY: crate::retry::RetryPolicy = crate::retry::RetryPolicy {
+    max_attempts: u32::MAX,
+    base_delay: Duration::from_secs(1),
+    max_delay: Duration::from_secs(30),
+};
+
 const LATE_WATCH: Millis = crate::model::time::HOUR_MS;
 
 /// One running job: pipeline, writer, state and counters.
@@ -572,7 +579,7 @@ pub fn run(client: &EsClient, settings: &WorkerSettings, cfg: PipelineConfig, op
             }
             Err(WorkerError::Other(e)) if is_transient(&e) && !opts.once => {
                 failures += 1;
-                let wait = super::client::backoff(Duration::from_secs(1), failures.min(5));
+                let wait = UNAVAILABLE_RETRY.delay(failures.min(5));
                 tracing::warn!(error = %e, retry_in_s = wait.as_secs_f64(), "Elasticsearch unavailable; rolled back to the last checkpoint and will retry");
                 sleep_unless_stopped(wait, &stop);
                 if stop.load(Ordering::Relaxed) {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::json;
 
-use super::client::{backoff, is_retryable_status, EsClient, EsError};
+use super::client::{is_retryable_status, EsClient, EsError};
 use super::names::IndexNames;
 use crate::model::time::{format_rfc3339, Millis};
 use crate::model::{Alert, Anomaly};
@@ -130,7 +130,7 @@ impl BulkWriter {
             if !retry.is_empty() {
                 self.stats.retried_items += retry.len() as u64;
                 round += 1;
-                let wait = backoff(std::time::Duration::from_millis(200), round);
+                let wait = self.client.options().retry.delay(round);
                 tracing::warn!(
                     items = retry.len(),
                     round,

@@ -41,7 +41,7 @@ fn digits(b: &[u8]) -> Option<i64> {
         if !c.is_ascii_digit() {
             return None;
         }
-        v = v * 10 + i64::from(c - b'0');
+        v = v.checked_mul(10)?.checked_add(i64::from(c - b'0'))?;
     }
     Some(v)
 }
@@ -70,7 +70,10 @@ pub fn parse_rfc3339(s: &str) -> Option<Millis> {
                 return None;
             }
             let f = &frac[1..];
-            digits(f)?;
+            // Any number of fraction digits is valid; only the first three count.
+            if !f.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
             for i in 0..3 {
                 ms = ms * 10 + f.get(i).map_or(0, |c| i64::from(c - b'0'));
             }
@@ -242,6 +245,8 @@ mod tests {
             "1999-12-31T23:59:59Z",
             "2024-02-29T12:00:00.1Z",
             "2026-11-23T00:00:00.123456789Z",
+            // More fraction digits than an i64 holds (a mutated line once overflowed here).
+            "2026-11-23T00:00:00.1234567890123456789012345Z",
         ] {
             let want = DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis();
             assert_eq!(parse_rfc3339(s), Some(want), "{s}");

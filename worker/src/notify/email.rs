@@ -3,7 +3,6 @@
 //! Every alert gets one thread: the first message's Message-ID is derived from the alert id and
 //! later messages (still open, resolved) reply to it.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,8 +12,9 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
 use serde::Deserialize;
 
+use super::dispatch::{Channel, Failure, Outgoing, Pacing};
 use super::render::{header_safe, render};
-use super::{by_urgency, recipients, Evidence, Notifier, Route, Throttle};
+use super::{recipients, Links, MessageKind, Route};
 use crate::model::{Alert, Anomaly};
 
 /// How the SMTP connection is secured.
@@ -40,30 +40,19 @@ pub struct EmailSettings {
     pub ca_cert: Option<std::path::PathBuf>,
     pub from: String,
     pub routes: Vec<Route>,
-    pub kibana_url: Option<String>,
-    pub anomalies_index: String,
-    pub min_interval: Duration,
-    pub max_per_hour: usize,
+    pub links: Links,
+    pub pacing: Pacing,
 }
 
-/// Sends alert mail.
-pub struct EmailNotifier {
+/// Alert mail through one SMTP server: one message per alert change to every recipient of
+/// every matching route.
+pub struct EmailChannel {
     settings: EmailSettings,
     transport: SmtpTransport,
     from: Mailbox,
-    throttle: Throttle,
-    /// Recent anomalies, for the evidence table.
-    evidence: Evidence,
-    /// Messages that could not be sent yet (server down), tried again first next time.
-    outbox: VecDeque<(Alert, super::MessageKind)>,
-    pub sent: u64,
-    pub failed: u64,
 }
 
-/// Messages kept for a server that is down; beyond this the oldest are dropped, with an error.
-const OUTBOX_LIMIT: usize = 200;
-
-impl EmailNotifier {
+impl EmailChannel {
     pub fn new(settings: EmailSettings) -> anyhow::Result<Self> {
         let from: Mailbox = settings
             .from
@@ -91,16 +80,10 @@ impl EmailNotifier {
         if let (Some(u), Some(p)) = (user, pass) {
             builder = builder.credentials(Credentials::new(u, p));
         }
-        let throttle = Throttle::new(settings.min_interval.as_millis() as i64, settings.max_per_hour);
-        Ok(EmailNotifier {
+        Ok(EmailChannel {
             transport: builder.build(),
             from,
-            throttle,
             settings,
-            evidence: Evidence::default(),
-            outbox: VecDeque::new(),
-            sent: 0,
-            failed: 0,
         })
     }
 
@@ -108,15 +91,9 @@ impl EmailNotifier {
         format!("<alert-{}@apiwatch>", a.id)
     }
 
-    fn build(&self, a: &Alert, kind: super::MessageKind, to: &[String]) -> anyhow::Result<Message> {
-        let evidence = self.evidence.strongest(a, 5);
-        let r = render(
-            a,
-            kind,
-            &evidence,
-            self.settings.kibana_url.as_deref(),
-            &self.settings.anomalies_index,
-        );
+    fn build(&self, a: &Alert, kind: MessageKind, evidence: &[&Anomaly], to: &[String]) -> anyhow::Result<Message> {
+        let links = &self.settings.links;
+        let r = render(a, kind, evidence, links.kibana_url.as_deref(), &links.anomalies_index);
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(header_safe(&r.subject))
@@ -126,73 +103,38 @@ impl EmailNotifier {
         }
         let thread = Self::thread_id(a);
         b = match kind {
-            super::MessageKind::Opened => b.message_id(Some(thread)),
+            MessageKind::Opened => b.message_id(Some(thread)),
             _ => b.in_reply_to(thread.clone()).references(thread),
         };
         Ok(b.multipart(MultiPart::alternative_plain_html(r.text, r.html))?)
     }
 }
 
-impl Notifier for EmailNotifier {
-    fn remember(&mut self, anomalies: &[Anomaly]) {
-        self.evidence.remember(anomalies);
+impl Channel for EmailChannel {
+    fn destinations(&self, a: &Alert) -> Vec<usize> {
+        // One message to every recipient of every matching route.
+        match recipients(&self.settings.routes, a).is_empty() {
+            true => vec![],
+            false => vec![0],
+        }
     }
 
-    fn notify(&mut self, alerts: &[Alert]) -> anyhow::Result<u64> {
-        let now = chrono::Utc::now().timestamp_millis();
-        // Decide first (urgent first), then send the outbox in order: what failed before goes
-        // out before anything new.
-        for a in by_urgency(alerts) {
-            if recipients(&self.settings.routes, a).is_empty() {
-                continue;
-            }
-            if let Some(kind) = self.throttle.decide(a, now) {
-                self.outbox.push_back((a.clone(), kind));
-            }
-        }
-        while self.outbox.len() > OUTBOX_LIMIT {
-            if let Some((a, _)) = self.outbox.pop_front() {
-                self.failed += 1;
-                tracing::error!(alert = %a.id, "alert mail dropped: the SMTP server has been unreachable for too long");
-            }
-        }
-        let mut sent = 0;
-        while let Some((a, kind)) = self.outbox.pop_front() {
-            let to = recipients(&self.settings.routes, &a);
-            let msg = match self.build(&a, kind, &to) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.failed += 1;
-                    tracing::error!(alert = %a.id, error = %e, "cannot build the alert mail");
-                    continue;
-                }
-            };
-            match self.transport.send(&msg) {
-                Ok(_) => {
-                    sent += 1;
-                    self.sent += 1;
-                    tracing::info!(alert = %a.id, priority = %a.priority, recipients = to.len(), ?kind, "alert mail sent");
-                }
-                Err(e) => {
-                    // Keep it (and everything after it) for the next round; the server is
-                    // likely down, so do not hammer it now.
-                    self.outbox.push_front((a, kind));
-                    let queued = self.outbox.len();
-                    return Err(anyhow::Error::from(e).context(format!(
-                        "SMTP {}:{} ({} sent, {queued} kept for the next attempt)",
-                        self.settings.smtp_host, self.settings.smtp_port, sent
-                    )));
+    fn deliver(&mut self, msg: &Outgoing<'_>) -> Result<(), Failure> {
+        let to = recipients(&self.settings.routes, msg.alert);
+        let mail = self
+            .build(msg.alert, msg.kind, msg.evidence, &to)
+            .map_err(|e| Failure::Refused(format!("cannot build the alert mail: {e:#}")))?;
+        match self.transport.send(&mail) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let why = format!("SMTP {}:{}: {e}", self.settings.smtp_host, self.settings.smtp_port);
+                // A permanent (5xx) answer will not change by trying again; anything else
+                // (unreachable, 4xx) may.
+                match e.is_permanent() {
+                    true => Err(Failure::Refused(why)),
+                    false => Err(Failure::Retry(why)),
                 }
             }
         }
-        Ok(sent)
-    }
-
-    fn save(&self) -> serde_json::Value {
-        serde_json::to_value(&self.throttle).unwrap_or_default()
-    }
-
-    fn load(&mut self, state: &serde_json::Value) {
-        self.throttle.restore(state);
     }
 }

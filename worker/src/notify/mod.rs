@@ -1,10 +1,13 @@
 //! Telling people: a [`Notifier`] receives every stored alert change and decides what deserves
 //! a message (a new alert, a re-alert of one still open, its resolution), to whom (routes by
 //! service and priority), and how often (per-alert throttle and an hourly cap). Channels:
-//! `email` (the default path) and `webhook` (generic JSON or Slack-compatible); the decision
-//! logic here is shared by both, and [`Fanout`] runs several side by side.
+//! `email` (the default path), `webhook` (generic JSON or Slack-compatible) and `pagerduty`
+//! (Events API v2). Each channel runs in a [`dispatch::Dispatcher`], which owns what they share
+//! (throttle, evidence, outbox, retries); [`Fanout`] runs several side by side.
 
+pub mod dispatch;
 pub mod email;
+pub mod pagerduty;
 pub mod render;
 pub mod webhook;
 
@@ -27,18 +30,33 @@ pub trait Notifier {
     fn load(&mut self, _state: &serde_json::Value) {}
 }
 
-/// The configured channels: email alone keeps its checkpoint format; with webhooks too, each
-/// channel's memory is kept under its name.
+/// Where a message links to: Kibana's Discover on the anomalies index.
+#[derive(Clone, Debug, Default)]
+pub struct Links {
+    pub kibana_url: Option<String>,
+    pub anomalies_index: String,
+}
+
+/// The configured channels, each in its [`dispatch::Dispatcher`]: email alone keeps its
+/// checkpoint format; with others too, each channel's memory is kept under its name.
 pub fn channels(
     email: Option<&email::EmailSettings>,
     webhook: Option<&webhook::WebhookSettings>,
+    pagerduty: Option<&pagerduty::PagerDutySettings>,
 ) -> anyhow::Result<Option<Box<dyn Notifier>>> {
+    use dispatch::Dispatcher;
     let mut channels: Vec<(&'static str, Box<dyn Notifier>)> = Vec::new();
     if let Some(e) = email {
-        channels.push(("email", Box::new(email::EmailNotifier::new(e.clone())?)));
+        let channel = email::EmailChannel::new(e.clone())?;
+        channels.push(("email", Box::new(Dispatcher::new("email", Box::new(channel), e.pacing))));
     }
     if let Some(w) = webhook {
-        channels.push(("webhook", Box::new(webhook::WebhookNotifier::new(w.clone())?)));
+        let channel = webhook::WebhookChannel::new(w.clone())?;
+        channels.push(("webhook", Box::new(Dispatcher::new("webhook", Box::new(channel), w.pacing))));
+    }
+    if let Some(p) = pagerduty {
+        let channel = pagerduty::PagerDutyChannel::new(p.clone())?;
+        channels.push(("pagerduty", Box::new(Dispatcher::new("pagerduty", Box::new(channel), p.pacing))));
     }
     Ok(match channels.len() {
         0 => None,

@@ -5,14 +5,14 @@
 //! or 5xx; what still fails stays in the outbox for the next round, in order. A 4xx other than
 //! 429 is a configuration problem: reported with the endpoint's answer, counted, not retried.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::dispatch::{Channel, Failure, Outgoing, Pacing};
 use super::render::{discover_link, render};
-use super::{by_urgency, route_matches, Evidence, MessageKind, Notifier, Throttle};
+use super::{route_matches, Links, MessageKind};
 use crate::model::{Alert, Anomaly};
 
 /// Payload shape of one endpoint.
@@ -46,67 +46,28 @@ impl WebhookRoute {
 #[derive(Clone, Debug)]
 pub struct WebhookSettings {
     pub routes: Vec<WebhookRoute>,
-    pub kibana_url: Option<String>,
-    pub anomalies_index: String,
-    pub min_interval: Duration,
-    pub max_per_hour: usize,
-    /// Tries per delivery within one round.
-    pub max_attempts: u32,
-    pub backoff: Duration,
+    pub links: Links,
     pub timeout: Duration,
+    pub pacing: Pacing,
 }
 
-/// Deliveries kept for endpoints that are down; beyond this the oldest are dropped, with an error.
-const OUTBOX_LIMIT: usize = 500;
-
-pub struct WebhookNotifier {
+/// Posts alert changes to the matching routes' endpoints, one delivery per route.
+pub struct WebhookChannel {
     settings: WebhookSettings,
     agent: ureq::Agent,
-    throttle: Throttle,
-    evidence: Evidence,
-    /// (alert, message kind, route index) not delivered yet.
-    outbox: VecDeque<(Alert, MessageKind, usize)>,
-    pub sent: u64,
-    pub failed: u64,
 }
 
-enum Delivery {
-    Done,
-    /// Worth another try later (endpoint down, throttled, erroring).
-    Retry(String),
-    /// Will not work by trying again (bad URL, refused payload).
-    Refused(String),
-}
-
-impl WebhookNotifier {
+impl WebhookChannel {
     pub fn new(settings: WebhookSettings) -> anyhow::Result<Self> {
-        let agent = crate::es::client::http_agent(settings.timeout, None)?;
-        Ok(WebhookNotifier {
-            agent,
-            throttle: Throttle::new(settings.min_interval.as_millis() as i64, settings.max_per_hour),
-            settings,
-            evidence: Evidence::default(),
-            outbox: VecDeque::new(),
-            sent: 0,
-            failed: 0,
-        })
+        let agent = crate::http::agent(settings.timeout, None)?;
+        Ok(WebhookChannel { agent, settings })
     }
 
     /// The document sent for one alert change.
-    pub fn payload(&self, a: &Alert, kind: MessageKind, format: WebhookFormat) -> Value {
-        let evidence = self.evidence.strongest(a, 5);
-        let r = render(
-            a,
-            kind,
-            &evidence,
-            self.settings.kibana_url.as_deref(),
-            &self.settings.anomalies_index,
-        );
-        let link = self
-            .settings
-            .kibana_url
-            .as_deref()
-            .map(|k| discover_link(k, &self.settings.anomalies_index, a));
+    pub fn payload(&self, a: &Alert, kind: MessageKind, evidence: &[&Anomaly], format: WebhookFormat) -> Value {
+        let links = &self.settings.links;
+        let r = render(a, kind, evidence, links.kibana_url.as_deref(), &links.anomalies_index);
+        let link = links.kibana_url.as_deref().map(|k| discover_link(k, &links.anomalies_index, a));
         let event = match kind {
             MessageKind::Opened => "opened",
             MessageKind::StillOpen => "still_open",
@@ -145,7 +106,7 @@ impl WebhookNotifier {
         }
     }
 
-    fn deliver(&self, url: &str, body: &Value) -> Delivery {
+    fn post(&self, url: &str, body: &Value) -> Result<(), Failure> {
         let body = body.to_string();
         match self
             .agent
@@ -156,17 +117,19 @@ impl WebhookNotifier {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 if (200..300).contains(&status) {
-                    return Delivery::Done;
+                    return Ok(());
                 }
                 let text: String = resp.body_mut().read_to_string().unwrap_or_default().chars().take(300).collect();
-                let why = format!("HTTP {status}: {text}");
+                let why = format!("{url}: HTTP {status}: {text}");
+                // A busy or erring endpoint may answer later; any other 4xx is a configuration
+                // problem (bad URL, refused payload).
                 if status == 429 || status >= 500 {
-                    Delivery::Retry(why)
+                    Err(Failure::Retry(why))
                 } else {
-                    Delivery::Refused(why)
+                    Err(Failure::Refused(why))
                 }
             }
-            Err(e) => Delivery::Retry(e.to_string()),
+            Err(e) => Err(Failure::Retry(format!("{url}: {e}"))),
         }
     }
 }
@@ -176,75 +139,17 @@ fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-impl Notifier for WebhookNotifier {
-    fn remember(&mut self, anomalies: &[Anomaly]) {
-        self.evidence.remember(anomalies);
+impl Channel for WebhookChannel {
+    fn destinations(&self, a: &Alert) -> Vec<usize> {
+        (0..self.settings.routes.len())
+            .filter(|&i| self.settings.routes[i].matches(a))
+            .collect()
     }
 
-    fn notify(&mut self, alerts: &[Alert]) -> anyhow::Result<u64> {
-        let now = chrono::Utc::now().timestamp_millis();
-        for a in by_urgency(alerts) {
-            let routes: Vec<usize> = (0..self.settings.routes.len())
-                .filter(|&i| self.settings.routes[i].matches(a))
-                .collect();
-            if routes.is_empty() {
-                continue;
-            }
-            if let Some(kind) = self.throttle.decide(a, now) {
-                for i in routes {
-                    self.outbox.push_back((a.clone(), kind, i));
-                }
-            }
-        }
-        while self.outbox.len() > OUTBOX_LIMIT {
-            if let Some((a, _, i)) = self.outbox.pop_front() {
-                self.failed += 1;
-                tracing::error!(alert = %a.id, url = %self.settings.routes[i].url, "webhook dropped: the endpoint has failed for too long");
-            }
-        }
-        let mut sent = 0;
-        while let Some((a, kind, i)) = self.outbox.pop_front() {
-            let route = self.settings.routes[i].clone();
-            let body = self.payload(&a, kind, route.format);
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match self.deliver(&route.url, &body) {
-                    Delivery::Done => {
-                        sent += 1;
-                        self.sent += 1;
-                        tracing::info!(alert = %a.id, priority = %a.priority, url = %route.url, ?kind, attempt, "webhook delivered");
-                        break;
-                    }
-                    Delivery::Refused(why) => {
-                        self.failed += 1;
-                        tracing::error!(alert = %a.id, url = %route.url, %why, "webhook refused: check the URL and the endpoint's expected payload");
-                        break;
-                    }
-                    Delivery::Retry(why) if attempt < self.settings.max_attempts => {
-                        tracing::warn!(alert = %a.id, url = %route.url, %why, attempt, "webhook failed, retrying");
-                        std::thread::sleep(self.settings.backoff * 2u32.pow(attempt - 1));
-                    }
-                    Delivery::Retry(why) => {
-                        self.outbox.push_front((a, kind, i));
-                        let queued = self.outbox.len();
-                        anyhow::bail!(
-                            "webhook {}: {why} after {attempt} tries ({sent} sent, {queued} kept for the next round)",
-                            route.url
-                        );
-                    }
-                }
-            }
-        }
-        Ok(sent)
-    }
-
-    fn save(&self) -> Value {
-        serde_json::to_value(&self.throttle).unwrap_or_default()
-    }
-
-    fn load(&mut self, state: &Value) {
-        self.throttle.restore(state);
+    fn deliver(&mut self, msg: &Outgoing<'_>) -> Result<(), Failure> {
+        let route = &self.settings.routes[msg.destination];
+        let body = self.payload(msg.alert, msg.kind, msg.evidence, route.format);
+        self.post(&route.url, &body)
     }
 }
 
@@ -252,20 +157,35 @@ impl Notifier for WebhookNotifier {
 mod tests {
     use super::*;
     use crate::model::AlertStatus;
+    use crate::notify::dispatch::Dispatcher;
     use crate::notify::tests::alert;
+    use crate::notify::Notifier;
     use crate::test_http::receiver;
 
-    fn settings(routes: Vec<WebhookRoute>) -> WebhookSettings {
+    fn settings(routes: Vec<WebhookRoute>, max_attempts: u32) -> WebhookSettings {
         WebhookSettings {
             routes,
-            kibana_url: Some("http://kibana:5601".into()),
-            anomalies_index: "apiwatch-anomalies-*".into(),
-            min_interval: Duration::from_secs(900),
-            max_per_hour: 30,
-            max_attempts: 3,
-            backoff: Duration::from_millis(10),
+            links: Links {
+                kibana_url: Some("http://kibana:5601".into()),
+                anomalies_index: "apiwatch-anomalies-*".into(),
+            },
             timeout: Duration::from_secs(5),
+            pacing: Pacing {
+                min_interval: Duration::from_secs(900),
+                max_per_hour: 30,
+                retry: crate::retry::RetryPolicy {
+                    max_attempts,
+                    base_delay: Duration::from_millis(10),
+                    max_delay: Duration::from_millis(40),
+                },
+                outbox_limit: 500,
+            },
         }
+    }
+
+    fn dispatcher(settings: WebhookSettings) -> Dispatcher {
+        let pacing = settings.pacing;
+        Dispatcher::new("webhook", Box::new(WebhookChannel::new(settings).unwrap()), pacing)
     }
 
     #[test]
@@ -274,21 +194,23 @@ mod tests {
         // once with 503, then accepts: delivered on the second try.
         let (slack, slack_h) = receiver(vec![(200, "ok")]);
         let (generic, generic_h) = receiver(vec![(503, "busy"), (200, "{}"), (200, "{}")]);
-        let mut n = WebhookNotifier::new(settings(vec![
-            WebhookRoute {
-                services: vec![],
-                priorities: vec!["P1".into()],
-                url: format!("{slack}/hooks/T0/B0/x"),
-                format: WebhookFormat::Slack,
-            },
-            WebhookRoute {
-                services: vec![],
-                priorities: vec![],
-                url: format!("{generic}/apiwatch"),
-                format: WebhookFormat::Json,
-            },
-        ]))
-        .unwrap();
+        let mut n = dispatcher(settings(
+            vec![
+                WebhookRoute {
+                    services: vec![],
+                    priorities: vec!["P1".into()],
+                    url: format!("{slack}/hooks/T0/B0/x"),
+                    format: WebhookFormat::Slack,
+                },
+                WebhookRoute {
+                    services: vec![],
+                    priorities: vec![],
+                    url: format!("{generic}/apiwatch"),
+                    format: WebhookFormat::Json,
+                },
+            ],
+            3,
+        ));
         let p1 = alert("a1", "payments", "P1", AlertStatus::Open, 1);
         let p3 = alert("a3", "ledger", "P3", AlertStatus::Open, 1);
         assert_eq!(n.notify(&[p3, p1]).unwrap(), 3);
@@ -314,16 +236,15 @@ mod tests {
     #[test]
     fn an_endpoint_that_stays_down_keeps_the_delivery_for_the_next_round_and_a_refusal_is_not_retried() {
         let (down, down_h) = receiver(vec![(500, "x"), (500, "x"), (200, "{}")]);
-        let mut n = WebhookNotifier::new(WebhookSettings {
-            max_attempts: 2,
-            ..settings(vec![WebhookRoute {
+        let mut n = dispatcher(settings(
+            vec![WebhookRoute {
                 services: vec![],
                 priorities: vec![],
                 url: down.clone(),
                 format: WebhookFormat::Json,
-            }])
-        })
-        .unwrap();
+            }],
+            2,
+        ));
         let a = alert("a1", "payments", "P2", AlertStatus::Open, 1);
         let err = n.notify(std::slice::from_ref(&a)).unwrap_err().to_string();
         assert!(err.contains("HTTP 500") && err.contains("1 kept"), "{err}");
@@ -332,13 +253,15 @@ mod tests {
         assert_eq!(down_h.join().unwrap().len(), 3);
 
         let (bad, bad_h) = receiver(vec![(400, "invalid_payload")]);
-        let mut n = WebhookNotifier::new(settings(vec![WebhookRoute {
-            services: vec![],
-            priorities: vec![],
-            url: bad,
-            format: WebhookFormat::Slack,
-        }]))
-        .unwrap();
+        let mut n = dispatcher(settings(
+            vec![WebhookRoute {
+                services: vec![],
+                priorities: vec![],
+                url: bad,
+                format: WebhookFormat::Slack,
+            }],
+            3,
+        ));
         assert_eq!(n.notify(&[a]).unwrap(), 0);
         assert_eq!(n.failed, 1);
         assert_eq!(bad_h.join().unwrap().len(), 1);
