@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 use crate::model::{Interner, Sym};
 
 /// Limits of the learner.
-#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteLimits {
     /// Distinct literal values one path position may take before it is treated as an id.
     pub max_literals_per_position: usize,

@@ -132,11 +132,10 @@ pub struct Models {
     pub store: ModelStore,
 }
 
-/// Printed into the state fingerprint: which detectors run is what matters, not where the
-/// files are, so a restart from another directory keeps its state.
+/// The runtime has no Debug of its own; the store says where the models are.
 impl std::fmt::Debug for Models {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Models")
+        write!(f, "Models({:?})", self.store)
     }
 }
 

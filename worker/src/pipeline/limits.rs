@@ -14,7 +14,7 @@ use crate::model::{Interner, Sym};
 pub const OTHER: &str = "(other)";
 
 /// The caps (`[limits]` in the configuration).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntityLimits {
     pub max_services: usize,
     pub max_providers: usize,

@@ -5,9 +5,11 @@
 
 pub mod limits;
 pub mod reorder;
+mod state;
 pub mod windows;
 
 pub use limits::EntityLimits;
+pub use state::{StateError, StateKey};
 
 use rustc_hash::FxHashMap;
 
@@ -55,7 +57,7 @@ pub struct PipelineConfig {
 }
 
 /// Where the ONNX models and runtime are (`[models]` in the configuration).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ModelSettings {
     /// Run the learned detectors by default when their runtime and models are found.
     pub enabled: bool,
@@ -70,13 +72,6 @@ impl Default for ModelSettings {
             dir: None,
             runtime: None,
         }
-    }
-}
-
-/// Paths stay out of the state fingerprint (see [`crate::ml::Models`]).
-impl std::fmt::Debug for ModelSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ModelSettings({})", self.enabled)
     }
 }
 
@@ -182,18 +177,6 @@ impl SpanIndex {
     }
 }
 
-/// Why a saved state could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("the saved state was made with a different configuration (windows, detectors, seed or limits); start fresh or restore the old configuration")]
-    ConfigChanged,
-    #[error("the saved state is unreadable: {0}")]
-    Corrupt(String),
-    #[error(transparent)]
-    Models(#[from] crate::ml::MlError),
-}
-
-/// A stable summary of what a saved state depends on.
 /// The service-level rows of a closed window's statistics, named.
 fn service_metrics(stats: &[WindowStat], names: &Interner) -> Vec<ServiceMetrics> {
     stats
@@ -213,43 +196,6 @@ fn service_metrics(stats: &[WindowStat], names: &Interner) -> Vec<ServiceMetrics
             _ => None,
         })
         .collect()
-}
-
-fn config_fingerprint(cfg: &PipelineConfig) -> String {
-    format!("v5 {cfg:?}")
-}
-
-#[derive(serde::Serialize)]
-struct StateRef<'a> {
-    config: String,
-    names: &'a Interner,
-    entity_names: &'a EntityNames,
-    routes: &'a RouteLearner,
-    registry: &'a ServiceRegistry,
-    reorder: &'a ReorderBuffer,
-    windows: &'a WindowAggregator,
-    spans: &'a SpanIndex,
-    alerts: &'a AlertManager,
-    window_start: Option<Millis>,
-    stats: &'a RunStats,
-    detectors: Vec<(String, Vec<u8>)>,
-}
-
-/// The owned twin of [`StateRef`]; fields in the same order (they must read and write the same fields).
-#[derive(serde::Deserialize)]
-struct StateOwned {
-    config: String,
-    names: Interner,
-    entity_names: EntityNames,
-    routes: RouteLearner,
-    registry: ServiceRegistry,
-    reorder: ReorderBuffer,
-    windows: WindowAggregator,
-    spans: SpanIndex,
-    alerts: AlertManager,
-    window_start: Option<Millis>,
-    stats: RunStats,
-    detectors: Vec<(String, Vec<u8>)>,
 }
 
 pub struct Pipeline {
@@ -480,68 +426,6 @@ impl Pipeline {
         self.window_start
     }
 
-    /// Everything learned so far, compressed, for a checkpoint. [`Pipeline::restore`] with the
-    /// same configuration gives a pipeline that continues exactly as this one would. Mutable
-    /// because detectors with inference in flight finish it first.
-    pub fn save_state(&mut self) -> anyhow::Result<Vec<u8>> {
-        let detectors = self
-            .detectors
-            .iter_mut()
-            .map(|d| Ok((d.name().to_owned(), d.save_state()?)))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let state = StateRef {
-            config: config_fingerprint(&self.cfg),
-            names: &self.names,
-            entity_names: &self.entity_names,
-            routes: &self.routes,
-            registry: &self.registry,
-            reorder: &self.reorder,
-            windows: &self.windows,
-            spans: &self.spans,
-            alerts: &self.alerts,
-            window_start: self.window_start,
-            stats: &self.stats,
-            detectors,
-        };
-        let raw = rmp_serde::to_vec_named(&state)?;
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut z, &raw)?;
-        Ok(z.finish()?)
-    }
-
-    /// Rebuilds a pipeline from [`Pipeline::save_state`]. Fails if the state was saved with a
-    /// different configuration (windows, detectors, seed...), since its models would not fit.
-    pub fn restore(cfg: PipelineConfig, bytes: &[u8]) -> Result<Self, StateError> {
-        let mut raw = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(bytes), &mut raw).map_err(|e| StateError::Corrupt(e.to_string()))?;
-        let state: StateOwned = rmp_serde::from_slice(&raw).map_err(|e| StateError::Corrupt(e.to_string()))?;
-        let expected = config_fingerprint(&cfg);
-        if state.config != expected {
-            return Err(StateError::ConfigChanged);
-        }
-        let mut p = Pipeline::new(cfg)?;
-        if p.detectors.len() != state.detectors.len() {
-            return Err(StateError::ConfigChanged);
-        }
-        for (d, (name, bytes)) in p.detectors.iter_mut().zip(&state.detectors) {
-            if d.name() != name {
-                return Err(StateError::ConfigChanged);
-            }
-            d.load_state(bytes).map_err(|e| StateError::Corrupt(format!("{name}: {e}")))?;
-        }
-        p.names = state.names;
-        p.entity_names = state.entity_names;
-        p.routes = state.routes;
-        p.registry = state.registry;
-        p.reorder = state.reorder;
-        p.windows = state.windows;
-        p.spans = state.spans;
-        p.alerts = state.alerts;
-        p.window_start = state.window_start;
-        p.stats = state.stats;
-        Ok(p)
-    }
-
     /// A sum over the detectors of one of their "not followed" counters.
     fn untracked(&self, count: impl Fn(&dyn Detector) -> u64) -> u64 {
         self.detectors.iter().map(|d| count(d.as_ref())).sum()
@@ -656,7 +540,15 @@ mod tests {
             seed: 43,
             ..Default::default()
         };
-        assert!(matches!(Pipeline::restore(other, &saved), Err(StateError::ConfigChanged)));
+        let err = Pipeline::restore(other, &saved).err().expect("another seed refuses the state");
+        assert!(
+            matches!(&err, StateError::ConfigChanged { changed } if changed == "detectors.model_seed"),
+            "{err}"
+        );
+        // Alert settings are not part of the state: changing them keeps what was learned.
+        let mut alerts = PipelineConfig::default();
+        alerts.alerts.raise_single += 5.0;
+        assert!(Pipeline::restore(alerts, &saved).is_ok());
         assert!(matches!(
             Pipeline::restore(PipelineConfig::default(), b"junk"),
             Err(StateError::Corrupt(_))
