@@ -3,42 +3,14 @@
 //! the detectors simply start learning the newcomer's baselines, and score it once they can.
 
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
 
 use crate::detect::baseline::MIN_HISTORY;
-use crate::model::time::{serde_rfc3339, Millis, DAY_MS};
+pub use crate::model::service::{RouteRecord, ServiceRecord};
+use crate::model::time::{Millis, DAY_MS};
 use crate::model::{Interner, Sym};
 
 /// Windows after which a baseline counts as fully ready.
 pub const READY_WINDOWS: u64 = 15;
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct RouteRecord {
-    #[serde(rename = "http.route")]
-    pub route: String,
-    #[serde(with = "serde_rfc3339")]
-    pub first_seen: Millis,
-    pub calls: u64,
-}
-
-/// One onboarded service in one provider (the `apiwatch-services` document).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ServiceRecord {
-    #[serde(rename = "service.name")]
-    pub service: String,
-    #[serde(rename = "cloud.provider")]
-    pub provider: String,
-    #[serde(with = "serde_rfc3339")]
-    pub first_seen: Millis,
-    #[serde(with = "serde_rfc3339")]
-    pub last_seen: Millis,
-    pub calls: u64,
-    /// Windows with traffic so far.
-    pub windows: u64,
-    /// `warming`, `early`, `ready` or `seasonal`.
-    pub baseline: String,
-    pub routes: Vec<RouteRecord>,
-}
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 struct Entry {

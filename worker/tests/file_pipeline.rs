@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use apiwatch::eval::evaluate;
 use apiwatch::model::anomaly::{Alert, Anomaly};
-use apiwatch::onboard::ServiceRecord;
+use apiwatch::model::service::ServiceRecord;
 use apiwatch::simulate::incidents::IncidentKind;
 
 fn bin() -> Command {

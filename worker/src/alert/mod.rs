@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::model::anomaly::{Alert, Anomaly, AnomalyKind, Severity};
+use crate::model::anomaly::{Alert, Anomaly, AnomalyKind, Severity, Weight};
 use crate::model::time::{Millis, MINUTE_MS};
 
 /// Grouping and raising rules.
@@ -137,7 +137,7 @@ const KEEP_ANOMALIES: usize = 200;
 /// weak findings add weight to an incident, but a pile of them alone is not raised (one very
 /// isolated window still can be, through the single-anomaly rule).
 fn is_corroborating_only(a: &Anomaly) -> bool {
-    a.metric.as_deref() == Some("window.isolation")
+    a.weight == Weight::Corroborates
 }
 /// Calls an effect may travel from its cause (see [`AlertManager::reaches`]).
 const PROPAGATION_HOPS: usize = 3;
@@ -594,6 +594,7 @@ mod tests {
             route: None,
             metric: None,
             held_by: None,
+            weight: Default::default(),
             actual: Some(2.0),
             expected: Some(1.0),
             reason: format!("{service} is slow"),
@@ -648,6 +649,7 @@ mod tests {
         assert!(out[0].summary.contains("Example traces: t-1"), "{}", out[0].summary);
         let mut b = anomaly("search", AnomalyKind::Latency, 90.0, 0);
         b.metric = Some("window.isolation".into());
+        b.weight = Weight::Corroborates;
         let out = m.ingest(&[b], MINUTE_MS);
         assert!(out[0].title.contains("] latency on search/aws"), "{}", out[0].title);
     }
@@ -827,6 +829,7 @@ mod tests {
             let mut a = anomaly("orders", AnomalyKind::Latency, 45.0, t);
             a.detector = "isolation_forest".into();
             a.metric = Some("window.isolation".into());
+            a.weight = Weight::Corroborates;
             a
         };
         for k in 0..4 {

@@ -9,8 +9,8 @@ use super::args::{connect, range_flags, time_flag, DetectArgs, EsArgs, InputForm
 use super::{bar, count, rate_message, read_json, spinner};
 use crate::es::worker::{RunOptions, RunSummary};
 use crate::job::files::{FilesRun, REJECTED_FILE};
+use crate::model::service::ServiceRecord;
 use crate::model::time::{format_hhmm, format_rfc3339, Millis};
-use crate::onboard::ServiceRecord;
 
 #[derive(clap::Subcommand)]
 pub enum OperateCommand {

@@ -22,7 +22,7 @@ pub mod static_rule;
 pub mod stats;
 pub mod window_forest;
 
-use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor, Severity};
+use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor, Severity, Weight};
 use crate::model::time::Millis;
 use crate::model::{EntityKey, Event, Interner, Sym, WindowStat};
 
@@ -221,6 +221,7 @@ pub struct Finding {
     pub trace_ids: Vec<String>,
     pub user_ids: Vec<String>,
     pub eta: Option<Millis>,
+    pub weight: Weight,
 }
 
 impl Finding {
@@ -242,6 +243,7 @@ impl Finding {
             trace_ids: Vec::new(),
             user_ids: Vec::new(),
             eta: None,
+            weight: Weight::Raises,
         }
     }
 
@@ -291,6 +293,7 @@ impl Finding {
             route,
             metric: (!self.metric.is_empty()).then(|| self.metric.to_owned()),
             held_by: None,
+            weight: self.weight,
             actual: self.actual.map(round3),
             expected: self.expected.map(round3),
             reason: self.reason,

@@ -15,18 +15,9 @@ use super::stats::{column_mean_std, quantile, score_from_z, Ewm};
 use super::{node_label, CallContext, Detector, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
 use crate::model::time::{hour_of_day, Millis, DAY_MS, HOUR_MS, MINUTE_MS};
-use crate::model::EntityKey;
+use crate::model::{hash_str, EntityKey};
 
-/// Feature names, in vector order (also the order `apiwatch features` exports).
-pub const FEATURES: [&str; 7] = [
-    "latency_vs_route",
-    "status_class",
-    "request_bytes_vs_route",
-    "response_bytes_vs_route",
-    "client_ip_rarity",
-    "user_agent_rarity",
-    "hour_of_day",
-];
+pub use crate::model::features::REQUEST_FEATURES as FEATURES;
 const NF: usize = FEATURES.len();
 /// Training calls kept per hour of the day.
 const PER_HOUR: usize = 4096;
@@ -379,13 +370,6 @@ impl RequestForestDetector {
             n.fitted = n.latency.n >= NEW_ROUTE_CALLS && (first || now - n.first_seen >= NEW_ROUTE_GRACE);
         }
     }
-}
-
-pub(crate) fn hash_str(s: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = rustc_hash::FxHasher::default();
-    s.hash(&mut h);
-    h.finish()
 }
 
 impl Detector for RequestForestDetector {

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use super::iforest::{ForestParams, IsolationForest};
 use super::stats::{column_mean_std, median, Ring};
 use super::{entity_label, Detector, Finding, WindowContext};
-use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
+use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor, Weight};
 use crate::model::time::{Millis, HOUR_MS};
 use crate::model::{EntityKind, WindowStat};
 
@@ -146,6 +146,7 @@ impl Detector for WindowForestDetector {
                     // Scored on how far past the most isolated training window it lies.
                     fd.score = (30.0 + 400.0 * (s - f.threshold)).clamp(30.0, 70.0);
                     fd.metric = "window.isolation";
+                    fd.weight = Weight::Corroborates;
                     fd.actual = Some(s);
                     fd.expected = Some(f.threshold);
                     fd.reason = format!(

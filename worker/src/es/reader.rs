@@ -145,7 +145,7 @@ impl<'c> RangeReader<'c> {
                     page.report.events += 1;
                     page.events.push(ev);
                     page.ids
-                        .push(crate::detect::request::hash_str(hit.index) ^ crate::detect::request::hash_str(hit.id).rotate_left(1));
+                        .push(crate::model::hash_str(hit.index) ^ crate::model::hash_str(hit.id).rotate_left(1));
                 }
                 Err(e) => {
                     match e {

@@ -14,9 +14,9 @@ use serde_json::json;
 
 use super::client::{is_retryable_status, EsClient, EsError};
 use super::names::IndexNames;
+use crate::model::service::ServiceRecord;
 use crate::model::time::{format_rfc3339, Millis};
 use crate::model::{Alert, Anomaly};
-use crate::onboard::ServiceRecord;
 use crate::sink::{JourneyRecord, ResultSink};
 
 /// Flush on its own once the buffer holds this much.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::detect::export::{ExportReport, FeatureExport};
-use crate::detect::request::FEATURES;
+use crate::model::features::REQUEST_FEATURES as FEATURES;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::sink::MemorySink;
 use crate::source::EventSource;

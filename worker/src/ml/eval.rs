@@ -205,7 +205,7 @@ pub fn bench_models(
     let m = crate::ml::Models::open(runtime, models)?;
     let ae_v = m.store.current(AutoencoderDetector::MODEL)?;
     let lstm_v = m.store.current(LstmDetector::MODEL)?;
-    let mut ae = crate::ml::autoencoder::AutoencoderModel::load(m.env, &ae_v, &crate::detect::request::FEATURES)?;
+    let mut ae = crate::ml::autoencoder::AutoencoderModel::load(m.env, &ae_v, &crate::model::features::REQUEST_FEATURES)?;
     let mut lstm = crate::ml::lstm::LstmModel::load(m.env, &lstm_v)?;
     let ae_rate = crate::ml::eval::autoencoder_rows_per_sec(&mut ae, rows, batch)?;
     let lstm_us = crate::ml::eval::lstm_micros_per_call(&mut lstm, rows / 20, sessions)?;

@@ -6,7 +6,7 @@ use super::autoencoder::AutoencoderModel;
 use super::card::invalid;
 use super::lstm::LstmModel;
 use super::{MlError, ModelVersion};
-use crate::detect::request::FEATURES;
+use crate::model::features::REQUEST_FEATURES as FEATURES;
 
 /// Largest allowed difference between Python's and Rust's outputs.
 pub const TOLERANCE: f32 = 1e-5;

@@ -65,6 +65,17 @@ pub struct Contributor {
     pub expected: Option<f64>,
 }
 
+/// How much a finding counts on its own when anomalies are grouped into alerts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Weight {
+    /// Enough, at the raising score, to raise an alert.
+    #[default]
+    Raises,
+    /// Adds weight to an incident but does not raise one: a detector reading the same
+    /// statistics as another (the window forest beside the baselines).
+    Corroborates,
+}
+
 /// One finding of one detector.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Anomaly {
@@ -97,6 +108,9 @@ pub struct Anomaly {
     /// (`dependency_change`, `forecast_needs_two_windows`); absent when nothing held it.
     #[serde(rename = "anomaly.held_by", skip_serializing_if = "Option::is_none", default)]
     pub held_by: Option<String>,
+    /// Set by the detector; used while grouping, not part of the document.
+    #[serde(skip)]
+    pub weight: Weight,
     #[serde(rename = "anomaly.actual", skip_serializing_if = "Option::is_none", default)]
     pub actual: Option<f64>,
     #[serde(rename = "anomaly.expected", skip_serializing_if = "Option::is_none", default)]

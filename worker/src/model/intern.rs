@@ -43,6 +43,15 @@ impl Interner {
     }
 }
 
+/// A fast, stable-within-a-build 64-bit hash of a string: ids of users, traces, spans and
+/// documents kept as numbers, and rarity keys.
+pub fn hash_str(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    s.hash(&mut h);
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

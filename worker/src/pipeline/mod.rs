@@ -14,9 +14,9 @@ pub use state::{StateError, StateKey};
 use rustc_hash::FxHashMap;
 
 use crate::alert::{AlertConfig, AlertManager};
-use crate::detect::request::hash_str;
 use crate::detect::routes::{RouteLearner, RouteLimits};
 use crate::detect::{build_detectors, node_label, CallContext, Detector, DetectorKind, WindowContext};
+use crate::model::hash_str;
 use crate::model::time::{Millis, MINUTE_MS};
 use crate::model::{EntityKey, Event, Interner, ServiceMetrics, Sym, WindowStat};
 use crate::onboard::ServiceRegistry;

@@ -14,7 +14,7 @@ use crate::model::Event;
 fn tie_break(e: &Event) -> u64 {
     let child = u64::from(e.parent_id.is_some()) << 63;
     let key = e.span_id.as_deref().unwrap_or(&e.path);
-    child | (crate::detect::request::hash_str(key) >> 1)
+    child | (crate::model::hash_str(key) >> 1)
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -16,9 +16,9 @@ use anyhow::Context;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::model::service::ServiceRecord;
 use crate::model::time::{format_rfc3339, Millis};
 use crate::model::{Alert, AlertStatus, Anomaly, AnomalyKind, JourneyRecord, ServiceMetrics};
-use crate::onboard::ServiceRecord;
 
 /// Points per timeline above which windows are merged (a week of 1-minute windows stays light).
 const MAX_POINTS: usize = 1500;
@@ -716,6 +716,7 @@ mod tests {
             route: None,
             metric: None,
             held_by: None,
+            weight: Default::default(),
             actual: None,
             expected: None,
             reason: "slow".to_owned(),

@@ -10,8 +10,8 @@ use anyhow::Context;
 use rustc_hash::FxHashMap;
 
 use super::ResultSink;
+use crate::model::service::ServiceRecord;
 use crate::model::{Alert, Anomaly, JourneyRecord, ServiceMetrics};
-use crate::onboard::ServiceRecord;
 
 pub struct FileSink {
     dir: PathBuf,

@@ -3,8 +3,8 @@
 use rustc_hash::FxHashMap;
 
 use super::ResultSink;
+use crate::model::service::ServiceRecord;
 use crate::model::{Alert, Anomaly, JourneyRecord, ServiceMetrics};
-use crate::onboard::ServiceRecord;
 
 #[derive(Default)]
 pub struct MemorySink {

@@ -9,9 +9,9 @@ mod memory;
 pub use file::FileSink;
 pub use memory::MemorySink;
 
+use crate::model::service::ServiceRecord;
 pub use crate::model::JourneyRecord;
 use crate::model::{Alert, Anomaly, ServiceMetrics};
-use crate::onboard::ServiceRecord;
 
 /// A destination for the pipeline's documents.
 pub trait ResultSink {
