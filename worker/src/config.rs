@@ -16,8 +16,8 @@ use serde::Deserialize;
 
 use crate::detect::routes::RouteLimits;
 use crate::detect::DetectorKind;
-use crate::es::worker::WorkerSettings;
 use crate::es::IndexNames;
+use crate::job::elasticsearch::WorkerSettings;
 use crate::model::time::Millis;
 use crate::notify::dispatch::Pacing;
 use crate::notify::email::{EmailSettings, SmtpSecurity};

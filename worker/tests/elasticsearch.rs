@@ -571,8 +571,8 @@ fn an_alert_mail_arrives_with_subject_body_and_thread() {
 
 #[test]
 fn events_arriving_late_within_the_lateness_are_still_scored_once() {
-    use apiwatch::es::worker::{run, RunOptions, WorkerSettings};
     use apiwatch::es::IndexNames;
+    use apiwatch::job::elasticsearch::{run, RunOptions, WorkerSettings};
     use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
     use std::sync::Arc;
 

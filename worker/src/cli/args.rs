@@ -7,8 +7,8 @@ use anyhow::Context;
 
 use crate::config::{AppConfig, Overrides};
 use crate::detect::DetectorKind;
-use crate::es::worker::WorkerSettings;
 use crate::es::{ClientOptions, EsClient};
+use crate::job::elasticsearch::WorkerSettings;
 use crate::model::time::{parse_rfc3339, Millis, HOUR_MS};
 use crate::pipeline::PipelineConfig;
 use crate::simulate::SimConfig;

@@ -138,7 +138,7 @@ impl EsRangeArgs {
         };
         let (from, to) = range_flags(from, to)?;
         let (client, settings) = connect(&self.es.app(None, None)?)?;
-        let mut source = crate::es::reader::RangeSource::new(&client, &settings.names.logs, from, to);
+        let mut source = crate::source::elasticsearch::RangeSource::new(&client, &settings.names.logs, from, to);
         let r = export_features(&mut source, dir, every)?;
         anyhow::ensure!(
             r.requests > 0,

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use super::args::{connect, range_flags, time_flag, DetectArgs, EsArgs, InputFormatArgs};
 use super::{bar, count, rate_message, read_json, spinner};
-use crate::es::worker::{RunOptions, RunSummary};
+use crate::job::elasticsearch::{RunOptions, RunSummary};
 use crate::job::files::{FilesRun, REJECTED_FILE};
 use crate::model::service::ServiceRecord;
 use crate::model::time::{format_hhmm, format_rfc3339, Millis};
@@ -426,7 +426,7 @@ fn es_run(es: &EsArgs, args: &DetectArgs, once: bool, since: Option<&str>, no_em
         now: None,
         progress: None,
     };
-    let summary = crate::es::worker::run(&client, &settings, app.pipeline, opts)?;
+    let summary = crate::job::elasticsearch::run(&client, &settings, app.pipeline, opts)?;
     print_run_summary(&summary, json)
 }
 
@@ -476,7 +476,7 @@ fn es_backfill(es: &EsArgs, args: &DetectArgs, from: &str, to: &str, restart: bo
     let (from, to) = range_flags(from, to)?;
     let stop = stop_flag()?;
     let pb = bar(1000, "backfill");
-    let summary = crate::es::worker::backfill(&client, &settings, app.pipeline, (from, to), restart, stop, |done, total| {
+    let summary = crate::job::elasticsearch::backfill(&client, &settings, app.pipeline, (from, to), restart, stop, |done, total| {
         pb.set_position((done as f64 / total.max(1) as f64 * 1000.0) as u64);
     })?;
     pb.finish_and_clear();

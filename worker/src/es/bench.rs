@@ -13,11 +13,11 @@ use serde::Serialize;
 
 use super::client::EsClient;
 use super::names::IndexNames;
-use super::reader::{SliceMsg, SliceReader};
-use super::worker::{self, nonempty_slices, RunOptions, WorkerSettings};
+use crate::job::elasticsearch::{self, nonempty_slices, RunOptions, WorkerSettings};
 use crate::model::time::{parse_rfc3339, Millis, HOUR_MS};
 use crate::pipeline::PipelineConfig;
 use crate::simulate::SimConfig;
+use crate::source::elasticsearch::{SliceMsg, SliceReader};
 
 #[derive(Debug, Default, Serialize)]
 pub struct EsBenchReport {
@@ -102,7 +102,7 @@ pub fn run(client: &EsClient, base: &WorkerSettings, events: u64, live_secs: u64
     let (n_raw, raw_s) = raw_read(client, &settings, start, to)?;
     eprintln!("end to end (read, score, write, checkpoint) ...");
     let stop = Arc::new(AtomicBool::new(false));
-    let s = worker::backfill(client, &settings, PipelineConfig::default(), (start, to), true, stop, |_, _| {})?;
+    let s = elasticsearch::backfill(client, &settings, PipelineConfig::default(), (start, to), true, stop, |_, _| {})?;
     eprintln!("raw point-in-time read again ...");
     let (n_raw2, raw_s2) = raw_read(client, &settings, start, to)?;
     report.raw_read_events_per_s = (n_raw as f64 / raw_s).max(n_raw2 as f64 / raw_s2);
@@ -137,7 +137,7 @@ fn live(client: &EsClient, base: &WorkerSettings, tag: &str, secs: u64, target: 
         let stop = stop.clone();
         let progress = Some(written_until.clone());
         std::thread::spawn(move || {
-            worker::run(
+            elasticsearch::run(
                 &client,
                 &settings,
                 PipelineConfig::default(),

@@ -1,5 +1,6 @@
 //! Jobs that run the pipeline end to end: [`files`] reads files or stdin and writes a
 //! directory (`apiwatch detect`); the Elasticsearch jobs (`run`, `backfill`) are in
-//! [`crate::es::worker`].
+//! [`crate::job::elasticsearch`].
 
+pub mod elasticsearch;
 pub mod files;

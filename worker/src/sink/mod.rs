@@ -1,8 +1,9 @@
 //! Where results go: anomalies as they are found, alert state changes, journeys, per-window
 //! service metrics, onboarded services.
-//! File mode writes NDJSON; the Elasticsearch bulk writer (`es::writer`) writes the same
-//! documents.
+//! File mode writes NDJSON ([`FileSink`]); the Elasticsearch bulk writer ([`elasticsearch`])
+//! writes the same documents; tests and the evaluation keep them in memory ([`MemorySink`]).
 
+pub mod elasticsearch;
 mod file;
 mod memory;
 

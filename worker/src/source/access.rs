@@ -10,8 +10,9 @@
 
 use chrono::DateTime;
 
-use crate::model::event::{Event, EventError, Text, MAX_DURATION_NS};
+use crate::model::event::{Event, Text, MAX_DURATION_NS};
 use crate::model::time::{epoch_int_to_millis, epoch_to_millis, Millis};
+use crate::source::json::EventError;
 
 /// The grok patterns shared with Logstash.
 pub const PATTERNS: &str = include_str!("../../../logstash/patterns/apiwatch");

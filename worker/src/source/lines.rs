@@ -17,9 +17,9 @@ use anyhow::Context;
 use super::access::AccessLogParser;
 use super::skew::{Outcome, SkewGuard};
 use super::{EventSource, IngestReport, InputSettings};
-use crate::model::event::{parse_event_lenient, EventError};
 use crate::model::time::now_millis;
 use crate::model::Event;
+use crate::source::json::{parse_event_lenient, EventError};
 
 /// The longest line read as an event; longer ones are skipped (and not held in memory).
 pub const MAX_LINE_BYTES: usize = 4 << 20;

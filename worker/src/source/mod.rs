@@ -1,8 +1,11 @@
 //! Where events come from. Every source yields parsed events in batches and keeps an
 //! [`IngestReport`] of what it could not use, so the pipeline has one code path whatever the
-//! source (files today, Elasticsearch next).
+//! source: files and stdin (NDJSON or access logs), or the log indices through
+//! [`elasticsearch`] (point-in-time pages).
 
 pub mod access;
+pub mod elasticsearch;
+pub mod json;
 mod lines;
 pub mod mutate;
 mod read_ahead;

@@ -10,10 +10,10 @@ use std::thread;
 
 use serde_json::{json, value::RawValue, Value};
 
-use super::client::{EsClient, EsError};
-use crate::model::event::parse_event_lenient;
+use crate::es::client::{EsClient, EsError};
 use crate::model::time::{format_rfc3339, Millis};
 use crate::model::Event;
+use crate::source::json::parse_event_lenient;
 use crate::source::IngestReport;
 
 /// A page of events, and what could not be used in it.
@@ -113,7 +113,7 @@ impl<'c> RangeReader<'c> {
         let path = "/_search?filter_path=pit_id,hits.hits._index,hits.hits._id,hits.hits._source,hits.hits.sort";
         let (status, raw) = self.client.send_raw("POST", path, Some((&bytes, "application/json")))?;
         if !(200..300).contains(&status) {
-            return Err(EsError::status(status, "POST", "/_search", super::client::error_reason(&raw)));
+            return Err(EsError::status(status, "POST", "/_search", crate::es::client::error_reason(&raw)));
         }
         let mut page = Page {
             bytes: raw.len() as u64,
@@ -149,8 +149,8 @@ impl<'c> RangeReader<'c> {
                 }
                 Err(e) => {
                     match e {
-                        crate::model::event::EventError::Missing(_) => page.report.missing_field += 1,
-                        crate::model::event::EventError::Json(_) => page.report.malformed += 1,
+                        crate::source::json::EventError::Missing(_) => page.report.missing_field += 1,
+                        crate::source::json::EventError::Json(_) => page.report.malformed += 1,
                         _ => page.report.bad_value += 1,
                     }
                     if page.report.samples.len() < IngestReport::MAX_SAMPLES {

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::json;
 
-use super::client::{is_retryable_status, EsClient, EsError};
-use super::names::IndexNames;
+use crate::es::client::{is_retryable_status, EsClient, EsError};
+use crate::es::names::IndexNames;
 use crate::model::service::ServiceRecord;
 use crate::model::time::{format_rfc3339, Millis};
 use crate::model::{Alert, Anomaly};
@@ -56,13 +56,14 @@ pub struct BulkWriter {
     written_alerts: Vec<Alert>,
     pending_alerts: Vec<Alert>,
     /// Anomalies kept for the notifier's evidence, when there is one.
-    pub keep_anomalies: bool,
+    keep_anomalies: bool,
     written_anomalies: Vec<Anomaly>,
     pending_anomalies: Vec<Anomaly>,
 }
 
 impl BulkWriter {
-    pub fn new(client: EsClient, names: IndexNames, worker: &str) -> Self {
+    /// A writer; `keep_anomalies` keeps what it wrote for a notifier's evidence too.
+    pub fn new(client: EsClient, names: IndexNames, worker: &str, keep_anomalies: bool) -> Self {
         BulkWriter {
             client,
             names,
@@ -72,7 +73,7 @@ impl BulkWriter {
             stats: WriteStats::default(),
             written_alerts: Vec::new(),
             pending_alerts: Vec::new(),
-            keep_anomalies: false,
+            keep_anomalies,
             written_anomalies: Vec::new(),
             pending_anomalies: Vec::new(),
         }

@@ -16,15 +16,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::client::EsClient;
-use super::names::IndexNames;
-use super::reader::{SliceMsg, SliceReader};
-use super::state::{StateStore, StateStoreError};
-use super::writer::{BulkWriter, WriteStats};
+use crate::es::client::EsClient;
+use crate::es::names::IndexNames;
+use crate::es::state::{StateStore, StateStoreError};
 use crate::model::time::{format_rfc3339, parse_rfc3339, Millis, MINUTE_MS};
 use crate::model::Alert;
 use crate::notify::Notifier;
 use crate::pipeline::{Pipeline, PipelineConfig, StateError};
+use crate::sink::elasticsearch::{BulkWriter, WriteStats};
+use crate::source::elasticsearch::{SliceMsg, SliceReader};
 use crate::source::IngestReport;
 
 /// How the worker talks to Elasticsearch and paces itself (the `[elasticsearch]` section).
@@ -131,6 +131,15 @@ const UNAVAILABLE_RETRY: crate::retry::RetryPolicy = crate::retry::RetryPolicy {
 
 const LATE_WATCH: Millis = crate::model::time::HOUR_MS;
 
+/// What a live run adds to a job: who is told about alerts, who watches its progress, and
+/// whether the ids read are kept to score late arrivals once.
+#[derive(Default)]
+struct Hooks<'a> {
+    notifier: Option<&'a mut dyn Notifier>,
+    progress: Option<Arc<AtomicI64>>,
+    track_ids: bool,
+}
+
 /// One running job: pipeline, writer, state and counters.
 struct JobRun<'a> {
     client: &'a EsClient,
@@ -154,27 +163,32 @@ struct JobRun<'a> {
     report: IngestReport,
     summary: RunSummary,
     notifier: Option<&'a mut dyn Notifier>,
-    /// The extra JSON of the checkpoint this run resumed from.
-    resumed_extra: Value,
     stop: Arc<AtomicBool>,
 }
 
 impl<'a> JobRun<'a> {
+    /// Takes the job's lease, or says who holds it.
+    fn lease(client: &EsClient, settings: &WorkerSettings) -> Result<StateStore, WorkerError> {
+        let store = StateStore::new(client.clone(), &settings.names.state, &settings.job, &settings.worker_id);
+        match store.acquire_lease(settings.lease_ttl)? {
+            Some(holder) => Err(WorkerError::Leased {
+                job: settings.job.clone(),
+                holder,
+            }),
+            None => Ok(store),
+        }
+    }
+
+    /// Opens a leased job: from its checkpoint when there is one, else fresh from `start`.
     fn open(
         client: &'a EsClient,
         settings: &'a WorkerSettings,
         cfg: PipelineConfig,
-        notifier: Option<&'a mut dyn Notifier>,
+        mut store: StateStore,
+        hooks: Hooks<'a>,
         stop: Arc<AtomicBool>,
         start: Millis,
     ) -> Result<Self, WorkerError> {
-        let mut store = StateStore::new(client.clone(), &settings.names.state, &settings.job, &settings.worker_id);
-        if let Some(holder) = store.acquire_lease(settings.lease_ttl)? {
-            return Err(WorkerError::Leased {
-                job: settings.job.clone(),
-                holder,
-            });
-        }
         let mut summary = RunSummary {
             job: settings.job.clone(),
             ..Default::default()
@@ -188,8 +202,18 @@ impl<'a> JobRun<'a> {
             }
             None => (Pipeline::new(cfg.clone()).map_err(StateError::from)?, start, Value::Null),
         };
+        let Hooks {
+            notifier,
+            progress,
+            track_ids,
+        } = hooks;
+        // Who was told what survives a restart with the learned state.
+        let mut notifier = notifier;
+        if let (Some(n), Some(state)) = (notifier.as_deref_mut(), resumed_extra.get("notifier")) {
+            n.load(state);
+        }
         let saved = (until, pipeline.save_state()?);
-        let writer = BulkWriter::new(client.clone(), settings.names.clone(), &settings.worker_id);
+        let writer = BulkWriter::new(client.clone(), settings.names.clone(), &settings.worker_id, notifier.is_some());
         summary.from = Some(format_rfc3339(until));
         Ok(JobRun {
             client,
@@ -201,13 +225,12 @@ impl<'a> JobRun<'a> {
             position: saved.0,
             saved,
             last_checkpoint: Instant::now(),
-            progress: None,
+            progress,
             recent_reads: std::collections::VecDeque::new(),
-            track_ids: false,
+            track_ids,
             report: IngestReport::default(),
             summary,
             notifier,
-            resumed_extra,
             stop,
         })
     }
@@ -225,8 +248,8 @@ impl<'a> JobRun<'a> {
             Err(e) => {
                 self.pipeline = Pipeline::restore(self.cfg.clone(), &self.saved.1)?;
                 self.position = self.saved.0;
-                self.writer = BulkWriter::new(self.client.clone(), self.settings.names.clone(), &self.settings.worker_id);
-                self.writer.keep_anomalies = self.notifier.is_some();
+                let keep = self.notifier.is_some();
+                self.writer = BulkWriter::new(self.client.clone(), self.settings.names.clone(), &self.settings.worker_id, keep);
                 Err(e)
             }
         }
@@ -351,7 +374,13 @@ impl<'a> JobRun<'a> {
             let RecentRead { from, to, seen, .. } = self.recent_reads[i];
             let mut scored = 0;
             if let Some(mut ids) = self.recent_reads[i].ids.take() {
-                let mut reader = super::reader::RangeReader::new(self.client, &self.settings.names.logs, from, to, self.settings.page_size);
+                let mut reader = crate::source::elasticsearch::RangeReader::new(
+                    self.client,
+                    &self.settings.names.logs,
+                    from,
+                    to,
+                    self.settings.page_size,
+                );
                 while let Some(page) = reader.next_page().map_err(anyhow::Error::from)? {
                     for (ev, id) in page.events.into_iter().zip(page.ids) {
                         if ids.insert(id) {
@@ -523,7 +552,12 @@ pub struct RunOptions<'a> {
 }
 
 /// `apiwatch run`: polls until stopped (or once).
-pub fn run(client: &EsClient, settings: &WorkerSettings, cfg: PipelineConfig, opts: RunOptions<'_>) -> Result<RunSummary, WorkerError> {
+pub fn run<'a>(
+    client: &'a EsClient,
+    settings: &'a WorkerSettings,
+    cfg: PipelineConfig,
+    opts: RunOptions<'a>,
+) -> Result<RunSummary, WorkerError> {
     let started = Instant::now();
     let start = match settings.since {
         Some(t) => t,
@@ -532,8 +566,8 @@ pub fn run(client: &EsClient, settings: &WorkerSettings, cfg: PipelineConfig, op
     let slice = settings.slice;
     let start = start.div_euclid(slice) * slice;
     let stop = opts.stop.clone();
-    let mut job = loop {
-        match JobRun::open(client, settings, cfg.clone(), None, stop.clone(), start) {
+    let store = loop {
+        match JobRun::lease(client, settings) {
             Err(WorkerError::Leased { job, holder }) if !opts.once && !stop.load(Ordering::Relaxed) => {
                 tracing::info!(%job, %holder, "standing by: another worker holds the job");
                 sleep_unless_stopped(settings.poll_interval, &stop);
@@ -541,15 +575,12 @@ pub fn run(client: &EsClient, settings: &WorkerSettings, cfg: PipelineConfig, op
             other => break other?,
         }
     };
-    if let Some(n) = opts.notifier {
-        if let Some(state) = job.resumed_extra.get("notifier") {
-            n.load(state);
-        }
-        job.writer.keep_anomalies = true;
-        job.notifier = Some(n);
-    }
-    job.progress = opts.progress;
-    job.track_ids = true;
+    let hooks = Hooks {
+        notifier: opts.notifier,
+        progress: opts.progress,
+        track_ids: true,
+    };
+    let mut job = JobRun::open(client, settings, cfg, store, hooks, stop.clone(), start)?;
     let mut failures = 0u32;
     loop {
         job.summary.polls += 1;
@@ -594,7 +625,7 @@ pub fn run(client: &EsClient, settings: &WorkerSettings, cfg: PipelineConfig, op
 
 fn is_transient(e: &anyhow::Error) -> bool {
     e.chain()
-        .any(|c| c.downcast_ref::<super::client::EsError>().is_some_and(|e| e.is_transient()))
+        .any(|c| c.downcast_ref::<crate::es::client::EsError>().is_some_and(|e| e.is_transient()))
 }
 
 /// `apiwatch backfill`: scores `[from, to)` as one resumable job; a second run of a completed
@@ -614,7 +645,8 @@ pub fn backfill(
     if restart {
         StateStore::new(client.clone(), &settings.names.state, &settings.job, &settings.worker_id).reset()?;
     }
-    let mut job = JobRun::open(client, &settings, cfg, None, stop, from)?;
+    let store = JobRun::lease(client, &settings)?;
+    let mut job = JobRun::open(client, &settings, cfg, store, Hooks::default(), stop, from)?;
     if job.until() >= to {
         job.summary.already_complete = true;
         return Ok(job.summary(started));
