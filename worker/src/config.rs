@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::detect::routes::RouteLimits;
 use crate::detect::DetectorKind;
 use crate::es::IndexNames;
 use crate::job::elasticsearch::WorkerSettings;
@@ -24,6 +23,7 @@ use crate::notify::email::{EmailSettings, SmtpSecurity};
 use crate::notify::pagerduty::{PagerDutyRoute, PagerDutySettings};
 use crate::notify::webhook::{WebhookRoute, WebhookSettings};
 use crate::notify::{Links, Route};
+use crate::pipeline::routes::RouteLimits;
 use crate::pipeline::PipelineConfig;
 use crate::retry::RetryPolicy;
 

@@ -15,7 +15,6 @@ pub mod journey;
 pub mod lstm;
 pub mod pattern;
 pub mod request;
-pub mod routes;
 pub mod sequence;
 pub mod sequential;
 pub mod static_rule;

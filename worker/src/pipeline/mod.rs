@@ -5,6 +5,7 @@
 
 pub mod limits;
 pub mod reorder;
+pub mod routes;
 mod state;
 pub mod windows;
 
@@ -14,12 +15,12 @@ pub use state::{StateError, StateKey};
 use rustc_hash::FxHashMap;
 
 use crate::alert::{AlertConfig, AlertManager};
-use crate::detect::routes::{RouteLearner, RouteLimits};
 use crate::detect::{build_detectors, node_label, CallContext, Detector, DetectorKind, WindowContext};
 use crate::model::hash_str;
 use crate::model::time::{Millis, MINUTE_MS};
 use crate::model::{EntityKey, Event, Interner, ServiceMetrics, Sym, WindowStat};
 use crate::onboard::ServiceRegistry;
+use crate::pipeline::routes::{RouteLearner, RouteLimits};
 use crate::sink::ResultSink;
 use crate::source::{EventSource, InputSettings};
 use limits::{EntityNames, Folded};

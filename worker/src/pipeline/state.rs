@@ -9,11 +9,11 @@ use super::reorder::ReorderBuffer;
 use super::windows::WindowAggregator;
 use super::{Pipeline, PipelineConfig, RunStats, SpanIndex};
 use crate::alert::AlertManager;
-use crate::detect::routes::{RouteLearner, RouteLimits};
 use crate::detect::DetectorKind;
 use crate::model::time::Millis;
 use crate::model::Interner;
 use crate::onboard::ServiceRegistry;
+use crate::pipeline::routes::{RouteLearner, RouteLimits};
 
 /// Why a saved state could not be used.
 #[derive(Debug, thiserror::Error)]
