@@ -1,6 +1,7 @@
 //! Integration tests against a real Elasticsearch (and a real SMTP server), started by
 //! `scripts/test.sh` (`scripts/elasticsearch.sh`, `scripts/maildev.sh`), which passes their
 //! addresses in `APIWATCH_TEST_*` variables. Every test uses its own index names.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step in a test is its failure
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

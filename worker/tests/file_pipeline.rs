@@ -1,5 +1,6 @@
 //! Whole file pipeline through the real binary: simulated traffic with bad lines mixed in,
 //! `detect`, `eval`, `services`, standard input, out-of-order input, and the output contract.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step in a test is its failure
 
 mod common;
 use common::simulate;

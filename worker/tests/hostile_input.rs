@@ -1,5 +1,6 @@
 //! The reproducers of odd and hostile input, through the real binary: each one once hung,
 //! wrapped, re-dated, lost events or panicked. Now each is refused or kept with a reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step in a test is its failure
 
 mod common;
 use common::simulate;

@@ -3,6 +3,7 @@
 //! control uses exists in the index templates with a type that use accepts. Kibana is not
 //! installable here, so `apiwatch setup --kibana` is tested against a local HTTP receiver in
 //! its own unit test; these checks are what can go wrong between the objects and the indices.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step in a test is its failure
 
 mod common;
 use common::{repo_root, template_fields};

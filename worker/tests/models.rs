@@ -2,6 +2,7 @@
 //! test script does): the shipped models' contracts, Rust `ort` against Python's onnxruntime
 //! on the trainer's fixtures, refusals of models that do not fit, hot reload, the detectors on
 //! unseen simulated traffic, and `apiwatch train` end to end on a tiny set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step in a test is its failure
 
 mod common;
 use common::simulate;

@@ -1,6 +1,7 @@
 //! The HTML report in a real browser: Debian's Chromium, headless, loads the page written from a
 //! real `detect` run and from hostile input, and must draw what the data holds without a script
 //! error. scripts/test.sh installs Chromium; `APIWATCH_TEST_CHROMIUM` may name another binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step in a test is its failure
 
 mod common;
 use common::apiwatch_ok;

@@ -3,6 +3,7 @@
 //! while it grows, into the real Elasticsearch started by scripts/test.sh. Bad lines must land in
 //! the dead-letter index with their reason and text; then the worker backfills what arrived and
 //! must find the incidents, as file mode does on the same lines.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step in a test is its failure
 
 mod common;
 use common::apiwatch_ok;
@@ -143,48 +144,9 @@ fn rsyslog_ships_a_growing_json_log_and_the_worker_finds_its_incidents() {
             r#"{"@timestamp":"2026-03-02T00:40:00Z","service.name":"payments","cloud.provider":"aws","event.duration":"slow"}"#.to_owned(),
         ),
     ];
-    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-    let mut offset = 0u64;
-    let mut not_json_offset = 0;
-    let chunk = good.len().div_ceil(20);
-    for (i, lines) in good.chunks(chunk).enumerate() {
-        let mut buf = String::new();
-        for l in lines {
-            buf.push_str(l);
-            buf.push('\n');
-        }
-        if let Some((_, b)) = bad.iter().find(|(at, _)| *at == i) {
-            if i == 3 {
-                not_json_offset = offset + buf.len() as u64;
-            }
-            buf.push_str(b);
-            buf.push('\n');
-        }
-        file.write_all(buf.as_bytes()).unwrap();
-        file.flush().unwrap();
-        offset += buf.len() as u64;
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let not_json_offset = append_in_chunks(&log, &good, &bad);
 
-    let started = Instant::now();
-    loop {
-        let (calls, dead) = (count(&es, &stream), count(&es, &deadletter));
-        if calls >= good.len() as u64 && dead >= bad.len() as u64 {
-            assert_eq!((calls, dead), (good.len() as u64, bad.len() as u64), "more documents than lines");
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(240) {
-            let logs = std::fs::read_to_string(Path::new(&work).join("rsyslog.log")).unwrap_or_default();
-            let errors = std::fs::read_to_string(Path::new(&work).join("work/es-errors.json")).unwrap_or_default();
-            panic!(
-                "after 240 s: {calls} of {} calls and {dead} of {} dead letters\nrsyslog: {logs}\nerrors: {}",
-                good.len(),
-                bad.len(),
-                &errors[..errors.len().min(2000)]
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until_shipped(&es, (&stream, good.len() as u64), (&deadletter, bad.len() as u64), &work);
     rsyslog(&["stop", "--name", &name]);
 
     // Each bad line is a dead letter with its reason and its text, whole.
@@ -246,4 +208,56 @@ fn rsyslog_ships_a_growing_json_log_and_the_worker_finds_its_incidents() {
     file_mode.sort();
     shipped.sort();
     assert_eq!(shipped, file_mode);
+}
+
+/// Appends the good lines to `log` in twenty chunks (rsyslog tails it as it grows), each bad
+/// line after the chunk it names; returns the byte offset of the line that is not JSON.
+fn append_in_chunks(log: &Path, good: &[&str], bad: &[(usize, String)]) -> u64 {
+    let mut file = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+    let mut offset = 0u64;
+    let mut not_json_offset = 0;
+    let chunk = good.len().div_ceil(20);
+    for (i, lines) in good.chunks(chunk).enumerate() {
+        let mut buf = String::new();
+        for l in lines {
+            buf.push_str(l);
+            buf.push('\n');
+        }
+        if let Some((_, b)) = bad.iter().find(|(at, _)| *at == i) {
+            if i == 3 {
+                not_json_offset = offset + buf.len() as u64;
+            }
+            buf.push_str(b);
+            buf.push('\n');
+        }
+        file.write_all(buf.as_bytes()).unwrap();
+        file.flush().unwrap();
+        offset += buf.len() as u64;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    not_json_offset
+}
+
+/// Waits (at most 240 s) until the calls and the dead letters are all in Elasticsearch, and
+/// fails with rsyslog's own log if they are not.
+fn wait_until_shipped(es: &EsClient, (stream, good): (&str, u64), (deadletter, bad): (&str, u64), work: &str) {
+    let started = Instant::now();
+    loop {
+        let (calls, dead) = (count(es, stream), count(es, deadletter));
+        if calls >= good && dead >= bad {
+            assert_eq!((calls, dead), (good, bad), "more documents than lines");
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(240) {
+            let logs = std::fs::read_to_string(Path::new(work).join("rsyslog.log")).unwrap_or_default();
+            let errors = std::fs::read_to_string(Path::new(work).join("work/es-errors.json")).unwrap_or_default();
+            panic!(
+                "after 240 s: {calls} of {} calls and {dead} of {} dead letters\nrsyslog: {logs}\nerrors: {}",
+                good,
+                bad,
+                &errors[..errors.len().min(2000)]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -3,6 +3,7 @@
 //! patterns capture is mapped or dropped (none leaks into a dynamic field). Logstash itself is
 //! not installable here, so this is checked statically; the patterns themselves run in
 //! `access_logs.rs` through the grok crate.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step in a test is its failure
 
 use std::path::{Path, PathBuf};
 

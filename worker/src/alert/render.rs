@@ -186,27 +186,7 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
     let prio = priority(inc);
     let predicted = inc.predicted;
     let forecast_only = inc.only_forecast_when_raised;
-    // In blame order, each service once.
-    let mut services: Vec<String> = Vec::new();
-    for b in &ranked {
-        let s = b.node.rsplit_once('/').map_or(b.node.as_str(), |(s, _)| s);
-        if !services.iter().any(|x| x == s) {
-            services.push(s.to_owned());
-        }
-    }
-    let suspect_list: Vec<Suspect> = ranked
-        .iter()
-        .take(MAX_SUSPECTS)
-        .map(|b| {
-            let (s, p) = b.node.rsplit_once('/').unwrap_or((b.node.as_str(), ""));
-            Suspect {
-                service: s.to_owned(),
-                provider: p.to_owned(),
-                score: b.score,
-                why: b.why.clone(),
-            }
-        })
-        .collect();
+    let (services, suspect_list) = blame_lists(&ranked);
     let mut kinds: Vec<AnomalyKind> = inc.nodes.values().flat_map(|n| n.by_kind.keys().copied()).collect();
     kinds.sort();
     kinds.dedup();
@@ -278,26 +258,7 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
             ranked.iter().skip(1).map(|b| b.node.as_str()).collect::<Vec<_>>().join(", ")
         ));
     }
-    let mut contributors: Vec<String> = Vec::new();
-    for a in inc.anomalies.iter().filter(|a| format!("{}/{}", a.service, a.provider) == node) {
-        for c in &a.contributors {
-            if !contributors.contains(&c.name) && contributors.len() < 4 {
-                contributors.push(c.name.clone());
-            }
-        }
-    }
-    if !contributors.is_empty() {
-        summary.push_str(&format!("Top contributors: {}.\n", contributors.join(", ")));
-    }
-    let mut traces: Vec<String> = inc.anomalies.iter().flat_map(|a| a.trace_ids.iter().cloned()).collect();
-    traces.dedup();
-    traces.truncate(5);
-    if !traces.is_empty() {
-        summary.push_str(&format!("Example traces: {}.\n", traces.join(", ")));
-    }
-    if let Some(end) = inc.resolved_at {
-        summary.push_str(&format!("Resolved: back to normal since {}.\n", format_hhmm(end)));
-    }
+    let traces = evidence_lines(inc, &node, &mut summary);
     Alert {
         timestamp: inc.raised_at.unwrap_or(inc.last_activity),
         id: inc.id.clone(),
@@ -321,6 +282,57 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
         impact_users: inc.impact_users,
         trace_ids: traces,
     }
+}
+
+/// The services in blame order (each once), and the first suspects with why.
+fn blame_lists(ranked: &[Blame]) -> (Vec<String>, Vec<Suspect>) {
+    let mut services: Vec<String> = Vec::new();
+    for b in ranked {
+        let s = b.node.rsplit_once('/').map_or(b.node.as_str(), |(s, _)| s);
+        if !services.iter().any(|x| x == s) {
+            services.push(s.to_owned());
+        }
+    }
+    let suspects = ranked
+        .iter()
+        .take(MAX_SUSPECTS)
+        .map(|b| {
+            let (s, p) = b.node.rsplit_once('/').unwrap_or((b.node.as_str(), ""));
+            Suspect {
+                service: s.to_owned(),
+                provider: p.to_owned(),
+                score: b.score,
+                why: b.why.clone(),
+            }
+        })
+        .collect();
+    (services, suspects)
+}
+
+/// The summary's closing lines (top contributors at the origin, example traces, resolution);
+/// returns the example traces.
+fn evidence_lines(inc: &Incident, node: &str, summary: &mut String) -> Vec<String> {
+    let mut contributors: Vec<String> = Vec::new();
+    for a in inc.anomalies.iter().filter(|a| format!("{}/{}", a.service, a.provider) == node) {
+        for c in &a.contributors {
+            if !contributors.contains(&c.name) && contributors.len() < 4 {
+                contributors.push(c.name.clone());
+            }
+        }
+    }
+    if !contributors.is_empty() {
+        summary.push_str(&format!("Top contributors: {}.\n", contributors.join(", ")));
+    }
+    let mut traces: Vec<String> = inc.anomalies.iter().flat_map(|a| a.trace_ids.iter().cloned()).collect();
+    traces.dedup();
+    traces.truncate(5);
+    if !traces.is_empty() {
+        summary.push_str(&format!("Example traces: {}.\n", traces.join(", ")));
+    }
+    if let Some(end) = inc.resolved_at {
+        summary.push_str(&format!("Resolved: back to normal since {}.\n", format_hhmm(end)));
+    }
+    traces
 }
 
 fn capitalise(s: &str) -> String {

@@ -236,44 +236,37 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             Ok(())
         }
         LabCommand::Forest {
-            fit_csv: Some(fit),
-            score_csv: Some(score),
-            trees,
-            samples,
-            seed,
-            ..
-        } => {
-            let forest = crate::detect::iforest::IsolationForest::fit(
-                bench::read_csv(&fit)?.view(),
-                ForestParams {
-                    n_trees: trees,
-                    max_samples: samples,
-                    seed,
-                },
-            );
-            let scores = forest.score_rows(bench::read_csv(&score)?.view());
-            outln!("{}", serde_json::json!({ "scores": scores }));
-            Ok(())
-        }
-        LabCommand::Forest {
             csv,
+            fit_csv,
+            score_csv,
             trees,
             samples,
             seed,
             repeats,
-            ..
         } => {
-            let csv = csv.context("--csv is required")?;
-            let (data, labels) = bench::read_labelled_csv(&csv)?;
             let params = ForestParams {
                 n_trees: trees,
                 max_samples: samples,
                 seed,
             };
-            outln!("{}", serde_json::to_string(&bench::forest_bench(&data, &labels, params, repeats))?);
-            Ok(())
+            forest(csv.as_deref(), fit_csv.as_deref().zip(score_csv.as_deref()), params, repeats)
         }
     }
+}
+
+/// The isolation forest on a labelled CSV (AUC, timings), or fitted on one CSV and scoring
+/// another's rows.
+fn forest(csv: Option<&Path>, fit_and_score: Option<(&Path, &Path)>, params: ForestParams, repeats: usize) -> anyhow::Result<()> {
+    if let Some((fit, score)) = fit_and_score {
+        let forest = crate::detect::iforest::IsolationForest::fit(bench::read_csv(fit)?.view(), params);
+        let scores = forest.score_rows(bench::read_csv(score)?.view());
+        outln!("{}", serde_json::json!({ "scores": scores }));
+        return Ok(());
+    }
+    let csv = csv.context("--csv is required")?;
+    let (data, labels) = bench::read_labelled_csv(csv)?;
+    outln!("{}", serde_json::to_string(&bench::forest_bench(&data, &labels, params, repeats))?);
+    Ok(())
 }
 
 fn eval_nab(data: &Path, mut detector: Vec<crate::eval::nab::SeriesDetector>) -> anyhow::Result<()> {

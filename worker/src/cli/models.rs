@@ -30,40 +30,7 @@ pub enum ModelCommand {
     },
     /// Train the AutoEncoder and/or the LSTM on your traffic, check them, and install them as
     /// new versions in the model store (running workers pick them up at their next window).
-    Train {
-        /// Which models [default: both].
-        #[arg(long, value_delimiter = ',')]
-        model: Vec<TrainModel>,
-        /// Events to learn from (NDJSON); simulated normal traffic when none is given.
-        #[arg(long = "input", short)]
-        inputs: Vec<PathBuf>,
-        #[command(flatten)]
-        sim: SimArgs,
-        /// Where the exported data and trained candidates go.
-        #[arg(long, default_value = ".cache/train")]
-        work: PathBuf,
-        /// Python with numpy, onnx, onnxruntime [default: .cache/venv-train/bin/python].
-        #[arg(long)]
-        python: Option<PathBuf>,
-        /// The trainer [default: scripts/train/train.py].
-        #[arg(long)]
-        trainer: Option<PathBuf>,
-        /// Training epochs (the trainer's default when absent).
-        #[arg(long)]
-        epochs: Option<u32>,
-        /// Keep one request row in this many for the AutoEncoder.
-        #[arg(long, default_value_t = 1)]
-        every: u64,
-        /// Train on directories `apiwatch features` wrote (concatenated) instead of exporting.
-        #[arg(long, value_delimiter = ',')]
-        from_features: Vec<PathBuf>,
-        #[command(flatten)]
-        range: EsRangeArgs,
-        #[arg(long)]
-        models: Option<PathBuf>,
-        #[arg(long)]
-        onnx_runtime: Option<PathBuf>,
-    },
+    Train(TrainArgs),
     /// List the installed models and check each against its card and fixtures.
     Models {
         #[arg(long)]
@@ -109,6 +76,43 @@ pub enum ModelCommand {
         #[arg(long)]
         python: Option<PathBuf>,
     },
+}
+
+/// `apiwatch train`'s flags.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Which models [default: both].
+    #[arg(long, value_delimiter = ',')]
+    pub model: Vec<TrainModel>,
+    /// Events to learn from (NDJSON); simulated normal traffic when none is given.
+    #[arg(long = "input", short)]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub sim: SimArgs,
+    /// Where the exported data and trained candidates go.
+    #[arg(long, default_value = ".cache/train")]
+    pub work: PathBuf,
+    /// Python with numpy, onnx, onnxruntime [default: .cache/venv-train/bin/python].
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// The trainer [default: scripts/train/train.py].
+    #[arg(long)]
+    pub trainer: Option<PathBuf>,
+    /// Training epochs (the trainer's default when absent).
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Keep one request row in this many for the AutoEncoder.
+    #[arg(long, default_value_t = 1)]
+    pub every: u64,
+    /// Train on directories `apiwatch features` wrote (concatenated) instead of exporting.
+    #[arg(long, value_delimiter = ',')]
+    pub from_features: Vec<PathBuf>,
+    #[command(flatten)]
+    pub range: EsRangeArgs,
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    #[arg(long)]
+    pub onnx_runtime: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -172,95 +176,12 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        ModelCommand::Train {
-            model,
-            inputs,
-            sim,
-            work,
-            python,
-            trainer,
-            epochs,
-            every,
-            from_features,
-            range,
-            models,
-            onnx_runtime,
-        } => {
-            let kinds = if model.is_empty() {
-                vec![TrainModel::Autoencoder, TrainModel::Lstm]
-            } else {
-                model
-            };
-            let m = crate::ml::Models::open(onnx_runtime.as_deref(), models.as_deref())?;
-            let python = crate::ml::train::find_python(python.as_deref())?;
-            let trainer = crate::ml::train::find_trainer(trainer.as_deref())?;
-            let data = work.join("data");
-            if !from_features.is_empty() {
-                crate::ml::data::concat_features(&from_features, &data)?;
-            } else {
-                let r = export_training(&range, &inputs, &sim, &work, &data, every)?;
-                eprintln!("exported {} request rows and {} sessions", r.requests, r.sessions);
-            }
-            for k in kinds {
-                let (name, kind, flag, file) = match k {
-                    TrainModel::Autoencoder => ("autoencoder", "autoencoder", "--features", "requests.csv"),
-                    TrainModel::Lstm => ("lstm", "lstm", "--sessions", "sessions.txt"),
-                };
-                let out = work.join(name);
-                let mut args = vec![
-                    flag.to_owned(),
-                    data.join(file).display().to_string(),
-                    "--out".into(),
-                    out.display().to_string(),
-                ];
-                if let Some(e) = epochs {
-                    args.extend(["--epochs".into(), e.to_string()]);
-                }
-                crate::ml::train::run_trainer(&python, &trainer, kind, &args)?;
-                let (v, report) = crate::ml::train::install_checked(m.env, &m.store, name, &out)?;
-                outln!(
-                    "installed {name} {} in {} ({} fixture values match Python within {}; max diff {:.1e})",
-                    v.version,
-                    v.dir.display(),
-                    report.values,
-                    crate::ml::verify::TOLERANCE,
-                    report.max_abs_diff
-                );
-            }
-            Ok(())
-        }
+        ModelCommand::Train(args) => train(args),
         ModelCommand::Models {
             models,
             onnx_runtime,
             json,
-        } => {
-            let m = crate::ml::Models::open(onnx_runtime.as_deref(), models.as_deref())?;
-            let mut reports = Vec::new();
-            for name in [
-                crate::detect::autoencoder::AutoencoderDetector::MODEL,
-                crate::detect::lstm::LstmDetector::MODEL,
-            ] {
-                let v = m.store.current(name)?;
-                let card = v.card()?;
-                let r = crate::ml::verify::verify(m.env, &v)?;
-                if !json {
-                    outln!(
-                        "{name} {} ({}): {} bytes; checks pass ({} fixture values, max diff {:.1e}); trained {}",
-                        v.version,
-                        v.dir.display(),
-                        std::fs::metadata(v.model_path()).map(|m| m.len()).unwrap_or(0),
-                        r.values,
-                        r.max_abs_diff,
-                        card.training
-                    );
-                }
-                reports.push(r);
-            }
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&reports)?);
-            }
-            Ok(())
-        }
+        } => check_models(models.as_deref(), onnx_runtime.as_deref(), json),
         ModelCommand::EvalSessions {
             model,
             normal,
@@ -303,6 +224,96 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Exports (or joins) training data, trains each model asked for, checks it and installs it.
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let TrainArgs {
+        model,
+        inputs,
+        sim,
+        work,
+        python,
+        trainer,
+        epochs,
+        every,
+        from_features,
+        range,
+        models,
+        onnx_runtime,
+    } = args;
+    let kinds = if model.is_empty() {
+        vec![TrainModel::Autoencoder, TrainModel::Lstm]
+    } else {
+        model
+    };
+    let m = crate::ml::Models::open(onnx_runtime.as_deref(), models.as_deref())?;
+    let python = crate::ml::train::find_python(python.as_deref())?;
+    let trainer = crate::ml::train::find_trainer(trainer.as_deref())?;
+    let data = work.join("data");
+    if !from_features.is_empty() {
+        crate::ml::data::concat_features(&from_features, &data)?;
+    } else {
+        let r = export_training(&range, &inputs, &sim, &work, &data, every)?;
+        eprintln!("exported {} request rows and {} sessions", r.requests, r.sessions);
+    }
+    for k in kinds {
+        let (name, kind, flag, file) = match k {
+            TrainModel::Autoencoder => ("autoencoder", "autoencoder", "--features", "requests.csv"),
+            TrainModel::Lstm => ("lstm", "lstm", "--sessions", "sessions.txt"),
+        };
+        let out = work.join(name);
+        let mut args = vec![
+            flag.to_owned(),
+            data.join(file).display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        if let Some(e) = epochs {
+            args.extend(["--epochs".into(), e.to_string()]);
+        }
+        crate::ml::train::run_trainer(&python, &trainer, kind, &args)?;
+        let (v, report) = crate::ml::train::install_checked(m.env, &m.store, name, &out)?;
+        outln!(
+            "installed {name} {} in {} ({} fixture values match Python within {}; max diff {:.1e})",
+            v.version,
+            v.dir.display(),
+            report.values,
+            crate::ml::verify::TOLERANCE,
+            report.max_abs_diff
+        );
+    }
+    Ok(())
+}
+
+/// Lists the installed models, checking each against its card and fixtures.
+fn check_models(models: Option<&Path>, onnx_runtime: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let m = crate::ml::Models::open(onnx_runtime, models)?;
+    let mut reports = Vec::new();
+    for name in [
+        crate::detect::autoencoder::AutoencoderDetector::MODEL,
+        crate::detect::lstm::LstmDetector::MODEL,
+    ] {
+        let v = m.store.current(name)?;
+        let card = v.card()?;
+        let r = crate::ml::verify::verify(m.env, &v)?;
+        if !json {
+            outln!(
+                "{name} {} ({}): {} bytes; checks pass ({} fixture values, max diff {:.1e}); trained {}",
+                v.version,
+                v.dir.display(),
+                std::fs::metadata(v.model_path()).map(|m| m.len()).unwrap_or(0),
+                r.values,
+                r.max_abs_diff,
+                card.training
+            );
+        }
+        reports.push(r);
+    }
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(())
 }
 
 /// The events a training run learns from: the given files, or simulated normal traffic

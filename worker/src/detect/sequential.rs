@@ -108,13 +108,10 @@ impl ServiceState {
             self.pauses.push((now, self.drop_low));
             if self.pauses.len() > PAUSES_KEPT {
                 // Forget the shortest (and, among equals, the oldest).
-                let (i, _) = self
-                    .pauses
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, &(end, n))| (n, end))
-                    .expect("not empty");
-                self.pauses.remove(i);
+                let shortest = self.pauses.iter().enumerate().min_by_key(|(_, &(end, n))| (n, end));
+                if let Some((i, _)) = shortest {
+                    self.pauses.remove(i);
+                }
             }
         }
         self.drop_crossed = false;

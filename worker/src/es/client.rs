@@ -33,6 +33,8 @@ pub enum EsError {
     },
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("a bundled template is not valid JSON ({0}): this build is broken, report it")]
+    Template(String),
 }
 
 impl EsError {

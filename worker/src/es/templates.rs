@@ -107,9 +107,9 @@ impl Capabilities {
 }
 
 /// A template's JSON with the project's names replaced by the configured ones.
-fn render(text: &str, names: &IndexNames) -> Value {
+fn render(text: &str, names: &IndexNames) -> Result<Value, EsError> {
     let text = text.replace("\"apiwatch-", &format!("\"{}-", names.prefix));
-    serde_json::from_str(&text).expect("the bundled templates are valid JSON (a unit test checks it)")
+    serde_json::from_str(&text).map_err(|e| EsError::Template(e.to_string()))
 }
 
 /// One line of the setup report.
@@ -127,7 +127,7 @@ pub fn setup(client: &EsClient, names: &IndexNames) -> Result<(Capabilities, Vec
     if caps.ilm {
         for (name, text) in ILM_POLICIES {
             let full = format!("{}-{name}", names.prefix);
-            let body = render(text, names);
+            let body = render(text, names)?;
             let outcome = put_if_changed(client, &format!("/_ilm/policy/{full}"), &body, |v| {
                 v.get(&full).and_then(|p| p.get("policy"))
             })?;
@@ -142,7 +142,7 @@ pub fn setup(client: &EsClient, names: &IndexNames) -> Result<(Capabilities, Vec
             continue;
         }
         let full = format!("{}-{name}", names.prefix);
-        let body = render(text, names);
+        let body = render(text, names)?;
         let outcome = put_if_changed(client, &format!("/_component_template/{full}"), &body, |v| {
             v.get("component_templates")?.as_array()?.first()?.get("component_template")
         })?;
@@ -152,7 +152,7 @@ pub fn setup(client: &EsClient, names: &IndexNames) -> Result<(Capabilities, Vec
         });
     }
     for (name, text) in INDEX_TEMPLATES {
-        let mut body = render(text, names);
+        let mut body = render(text, names)?;
         let full = if name.starts_with("logs-") {
             (*name).to_owned()
         } else {
@@ -239,35 +239,35 @@ fn same_text(text: &str, v: &Value) -> bool {
     }
 }
 
-/// Leaf field paths (`anomaly.window.start`) of a component template's mappings, with types.
-pub fn mapped_fields(component: &str) -> Vec<(String, String)> {
-    let v: Value = serde_json::from_str(component).expect("valid template");
-    let mut out = Vec::new();
-    if let Some(props) = v.pointer("/template/mappings/properties") {
-        walk(props, "", &mut out);
-    }
-    out
-}
-
-fn walk(props: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
-    let Some(map) = props.as_object() else { return };
-    for (k, m) in map {
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-        let ty = m.get("type").and_then(Value::as_str).unwrap_or("object");
-        if let Some(p) = m.get("properties") {
-            if ty == "object" && m.get("enabled") != Some(&Value::Bool(false)) {
-                out.push((path.clone(), "object".into()));
-                walk(p, &path, out);
-                continue;
-            }
-        }
-        out.push((path, ty.to_owned()));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Leaf field paths (`anomaly.window.start`) of a component template's mappings, with types.
+    fn mapped_fields(component: &str) -> Vec<(String, String)> {
+        let v: Value = serde_json::from_str(component).unwrap();
+        let mut out = Vec::new();
+        if let Some(props) = v.pointer("/template/mappings/properties") {
+            walk(props, "", &mut out);
+        }
+        out
+    }
+
+    fn walk(props: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
+        let Some(map) = props.as_object() else { return };
+        for (k, m) in map {
+            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let ty = m.get("type").and_then(Value::as_str).unwrap_or("object");
+            if let Some(p) = m.get("properties") {
+                if ty == "object" && m.get("enabled") != Some(&Value::Bool(false)) {
+                    out.push((path.clone(), "object".into()));
+                    walk(p, &path, out);
+                    continue;
+                }
+            }
+            out.push((path, ty.to_owned()));
+        }
+    }
 
     #[test]
     fn every_bundled_file_is_json_with_the_current_version() {
@@ -282,7 +282,7 @@ mod tests {
     fn index_templates_compose_only_bundled_components() {
         let names = IndexNames::with_prefix("t1");
         for (name, text) in INDEX_TEMPLATES {
-            let v = render(text, &names);
+            let v = render(text, &names).unwrap();
             for c in v["composed_of"].as_array().unwrap() {
                 let c = c.as_str().unwrap();
                 let short = c.strip_prefix("t1-").unwrap_or_else(|| panic!("{name}: {c} not renamed"));
@@ -294,7 +294,7 @@ mod tests {
     #[test]
     fn names_are_rewritten_for_a_prefix() {
         let names = IndexNames::with_prefix("team-a");
-        let v = render(INDEX_TEMPLATES[1].1, &names);
+        let v = render(INDEX_TEMPLATES[1].1, &names).unwrap();
         assert_eq!(v["index_patterns"][0], "team-a-anomalies-*");
         assert!(v["template"]["aliases"].get("team-a-anomalies").is_some());
     }

@@ -258,30 +258,15 @@ fn lane(a: &Anomaly) -> &'static str {
     }
 }
 
-/// Builds the page's data from a detect output.
-pub fn build(out: &DetectOutput, title: &str) -> ReportData {
-    let window = infer_window(&out.metrics);
-    let from = out.metrics.iter().map(|m| m.start).min().unwrap_or(0);
-    let last = out.metrics.iter().map(|m| m.start).max().unwrap_or(0);
-    let windows = if out.metrics.is_empty() {
-        0
-    } else {
-        ((last - from) / window) as usize + 1
-    };
-    // Merge neighbouring windows so no timeline exceeds MAX_POINTS.
-    let merge = windows.div_ceil(MAX_POINTS).max(1);
-    let points = windows.div_ceil(merge);
-    let step_ms = window * merge as i64;
-
-    let mut alerts: Vec<&Alert> = out.alerts.iter().collect();
-    alerts.sort_by(|a, b| (priority_rank(&a.priority), a.start, &a.id).cmp(&(priority_rank(&b.priority), b.start, &b.id)));
+/// One row per alert, most urgent first, with every place its anomalies touched.
+fn alert_rows(out: &DetectOutput, alerts: &[&Alert]) -> Vec<AlertRow> {
     // An alert names related services without their provider; its anomalies carry both.
     let anomaly_place: BTreeMap<&str, String> = out
         .anomalies
         .iter()
         .map(|a| (a.id.as_str(), label(&a.service, &a.provider)))
         .collect();
-    let alert_rows: Vec<AlertRow> = alerts
+    alerts
         .iter()
         .map(|a| {
             let mut scope = vec![label(&a.service, &a.provider)];
@@ -314,7 +299,65 @@ pub fn build(out: &DetectOutput, title: &str) -> ReportData {
                 impact_users: a.impact_users,
             }
         })
+        .collect()
+}
+
+/// The anomalies drawn on the timelines: those behind alerts first, then the strongest, at
+/// most [`MAX_MARKERS`], in time order.
+fn anomaly_marks(out: &DetectOutput, alerts: &[&Alert]) -> Vec<AnomalyMark> {
+    let alert_of: BTreeMap<&str, usize> = alerts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| a.anomaly_ids.iter().map(move |id| (id.as_str(), i)))
         .collect();
+    let mut marks: Vec<&Anomaly> = out.anomalies.iter().collect();
+    // Keep the findings behind alerts, then the highest scores.
+    marks.sort_by(|a, b| {
+        let ka = alert_of.contains_key(a.id.as_str());
+        let kb = alert_of.contains_key(b.id.as_str());
+        kb.cmp(&ka)
+            .then(b.score.total_cmp(&a.score))
+            .then(a.window_start.cmp(&b.window_start))
+    });
+    marks.truncate(MAX_MARKERS);
+    marks.sort_by(|a, b| (a.window_start, &a.id).cmp(&(b.window_start, &b.id)));
+    marks
+        .into_iter()
+        .map(|a| AnomalyMark {
+            start: a.window_start,
+            end: a.window_end,
+            service: a.service.clone(),
+            provider: a.provider.clone(),
+            kind: a.kind,
+            lane: lane(a),
+            detector: a.detector.clone(),
+            severity: format!("{:?}", a.severity).to_lowercase(),
+            score: a.score,
+            reason: a.reason.clone(),
+            route: a.route.clone(),
+            alert: alert_of.get(a.id.as_str()).copied(),
+        })
+        .collect()
+}
+
+/// Builds the page's data from a detect output.
+pub fn build(out: &DetectOutput, title: &str) -> ReportData {
+    let window = infer_window(&out.metrics);
+    let from = out.metrics.iter().map(|m| m.start).min().unwrap_or(0);
+    let last = out.metrics.iter().map(|m| m.start).max().unwrap_or(0);
+    let windows = if out.metrics.is_empty() {
+        0
+    } else {
+        ((last - from) / window) as usize + 1
+    };
+    // Merge neighbouring windows so no timeline exceeds MAX_POINTS.
+    let merge = windows.div_ceil(MAX_POINTS).max(1);
+    let points = windows.div_ceil(merge);
+    let step_ms = window * merge as i64;
+
+    let mut alerts: Vec<&Alert> = out.alerts.iter().collect();
+    alerts.sort_by(|a, b| (priority_rank(&a.priority), a.start, &a.id).cmp(&(priority_rank(&b.priority), b.start, &b.id)));
+    let alert_rows = alert_rows(out, &alerts);
 
     let mut series: BTreeMap<(String, String), Acc> = BTreeMap::new();
     for m in &out.metrics {
@@ -335,39 +378,7 @@ pub fn build(out: &DetectOutput, title: &str) -> ReportData {
     // Services with alerts first (most alerts first), then the busiest.
     services.sort_by(|a, b| (b.alerts, b.total_calls, &a.service, &a.provider).cmp(&(a.alerts, a.total_calls, &b.service, &b.provider)));
 
-    let alert_of: BTreeMap<&str, usize> = alerts
-        .iter()
-        .enumerate()
-        .flat_map(|(i, a)| a.anomaly_ids.iter().map(move |id| (id.as_str(), i)))
-        .collect();
-    let mut marks: Vec<&Anomaly> = out.anomalies.iter().collect();
-    // Keep the findings behind alerts, then the highest scores.
-    marks.sort_by(|a, b| {
-        let ka = alert_of.contains_key(a.id.as_str());
-        let kb = alert_of.contains_key(b.id.as_str());
-        kb.cmp(&ka)
-            .then(b.score.total_cmp(&a.score))
-            .then(a.window_start.cmp(&b.window_start))
-    });
-    marks.truncate(MAX_MARKERS);
-    marks.sort_by(|a, b| (a.window_start, &a.id).cmp(&(b.window_start, &b.id)));
-    let anomalies = marks
-        .into_iter()
-        .map(|a| AnomalyMark {
-            start: a.window_start,
-            end: a.window_end,
-            service: a.service.clone(),
-            provider: a.provider.clone(),
-            kind: a.kind,
-            lane: lane(a),
-            detector: a.detector.clone(),
-            severity: format!("{:?}", a.severity).to_lowercase(),
-            score: a.score,
-            reason: a.reason.clone(),
-            route: a.route.clone(),
-            alert: alert_of.get(a.id.as_str()).copied(),
-        })
-        .collect();
+    let anomalies = anomaly_marks(out, &alerts);
 
     let to = out
         .metrics

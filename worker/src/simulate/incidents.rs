@@ -147,13 +147,10 @@ fn cross_provider_hops(t: &Topology) -> Vec<(usize, usize)> {
     v
 }
 
-/// Plans incidents over `[start, end)`: the first 45 minutes are left clean for warm-up, then one
-/// incident at a time with quiet gaps between, cycling through every kind.
-pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> Vec<Scheduled> {
-    let mut out = Vec::new();
-    let span = end - start;
-    // The new service, at the fraction of the run its topology says.
-    for (i, s) in t.services.iter().enumerate() {
+/// The new service of the topology, at the fraction of the run it says: labelled, never an
+/// alert.
+fn new_services(t: &Topology, start: Millis, span: Millis, out: &mut Vec<Scheduled>) {
+    for s in &t.services {
         if let Some(f) = s.appears_at {
             let at = start + (span as f64 * f) as Millis;
             out.push(Scheduled {
@@ -174,9 +171,76 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
                 end: at + 30 * MINUTE_MS,
                 effect: None,
             });
-            let _ = i;
         }
     }
+}
+
+/// A call-order change: clients of an entry service skip one visible middle step of a flow.
+/// Returns the entry, what they skip (for the description) and the effect.
+fn skipped_step(t: &Topology, entries: &[usize], rng: &mut ChaCha8Rng) -> (usize, String, Effect) {
+    let e = *entries.choose(rng).expect("entry services");
+    // A flow with a middle step to skip.
+    let flows: Vec<usize> = (0..t.flows.len())
+        .filter(|&f| {
+            let st = &t.flows[f].steps;
+            st.len() >= 4 && (1..st.len() - 1).any(|i| st[i] != st[i - 1] && st[i] != st[i + 1])
+        })
+        .collect();
+    let f = *flows.choose(rng).expect("flows");
+    let steps = &t.flows[f].steps;
+    // Only a step whose absence shows: skipping one of two identical steps in a row leaves the
+    // same call order, an incident nobody could see.
+    let visible: Vec<usize> = (1..steps.len() - 1)
+        .filter(|&i| steps[i] != steps[i - 1] && steps[i] != steps[i + 1])
+        .collect();
+    let skip_at = *visible.choose(rng).expect("a flow of four steps or more has a visible middle step");
+    let text = format!("skip `{}` in the {} flow", steps[skip_at], t.flows[f].name);
+    let effect = Effect::SkipSteps {
+        entry: e,
+        flow: f,
+        skip: vec![skip_at],
+        probability: 0.9,
+    };
+    (e, text, effect)
+}
+
+/// A payload anomaly: one route of an internal service returns much larger payloads.
+/// Returns the route, the factor and the effect.
+fn bigger_payloads(t: &Topology, internal: &[usize], rng: &mut ChaCha8Rng) -> (usize, f64, Effect) {
+    let candidates: Vec<usize> = (0..t.routes.len()).filter(|&r| internal.contains(&t.routes[r].service)).collect();
+    let r = *candidates.choose(rng).expect("routes");
+    let factor = rng.gen_range(12.0..30.0);
+    let effect = Effect::Payload {
+        route: r,
+        factor,
+        share: 0.7,
+    };
+    (r, factor, effect)
+}
+
+/// A gradual degradation from `at`: an internal service's durations ramp up for all but the
+/// last ten minutes of `dur`. Returns the service, when it breaches 3x and the effect.
+fn slow_ramp(internal: &[usize], at: Millis, dur: Millis, rng: &mut ChaCha8Rng) -> (usize, Millis, Effect) {
+    let s = *internal.choose(rng).expect("internal services");
+    let max = 3.6;
+    let ramp = dur - 10 * MINUTE_MS;
+    // The duration factor reaches 3 (the limit) at 2/(max-1) of the ramp.
+    let breach = at + (ramp as f64 * 2.0 / (max - 1.0)) as Millis;
+    let effect = Effect::Ramp {
+        service: s,
+        start: at,
+        ramp_end: at + ramp,
+        max,
+    };
+    (s, breach, effect)
+}
+
+/// Plans incidents over `[start, end)`: the first 45 minutes are left clean for warm-up, then one
+/// incident at a time with quiet gaps between, cycling through every kind.
+pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> Vec<Scheduled> {
+    let mut out = Vec::new();
+    let span = end - start;
+    new_services(t, start, span, &mut out);
     let mut kinds = IncidentKind::ALERTING.to_vec();
     kinds.shuffle(rng);
     let internal = internal_services(t);
@@ -230,53 +294,22 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
                 effect = Effect::Hop { from: a, to: b, add_ms };
             }
             IncidentKind::GradualDegradation => {
-                let s = *internal.choose(rng).expect("internal services");
-                let max = 3.6;
-                let ramp = dur - 10 * MINUTE_MS;
+                let (s, breach, ramp) = slow_ramp(&internal, at, dur, rng);
                 label_svc = svc(s);
-                // The duration factor reaches 3 (the limit) at 2/(max-1) of the ramp.
-                breach_at = Some(at + (ramp as f64 * 2.0 / (max - 1.0)) as Millis);
+                breach_at = Some(breach);
                 (route, hop_from) = (None, None);
                 description = format!(
                     "{}/{} slows down steadily until it breaches 3x its normal p95",
                     label_svc.0, label_svc.1
                 );
-                effect = Effect::Ramp {
-                    service: s,
-                    start: at,
-                    ramp_end: at + ramp,
-                    max,
-                };
+                effect = ramp;
             }
             IncidentKind::CallOrderChange => {
-                let e = *entries.choose(rng).expect("entry services");
-                // A flow with a middle step to skip.
-                let flows: Vec<usize> = (0..t.flows.len())
-                    .filter(|&f| {
-                        let st = &t.flows[f].steps;
-                        st.len() >= 4 && (1..st.len() - 1).any(|i| st[i] != st[i - 1] && st[i] != st[i + 1])
-                    })
-                    .collect();
-                let f = *flows.choose(rng).expect("flows");
-                let steps = &t.flows[f].steps;
-                // Only a step whose absence shows: skipping one of two identical steps in a row
-                // leaves the same call order, an incident nobody could see.
-                let visible: Vec<usize> = (1..steps.len() - 1)
-                    .filter(|&i| steps[i] != steps[i - 1] && steps[i] != steps[i + 1])
-                    .collect();
-                let skip_at = *visible.choose(rng).expect("a flow of four steps or more has a visible middle step");
+                let (e, text, skip) = skipped_step(t, &entries, rng);
                 label_svc = svc(e);
                 (route, hop_from, breach_at) = (None, None, None);
-                description = format!(
-                    "clients on {}/{} skip `{}` in the {} flow",
-                    label_svc.0, label_svc.1, steps[skip_at], t.flows[f].name
-                );
-                effect = Effect::SkipSteps {
-                    entry: e,
-                    flow: f,
-                    skip: vec![skip_at],
-                    probability: 0.9,
-                };
+                description = format!("clients on {}/{} {text}", label_svc.0, label_svc.1);
+                effect = skip;
             }
             IncidentKind::TrafficDrop => {
                 let e = *entries.choose(rng).expect("entry services");
@@ -287,9 +320,7 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
                 effect = Effect::Drop { entry: e, probability: p };
             }
             IncidentKind::PayloadAnomaly => {
-                let candidates: Vec<usize> = (0..t.routes.len()).filter(|&r| internal.contains(&t.routes[r].service)).collect();
-                let r = *candidates.choose(rng).expect("routes");
-                let factor = rng.gen_range(12.0..30.0);
+                let (r, factor, payload) = bigger_payloads(t, &internal, rng);
                 label_svc = svc(t.routes[r].service);
                 route = Some(t.routes[r].path.to_owned());
                 (hop_from, breach_at) = (None, None);
@@ -297,11 +328,7 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
                     "{}/{} {} returns payloads {factor:.0}x larger",
                     label_svc.0, label_svc.1, t.routes[r].path
                 );
-                effect = Effect::Payload {
-                    route: r,
-                    factor,
-                    share: 0.7,
-                };
+                effect = payload;
             }
             IncidentKind::NewService => unreachable!("not in ALERTING"),
         }

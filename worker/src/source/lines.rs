@@ -146,11 +146,13 @@ impl LineSource {
         let Some(path) = &self.rejects_path else {
             return Ok(());
         };
-        if self.rejects.is_none() {
-            let f = File::create(path).with_context(|| format!("cannot create {} for the skipped lines", path.display()))?;
-            self.rejects = Some(BufWriter::new(f));
-        }
-        let w = self.rejects.as_mut().expect("created above");
+        let w = match &mut self.rejects {
+            Some(w) => w,
+            slot => {
+                let f = File::create(path).with_context(|| format!("cannot create {} for the skipped lines", path.display()))?;
+                slot.insert(BufWriter::new(f))
+            }
+        };
         let mut end = text.len().min(MAX_REJECT_TEXT);
         while !text.is_char_boundary(end) {
             end -= 1;
@@ -202,7 +204,9 @@ impl LineSource {
     /// the end of the input; `Some(true)` when the line was longer than [`MAX_LINE_BYTES`] (only
     /// its start is kept).
     fn read_line(&mut self) -> anyhow::Result<Option<bool>> {
-        let input = self.current.as_mut().expect("an open input");
+        let Some(input) = self.current.as_mut() else {
+            return Ok(None);
+        };
         self.line.clear();
         let (mut any, mut too_long) = (false, false);
         loop {
@@ -358,7 +362,9 @@ impl EventSource for LineSource {
                 }
                 continue;
             };
-            let input = self.current.as_mut().expect("read above");
+            let Some(input) = self.current.as_mut() else {
+                continue;
+            };
             input.line += 1;
             let (name, lineno) = (Arc::clone(&input.name), input.line);
             self.take_line(&name, lineno, too_long, batch)?;
