@@ -22,7 +22,7 @@ use crate::notify::dispatch::Pacing;
 use crate::notify::email::{EmailSettings, SmtpSecurity};
 use crate::notify::pagerduty::{PagerDutyRoute, PagerDutySettings};
 use crate::notify::webhook::{WebhookRoute, WebhookSettings};
-use crate::notify::{Links, Route};
+use crate::notify::{ChannelSettings, Links, Route};
 use crate::pipeline::routes::RouteLimits;
 use crate::pipeline::PipelineConfig;
 use crate::retry::RetryPolicy;
@@ -158,9 +158,8 @@ pub struct EsSettings {
 pub struct AppConfig {
     pub pipeline: PipelineConfig,
     pub es: EsSettings,
-    pub email: Option<EmailSettings>,
-    pub webhook: Option<WebhookSettings>,
-    pub pagerduty: Option<PagerDutySettings>,
+    /// Who is told about alerts, and how.
+    pub channels: ChannelSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -372,9 +371,7 @@ fn validate_all(mut raw: RawConfig, origin: &str) -> Result<AppConfig, ConfigErr
     Ok(AppConfig {
         pipeline,
         es,
-        email,
-        webhook,
-        pagerduty,
+        channels: ChannelSettings { email, webhook, pagerduty },
     })
 }
 
@@ -781,10 +778,10 @@ mod tests {
         let app = parse_app(text, "apiwatch.example.toml", &|_| None).unwrap();
         assert_eq!(app.es.worker.names.anomalies, "apiwatch-anomalies");
         assert_eq!(app.es.worker.names.logs, "logs-apiwatch.calls-*");
-        let hooks = app.webhook.as_ref().expect("the example has a [webhook] section");
+        let hooks = app.channels.webhook.as_ref().expect("the example has a [webhook] section");
         assert_eq!(hooks.routes.len(), 2);
         assert_eq!(hooks.routes[0].format, crate::notify::webhook::WebhookFormat::Slack);
-        let email = app.email.expect("the example has an [email] section");
+        let email = app.channels.email.expect("the example has an [email] section");
         assert!(!email.routes.is_empty());
         assert_eq!(email.security, SmtpSecurity::Starttls);
     }
@@ -801,7 +798,7 @@ mod tests {
         let app = parse_app(text, "x.toml", &env).unwrap();
         assert_eq!(app.es.url.as_deref(), Some("http://es:9200"));
         assert_eq!(app.es.worker.names.state, "team-a-state");
-        assert_eq!(app.email.unwrap().smtp_port, 2525);
+        assert_eq!(app.channels.email.unwrap().smtp_port, 2525);
     }
 
     #[test]
@@ -815,6 +812,7 @@ mod tests {
             .join("\n");
         let pd = parse_app(&text, "x.toml", &|_| None)
             .unwrap()
+            .channels
             .pagerduty
             .expect("a [pagerduty] section");
         assert_eq!(pd.routes.len(), 1);

@@ -138,7 +138,7 @@ fn the_compose_worker_config_is_valid() {
     let app = apiwatch::config::load_app(Some(&path), &|_| None, &Default::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(app.es.url.as_deref(), Some("https://elasticsearch:9200"));
     assert_eq!(app.es.ca_cert.as_deref(), Some(Path::new("/certs/ca/ca.crt")));
-    let email = app.email.expect("the stack mails alerts to its mail catcher");
+    let email = app.channels.email.expect("the stack mails alerts to its mail catcher");
     assert_eq!((email.smtp_host.as_str(), email.smtp_port), ("mailcatcher", 1025));
     assert!(!email.routes.is_empty());
 }

@@ -416,7 +416,7 @@ fn es_run(es: &EsArgs, args: &DetectArgs, once: bool, since: Option<&str>, no_em
     settings.since = since.map(|s| time_flag("--since", s)).transpose()?;
     let mut notifier = match no_email {
         true => None,
-        false => crate::notify::channels(app.email.as_ref(), app.webhook.as_ref(), app.pagerduty.as_ref())?,
+        false => crate::notify::channels(&app.channels)?,
     };
     let stop = stop_flag()?;
     let opts = RunOptions {

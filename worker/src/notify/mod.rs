@@ -37,24 +37,29 @@ pub struct Links {
     pub anomalies_index: String,
 }
 
+/// Every channel's settings (`[email]`, `[webhook]`, `[pagerduty]`), checked; `None` = not
+/// configured.
+#[derive(Clone, Debug, Default)]
+pub struct ChannelSettings {
+    pub email: Option<email::EmailSettings>,
+    pub webhook: Option<webhook::WebhookSettings>,
+    pub pagerduty: Option<pagerduty::PagerDutySettings>,
+}
+
 /// The configured channels, each in its [`dispatch::Dispatcher`]: email alone keeps its
 /// checkpoint format; with others too, each channel's memory is kept under its name.
-pub fn channels(
-    email: Option<&email::EmailSettings>,
-    webhook: Option<&webhook::WebhookSettings>,
-    pagerduty: Option<&pagerduty::PagerDutySettings>,
-) -> anyhow::Result<Option<Box<dyn Notifier>>> {
+pub fn channels(settings: &ChannelSettings) -> anyhow::Result<Option<Box<dyn Notifier>>> {
     use dispatch::Dispatcher;
     let mut channels: Vec<(&'static str, Box<dyn Notifier>)> = Vec::new();
-    if let Some(e) = email {
+    if let Some(e) = &settings.email {
         let channel = email::EmailChannel::new(e.clone())?;
         channels.push(("email", Box::new(Dispatcher::new("email", Box::new(channel), e.pacing))));
     }
-    if let Some(w) = webhook {
+    if let Some(w) = &settings.webhook {
         let channel = webhook::WebhookChannel::new(w.clone())?;
         channels.push(("webhook", Box::new(Dispatcher::new("webhook", Box::new(channel), w.pacing))));
     }
-    if let Some(p) = pagerduty {
+    if let Some(p) = &settings.pagerduty {
         let channel = pagerduty::PagerDutyChannel::new(p.clone())?;
         channels.push(("pagerduty", Box::new(Dispatcher::new("pagerduty", Box::new(channel), p.pacing))));
     }
