@@ -38,6 +38,28 @@ pub trait Channel: Send {
     fn deliver(&mut self, msg: &Outgoing<'_>) -> Result<(), Failure>;
 }
 
+/// POSTs a JSON document, the way HTTP channels deliver: 2xx is done; 429 and 5xx (a busy or
+/// erring endpoint) and transport errors are worth another try; any other status is a refusal
+/// (a bad URL, key or payload), with the endpoint's answer.
+pub fn post_json(agent: &ureq::Agent, url: &str, body: &serde_json::Value) -> Result<(), Failure> {
+    let body = body.to_string();
+    let mut resp = agent
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(body.as_bytes())
+        .map_err(|e| Failure::Retry(format!("{url}: {e}")))?;
+    let status = resp.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let text: String = resp.body_mut().read_to_string().unwrap_or_default().chars().take(300).collect();
+    let why = format!("{url}: HTTP {status}: {text}");
+    match status == 429 || status >= 500 {
+        true => Err(Failure::Retry(why)),
+        false => Err(Failure::Refused(why)),
+    }
+}
+
 /// How a channel is paced: the per-alert throttle, the hourly cap and the retries.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Pacing {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::dispatch::{Channel, Failure, Outgoing, Pacing};
+use super::dispatch::{post_json, Channel, Failure, Outgoing, Pacing};
 use super::render::{discover_link, render};
 use super::{route_matches, Links, MessageKind};
 use crate::model::time::format_rfc3339;
@@ -132,26 +132,9 @@ impl Channel for PagerDutyChannel {
     fn deliver(&mut self, msg: &Outgoing<'_>) -> Result<(), Failure> {
         let route = &self.settings.routes[msg.destination];
         let key = self.routing_key(route)?;
-        let body = self.event(msg, &key).to_string();
-        let url = &self.settings.events_url;
-        let mut resp = self
-            .agent
-            .post(url)
-            .header("Content-Type", "application/json")
-            .send(body.as_bytes())
-            .map_err(|e| Failure::Retry(format!("{url}: {e}")))?;
-        let status = resp.status().as_u16();
-        if (200..300).contains(&status) {
-            return Ok(());
-        }
-        let text: String = resp.body_mut().read_to_string().unwrap_or_default().chars().take(300).collect();
-        let why = format!("{url}: HTTP {status}: {text}");
-        // PagerDuty: 429 when an integration sends too fast, 5xx when it is in trouble; 400
-        // is an event it will never take (a bad key or field).
-        match status == 429 || status >= 500 {
-            true => Err(Failure::Retry(why)),
-            false => Err(Failure::Refused(why)),
-        }
+        // PagerDuty answers 429 when an integration sends too fast and 5xx when it is in
+        // trouble; a 400 is an event it will never take (a bad key or field).
+        post_json(&self.agent, &self.settings.events_url, &self.event(msg, &key))
     }
 }
 

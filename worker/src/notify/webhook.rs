@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::dispatch::{Channel, Failure, Outgoing, Pacing};
+use super::dispatch::{post_json, Channel, Failure, Outgoing, Pacing};
 use super::render::{discover_link, render};
 use super::{route_matches, Links, MessageKind};
 use crate::model::{Alert, Anomaly};
@@ -105,33 +105,6 @@ impl WebhookChannel {
             }
         }
     }
-
-    fn post(&self, url: &str, body: &Value) -> Result<(), Failure> {
-        let body = body.to_string();
-        match self
-            .agent
-            .post(url)
-            .header("Content-Type", "application/json")
-            .send(body.as_bytes())
-        {
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                if (200..300).contains(&status) {
-                    return Ok(());
-                }
-                let text: String = resp.body_mut().read_to_string().unwrap_or_default().chars().take(300).collect();
-                let why = format!("{url}: HTTP {status}: {text}");
-                // A busy or erring endpoint may answer later; any other 4xx is a configuration
-                // problem (bad URL, refused payload).
-                if status == 429 || status >= 500 {
-                    Err(Failure::Retry(why))
-                } else {
-                    Err(Failure::Refused(why))
-                }
-            }
-            Err(e) => Err(Failure::Retry(format!("{url}: {e}"))),
-        }
-    }
 }
 
 /// Slack's mrkdwn treats `&`, `<` and `>` as markup.
@@ -149,7 +122,7 @@ impl Channel for WebhookChannel {
     fn deliver(&mut self, msg: &Outgoing<'_>) -> Result<(), Failure> {
         let route = &self.settings.routes[msg.destination];
         let body = self.payload(msg.alert, msg.kind, msg.evidence, route.format);
-        self.post(&route.url, &body)
+        post_json(&self.agent, &route.url, &body)
     }
 }
 
