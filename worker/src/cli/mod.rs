@@ -198,5 +198,22 @@ mod tests {
             err.contains("quiet_to_resolve_secs") && err.contains("at least one window"),
             "{err}"
         );
+        // The Elasticsearch flags go through the same checks as their keys.
+        let matches = command_line().get_matches_from(["apiwatch", "health", "--es", "http://u:p@es:9200", "--prefix", "Team A"]);
+        let Ok(Cli {
+            command: Command::Operate(operate::OperateCommand::Health { es, .. }),
+            ..
+        }) = Cli::from_arg_matches(&matches)
+        else {
+            panic!("health parses");
+        };
+        let err = es.app(None, None).unwrap_err().to_string();
+        assert!(err.starts_with("--prefix") && err.contains("elasticsearch.prefix"), "{err}");
+        let fine = args::EsArgs { prefix: None, ..es };
+        let err = fine.app(None, None).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--es") && err.contains("must not hold credentials") && !err.contains("u:p"),
+            "{err}"
+        );
     }
 }
