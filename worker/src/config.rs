@@ -18,14 +18,9 @@ use crate::detect::DetectorKind;
 use crate::es::IndexNames;
 use crate::job::elasticsearch::WorkerSettings;
 use crate::model::time::Millis;
-use crate::notify::dispatch::Pacing;
-use crate::notify::email::{EmailSettings, SmtpSecurity};
-use crate::notify::pagerduty::{PagerDutyRoute, PagerDutySettings};
-use crate::notify::webhook::{WebhookRoute, WebhookSettings};
-use crate::notify::{ChannelSettings, Links, Route};
+use crate::notify::{ChannelSettings, Links};
 use crate::pipeline::routes::RouteLimits;
 use crate::pipeline::PipelineConfig;
-use crate::retry::RetryPolicy;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +33,9 @@ pub enum ConfigError {
     Invalid { path: String, key: &'static str, problem: String },
 }
 
+/// Unknown keys inside a section are refused by the section; unknown sections land in
+/// `sections` with the channels', and are refused there (`notify::parse_channels`).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
     windows: RawWindows,
@@ -51,15 +47,15 @@ struct RawConfig {
     routes: RawRoutes,
     #[serde(default)]
     elasticsearch: RawEs,
-    email: Option<RawEmail>,
-    webhook: Option<RawWebhook>,
-    pagerduty: Option<RawPagerDuty>,
     #[serde(default)]
     models: RawModels,
     #[serde(default)]
     input: RawInput,
     #[serde(default)]
     limits: RawLimits,
+    /// The channels' sections (`[email]`, `[webhook]`, ...), read by each channel.
+    #[serde(flatten)]
+    sections: toml::Table,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,31 +73,6 @@ struct RawLimits {
     max_providers: Option<usize>,
     max_sessions: Option<usize>,
     max_open_journeys: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWebhook {
-    min_interval_secs: Option<u64>,
-    max_per_hour: Option<usize>,
-    max_attempts: Option<u32>,
-    backoff_ms: Option<u64>,
-    timeout_secs: Option<u64>,
-    #[serde(default)]
-    routes: Vec<WebhookRoute>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPagerDuty {
-    events_url: Option<String>,
-    min_interval_secs: Option<u64>,
-    max_per_hour: Option<usize>,
-    max_attempts: Option<u32>,
-    backoff_ms: Option<u64>,
-    timeout_secs: Option<u64>,
-    #[serde(default)]
-    routes: Vec<PagerDutyRoute>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,20 +99,6 @@ struct RawEs {
     lease_secs: Option<u64>,
     job: Option<String>,
     kibana_url: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEmail {
-    smtp_host: Option<String>,
-    smtp_port: Option<u16>,
-    security: Option<SmtpSecurity>,
-    ca_cert: Option<PathBuf>,
-    from: Option<String>,
-    min_interval_secs: Option<u64>,
-    max_per_hour: Option<usize>,
-    #[serde(default)]
-    routes: Vec<Route>,
 }
 
 /// Elasticsearch settings, checked. Secrets are not here: they come from the environment only.
@@ -331,16 +288,26 @@ pub fn parse_with(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>
     if let Some(v) = env("APIWATCH_KIBANA_URL") {
         raw.elasticsearch.kibana_url = Some(v);
     }
+    let mut email = |key: &str, value: toml::Value| {
+        if let Some(t) = raw
+            .sections
+            .entry("email")
+            .or_insert_with(|| toml::Table::new().into())
+            .as_table_mut()
+        {
+            t.insert(key.to_owned(), value);
+        }
+    };
     if let Some(v) = env("APIWATCH_SMTP_HOST") {
-        raw.email.get_or_insert_with(RawEmail::default).smtp_host = Some(v);
+        email("smtp_host", v.into());
     }
     if let Some(v) = env("APIWATCH_SMTP_PORT") {
-        let port = v.parse().map_err(|_| ConfigError::Invalid {
+        let port: u16 = v.parse().map_err(|_| ConfigError::Invalid {
             path: "APIWATCH_SMTP_PORT".into(),
             key: "email.smtp_port",
             problem: format!("`{v}` is not a port number"),
         })?;
-        raw.email.get_or_insert_with(RawEmail::default).smtp_port = Some(port);
+        email("smtp_port", i64::from(port).into());
     }
     let by_flag = flags.apply(&mut raw);
     // A value a flag gave is refused under the flag's name, with the same words as in a file.
@@ -360,19 +327,15 @@ pub fn parse_with(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>
 
 fn validate_all(mut raw: RawConfig, origin: &str) -> Result<AppConfig, ConfigError> {
     let es = std::mem::take(&mut raw.elasticsearch);
-    let email = raw.email.take();
-    let webhook = raw.webhook.take();
-    let pagerduty = raw.pagerduty.take();
+    let sections = std::mem::take(&mut raw.sections);
     let pipeline = validate(raw, origin)?;
     let es = validate_es(es, origin)?;
-    let email = email.map(|e| validate_email(e, &es, origin)).transpose()?;
-    let webhook = webhook.map(|w| validate_webhook(w, &es, origin)).transpose()?;
-    let pagerduty = pagerduty.map(|p| validate_pagerduty(p, &es, origin)).transpose()?;
-    Ok(AppConfig {
-        pipeline,
-        es,
-        channels: ChannelSettings { email, webhook, pagerduty },
-    })
+    let links = Links {
+        kibana_url: es.kibana_url.clone(),
+        anomalies_index: es.worker.names.anomalies.clone(),
+    };
+    let channels = crate::notify::parse_channels(sections, &links, origin)?;
+    Ok(AppConfig { pipeline, es, channels })
 }
 
 fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
@@ -446,176 +409,11 @@ fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
     })
 }
 
-/// Where every channel's messages link to.
-fn links(es: &EsSettings) -> Links {
-    Links {
-        kibana_url: es.kibana_url.clone(),
-        anomalies_index: es.worker.names.anomalies.clone(),
-    }
-}
-
-/// The pacing keys every channel section has, checked the same way.
-struct RawPacing {
-    min_interval_secs: Option<u64>,
-    max_per_hour: Option<usize>,
-    max_attempts: Option<u32>,
-    backoff_ms: Option<u64>,
-}
-
-/// `attempts_key` names the section's `max_attempts` in errors.
-fn pacing(
-    raw: RawPacing,
-    attempts_key: &'static str,
-    default_attempts: u32,
-    outbox_limit: usize,
-    origin: &str,
-) -> Result<Pacing, ConfigError> {
-    let max_attempts = raw.max_attempts.unwrap_or(default_attempts);
-    if !(1..=10).contains(&max_attempts) {
-        return Err(invalid(origin, attempts_key, "must be between 1 and 10"));
-    }
-    Ok(Pacing {
-        min_interval: Duration::from_secs(raw.min_interval_secs.unwrap_or(900)),
-        max_per_hour: raw.max_per_hour.unwrap_or(30),
-        retry: RetryPolicy {
-            max_attempts,
-            base_delay: Duration::from_millis(raw.backoff_ms.unwrap_or(500)),
-            // Deliveries run on the worker's thread: no single wait longer than this.
-            max_delay: Duration::from_secs(5),
-        },
-        outbox_limit,
-    })
-}
-
-/// The filters every channel's routes have: `priorities` among P1-P4.
-fn check_priorities<'a>(key: &'static str, mut priorities: impl Iterator<Item = &'a String>, origin: &str) -> Result<(), ConfigError> {
-    match priorities.any(|p| !["P1", "P2", "P3", "P4"].contains(&p.to_uppercase().as_str())) {
-        true => Err(invalid(origin, key, "must be among P1, P2, P3, P4")),
-        false => Ok(()),
-    }
-}
-
-fn is_http_url(url: &str) -> bool {
-    url.starts_with("http://") || url.starts_with("https://")
-}
-
-fn validate_email(raw: RawEmail, es: &EsSettings, origin: &str) -> Result<EmailSettings, ConfigError> {
-    let invalid = |key: &'static str, problem: &str| invalid(origin, key, problem);
-    let smtp_host = raw
-        .smtp_host
-        .ok_or_else(|| invalid("email.smtp_host", "is required when [email] is present"))?;
-    let from = raw.from.unwrap_or_else(|| "apiwatch@localhost".into());
-    if !from.contains('@') {
-        return Err(invalid("email.from", "must be an email address"));
-    }
-    if raw.routes.is_empty() {
-        return Err(invalid("email.routes", "needs at least one [[email.routes]] with `to` addresses"));
-    }
-    if raw.routes.iter().any(|r| r.to.is_empty() || r.to.iter().any(|t| !t.contains('@'))) {
-        return Err(invalid("email.routes.to", "must list email addresses"));
-    }
-    check_priorities("email.routes.priorities", raw.routes.iter().flat_map(|r| &r.priorities), origin)?;
-    let security = raw.security.unwrap_or_default();
-    // A mail server that does not answer is tried again at the next poll, not within one.
-    let pacing = pacing(
-        RawPacing {
-            min_interval_secs: raw.min_interval_secs,
-            max_per_hour: raw.max_per_hour,
-            max_attempts: None,
-            backoff_ms: None,
-        },
-        "email.max_attempts",
-        1,
-        200,
-        origin,
-    )?;
-    Ok(EmailSettings {
-        smtp_port: raw.smtp_port.unwrap_or(match security {
-            SmtpSecurity::Tls => 465,
-            SmtpSecurity::Starttls => 587,
-            SmtpSecurity::None => 25,
-        }),
-        smtp_host,
-        security,
-        ca_cert: raw.ca_cert,
-        from,
-        routes: raw.routes,
-        links: links(es),
-        pacing,
-    })
-}
-
-fn validate_webhook(raw: RawWebhook, es: &EsSettings, origin: &str) -> Result<WebhookSettings, ConfigError> {
-    if raw.routes.is_empty() {
-        return Err(invalid(
-            origin,
-            "webhook.routes",
-            "needs at least one [[webhook.routes]] with a `url`",
-        ));
-    }
-    if raw.routes.iter().any(|r| !is_http_url(&r.url)) {
-        return Err(invalid(origin, "webhook.routes.url", "must be an http:// or https:// URL"));
-    }
-    check_priorities("webhook.routes.priorities", raw.routes.iter().flat_map(|r| &r.priorities), origin)?;
-    let pacing = pacing(
-        RawPacing {
-            min_interval_secs: raw.min_interval_secs,
-            max_per_hour: raw.max_per_hour,
-            max_attempts: raw.max_attempts,
-            backoff_ms: raw.backoff_ms,
-        },
-        "webhook.max_attempts",
-        4,
-        500,
-        origin,
-    )?;
-    Ok(WebhookSettings {
-        routes: raw.routes,
-        links: links(es),
-        timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(10)),
-        pacing,
-    })
-}
-
-fn validate_pagerduty(raw: RawPagerDuty, es: &EsSettings, origin: &str) -> Result<PagerDutySettings, ConfigError> {
-    if raw.routes.is_empty() {
-        return Err(invalid(
-            origin,
-            "pagerduty.routes",
-            "needs at least one [[pagerduty.routes]] (with a `routing_key`, or APIWATCH_PAGERDUTY_ROUTING_KEY set)",
-        ));
-    }
-    check_priorities("pagerduty.routes.priorities", raw.routes.iter().flat_map(|r| &r.priorities), origin)?;
-    let events_url = raw.events_url.unwrap_or_else(|| crate::notify::pagerduty::EVENTS_URL.to_owned());
-    if !is_http_url(&events_url) {
-        return Err(invalid(origin, "pagerduty.events_url", "must be an http:// or https:// URL"));
-    }
-    let pacing = pacing(
-        RawPacing {
-            // PagerDuty folds repeats into one incident: updates may come as often as alerts change.
-            min_interval_secs: Some(raw.min_interval_secs.unwrap_or(300)),
-            max_per_hour: raw.max_per_hour,
-            max_attempts: raw.max_attempts,
-            backoff_ms: raw.backoff_ms,
-        },
-        "pagerduty.max_attempts",
-        4,
-        500,
-        origin,
-    )?;
-    Ok(PagerDutySettings {
-        routes: raw.routes,
-        events_url,
-        links: links(es),
-        timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(10)),
-        pacing,
-    })
-}
-
 /// What one static-rule hit scores, so that it raises an alert alone.
 const STATIC_RULE_RAISE_SINGLE: f64 = 60.0;
 
-fn invalid(origin: &str, key: &'static str, problem: &str) -> ConfigError {
+/// An invalid value of `key` in `origin`.
+pub(crate) fn invalid(origin: &str, key: &'static str, problem: &str) -> ConfigError {
     ConfigError::Invalid {
         path: origin.to_owned(),
         key,
@@ -783,7 +581,7 @@ mod tests {
         assert_eq!(hooks.routes[0].format, crate::notify::webhook::WebhookFormat::Slack);
         let email = app.channels.email.expect("the example has an [email] section");
         assert!(!email.routes.is_empty());
-        assert_eq!(email.security, SmtpSecurity::Starttls);
+        assert_eq!(email.security, crate::notify::email::SmtpSecurity::Starttls);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Every alert gets one thread: the first message's Message-ID is derived from the alert id and
 //! later messages (still open, resolved) reply to it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,6 +14,9 @@ use lettre::{Message, SmtpTransport, Transport};
 use serde::Deserialize;
 
 use super::dispatch::{Channel, Failure, Outgoing, Pacing};
+use super::settings::{self, Section};
+use crate::config::{invalid, ConfigError};
+
 use super::render::{header_safe, render};
 use super::{recipients, Links, MessageKind, Route};
 use crate::model::{Alert, Anomaly};
@@ -137,4 +141,66 @@ impl Channel for EmailChannel {
             }
         }
     }
+}
+
+/// The `[email]` section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEmail {
+    smtp_host: Option<String>,
+    smtp_port: Option<u16>,
+    security: Option<SmtpSecurity>,
+    ca_cert: Option<PathBuf>,
+    from: Option<String>,
+    min_interval_secs: Option<u64>,
+    max_per_hour: Option<usize>,
+    #[serde(default)]
+    routes: Vec<Route>,
+}
+
+/// Reads and checks the `[email]` section.
+pub(crate) fn from_section(raw: RawEmail, cx: &Section<'_>) -> Result<EmailSettings, ConfigError> {
+    let invalid = |key: &'static str, problem: &str| invalid(cx.origin, key, problem);
+    let smtp_host = raw
+        .smtp_host
+        .ok_or_else(|| invalid("email.smtp_host", "is required when [email] is present"))?;
+    let from = raw.from.unwrap_or_else(|| "apiwatch@localhost".into());
+    if !from.contains('@') {
+        return Err(invalid("email.from", "must be an email address"));
+    }
+    if raw.routes.is_empty() {
+        return Err(invalid("email.routes", "needs at least one [[email.routes]] with `to` addresses"));
+    }
+    if raw.routes.iter().any(|r| r.to.is_empty() || r.to.iter().any(|t| !t.contains('@'))) {
+        return Err(invalid("email.routes.to", "must list email addresses"));
+    }
+    settings::check_priorities("email.routes.priorities", raw.routes.iter().flat_map(|r| &r.priorities), cx.origin)?;
+    let security = raw.security.unwrap_or_default();
+    // A mail server that does not answer is tried again at the next poll, not within one.
+    let pacing = settings::pacing(
+        settings::RawPacing {
+            min_interval_secs: raw.min_interval_secs,
+            max_per_hour: raw.max_per_hour,
+            max_attempts: None,
+            backoff_ms: None,
+        },
+        "email.max_attempts",
+        1,
+        200,
+        cx.origin,
+    )?;
+    Ok(EmailSettings {
+        smtp_port: raw.smtp_port.unwrap_or(match security {
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::None => 25,
+        }),
+        smtp_host,
+        security,
+        ca_cert: raw.ca_cert,
+        from,
+        routes: raw.routes,
+        links: cx.links.clone(),
+        pacing,
+    })
 }

@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod email;
 pub mod pagerduty;
 pub mod render;
+pub mod settings;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,45 @@ pub struct ChannelSettings {
     pub email: Option<email::EmailSettings>,
     pub webhook: Option<webhook::WebhookSettings>,
     pub pagerduty: Option<pagerduty::PagerDutySettings>,
+}
+
+/// Reads each channel's section (`[email]`, `[webhook]`, `[pagerduty]`) from the top-level
+/// tables the configuration did not know; any other leftover is an unknown section.
+pub fn parse_channels(mut sections: toml::Table, links: &Links, origin: &str) -> Result<ChannelSettings, crate::config::ConfigError> {
+    fn section<T: serde::de::DeserializeOwned>(
+        sections: &mut toml::Table,
+        name: &str,
+        origin: &str,
+    ) -> Result<Option<T>, crate::config::ConfigError> {
+        sections
+            .remove(name)
+            .map(|v| {
+                v.try_into().map_err(|e| crate::config::ConfigError::Parse {
+                    path: origin.to_owned(),
+                    message: format!("[{name}]: {e}"),
+                })
+            })
+            .transpose()
+    }
+    let cx = settings::Section { origin, links };
+    let out = ChannelSettings {
+        email: section(&mut sections, "email", origin)?
+            .map(|raw| email::from_section(raw, &cx))
+            .transpose()?,
+        webhook: section(&mut sections, "webhook", origin)?
+            .map(|raw| webhook::from_section(raw, &cx))
+            .transpose()?,
+        pagerduty: section(&mut sections, "pagerduty", origin)?
+            .map(|raw| pagerduty::from_section(raw, &cx))
+            .transpose()?,
+    };
+    if let Some(name) = sections.keys().next() {
+        return Err(crate::config::ConfigError::Parse {
+            path: origin.to_owned(),
+            message: format!("unknown field `{name}`: not a section apiwatch knows (see apiwatch.example.toml)"),
+        });
+    }
+    Ok(out)
 }
 
 /// The configured channels, each in its [`dispatch::Dispatcher`]: email alone keeps its

@@ -11,6 +11,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::dispatch::{post_json, Channel, Failure, Outgoing, Pacing};
+use super::settings::{self, Section};
+use crate::config::{invalid, ConfigError};
+
 use super::render::{discover_link, render};
 use super::{route_matches, Links, MessageKind};
 use crate::model::time::format_rfc3339;
@@ -136,6 +139,60 @@ impl Channel for PagerDutyChannel {
         // trouble; a 400 is an event it will never take (a bad key or field).
         post_json(&self.agent, &self.settings.events_url, &self.event(msg, &key))
     }
+}
+
+/// The `[pagerduty]` section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPagerDuty {
+    events_url: Option<String>,
+    min_interval_secs: Option<u64>,
+    max_per_hour: Option<usize>,
+    max_attempts: Option<u32>,
+    backoff_ms: Option<u64>,
+    timeout_secs: Option<u64>,
+    #[serde(default)]
+    routes: Vec<PagerDutyRoute>,
+}
+
+/// Reads and checks the `[pagerduty]` section.
+pub(crate) fn from_section(raw: RawPagerDuty, cx: &Section<'_>) -> Result<PagerDutySettings, ConfigError> {
+    if raw.routes.is_empty() {
+        return Err(invalid(
+            cx.origin,
+            "pagerduty.routes",
+            "needs at least one [[pagerduty.routes]] (with a `routing_key`, or APIWATCH_PAGERDUTY_ROUTING_KEY set)",
+        ));
+    }
+    settings::check_priorities(
+        "pagerduty.routes.priorities",
+        raw.routes.iter().flat_map(|r| &r.priorities),
+        cx.origin,
+    )?;
+    let events_url = raw.events_url.unwrap_or_else(|| EVENTS_URL.to_owned());
+    if !settings::is_http_url(&events_url) {
+        return Err(invalid(cx.origin, "pagerduty.events_url", "must be an http:// or https:// URL"));
+    }
+    let pacing = settings::pacing(
+        settings::RawPacing {
+            // PagerDuty folds repeats into one incident: updates may come as often as alerts change.
+            min_interval_secs: Some(raw.min_interval_secs.unwrap_or(300)),
+            max_per_hour: raw.max_per_hour,
+            max_attempts: raw.max_attempts,
+            backoff_ms: raw.backoff_ms,
+        },
+        "pagerduty.max_attempts",
+        4,
+        500,
+        cx.origin,
+    )?;
+    Ok(PagerDutySettings {
+        routes: raw.routes,
+        events_url,
+        links: cx.links.clone(),
+        timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(10)),
+        pacing,
+    })
 }
 
 #[cfg(test)]

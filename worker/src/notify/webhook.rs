@@ -11,6 +11,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::dispatch::{post_json, Channel, Failure, Outgoing, Pacing};
+use super::settings::{self, Section};
+use crate::config::{invalid, ConfigError};
+
 use super::render::{discover_link, render};
 use super::{route_matches, Links, MessageKind};
 use crate::model::{Alert, Anomaly};
@@ -124,6 +127,56 @@ impl Channel for WebhookChannel {
         let body = self.payload(msg.alert, msg.kind, msg.evidence, route.format);
         post_json(&self.agent, &route.url, &body)
     }
+}
+
+/// The `[webhook]` section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    min_interval_secs: Option<u64>,
+    max_per_hour: Option<usize>,
+    max_attempts: Option<u32>,
+    backoff_ms: Option<u64>,
+    timeout_secs: Option<u64>,
+    #[serde(default)]
+    routes: Vec<WebhookRoute>,
+}
+
+/// Reads and checks the `[webhook]` section.
+pub(crate) fn from_section(raw: RawWebhook, cx: &Section<'_>) -> Result<WebhookSettings, ConfigError> {
+    if raw.routes.is_empty() {
+        return Err(invalid(
+            cx.origin,
+            "webhook.routes",
+            "needs at least one [[webhook.routes]] with a `url`",
+        ));
+    }
+    if raw.routes.iter().any(|r| !settings::is_http_url(&r.url)) {
+        return Err(invalid(cx.origin, "webhook.routes.url", "must be an http:// or https:// URL"));
+    }
+    settings::check_priorities(
+        "webhook.routes.priorities",
+        raw.routes.iter().flat_map(|r| &r.priorities),
+        cx.origin,
+    )?;
+    let pacing = settings::pacing(
+        settings::RawPacing {
+            min_interval_secs: raw.min_interval_secs,
+            max_per_hour: raw.max_per_hour,
+            max_attempts: raw.max_attempts,
+            backoff_ms: raw.backoff_ms,
+        },
+        "webhook.max_attempts",
+        4,
+        500,
+        cx.origin,
+    )?;
+    Ok(WebhookSettings {
+        routes: raw.routes,
+        links: cx.links.clone(),
+        timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(10)),
+        pacing,
+    })
 }
 
 #[cfg(test)]
