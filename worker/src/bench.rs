@@ -52,12 +52,12 @@ pub struct DetectBench {
 }
 
 /// Measures the parse-only peer, then file-mode detection, on `path`.
-pub fn detect_vs_parse_only(path: &Path, cfg: crate::pipeline::PipelineConfig) -> anyhow::Result<DetectBench> {
+pub fn detect_vs_parse_only(path: &Path, setup: crate::pipeline::PipelineSetup) -> anyhow::Result<DetectBench> {
     let (n_peer, peer_s) = parse_only(path)?;
     let rss_after_peer = peak_rss_mib();
     let out = std::env::temp_dir().join(format!("apiwatch-bench-{}", std::process::id()));
     let started = Instant::now();
-    let run = crate::job::files::detect_files(&[path.to_owned()], &out, cfg, |_| {})?;
+    let run = crate::job::files::detect_files(&[path.to_owned()], &out, setup, |_| {})?;
     let secs = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&out);
     let rate = run.stats.events as f64 / secs;

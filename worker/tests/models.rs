@@ -266,7 +266,8 @@ fn a_pipeline_with_the_models_restored_from_a_checkpoint_continues_exactly() {
         ..Default::default()
     };
     cfg.model_settings.dir = Some(repo().join("onnx-models"));
-    cfg.resolve_models().unwrap();
+    let cfg = cfg.load_models().unwrap();
+    assert!(cfg.models.is_some(), "the models load");
     let outputs = |sink: &MemorySink| {
         let mut a: Vec<String> = sink.anomalies.iter().map(|a| serde_json::to_string(a).unwrap()).collect();
         a.sort();

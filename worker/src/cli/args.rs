@@ -10,7 +10,7 @@ use crate::detect::DetectorKind;
 use crate::es::{ClientOptions, EsClient};
 use crate::job::elasticsearch::WorkerSettings;
 use crate::model::time::{parse_rfc3339, Millis, HOUR_MS};
-use crate::pipeline::PipelineConfig;
+use crate::pipeline::PipelineSetup;
 use crate::simulate::SimConfig;
 use crate::source::{AccessDefaults, AccessLogParser, LineSource, LogFormat};
 
@@ -98,14 +98,15 @@ impl DetectArgs {
     }
 
     /// The pipeline's configuration (file, environment, then these flags), models loaded.
-    pub fn config(&self) -> anyhow::Result<PipelineConfig> {
-        let mut cfg = crate::config::load_app(self.config.as_deref(), &env, &self.overrides())?.pipeline;
-        cfg.resolve_models()?;
-        Ok(cfg)
+    pub fn config(&self) -> anyhow::Result<PipelineSetup> {
+        crate::config::load_app(self.config.as_deref(), &env, &self.overrides())?
+            .pipeline
+            .load_models()
     }
 
-    /// The whole configuration with these flags and the Elasticsearch ones, models loaded.
-    pub fn app(&self, es: &EsArgs) -> anyhow::Result<AppConfig> {
+    /// The whole configuration with these flags and the Elasticsearch ones, and the pipeline's
+    /// setup with its models loaded.
+    pub fn app(&self, es: &EsArgs) -> anyhow::Result<(AppConfig, PipelineSetup)> {
         let es = es.overrides();
         let flags = Overrides {
             es_url: es.es_url,
@@ -114,9 +115,9 @@ impl DetectArgs {
             es_ca_cert: es.es_ca_cert,
             ..self.overrides()
         };
-        let mut app = crate::config::load_app(self.config.as_deref(), &env, &flags)?;
-        app.pipeline.resolve_models()?;
-        Ok(app)
+        let app = crate::config::load_app(self.config.as_deref(), &env, &flags)?;
+        let setup = app.pipeline.clone().load_models()?;
+        Ok((app, setup))
     }
 }
 

@@ -16,7 +16,7 @@ use crate::eval::{self, EvalReport};
 use crate::job::elasticsearch::WorkerSettings;
 use crate::model::anomaly::Alert;
 use crate::model::time::{format_hhmm, MINUTE_MS};
-use crate::pipeline::PipelineConfig;
+use crate::pipeline::PipelineSetup;
 use crate::simulate::incidents::Labels;
 use crate::simulate::{self, SimConfig};
 use crate::source::LogFormat;
@@ -327,7 +327,7 @@ fn cached_bench_events(events: u64) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineConfig) -> anyhow::Result<()> {
+fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineSetup) -> anyhow::Result<()> {
     let cfg = sim.config()?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let events = dir.join("events.ndjson");
@@ -433,7 +433,7 @@ fn print_eval(r: &EvalReport, details: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbose: bool, cfg: PipelineConfig) -> anyhow::Result<()> {
+fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbose: bool, cfg: PipelineSetup) -> anyhow::Result<()> {
     let runs: Vec<SimConfig> = topologies
         .iter()
         .flat_map(|t| seeds.iter().map(move |&s| SimArgs::with(t, s, hours, rate).config()))

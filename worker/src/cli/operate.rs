@@ -411,7 +411,7 @@ fn print_run_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
 }
 
 fn es_run(es: &EsArgs, args: &DetectArgs, once: bool, since: Option<&str>, no_email: bool, json: bool) -> anyhow::Result<()> {
-    let app = args.app(es)?;
+    let (app, setup) = args.app(es)?;
     let (client, mut settings) = connect(&app)?;
     settings.since = since.map(|s| time_flag("--since", s)).transpose()?;
     let mut notifier = match no_email {
@@ -426,7 +426,7 @@ fn es_run(es: &EsArgs, args: &DetectArgs, once: bool, since: Option<&str>, no_em
         now: None,
         progress: None,
     };
-    let summary = crate::job::elasticsearch::run(&client, &settings, app.pipeline, opts)?;
+    let summary = crate::job::elasticsearch::run(&client, &settings, setup, opts)?;
     print_run_summary(&summary, json)
 }
 
@@ -471,12 +471,12 @@ fn es_health(es: &EsArgs, config: Option<&Path>, job: Option<&str>) -> anyhow::R
 }
 
 fn es_backfill(es: &EsArgs, args: &DetectArgs, from: &str, to: &str, restart: bool, json: bool) -> anyhow::Result<()> {
-    let app = args.app(es)?;
+    let (app, setup) = args.app(es)?;
     let (client, settings) = connect(&app)?;
     let (from, to) = range_flags(from, to)?;
     let stop = stop_flag()?;
     let pb = bar(1000, "backfill");
-    let summary = crate::job::elasticsearch::backfill(&client, &settings, app.pipeline, (from, to), restart, stop, |done, total| {
+    let summary = crate::job::elasticsearch::backfill(&client, &settings, setup, (from, to), restart, stop, |done, total| {
         pb.set_position((done as f64 / total.max(1) as f64 * 1000.0) as u64);
     })?;
     pb.finish_and_clear();

@@ -2,7 +2,7 @@
 //! scored against its labels: what `apiwatch eval-suite` and `demo` report.
 
 use crate::model::anomaly::Alert;
-use crate::pipeline::{Pipeline, PipelineConfig, RunStats};
+use crate::pipeline::{Pipeline, PipelineSetup, RunStats};
 use crate::simulate::incidents::Labels;
 use crate::simulate::{self, SimConfig};
 use crate::sink::MemorySink;
@@ -10,10 +10,10 @@ use crate::sink::MemorySink;
 use super::{evaluate, EvalReport};
 
 /// Simulates and detects in memory; returns the labels, the alerts and the run's counters.
-pub fn simulate_and_detect(sim: SimConfig, cfg: PipelineConfig) -> anyhow::Result<(Labels, Vec<Alert>, RunStats)> {
+pub fn simulate_and_detect(sim: SimConfig, setup: PipelineSetup) -> anyhow::Result<(Labels, Vec<Alert>, RunStats)> {
     let (events, labels) = simulate::simulate_events(sim)?;
     let mut sink = MemorySink::default();
-    let mut p = Pipeline::new(cfg)?;
+    let mut p = Pipeline::new(setup)?;
     for e in events {
         p.push(e, &mut sink)?;
     }
@@ -32,8 +32,8 @@ pub struct SuiteReports {
 /// (`ours` says whose it was).
 pub fn run(
     runs: &[SimConfig],
-    ours: &PipelineConfig,
-    rule: &PipelineConfig,
+    ours: &PipelineSetup,
+    rule: &PipelineSetup,
     mut progress: impl FnMut(&SimConfig, bool, &EvalReport),
 ) -> anyhow::Result<SuiteReports> {
     let mut out = SuiteReports::default();

@@ -22,7 +22,7 @@ use crate::es::state::{StateStore, StateStoreError};
 use crate::model::time::{format_rfc3339, parse_rfc3339, Millis, MINUTE_MS};
 use crate::model::Alert;
 use crate::notify::Notifier;
-use crate::pipeline::{Pipeline, PipelineConfig, StateError};
+use crate::pipeline::{Pipeline, PipelineSetup, StateError};
 use crate::sink::elasticsearch::{BulkWriter, WriteStats};
 use crate::source::elasticsearch::{SliceMsg, SliceReader};
 use crate::source::IngestReport;
@@ -144,7 +144,7 @@ struct Hooks<'a> {
 struct JobRun<'a> {
     client: &'a EsClient,
     settings: &'a WorkerSettings,
-    cfg: PipelineConfig,
+    setup: PipelineSetup,
     store: StateStore,
     pipeline: Pipeline,
     writer: BulkWriter,
@@ -183,7 +183,7 @@ impl<'a> JobRun<'a> {
     fn open(
         client: &'a EsClient,
         settings: &'a WorkerSettings,
-        cfg: PipelineConfig,
+        setup: PipelineSetup,
         mut store: StateStore,
         hooks: Hooks<'a>,
         stop: Arc<AtomicBool>,
@@ -196,11 +196,11 @@ impl<'a> JobRun<'a> {
         let (mut pipeline, until, resumed_extra) = match store.load()? {
             Some(cp) => {
                 summary.resumed = true;
-                let p = Pipeline::restore(cfg.clone(), &cp.state)?;
+                let p = Pipeline::restore(setup.clone(), &cp.state)?;
                 tracing::info!(job = %settings.job, until = %format_rfc3339(cp.until), generation = cp.generation, "resuming from checkpoint");
                 (p, cp.until, cp.extra)
             }
-            None => (Pipeline::new(cfg.clone()).map_err(StateError::from)?, start, Value::Null),
+            None => (Pipeline::new(setup.clone()).map_err(StateError::from)?, start, Value::Null),
         };
         let Hooks {
             notifier,
@@ -218,7 +218,7 @@ impl<'a> JobRun<'a> {
         Ok(JobRun {
             client,
             settings,
-            cfg,
+            setup,
             store,
             pipeline,
             writer,
@@ -246,7 +246,7 @@ impl<'a> JobRun<'a> {
         match self.advance_inner(upper, final_checkpoint, &mut progress) {
             Ok(stopped) => Ok(stopped),
             Err(e) => {
-                self.pipeline = Pipeline::restore(self.cfg.clone(), &self.saved.1)?;
+                self.pipeline = Pipeline::restore(self.setup.clone(), &self.saved.1)?;
                 self.position = self.saved.0;
                 let keep = self.notifier.is_some();
                 self.writer = BulkWriter::new(self.client.clone(), self.settings.names.clone(), &self.settings.worker_id, keep);
@@ -334,7 +334,7 @@ impl<'a> JobRun<'a> {
     /// the allowed lateness; later than that they are counted and a warning says how to avoid
     /// them (a longer `ingest_delay_secs`).
     fn sweep_late_arrivals(&mut self) -> Result<(), WorkerError> {
-        let lateness = self.cfg.lateness.max(self.settings.ingest_delay);
+        let lateness = self.setup.cfg.lateness.max(self.settings.ingest_delay);
         let horizon = self.position - LATE_WATCH;
         while self.recent_reads.front().is_some_and(|r| r.to <= horizon) {
             self.recent_reads.pop_front();
@@ -441,7 +441,7 @@ impl<'a> JobRun<'a> {
             "late_unscored": self.summary.late_unscored,
             "notifier": notifier_state,
         });
-        self.store.save(until, &state, &extra, &format!("{:?}", self.cfg.detectors))?;
+        self.store.save(until, &state, &extra, &format!("{:?}", self.setup.cfg.detectors))?;
         self.saved = (until, state);
         self.last_checkpoint = Instant::now();
         self.summary.checkpoints += 1;
@@ -555,7 +555,7 @@ pub struct RunOptions<'a> {
 pub fn run<'a>(
     client: &'a EsClient,
     settings: &'a WorkerSettings,
-    cfg: PipelineConfig,
+    setup: impl Into<PipelineSetup>,
     opts: RunOptions<'a>,
 ) -> Result<RunSummary, WorkerError> {
     let started = Instant::now();
@@ -580,7 +580,7 @@ pub fn run<'a>(
         progress: opts.progress,
         track_ids: true,
     };
-    let mut job = JobRun::open(client, settings, cfg, store, hooks, stop.clone(), start)?;
+    let mut job = JobRun::open(client, settings, setup.into(), store, hooks, stop.clone(), start)?;
     let mut failures = 0u32;
     loop {
         job.summary.polls += 1;
@@ -633,7 +633,7 @@ fn is_transient(e: &anyhow::Error) -> bool {
 pub fn backfill(
     client: &EsClient,
     settings: &WorkerSettings,
-    cfg: PipelineConfig,
+    setup: impl Into<PipelineSetup>,
     (from, to): (Millis, Millis),
     restart: bool,
     stop: Arc<AtomicBool>,
@@ -646,7 +646,7 @@ pub fn backfill(
         StateStore::new(client.clone(), &settings.names.state, &settings.job, &settings.worker_id).reset()?;
     }
     let store = JobRun::lease(client, &settings)?;
-    let mut job = JobRun::open(client, &settings, cfg, store, Hooks::default(), stop, from)?;
+    let mut job = JobRun::open(client, &settings, setup.into(), store, Hooks::default(), stop, from)?;
     if job.until() >= to {
         job.summary.already_complete = true;
         return Ok(job.summary(started));

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::pipeline::{Pipeline, PipelineConfig, RunStats};
+use crate::pipeline::{Pipeline, PipelineSetup, RunStats};
 use crate::sink::FileSink;
 use crate::source::{EventSource, IngestReport, LineSource, ReadAhead};
 
@@ -29,23 +29,23 @@ pub struct FilesRun {
 }
 
 /// Runs file-mode detection over NDJSON event files.
-pub fn detect_files(inputs: &[PathBuf], output: &Path, cfg: PipelineConfig, progress: impl FnMut(u64)) -> anyhow::Result<FilesRun> {
-    detect_source(LineSource::new(inputs.to_vec()), output, cfg, progress)
+pub fn detect_files(inputs: &[PathBuf], output: &Path, setup: PipelineSetup, progress: impl FnMut(u64)) -> anyhow::Result<FilesRun> {
+    detect_source(LineSource::new(inputs.to_vec()), output, setup, progress)
 }
 
 /// Runs file-mode detection over any line source; `progress` hears the events read so far.
-pub fn detect_source(source: LineSource, output: &Path, cfg: PipelineConfig, progress: impl FnMut(u64)) -> anyhow::Result<FilesRun> {
+pub fn detect_source(source: LineSource, output: &Path, setup: PipelineSetup, progress: impl FnMut(u64)) -> anyhow::Result<FilesRun> {
     check_inputs_are_not_outputs(source.inputs(), output)?;
     // Open the input before creating anything: a missing file or a FIFO nobody writes to must
     // not leave empty outputs behind.
-    let mut source = source.with_settings(cfg.input);
+    let mut source = source.with_settings(setup.cfg.input);
     source.open_first()?;
     let mut sink = FileSink::create(output)?;
     let rejected = output.join(REJECTED_FILE);
     // A rerun into the same directory must not show the last run's rejects.
     let _ = std::fs::remove_file(&rejected);
     let mut source = ReadAhead::spawn(source.with_rejects(rejected))?;
-    let mut pipeline = Pipeline::new(cfg)?;
+    let mut pipeline = Pipeline::new(setup)?;
     pipeline.run_source(&mut source, &mut sink, progress)?;
     let stats = pipeline.finish(&mut sink)?;
     Ok(FilesRun {

@@ -53,8 +53,21 @@ pub struct PipelineConfig {
     pub input: InputSettings,
     /// Where the learned models and their runtime are, and whether to use them by default.
     pub model_settings: ModelSettings,
-    /// The ONNX runtime and models, for the learned detectors (see [`PipelineConfig::resolve_models`]).
+}
+
+/// What a pipeline is built from: the checked configuration and, loaded as a step of its own
+/// ([`PipelineConfig::load_models`]), the ONNX runtime and models its learned detectors need.
+/// A configuration alone converts into a setup without models.
+#[derive(Clone, Debug)]
+pub struct PipelineSetup {
+    pub cfg: PipelineConfig,
     pub models: Option<crate::ml::Models>,
+}
+
+impl From<PipelineConfig> for PipelineSetup {
+    fn from(cfg: PipelineConfig) -> Self {
+        PipelineSetup { cfg, models: None }
+    }
 }
 
 /// Where the ONNX models and runtime are (`[models]` in the configuration).
@@ -80,11 +93,11 @@ impl PipelineConfig {
     /// Loads the ONNX runtime and models the detectors need. Detectors listed explicitly must
     /// load (an error says what to run); with the default list, the learned detectors join
     /// when their runtime and models are found, and a warning says how to enable them if not.
-    pub fn resolve_models(&mut self) -> anyhow::Result<()> {
+    pub fn load_models(mut self) -> anyhow::Result<PipelineSetup> {
         let explicit = self.detectors.iter().any(|k| k.needs_models());
         let by_default = self.detectors == DetectorKind::DEFAULT && self.model_settings.enabled;
         if !explicit && !by_default {
-            return Ok(());
+            return Ok(self.into());
         }
         let s = &self.model_settings;
         match crate::ml::Models::open(s.runtime.as_deref(), s.dir.as_deref()) {
@@ -97,15 +110,17 @@ impl PipelineConfig {
                         }
                     }
                 }
-                self.models = Some(m);
-                Ok(())
+                Ok(PipelineSetup {
+                    cfg: self,
+                    models: Some(m),
+                })
             }
             Err(e) if explicit => {
                 Err(anyhow::Error::new(e).context("the AutoEncoder and LSTM detectors need the ONNX Runtime and their models"))
             }
             Err(e) => {
                 tracing::warn!("the AutoEncoder and LSTM detectors are off: {e}");
-                Ok(())
+                Ok(self.into())
             }
         }
     }
@@ -123,7 +138,6 @@ impl Default for PipelineConfig {
             limits: EntityLimits::default(),
             input: InputSettings::default(),
             model_settings: ModelSettings::default(),
-            models: None,
         }
     }
 }
@@ -220,8 +234,9 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Builds the pipeline; fails only when a learned detector's model cannot be loaded.
-    pub fn new(cfg: PipelineConfig) -> Result<Self, crate::ml::MlError> {
-        let detectors = build_detectors(&cfg.detectors, cfg.seed, cfg.models.as_ref(), &cfg.limits)?;
+    pub fn new(setup: impl Into<PipelineSetup>) -> Result<Self, crate::ml::MlError> {
+        let PipelineSetup { cfg, models } = setup.into();
+        let detectors = build_detectors(&cfg.detectors, cfg.seed, models.as_ref(), &cfg.limits)?;
         Ok(Self::with_detectors(cfg, detectors))
     }
 

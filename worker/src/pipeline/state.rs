@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::limits::{EntityLimits, EntityNames};
 use super::reorder::ReorderBuffer;
 use super::windows::WindowAggregator;
-use super::{Pipeline, PipelineConfig, RunStats, SpanIndex};
+use super::{Pipeline, PipelineConfig, PipelineSetup, RunStats, SpanIndex};
 use crate::alert::AlertManager;
 use crate::detect::DetectorKind;
 use crate::model::time::Millis;
@@ -141,17 +141,18 @@ impl Pipeline {
 
     /// Rebuilds a pipeline from [`Pipeline::save_state`]. Fails if the state was saved with a
     /// different configuration (windows, detectors, seed...), since its models would not fit.
-    pub fn restore(cfg: PipelineConfig, bytes: &[u8]) -> Result<Self, StateError> {
+    pub fn restore(setup: impl Into<PipelineSetup>, bytes: &[u8]) -> Result<Self, StateError> {
+        let setup = setup.into();
         let mut raw = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(bytes), &mut raw).map_err(|e| StateError::Corrupt(e.to_string()))?;
         let state: StateOwned = rmp_serde::from_slice(&raw).map_err(|e| StateError::Corrupt(e.to_string()))?;
-        let changed = state.key.changes(&StateKey::of(&cfg));
+        let changed = state.key.changes(&StateKey::of(&setup.cfg));
         if !changed.is_empty() {
             return Err(StateError::ConfigChanged {
                 changed: changed.join(", "),
             });
         }
-        let mut p = Pipeline::new(cfg)?;
+        let mut p = Pipeline::new(setup)?;
         let names: Vec<&str> = p.detectors.iter().map(|d| d.name()).collect();
         if names.len() != state.detectors.len() || names.iter().zip(&state.detectors).any(|(n, (saved, _))| n != saved) {
             return Err(StateError::ConfigChanged {
