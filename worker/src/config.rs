@@ -25,8 +25,9 @@ use crate::pipeline::PipelineConfig;
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    /// The OS error is part of the message, not a source: printed once.
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: `{key}` {problem}")]
@@ -64,6 +65,10 @@ struct RawInput {
     earliest: Option<String>,
     max_ahead_secs: Option<u64>,
     max_skew_secs: Option<u64>,
+    format: Option<String>,
+    service: Option<String>,
+    provider: Option<String>,
+    fields: Option<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +178,11 @@ pub struct Overrides {
     pub es_prefix: Option<String>,
     pub es_logs: Option<String>,
     pub job: Option<String>,
+    pub input_format: Option<String>,
+    pub input_service: Option<String>,
+    pub input_provider: Option<String>,
+    /// `--field` flags, already in their TOML form ([`crate::source::fields::FieldMap::flag_entry`]).
+    pub input_fields: Vec<(String, toml::Value)>,
 }
 
 impl Overrides {
@@ -240,6 +250,17 @@ impl Overrides {
         set(&self.es_prefix, &mut es.prefix, "elasticsearch.prefix", "--prefix", &mut by);
         set(&self.es_logs, &mut es.logs, "elasticsearch.logs", "--logs", &mut by);
         set(&self.job, &mut es.job, "elasticsearch.job", "--job", &mut by);
+        let input = &mut raw.input;
+        set(&self.input_format, &mut input.format, "input.format", "--format", &mut by);
+        set(&self.input_service, &mut input.service, "input.service", "--service", &mut by);
+        set(&self.input_provider, &mut input.provider, "input.provider", "--provider", &mut by);
+        if !self.input_fields.is_empty() {
+            let fields = input.fields.get_or_insert_with(toml::Table::new);
+            for (k, v) in &self.input_fields {
+                fields.insert(k.clone(), v.clone());
+            }
+            by.push(("input.fields", "--field"));
+        }
         by
     }
 }
@@ -251,9 +272,9 @@ pub fn load_app(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>, flags
     let (text, name) = match path {
         Some(p) => {
             let name = p.display().to_string();
-            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+            let text = std::fs::read_to_string(p).map_err(|reason| ConfigError::Read {
                 path: name.clone(),
-                source,
+                reason,
             })?;
             (text, name)
         }
@@ -272,11 +293,83 @@ pub fn parse_app(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>)
     parse_with(text, origin, env, &Overrides::default())
 }
 
+/// `[input]`'s format, defaults and field map, checked.
+fn input_format(
+    origin: &str,
+    format: Option<String>,
+    service: Option<String>,
+    provider: Option<String>,
+    fields: Option<&toml::Table>,
+) -> Result<crate::source::InputFormat, ConfigError> {
+    use crate::source::{fields::FieldMap, LogFormat};
+    let format = match format {
+        None => LogFormat::Auto,
+        Some(name) => LogFormat::ALL.into_iter().find(|f| f.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = LogFormat::ALL.iter().map(|f| f.name()).collect();
+            invalid(
+                origin,
+                "input.format",
+                &format!("`{name}` is not a format apiwatch reads: {}", names.join(", ")),
+            )
+        })?,
+    };
+    let fields = match fields {
+        None => FieldMap::default(),
+        Some(t) => FieldMap::from_toml(t, "input.fields").map_err(|e| {
+            let field = e.key.trim_start_matches("input.fields.");
+            invalid(origin, "input.fields", &format!("{field} {}", e.problem))
+        })?,
+    };
+    if matches!(format, LogFormat::Nginx | LogFormat::Apache) && !fields.is_empty() {
+        return Err(invalid(
+            origin,
+            "input.fields",
+            "maps JSON fields; nginx and Apache lines are read by their pattern (logstash/patterns/apiwatch)",
+        ));
+    }
+    for (key, v) in [("input.service", &service), ("input.provider", &provider)] {
+        if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(invalid(origin, key, "must not be empty"));
+        }
+    }
+    Ok(crate::source::InputFormat {
+        format,
+        fields,
+        service,
+        provider,
+    })
+}
+
+/// serde's type names in a TOML error ("expected u64") in the words of the file.
+fn plain_type_words(message: &str) -> String {
+    let mut m = message.to_owned();
+    for (rust, words) in [
+        ("expected u64", "expected a whole number (no quotes)"),
+        ("expected u32", "expected a whole number (no quotes)"),
+        ("expected u16", "expected a whole number (no quotes)"),
+        ("expected usize", "expected a whole number (no quotes)"),
+        ("expected i64", "expected a whole number (no quotes)"),
+        ("expected f64", "expected a number (no quotes)"),
+        ("expected f32", "expected a number (no quotes)"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a string", "expected text in quotes"),
+        ("invalid type: string", "found text"),
+        ("invalid type: integer", "found the number"),
+        ("invalid type: floating point", "found the number"),
+        ("invalid type: boolean", "found"),
+        ("invalid type: sequence", "found a list"),
+        ("invalid type: map", "found a table"),
+    ] {
+        m = m.replace(rust, words);
+    }
+    m
+}
+
 /// Parses, applies the environment and then the flags, and validates once.
 pub fn parse_with(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>, flags: &Overrides) -> Result<AppConfig, ConfigError> {
     let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: origin.to_owned(),
-        message: e.to_string(),
+        message: plain_type_words(&e.to_string()),
     })?;
     let env = |k: &str| env(k).filter(|v| !v.is_empty());
     if let Some(v) = env("APIWATCH_ES_URL") {
@@ -514,6 +607,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<PipelineConfig, ConfigError>
         }
         cfg.input.skew.max_skew = v as Millis * 1000;
     }
+    cfg.input_format = input_format(origin, i.format, i.service, i.provider, i.fields.as_ref())?;
     let l = raw.limits;
     let dl = d.limits;
     cfg.limits = crate::pipeline::EntityLimits {

@@ -12,7 +12,7 @@ use crate::job::elasticsearch::WorkerSettings;
 use crate::model::time::{parse_rfc3339, Millis, HOUR_MS};
 use crate::pipeline::PipelineSetup;
 use crate::simulate::SimConfig;
-use crate::source::{AccessDefaults, AccessLogParser, LineSource, LogFormat};
+use crate::source::LogFormat;
 
 /// Parses a flag value by the type's own (serde) names, `-` read as `_`: the domain types
 /// know nothing of clap, and a flag accepts exactly what the configuration file does.
@@ -22,35 +22,41 @@ pub fn serde_value<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String>
         .map_err(|e| e.to_string())
 }
 
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Default)]
 pub struct InputFormatArgs {
-    /// What the input lines are: `json` (NDJSON events), or `nginx`/`apache` access logs in the
-    /// format of logstash/patterns/apiwatch.
-    #[arg(long, value_parser = serde_value::<LogFormat>, default_value = "json")]
-    pub format: LogFormat,
-    /// Service of access-log lines that carry no `svc=`.
+    /// What the input lines are (or `input.format`): `auto` recognises each input from its first
+    /// lines; `json` (ECS events, or any JSON with --field), `nginx`, `apache` (with or without
+    /// timing), `envoy`, `aws-alb`, `aws-apigw`, `gcp-lb`, `azure-appgw`, `azure-apim` [default: auto].
+    #[arg(long, value_parser = serde_value::<LogFormat>)]
+    pub format: Option<LogFormat>,
+    /// Service of lines that do not say theirs (`input.service`); `{file}` names it after each
+    /// input file (`payments.access.log`: payments).
     #[arg(long)]
     pub service: Option<String>,
-    /// Cloud provider of access-log lines that carry no `cloud=` (onprem, aws, azure, gcp...).
+    /// Cloud provider of lines that do not say theirs (`input.provider`): onprem, aws, azure, gcp...
     #[arg(long)]
     pub provider: Option<String>,
+    /// Where a contract field comes from in JSON lines, TARGET=SOURCE[:UNIT|:TIME] (repeat; or
+    /// `[input.fields]`), e.g. `--field @timestamp=ts:epoch_ms --field event.duration=resp_ms:ms
+    /// --field service.name=svc`.
+    #[arg(long = "field", value_parser = parse_field_flag)]
+    pub fields: Vec<(String, toml::Value)>,
+}
+
+fn parse_field_flag(s: &str) -> Result<(String, toml::Value), String> {
+    crate::source::fields::FieldMap::flag_entry(s)
 }
 
 impl InputFormatArgs {
-    pub fn source(&self, inputs: &[PathBuf]) -> anyhow::Result<LineSource> {
-        let source = LineSource::new(inputs.to_vec());
-        if self.format == LogFormat::Json {
-            anyhow::ensure!(
-                self.service.is_none() && self.provider.is_none(),
-                "--service and --provider apply to access logs (--format nginx|apache); JSON events carry their own"
-            );
-            return Ok(source);
+    /// The configuration keys these flags set.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            input_format: self.format.map(|f| f.name().to_owned()),
+            input_service: self.service.clone(),
+            input_provider: self.provider.clone(),
+            input_fields: self.fields.clone(),
+            ..Overrides::default()
         }
-        let defaults = AccessDefaults {
-            service: self.service.clone(),
-            provider: self.provider.clone(),
-        };
-        Ok(source.with_access_log(AccessLogParser::new(self.format, defaults)?))
     }
 }
 
@@ -99,7 +105,20 @@ impl DetectArgs {
 
     /// The pipeline's configuration (file, environment, then these flags), models loaded.
     pub fn config(&self) -> anyhow::Result<PipelineSetup> {
-        crate::config::load_app(self.config.as_deref(), &env, &self.overrides())?
+        self.config_with(&InputFormatArgs::default())
+    }
+
+    /// [`DetectArgs::config`] with the input-format flags too.
+    pub fn config_with(&self, input: &InputFormatArgs) -> anyhow::Result<PipelineSetup> {
+        let i = input.overrides();
+        let flags = Overrides {
+            input_format: i.input_format,
+            input_service: i.input_service,
+            input_provider: i.input_provider,
+            input_fields: i.input_fields,
+            ..self.overrides()
+        };
+        crate::config::load_app(self.config.as_deref(), &env, &flags)?
             .pipeline
             .load_models()
     }

@@ -63,13 +63,15 @@ pub enum OperateCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Detect anomalies and alerts in API-call logs (files or `-` for stdin): NDJSON events,
-    /// or nginx/Apache access logs with `--format`.
+    /// Detect anomalies and alerts in API-call logs (files or `-` for stdin): ECS JSON events,
+    /// nginx, Apache, Envoy, AWS ALB and API Gateway, Google Cloud and Azure gateway logs
+    /// (recognised from their first lines), or any JSON with `--field`.
     Detect {
-        /// A log file to read (repeat for more; `-` reads standard input).
+        /// A log file to read, plain or gzip (repeat for more; `-` reads standard input).
         #[arg(long = "input", short, required = true)]
         inputs: Vec<PathBuf>,
-        /// The directory to write anomalies, alerts, journeys, metrics and services into.
+        /// The directory to write anomalies, alerts, journeys, metrics and services into
+        /// (created once the input opens).
         #[arg(long, short)]
         output: PathBuf,
         #[command(flatten)]
@@ -117,9 +119,9 @@ pub fn run(cmd: OperateCommand) -> anyhow::Result<()> {
             input,
             args,
         } => {
-            let cfg = args.config()?;
+            let cfg = args.config_with(&input)?;
             let pb = spinner("detecting");
-            let run = crate::job::files::detect_source(input.source(&inputs)?, &output, cfg, rate_message(&pb, "detecting"))?;
+            let run = crate::job::files::detect_files(&inputs, &output, cfg, rate_message(&pb, "detecting"))?;
             pb.finish_and_clear();
             print_detect_summary(&run, &output)
         }
@@ -201,6 +203,12 @@ fn services(from: &Path) -> anyhow::Result<()> {
 /// What a file-mode run read, skipped, held back and found, and where it wrote it.
 pub fn print_detect_summary(run: &FilesRun, output: &Path) -> anyhow::Result<()> {
     let (stats, report, alerts) = (&run.stats, &run.ingest, &run.sink.alerts());
+    for f in &report.formats {
+        outln!("reading {f}");
+    }
+    for n in &report.notes {
+        outln!("  note: {n}");
+    }
     outln!(
         "read {}: {} used, {} skipped, {} blank",
         count(report.lines, "line", "lines"),
@@ -227,6 +235,22 @@ pub fn print_detect_summary(run: &FilesRun, output: &Path) -> anyhow::Result<()>
         outln!(
             "  every skipped line, with its place and reason: {}",
             output.join(REJECTED_FILE).display()
+        );
+    }
+    let says = |field: &str| {
+        report
+            .samples
+            .iter()
+            .any(|s| s.contains(&format!("missing required field `{field}`")))
+    };
+    if says("service.name") || says("cloud.provider") {
+        outln!("  lines that do not say their service or provider take them from --service and --provider (input.service, input.provider)");
+    }
+    if report.untimed > 0 {
+        outln!(
+            "  {} without a duration: traffic, errors, sequences and journeys judged, latency not ({})",
+            count(report.untimed, "event", "events"),
+            report.timing_hint.as_deref().unwrap_or("the source has no timing")
         );
     }
     for (field, d) in &report.dropped_fields {

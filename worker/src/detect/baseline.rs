@@ -246,7 +246,7 @@ impl BaselineDetector {
         let enough = st.count >= MIN_CALLS;
         let value = match metric {
             Metric::Count => Some(st.count as f64),
-            Metric::P95 if st.count >= MIN_LATENCY_CALLS => Some(st.tail_ms),
+            Metric::P95 if st.latencies.len() >= MIN_LATENCY_CALLS => Some(st.tail_ms),
             Metric::RespBytes if enough && st.mean_response_bytes > 0.0 => Some(st.mean_response_bytes),
             Metric::ReqBytes if enough && st.mean_request_bytes > 0.0 => Some(st.mean_request_bytes),
             Metric::Rate5xx | Metric::Rate4xx if enough => Some(0.0),

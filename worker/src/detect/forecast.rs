@@ -68,6 +68,7 @@ impl ForecastDetector {
             return;
         }
         let value = match metric {
+            Metric::P95 if st.latencies.len() < 10 => return,
             Metric::P95 => st.p95_ms,
             Metric::Rate5xx => st.rate_5xx(),
         };

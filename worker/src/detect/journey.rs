@@ -94,6 +94,10 @@ struct Journey {
     start: Millis,
     last_seen: Millis,
     spans: Vec<Span>,
+    /// A span came without a duration (a log with no timing): the journey's paths and failures
+    /// are judged, its times are not.
+    #[serde(default)]
+    untimed: bool,
 }
 
 /// A completed journey kept for a document until the window closes.
@@ -179,6 +183,7 @@ impl JourneyDetector {
                 start: j.start,
                 last_seen: j.last_seen,
                 spans: j.spans.clone(),
+                untimed: j.untimed,
             },
             total_ms,
             failed,
@@ -316,8 +321,18 @@ impl JourneyDetector {
             };
             let w = self.window.entry(hop).or_default();
             w.journeys += 1;
-            w.durations.push(s.duration_ms);
-            w.shares.push(s.duration_ms / total);
+            if !j.untimed {
+                w.durations.push(s.duration_ms);
+                w.shares.push(s.duration_ms / total);
+            }
+            if j.untimed {
+                // Without times only a failure can be placed; warm by the hop's own failure count.
+                if fail.n >= 50 && failed_journey && s.failed && !has_failing_child[i] && fail.mean < 0.2 && marked.is_none_or(|(_, f)| !f)
+                {
+                    marked = Some((hop, true));
+                }
+                continue;
+            }
             if lat.n < 50 {
                 continue;
             }
@@ -336,15 +351,17 @@ impl JourneyDetector {
             let Some(hop) = s.hop else { continue };
             if let Some(HopState { lat, fail, .. }) = self.hops.get_mut(&hop) {
                 let is_marked = marked.is_some_and(|(h, _)| h == hop);
-                if !is_marked {
+                if !is_marked && !j.untimed {
                     lat.update(s.duration_ms.max(1e-3).ln(), 0.01);
                 }
                 fail.update(if s.failed { 1.0 } else { 0.0 }, 0.01);
             }
         }
         self.scratch = has_failing_child;
-        self.judge_waits(&j, &waits);
-        self.judge_tails(&j);
+        if !j.untimed {
+            self.judge_waits(&j, &waits);
+            self.judge_tails(&j);
+        }
         self.keep(&j, total, failed_journey, marked);
         if let Some((hop, failing)) = marked {
             let w = self.window.entry(hop).or_default();
@@ -604,7 +621,9 @@ impl Detector for JourneyDetector {
             start: c.event.timestamp,
             last_seen: c.event.timestamp,
             spans: Vec::with_capacity(8),
+            untimed: false,
         });
+        j.untimed |= c.event.duration_ns.is_none();
         j.last_seen = j.last_seen.max(c.event.timestamp);
         if j.user_id.is_none() {
             j.user_id = c.event.user_id.as_deref().map(str::to_owned);
@@ -617,7 +636,7 @@ impl Detector for JourneyDetector {
                 parent: c.parent,
                 hop: c.hop_entity,
                 start: c.event.timestamp,
-                duration_ms: c.event.duration_ms(),
+                duration_ms: c.event.duration_ms().unwrap_or(0.0),
                 failed: c.event.is_5xx(),
             });
         }
@@ -758,7 +777,7 @@ mod tests {
         let ev = Event {
             timestamp: c.t,
             trace_id: Some(format!("t{trace}").into()),
-            duration_ns: (c.ms * 1e6) as u64,
+            duration_ns: Some((c.ms * 1e6) as u64),
             status: 200,
             ..Default::default()
         };

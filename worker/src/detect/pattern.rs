@@ -107,7 +107,7 @@ impl PatternDetector {
         let value = match metric {
             // A partial window (the end of the data) says nothing about volume.
             Metric::Calls if complete => st.count as f64,
-            Metric::P95 if st.count >= MIN_CALLS => st.p95_ms,
+            Metric::P95 if st.latencies.len() >= MIN_CALLS => st.p95_ms,
             _ => return None,
         };
         let series = self.series.entry((st.entity, metric)).or_insert_with(Series::new);

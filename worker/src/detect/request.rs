@@ -106,10 +106,13 @@ impl RequestFeaturizer {
             first_seen: e.timestamp,
             ..Default::default()
         });
-        let lat = e.duration_ms().max(1e-3).ln();
+        // An untimed call (a log without timing) sits at its route's usual latency: neutral to
+        // the models, and it does not move the norm.
+        let lat = e.duration_ms().map_or(norm.latency.mean, |ms| ms.max(1e-3).ln());
         let req = (1.0 + e.request_bytes.unwrap_or(0) as f64).ln();
         let resp = (1.0 + e.response_bytes.unwrap_or(0) as f64).ln();
-        let warm = norm.latency.n >= 20;
+        // Every call moves the payload norm; the latency norm only timed ones.
+        let warm = norm.req.n >= 20;
         let v = [
             lat - norm.latency.mean,
             if e.status >= 500 {
@@ -125,7 +128,9 @@ impl RequestFeaturizer {
             self.agents.rarity_and_count(c.event.user_agent.as_deref().map(hash_str)),
             hour_of_day(e.timestamp),
         ];
-        norm.latency.update(lat, 0.02);
+        if e.duration_ns.is_some() {
+            norm.latency.update(lat, 0.02);
+        }
         norm.req.update(req, 0.02);
         norm.resp.update(resp, 0.02);
         warm.then_some(v)

@@ -38,7 +38,7 @@ pub fn detect_source(source: LineSource, output: &Path, setup: PipelineSetup, pr
     check_inputs_are_not_outputs(source.inputs(), output)?;
     // Open the input before creating anything: a missing file or a FIFO nobody writes to must
     // not leave empty outputs behind.
-    let mut source = source.with_settings(setup.cfg.input);
+    let mut source = source.with_settings(setup.cfg.input).with_format(setup.cfg.input_format.clone())?;
     source.open_first()?;
     let mut sink = FileSink::create(output)?;
     let rejected = output.join(REJECTED_FILE);

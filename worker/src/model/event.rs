@@ -21,7 +21,9 @@ pub struct Event {
     pub method: Text,
     pub path: Text,
     pub status: u16,
-    pub duration_ns: u64,
+    /// How long the call took; `None` where the source says nothing of time (a default nginx
+    /// log): traffic, errors, sequences and journeys are judged, latency is not.
+    pub duration_ns: Option<u64>,
     pub outcome: Option<Text>,
     pub trace_id: Option<Text>,
     pub span_id: Option<Text>,
@@ -34,8 +36,9 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn duration_ms(&self) -> f64 {
-        self.duration_ns as f64 / 1e6
+    /// The call's latency in milliseconds, where the source gave one.
+    pub fn duration_ms(&self) -> Option<f64> {
+        self.duration_ns.map(|ns| ns as f64 / 1e6)
     }
     pub fn is_5xx(&self) -> bool {
         self.status >= 500
@@ -60,7 +63,9 @@ impl Serialize for Event {
         m.serialize_entry("http.request.method", &self.method)?;
         m.serialize_entry("url.path", &self.path)?;
         m.serialize_entry("http.response.status_code", &self.status)?;
-        m.serialize_entry("event.duration", &self.duration_ns)?;
+        if let Some(ns) = self.duration_ns {
+            m.serialize_entry("event.duration", &ns)?;
+        }
         if let Some(v) = &self.outcome {
             m.serialize_entry("event.outcome", v)?;
         }

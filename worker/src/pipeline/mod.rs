@@ -51,6 +51,8 @@ pub struct PipelineConfig {
     pub limits: EntityLimits,
     /// What the file sources accept (time range, clock skew).
     pub input: InputSettings,
+    /// How file inputs are read: format, field map, service and provider defaults.
+    pub input_format: crate::source::InputFormat,
     /// Where the learned models and their runtime are, and whether to use them by default.
     pub model_settings: ModelSettings,
 }
@@ -137,6 +139,7 @@ impl Default for PipelineConfig {
             routes: RouteLimits::default(),
             limits: EntityLimits::default(),
             input: InputSettings::default(),
+            input_format: crate::source::InputFormat::default(),
             model_settings: ModelSettings::default(),
         }
     }
@@ -582,7 +585,7 @@ mod tests {
             method: "GET".into(),
             path: "/x".into(),
             status: 200,
-            duration_ns: 1_000_000,
+            duration_ns: Some(1_000_000),
             ..Default::default()
         };
         p.push(e, &mut sink).unwrap();

@@ -173,7 +173,7 @@ mod held_events {
     use crate::model::event::Text;
     use crate::model::Event;
 
-    type Fields = (i64, [Text; 4], [Option<Text>; 9], (u16, u64, Option<u64>, Option<u64>));
+    type Fields = (i64, [Text; 4], [Option<Text>; 9], (u16, Option<u64>, Option<u64>, Option<u64>));
 
     fn to_fields(e: &Event) -> Fields {
         (

@@ -84,7 +84,9 @@ impl WindowAggregator {
         } else if ev.is_4xx() {
             a.e4 += 1;
         }
-        a.sketch.add(ev.duration_ms().max(1e-6));
+        if let Some(ms) = ev.duration_ms() {
+            a.sketch.add(ms.max(1e-6));
+        }
         if let Some(b) = ev.request_bytes {
             a.req_sum += b as f64;
             a.req_n += 1;
@@ -169,7 +171,7 @@ mod tests {
         assert!(new);
         for i in 1..=1000u64 {
             let ev = Event {
-                duration_ns: i * 1_000_000,
+                duration_ns: Some(i * 1_000_000),
                 status: if i % 10 == 0 { 503 } else { 200 },
                 ..Default::default()
             };

@@ -457,7 +457,7 @@ impl Simulator {
             method: r.method.into(),
             path: path.into(),
             status,
-            duration_ns: (duration * 1e6) as u64,
+            duration_ns: Some((duration * 1e6) as u64),
             outcome: Some((if status >= 500 { "failure" } else { "success" }.to_owned()).into()),
             trace_id: Some((trace.to_owned()).into()),
             span_id: Some((span).into()),
@@ -504,7 +504,7 @@ impl Simulator {
         // span): network time included.
         let jitter = net_ms * (0.85 + 0.3 * self.rng.gen::<f64>());
         if let Some((_, ev)) = out[before..].last_mut() {
-            ev.duration_ns += (jitter * 1e6) as u64;
+            ev.duration_ns = ev.duration_ns.map(|d| d + (jitter * 1e6) as u64);
         }
         (d + jitter, failed)
     }
@@ -561,8 +561,8 @@ pub fn simulate_to_writer_as(
     let n = sim.run(
         |e| {
             match format {
-                LogFormat::Json => serde_json::to_writer(&mut *w, e)?,
-                other => w.write_all(crate::source::access::format_line(e, other).as_bytes())?,
+                LogFormat::Json | LogFormat::Auto => serde_json::to_writer(&mut *w, e)?,
+                other => w.write_all(crate::source::formats::write::line(e, other).as_bytes())?,
             }
             w.write_all(b"\n")?;
             Ok(())

@@ -12,34 +12,11 @@ use chrono::DateTime;
 
 use crate::model::event::{Event, Text, MAX_DURATION_NS};
 use crate::model::time::{epoch_int_to_millis, epoch_to_millis, Millis};
+use crate::source::formats::LogFormat;
 use crate::source::json::EventError;
 
 /// The grok patterns shared with Logstash.
 pub const PATTERNS: &str = include_str!("../../../logstash/patterns/apiwatch");
-
-/// What the input lines are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// NDJSON events in the ECS shape (events.md).
-    #[default]
-    Json,
-    /// nginx access log (combined + the apiwatch extras).
-    Nginx,
-    /// Apache httpd access log (combined + %D + the apiwatch extras).
-    Apache,
-}
-
-impl LogFormat {
-    /// The top-level grok pattern for this format.
-    pub fn pattern_name(self) -> Option<&'static str> {
-        match self {
-            LogFormat::Json => None,
-            LogFormat::Nginx => Some("NGINX_APIWATCH"),
-            LogFormat::Apache => Some("APACHE_APIWATCH"),
-        }
-    }
-}
 
 /// What a line does not say and the input's configuration does (`--service`, `--provider`).
 #[derive(Clone, Debug, Default)]
@@ -104,15 +81,17 @@ impl AccessLogParser {
                 parse_httpdate(t).ok_or_else(|| bad("@timestamp", "not a [dd/Mon/yyyy:hh:mm:ss +zzzz] time"))?
             }
         };
+        // A log without timing (nginx's and Apache's own default formats) gives untimed events.
         let duration_ns = match (get("request_time"), get("duration_us")) {
-            (Some(s), _) => seconds_to_ns(s).ok_or_else(|| bad("event.duration", "rt= is not a number of seconds up to a day"))?,
-            (None, Some(us)) => us
-                .parse::<u64>()
-                .ok()
-                .and_then(|us| us.checked_mul(1000))
-                .filter(|&ns| ns <= MAX_DURATION_NS)
-                .ok_or_else(|| bad("event.duration", "%D is not a number of microseconds up to a day"))?,
-            (None, None) => return Err(EventError::Missing("event.duration")),
+            (Some(s), _) => Some(seconds_to_ns(s).ok_or_else(|| bad("event.duration", "rt= is not a number of seconds up to a day"))?),
+            (None, Some(us)) => Some(
+                us.parse::<u64>()
+                    .ok()
+                    .and_then(|us| us.checked_mul(1000))
+                    .filter(|&ns| ns <= MAX_DURATION_NS)
+                    .ok_or_else(|| bad("event.duration", "%D is not a number of microseconds up to a day"))?,
+            ),
+            (None, None) => None,
         };
         let service = get("service")
             .or(self.defaults.service.as_deref())
@@ -196,13 +175,14 @@ pub fn format_line(e: &Event, format: LogFormat) -> String {
         e.response_bytes.map_or("-".to_owned(), |b| b.to_string()),
         dash(e.user_agent.as_deref()).replace('"', "\\x22"),
     );
-    let ms = e.duration_ns as f64 / 1e6;
-    match format {
-        LogFormat::Apache => {
-            let _ = write!(s, " {}", e.duration_ns / 1000);
+    match (format, e.duration_ns) {
+        (_, None) => {}
+        (LogFormat::Apache, Some(ns)) => {
+            let _ = write!(s, " {}", ns / 1000);
         }
-        _ => {
-            let _ = write!(s, " rt={:.3} urt={:.3}", ms / 1000.0, ms / 1000.0);
+        (_, Some(ns)) => {
+            let secs = ns as f64 / 1e9;
+            let _ = write!(s, " rt={secs:.3} urt={secs:.3}");
         }
     }
     let _ = write!(
@@ -255,7 +235,7 @@ mod tests {
             ("payments", "aws", Some("eu-west-1"))
         );
         assert_eq!((e.method.as_str(), e.path.as_str(), e.status), ("POST", "/payments/123", 502));
-        assert_eq!(e.duration_ns, 250_000_000);
+        assert_eq!(e.duration_ns, Some(250_000_000));
         assert_eq!((e.request_bytes, e.response_bytes), (Some(512), Some(17)));
         assert_eq!(e.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         assert_eq!((e.span_id.as_deref(), e.parent_id.as_deref()), (Some("00f067aa0ba902b7"), None));
@@ -291,7 +271,7 @@ mod tests {
             ),
             "{err:?}"
         );
-        assert_eq!(apache.parse(&format!("{base} 2500")).unwrap().duration_ns, 2_500_000);
+        assert_eq!(apache.parse(&format!("{base} 2500")).unwrap().duration_ns, Some(2_500_000));
         let p = nginx();
         for ts in ["-9223372036854775808", "9999999999999999.9", "9223372036854775807"] {
             let line = format!("{base} rt=0.1 ts={ts} svc=a cloud=aws");
@@ -326,11 +306,11 @@ mod tests {
     fn bad_lines_say_what_is_wrong() {
         let p = nginx();
         assert!(matches!(p.parse("GET / 200"), Err(EventError::Pattern("NGINX_APIWATCH"))));
-        // A plain combined line has no duration and no service.
+        // A plain combined line has no service; with one, it is an event without a duration.
         let plain = r#"10.1.2.3 - - [02/Mar/2026:07:00:01 +0100] "GET /x HTTP/1.1" 200 5 "-" "curl/8""#;
-        assert!(matches!(p.parse(plain), Err(EventError::Missing("event.duration"))));
-        let no_service = format!("{plain} rt=0.1");
-        assert!(matches!(p.parse(&no_service), Err(EventError::Missing("service.name"))));
+        assert!(matches!(p.parse(plain), Err(EventError::Missing("service.name"))));
+        let untimed = with_defaults(LogFormat::Nginx, "web", "onprem").parse(plain).unwrap();
+        assert_eq!((untimed.duration_ns, untimed.status), (None, 200));
         let bad_time = r#"10.1.2.3 - - [31/Feb/2026:07:00:01 +0100] "GET /x HTTP/1.1" 200 5 "-" "curl/8" rt=0.1 svc=a cloud=aws"#;
         assert!(matches!(p.parse(bad_time), Err(EventError::BadValue { field: "@timestamp", .. })));
         let proxy =
@@ -343,7 +323,7 @@ mod tests {
         let p = AccessLogParser::new(LogFormat::Apache, AccessDefaults::default()).unwrap();
         let line = r#"192.0.2.7 - - [02/Mar/2026:06:00:01 +0000] "GET /accounts/9 HTTP/1.1" 200 2326 "https://bank.example/" "Mozilla/5.0 (X11; Linux x86_64)" 15234 rl=301 ts=1772431201123 svc=accounts cloud=onprem"#;
         let e = p.parse(line).unwrap();
-        assert_eq!(e.duration_ns, 15_234_000);
+        assert_eq!(e.duration_ns, Some(15_234_000));
         assert_eq!(e.timestamp, 1_772_431_201_123);
         assert_eq!(e.user_agent.as_deref(), Some("Mozilla/5.0 (X11; Linux x86_64)"));
     }
@@ -359,7 +339,7 @@ mod tests {
             method: "PUT".into(),
             path: "/payments/7".into(),
             status: 201,
-            duration_ns: 12_000_000,
+            duration_ns: Some(12_000_000),
             outcome: None,
             trace_id: Some("aa11".into()),
             span_id: Some("bb22".into()),

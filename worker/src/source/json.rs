@@ -21,6 +21,9 @@ pub enum EventError {
     /// An access-log line that is not the format (the grok pattern named).
     #[error("does not match the access-log pattern {0} (logstash/patterns/apiwatch)")]
     Pattern(&'static str),
+    /// A provider line that is not its format's layout.
+    #[error("not a {format} line: {why}")]
+    Layout { format: &'static str, why: String },
 }
 
 /// An optional field whose value was wrong: dropped from the event, which is kept.
@@ -437,7 +440,7 @@ impl RawEvent {
             method: self.method.ok_or(EventError::Missing("http.request.method"))?,
             path: self.path.ok_or(EventError::Missing("url.path"))?,
             status: self.status.ok_or(EventError::Missing("http.response.status_code"))?,
-            duration_ns: self.duration_ns.ok_or(EventError::Missing("event.duration"))?,
+            duration_ns: Some(self.duration_ns.ok_or(EventError::Missing("event.duration"))?),
             region: self.region,
             host: self.host,
             outcome: self.outcome,
@@ -682,7 +685,7 @@ mod tests {
         assert_eq!(e.provider, "onprem");
         assert_eq!(e.method, "POST");
         assert_eq!(e.status, 200);
-        assert_eq!(e.duration_ns, 33_430_856);
+        assert_eq!(e.duration_ns, Some(33_430_856));
         assert_eq!(e.trace_id.as_deref(), Some("68a6"));
         assert_eq!(e.parent_id, None);
     }

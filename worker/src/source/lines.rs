@@ -14,12 +14,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::access::AccessLogParser;
+use super::formats::{recognise, InputFormat, LineParser, LogFormat};
 use super::skew::{Outcome, SkewGuard};
 use super::{EventSource, IngestReport, InputSettings};
 use crate::model::time::now_millis;
 use crate::model::Event;
-use crate::source::json::{parse_event_lenient, EventError};
+use crate::source::json::EventError;
+
+/// Lines of each input read to recognise its format (`auto`) or check the one named.
+const SAMPLE_LINES: usize = 20;
 
 /// The longest line read as an event; longer ones are skipped (and not held in memory).
 pub const MAX_LINE_BYTES: usize = 4 << 20;
@@ -46,8 +49,12 @@ struct Input {
 /// Reads several inputs one after another.
 pub struct LineSource {
     inputs: Vec<PathBuf>,
-    /// `None`: NDJSON events.
-    access: Option<AccessLogParser>,
+    /// What the lines are (`auto`: recognised per input).
+    format: InputFormat,
+    /// The current input's parser.
+    parser: Arc<LineParser>,
+    /// Parsers built so far, by format and service default.
+    parsers: Vec<((LogFormat, Option<String>), Arc<LineParser>)>,
     settings: InputSettings,
     /// Where every skipped line goes, with its place and reason (created at the first one).
     rejects_path: Option<PathBuf>,
@@ -93,9 +100,15 @@ fn decode(name: &str, raw: Box<dyn Read + Send>) -> anyhow::Result<Box<dyn BufRe
 impl LineSource {
     /// NDJSON events.
     pub fn new(inputs: Vec<PathBuf>) -> Self {
+        let format = InputFormat {
+            format: LogFormat::Json,
+            ..InputFormat::default()
+        };
         LineSource {
             inputs,
-            access: None,
+            parser: Arc::new(LineParser::new(LogFormat::Json, &format).unwrap_or_else(|_| unreachable!("ECS JSON needs nothing"))),
+            format,
+            parsers: Vec::new(),
             settings: InputSettings::default(),
             rejects_path: None,
             rejects: None,
@@ -108,10 +121,98 @@ impl LineSource {
         }
     }
 
-    /// Access-log lines instead of NDJSON.
-    pub fn with_access_log(mut self, parser: AccessLogParser) -> Self {
-        self.access = Some(parser);
-        self
+    /// How the lines are read (the configuration's `[input]` format, fields and defaults).
+    pub fn with_format(mut self, format: InputFormat) -> anyhow::Result<Self> {
+        if format.format != LogFormat::Auto {
+            self.parser = self.parser_for(format.format, None, &format)?;
+        }
+        self.format = format;
+        Ok(self)
+    }
+
+    /// The parser of `format`, built once per format and service default. A `--service` of
+    /// `{file}` names the service after the input's file (`payments.access.log`: payments).
+    fn parser_for(&mut self, format: LogFormat, file: Option<&str>, settings: &InputFormat) -> anyhow::Result<Arc<LineParser>> {
+        let service = match (settings.service.as_deref(), file) {
+            (Some("{file}"), Some(f)) => Some(
+                std::path::Path::new(f)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.split('.').next())
+                    .unwrap_or(f)
+                    .to_owned(),
+            ),
+            (s, _) => s.map(str::to_owned),
+        };
+        let key = (format, service.clone());
+        if let Some((_, p)) = self.parsers.iter().find(|(k, _)| *k == key) {
+            return Ok(Arc::clone(p));
+        }
+        let p = Arc::new(LineParser::new(
+            format,
+            &InputFormat {
+                service,
+                ..settings.clone()
+            },
+        )?);
+        self.parsers.push((key, Arc::clone(&p)));
+        Ok(p)
+    }
+
+    /// Chooses (`auto`) or checks (a named format) the parser of an input from its first lines,
+    /// and says so in the report.
+    fn choose_parser(&mut self, name: &str, head: &[u8]) -> anyhow::Result<()> {
+        let text = String::from_utf8_lossy(&head[..head.len().min(256 << 10)]);
+        let mut lines: Vec<&str> = text.split(['\n', '\r']).filter(|l| !l.trim().is_empty()).collect();
+        if lines.len() > 1 && !text.ends_with(['\n', '\r']) {
+            lines.pop(); // perhaps cut by the end of what was buffered
+        }
+        lines.truncate(SAMPLE_LINES);
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let first = lines[0].strip_prefix('\u{feff}').unwrap_or(lines[0]);
+        lines[0] = first;
+        let seen = recognise(lines.iter().copied());
+        let settings = self.format.clone();
+        let (format, how) = match (settings.format, seen.format) {
+            (LogFormat::Auto, Some(f)) => (f, format!("recognised in {} of its first {} lines", seen.matched, seen.sampled)),
+            (LogFormat::Auto, None) => {
+                let hint = format!("{name}: {}", seen.unknown_hint());
+                tracing::info!("{hint}");
+                self.report.notes.push(hint);
+                (LogFormat::Json, "read as JSON events: no known format recognised".to_owned())
+            }
+            (named, seen_as) => {
+                let parser = self.parser_for(named, Some(name), &settings)?;
+                let fails = lines
+                    .iter()
+                    .filter(|l| {
+                        matches!(
+                            parser.parse(l.trim().as_bytes()),
+                            Err(EventError::Json(_) | EventError::Pattern(_) | EventError::Layout { .. })
+                        )
+                    })
+                    .count();
+                if fails * 2 > lines.len() {
+                    let looks = match seen_as {
+                        Some(f) if f != named => format!("they look like {}: try --format {} (or leave --format out)", f.name(), f.name()),
+                        _ => seen.unknown_hint(),
+                    };
+                    let note = format!(
+                        "{name}: {fails} of its first {} lines are not {}; {looks}",
+                        lines.len(),
+                        named.name()
+                    );
+                    tracing::info!("{note}");
+                    self.report.notes.push(note);
+                }
+                (named, "as given".to_owned())
+            }
+        };
+        self.parser = self.parser_for(format, Some(name), &settings)?;
+        self.report.formats.push(format!("{name}: {} ({how})", format.name()));
+        Ok(())
     }
 
     /// The accepted time range and clock skew.
@@ -190,7 +291,9 @@ impl LineSource {
             }
             (path.display().to_string().into(), Box::new(f))
         };
-        let reader = decode(&name, raw)?;
+        let mut reader = decode(&name, raw)?;
+        let head = reader.fill_buf().with_context(|| format!("cannot read {name}"))?.to_vec();
+        self.choose_parser(&name, &head)?;
         self.current = Some(Input {
             name,
             reader,
@@ -248,7 +351,7 @@ impl LineSource {
     /// Counts and records one skipped line.
     fn skip(&mut self, file: &str, line: u64, err: &EventError, text: &str) -> anyhow::Result<()> {
         match err {
-            EventError::Json(_) | EventError::Pattern(_) => self.report.malformed += 1,
+            EventError::Json(_) | EventError::Pattern(_) | EventError::Layout { .. } => self.report.malformed += 1,
             EventError::Missing(_) => self.report.missing_field += 1,
             EventError::BadValue { .. } => self.report.bad_value += 1,
         }
@@ -292,13 +395,7 @@ impl LineSource {
             self.report.blank += 1;
             return Ok(());
         }
-        let parsed = match &self.access {
-            None => parse_event_lenient(text),
-            Some(p) => match std::str::from_utf8(text) {
-                Ok(t) => p.parse(t).map(|e| (e, Vec::new())),
-                Err(e) => Err(EventError::Json(format!("not UTF-8 at byte {}", e.valid_up_to() + 1))),
-            },
-        };
+        let parsed = self.parser.parse(text);
         let (ev, dropped) = match parsed {
             Ok(p) => p,
             Err(err) => {
@@ -313,6 +410,12 @@ impl LineSource {
         }
         for d in &dropped {
             self.report.dropped(d.field, name, lineno, &d.why);
+        }
+        if ev.duration_ns.is_none() {
+            self.report.untimed += 1;
+            if self.report.timing_hint.is_none() {
+                self.report.timing_hint = Some(self.parser.format().timing_hint().to_owned());
+            }
         }
         if self.guard.accepts_now(ev.timestamp) {
             let place = Place {

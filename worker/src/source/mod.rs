@@ -5,13 +5,16 @@
 
 pub mod access;
 pub mod elasticsearch;
+pub mod fields;
+pub mod formats;
 pub mod json;
 mod lines;
 pub mod mutate;
 mod read_ahead;
 pub mod skew;
 
-pub use access::{AccessDefaults, AccessLogParser, LogFormat};
+pub use access::{AccessDefaults, AccessLogParser};
+pub use formats::{InputFormat, LogFormat};
 pub use lines::LineSource;
 pub use read_ahead::ReadAhead;
 pub use skew::SkewSettings;
@@ -52,6 +55,14 @@ pub struct IngestReport {
     pub bad_value: u64,
     /// Events refused as stamped far ahead of the stream (a wrong clock).
     pub clock_skew: u64,
+    /// Events kept without a duration (the log has no timing): latency is not judged for them.
+    pub untimed: u64,
+    /// What would add timing, for the summary (set with the first untimed event).
+    pub timing_hint: Option<String>,
+    /// Per input, the format it was read as and why (`access.log: nginx (recognised ...)`).
+    pub formats: Vec<String>,
+    /// What the user should know about the inputs (a format that does not fit, and which does).
+    pub notes: Vec<String>,
     /// `file:line: problem`, the first [`IngestReport::MAX_SAMPLES`] of them.
     pub samples: Vec<String>,
     /// Optional fields dropped from events that were kept, by field: how often, and the first
@@ -82,6 +93,12 @@ impl IngestReport {
         self.missing_field += other.missing_field;
         self.bad_value += other.bad_value;
         self.clock_skew += other.clock_skew;
+        self.untimed += other.untimed;
+        if self.timing_hint.is_none() {
+            self.timing_hint.clone_from(&other.timing_hint);
+        }
+        self.formats.extend(other.formats.iter().cloned());
+        self.notes.extend(other.notes.iter().cloned());
         let room = Self::MAX_SAMPLES.saturating_sub(self.samples.len());
         self.samples.extend(other.samples.iter().take(room).cloned());
         for (field, d) in &other.dropped_fields {
