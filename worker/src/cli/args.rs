@@ -29,11 +29,12 @@ pub struct InputFormatArgs {
     /// timing), `envoy`, `aws-alb`, `aws-apigw`, `gcp-lb`, `azure-appgw`, `azure-apim` [default: auto].
     #[arg(long, value_parser = serde_value::<LogFormat>)]
     pub format: Option<LogFormat>,
-    /// Service of lines that do not say theirs (`input.service`); `{file}` names it after each
-    /// input file (`payments.access.log`: payments).
+    /// Service of lines that do not say theirs (`input.service`); `{file}` is each input's file
+    /// name up to its first dot (`payments.access.log`: payments), `{dir}` its directory's name.
     #[arg(long)]
     pub service: Option<String>,
-    /// Cloud provider of lines that do not say theirs (`input.provider`): onprem, aws, azure, gcp...
+    /// Cloud provider of lines that do not say theirs (`input.provider`): onprem, aws, azure,
+    /// gcp...; `{dir}` is each input's directory name (`aws/gateway.access.log`: aws).
     #[arg(long)]
     pub provider: Option<String>,
     /// Where a contract field comes from in JSON lines, TARGET=SOURCE[:UNIT|:TIME] (repeat; or

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::pipeline::{Pipeline, PipelineSetup, RunStats};
 use crate::sink::FileSink;
-use crate::source::{EventSource, IngestReport, LineSource, ReadAhead};
+use crate::source::{EventSource, IngestReport, MergedSource, ReadAhead};
 
 /// Where `detect` puts the lines it could not use.
 pub const REJECTED_FILE: &str = "rejected.ndjson";
@@ -28,18 +28,13 @@ pub struct FilesRun {
     pub sink: FileSink,
 }
 
-/// Runs file-mode detection over NDJSON event files.
+/// Runs file-mode detection over log files (merged by time when there are several);
+/// `progress` hears the events read so far.
 pub fn detect_files(inputs: &[PathBuf], output: &Path, setup: PipelineSetup, progress: impl FnMut(u64)) -> anyhow::Result<FilesRun> {
-    detect_source(LineSource::new(inputs.to_vec()), output, setup, progress)
-}
-
-/// Runs file-mode detection over any line source; `progress` hears the events read so far.
-pub fn detect_source(source: LineSource, output: &Path, setup: PipelineSetup, progress: impl FnMut(u64)) -> anyhow::Result<FilesRun> {
-    check_inputs_are_not_outputs(source.inputs(), output)?;
-    // Open the input before creating anything: a missing file or a FIFO nobody writes to must
+    check_inputs_are_not_outputs(inputs, output)?;
+    // Open the inputs before creating anything: a missing file or a FIFO nobody writes to must
     // not leave empty outputs behind.
-    let mut source = source.with_settings(setup.cfg.input).with_format(setup.cfg.input_format.clone())?;
-    source.open_first()?;
+    let source = MergedSource::open(inputs, setup.cfg.input, &setup.cfg.input_format)?;
     let mut sink = FileSink::create(output)?;
     let rejected = output.join(REJECTED_FILE);
     // A rerun into the same directory must not show the last run's rejects.

@@ -30,6 +30,45 @@ pub const MAX_LINE_BYTES: usize = 4 << 20;
 /// Text of a refused line kept in the rejects file, at most.
 const MAX_REJECT_TEXT: usize = 64 << 10;
 
+/// The rejects file (`rejected.ndjson`): every skipped line with its place and reason, created
+/// at the first one; shared by the sources of merged inputs.
+#[derive(Clone)]
+pub struct Rejects(Arc<std::sync::Mutex<(PathBuf, Option<BufWriter<File>>)>>);
+
+impl Rejects {
+    pub fn new(path: PathBuf) -> Self {
+        Rejects(Arc::new(std::sync::Mutex::new((path, None))))
+    }
+
+    fn write(&self, file: &str, line: u64, reason: &str, text: &str) -> anyhow::Result<()> {
+        let mut g = self.0.lock().map_err(|_| anyhow::anyhow!("the rejects file's writer panicked"))?;
+        let (path, slot) = &mut *g;
+        let w = match slot {
+            Some(w) => w,
+            None => {
+                let f = File::create(&*path).with_context(|| format!("cannot create {} for the skipped lines", path.display()))?;
+                slot.insert(BufWriter::new(f))
+            }
+        };
+        let mut end = text.len().min(MAX_REJECT_TEXT);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let doc = serde_json::json!({ "file": file, "line": line, "reason": reason, "text": &text[..end] });
+        serde_json::to_writer(&mut *w, &doc).with_context(|| format!("cannot write {}", path.display()))?;
+        w.write_all(b"\n").with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+
+    fn flush(&self) -> anyhow::Result<()> {
+        let mut g = self.0.lock().map_err(|_| anyhow::anyhow!("the rejects file's writer panicked"))?;
+        if let Some(w) = g.1.as_mut() {
+            w.flush().context("cannot write the skipped lines")?;
+        }
+        Ok(())
+    }
+}
+
 /// Where a held event came from, to report it if it is refused later.
 struct Place {
     file: Arc<str>,
@@ -54,11 +93,10 @@ pub struct LineSource {
     /// The current input's parser.
     parser: Arc<LineParser>,
     /// Parsers built so far, by format and service default.
-    parsers: Vec<((LogFormat, Option<String>), Arc<LineParser>)>,
+    parsers: Vec<((LogFormat, Option<String>, Option<String>), Arc<LineParser>)>,
     settings: InputSettings,
     /// Where every skipped line goes, with its place and reason (created at the first one).
-    rejects_path: Option<PathBuf>,
-    rejects: Option<BufWriter<File>>,
+    rejects: Option<Rejects>,
     next_input: usize,
     current: Option<Input>,
     line: Vec<u8>,
@@ -110,7 +148,6 @@ impl LineSource {
             format,
             parsers: Vec::new(),
             settings: InputSettings::default(),
-            rejects_path: None,
             rejects: None,
             next_input: 0,
             current: None,
@@ -130,21 +167,21 @@ impl LineSource {
         Ok(self)
     }
 
-    /// The parser of `format`, built once per format and service default. A `--service` of
-    /// `{file}` names the service after the input's file (`payments.access.log`: payments).
+    /// The parser of `format`, built once per format and defaults. A `--service` or
+    /// `--provider` of `{file}` is the input's file name up to its first dot, `{dir}` the name
+    /// of its directory (`aws/gateway.access.log`: gateway on aws).
     fn parser_for(&mut self, format: LogFormat, file: Option<&str>, settings: &InputFormat) -> anyhow::Result<Arc<LineParser>> {
-        let service = match (settings.service.as_deref(), file) {
-            (Some("{file}"), Some(f)) => Some(
-                std::path::Path::new(f)
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.split('.').next())
-                    .unwrap_or(f)
-                    .to_owned(),
-            ),
-            (s, _) => s.map(str::to_owned),
+        let path = file.map(std::path::Path::new);
+        let fill = |v: Option<&str>| -> Option<String> {
+            let v = v?;
+            let file = path.and_then(|p| p.file_name()).and_then(|n| n.to_str()).map(|n| n.split('.').next().unwrap_or(n));
+            let dir = path
+                .and_then(|p| p.canonicalize().ok())
+                .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().into_owned()));
+            Some(v.replace("{file}", file.unwrap_or("stdin")).replace("{dir}", dir.as_deref().unwrap_or("-")))
         };
-        let key = (format, service.clone());
+        let (service, provider) = (fill(settings.service.as_deref()), fill(settings.provider.as_deref()));
+        let key = (format, service.clone(), provider.clone());
         if let Some((_, p)) = self.parsers.iter().find(|(k, _)| *k == key) {
             return Ok(Arc::clone(p));
         }
@@ -152,6 +189,7 @@ impl LineSource {
             format,
             &InputFormat {
                 service,
+                provider,
                 ..settings.clone()
             },
         )?);
@@ -224,8 +262,13 @@ impl LineSource {
 
     /// Writes every skipped line to `path` as NDJSON (`file`, `line`, `reason`, `text`), so
     /// nothing is lost: the report keeps counts and the first few, this file keeps them all.
-    pub fn with_rejects(mut self, path: PathBuf) -> Self {
-        self.rejects_path = Some(path);
+    pub fn with_rejects(self, path: PathBuf) -> Self {
+        self.with_shared_rejects(Rejects::new(path))
+    }
+
+    /// Writes skipped lines into a rejects file other sources write too (merged inputs).
+    pub fn with_shared_rejects(mut self, rejects: Rejects) -> Self {
+        self.rejects = Some(rejects);
         self
     }
 
@@ -244,25 +287,10 @@ impl LineSource {
     }
 
     fn write_reject(&mut self, file: &str, line: u64, reason: &str, text: &str) -> anyhow::Result<()> {
-        let Some(path) = &self.rejects_path else {
-            return Ok(());
-        };
-        let w = match &mut self.rejects {
-            Some(w) => w,
-            slot => {
-                let f = File::create(path).with_context(|| format!("cannot create {} for the skipped lines", path.display()))?;
-                slot.insert(BufWriter::new(f))
-            }
-        };
-        let mut end = text.len().min(MAX_REJECT_TEXT);
-        while !text.is_char_boundary(end) {
-            end -= 1;
+        match &self.rejects {
+            Some(r) => r.write(file, line, reason, text),
+            None => Ok(()),
         }
-        let doc = serde_json::json!({ "file": file, "line": line, "reason": reason, "text": &text[..end] });
-        let path = path.display();
-        serde_json::to_writer(&mut *w, &doc).with_context(|| format!("cannot write {path}"))?;
-        w.write_all(b"\n").with_context(|| format!("cannot write {path}"))?;
-        Ok(())
     }
 
     /// From an in-memory reader (tests, benchmarks).
@@ -453,15 +481,15 @@ impl EventSource for LineSource {
                     self.guard.finish(&mut |o| outcomes.push(o));
                     self.settle(outcomes, batch)?;
                 }
-                if let Some(w) = self.rejects.as_mut() {
-                    w.flush().context("cannot write the skipped lines")?;
+                if let Some(r) = &self.rejects {
+                    r.flush()?;
                 }
                 return Ok(false);
             }
             let Some(too_long) = self.read_line()? else {
                 self.current = None;
-                if let Some(w) = self.rejects.as_mut() {
-                    w.flush().context("cannot write the skipped lines")?;
+                if let Some(r) = &self.rejects {
+                    r.flush()?;
                 }
                 continue;
             };

@@ -9,13 +9,15 @@ pub mod fields;
 pub mod formats;
 pub mod json;
 mod lines;
+mod merge;
 pub mod mutate;
 mod read_ahead;
 pub mod skew;
 
 pub use access::{AccessDefaults, AccessLogParser};
 pub use formats::{InputFormat, LogFormat};
-pub use lines::LineSource;
+pub use lines::{LineSource, Rejects};
+pub use merge::MergedSource;
 pub use read_ahead::ReadAhead;
 pub use skew::SkewSettings;
 
