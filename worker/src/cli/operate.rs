@@ -202,64 +202,8 @@ fn services(from: &Path) -> anyhow::Result<()> {
 
 /// What a file-mode run read, skipped, held back and found, and where it wrote it.
 pub fn print_detect_summary(run: &FilesRun, output: &Path) -> anyhow::Result<()> {
-    let (stats, report, alerts) = (&run.stats, &run.ingest, &run.sink.alerts());
-    for f in &report.formats {
-        outln!("reading {f}");
-    }
-    for n in &report.notes {
-        outln!("  note: {n}");
-    }
-    outln!(
-        "read {}: {} used, {} skipped, {} blank",
-        count(report.lines, "line", "lines"),
-        report.events,
-        report.skipped(),
-        report.blank
-    );
-    if report.skipped() > 0 {
-        outln!(
-            "  skipped: {} malformed, {} missing a required field, {} with a bad value, {} from a wrong clock",
-            report.malformed,
-            report.missing_field,
-            report.bad_value,
-            report.clock_skew
-        );
-    }
-    for s in &report.samples {
-        outln!("  skipped {s}");
-    }
-    if report.skipped() > report.samples.len() as u64 {
-        outln!("  ... and {} more", report.skipped() - report.samples.len() as u64);
-    }
-    if report.skipped() > 0 {
-        outln!(
-            "  every skipped line, with its place and reason: {}",
-            output.join(REJECTED_FILE).display()
-        );
-    }
-    let says = |field: &str| {
-        report
-            .samples
-            .iter()
-            .any(|s| s.contains(&format!("missing required field `{field}`")))
-    };
-    if says("service.name") || says("cloud.provider") {
-        outln!("  lines that do not say their service or provider take them from --service and --provider (input.service, input.provider)");
-    }
-    if report.untimed > 0 {
-        outln!(
-            "  {} without a duration: traffic, errors, sequences and journeys judged, latency not ({})",
-            count(report.untimed, "event", "events"),
-            report.timing_hint.as_deref().unwrap_or("the source has no timing")
-        );
-    }
-    for (field, d) in &report.dropped_fields {
-        outln!(
-            "  kept {} without `{field}` (a bad value; first at {})",
-            count(d.count, "event", "events"),
-            d.example
-        );
-    }
+    let (stats, alerts) = (&run.stats, &run.sink.alerts());
+    print_ingest(&run.ingest, output)?;
     if stats.late_events > 0 {
         outln!(
             "  {} arrived later than the allowed lateness and were scored in the window open when they arrived",
@@ -505,4 +449,67 @@ fn es_backfill(es: &EsArgs, args: &DetectArgs, from: &str, to: &str, restart: bo
     })?;
     pb.finish_and_clear();
     print_run_summary(&summary, json)
+}
+
+/// What was read: formats, used and skipped lines with their first places, dropped fields,
+/// events without a duration.
+fn print_ingest(report: &crate::source::IngestReport, output: &Path) -> anyhow::Result<()> {
+    for f in &report.formats {
+        outln!("reading {f}");
+    }
+    for n in &report.notes {
+        outln!("  note: {n}");
+    }
+    outln!(
+        "read {}: {} used, {} skipped, {} blank",
+        count(report.lines, "line", "lines"),
+        report.events,
+        report.skipped(),
+        report.blank
+    );
+    if report.skipped() > 0 {
+        outln!(
+            "  skipped: {} malformed, {} missing a required field, {} with a bad value, {} from a wrong clock",
+            report.malformed,
+            report.missing_field,
+            report.bad_value,
+            report.clock_skew
+        );
+    }
+    for s in &report.samples {
+        outln!("  skipped {s}");
+    }
+    if report.skipped() > report.samples.len() as u64 {
+        outln!("  ... and {} more", report.skipped() - report.samples.len() as u64);
+    }
+    if report.skipped() > 0 {
+        outln!(
+            "  every skipped line, with its place and reason: {}",
+            output.join(REJECTED_FILE).display()
+        );
+    }
+    let says = |field: &str| {
+        report
+            .samples
+            .iter()
+            .any(|s| s.contains(&format!("missing required field `{field}`")))
+    };
+    if says("service.name") || says("cloud.provider") {
+        outln!("  lines that do not say their service or provider take them from --service and --provider (input.service, input.provider)");
+    }
+    if report.untimed > 0 {
+        outln!(
+            "  {} without a duration: traffic, errors, sequences and journeys judged, latency not ({})",
+            count(report.untimed, "event", "events"),
+            report.timing_hint.as_deref().unwrap_or("the source has no timing")
+        );
+    }
+    for (field, d) in &report.dropped_fields {
+        outln!(
+            "  kept {} without `{field}` (a bad value; first at {})",
+            count(d.count, "event", "events"),
+            d.example
+        );
+    }
+    Ok(())
 }

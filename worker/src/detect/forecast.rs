@@ -221,7 +221,7 @@ mod tests {
                 p95_ms: p95,
                 p99_ms: p95,
                 tail_ms: p95,
-                latencies: Default::default(),
+                latencies: crate::model::window::CallLatencies::of(&[(p95 / 2.0, 90), (p95, 10)]),
                 mean_request_bytes: 0.0,
                 mean_response_bytes: 0.0,
                 users: 10,

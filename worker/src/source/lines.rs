@@ -85,6 +85,9 @@ struct Input {
     after_cr: bool,
 }
 
+/// A built parser's format, service and provider defaults.
+type ParserKey = (LogFormat, Option<String>, Option<String>);
+
 /// Reads several inputs one after another.
 pub struct LineSource {
     inputs: Vec<PathBuf>,
@@ -93,7 +96,7 @@ pub struct LineSource {
     /// The current input's parser.
     parser: Arc<LineParser>,
     /// Parsers built so far, by format and service default.
-    parsers: Vec<((LogFormat, Option<String>, Option<String>), Arc<LineParser>)>,
+    parsers: Vec<(ParserKey, Arc<LineParser>)>,
     settings: InputSettings,
     /// Where every skipped line goes, with its place and reason (created at the first one).
     rejects: Option<Rejects>,
@@ -174,11 +177,17 @@ impl LineSource {
         let path = file.map(std::path::Path::new);
         let fill = |v: Option<&str>| -> Option<String> {
             let v = v?;
-            let file = path.and_then(|p| p.file_name()).and_then(|n| n.to_str()).map(|n| n.split('.').next().unwrap_or(n));
+            let file = path
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .map(|n| n.split('.').next().unwrap_or(n));
             let dir = path
                 .and_then(|p| p.canonicalize().ok())
                 .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().into_owned()));
-            Some(v.replace("{file}", file.unwrap_or("stdin")).replace("{dir}", dir.as_deref().unwrap_or("-")))
+            Some(
+                v.replace("{file}", file.unwrap_or("stdin"))
+                    .replace("{dir}", dir.as_deref().unwrap_or("-")),
+            )
         };
         let (service, provider) = (fill(settings.service.as_deref()), fill(settings.provider.as_deref()));
         let key = (format, service.clone(), provider.clone());

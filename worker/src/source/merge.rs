@@ -88,7 +88,11 @@ impl EventSource for MergedSource {
                 p.done = !p.source.next_batch(&mut read, PART_BATCH)?;
                 p.buffered.extend(read);
             }
-            let heads = self.parts.iter().enumerate().filter_map(|(i, p)| p.buffered.front().map(|e| (e.timestamp, i)));
+            let heads = self
+                .parts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.buffered.front().map(|e| (e.timestamp, i)));
             let mut order: Vec<(i64, usize)> = heads.collect();
             order.sort_unstable();
             let Some(&(_, first)) = order.first() else {

@@ -158,7 +158,7 @@ fn preset(format: LogFormat) -> anyhow::Result<Option<Preset>> {
 enum Shape {
     /// The ECS reader (fast path, no field map).
     Ecs,
-    Access(AccessLogParser),
+    Access(Box<AccessLogParser>),
     /// JSON records through a field map.
     MappedJson,
     /// ALB tokens named as AWS documents them, through a field map.
@@ -191,7 +191,10 @@ impl LineParser {
                     "[input.fields] / --field map JSON fields; {} lines are read by their pattern (logstash/patterns/apiwatch)",
                     format.name()
                 );
-                (Shape::Access(AccessLogParser::new(format, defaults())?), FieldMap::default())
+                (
+                    Shape::Access(Box::new(AccessLogParser::new(format, defaults())?)),
+                    FieldMap::default(),
+                )
             }
             LogFormat::AwsAlb => (Shape::Alb, preset_map(format)?),
             LogFormat::Envoy => (Shape::Envoy, preset_map(format)?),

@@ -7,7 +7,7 @@ use crate::model::time::parse_rfc3339;
 use crate::source::json::EventError;
 
 /// Splits a line into tokens: bare words, `"quoted strings"` (with `\"` and `\\` inside) and,
-/// when `brackets`, one `[bracketed]` token.
+/// when `brackets`, a `[bracketed]` first token (a bracket later is an IPv6 address's).
 fn tokens(line: &str, brackets: bool) -> Result<Vec<String>, String> {
     let mut out = Vec::with_capacity(32);
     let mut it = line.char_indices().peekable();
@@ -38,7 +38,7 @@ fn tokens(line: &str, brackets: bool) -> Result<Vec<String>, String> {
                 }
                 out.push(s);
             }
-            '[' if brackets => {
+            '[' if brackets && out.is_empty() => {
                 let end = line[i..].find(']').ok_or_else(|| format!("`[` at byte {} is not closed", i + 1))?;
                 out.push(line[i + 1..i + end].to_owned());
                 while it.peek().is_some_and(|&(j, _)| j <= i + end) {
