@@ -224,6 +224,9 @@ impl LineSource {
         let settings = self.format.clone();
         let (format, how) = match (settings.format, seen.format) {
             (LogFormat::Auto, Some(f)) => (f, format!("recognised in {} of its first {} lines", seen.matched, seen.sampled)),
+            (LogFormat::Auto, None) if !settings.fields.is_empty() && first.trim_start().starts_with('{') => {
+                (LogFormat::Json, "JSON read by the field map".to_owned())
+            }
             (LogFormat::Auto, None) => {
                 let hint = format!("{name}: {}", seen.unknown_hint());
                 tracing::info!("{hint}");
