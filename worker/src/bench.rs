@@ -20,10 +20,27 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// CPU seconds this process has used (user + system), from `/proc/self/stat` (Linux).
+pub fn cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after its `)`.
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    // USER_HZ is 100 on every Linux architecture apiwatch builds for.
+    Some((utime + stime) / 100.0)
+}
+
 /// Reads and parses every event of `path` and does nothing else; returns (events, seconds).
 pub fn parse_only(path: &Path) -> anyhow::Result<(u64, f64)> {
+    parse_only_as(path, &crate::source::InputFormat::default()).map(|(n, s, _)| (n, s))
+}
+
+/// [`parse_only`] in a given format; returns (events, seconds, CPU seconds).
+pub fn parse_only_as(path: &Path, format: &crate::source::InputFormat) -> anyhow::Result<(u64, f64, f64)> {
+    let cpu = cpu_seconds().unwrap_or(0.0);
     let t = Instant::now();
-    let mut src = LineSource::new(vec![path.to_owned()]);
+    let mut src = LineSource::new(vec![path.to_owned()]).with_format(format.clone())?;
     let mut batch = Vec::with_capacity(4096);
     let mut n = 0u64;
     loop {
@@ -34,7 +51,89 @@ pub fn parse_only(path: &Path) -> anyhow::Result<(u64, f64)> {
             break;
         }
     }
-    Ok((n, t.elapsed().as_secs_f64()))
+    Ok((n, t.elapsed().as_secs_f64(), cpu_seconds().unwrap_or(0.0) - cpu))
+}
+
+/// Parsing throughput of one format beside the ECS JSON reader's, on the same calls.
+#[derive(serde::Serialize)]
+pub struct FormatBench {
+    pub format: &'static str,
+    pub events: u64,
+    pub bytes_per_event: f64,
+    /// Medians over the repeats.
+    pub events_per_cpu_s: f64,
+    pub json_events_per_cpu_s: f64,
+    pub ratio_to_json: f64,
+}
+
+/// Writes `events` simulated calls in every format and parses each, alternating with the JSON
+/// reader on the same calls `repeats` times (medians: this machine's noise is about 15%).
+pub fn formats(events: u64, repeats: usize, mut progress: impl FnMut(&str)) -> anyhow::Result<Vec<FormatBench>> {
+    use crate::source::formats::{write, LogFormat};
+    use crate::source::InputFormat;
+    let sim = crate::simulate::SimConfig {
+        seed: 11,
+        duration: 48 * crate::model::time::HOUR_MS,
+        max_events: Some(events),
+        ..Default::default()
+    };
+    let (calls, _) = crate::simulate::simulate_events(sim)?;
+    let dir = tempfile_dir()?;
+    let write_as = |format: LogFormat| -> anyhow::Result<(std::path::PathBuf, u64)> {
+        let path = dir.join(format!("{}.log", format.name()));
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        for e in &calls {
+            std::io::Write::write_all(&mut w, write::line(e, format).as_bytes())?;
+            std::io::Write::write_all(&mut w, b"\n")?;
+        }
+        std::io::Write::flush(&mut w)?;
+        let bytes = std::fs::metadata(&path)?.len();
+        Ok((path, bytes))
+    };
+    let (json_path, _) = write_as(LogFormat::Json)?;
+    let settings = |format| InputFormat {
+        format,
+        provider: Some("onprem".into()),
+        ..InputFormat::default()
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut out = Vec::new();
+    for format in LogFormat::ALL.into_iter().skip(1) {
+        progress(format.name());
+        let (path, bytes) = write_as(format)?;
+        let (mut mine, mut peer) = (Vec::new(), Vec::new());
+        let mut n = 0;
+        for _ in 0..repeats.max(1) {
+            let (k, _, cpu) = parse_only_as(&path, &settings(format))?;
+            let (j, _, jcpu) = parse_only_as(&json_path, &settings(LogFormat::Json))?;
+            n = k;
+            mine.push(k as f64 / cpu.max(1e-3));
+            peer.push(j as f64 / jcpu.max(1e-3));
+        }
+        let (r, p) = (median(mine), median(peer));
+        out.push(FormatBench {
+            format: format.name(),
+            events: n,
+            bytes_per_event: rounded(bytes as f64 / calls.len().max(1) as f64, 1),
+            events_per_cpu_s: r.round(),
+            json_events_per_cpu_s: p.round(),
+            ratio_to_json: rounded(r / p, 3),
+        });
+        if format != LogFormat::Json {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(out)
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("apiwatch-bench-formats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// `detect` on a file beside its parse-only peer, in the same process (`apiwatch bench`).

@@ -100,6 +100,12 @@ pub enum LabCommand {
         /// Live phase (with --es): target ingest rate, events/s.
         #[arg(long, default_value_t = 20_000.0)]
         live_rate: f64,
+        /// Parsing throughput of every log format beside the JSON reader's, on `--events`
+        /// simulated calls (median of `--repeats` alternating runs), instead of detection.
+        #[arg(long)]
+        formats: bool,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
         #[command(flatten)]
         args: DetectArgs,
     },
@@ -212,6 +218,20 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             let client = EsClient::new(ClientOptions::new(&url))?;
             let report = crate::es::bench::run(&client, &WorkerSettings::default(), events, live_secs, live_rate)?;
             outln!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        LabCommand::Bench {
+            formats: true,
+            events,
+            repeats,
+            ..
+        } => {
+            let pb = spinner("formats");
+            let report = bench::formats(events, repeats, |f| pb.set_message(format!("parsing {f}")))?;
+            pb.finish_and_clear();
+            for r in report {
+                outln!("{}", serde_json::to_string(&r)?);
+            }
             Ok(())
         }
         LabCommand::Bench { input, events, args, .. } => {
