@@ -232,20 +232,25 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
         summary.push_str(".\n");
     }
     summary.push_str(&format!(
-        "Since {} ({}); {} anomalies from {} detector kind(s), about {} calls and {} users affected.\n",
+        "Since {} ({}); {} {} from {} detector {}, about {} calls and {} users affected.\n",
         format_hhmm(inc.start),
         format_rfc3339(inc.start),
         inc.anomaly_count,
+        if inc.anomaly_count == 1 { "anomaly" } else { "anomalies" },
         kinds.len(),
+        if kinds.len() == 1 { "kind" } else { "kinds" },
         inc.impact_calls,
         inc.impact_users
     ));
     if let (true, Some(eta)) = (predicted, inc.eta) {
+        // The forecast the title quotes (the latest eta), so title and summary agree.
         let forecast = inc
             .anomalies
             .iter()
             .filter(|a| a.kind == AnomalyKind::Forecast)
-            .max_by(|a, b| a.score.total_cmp(&b.score));
+            .filter(|a| a.eta == Some(eta))
+            .max_by_key(|a| a.timestamp)
+            .or_else(|| inc.anomalies.iter().filter(|a| a.kind == AnomalyKind::Forecast).max_by_key(|a| a.timestamp));
         if let Some(f) = forecast.filter(|_| !forecast_only) {
             summary.push_str(&capitalise(&f.reason));
             summary.push_str(".\n");

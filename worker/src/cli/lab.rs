@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::args::{serde_value, DetectArgs, SimArgs};
-use super::{bar, rate_message, read_json, spinner};
+use super::{bar, count, rate_message, read_json, spinner};
 use crate::bench;
 use crate::detect::iforest::ForestParams;
 use crate::detect::DetectorKind;
@@ -41,9 +41,13 @@ pub enum LabCommand {
         /// Labels JSON (incidents injected).
         #[arg(long)]
         labels: Option<PathBuf>,
-        /// Write NDJSON events, or nginx/Apache access-log lines (files only).
+        /// Write ECS events (`json`), or the lines of any format detect reads (files only):
+        /// nginx, apache, envoy, aws-alb, aws-apigw, gcp-lb, azure-appgw, azure-apim.
         #[arg(long, value_parser = serde_value::<LogFormat>, default_value = "json")]
         format: LogFormat,
+        /// Stop after this many events (the size is announced before writing).
+        #[arg(long)]
+        max_events: Option<u64>,
         #[command(flatten)]
         sim: SimArgs,
     },
@@ -51,6 +55,9 @@ pub enum LabCommand {
     Demo {
         #[arg(long, default_value = "out/demo")]
         dir: PathBuf,
+        /// Keep the simulated events (events.ndjson, about 300 MB for the default 6 hours).
+        #[arg(long)]
+        keep_events: bool,
         #[command(flatten)]
         sim: SimArgs,
         #[command(flatten)]
@@ -162,10 +169,11 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             labels,
             sim,
             format,
+            ..
         } => {
             anyhow::ensure!(
                 format == LogFormat::Json,
-                "--es loads events; --format nginx|apache writes access logs to a file"
+                "--es loads ECS events; --format writes another format's lines to a file"
             );
             es_simulate(&url, &index, ca_cert, labels.as_deref(), &sim)
         }
@@ -173,11 +181,17 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             output,
             labels,
             format,
+            max_events,
             sim,
             ..
         } => {
             let output = output.context("--output or --es is required")?;
-            let labels_out = simulate_file(&sim.config()?, &output, labels.as_deref(), format)?;
+            let cfg = SimConfig {
+                max_events: max_events.or(sim.config()?.max_events),
+                ..sim.config()?
+            };
+            announce_size(&cfg, format, &output);
+            let labels_out = simulate_file(&cfg, &output, labels.as_deref(), format)?;
             eprintln!(
                 "simulated {} events ({} topology, seed {}, {} incidents) into {}",
                 labels_out.events,
@@ -188,7 +202,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        LabCommand::Demo { dir, sim, args } => demo(&dir, &sim, args.config()?),
+        LabCommand::Demo { dir, keep_events, sim, args } => demo(&dir, &sim, args.config()?, keep_events),
         LabCommand::Eval { labels, alerts, json } => {
             let l: Labels = read_json(&labels)?;
             let a = read_alerts(&alerts)?;
@@ -318,6 +332,29 @@ fn read_alerts(path: &Path) -> anyhow::Result<Vec<Alert>> {
 }
 
 /// Simulates into a file with a progress bar.
+/// Says how much a simulation will write before it does (a day at the default rate is
+/// gigabytes): about 1.3 events per entry call, at the format's bytes per event.
+fn announce_size(cfg: &SimConfig, format: LogFormat, output: &Path) {
+    let calls = cfg.rate * cfg.duration as f64 / 1000.0 * 1.3;
+    let events = cfg.max_events.map_or(calls, |m| calls.min(m as f64));
+    let per_event = match format {
+        LogFormat::Nginx | LogFormat::Apache | LogFormat::Envoy => 330.0,
+        LogFormat::GcpLb | LogFormat::AzureAppgw => 950.0,
+        LogFormat::AzureApim | LogFormat::AwsAlb => 700.0,
+        _ => 560.0,
+    };
+    let mb = events * per_event / 1e6;
+    if output.as_os_str() != "-" {
+        eprintln!(
+            "writing about {} events ({:.0} MB) to {}{}",
+            events.round() as u64,
+            mb,
+            output.display(),
+            if mb > 500.0 && cfg.max_events.is_none() { "; --max-events caps it" } else { "" }
+        );
+    }
+}
+
 pub(super) fn simulate_file(cfg: &SimConfig, output: &Path, labels: Option<&Path>, format: LogFormat) -> anyhow::Result<Labels> {
     let pb = bar(cfg.duration as u64 / 1000, "simulating");
     let start = cfg.start;
@@ -347,7 +384,7 @@ fn cached_bench_events(events: u64) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineSetup) -> anyhow::Result<()> {
+fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineSetup, keep_events: bool) -> anyhow::Result<()> {
     let cfg = sim.config()?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let events = dir.join("events.ndjson");
@@ -367,6 +404,19 @@ fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineSetup) -> anyhow::Result<
     let pb = spinner("detecting");
     let run = crate::job::files::detect_files(std::slice::from_ref(&events), &out, detect_cfg, rate_message(&pb, "detecting"))?;
     pb.finish_and_clear();
+    if !keep_events {
+        // Hundreds of MB nobody asked to keep; the same seed writes them again.
+        let size = std::fs::metadata(&events).map_or(0, |m| m.len());
+        std::fs::remove_file(&events).with_context(|| format!("cannot remove {}", events.display()))?;
+        outln!(
+            "removed the simulated events ({} MB): `apiwatch demo --keep-events` keeps them, `apiwatch simulate --topology {} --seed {} --hours {} --rate {} -o events.ndjson` writes them again",
+            size >> 20,
+            sim.topology,
+            cfg.seed,
+            sim.hours,
+            sim.rate
+        );
+    }
     let (stats, report, alerts) = (&run.stats, &run.ingest, run.sink.alerts());
     let secs = started.elapsed().as_secs_f64();
     outln!(
@@ -381,7 +431,7 @@ fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineSetup) -> anyhow::Result<
     let r = eval::evaluate(&labels, &alerts);
     outln!();
     outln!(
-        "{:<7} {:<21} {:<24} {:>6}  {:<5} first alert",
+        "{:<7} {:<21} {:<24} {:>6}  {:<5} alert naming the origin",
         "inc",
         "kind",
         "origin",
@@ -396,20 +446,34 @@ fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineSetup) -> anyhow::Result<
             Some(x) if x.detected => "moved".to_owned(),
             Some(_) => "NO".to_owned(),
         };
-        let first = alerts
+        // The alert that names the incident's origin (else the first in its span), and how many
+        // other alerts the incident raised beside it.
+        let during: Vec<&Alert> = alerts
             .iter()
             .filter(|a| result.is_some() && a.timestamp >= inc.start - 2 * MINUTE_MS && a.timestamp <= inc.end + 5 * MINUTE_MS)
-            .min_by_key(|a| a.timestamp);
+            .collect();
+        let naming = during
+            .iter()
+            .filter(|a| a.service == inc.service && a.provider == inc.provider)
+            .min_by_key(|a| a.timestamp)
+            .or_else(|| during.iter().min_by_key(|a| a.timestamp));
+        let shown = match naming {
+            Some(a) => {
+                let side = during.len() - 1;
+                let side = if side > 0 { format!("; {} beside it", count(side as u64, "side alert", "side alerts")) } else { String::new() };
+                format!("{} {}{side}", format_hhmm(a.timestamp), a.title)
+            }
+            None if !inc.expect_alert => "none, as it should: a new service is onboarded, not alerted".to_owned(),
+            None => String::new(),
+        };
         outln!(
             "{:<7} {:<21} {:<24} {:>6}  {:<5} {}",
             inc.id,
             format!("{:?}", inc.kind),
             format!("{}/{}", inc.service, inc.provider),
             format_hhmm(inc.start).trim_end_matches(" UTC"),
-            found,
-            first
-                .map(|a| format!("{} {}", format_hhmm(a.timestamp), a.title))
-                .unwrap_or_default()
+            if inc.expect_alert { found } else { "n/a".to_owned() },
+            shown
         );
     }
     for t in &r.false_alert_titles {

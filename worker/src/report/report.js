@@ -103,19 +103,24 @@
       p.appendChild(h("span", { class: "badge " + a.priority }, a.priority));
       r.appendChild(p);
       var st = h("td");
-      st.appendChild(h("span", { class: "badge " + a.status }, a.predicted ? "predicted" : a.status));
+      // A forecast that came true or passed is no longer a prediction: say what it is now.
+      var status = a.predicted && a.status !== "resolved" ? "predicted" : a.status;
+      st.appendChild(h("span", { class: "badge " + a.status, title: a.predicted ? "raised as a forecast, before any breach" : "" }, status));
       r.appendChild(st);
       r.appendChild(h("td", {}, when(a.start) + " – " + (a.end ? when(a.end) : "now")));
       r.appendChild(h("td", {}, label(a.service, a.provider) + (a.route ? " " + a.route : "")));
       var what = h("td");
       what.appendChild(h("div", {}, a.title));
-      what.appendChild(h("div", { class: "summary" }, a.summary));
+      what.appendChild(h("div", { class: "summary", title: "click the row for the whole summary" }, a.summary));
       r.appendChild(what);
       r.appendChild(h("td", {}, num(a.impact_calls) + " calls, " + num(a.impact_users) + " users"));
       r.addEventListener("click", function () { selectAlert(i, true); });
       t.appendChild(r);
     });
     box.appendChild(t);
+    box.appendChild(h("p", { class: "note" },
+      "Click a row for its whole summary. An alert's span starts with the earliest window its evidence covers: " +
+      "a trend or a sequential test looks back over several minutes, so a span can begin before the alert was raised."));
   }
 
   function selectAlert(i, scroll) {
@@ -333,6 +338,19 @@
       svg.appendChild(s("text", { x: x(b.start_ms + b.duration_ms) + 6, y: y + 13 }, num(b.duration_ms) + " ms" + (b.cross_provider ? " ⇄" : "")));
     });
     box.appendChild(svg);
+    var legend = h("div", { class: "legend", id: "waterfall-legend" });
+    [["aws", "AWS"], ["azure", "Azure"], ["gcp", "Google Cloud"], ["onprem", "on-premises or other"]].forEach(function (p) {
+      var key = s("svg", { width: 14, height: 10 });
+      key.appendChild(s("rect", { class: "swatch " + p[0], x: 0, y: 0, width: 14, height: 10 }));
+      var item = h("span", { class: "item" });
+      item.appendChild(key);
+      item.appendChild(document.createTextNode(" " + p[1]));
+      legend.appendChild(item);
+    });
+    legend.appendChild(h("span", { class: "item failed-key" }, "red outline: the call failed (5xx)"));
+    legend.appendChild(h("span", { class: "item marked-key" }, "dashed outline: the hop that was flagged"));
+    legend.appendChild(h("span", { class: "item" }, "↳ called by the row above it · ⇄ crosses providers · hover a bar for its times"));
+    box.appendChild(legend);
     document.body.setAttribute("data-waterfall-bars", j.bars.length);
   }
 
