@@ -20,12 +20,23 @@ fi
 # background now so that they boot while the code compiles; stop them when the tests end.
 services_log=$(mktemp -d)
 stop_services() {
+  local code=$?
   scripts/elasticsearch.sh stop --name test >/dev/null 2>&1 || true
   scripts/elasticsearch.sh stop --name test-secure >/dev/null 2>&1 || true
   scripts/maildev.sh stop >/dev/null 2>&1 || true
-  rm -rf "$services_log"
+  if [ "$code" = 0 ]; then
+    rm -rf "$services_log"
+  else
+    # A failed run keeps what the servers and installers said.
+    echo "the services' and installers' logs are kept in $services_log" >&2
+  fi
 }
 trap stop_services EXIT
+echo "starting in the background (logs in $services_log):"
+echo "  two Elasticsearch nodes (the integ-test zip from Maven Central, run as a dedicated user; one with security and TLS on)"
+echo "  maildev (SMTP with a read API, from npm), ONNX Runtime and the trainer's Python environment (PyPI)"
+echo "  Chromium and rsyslog with omelasticsearch (Debian packages, installed if missing), check-jsonschema (PyPI)"
+echo "meanwhile: cargo fmt --check, clippy -D warnings, and the release build"
 scripts/elasticsearch.sh start --name test >"$services_log/es" 2>"$services_log/es.err" &
 es_pid=$!
 scripts/elasticsearch.sh start --name test-secure --secure >"$services_log/es-secure" 2>"$services_log/es-secure.err" &
@@ -75,6 +86,7 @@ wait_service() { # pid name log
     exit 1
   fi
 }
+echo "waiting for the services to be up"
 wait_service "$es_pid" "Elasticsearch" "$services_log/es"
 wait_service "$es_secure_pid" "Elasticsearch (security on)" "$services_log/es-secure"
 wait_service "$mail_pid" "maildev" "$services_log/mail"

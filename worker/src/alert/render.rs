@@ -250,7 +250,12 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
             .filter(|a| a.kind == AnomalyKind::Forecast)
             .filter(|a| a.eta == Some(eta))
             .max_by_key(|a| a.timestamp)
-            .or_else(|| inc.anomalies.iter().filter(|a| a.kind == AnomalyKind::Forecast).max_by_key(|a| a.timestamp));
+            .or_else(|| {
+                inc.anomalies
+                    .iter()
+                    .filter(|a| a.kind == AnomalyKind::Forecast)
+                    .max_by_key(|a| a.timestamp)
+            });
         if let Some(f) = forecast.filter(|_| !forecast_only) {
             summary.push_str(&capitalise(&f.reason));
             summary.push_str(".\n");

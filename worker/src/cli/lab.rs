@@ -186,23 +186,14 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             ..
         } => {
             let output = output.context("--output or --es is required")?;
-            let cfg = SimConfig {
-                max_events: max_events.or(sim.config()?.max_events),
-                ..sim.config()?
-            };
-            announce_size(&cfg, format, &output);
-            let labels_out = simulate_file(&cfg, &output, labels.as_deref(), format)?;
-            eprintln!(
-                "simulated {} events ({} topology, seed {}, {} incidents) into {}",
-                labels_out.events,
-                labels_out.topology,
-                labels_out.seed,
-                labels_out.incidents.len(),
-                output.display()
-            );
-            Ok(())
+            simulate_command(&sim, &output, labels.as_deref(), format, max_events)
         }
-        LabCommand::Demo { dir, keep_events, sim, args } => demo(&dir, &sim, args.config()?, keep_events),
+        LabCommand::Demo {
+            dir,
+            keep_events,
+            sim,
+            args,
+        } => demo(&dir, &sim, args.config()?, keep_events),
         LabCommand::Eval { labels, alerts, json } => {
             let l: Labels = read_json(&labels)?;
             let a = read_alerts(&alerts)?;
@@ -332,6 +323,26 @@ fn read_alerts(path: &Path) -> anyhow::Result<Vec<Alert>> {
 }
 
 /// Simulates into a file with a progress bar.
+/// `simulate --output`: the size announced, then the traffic written.
+fn simulate_command(sim: &SimArgs, output: &Path, labels: Option<&Path>, format: LogFormat, max_events: Option<u64>) -> anyhow::Result<()> {
+    let base = sim.config()?;
+    let cfg = SimConfig {
+        max_events: max_events.or(base.max_events),
+        ..base
+    };
+    announce_size(&cfg, format, output);
+    let written = simulate_file(&cfg, output, labels, format)?;
+    eprintln!(
+        "simulated {} events ({} topology, seed {}, {} incidents) into {}",
+        written.events,
+        written.topology,
+        written.seed,
+        written.incidents.len(),
+        output.display()
+    );
+    Ok(())
+}
+
 /// Says how much a simulation will write before it does (a day at the default rate is
 /// gigabytes): about 1.3 events per entry call, at the format's bytes per event.
 fn announce_size(cfg: &SimConfig, format: LogFormat, output: &Path) {
@@ -350,7 +361,11 @@ fn announce_size(cfg: &SimConfig, format: LogFormat, output: &Path) {
             events.round() as u64,
             mb,
             output.display(),
-            if mb > 500.0 && cfg.max_events.is_none() { "; --max-events caps it" } else { "" }
+            if mb > 500.0 && cfg.max_events.is_none() {
+                "; --max-events caps it"
+            } else {
+                ""
+            }
         );
     }
 }
@@ -460,7 +475,11 @@ fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineSetup, keep_events: bool)
         let shown = match naming {
             Some(a) => {
                 let side = during.len() - 1;
-                let side = if side > 0 { format!("; {} beside it", count(side as u64, "side alert", "side alerts")) } else { String::new() };
+                let side = if side > 0 {
+                    format!("; {} beside it", count(side as u64, "side alert", "side alerts"))
+                } else {
+                    String::new()
+                };
                 format!("{} {}{side}", format_hhmm(a.timestamp), a.title)
             }
             None if !inc.expect_alert => "none, as it should: a new service is onboarded, not alerted".to_owned(),
