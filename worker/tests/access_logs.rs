@@ -87,7 +87,7 @@ fn a_generated_nginx_log_parses_and_detects_like_its_json() {
 
     let broken = [
         "GET /health 200",
-        "10.0.0.1 - - [02/Mar/2026:00:00:05 +0000] \"GET /x HTTP/1.1\" 200 1 \"-\" \"-\" svc=a cloud=aws",
+        "10.0.0.1 - - [02/Mar/2026:00:00:05 +0000] \"GET /x HTTP/1.1\" 999 1 \"-\" \"-\" rt=0.1 svc=a cloud=aws",
         "\u{16}\u{3}\u{1} binary",
     ];
     let mut mixed = String::new();

@@ -200,8 +200,9 @@ fn demo_runs_and_shows_incidents_beside_alerts() {
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{s}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(
-        s.contains("incidents injected") && s.contains("first alert") && s.contains("false alerts"),
+        s.contains("incidents injected") && s.contains("alert naming the origin") && s.contains("false alerts"),
         "{s}"
     );
     assert!(dir.path().join("detect/alerts.ndjson").exists());
+    assert!(!dir.path().join("events.ndjson").exists(), "the simulated events are not left behind: {s}");
 }
