@@ -204,5 +204,8 @@ fn demo_runs_and_shows_incidents_beside_alerts() {
         "{s}"
     );
     assert!(dir.path().join("detect/alerts.ndjson").exists());
-    assert!(!dir.path().join("events.ndjson").exists(), "the simulated events are not left behind: {s}");
+    assert!(
+        !dir.path().join("events.ndjson").exists(),
+        "the simulated events are not left behind: {s}"
+    );
 }
