@@ -219,20 +219,16 @@ impl LineParser {
         match &self.shape {
             Shape::Ecs => parse_event_lenient(line),
             Shape::Access(p) => p.parse(utf8()?).map(|e| (e, Vec::new())),
-            Shape::MappedJson => self.mapped(&json_record(line)?),
-            Shape::Alb => self.mapped(&text::alb(utf8()?)?),
+            Shape::MappedJson => self.map.event(&json_record(line)?),
+            Shape::Alb => self.map.event(&text::alb(utf8()?)?),
             Shape::Envoy => {
                 if line.first() == Some(&b'{') {
-                    self.mapped(&json_record(line)?)
+                    self.map.event(&json_record(line)?)
                 } else {
-                    self.mapped(&text::envoy(utf8()?)?)
+                    self.map.event(&text::envoy(utf8()?)?)
                 }
             }
         }
-    }
-
-    fn mapped(&self, record: &Value) -> Result<(Event, Vec<DroppedField>), EventError> {
-        self.map.event(record)
     }
 }
 
