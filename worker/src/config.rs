@@ -104,6 +104,28 @@ struct RawEs {
     lease_secs: Option<u64>,
     job: Option<String>,
     kibana_url: Option<String>,
+    /// `[[elasticsearch.sources]]`: index patterns read as they are.
+    sources: Option<Vec<RawEsSource>>,
+}
+
+/// One `[[elasticsearch.sources]]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEsSource {
+    index: String,
+    format: Option<String>,
+    service: Option<String>,
+    provider: Option<String>,
+    message_field: Option<StringOrList>,
+    fields: Option<toml::Table>,
+}
+
+/// One name, or several tried in order.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Elasticsearch settings, checked. Secrets are not here: they come from the environment only.
@@ -293,9 +315,32 @@ pub fn parse_app(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>)
     parse_with(text, origin, env, &Overrides::default())
 }
 
-/// `[input]`'s format, defaults and field map, checked.
+/// The keys a format section's errors name: `[input]` or `[[elasticsearch.sources]]`.
+struct FormatKeys {
+    format: &'static str,
+    fields: &'static str,
+    service: &'static str,
+    provider: &'static str,
+}
+
+const INPUT_KEYS: FormatKeys = FormatKeys {
+    format: "input.format",
+    fields: "input.fields",
+    service: "input.service",
+    provider: "input.provider",
+};
+
+const SOURCE_KEYS: FormatKeys = FormatKeys {
+    format: "elasticsearch.sources.format",
+    fields: "elasticsearch.sources.fields",
+    service: "elasticsearch.sources.service",
+    provider: "elasticsearch.sources.provider",
+};
+
+/// A format, its defaults and field map (`[input]` or one source), checked.
 fn input_format(
     origin: &str,
+    keys: &FormatKeys,
     format: Option<String>,
     service: Option<String>,
     provider: Option<String>,
@@ -308,26 +353,26 @@ fn input_format(
             let names: Vec<&str> = LogFormat::ALL.iter().map(|f| f.name()).collect();
             invalid(
                 origin,
-                "input.format",
+                keys.format,
                 &format!("`{name}` is not a format apiwatch reads: {}", names.join(", ")),
             )
         })?,
     };
     let fields = match fields {
         None => FieldMap::default(),
-        Some(t) => FieldMap::from_toml(t, "input.fields").map_err(|e| {
-            let field = e.key.trim_start_matches("input.fields.");
-            invalid(origin, "input.fields", &format!("{field} {}", e.problem))
+        Some(t) => FieldMap::from_toml(t, keys.fields).map_err(|e| {
+            let field = e.key.trim_start_matches(keys.fields).trim_start_matches('.');
+            invalid(origin, keys.fields, &format!("{field} {}", e.problem))
         })?,
     };
     if matches!(format, LogFormat::Nginx | LogFormat::Apache) && !fields.is_empty() {
         return Err(invalid(
             origin,
-            "input.fields",
+            keys.fields,
             "maps JSON fields; nginx and Apache lines are read by their pattern (logstash/patterns/apiwatch)",
         ));
     }
-    for (key, v) in [("input.service", &service), ("input.provider", &provider)] {
+    for (key, v) in [(keys.service, &service), (keys.provider, &provider)] {
         if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
             return Err(invalid(origin, key, "must not be empty"));
         }
@@ -443,6 +488,16 @@ fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
         ));
     }
     let mut names = IndexNames::with_prefix(&prefix);
+    let sources = match raw.sources {
+        None => Vec::new(),
+        Some(_) if raw.logs.is_some() => {
+            return Err(invalid(
+                "elasticsearch.logs",
+                "is set by each [[elasticsearch.sources]] `index` when there are sources: remove one of the two",
+            ))
+        }
+        Some(list) => es_sources(list, origin)?,
+    };
     if let Some(logs) = raw.logs {
         if logs.is_empty() || logs.contains(' ') {
             return Err(invalid(
@@ -474,6 +529,7 @@ fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
         checkpoint_every: secs(raw.checkpoint_every_secs, d.checkpoint_every),
         lease_ttl: raw.lease_secs.map_or(d.lease_ttl, |s| s as Millis * 1000),
         job: raw.job.unwrap_or(d.job),
+        sources,
         ..d
     };
     if worker.poll_interval.is_zero() || worker.poll_interval > Duration::from_secs(3600) {
@@ -500,6 +556,73 @@ fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
         kibana_url: raw.kibana_url,
         worker,
     })
+}
+
+/// `[[elasticsearch.sources]]`, checked: each an index pattern with a named format (documents
+/// are not sampled: `auto` is for files) and, for text formats, where the line is.
+fn es_sources(list: Vec<RawEsSource>, origin: &str) -> Result<Vec<crate::source::elasticsearch::LogSource>, ConfigError> {
+    use crate::source::elasticsearch::LogSource;
+    use crate::source::LogFormat;
+    if list.is_empty() {
+        return Err(invalid(
+            origin,
+            "elasticsearch.sources",
+            "is empty: give at least one source, or none",
+        ));
+    }
+    let mut out: Vec<LogSource> = Vec::new();
+    for (i, raw) in list.into_iter().enumerate() {
+        let at = format!("{origin}, [[elasticsearch.sources]] #{} (index `{}`)", i + 1, raw.index);
+        if raw.index.is_empty() || raw.index.contains(' ') || raw.index.contains(',') {
+            return Err(invalid(
+                &at,
+                "elasticsearch.sources.index",
+                "must be one index pattern, data stream or alias such as logs-aws.elb_logs-* (one source per pattern)",
+            ));
+        }
+        if out.iter().any(|s| s.index == raw.index) {
+            return Err(invalid(&at, "elasticsearch.sources.index", "is given twice"));
+        }
+        let input = input_format(
+            &at,
+            &SOURCE_KEYS,
+            raw.format.or_else(|| Some("json".into())),
+            raw.service,
+            raw.provider,
+            raw.fields.as_ref(),
+        )?;
+        if input.format == LogFormat::Auto {
+            return Err(invalid(
+                &at,
+                "elasticsearch.sources.format",
+                "`auto` reads a file's first lines; name the format of an index's documents",
+            ));
+        }
+        let message_fields = match raw.message_field {
+            None => Vec::new(),
+            Some(StringOrList::One(f)) => vec![f],
+            Some(StringOrList::Many(v)) => v,
+        };
+        if !message_fields.is_empty() && !LogSource::reads_lines(input.format, true) {
+            return Err(invalid(
+                &at,
+                "elasticsearch.sources.message_field",
+                &format!(
+                    "names where a raw line is; `{}` documents are read by their fields (nginx, apache, aws-alb and envoy read a line)",
+                    input.format.name()
+                ),
+            ));
+        }
+        if message_fields.iter().any(String::is_empty) {
+            return Err(invalid(&at, "elasticsearch.sources.message_field", "must not be empty"));
+        }
+        out.push(LogSource {
+            index: raw.index,
+            input,
+            message_fields,
+        });
+    }
+    Ok(out)
 }
 
 /// What one static-rule hit scores, so that it raises an alert alone.
@@ -607,7 +730,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<PipelineConfig, ConfigError>
         }
         cfg.input.skew.max_skew = v as Millis * 1000;
     }
-    cfg.input_format = input_format(origin, i.format, i.service, i.provider, i.fields.as_ref())?;
+    cfg.input_format = input_format(origin, &INPUT_KEYS, i.format, i.service, i.provider, i.fields.as_ref())?;
     let l = raw.limits;
     let dl = d.limits;
     cfg.limits = crate::pipeline::EntityLimits {
@@ -763,5 +886,61 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.detectors, vec![DetectorKind::Baseline, DetectorKind::Journey]);
         assert_eq!(cfg.window, 30_000);
+    }
+
+    #[test]
+    fn elasticsearch_sources_are_read_and_checked() {
+        use crate::source::LogFormat;
+        let text = r#"
+[elasticsearch]
+url = "http://x:9200"
+[[elasticsearch.sources]]
+index = "logs-aws.elb_logs-*"
+format = "elastic-aws-elb"
+[[elasticsearch.sources]]
+index = "web-nginx-*"
+format = "nginx"
+service = "web"
+provider = "onprem"
+message_field = "log.original"
+[[elasticsearch.sources]]
+index = "payments"
+[elasticsearch.sources.fields]
+"event.duration" = { from = "resp_ms", unit = "ms" }
+"service.name" = "svc"
+"#;
+        let s = parse_app(text, "x.toml", &|_| None).unwrap().es.worker.sources;
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            (s[0].index.as_str(), s[0].input.format),
+            ("logs-aws.elb_logs-*", LogFormat::ElasticAwsElb)
+        );
+        assert_eq!(
+            (s[1].input.format, s[1].input.service.as_deref(), s[1].line_fields()),
+            (LogFormat::Nginx, Some("web"), vec!["log.original".to_owned()])
+        );
+        assert_eq!(
+            (s[2].input.format, s[2].input.fields.is_empty()),
+            (LogFormat::Json, false),
+            "json by default, with its map"
+        );
+        let refused = |extra: &str| {
+            parse_app(&format!("[elasticsearch]\n{extra}"), "x.toml", &|_| None)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused("[[elasticsearch.sources]]\nindex = \"a-*\"\nformat = \"auto\"\n");
+        assert!(err.contains("#1 (index `a-*`)") && err.contains("name the format"), "{err}");
+        let err = refused("logs = \"x-*\"\n[[elasticsearch.sources]]\nindex = \"a-*\"\n");
+        assert!(err.contains("elasticsearch.logs") && err.contains("remove one"), "{err}");
+        let err = refused("[[elasticsearch.sources]]\nindex = \"a-*,b-*\"\n");
+        assert!(err.contains("one source per pattern"), "{err}");
+        let err = refused("[[elasticsearch.sources]]\nindex = \"a-*\"\nformat = \"gcp-lb\"\nmessage_field = \"m\"\n");
+        assert!(err.contains("message_field") && err.contains("read by their fields"), "{err}");
+        let err = refused("[[elasticsearch.sources]]\nindex = \"a-*\"\n[elasticsearch.sources.fields]\n\"event.duration\" = { from = \"x\", unit = \"hours\" }\n");
+        assert!(
+            err.contains("elasticsearch.sources.fields") && err.contains("event.duration"),
+            "{err}"
+        );
     }
 }

@@ -745,3 +745,119 @@ fn train_learns_from_a_range_in_elasticsearch() {
         card["training"]
     );
 }
+
+/// Indices as shops have them, read through `[[elasticsearch.sources]]`: ALB documents as
+/// Elastic's AWS integration indexes them, and a web tier's nginx lines in `message` as a
+/// shipper without a pipeline leaves them; one run reads both by time and finds the error burst
+/// on the service it is on.
+#[test]
+fn indices_as_they_are_are_read_through_sources_with_their_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let traffic = ["--topology", "bank", "--seed", "3", "--hours", "2", "--rate", "4"];
+    let sim = |format: &str, name: &str| -> Vec<String> {
+        let path = dir.path().join(name).display().to_string();
+        let mut args = vec!["simulate", "--output", &path, "--format", format];
+        args.extend(traffic);
+        apiwatch_ok(&args);
+        std::fs::read_to_string(&path).unwrap().lines().map(str::to_owned).collect()
+    };
+    let (ecs, elb, nginx) = (
+        sim("json", "ecs.ndjson"),
+        sim("elastic-aws-elb", "elb.ndjson"),
+        sim("nginx", "web.log"),
+    );
+    assert_eq!((ecs.len(), elb.len()), (nginx.len(), ecs.len()), "the same calls in each format");
+
+    let c = client();
+    let u = unique("sources");
+    let (elb_index, web_index) = (format!("{u}-elb-prod"), format!("{u}-web-nginx"));
+    for index in [&elb_index, &web_index] {
+        let mapping = json!({"mappings": {"properties": {"@timestamp": {"type": "date"}, "message": {"type": "text"}}}});
+        c.json("PUT", &format!("/{index}"), Some(&mapping)).unwrap();
+    }
+    let mut web_calls = 0;
+    for chunk in ecs.iter().zip(&elb).zip(&nginx).collect::<Vec<_>>().chunks(4000) {
+        let mut body = String::new();
+        for ((e, elb), web) in chunk {
+            let e: Value = serde_json::from_str(e).unwrap();
+            if e["service.name"] == "gateway" {
+                web_calls += 1;
+                let doc = json!({"@timestamp": e["@timestamp"], "message": web, "agent": {"type": "filebeat"}});
+                body.push_str(&format!("{}\n{doc}\n", json!({"index": {"_index": web_index}})));
+            } else {
+                body.push_str(&format!("{}\n{elb}\n", json!({"index": {"_index": elb_index}})));
+            }
+        }
+        let (status, raw) = c
+            .send_raw("POST", "/_bulk", Some((body.as_bytes(), "application/x-ndjson")))
+            .unwrap();
+        let v: Value = serde_json::from_slice(&raw).unwrap();
+        assert!(
+            status == 200 && v["errors"] == false,
+            "bulk: {status} {}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
+    assert!(web_calls > 1000, "{web_calls} gateway calls");
+    c.json("POST", &format!("/{u}-*/_refresh"), None).unwrap();
+
+    let prefix = unique("sources-out");
+    let config = dir.path().join("apiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[elasticsearch]\nurl = \"{}\"\nprefix = \"{prefix}\"\n\n\
+             [[elasticsearch.sources]]\nindex = \"{u}-elb-*\"\nformat = \"elastic-aws-elb\"\n\n\
+             [[elasticsearch.sources]]\nindex = \"{web_index}\"\nformat = \"nginx\"\n",
+            es_url()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    apiwatch_ok(&["setup", "--config", &config]);
+    let s = summary(&["backfill", "--config", &config, "--from", FROM, "--to", "2026-03-02T02:00:00Z"]);
+    assert_eq!(s["events"].as_u64(), Some(ecs.len() as u64), "every document read as an event: {s}");
+    assert_eq!(s["skipped_documents"], 0, "{s}");
+
+    let alerts = search_all(&c, &format!("{prefix}-alerts"));
+    assert!(
+        alerts.iter().any(|a| {
+            let d = &a["_source"];
+            let start = d["alert.start"].as_str().unwrap();
+            d["alert.kinds"].as_array().unwrap().iter().any(|k| k == "errors")
+                && d["service.name"] == "fraud"
+                && ("2026-03-02T00:55"..="2026-03-02T01:10").contains(&start)
+        }),
+        "no error alert on fraud near 00:57: {alerts:?}"
+    );
+    let services: BTreeSet<String> = search_all(&c, &format!("{prefix}-services"))
+        .iter()
+        .filter_map(|h| h["_source"]["service.name"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        services.contains("gateway") && services.contains("fraud"),
+        "services from both sources: {services:?}"
+    );
+
+    // A document whose index matches no source, and a line that is not nginx, are counted
+    // and located, never silently dropped.
+    let stray = json!({"@timestamp": "2026-03-02T02:30:00Z", "message": "not an access log line"});
+    c.json("POST", &format!("/{web_index}/_doc?refresh=true"), Some(&stray)).unwrap();
+    let out = apiwatch(
+        &[
+            "backfill",
+            "--config",
+            &config,
+            "--from",
+            "2026-03-02T02:00:00Z",
+            "--to",
+            "2026-03-02T03:00:00Z",
+            "--json",
+        ],
+        &[],
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(s["skipped_documents"], 1, "{s}");
+    let text = s.to_string();
+    assert!(text.contains(&web_index) && text.contains("access-log pattern"), "{text}");
+}

@@ -352,6 +352,7 @@ fn announce_size(cfg: &SimConfig, format: LogFormat, output: &Path) {
         LogFormat::Nginx | LogFormat::Apache | LogFormat::Envoy => 330.0,
         LogFormat::GcpLb | LogFormat::AzureAppgw => 950.0,
         LogFormat::AzureApim | LogFormat::AwsAlb => 700.0,
+        LogFormat::ElasticAwsElb => 1000.0,
         _ => 560.0,
     };
     let mb = events * per_event / 1e6;

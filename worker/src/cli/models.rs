@@ -142,12 +142,13 @@ impl EsRangeArgs {
         };
         let (from, to) = range_flags(from, to)?;
         let (client, settings) = connect(&self.es.app(None, None)?)?;
-        let mut source = crate::source::elasticsearch::RangeSource::new(&client, &settings.names.logs, from, to);
+        let docs = settings.documents()?;
+        let mut source = crate::source::elasticsearch::RangeSource::new(&client, &docs, from, to);
         let r = export_features(&mut source, dir, every)?;
         anyhow::ensure!(
             r.requests > 0,
-            "no calls in {} between {} and {}: check --logs and the range",
-            settings.names.logs,
+            "no calls in {} between {} and {}: check --logs (or [[elasticsearch.sources]]) and the range",
+            docs.pattern(),
             format_rfc3339(from),
             format_rfc3339(to)
         );

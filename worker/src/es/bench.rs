@@ -55,8 +55,9 @@ pub struct LiveReport {
 /// Raw read of `[from, to)`: same slices, same reader threads, same parsing; nothing else.
 fn raw_read(client: &EsClient, settings: &WorkerSettings, from: Millis, to: Millis) -> anyhow::Result<(u64, f64)> {
     let t = Instant::now();
-    let slices = nonempty_slices(client, &settings.names.logs, from, to, settings.slice)?;
-    let mut r = SliceReader::start(client, &settings.names.logs, slices, settings.readers, settings.page_size);
+    let docs = settings.documents()?;
+    let slices = nonempty_slices(client, docs.pattern(), from, to, settings.slice)?;
+    let mut r = SliceReader::start(client, &docs, slices, settings.readers, settings.page_size);
     let mut n = 0;
     while let Some((_, msg)) = r.next_message() {
         match msg {

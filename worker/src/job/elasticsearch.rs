@@ -24,7 +24,7 @@ use crate::model::Alert;
 use crate::notify::Notifier;
 use crate::pipeline::{Pipeline, PipelineSetup, StateError};
 use crate::sink::elasticsearch::{BulkWriter, WriteStats};
-use crate::source::elasticsearch::{SliceMsg, SliceReader};
+use crate::source::elasticsearch::{Documents, LogSource, SliceMsg, SliceReader};
 use crate::source::IngestReport;
 
 /// How the worker talks to Elasticsearch and paces itself (the `[elasticsearch]` section).
@@ -46,6 +46,25 @@ pub struct WorkerSettings {
     pub since: Option<Millis>,
     pub job: String,
     pub worker_id: String,
+    /// `[[elasticsearch.sources]]`: index patterns with their formats; empty = our ECS events
+    /// in `names.logs`.
+    pub sources: Vec<LogSource>,
+}
+
+impl WorkerSettings {
+    /// The log sources as configured, or our ECS events in `names.logs`.
+    pub fn log_sources(&self) -> Vec<LogSource> {
+        if self.sources.is_empty() {
+            vec![LogSource::ecs(&self.names.logs)]
+        } else {
+            self.sources.clone()
+        }
+    }
+
+    /// The log sources, ready to read hits.
+    pub fn documents(&self) -> anyhow::Result<Arc<Documents>> {
+        Ok(Arc::new(Documents::new(&self.log_sources())?))
+    }
 }
 
 impl Default for WorkerSettings {
@@ -62,6 +81,7 @@ impl Default for WorkerSettings {
             since: None,
             job: "live".into(),
             worker_id: default_worker_id(),
+            sources: Vec::new(),
         }
     }
 }
@@ -144,6 +164,8 @@ struct Hooks<'a> {
 struct JobRun<'a> {
     client: &'a EsClient,
     settings: &'a WorkerSettings,
+    /// The log sources, ready to read hits.
+    docs: Arc<Documents>,
     setup: PipelineSetup,
     store: StateStore,
     pipeline: Pipeline,
@@ -218,6 +240,7 @@ impl<'a> JobRun<'a> {
         Ok(JobRun {
             client,
             settings,
+            docs: settings.documents().map_err(WorkerError::Other)?,
             setup,
             store,
             pipeline,
@@ -267,10 +290,10 @@ impl<'a> JobRun<'a> {
             }
             return Ok(false);
         }
-        let slices = nonempty_slices(self.client, &self.settings.names.logs, from, upper, self.settings.slice.max(1000))?;
+        let slices = nonempty_slices(self.client, self.docs.pattern(), from, upper, self.settings.slice.max(1000))?;
         let mut reader = SliceReader::start(
             self.client,
-            &self.settings.names.logs,
+            &self.docs,
             slices.clone(),
             self.settings.readers,
             self.settings.page_size,
@@ -352,7 +375,7 @@ impl<'a> JobRun<'a> {
             .map(|r| json!({"from": format_rfc3339(r.from), "to": format_rfc3339(r.to)}))
             .collect();
         let body = json!({"size": 0, "aggs": {"reads": {"date_range": {"field": "@timestamp", "format": "strict_date_optional_time", "ranges": ranges}}}});
-        let Some(v) = search_logs(self.client, &self.settings.names.logs, &body, "checking for late arrivals")? else {
+        let Some(v) = search_logs(self.client, self.docs.pattern(), &body, "checking for late arrivals")? else {
             return Ok(());
         };
         let buckets = v
@@ -374,13 +397,7 @@ impl<'a> JobRun<'a> {
             let RecentRead { from, to, seen, .. } = self.recent_reads[i];
             let mut scored = 0;
             if let Some(mut ids) = self.recent_reads[i].ids.take() {
-                let mut reader = crate::source::elasticsearch::RangeReader::new(
-                    self.client,
-                    &self.settings.names.logs,
-                    from,
-                    to,
-                    self.settings.page_size,
-                );
+                let mut reader = crate::source::elasticsearch::RangeReader::new(self.client, &self.docs, from, to, self.settings.page_size);
                 while let Some(page) = reader.next_page().map_err(anyhow::Error::from)? {
                     for (ev, id) in page.events.into_iter().zip(page.ids) {
                         if ids.insert(id) {
@@ -561,7 +578,8 @@ pub fn run<'a>(
     let started = Instant::now();
     let start = match settings.since {
         Some(t) => t,
-        None => oldest_event(client, &settings.names.logs)?.unwrap_or_else(|| now_ms(opts.now) - settings.ingest_delay),
+        None => oldest_event(client, settings.documents().map_err(WorkerError::Other)?.pattern())?
+            .unwrap_or_else(|| now_ms(opts.now) - settings.ingest_delay),
     };
     let slice = settings.slice;
     let start = start.div_euclid(slice) * slice;

@@ -4,8 +4,13 @@
 //! file mode; a document that is not a valid event is counted and located by index and id.
 //! [`SliceReader`] fetches several slices of a range in parallel threads and hands them over in
 //! order, so network and JSON work overlap with scoring.
+//!
+//! What the documents are is said per index pattern ([`LogSource`], `[[elasticsearch.sources]]`):
+//! our ECS events, a provider's JSON or an integration's document through a field map, or a raw
+//! line (`event.original` / `message`) parsed as its format, so an index is read as it is.
 
-use std::sync::mpsc;
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use serde_json::{json, value::RawValue, Value};
@@ -13,8 +18,145 @@ use serde_json::{json, value::RawValue, Value};
 use crate::es::client::{EsClient, EsError};
 use crate::model::time::{format_rfc3339, Millis};
 use crate::model::Event;
-use crate::source::json::parse_event_lenient;
+use crate::source::fields::lookup;
+use crate::source::formats::{InputFormat, LineParser, LogFormat};
+use crate::source::json::{DroppedField, EventError};
 use crate::source::IngestReport;
+
+/// One index pattern and how its documents read: checked with the rest of the configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogSource {
+    /// An index pattern, data stream or alias (`logs-aws.elb_logs-*`).
+    pub index: String,
+    /// The format (`json` = our ECS events) with the user's field map and defaults.
+    pub input: InputFormat,
+    /// Where a text format's line is, tried in order (default `event.original`, then `message`).
+    pub message_fields: Vec<String>,
+}
+
+impl LogSource {
+    /// Our own ECS events in `index`: what `--logs` / `[elasticsearch] logs` say.
+    pub fn ecs(index: &str) -> Self {
+        LogSource {
+            index: index.to_owned(),
+            input: InputFormat {
+                format: LogFormat::Json,
+                ..InputFormat::default()
+            },
+            message_fields: Vec::new(),
+        }
+    }
+
+    /// Whether the documents hold a raw line rather than fields: always for the text formats;
+    /// for Envoy (text, or Istio's JSON) when a message field is named.
+    pub fn reads_lines(format: LogFormat, message_field_named: bool) -> bool {
+        matches!(format, LogFormat::Nginx | LogFormat::Apache | LogFormat::AwsAlb) || (format == LogFormat::Envoy && message_field_named)
+    }
+
+    /// The fields a raw line is looked for in.
+    pub fn line_fields(&self) -> Vec<String> {
+        if self.message_fields.is_empty() {
+            vec!["event.original".to_owned(), "message".to_owned()]
+        } else {
+            self.message_fields.clone()
+        }
+    }
+}
+
+/// How one source's documents become events.
+enum DocShape {
+    /// Fields: ECS, a provider's JSON or an integration's document through a field map.
+    Fields(LineParser),
+    /// A raw line in one of these fields, parsed as its format.
+    Line(Vec<String>, LineParser),
+}
+
+/// The log sources of a job, ready to read hits: the comma-joined pattern searched and, per
+/// hit, the source its index belongs to.
+pub struct Documents {
+    pattern: String,
+    sources: Vec<(String, DocShape)>,
+}
+
+impl Documents {
+    pub fn new(sources: &[LogSource]) -> anyhow::Result<Self> {
+        anyhow::ensure!(!sources.is_empty(), "no log index to read");
+        let mut built = Vec::new();
+        for s in sources {
+            let parser =
+                LineParser::new(s.input.format, &s.input).map_err(|e| anyhow::anyhow!("elasticsearch source `{}`: {e}", s.index))?;
+            let shape = if LogSource::reads_lines(s.input.format, !s.message_fields.is_empty()) {
+                DocShape::Line(s.line_fields(), parser)
+            } else {
+                DocShape::Fields(parser)
+            };
+            built.push((s.index.clone(), shape));
+        }
+        Ok(Documents {
+            pattern: sources.iter().map(|s| s.index.as_str()).collect::<Vec<_>>().join(","),
+            sources: built,
+        })
+    }
+
+    /// Our ECS events in `index`.
+    pub fn ecs(index: &str) -> Self {
+        Documents::new(&[LogSource::ecs(index)]).unwrap_or_else(|_| unreachable!("ECS JSON needs nothing"))
+    }
+
+    /// What is searched: the sources' patterns, comma-joined.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// The source a hit's index belongs to: the first pattern that matches the index or, for a
+    /// data stream's backing index (`.ds-<stream>-<date>-<generation>`), the stream.
+    fn source_of(&self, index: &str) -> Option<usize> {
+        if self.sources.len() == 1 {
+            return Some(0);
+        }
+        let stream = index.strip_prefix(".ds-");
+        self.sources.iter().position(|(pattern, _)| {
+            pattern.split(',').any(|p| {
+                glob(p, index) || stream.is_some_and(|s| glob(p, s) || s.strip_prefix(p).is_some_and(|rest| rest.starts_with('-')))
+            })
+        })
+    }
+
+    fn read(&self, source: usize, doc: &[u8]) -> Result<(Event, Vec<DroppedField>), EventError> {
+        match &self.sources[source].1 {
+            DocShape::Fields(p) => p.parse(doc),
+            DocShape::Line(fields, p) => {
+                let v: Value = serde_json::from_slice(doc).map_err(|e| EventError::Json(e.to_string()))?;
+                let line = fields
+                    .iter()
+                    .find_map(|f| lookup(&v, f).and_then(Value::as_str))
+                    .ok_or_else(|| EventError::Layout {
+                        format: p.format().name(),
+                        why: format!("no {} field holding the line", fields.join(" or ")),
+                    })?;
+                p.parse(line.as_bytes())
+            }
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
 
 /// A page of events, and what could not be used in it.
 #[derive(Default, Debug)]
@@ -54,7 +196,9 @@ struct Hit<'a> {
 /// Pages through `[from, to)` of `index` in time order.
 pub struct RangeReader<'c> {
     client: &'c EsClient,
-    index: String,
+    docs: Arc<Documents>,
+    /// The source of each index seen (hits of one index read alike).
+    source_of: HashMap<String, Option<usize>>,
     from: Millis,
     to: Millis,
     page_size: usize,
@@ -64,10 +208,11 @@ pub struct RangeReader<'c> {
 }
 
 impl<'c> RangeReader<'c> {
-    pub fn new(client: &'c EsClient, index: &str, from: Millis, to: Millis, page_size: usize) -> Self {
+    pub fn new(client: &'c EsClient, docs: &Arc<Documents>, from: Millis, to: Millis, page_size: usize) -> Self {
         RangeReader {
             client,
-            index: index.to_owned(),
+            docs: Arc::clone(docs),
+            source_of: HashMap::new(),
             from,
             to,
             page_size,
@@ -83,7 +228,10 @@ impl<'c> RangeReader<'c> {
             return Ok(None);
         }
         if self.pit.is_none() {
-            let path = format!("/{}/_pit?keep_alive=2m&ignore_unavailable=true&allow_no_indices=true", self.index);
+            let path = format!(
+                "/{}/_pit?keep_alive=2m&ignore_unavailable=true&allow_no_indices=true",
+                self.docs.pattern()
+            );
             let (status, v) = self.client.json_status("POST", &path, None)?;
             if status == 404 {
                 // No log index yet: nothing to read.
@@ -136,7 +284,29 @@ impl<'c> RangeReader<'c> {
                 page.report.note(hit.index, 0, &format!("document {}: no _source", hit.id));
                 continue;
             };
-            match parse_event_lenient(src.get().as_bytes()) {
+            let source = match self.source_of.get(hit.index) {
+                _ if self.docs.sources.len() == 1 => Some(0),
+                Some(s) => *s,
+                None => {
+                    let s = self.docs.source_of(hit.index);
+                    self.source_of.insert(hit.index.to_owned(), s);
+                    s
+                }
+            };
+            let Some(source) = source else {
+                page.report.bad_value += 1;
+                page.report.note(
+                    hit.index,
+                    0,
+                    &format!(
+                        "document {}: its index matches none of the sources ({}): add a source for it",
+                        hit.id,
+                        self.docs.pattern()
+                    ),
+                );
+                continue;
+            };
+            match self.docs.read(source, src.get().as_bytes()) {
                 Ok((ev, dropped)) => {
                     for d in &dropped {
                         page.report
@@ -190,9 +360,9 @@ pub struct RangeSource<'c> {
 }
 
 impl<'c> RangeSource<'c> {
-    pub fn new(client: &'c EsClient, index: &str, from: Millis, to: Millis) -> Self {
+    pub fn new(client: &'c EsClient, docs: &Arc<Documents>, from: Millis, to: Millis) -> Self {
         RangeSource {
-            reader: RangeReader::new(client, index, from, to, 5_000),
+            reader: RangeReader::new(client, docs, from, to, 5_000),
             pending: Default::default(),
             report: IngestReport::default(),
         }
@@ -237,7 +407,7 @@ pub struct SliceReader {
 }
 
 impl SliceReader {
-    pub fn start(client: &EsClient, index: &str, slices: Vec<(Millis, Millis)>, threads: usize, page_size: usize) -> Self {
+    pub fn start(client: &EsClient, docs: &Arc<Documents>, slices: Vec<(Millis, Millis)>, threads: usize, page_size: usize) -> Self {
         let threads = threads.clamp(1, slices.len().max(1));
         let mut receivers = Vec::new();
         let mut handles = Vec::new();
@@ -246,10 +416,10 @@ impl SliceReader {
             let (tx, rx) = mpsc::sync_channel::<(usize, SliceMsg)>(4);
             let mine: Vec<(usize, (Millis, Millis))> = slices.iter().copied().enumerate().filter(|(i, _)| i % threads == t).collect();
             let client = client.clone();
-            let index = index.to_owned();
+            let docs = Arc::clone(docs);
             handles.push(thread::spawn(move || {
                 for (i, (from, to)) in mine {
-                    let mut r = RangeReader::new(&client, &index, from, to, page_size);
+                    let mut r = RangeReader::new(&client, &docs, from, to, page_size);
                     loop {
                         match r.next_page() {
                             Ok(Some(p)) => {
@@ -310,5 +480,75 @@ impl Drop for SliceReader {
         for h in self.handles.drain(..) {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_index_names() {
+        assert!(glob("logs-aws.elb_logs-*", "logs-aws.elb_logs-default"));
+        assert!(glob("*", "anything"));
+        assert!(glob("a*c*e", "abcde"));
+        assert!(!glob("a*c*e", "abcd"));
+        assert!(glob("exact", "exact"));
+        assert!(!glob("exact", "exactly"));
+        assert!(!glob("x-*-y", "x-y"));
+    }
+
+    fn sources() -> Documents {
+        let nginx = LogSource {
+            index: "web-nginx".into(),
+            input: InputFormat {
+                format: LogFormat::Nginx,
+                service: Some("web".into()),
+                provider: Some("onprem".into()),
+                ..InputFormat::default()
+            },
+            message_fields: Vec::new(),
+        };
+        let elb = LogSource {
+            index: "logs-aws.elb_logs-*".into(),
+            input: InputFormat {
+                format: LogFormat::ElasticAwsElb,
+                ..InputFormat::default()
+            },
+            message_fields: Vec::new(),
+        };
+        Documents::new(&[LogSource::ecs("logs-apiwatch.calls-*"), nginx, elb]).unwrap()
+    }
+
+    #[test]
+    fn each_hit_is_read_by_the_source_its_index_belongs_to() {
+        let d = sources();
+        assert_eq!(d.pattern(), "logs-apiwatch.calls-*,web-nginx,logs-aws.elb_logs-*");
+        assert_eq!(d.source_of(".ds-logs-apiwatch.calls-default-2026.03.02-000001"), Some(0));
+        assert_eq!(
+            d.source_of(".ds-web-nginx-2026.03.02-000003"),
+            Some(1),
+            "a data stream named exactly"
+        );
+        assert_eq!(d.source_of("logs-aws.elb_logs-prod"), Some(2));
+        assert_eq!(d.source_of("unrelated"), None);
+        let line = r#"203.0.113.5 - - [02/Mar/2026:08:15:04 +0000] "GET /api/cart HTTP/1.1" 503 12 "-" "curl/8""#;
+        let doc = serde_json::json!({"@timestamp": "2026-03-02T08:15:04Z", "event": {"original": line}, "message": "other"});
+        let (e, _) = d.read(1, doc.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            (e.service.as_str(), e.path.as_str(), e.status, e.duration_ns),
+            ("web", "/api/cart", 503, None)
+        );
+        let doc = serde_json::json!({"@timestamp": "2026-03-02T08:15:04Z", "message": line});
+        assert_eq!(
+            d.read(1, doc.to_string().as_bytes()).unwrap().0.status,
+            503,
+            "message when there is no event.original"
+        );
+        let err = d.read(1, br#"{"@timestamp": "2026-03-02T08:15:04Z"}"#).unwrap_err().to_string();
+        assert!(err.contains("no event.original or message field"), "{err}");
+        let elb = include_str!("../../tests/data/formats/elastic-aws-elb.log").lines().next().unwrap();
+        let (e, _) = d.read(2, elb.as_bytes()).unwrap();
+        assert_eq!((e.service.as_str(), e.duration_ns), ("payments-api", Some(21_000_000)));
     }
 }

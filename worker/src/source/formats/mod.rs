@@ -44,11 +44,13 @@ pub enum LogFormat {
     AzureAppgw,
     /// Azure API Management gateway log (diagnostic JSON).
     AzureApim,
+    /// An ALB log as Elastic's AWS integration indexes it (`logs-aws.elb_logs-*`).
+    ElasticAwsElb,
 }
 
 impl LogFormat {
     /// Every format a user can name, `auto` first.
-    pub const ALL: [LogFormat; 10] = [
+    pub const ALL: [LogFormat; 11] = [
         LogFormat::Auto,
         LogFormat::Json,
         LogFormat::Nginx,
@@ -59,6 +61,7 @@ impl LogFormat {
         LogFormat::GcpLb,
         LogFormat::AzureAppgw,
         LogFormat::AzureApim,
+        LogFormat::ElasticAwsElb,
     ];
 
     /// The name a flag and the configuration use.
@@ -74,6 +77,7 @@ impl LogFormat {
             LogFormat::GcpLb => "gcp-lb",
             LogFormat::AzureAppgw => "azure-appgw",
             LogFormat::AzureApim => "azure-apim",
+            LogFormat::ElasticAwsElb => "elastic-aws-elb",
         }
     }
 
@@ -95,6 +99,7 @@ impl LogFormat {
             LogFormat::GcpLb => include_str!("gcp-lb.toml"),
             LogFormat::AzureAppgw => include_str!("azure-appgw.toml"),
             LogFormat::AzureApim => include_str!("azure-apim.toml"),
+            LogFormat::ElasticAwsElb => include_str!("elastic-aws-elb.toml"),
             _ => return None,
         })
     }
@@ -281,6 +286,7 @@ fn line_format(line: &str, presets: &HashMap<LogFormat, Preset>) -> (Option<LogF
             return (None, Vec::new());
         };
         for f in [
+            LogFormat::ElasticAwsElb,
             LogFormat::AzureAppgw,
             LogFormat::AzureApim,
             LogFormat::GcpLb,

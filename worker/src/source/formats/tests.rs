@@ -17,6 +17,7 @@ fn corpus(name: &str) -> &'static str {
         "nginx" => include_str!("../../../tests/data/formats/nginx.log"),
         "apache" => include_str!("../../../tests/data/formats/apache.log"),
         "json" => include_str!("../../../tests/data/formats/json.log"),
+        "elastic-aws-elb" => include_str!("../../../tests/data/formats/elastic-aws-elb.log"),
         other => panic!("no corpus {other}"),
     }
 }
@@ -210,6 +211,32 @@ fn azure_gateway_and_api_management_logs_map() {
 }
 
 #[test]
+fn alb_documents_as_elastics_aws_integration_indexes_them_map_like_the_lines() {
+    let e = read(LogFormat::ElasticAwsElb);
+    assert_eq!(e[0].timestamp, t("2026-03-02T08:15:04.186Z"));
+    assert_eq!(
+        (e[0].service.as_str(), e[0].provider.as_str(), e[0].region.as_deref()),
+        ("payments-api", "aws", Some("eu-west-1"))
+    );
+    assert_eq!(
+        (e[0].method.as_str(), e[0].path.as_str(), e[0].status, e[0].duration_ns),
+        ("POST", "/v1/payments", 200, Some(21_000_000))
+    );
+    assert_eq!(e[0].trace_id.as_deref(), Some("5833726236d228ad5d99923122bbe354"));
+    assert_eq!(
+        (e[0].client_ip.as_deref(), e[0].host.as_deref()),
+        (Some("192.168.131.39"), Some("10.0.0.1"))
+    );
+    assert_eq!((e[1].status, e[1].duration_ns), (503, None), "-1: never reached a target, untimed");
+    assert_eq!(e[1].client_ip.as_deref(), Some("2001:db8::7"));
+    assert_eq!(
+        (e[2].service.as_str(), e[2].path.as_str(), e[2].region.as_deref()),
+        ("bank-edge", "/robots.txt", None),
+        "no target group: the balancer names it; the path from the full URL"
+    );
+}
+
+#[test]
 fn a_default_nginx_log_gives_untimed_events() {
     let e = parse_all(
         LogFormat::Nginx,
@@ -241,6 +268,7 @@ fn auto_recognises_every_corpus() {
         ("nginx", LogFormat::Nginx),
         ("apache", LogFormat::Apache),
         ("json", LogFormat::Json),
+        ("elastic-aws-elb", LogFormat::ElasticAwsElb),
     ] {
         let r = recognise(corpus(name).lines());
         assert_eq!(r.format, Some(want), "{name}: {r:?}");

@@ -51,6 +51,7 @@ pub fn line(e: &Event, format: LogFormat) -> String {
         LogFormat::GcpLb => gcp(e),
         LogFormat::AzureAppgw => appgw(e),
         LogFormat::AzureApim => apim(e),
+        LogFormat::ElasticAwsElb => elastic_elb(e),
     }
 }
 
@@ -243,4 +244,48 @@ fn apim(e: &Event) -> String {
         "resourceId": "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/BANK/PROVIDERS/MICROSOFT.APIMANAGEMENT/SERVICE/BANK-APIM",
     })
     .to_string()
+}
+
+/// The document Elastic's AWS integration makes of an ALB line (its ingest pipeline's ECS and
+/// `aws.elb.*` fields; `event.original` only where the integration preserves it, so not here).
+fn elastic_elb(e: &Event) -> String {
+    let region = e.region.as_deref().unwrap_or("us-east-1");
+    let arn = format!(
+        "arn:aws:elasticloadbalancing:{region}:123456789012:targetgroup/{}/73e2d6bc24d8a067",
+        e.service
+    );
+    let mut doc = json!({
+        "@timestamp": iso(e.timestamp, false),
+        "data_stream": {"type": "logs", "dataset": "aws.elb_logs", "namespace": "default"},
+        "event": {"dataset": "aws.elb_logs", "kind": "event", "category": ["web"],
+                  "outcome": if e.status >= 400 { "failure" } else { "success" }},
+        "cloud": {"provider": "aws", "region": region},
+        "aws": {"elb": {
+            "name": "app/edge-lb/50dc6c495c0c9188",
+            "type": "http",
+            "protocol": "http",
+            "target_group": {"arn": arn},
+            "request_processing_time": {"sec": 0.0},
+            "backend_processing_time": {"sec": secs(e.duration_ns).unwrap_or(-1.0)},
+            "response_processing_time": {"sec": 0.0},
+            "backend": {"ip": e.host.as_deref().unwrap_or("10.0.1.17"), "port": "8080",
+                        "http": {"response": {"status_code": e.status}}},
+        }},
+        "http": {
+            "version": "1.1",
+            "request": {"method": e.method.as_str(), "body": {"bytes": e.request_bytes.unwrap_or(0)}},
+            "response": {"status_code": e.status, "body": {"bytes": e.response_bytes.unwrap_or(0)}},
+        },
+        "url": {"path": e.path.as_str(), "original": format!("https://api.example.com:443{}", e.path),
+                "domain": "api.example.com", "scheme": "https", "port": 443},
+        "source": {"ip": or_dash(e.client_ip.as_deref())},
+        "tags": ["forwarded", "aws-elb-logs"],
+    });
+    if let Some(t) = &e.trace_id {
+        doc["trace"] = json!({"id": t.as_str()});
+    }
+    if let Some(ua) = &e.user_agent {
+        doc["user_agent"] = json!({"original": ua.as_str()});
+    }
+    doc.to_string()
 }
