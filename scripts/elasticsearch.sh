@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# A real single-node Elasticsearch for development, tests and CI, from Maven Central only.
+# A real Elasticsearch for development, tests and CI, from Maven Central only: one node, or a
+# cluster of several on loopback ports.
 #
 #   scripts/elasticsearch.sh start [--name NAME] [--secure]   # prints the URL on its last line
-#   scripts/elasticsearch.sh stop|status [--name NAME]
+#   scripts/elasticsearch.sh start --nodes 3 [--name NAME]    # prints the node URLs, comma-separated
+#   scripts/elasticsearch.sh stop|status [--name NAME]        # every node of NAME
+#   scripts/elasticsearch.sh kill --name NAME --node I        # SIGKILL node I of a cluster (tests)
 #
+# A cluster's nodes live in NAME-1 .. NAME-N (each its own unpacked server, data and logs; heap
+# APIWATCH_ES_HEAP, 512m by default for a cluster); NAME.nodes records N.
 # The server is the `org.elasticsearch.distribution.integ-test-zip:elasticsearch` zip (server,
 # transport modules, x-pack core and security; no ILM, ingest processors, painless or reindex).
 # It is cached under .cache/elasticsearch, unpacked per node under .cache/elasticsearch/NAME, and
@@ -23,15 +28,24 @@ cmd="${1:-}"
 shift || true
 name=default
 secure=0
+nodes=1
+kill_node=
 while [ $# -gt 0 ]; do
   case "$1" in
     --name) name="$2"; shift 2 ;;
     --secure) secure=1; shift ;;
+    --nodes) nodes="$2"; shift 2 ;;
+    --node) kill_node="$2"; shift 2 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
+case "$nodes" in ''|*[!0-9]*) echo "--nodes takes a number" >&2; exit 2 ;; esac
+[ "$nodes" -ge 1 ] || { echo "--nodes takes a number from 1" >&2; exit 2; }
+if [ "$nodes" -gt 1 ] && [ "$secure" = 1 ]; then echo "--secure is for a single node" >&2; exit 2; fi
 node="$CACHE/$name"
 home="$node/elasticsearch-$ES_VERSION"
+# A cluster's node count (stop, status and kill find its nodes by it).
+cluster_file="$CACHE/$name.nodes"
 
 log() { echo "elasticsearch.sh: $*" >&2; }
 
@@ -112,37 +126,102 @@ make_certs() {
     -extfile "$d/ext.cnf" -out "$d/http.crt" 2>/dev/null
 }
 
-start() {
-  if [ -f "$node/pid" ] && kill -0 "$(cat "$node/pid")" 2>/dev/null; then
-    url_of
-    return
-  fi
-  ensure_user
-  local zip java port
-  zip="$(fetch_zip)"
-  java="$(pick_java)"
+running() { [ -f "$1/pid" ] && kill -0 "$(cat "$1/pid")" 2>/dev/null; }
+
+# Unpacks the server for $node (once) and writes its elasticsearch.yml up to security:
+# `configure NODE_NAME HTTP_PORT DISCOVERY_LINES`.
+configure() {
+  local node_name="$1" port="$2" discovery="$3"
   if [ ! -d "$home" ]; then
     mkdir -p "$node"
     log "unpacking $(basename "$zip") into $node"
     (cd "$node" && unzip -q "$zip")
   fi
-  port="$(free_port)"
   echo "$port" >"$node/port"
   rm -f "$node/secure"
-  local conf="$home/config/elasticsearch.yml"
+  conf="$home/config/elasticsearch.yml"
   cat >"$conf" <<EOF
 cluster.name: apiwatch-$name
-node.name: $name
+node.name: $node_name
 network.host: 127.0.0.1
 http.port: $port
-transport.port: 0
-discovery.type: single-node
+$discovery
 path.data: $node/data
 path.logs: $node/logs
 # Tests fill small disks; never turn indices read-only because of the disk watermark.
 cluster.routing.allocation.disk.threshold_enabled: false
 action.destructive_requires_name: false
 EOF
+}
+
+# Starts the configured node at $node as a daemon (the caller waits for its health).
+launch() {
+  mkdir -p "$node/data" "$node/logs"
+  chown -R "$ES_USER" "$node"
+  chmod 755 "$CACHE" "$node"
+  log "starting Elasticsearch $ES_VERSION ($java) as $(basename "$node") on port $(cat "$node/port"), heap $HEAP"
+  as_es ES_JAVA_HOME="$java" ES_JAVA_OPTS="-Xms$HEAP -Xmx$HEAP" \
+    "$home/bin/elasticsearch" -d -p "$node/pid" >"$node/stdout.log" 2>&1 || {
+    log "failed to start; see $node/stdout.log and $node/logs/"
+    tail -20 "$node/stdout.log" >&2 || true
+    exit 1
+  }
+}
+
+start_cluster() {
+  ensure_user
+  zip="$(fetch_zip)"
+  java="$(pick_java)"
+  [ -n "${APIWATCH_ES_HEAP:-}" ] || HEAP=512m
+  local i http=() transport=() names=() seeds masters
+  for i in $(seq 1 "$nodes"); do
+    http+=("$(free_port)")
+    transport+=("$(free_port)")
+    names+=("\"$name-$i\"")
+  done
+  seeds="$(printf '"127.0.0.1:%s",' "${transport[@]}")"
+  masters="$(IFS=,; echo "${names[*]}")"
+  echo "$nodes" >"$cluster_file"
+  for i in $(seq 1 "$nodes"); do
+    node="$CACHE/$name-$i"
+    home="$node/elasticsearch-$ES_VERSION"
+    if running "$node"; then kill -9 "$(cat "$node/pid")"; sleep 1; fi
+    # A new cluster at each start: nodes of an older one would not join this one.
+    rm -rf "$node/data" "$node/logs"
+    configure "$name-$i" "${http[$((i - 1))]}" "transport.port: ${transport[$((i - 1))]}
+discovery.seed_hosts: [ ${seeds%,} ]
+cluster.initial_master_nodes: [ $masters ]"
+    echo "xpack.security.enabled: false" >>"$conf"
+    launch
+  done
+  local urls=() url
+  for i in $(seq 1 "$nodes"); do urls+=("http://127.0.0.1:${http[$((i - 1))]}"); done
+  url="${urls[0]}"
+  for _ in $(seq 1 240); do
+    if curl -fsS "$url/_cluster/health?wait_for_nodes=$nodes&wait_for_status=green&timeout=1s" >/dev/null 2>&1; then
+      (IFS=,; echo "${urls[*]}")
+      return
+    fi
+    sleep 1
+  done
+  log "the $nodes nodes did not form a green cluster in 240 s; see $CACHE/$name-*/logs/"
+  exit 1
+}
+
+start() {
+  if [ "$nodes" -gt 1 ]; then
+    start_cluster
+    return
+  fi
+  if running "$node"; then
+    url_of
+    return
+  fi
+  ensure_user
+  zip="$(fetch_zip)"
+  java="$(pick_java)"
+  configure "$name" "$(free_port)" "transport.port: 0
+discovery.type: single-node"
   if [ "$secure" = 1 ]; then
     touch "$node/secure"
     [ -f "$node/certs/http.crt" ] || make_certs
@@ -163,16 +242,7 @@ EOF
   else
     echo "xpack.security.enabled: false" >>"$conf"
   fi
-  mkdir -p "$node/data" "$node/logs"
-  chown -R "$ES_USER" "$node"
-  chmod 755 "$CACHE" "$node"
-  log "starting Elasticsearch $ES_VERSION ($java) on port $port, heap $HEAP"
-  as_es ES_JAVA_HOME="$java" ES_JAVA_OPTS="-Xms$HEAP -Xmx$HEAP" \
-    "$home/bin/elasticsearch" -d -p "$node/pid" >"$node/stdout.log" 2>&1 || {
-    log "failed to start; see $node/stdout.log and $node/logs/"
-    tail -20 "$node/stdout.log" >&2 || true
-    exit 1
-  }
+  launch
   local url
   url="$(url_of)"
   for _ in $(seq 1 180); do
@@ -187,7 +257,17 @@ EOF
   exit 1
 }
 
-stop() {
+# The node directories of NAME: its cluster's nodes, or the single node.
+node_dirs() {
+  if [ -f "$cluster_file" ]; then
+    local i
+    for i in $(seq 1 "$(cat "$cluster_file")"); do echo "$CACHE/$name-$i"; done
+  else
+    echo "$node"
+  fi
+}
+
+stop_node() {
   if [ -f "$node/pid" ]; then
     local pid
     pid="$(cat "$node/pid")"
@@ -198,11 +278,38 @@ stop() {
     fi
     rm -f "$node/pid"
   fi
-  log "stopped $name"
+  log "stopped $(basename "$node")"
+}
+
+stop() {
+  local d
+  for d in $(node_dirs); do node="$d" stop_node; done
+  rm -f "$cluster_file"
+}
+
+kill_one() {
+  if [ ! -f "$cluster_file" ] || [ -z "$kill_node" ]; then
+    echo "kill needs --name of a cluster and --node I" >&2
+    exit 2
+  fi
+  local d="$CACHE/$name-$kill_node"
+  running "$d" || { echo "node $kill_node of $name is not running" >&2; exit 1; }
+  kill -9 "$(cat "$d/pid")"
+  log "killed node $kill_node of $name"
 }
 
 status() {
-  if [ -f "$node/pid" ] && kill -0 "$(cat "$node/pid")" 2>/dev/null; then
+  if [ -f "$cluster_file" ]; then
+    local d urls=()
+    for d in $(node_dirs); do
+      if running "$d"; then urls+=("http://127.0.0.1:$(cat "$d/port")"); fi
+    done
+    [ ${#urls[@]} -gt 0 ] || { echo "not running" >&2; exit 1; }
+    curl -fsS "${urls[0]}/_cluster/health?timeout=1s" && echo
+    (IFS=,; echo "${urls[*]}")
+    return
+  fi
+  if running "$node"; then
     local url
     url="$(url_of)"
     health "$url" && echo && echo "$url"
@@ -216,5 +323,6 @@ case "$cmd" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status [--name NAME] [--secure]" >&2; exit 2 ;;
+  kill) kill_one ;;
+  *) echo "usage: $0 start|stop|status|kill [--name NAME] [--secure] [--nodes N] [--node I]" >&2; exit 2 ;;
 esac

@@ -16,13 +16,14 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 
 # The integration tests talk to real servers: two Elasticsearch nodes (one plain, one with
-# security and TLS on), an SMTP server with a read API (maildev), rsyslog and a headless browser. Start them in the
+# security and TLS on) and a three-node cluster (a node is killed under a running worker), an SMTP server with a read API (maildev), rsyslog and a headless browser. Start them in the
 # background now so that they boot while the code compiles; stop them when the tests end.
 services_log=$(mktemp -d)
 stop_services() {
   local code=$?
   scripts/elasticsearch.sh stop --name test >/dev/null 2>&1 || true
   scripts/elasticsearch.sh stop --name test-secure >/dev/null 2>&1 || true
+  scripts/elasticsearch.sh stop --name test-cluster >/dev/null 2>&1 || true
   scripts/maildev.sh stop >/dev/null 2>&1 || true
   if [ "$code" = 0 ]; then
     rm -rf "$services_log"
@@ -34,6 +35,7 @@ stop_services() {
 trap stop_services EXIT
 echo "starting in the background (logs in $services_log):"
 echo "  two Elasticsearch nodes (the integ-test zip from Maven Central, run as a dedicated user; one with security and TLS on)"
+echo "  a three-node Elasticsearch cluster (the same zip, 512 MB heap per node)"
 echo "  maildev (SMTP with a read API, from npm), ONNX Runtime and the trainer's Python environment (PyPI)"
 echo "  Chromium and rsyslog with omelasticsearch (Debian packages, installed if missing), check-jsonschema (PyPI)"
 echo "meanwhile: cargo fmt --check, clippy -D warnings, and the release build"
@@ -41,6 +43,8 @@ scripts/elasticsearch.sh start --name test >"$services_log/es" 2>"$services_log/
 es_pid=$!
 scripts/elasticsearch.sh start --name test-secure --secure >"$services_log/es-secure" 2>"$services_log/es-secure.err" &
 es_secure_pid=$!
+scripts/elasticsearch.sh start --nodes 3 --name test-cluster >"$services_log/es-cluster" 2>"$services_log/es-cluster.err" &
+es_cluster_pid=$!
 scripts/maildev.sh start >"$services_log/mail" 2>"$services_log/mail.err" &
 mail_pid=$!
 # The ONNX Runtime library and the trainer's Python environment, from PyPI (cached in .cache/).
@@ -89,6 +93,7 @@ wait_service() { # pid name log
 echo "waiting for the services to be up"
 wait_service "$es_pid" "Elasticsearch" "$services_log/es"
 wait_service "$es_secure_pid" "Elasticsearch (security on)" "$services_log/es-secure"
+wait_service "$es_cluster_pid" "the three-node Elasticsearch cluster" "$services_log/es-cluster"
 wait_service "$mail_pid" "maildev" "$services_log/mail"
 wait_service "$ml_pid" "the ONNX Runtime and the trainer environment" "$services_log/ml"
 wait_service "$debian_pid" "Chromium and rsyslog (Debian packages)" "$services_log/debian"
@@ -98,9 +103,12 @@ APIWATCH_TEST_ES_SECURE_URL="$(tail -1 "$services_log/es-secure")"
 APIWATCH_TEST_ES_SECURE_CA="$PWD/.cache/elasticsearch/test-secure/certs/ca.crt"
 APIWATCH_TEST_ES_SECURE_PASSWORD="$(cat .cache/elasticsearch/test-secure/password)"
 APIWATCH_TEST_SMTP="$(tail -1 "$services_log/mail")"
+APIWATCH_TEST_ES_CLUSTER="$(tail -1 "$services_log/es-cluster")"
+APIWATCH_TEST_ES_CLUSTER_NAME=test-cluster
 APIWATCH_TEST_CHROMIUM="$(command -v chromium)"
+export APIWATCH_TEST_ES_CLUSTER APIWATCH_TEST_ES_CLUSTER_NAME
 export APIWATCH_TEST_CHROMIUM APIWATCH_TEST_ES_URL APIWATCH_TEST_ES_SECURE_URL APIWATCH_TEST_ES_SECURE_CA APIWATCH_TEST_ES_SECURE_PASSWORD APIWATCH_TEST_SMTP
-echo "Elasticsearch: $APIWATCH_TEST_ES_URL and $APIWATCH_TEST_ES_SECURE_URL (security on); SMTP: ${APIWATCH_TEST_SMTP%% PASS=*}"
+echo "Elasticsearch: $APIWATCH_TEST_ES_URL, $APIWATCH_TEST_ES_SECURE_URL (security on) and the cluster $APIWATCH_TEST_ES_CLUSTER; SMTP: ${APIWATCH_TEST_SMTP%% PASS=*}"
 
 # Run the tests, then close with one plain line summing every test binary's result (the last
 # binary cargo runs may hold no test at all, which would make its own closing line misleading).

@@ -92,6 +92,8 @@ struct RawModels {
 #[serde(deny_unknown_fields)]
 struct RawEs {
     url: Option<String>,
+    /// Several nodes (the same as `url` with commas).
+    urls: Option<Vec<String>>,
     ca_cert: Option<PathBuf>,
     prefix: Option<String>,
     logs: Option<String>,
@@ -267,6 +269,10 @@ impl Overrides {
             &mut by,
         );
         let es = &mut raw.elasticsearch;
+        if self.es_url.is_some() {
+            // The flag's node list replaces the file's, whichever key that used.
+            es.urls = None;
+        }
         set(&self.es_url, &mut es.url, "elasticsearch.url", "--es", &mut by);
         set(&self.es_ca_cert, &mut es.ca_cert, "elasticsearch.ca_cert", "--ca-cert", &mut by);
         set(&self.es_prefix, &mut es.prefix, "elasticsearch.prefix", "--prefix", &mut by);
@@ -419,6 +425,7 @@ pub fn parse_with(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>
     let env = |k: &str| env(k).filter(|v| !v.is_empty());
     if let Some(v) = env("APIWATCH_ES_URL") {
         raw.elasticsearch.url = Some(v);
+        raw.elasticsearch.urls = None;
     }
     if let Some(v) = env("APIWATCH_ES_PREFIX") {
         raw.elasticsearch.prefix = Some(v);
@@ -507,11 +514,20 @@ fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
         }
         names.logs = logs;
     }
-    if let Some(url) = &raw.url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(invalid("elasticsearch.url", "must start with http:// or https://"));
+    let url = match (raw.url, raw.urls) {
+        (Some(_), Some(_)) => return Err(invalid("elasticsearch.urls", "and `url` are the same setting: keep one")),
+        (None, Some(list)) if list.is_empty() => return Err(invalid("elasticsearch.urls", "is empty")),
+        (None, Some(list)) => Some(list.join(",")),
+        (url, None) => url,
+    };
+    for node in url.iter().flat_map(|u| u.split(',')).map(str::trim) {
+        if !(node.starts_with("http://") || node.starts_with("https://")) {
+            return Err(invalid(
+                "elasticsearch.url",
+                &format!("`{node}` must start with http:// or https:// (several nodes: comma-separated, or `urls = [...]`)"),
+            ));
         }
-        if url.contains('@') {
+        if node.contains('@') {
             return Err(invalid(
                 "elasticsearch.url",
                 "must not hold credentials: use APIWATCH_ES_API_KEY or APIWATCH_ES_USERNAME/APIWATCH_ES_PASSWORD",
@@ -551,7 +567,7 @@ fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
         return Err(invalid("elasticsearch.lease_secs", "must be at least two poll intervals"));
     }
     Ok(EsSettings {
-        url: raw.url,
+        url,
         ca_cert: raw.ca_cert,
         kibana_url: raw.kibana_url,
         worker,
@@ -886,6 +902,23 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.detectors, vec![DetectorKind::Baseline, DetectorKind::Journey]);
         assert_eq!(cfg.window, 30_000);
+    }
+
+    #[test]
+    fn several_node_urls_are_read_and_each_is_checked() {
+        let es = |text: &str| parse_app(text, "x.toml", &|_| None).map(|c| c.es.url);
+        assert_eq!(
+            es("[elasticsearch]\nurls = [\"http://a:9200\", \"http://b:9200\"]\n")
+                .unwrap()
+                .as_deref(),
+            Some("http://a:9200,http://b:9200")
+        );
+        let err = es("[elasticsearch]\nurl = \"http://a:9200, b:9200\"\n").unwrap_err().to_string();
+        assert!(err.contains("`b:9200` must start with http://"), "{err}");
+        let err = es("[elasticsearch]\nurl = \"http://a:1\"\nurls = [\"http://b:1\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keep one"), "{err}");
     }
 
     #[test]

@@ -149,7 +149,8 @@ pub fn env(key: &str) -> Option<String> {
 /// Where Elasticsearch is and which names to use (flags override the configuration file).
 #[derive(clap::Args, Clone)]
 pub struct EsArgs {
-    /// Elasticsearch URL (or `elasticsearch.url` in the config, or APIWATCH_ES_URL).
+    /// Elasticsearch URL, or several nodes comma-separated (or `elasticsearch.url`/`urls` in the
+    /// config, or APIWATCH_ES_URL); a node that fails is left out while the others answer.
     #[arg(long = "es")]
     pub url: Option<String>,
     /// Prefix of the result and state indices [default: apiwatch].

@@ -1,10 +1,15 @@
 //! A small blocking Elasticsearch client over HTTP(S): JSON requests, `_bulk` with per-item
 //! results, and retries with jittered exponential backoff for what is worth retrying (transport
 //! errors, 429, 502-504). Credentials come from the environment and are never printed.
+//!
+//! Several node URLs (`--es URL1,URL2`) make a [`NodePool`]: requests go round the nodes that
+//! answer; a node that fails at the transport level is left out for a back-off and the request
+//! goes to the next one at once, so a node dying costs no retry wait while another is up.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::Value;
@@ -125,7 +130,7 @@ pub struct ClientOptions {
 impl ClientOptions {
     pub fn new(url: &str) -> Self {
         ClientOptions {
-            url: url.trim_end_matches('/').to_owned(),
+            url: url.split(',').map(|u| u.trim().trim_end_matches('/')).collect::<Vec<_>>().join(","),
             credentials: Credentials::from_env(),
             ca_cert: None,
             timeout: Duration::from_secs(60),
@@ -148,11 +153,110 @@ pub struct BulkItem {
     pub error: Option<String>,
 }
 
+/// One node of the pool, and since when it is left out.
+#[derive(Debug)]
+struct Node {
+    url: String,
+    /// Milliseconds since the pool was made until which the node is left out (0: in).
+    out_until: AtomicU64,
+    /// Transport failures in a row.
+    failures: AtomicU32,
+}
+
+/// The cluster's nodes as the client sees them: round-robin over those that answer; a node that
+/// fails is left out for 1 s, doubling with each failure in a row up to 60 s. When every node is
+/// out, the one due back first is tried (the caller's retry policy paces the attempts).
+#[derive(Debug)]
+pub struct NodePool {
+    nodes: Vec<Node>,
+    turn: AtomicUsize,
+    epoch: Instant,
+}
+
+impl NodePool {
+    const MAX_OUT_MS: u64 = 60_000;
+
+    /// The nodes of a comma-separated URL list.
+    pub fn new(urls: &str) -> Self {
+        NodePool {
+            nodes: urls
+                .split(',')
+                .map(|u| u.trim().trim_end_matches('/'))
+                .filter(|u| !u.is_empty())
+                .map(|u| Node {
+                    url: u.to_owned(),
+                    out_until: AtomicU64::new(0),
+                    failures: AtomicU32::new(0),
+                })
+                .collect(),
+            turn: AtomicUsize::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The node to send the next request to.
+    fn pick(&self) -> usize {
+        let n = self.nodes.len();
+        if n <= 1 {
+            return 0;
+        }
+        let now = self.now_ms();
+        let first = self.turn.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| (first + k) % n)
+            .find(|&i| self.nodes[i].out_until.load(Ordering::Relaxed) <= now)
+            .unwrap_or_else(|| (0..n).min_by_key(|&i| self.nodes[i].out_until.load(Ordering::Relaxed)).unwrap_or(0))
+    }
+
+    fn failed(&self, i: usize) {
+        let node = &self.nodes[i];
+        let failures = node.failures.fetch_add(1, Ordering::Relaxed).min(16);
+        let out = (1000u64 << failures).min(Self::MAX_OUT_MS);
+        node.out_until.store(self.now_ms() + out, Ordering::Relaxed);
+        if self.nodes.len() > 1 {
+            tracing::warn!(node = %node.url, out_ms = out, "Elasticsearch node unreachable: left out, the others take its requests");
+        }
+    }
+
+    fn answered(&self, i: usize) {
+        let node = &self.nodes[i];
+        if node.failures.swap(0, Ordering::Relaxed) > 0 {
+            node.out_until.store(0, Ordering::Relaxed);
+            if self.nodes.len() > 1 {
+                tracing::info!(node = %node.url, "Elasticsearch node answers again");
+            }
+        }
+    }
+
+    /// The nodes currently left out (for health reports).
+    pub fn out(&self) -> Vec<&str> {
+        let now = self.now_ms();
+        self.nodes
+            .iter()
+            .filter(|n| n.out_until.load(Ordering::Relaxed) > now)
+            .map(|n| n.url.as_str())
+            .collect()
+    }
+}
+
 #[derive(Clone)]
 pub struct EsClient {
     agent: ureq::Agent,
     opts: Arc<ClientOptions>,
     auth: Option<String>,
+    pool: Arc<NodePool>,
 }
 
 impl std::fmt::Debug for EsClient {
@@ -165,10 +269,18 @@ impl EsClient {
     pub fn new(opts: ClientOptions) -> Result<Self, EsError> {
         let agent = crate::http::agent(opts.timeout, opts.ca_cert.as_deref()).map_err(|e| EsError::Tls(e.0))?;
         let auth = opts.credentials.header();
+        let pool = Arc::new(NodePool::new(&opts.url));
+        if pool.is_empty() {
+            return Err(EsError::Unreachable {
+                url: opts.url.clone(),
+                reason: "no node URL given".into(),
+            });
+        }
         Ok(EsClient {
             agent,
             opts: Arc::new(opts),
             auth,
+            pool,
         })
     }
 
@@ -177,8 +289,14 @@ impl EsClient {
         &self.opts
     }
 
+    /// The node URLs as given (comma-separated when several).
     pub fn url(&self) -> &str {
         &self.opts.url
+    }
+
+    /// The node pool (which nodes are left out).
+    pub fn nodes(&self) -> &NodePool {
+        &self.pool
     }
 
     /// What kind of credentials this client sends (never the secret).
@@ -186,11 +304,33 @@ impl EsClient {
         self.opts.credentials.describe()
     }
 
-    /// One attempt: (status, body).
+    /// One attempt: (status, body). A node that cannot be reached hands the request to the next
+    /// node at once (each node at most once per attempt).
     fn once(&self, method: &'static str, path: &str, body: Option<(&[u8], &str)>) -> Result<(u16, Vec<u8>), EsError> {
-        let url = format!("{}{}", self.opts.url, path);
-        let unreachable = |e: ureq::Error| EsError::Unreachable {
+        let mut last = None;
+        for _ in 0..self.pool.len() {
+            let i = self.pool.pick();
+            match self.once_at(&self.pool.nodes[i].url, method, path, body) {
+                Err(e @ EsError::Unreachable { .. }) => {
+                    self.pool.failed(i);
+                    last = Some(e);
+                }
+                result => {
+                    self.pool.answered(i);
+                    return result;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| EsError::Unreachable {
             url: self.opts.url.clone(),
+            reason: "no node URL given".into(),
+        }))
+    }
+
+    fn once_at(&self, node: &str, method: &'static str, path: &str, body: Option<(&[u8], &str)>) -> Result<(u16, Vec<u8>), EsError> {
+        let url = format!("{node}{path}");
+        let unreachable = |e: ureq::Error| EsError::Unreachable {
+            url: node.to_owned(),
             reason: e.to_string(),
         };
         let result = match method {
@@ -228,7 +368,7 @@ impl EsClient {
             .reader()
             .read_to_end(&mut out)
             .map_err(|e| EsError::Unreachable {
-                url: self.opts.url.clone(),
+                url: node.to_owned(),
                 reason: format!("reading the response: {e}"),
             })?;
         Ok((status, out))
@@ -415,5 +555,59 @@ mod tests {
         let err = EsClient::new(opts).unwrap().health().unwrap_err();
         assert!(err.is_transient());
         assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
+    }
+
+    #[test]
+    fn a_failing_node_is_left_out_with_a_growing_back_off_and_taken_back_when_it_answers() {
+        let pool = NodePool::new("http://a:9200/, http://b:9200,http://c:9200");
+        assert_eq!(pool.len(), 3);
+        let picks: Vec<usize> = (0..6).map(|_| pool.pick()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2], "round-robin while all answer");
+        pool.failed(1);
+        assert_eq!(pool.out(), ["http://b:9200"]);
+        assert!((0..6).map(|_| pool.pick()).all(|i| i != 1), "b is left out");
+        let first = pool.nodes[1].out_until.load(Ordering::Relaxed);
+        pool.failed(1);
+        assert!(
+            pool.nodes[1].out_until.load(Ordering::Relaxed) >= first + 1000,
+            "the back-off doubles"
+        );
+        pool.failed(0);
+        pool.failed(2);
+        // All out: the one due back first is tried rather than none.
+        let due_first = (0..3).min_by_key(|&i| pool.nodes[i].out_until.load(Ordering::Relaxed)).unwrap();
+        assert_eq!(pool.pick(), due_first);
+        pool.answered(1);
+        assert!(!pool.out().contains(&"http://b:9200"));
+        assert_eq!(pool.nodes[1].failures.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_request_goes_to_the_next_node_when_one_is_down() {
+        // Node 1 refuses connections (nothing listens); node 2 is a one-shot HTTP responder.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let body = r#"{"status":"green"}"#;
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        });
+        let opts = ClientOptions {
+            timeout: Duration::from_secs(5),
+            ..ClientOptions::new(&format!("http://127.0.0.1:9,http://127.0.0.1:{port}"))
+        };
+        let client = EsClient::new(opts).unwrap();
+        let v = client.json("GET", "/_cluster/health", None).unwrap();
+        assert_eq!(v["status"], "green");
+        assert_eq!(client.nodes().out(), ["http://127.0.0.1:9"]);
+        server.join().unwrap();
     }
 }

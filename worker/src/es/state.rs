@@ -177,14 +177,16 @@ impl StateStore {
             None => path.push_str("&op_type=create"),
         }
         let (status, resp) = self.client.json_status("PUT", &path, Some(&doc))?;
-        if status == 409 {
-            return Err(StateStoreError::Conflict { job: self.job.clone() });
-        }
-        if !(200..300).contains(&status) {
-            return Err(EsError::status(status, "PUT", path, resp.to_string()).into());
-        }
-        let seq = resp["_seq_no"].as_u64().unwrap_or_default();
-        let term = resp["_primary_term"].as_u64().unwrap_or_default();
+        let (seq, term) = match status {
+            409 => self
+                .own_write_landed(&self.checkpoint_id(), &doc)?
+                .ok_or_else(|| StateStoreError::Conflict { job: self.job.clone() })?,
+            200..=299 => (
+                resp["_seq_no"].as_u64().unwrap_or_default(),
+                resp["_primary_term"].as_u64().unwrap_or_default(),
+            ),
+            _ => return Err(EsError::status(status, "PUT", path, resp.to_string()).into()),
+        };
         let old = self.generation;
         self.version = Some((seq, term));
         self.generation = generation;
@@ -260,9 +262,26 @@ impl StateStore {
         let (status, _) = self.client.json_status("PUT", &format!("{path}?refresh=false{cas}"), Some(&body))?;
         match status {
             200..=299 => Ok(None),
+            409 if self.own_write_landed(&format!("lease-{}", self.job), &body)?.is_some() => Ok(None),
             409 => Ok(Some("another worker (it took the lease just now)".into())),
             _ => Err(EsError::status(status, "PUT", path, "lease").into()),
         }
+    }
+
+    /// After a version conflict: whether the document holds exactly what this store wrote (a
+    /// request that landed on a node which died before answering, sent again to another node,
+    /// meets its own first write), and its version if so.
+    fn own_write_landed(&self, id: &str, written: &Value) -> Result<Option<(u64, u64)>, StateStoreError> {
+        let path = format!("/{}/_doc/{id}", self.index);
+        let (status, doc) = self.client.json_status("GET", &path, None)?;
+        if status != 200 || doc.get("_source") != Some(written) {
+            return Ok(None);
+        }
+        tracing::info!(document = %id, "a write sent again after a node failure had landed the first time");
+        Ok(Some((
+            doc["_seq_no"].as_u64().unwrap_or_default(),
+            doc["_primary_term"].as_u64().unwrap_or_default(),
+        )))
     }
 
     /// Gives the lease up (on a clean stop) so a standby worker can take over at once.
