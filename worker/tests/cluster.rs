@@ -126,6 +126,11 @@ fn a_node_killed_under_a_running_worker_loses_nothing() {
         assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The indices the worker created on its first writes (monthly anomalies and journeys) have
+    // their replicas started before a node goes: a primary without a copy elsewhere would be
+    // lost with its node (a red index: the worker waits for it, as it should, and so would this
+    // test).
+    c.json("GET", "/_cluster/health?wait_for_status=green&timeout=60s", None).unwrap();
     let mut child = child;
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -136,6 +141,20 @@ fn a_node_killed_under_a_running_worker_loses_nothing() {
         .status()
         .unwrap();
     assert!(killed.success(), "could not kill node 2");
+    // Bounded: a worker that waits forever fails the test instead of hanging it.
+    let waited = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if waited.elapsed() > Duration::from_secs(600) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            let health = c.json("GET", "/_cluster/health", None).map(|v| v.to_string()).unwrap_or_default();
+            panic!(
+                "the backfill did not finish within 10 minutes of the kill (cluster: {health}):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the worker gave up after the node died:\n{stderr}");
