@@ -322,7 +322,6 @@ fn read_alerts(path: &Path) -> anyhow::Result<Vec<Alert>> {
         .collect()
 }
 
-/// Simulates into a file with a progress bar.
 /// `simulate --output`: the size announced, then the traffic written.
 fn simulate_command(sim: &SimArgs, output: &Path, labels: Option<&Path>, format: LogFormat, max_events: Option<u64>) -> anyhow::Result<()> {
     let base = sim.config()?;
@@ -371,6 +370,7 @@ fn announce_size(cfg: &SimConfig, format: LogFormat, output: &Path) {
     }
 }
 
+/// Simulates into a file with a progress bar.
 pub(super) fn simulate_file(cfg: &SimConfig, output: &Path, labels: Option<&Path>, format: LogFormat) -> anyhow::Result<Labels> {
     let pb = bar(cfg.duration as u64 / 1000, "simulating");
     let start = cfg.start;

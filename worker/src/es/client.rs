@@ -240,8 +240,9 @@ impl NodePool {
         }
     }
 
-    /// The nodes currently left out (for health reports).
-    pub fn out(&self) -> Vec<&str> {
+    /// The nodes currently left out.
+    #[cfg(test)]
+    fn out(&self) -> Vec<&str> {
         let now = self.now_ms();
         self.nodes
             .iter()
@@ -292,11 +293,6 @@ impl EsClient {
     /// The node URLs as given (comma-separated when several).
     pub fn url(&self) -> &str {
         &self.opts.url
-    }
-
-    /// The node pool (which nodes are left out).
-    pub fn nodes(&self) -> &NodePool {
-        &self.pool
     }
 
     /// What kind of credentials this client sends (never the secret).
@@ -607,7 +603,7 @@ mod tests {
         let client = EsClient::new(opts).unwrap();
         let v = client.json("GET", "/_cluster/health", None).unwrap();
         assert_eq!(v["status"], "green");
-        assert_eq!(client.nodes().out(), ["http://127.0.0.1:9"]);
+        assert_eq!(client.pool.out(), ["http://127.0.0.1:9"]);
         server.join().unwrap();
     }
 }

@@ -24,7 +24,7 @@ use crate::model::Alert;
 use crate::notify::Notifier;
 use crate::pipeline::{Pipeline, PipelineSetup, StateError};
 use crate::sink::elasticsearch::{BulkWriter, WriteStats};
-use crate::source::elasticsearch::{Documents, LogSource, SliceMsg, SliceReader};
+use crate::source::elasticsearch::{search_pattern, Documents, LogSource, SliceMsg, SliceReader};
 use crate::source::IngestReport;
 
 /// How the worker talks to Elasticsearch and paces itself (the `[elasticsearch]` section).
@@ -59,6 +59,11 @@ impl WorkerSettings {
         } else {
             self.sources.clone()
         }
+    }
+
+    /// What reading the log sources searches (no parser built).
+    pub fn log_pattern(&self) -> String {
+        search_pattern(&self.log_sources())
     }
 
     /// The log sources, ready to read hits.
@@ -578,8 +583,7 @@ pub fn run<'a>(
     let started = Instant::now();
     let start = match settings.since {
         Some(t) => t,
-        None => oldest_event(client, settings.documents().map_err(WorkerError::Other)?.pattern())?
-            .unwrap_or_else(|| now_ms(opts.now) - settings.ingest_delay),
+        None => oldest_event(client, &settings.log_pattern())?.unwrap_or_else(|| now_ms(opts.now) - settings.ingest_delay),
     };
     let slice = settings.slice;
     let start = start.div_euclid(slice) * slice;

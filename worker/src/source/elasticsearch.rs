@@ -93,7 +93,7 @@ impl Documents {
             built.push((s.index.clone(), shape));
         }
         Ok(Documents {
-            pattern: sources.iter().map(|s| s.index.as_str()).collect::<Vec<_>>().join(","),
+            pattern: search_pattern(sources),
             sources: built,
         })
     }
@@ -111,9 +111,6 @@ impl Documents {
     /// The source a hit's index belongs to: the first pattern that matches the index or, for a
     /// data stream's backing index (`.ds-<stream>-<date>-<generation>`), the stream.
     fn source_of(&self, index: &str) -> Option<usize> {
-        if self.sources.len() == 1 {
-            return Some(0);
-        }
         let stream = index.strip_prefix(".ds-");
         self.sources.iter().position(|(pattern, _)| {
             pattern.split(',').any(|p| {
@@ -138,6 +135,11 @@ impl Documents {
             }
         }
     }
+}
+
+/// What reading `sources` searches: their patterns, comma-joined.
+pub fn search_pattern(sources: &[LogSource]) -> String {
+    sources.iter().map(|s| s.index.as_str()).collect::<Vec<_>>().join(",")
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -284,13 +286,17 @@ impl<'c> RangeReader<'c> {
                 page.report.note(hit.index, 0, &format!("document {}: no _source", hit.id));
                 continue;
             };
-            let source = match self.source_of.get(hit.index) {
-                _ if self.docs.sources.len() == 1 => Some(0),
-                Some(s) => *s,
-                None => {
-                    let s = self.docs.source_of(hit.index);
-                    self.source_of.insert(hit.index.to_owned(), s);
-                    s
+            // One source reads every hit (an alias may point anywhere); several go by index.
+            let source = if self.docs.sources.len() == 1 {
+                Some(0)
+            } else {
+                match self.source_of.get(hit.index) {
+                    Some(s) => *s,
+                    None => {
+                        let s = self.docs.source_of(hit.index);
+                        self.source_of.insert(hit.index.to_owned(), s);
+                        s
+                    }
                 }
             };
             let Some(source) = source else {
