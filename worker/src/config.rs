@@ -94,6 +94,8 @@ struct RawEs {
     url: Option<String>,
     /// Several nodes (the same as `url` with commas).
     urls: Option<Vec<String>>,
+    /// An Elastic Cloud deployment's id (instead of `url`).
+    cloud_id: Option<String>,
     ca_cert: Option<PathBuf>,
     prefix: Option<String>,
     logs: Option<String>,
@@ -198,6 +200,7 @@ pub struct Overrides {
     pub models_dir: Option<PathBuf>,
     pub models_runtime: Option<PathBuf>,
     pub es_url: Option<String>,
+    pub es_cloud_id: Option<String>,
     pub es_ca_cert: Option<PathBuf>,
     pub es_prefix: Option<String>,
     pub es_logs: Option<String>,
@@ -269,11 +272,12 @@ impl Overrides {
             &mut by,
         );
         let es = &mut raw.elasticsearch;
-        if self.es_url.is_some() {
-            // The flag's node list replaces the file's, whichever key that used.
-            es.urls = None;
+        if self.es_url.is_some() || self.es_cloud_id.is_some() {
+            // The flag's nodes replace the file's, whichever key that used.
+            (es.url, es.urls, es.cloud_id) = (None, None, None);
         }
         set(&self.es_url, &mut es.url, "elasticsearch.url", "--es", &mut by);
+        set(&self.es_cloud_id, &mut es.cloud_id, "elasticsearch.cloud_id", "--cloud-id", &mut by);
         set(&self.es_ca_cert, &mut es.ca_cert, "elasticsearch.ca_cert", "--ca-cert", &mut by);
         set(&self.es_prefix, &mut es.prefix, "elasticsearch.prefix", "--prefix", &mut by);
         set(&self.es_logs, &mut es.logs, "elasticsearch.logs", "--logs", &mut by);
@@ -423,9 +427,11 @@ pub fn parse_with(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>
         message: plain_type_words(&e.to_string()),
     })?;
     let env = |k: &str| env(k).filter(|v| !v.is_empty());
-    if let Some(v) = env("APIWATCH_ES_URL") {
-        raw.elasticsearch.url = Some(v);
-        raw.elasticsearch.urls = None;
+    let (env_url, env_cloud) = (env("APIWATCH_ES_URL"), env("APIWATCH_ES_CLOUD_ID"));
+    if env_url.is_some() || env_cloud.is_some() {
+        // The environment's nodes replace the file's, whichever key that used.
+        let es = &mut raw.elasticsearch;
+        (es.url, es.urls, es.cloud_id) = (env_url, None, env_cloud);
     }
     if let Some(v) = env("APIWATCH_ES_PREFIX") {
         raw.elasticsearch.prefix = Some(v);
@@ -520,6 +526,15 @@ fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
         (None, Some(list)) => Some(list.join(",")),
         (url, None) => url,
     };
+    let url =
+        match (url, raw.cloud_id) {
+            (Some(_), Some(_)) => return Err(invalid(
+                "elasticsearch.cloud_id",
+                "and `url` both say where the cluster is (in the file, APIWATCH_ES_URL/APIWATCH_ES_CLOUD_ID or --es/--cloud-id): keep one",
+            )),
+            (None, Some(id)) => Some(cloud_url(&id).map_err(|why| invalid("elasticsearch.cloud_id", &why))?),
+            (url, None) => url,
+        };
     for node in url.iter().flat_map(|u| u.split(',')).map(str::trim) {
         if !(node.starts_with("http://") || node.starts_with("https://")) {
             return Err(invalid(
@@ -651,6 +666,13 @@ pub(crate) fn invalid(origin: &str, key: &'static str, problem: &str) -> ConfigE
         key,
         problem: problem.to_owned(),
     }
+}
+
+/// The HTTPS endpoint of an Elastic Cloud deployment, from its cloud id (`name:base64`).
+fn cloud_url(id: &str) -> Result<String, String> {
+    let parsed = elasticsearch::http::transport::CloudId::parse(id.trim())
+        .map_err(|e| format!("is not an Elastic Cloud id ({e}); copy it from the deployment's page"))?;
+    Ok(parsed.url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn secs(v: Option<u64>, default: Millis) -> Millis {
@@ -919,6 +941,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("keep one"), "{err}");
+    }
+
+    #[test]
+    fn an_elastic_cloud_id_names_the_deployment_and_replaces_the_file_s_url() {
+        use base64::Engine;
+        let id = format!(
+            "prod:{}",
+            base64::engine::general_purpose::STANDARD.encode("eu-west-1.aws.found.io$abc123$kib456")
+        );
+        let file = "[elasticsearch]\nurl = \"http://a:9200\"\n";
+        let env_id = id.clone();
+        let env = move |k: &str| (k == "APIWATCH_ES_CLOUD_ID").then(|| env_id.clone());
+        let cfg = parse_app(file, "x.toml", &env).unwrap();
+        assert_eq!(cfg.es.url.as_deref(), Some("https://abc123.eu-west-1.aws.found.io"));
+        let both = format!("[elasticsearch]\nurl = \"http://a:9200\"\ncloud_id = \"{id}\"\n");
+        let err = parse_app(&both, "x.toml", &|_| None).unwrap_err().to_string();
+        assert!(err.contains("keep one"), "{err}");
+        let err = parse_app("[elasticsearch]\ncloud_id = \"nonsense\"\n", "x.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an Elastic Cloud id"), "{err}");
     }
 
     #[test]

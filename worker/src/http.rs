@@ -1,6 +1,7 @@
-//! The one HTTP agent every outgoing call uses (Elasticsearch, Kibana, webhooks, PagerDuty):
-//! the project's user agent, a timeout, statuses as values (callers decide what an error is),
-//! and a private CA for self-managed servers.
+//! The one HTTP agent every outgoing call outside Elasticsearch uses (Kibana, webhooks,
+//! PagerDuty; Elasticsearch goes through the official client in `es::client`): the project's
+//! user agent, a timeout, statuses as values (callers decide what an error is), and a private
+//! CA for self-managed servers.
 
 use std::time::Duration;
 

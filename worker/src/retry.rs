@@ -42,6 +42,27 @@ impl RetryPolicy {
             std::thread::sleep(wait);
         }
     }
+
+    /// [`RetryPolicy::run`] for futures: the waits sleep on the async runtime's timer instead of
+    /// blocking a thread.
+    pub async fn run_async<T, F: std::future::Future<Output = T>>(
+        &self,
+        mut op: impl FnMut(u32) -> F,
+        retryable: impl Fn(&T) -> bool,
+        mut on_retry: impl FnMut(&T, u32, Duration),
+    ) -> T {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = op(attempt).await;
+            if !retryable(&outcome) || attempt >= self.max_attempts {
+                return outcome;
+            }
+            let wait = self.delay(attempt);
+            on_retry(&outcome, attempt, wait);
+            tokio::time::sleep(wait).await;
+        }
+    }
 }
 
 /// HTTP statuses that say "busy or unavailable, try later": 429 and the gateway errors. A

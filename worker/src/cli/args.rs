@@ -130,6 +130,7 @@ impl DetectArgs {
         let es = es.overrides();
         let flags = Overrides {
             es_url: es.es_url,
+            es_cloud_id: es.es_cloud_id,
             es_prefix: es.es_prefix,
             es_logs: es.es_logs,
             es_ca_cert: es.es_ca_cert,
@@ -153,6 +154,10 @@ pub struct EsArgs {
     /// config, or APIWATCH_ES_URL); a node that fails is left out while the others answer.
     #[arg(long = "es")]
     pub url: Option<String>,
+    /// An Elastic Cloud deployment's id instead of a URL (or `elasticsearch.cloud_id`, or
+    /// APIWATCH_ES_CLOUD_ID).
+    #[arg(long, conflicts_with = "url")]
+    pub cloud_id: Option<String>,
     /// Prefix of the result and state indices [default: apiwatch].
     #[arg(long)]
     pub prefix: Option<String>,
@@ -169,6 +174,7 @@ impl EsArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             es_url: self.url.clone(),
+            es_cloud_id: self.cloud_id.clone(),
             es_prefix: self.prefix.clone(),
             es_logs: self.logs.clone(),
             es_ca_cert: self.ca_cert.clone(),
@@ -192,7 +198,7 @@ pub fn connect(app: &AppConfig) -> anyhow::Result<(EsClient, WorkerSettings)> {
         .es
         .url
         .clone()
-        .context("no Elasticsearch URL: pass --es URL, set APIWATCH_ES_URL, or elasticsearch.url in the config")?;
+        .context("no Elasticsearch URL: pass --es URL (or --cloud-id ID), set APIWATCH_ES_URL (or APIWATCH_ES_CLOUD_ID), or elasticsearch.url (or cloud_id) in the config")?;
     let mut opts = ClientOptions::new(&url);
     opts.ca_cert = app.es.ca_cert.clone();
     let client = EsClient::new(opts)?;

@@ -1,17 +1,23 @@
-//! A small blocking Elasticsearch client over HTTP(S): JSON requests, `_bulk` with per-item
-//! results, and retries with jittered exponential backoff for what is worth retrying (transport
-//! errors, 429, 502-504). Credentials come from the environment and are never printed.
+//! The Elasticsearch client: the official `elasticsearch` crate's transport on tokio, with JSON
+//! requests, `_bulk` with per-item results, and retries with jittered exponential backoff for
+//! what is worth retrying (transport errors, 429, 502-504). Credentials come from the
+//! environment and are never printed. Synchronous callers (the job loop and its reader and
+//! writer threads) wait for it through [`block_on`].
 //!
 //! Several node URLs (`--es URL1,URL2`) make a [`NodePool`]: requests go round the nodes that
 //! answer; a node that fails at the transport level is left out for a back-off and the request
 //! goes to the next one at once, so a node dying costs no retry wait while another is up.
 
-use std::io::Read;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use bytes::Bytes;
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use elasticsearch::http::transport::{Connection, ConnectionPool, Transport, TransportBuilder};
+use elasticsearch::http::{Method, Url};
 use serde_json::Value;
 
 pub use crate::retry::{is_retryable_status, RetryPolicy};
@@ -38,6 +44,8 @@ pub enum EsError {
     },
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("the client's async runtime could not start: {0} (out of threads or memory?)")]
+    Runtime(String),
     #[error("a bundled template is not valid JSON ({0}): this build is broken, report it")]
     Template(String),
 }
@@ -95,6 +103,15 @@ impl Credentials {
                 base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
             )),
             Credentials::ApiKey(k) => Some(format!("ApiKey {k}")),
+        }
+    }
+
+    /// The same credentials for the official client.
+    fn official(&self) -> Option<elasticsearch::auth::Credentials> {
+        match self {
+            Credentials::None => None,
+            Credentials::Basic { username, password } => Some(elasticsearch::auth::Credentials::Basic(username.clone(), password.clone())),
+            Credentials::ApiKey(k) => Some(elasticsearch::auth::Credentials::EncodedApiKey(k.clone())),
         }
     }
 
@@ -157,6 +174,10 @@ pub struct BulkItem {
 #[derive(Debug)]
 struct Node {
     url: String,
+    /// The official client's handle on the node.
+    connection: Connection,
+    /// `scheme://host:port`, to recognise the node in a failed request's URL.
+    origin: String,
     /// Milliseconds since the pool was made until which the node is left out (0: in).
     out_until: AtomicU64,
     /// Transport failures in a row.
@@ -166,6 +187,9 @@ struct Node {
 /// The cluster's nodes as the client sees them: round-robin over those that answer; a node that
 /// fails is left out for 1 s, doubling with each failure in a row up to 60 s. When every node is
 /// out, the one due back first is tried (the caller's retry policy paces the attempts).
+///
+/// The official client's pools either stay on one node or go round all of them without ever
+/// leaving one out, so this is the pool its transport draws from (see [`FailoverPool`]).
 #[derive(Debug)]
 pub struct NodePool {
     nodes: Vec<Node>,
@@ -177,21 +201,26 @@ impl NodePool {
     const MAX_OUT_MS: u64 = 60_000;
 
     /// The nodes of a comma-separated URL list.
-    pub fn new(urls: &str) -> Self {
-        NodePool {
-            nodes: urls
-                .split(',')
-                .map(|u| u.trim().trim_end_matches('/'))
-                .filter(|u| !u.is_empty())
-                .map(|u| Node {
-                    url: u.to_owned(),
-                    out_until: AtomicU64::new(0),
-                    failures: AtomicU32::new(0),
-                })
-                .collect(),
+    pub fn new(urls: &str) -> Result<Self, EsError> {
+        let mut nodes = Vec::new();
+        for u in urls.split(',').map(|u| u.trim().trim_end_matches('/')).filter(|u| !u.is_empty()) {
+            let parsed = Url::parse(u).map_err(|e| EsError::Unreachable {
+                url: u.to_owned(),
+                reason: format!("not a URL: {e}"),
+            })?;
+            nodes.push(Node {
+                url: u.to_owned(),
+                origin: parsed.origin().ascii_serialization(),
+                connection: Connection::new(parsed),
+                out_until: AtomicU64::new(0),
+                failures: AtomicU32::new(0),
+            });
+        }
+        Ok(NodePool {
+            nodes,
             turn: AtomicUsize::new(0),
             epoch: Instant::now(),
-        }
+        })
     }
 
     fn now_ms(&self) -> u64 {
@@ -218,6 +247,12 @@ impl NodePool {
             .map(|k| (first + k) % n)
             .find(|&i| self.nodes[i].out_until.load(Ordering::Relaxed) <= now)
             .unwrap_or_else(|| (0..n).min_by_key(|&i| self.nodes[i].out_until.load(Ordering::Relaxed)).unwrap_or(0))
+    }
+
+    /// The node a request went to, from its URL.
+    fn node_of(&self, url: &Url) -> Option<usize> {
+        let origin = url.origin().ascii_serialization();
+        self.nodes.iter().position(|n| n.origin == origin)
     }
 
     fn failed(&self, i: usize) {
@@ -252,11 +287,51 @@ impl NodePool {
     }
 }
 
+/// The official client's [`ConnectionPool`] over a [`NodePool`]: the transport asks it for the
+/// next connection; [`EsClient`] tells the node pool which node failed or answered.
+#[derive(Debug, Clone)]
+struct FailoverPool(Arc<NodePool>);
+
+impl ConnectionPool for FailoverPool {
+    fn next(&self) -> Connection {
+        self.0.nodes[self.0.pick()].connection.clone()
+    }
+}
+
+/// The one async runtime the Elasticsearch transport runs on (its connections belong to it).
+fn runtime() -> Result<&'static tokio::runtime::Runtime, EsError> {
+    static RUNTIME: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("apiwatch-es")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EsError::Runtime(e.clone()))
+}
+
+/// Runs a future on `rt` to completion from synchronous code (the job loop, readers and
+/// writers run on their own threads; CPU work stays off the runtime). Inside an async context
+/// the current worker thread is handed over to blocking first.
+fn block_on<F: std::future::Future>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| rt.block_on(fut)),
+        _ => rt.block_on(fut),
+    }
+}
+
+/// The Elasticsearch client: the official `elasticsearch` crate's transport on tokio, over a
+/// [`NodePool`], with what the crate does not do: retries of transient failures with the shared
+/// jittered backoff, failover to the next node, statuses as values, errors that say what to do.
 #[derive(Clone)]
 pub struct EsClient {
-    agent: ureq::Agent,
+    transport: Transport,
+    rt: &'static tokio::runtime::Runtime,
     opts: Arc<ClientOptions>,
-    auth: Option<String>,
     pool: Arc<NodePool>,
 }
 
@@ -268,19 +343,35 @@ impl std::fmt::Debug for EsClient {
 
 impl EsClient {
     pub fn new(opts: ClientOptions) -> Result<Self, EsError> {
-        let agent = crate::http::agent(opts.timeout, opts.ca_cert.as_deref()).map_err(|e| EsError::Tls(e.0))?;
-        let auth = opts.credentials.header();
-        let pool = Arc::new(NodePool::new(&opts.url));
+        let pool = Arc::new(NodePool::new(&opts.url)?);
         if pool.is_empty() {
             return Err(EsError::Unreachable {
                 url: opts.url.clone(),
                 reason: "no node URL given".into(),
             });
         }
+        let mut builder = TransportBuilder::new(FailoverPool(pool.clone())).timeout(opts.timeout);
+        if let Some(c) = opts.credentials.official() {
+            builder = builder.auth(c);
+        }
+        if let Some(path) = &opts.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| EsError::Tls(format!("cannot read CA certificate {}: {e}", path.display())))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(EsError::Tls(format!("{} holds no PEM certificate", path.display())));
+            }
+            let cert = Certificate::from_pem(&pem).map_err(|e| EsError::Tls(format!("CA certificate {}: {e}", path.display())))?;
+            builder = builder.cert_validation(CertificateValidation::Full(cert));
+        }
+        // Building the HTTP client needs the runtime's context (its connection pool lives there).
+        let rt = runtime()?;
+        let transport = {
+            let _guard = rt.enter();
+            builder.build().map_err(|e| EsError::Tls(e.to_string()))?
+        };
         Ok(EsClient {
-            agent,
+            transport,
+            rt,
             opts: Arc::new(opts),
-            auth,
             pool,
         })
     }
@@ -302,18 +393,20 @@ impl EsClient {
 
     /// One attempt: (status, body). A node that cannot be reached hands the request to the next
     /// node at once (each node at most once per attempt).
-    fn once(&self, method: &'static str, path: &str, body: Option<(&[u8], &str)>) -> Result<(u16, Vec<u8>), EsError> {
+    async fn once(&self, method: &'static str, path: &str, body: Option<&(Bytes, &'static str)>) -> Result<(u16, Bytes), EsError> {
         let mut last = None;
         for _ in 0..self.pool.len() {
-            let i = self.pool.pick();
-            match self.once_at(&self.pool.nodes[i].url, method, path, body) {
-                Err(e @ EsError::Unreachable { .. }) => {
+            match self.once_at_next(method, path, body).await {
+                Err((e @ EsError::Unreachable { .. }, Some(i))) => {
                     self.pool.failed(i);
                     last = Some(e);
                 }
-                result => {
-                    self.pool.answered(i);
-                    return result;
+                Err((e, _)) => return Err(e),
+                Ok((i, status, bytes)) => {
+                    if let Some(i) = i {
+                        self.pool.answered(i);
+                    }
+                    return Ok((status, bytes));
                 }
             }
         }
@@ -323,68 +416,79 @@ impl EsClient {
         }))
     }
 
-    fn once_at(&self, node: &str, method: &'static str, path: &str, body: Option<(&[u8], &str)>) -> Result<(u16, Vec<u8>), EsError> {
-        let url = format!("{node}{path}");
-        let unreachable = |e: ureq::Error| EsError::Unreachable {
-            url: node.to_owned(),
-            reason: e.to_string(),
+    /// Sends through the transport, which takes the next node from the pool; says which node
+    /// that was, from the response's or the error's URL.
+    #[allow(clippy::type_complexity)]
+    async fn once_at_next(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&(Bytes, &'static str)>,
+    ) -> Result<(Option<usize>, u16, Bytes), (EsError, Option<usize>)> {
+        let verb = match method {
+            "GET" => Method::Get,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "HEAD" => Method::Head,
+            _ => Method::Post,
         };
-        let result = match method {
-            "GET" | "DELETE" | "HEAD" if body.is_none() => {
-                let mut b = match method {
-                    "GET" => self.agent.get(&url),
-                    "HEAD" => self.agent.head(&url),
-                    _ => self.agent.delete(&url),
-                };
-                if let Some(a) = &self.auth {
-                    b = b.header("Authorization", a);
-                }
-                b.call()
-            }
-            _ => {
-                let mut b = match method {
-                    "PUT" => self.agent.put(&url),
-                    "GET" => self.agent.get(&url).force_send_body(),
-                    "DELETE" => self.agent.delete(&url).force_send_body(),
-                    _ => self.agent.post(&url),
-                };
-                if let Some(a) = &self.auth {
-                    b = b.header("Authorization", a);
-                }
-                let (bytes, ctype) = body.unwrap_or((b"", "application/json"));
-                b.header("Content-Type", ctype).send(bytes)
+        let mut headers = HeaderMap::new();
+        if let Some((_, ctype)) = body {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+        }
+        let sent = self
+            .transport
+            .send(verb, path, headers, None::<&()>, body.map(|(b, _)| b.clone()), None)
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let url = transport_error_url(&e);
+                let node = url.and_then(|u| self.pool.node_of(u));
+                let url = node.map_or_else(|| self.opts.url.clone(), |i| self.pool.nodes[i].url.clone());
+                return Err((
+                    EsError::Unreachable {
+                        url,
+                        reason: error_chain(&e),
+                    },
+                    node,
+                ));
             }
         };
-        let mut resp = result.map_err(unreachable)?;
-        let status = resp.status().as_u16();
-        let mut out = Vec::new();
-        resp.body_mut()
-            .with_config()
-            .limit(1 << 30)
-            .reader()
-            .read_to_end(&mut out)
-            .map_err(|e| EsError::Unreachable {
-                url: node.to_owned(),
-                reason: format!("reading the response: {e}"),
-            })?;
-        Ok((status, out))
+        let node = self.pool.node_of(response.url());
+        let status = response.status_code().as_u16();
+        let bytes = response.bytes().await.map_err(|e| {
+            (
+                EsError::Unreachable {
+                    url: node.map_or_else(|| self.opts.url.clone(), |i| self.pool.nodes[i].url.clone()),
+                    reason: format!("reading the response: {}", error_chain(&e)),
+                },
+                None,
+            )
+        })?;
+        Ok((node, status, bytes))
     }
 
-    /// A request with retries for transient failures. Returns the status and the body; a
-    /// non-2xx status that is not transient comes back as a value, for callers that expect it
-    /// (404 on a missing document, 409 on a version conflict).
-    pub fn send_raw(&self, method: &'static str, path: &str, body: Option<(&[u8], &str)>) -> Result<(u16, Vec<u8>), EsError> {
-        let result = self.opts.retry.run(
-            |_| self.once(method, path, body),
-            |result| match result {
-                Err(e) => e.is_transient(),
-                Ok((status, _)) => is_retryable_status(*status),
-            },
-            |result, attempt, wait| match result {
-                Err(e) => tracing::warn!(%e, attempt, wait_ms = wait.as_millis() as u64, "retrying"),
-                Ok((status, _)) => tracing::warn!(status, method, path, attempt, wait_ms = wait.as_millis() as u64, "busy, retrying"),
-            },
-        );
+    /// A request with retries for transient failures, on the async runtime. Returns the status
+    /// and the body; a non-2xx status that is not transient comes back as a value, for callers
+    /// that expect it (404 on a missing document, 409 on a version conflict).
+    pub async fn send(&self, method: &'static str, path: &str, body: Option<(Bytes, &'static str)>) -> Result<(u16, Bytes), EsError> {
+        let body = body.as_ref();
+        let result = self
+            .opts
+            .retry
+            .run_async(
+                |_| self.once(method, path, body),
+                |result| match result {
+                    Err(e) => e.is_transient(),
+                    Ok((status, _)) => is_retryable_status(*status),
+                },
+                |result, attempt, wait| match result {
+                    Err(e) => tracing::warn!(%e, attempt, wait_ms = wait.as_millis() as u64, "retrying"),
+                    Ok((status, _)) => tracing::warn!(status, method, path, attempt, wait_ms = wait.as_millis() as u64, "busy, retrying"),
+                },
+            )
+            .await;
         let (status, bytes) = result?;
         if status == 401 || status == 403 {
             return Err(EsError::Auth {
@@ -394,6 +498,26 @@ impl EsClient {
             });
         }
         Ok((status, bytes))
+    }
+
+    /// [`EsClient::send`] from synchronous code.
+    pub fn send_raw(&self, method: &'static str, path: &str, body: Option<(&[u8], &'static str)>) -> Result<(u16, Bytes), EsError> {
+        self.send_blocking(method, path, body.map(|(b, t)| (Bytes::copy_from_slice(b), t)))
+    }
+
+    /// Runs the request as a task of the runtime and waits for its end: the connection's reads
+    /// and the task's wake-ups stay on the runtime's threads (one hand-over per request, not one
+    /// per packet as when the caller's thread polls the request itself).
+    fn send_blocking(&self, method: &'static str, path: &str, body: Option<(Bytes, &'static str)>) -> Result<(u16, Bytes), EsError> {
+        let client = self.clone();
+        let owned_path = path.to_owned();
+        let task = self.rt.spawn(async move { client.send(method, &owned_path, body).await });
+        block_on(self.rt, task).unwrap_or_else(|e| {
+            Err(EsError::Unreachable {
+                url: self.opts.url.clone(),
+                reason: format!("the request to {path} ended abnormally: {e}"),
+            })
+        })
     }
 
     /// A JSON request that must succeed (2xx).
@@ -412,8 +536,8 @@ impl EsClient {
 
     /// A JSON request; the status comes back with the parsed body whatever it is.
     pub fn json_status(&self, method: &'static str, path: &str, body: Option<&Value>) -> Result<(u16, Value), EsError> {
-        let text = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
-        let (status, bytes) = self.send_raw(method, path, text.as_deref().map(|t| (t, "application/json")))?;
+        let text = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
+        let (status, bytes) = self.send_blocking(method, path, text.map(|t| (t, "application/json")))?;
         if bytes.is_empty() {
             return Ok((status, Value::Null));
         }
@@ -465,6 +589,28 @@ impl EsClient {
     pub fn health(&self) -> Result<Value, EsError> {
         self.json("GET", "/_cluster/health?wait_for_status=yellow&timeout=30s", None)
     }
+}
+
+/// The URL a failed request went to, when the HTTP layer knows it.
+fn transport_error_url(e: &elasticsearch::Error) -> Option<&Url> {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<reqwest::Error>())
+        .and_then(reqwest::Error::url)
+}
+
+/// An error with its causes, on one line (the HTTP layer's own message is terse).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// `type: reason` from an Elasticsearch error body.
@@ -555,7 +701,7 @@ mod tests {
 
     #[test]
     fn a_failing_node_is_left_out_with_a_growing_back_off_and_taken_back_when_it_answers() {
-        let pool = NodePool::new("http://a:9200/, http://b:9200,http://c:9200");
+        let pool = NodePool::new("http://a:9200/, http://b:9200,http://c:9200").unwrap();
         assert_eq!(pool.len(), 3);
         let picks: Vec<usize> = (0..6).map(|_| pool.pick()).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2], "round-robin while all answer");
