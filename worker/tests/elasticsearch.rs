@@ -349,7 +349,11 @@ fn health_says_whether_a_worker_holds_the_job() {
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("apiwatch.toml");
-    std::fs::write(&config, "[elasticsearch]\npoll_interval_secs = 1\nlease_secs = 2\n").unwrap();
+    std::fs::write(
+        &config,
+        "[elasticsearch]\npoll_interval_secs = 1\nlease_secs = 2\ncheckpoint_every_secs = 1\n",
+    )
+    .unwrap();
     let mut child = Command::new(BIN)
         .args(["run", "--es", &url, "--prefix", &prefix, "--logs", logs(), "--config"])
         .arg(&config)
@@ -367,12 +371,43 @@ fn health_says_whether_a_worker_holds_the_job() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(text.contains("holds the lease"), "{text}");
+    // `status` names the worker (host-pid) holding the live job and, once it has
+    // checkpointed, how far it has scored.
+    let status = || {
+        let o = apiwatch(&["status", "--es", &url, "--prefix", &prefix, "--json"], &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["jobs"].as_array().unwrap().iter().find(|j| j["job"] == "live").cloned()
+    };
+    let worker_suffix = format!("-{}", child.id());
+    let live = loop {
+        let live = status();
+        // Held and checkpointed (a lease of 2 s can lapse during the first, long poll).
+        if let Some(live) = live.as_ref().filter(|l| !l["checkpoint"].is_null() && l["lease"]["held"] == true) {
+            break live.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "never checkpointed: {live:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        live["lease"]["held"] == true && live["lease"]["worker"].as_str().unwrap().ends_with(&worker_suffix),
+        "{live}"
+    );
+    assert!(
+        live["checkpoint"]["data_until"].is_string() && live["lag_s"].as_i64().is_some(),
+        "{live}"
+    );
     // Killed without a clean stop: unhealthy once its lease runs out.
     Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     let (ok, text) = health();
     assert!(!ok && text.contains("ran out"), "{text}");
+    let live = status().expect("the live job is still listed");
+    assert!(
+        live["lease"]["held"] == false && live["lease"]["expires_in_s"].as_i64().unwrap() < 0,
+        "{live}"
+    );
 }
 
 #[test]

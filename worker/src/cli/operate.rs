@@ -91,6 +91,17 @@ pub enum OperateCommand {
         #[arg(long)]
         job: Option<String>,
     },
+    /// Every job in the state index (the live worker, each backfill): who holds its lease and
+    /// until when, its checkpoint, lag behind the clock or progress, and the workers seen.
+    Status {
+        #[command(flatten)]
+        es: EsArgs,
+        /// Configuration file (TOML) for the Elasticsearch settings.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a self-contained HTML report (timelines, alerts, a journey waterfall) of a directory
     /// `detect` wrote.
     Report {
@@ -126,6 +137,7 @@ pub fn run(cmd: OperateCommand) -> anyhow::Result<()> {
             print_detect_summary(&run, &output)
         }
         OperateCommand::Health { es, config, job } => es_health(&es, config.as_deref(), job.as_deref()),
+        OperateCommand::Status { es, config, json } => es_status(&es, config.as_deref(), json),
         OperateCommand::Report { input, output, title } => {
             let output = output.unwrap_or_else(|| input.join("report"));
             let (path, data) = crate::report::write(&input, &output, &title)?;
@@ -436,6 +448,65 @@ fn es_health(es: &EsArgs, config: Option<&Path>, job: Option<&str>) -> anyhow::R
             settings.names.state
         ),
     }
+}
+
+fn es_status(es: &EsArgs, config: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let (client, settings) = connect(&es.app(config, None)?)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let report = crate::es::status::read(&client, &settings.names.state, now)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    outln!(
+        "{} at {}: {}",
+        report.state_index,
+        report.now,
+        count(report.jobs.len() as u64, "job", "jobs")
+    );
+    for j in &report.jobs {
+        outln!("job `{}`", j.job);
+        match &j.lease {
+            Some(l) if l.held => outln!("  lease: {} holds it until {} (in {} s)", l.worker, l.until, l.expires_in_s),
+            Some(l) => outln!("  lease: none held (worker {}'s ran out {} s ago)", l.worker, -l.expires_in_s),
+            None => outln!("  lease: none (released at a clean stop, or never taken)"),
+        }
+        match &j.checkpoint {
+            Some(c) => {
+                let how_far = match (j.progress, j.lag_s) {
+                    (Some(p), _) => format!("{:.0}% of the range", p * 100.0),
+                    (_, Some(lag)) => format!("{lag} s behind the clock"),
+                    _ => String::new(),
+                };
+                outln!(
+                    "  checkpoint: scored up to {} ({how_far}); saved {} s ago by {}, generation {}, state {} bytes",
+                    c.data_until,
+                    c.saved_s_ago,
+                    c.worker,
+                    c.generation,
+                    c.state_bytes
+                );
+                outln!(
+                    "  totals: {} events, {} anomalies, {} alerts raised, {} documents skipped, {} late events unscored",
+                    c.events,
+                    c.anomalies,
+                    c.alerts_raised,
+                    c.skipped_documents,
+                    c.late_unscored
+                );
+            }
+            None => outln!("  checkpoint: none yet"),
+        }
+    }
+    for w in &report.workers {
+        let holds = if w.holds.is_empty() {
+            "holds nothing".to_owned()
+        } else {
+            format!("holds {}", w.holds.join(", "))
+        };
+        outln!("worker {}: last seen {} s ago, {holds}", w.worker, w.last_seen_s_ago);
+    }
+    Ok(())
 }
 
 fn es_backfill(es: &EsArgs, args: &DetectArgs, from: &str, to: &str, restart: bool, json: bool) -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
 //! What Elasticsearch mode shares: `client` speaks HTTP (with the shared retry policy);
 //! `names` are the indices; `templates` installs the mappings; `state` keeps checkpoints, learned
-//! state and leases in the state index; `loader` bulk-loads simulated traffic; `bench` measures.
+//! state and leases in the state index; `status` reads them all back for `apiwatch status`; `loader` bulk-loads simulated traffic; `bench` measures.
 //! The roles live with their kind: the point-in-time reader is a source
 //! ([`crate::source::elasticsearch`]), the bulk writer a sink ([`crate::sink::elasticsearch`]),
 //! and `run` / `backfill` a job ([`crate::job::elasticsearch`]).
@@ -10,6 +10,7 @@ pub mod client;
 pub mod loader;
 pub mod names;
 pub mod state;
+pub mod status;
 pub mod templates;
 
 pub use client::{ClientOptions, Credentials, EsClient, EsError};
