@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::client::{EsClient, EsError};
+use crate::job::elasticsearch::backfill_range;
 use crate::model::time::{format_rfc3339, parse_rfc3339, Millis};
 
 /// A job's lease as stored.
@@ -115,8 +116,9 @@ fn assemble(index: &str, docs: &[Value], now: Millis) -> StatusReport {
     for d in docs {
         let job = text(d, "state.job");
         let worker = text(d, "state.worker");
+        let range = backfill_range(&job);
         let view = jobs.entry(job.clone()).or_insert_with(|| JobView {
-            range: backfill_range(&job).map(|(f, t)| (format_rfc3339(f), format_rfc3339(t))),
+            range: range.map(|(f, t)| (format_rfc3339(f), format_rfc3339(t))),
             job: job.clone(),
             lease: None,
             checkpoint: None,
@@ -155,7 +157,7 @@ fn assemble(index: &str, docs: &[Value], now: Millis) -> StatusReport {
                     skipped_documents: stat("skipped_documents"),
                     late_unscored: stat("late_unscored"),
                 });
-                match backfill_range(&job) {
+                match range {
                     Some((from, to)) if to > from => {
                         view.progress = Some(((until - from) as f64 / (to - from) as f64).clamp(0.0, 1.0));
                     }
@@ -182,13 +184,6 @@ fn assemble(index: &str, docs: &[Value], now: Millis) -> StatusReport {
         jobs: jobs.into_values().collect(),
         workers,
     }
-}
-
-/// `backfill-FROM-TO` (RFC 3339 times ending in `Z`, as `apiwatch backfill` names its jobs).
-fn backfill_range(job: &str) -> Option<(Millis, Millis)> {
-    let rest = job.strip_prefix("backfill-")?;
-    let (from, to) = rest.split_once("Z-")?;
-    Some((parse_rfc3339(&format!("{from}Z"))?, parse_rfc3339(to)?))
 }
 
 #[cfg(test)]

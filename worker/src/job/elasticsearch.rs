@@ -663,7 +663,7 @@ pub fn backfill(
 ) -> Result<RunSummary, WorkerError> {
     let started = Instant::now();
     let mut settings = settings.clone();
-    settings.job = format!("backfill-{}-{}", format_rfc3339(from), format_rfc3339(to));
+    settings.job = backfill_job(from, to);
     if restart {
         StateStore::new(client.clone(), &settings.names.state, &settings.job, &settings.worker_id).reset()?;
     }
@@ -676,6 +676,18 @@ pub fn backfill(
     job.summary.polls = 1;
     job.advance(to, true, |t| progress(t - from, to - from))?;
     Ok(job.summary(started))
+}
+
+/// The job name of a backfill range: `backfill-FROM-TO` with RFC 3339 times ending in `Z`.
+pub fn backfill_job(from: Millis, to: Millis) -> String {
+    format!("backfill-{}-{}", format_rfc3339(from), format_rfc3339(to))
+}
+
+/// The range of a job named by [`backfill_job`]; `None` for any other job.
+pub fn backfill_range(job: &str) -> Option<(Millis, Millis)> {
+    let rest = job.strip_prefix("backfill-")?;
+    let (from, to) = rest.split_once("Z-")?;
+    Some((parse_rfc3339(&format!("{from}Z"))?, parse_rfc3339(to)?))
 }
 
 fn now_ms(pinned: Option<Millis>) -> Millis {
