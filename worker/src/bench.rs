@@ -174,6 +174,166 @@ pub fn detect_vs_parse_only(path: &Path, setup: crate::pipeline::PipelineSetup) 
     })
 }
 
+/// What one partition's learned state costs per entity, and what idle eviction gives back.
+#[derive(serde::Serialize)]
+pub struct EntityMemory {
+    pub services: usize,
+    pub routes_per_service: usize,
+    /// Entities followed after the load phase (services + routes).
+    pub entities: usize,
+    /// Entity-metrics: one per metric the baseline judges on each entity (5 per service, 4 per
+    /// route), the unit a per-metric figure divides by.
+    pub entity_metrics: usize,
+    pub windows: u64,
+    pub events: u64,
+    pub events_per_cpu_s: f64,
+    /// Resident memory added by the pipeline (after minus before), per entity and per
+    /// entity-metric.
+    pub rss_added_mib: f64,
+    pub rss_bytes_per_entity: f64,
+    pub rss_bytes_per_entity_metric: f64,
+    /// The checkpointed state (what a checkpoint writes), per entity.
+    pub state_bytes: usize,
+    pub state_bytes_per_entity: f64,
+    /// After `idle_hours` of traffic on one service in a hundred, with eviction after
+    /// `evict_after_hours`: entities evicted, entities left, state left.
+    pub idle_hours: i64,
+    pub evict_after_hours: i64,
+    pub evicted: u64,
+    pub entities_after_eviction: usize,
+    pub state_bytes_after_eviction: usize,
+    pub rss_after_eviction_mib: f64,
+}
+
+/// Current resident memory of this process in MiB (Linux), from `/proc/self/status`.
+fn rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A sink that only counts (the memory measured is the pipeline's, not its outputs').
+#[derive(Default)]
+struct CountingSink {
+    anomalies: u64,
+}
+
+impl crate::sink::ResultSink for CountingSink {
+    fn write_anomalies(&mut self, a: &[crate::model::Anomaly]) -> anyhow::Result<()> {
+        self.anomalies += a.len() as u64;
+        Ok(())
+    }
+    fn write_alerts(&mut self, _: &[crate::model::Alert]) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn finish(&mut self, _: &[crate::model::service::ServiceRecord]) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Loads one pipeline with about `entities` entities (services of 100 routes each, ten calls
+/// per route and window for `windows` windows: enough calls for every route's rates and
+/// quantiles to be judged, every series past its warm-up), measures its
+/// memory and state, then lets all but one service in a hundred fall idle past the eviction
+/// time and measures again.
+pub fn entity_memory(
+    entities: usize,
+    windows: u64,
+    mut setup: crate::pipeline::PipelineSetup,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<EntityMemory> {
+    use crate::model::time::{HOUR_MS, MINUTE_MS};
+    use crate::model::Event;
+    const ROUTES: usize = 100;
+    const CALLS: usize = 10;
+    const EVICT_AFTER: i64 = 2;
+    const IDLE: i64 = 4;
+    let services = (entities / (ROUTES + 1)).max(1);
+    let cfg = &mut setup.cfg;
+    cfg.window = MINUTE_MS;
+    cfg.evict_idle_after = EVICT_AFTER * HOUR_MS;
+    cfg.limits.max_services = cfg.limits.max_services.max(services + 1);
+    let service_names: Vec<String> = (0..services).map(|s| format!("svc-{s:05}")).collect();
+    let paths: Vec<String> = (0..ROUTES).map(|r| format!("/a{}/b{}", r / 10, r % 10)).collect();
+    let event = |s: usize, r: usize, t: i64| Event {
+        timestamp: t,
+        service: service_names[s].as_str().into(),
+        provider: "onprem".into(),
+        method: "GET".into(),
+        path: paths[r].as_str().into(),
+        status: if (s + r + t as usize / 60_000) % 97 == 0 { 503 } else { 200 },
+        duration_ns: Some(((10 + (s * 7 + r * 13) % 90) as u64 + (t as u64 / 60_000) % 5) * 1_000_000),
+        request_bytes: Some(200),
+        response_bytes: Some(1000 + r as u64),
+        ..Default::default()
+    };
+    let rss_before = rss_mib().unwrap_or(0.0);
+    let mut p = crate::pipeline::Pipeline::new(setup)?;
+    let mut sink = CountingSink::default();
+    let cpu = cpu_seconds().unwrap_or(0.0);
+    let mut events = 0u64;
+    let start = 1_767_225_600_000; // 2026-01-01T00:00:00Z, on the hour
+    for w in 0..windows as i64 {
+        let t0 = start + w * MINUTE_MS;
+        // In time order, spread over the window (out-of-order input is the reorder buffer's
+        // cost, measured elsewhere).
+        let per_window = (CALLS * services * ROUTES) as i64;
+        for k in 0..per_window {
+            let (s, r) = ((k as usize / ROUTES) % services, k as usize % ROUTES);
+            p.push(event(s, r, t0 + k * MINUTE_MS / per_window), &mut sink)?;
+            events += 1;
+        }
+        progress(&format!("loading: window {}/{windows}", w + 1));
+    }
+    let end = start + windows as i64 * MINUTE_MS;
+    p.advance_to(end, &mut sink)?;
+    let cpu_s = cpu_seconds().unwrap_or(0.0) - cpu;
+    let rss_loaded = rss_mib().unwrap_or(0.0);
+    let followed = p.entities().count();
+    let entity_metrics = p
+        .entities()
+        .map(|k| crate::detect::baseline::metrics_per_entity(k.kind()))
+        .sum::<usize>();
+    let state_bytes = p.save_state()?.len();
+    // Idle phase: one service in a hundred keeps calling.
+    for w in 0..IDLE * 60 {
+        let t0 = end + w * MINUTE_MS;
+        for r in 0..ROUTES {
+            for s in (0..services).step_by(100) {
+                p.push(event(s, r, t0 + (r * 500) as i64), &mut sink)?;
+            }
+        }
+        if w % 10 == 0 {
+            progress(&format!("idle: minute {w}/{}", IDLE * 60));
+        }
+    }
+    p.advance_to(end + IDLE * HOUR_MS, &mut sink)?;
+    let state_after = p.save_state()?.len();
+    let added = rss_loaded - rss_before;
+    let mib = 1024.0 * 1024.0;
+    Ok(EntityMemory {
+        services,
+        routes_per_service: ROUTES,
+        entities: followed,
+        entity_metrics,
+        windows,
+        events,
+        events_per_cpu_s: (events as f64 / cpu_s.max(1e-9)).round(),
+        rss_added_mib: rounded(added, 1),
+        rss_bytes_per_entity: (added * mib / followed.max(1) as f64).round(),
+        rss_bytes_per_entity_metric: (added * mib / entity_metrics.max(1) as f64).round(),
+        state_bytes,
+        state_bytes_per_entity: (state_bytes as f64 / followed.max(1) as f64).round(),
+        idle_hours: IDLE,
+        evict_after_hours: EVICT_AFTER,
+        evicted: p.stats.evicted_entities,
+        entities_after_eviction: p.entities().count(),
+        state_bytes_after_eviction: state_after,
+        rss_after_eviction_mib: rounded(rss_mib().unwrap_or(0.0), 1),
+    })
+}
+
 /// `x` to `decimals` places, for reports read by people.
 fn rounded(x: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);

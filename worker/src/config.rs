@@ -78,6 +78,7 @@ struct RawLimits {
     max_providers: Option<usize>,
     max_sessions: Option<usize>,
     max_open_journeys: Option<usize>,
+    evict_idle_after_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -777,6 +778,15 @@ fn validate(raw: RawConfig, origin: &str) -> Result<PipelineConfig, ConfigError>
         max_sessions: l.max_sessions.unwrap_or(dl.max_sessions),
         max_open_journeys: l.max_open_journeys.unwrap_or(dl.max_open_journeys),
     };
+    if let Some(v) = l.evict_idle_after_secs {
+        if v != 0 && !(3600..=366 * 86_400).contains(&v) {
+            return Err(invalid(
+                "limits.evict_idle_after_secs",
+                "must be 0 (never evict) or between 3600 (an hour) and 31622400 (a year)",
+            ));
+        }
+        cfg.evict_idle_after = v as Millis * 1000;
+    }
     for (key, v) in [
         ("limits.max_services", cfg.limits.max_services),
         ("limits.max_providers", cfg.limits.max_providers),

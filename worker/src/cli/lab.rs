@@ -113,6 +113,13 @@ pub enum LabCommand {
         formats: bool,
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Memory per entity instead: one pipeline loaded with about this many entities
+        /// (services of 100 routes), then idle eviction.
+        #[arg(long)]
+        entities: Option<usize>,
+        /// Windows of traffic loaded with --entities (past every series' warm-up).
+        #[arg(long, default_value_t = 50)]
+        windows: u64,
         #[command(flatten)]
         args: DetectArgs,
     },
@@ -213,41 +220,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             verbose,
             args,
         } => eval_suite(&topologies, &seeds, hours, rate, verbose, args.config()?),
-        LabCommand::Bench {
-            es: Some(url),
-            events,
-            live_secs,
-            live_rate,
-            ..
-        } => {
-            let client = EsClient::new(ClientOptions::new(&url))?;
-            let report = crate::es::bench::run(&client, &WorkerSettings::default(), events, live_secs, live_rate)?;
-            outln!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(())
-        }
-        LabCommand::Bench {
-            formats: true,
-            events,
-            repeats,
-            ..
-        } => {
-            let pb = spinner("formats");
-            let report = bench::formats(events, repeats, |f| pb.set_message(format!("parsing {f}")))?;
-            pb.finish_and_clear();
-            for r in report {
-                outln!("{}", serde_json::to_string(&r)?);
-            }
-            Ok(())
-        }
-        LabCommand::Bench { input, events, args, .. } => {
-            let path = match input {
-                Some(p) => p,
-                None => cached_bench_events(events)?,
-            };
-            let report = bench::detect_vs_parse_only(&path, args.config()?)?;
-            outln!("{}", serde_json::to_string(&report)?);
-            Ok(())
-        }
+        bench @ LabCommand::Bench { .. } => run_bench(bench),
         LabCommand::EvalNab { data, detector } => eval_nab(&data, detector),
         LabCommand::Fuzz { format, lines, seed } => {
             let pb = bar(lines, "mutated lines");
@@ -276,6 +249,61 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             };
             forest(csv.as_deref(), fit_csv.as_deref().zip(score_csv.as_deref()), params, repeats)
         }
+    }
+}
+
+/// `apiwatch bench`: detection against parse-only, Elasticsearch mode, log formats, or
+/// memory per entity.
+fn run_bench(cmd: LabCommand) -> anyhow::Result<()> {
+    match cmd {
+        LabCommand::Bench {
+            es: Some(url),
+            events,
+            live_secs,
+            live_rate,
+            ..
+        } => {
+            let client = EsClient::new(ClientOptions::new(&url))?;
+            let report = crate::es::bench::run(&client, &WorkerSettings::default(), events, live_secs, live_rate)?;
+            outln!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        LabCommand::Bench {
+            formats: true,
+            events,
+            repeats,
+            ..
+        } => {
+            let pb = spinner("formats");
+            let report = bench::formats(events, repeats, |f| pb.set_message(format!("parsing {f}")))?;
+            pb.finish_and_clear();
+            for r in report {
+                outln!("{}", serde_json::to_string(&r)?);
+            }
+            Ok(())
+        }
+        LabCommand::Bench {
+            entities: Some(entities),
+            windows,
+            args,
+            ..
+        } => {
+            let pb = spinner("entities");
+            let report = bench::entity_memory(entities, windows, args.config()?, |m| pb.set_message(m.to_owned()))?;
+            pb.finish_and_clear();
+            outln!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        LabCommand::Bench { input, events, args, .. } => {
+            let path = match input {
+                Some(p) => p,
+                None => cached_bench_events(events)?,
+            };
+            let report = bench::detect_vs_parse_only(&path, args.config()?)?;
+            outln!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        _ => anyhow::bail!("run_bench is called with `bench` only"),
     }
 }
 

@@ -241,6 +241,12 @@ pub fn print_detect_summary(run: &FilesRun, output: &Path) -> anyhow::Result<()>
             count(f.provider_calls, "call", "calls")
         );
     }
+    if stats.evicted_entities > 0 {
+        outln!(
+            "  {} (services, routes, hops) forgotten after limits.evict_idle_after_secs without a call",
+            count(stats.evicted_entities, "entity", "entities")
+        );
+    }
     if stats.untracked_session_calls > 0 || stats.untracked_journey_calls > 0 {
         outln!(
             "  not followed at the caps: {} (limits.max_sessions), {} (limits.max_open_journeys)",
@@ -493,6 +499,11 @@ fn es_status(es: &EsArgs, config: Option<&Path>, json: bool) -> anyhow::Result<(
                     c.alerts_raised,
                     c.skipped_documents,
                     c.late_unscored
+                );
+                outln!(
+                    "  entities: {} followed, {} evicted after limits.evict_idle_after_secs idle",
+                    c.entities,
+                    c.evicted_entities
                 );
             }
             None => outln!("  checkpoint: none yet"),

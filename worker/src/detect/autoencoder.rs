@@ -20,7 +20,7 @@ use crate::model::time::{Millis, MINUTE_MS};
 use crate::model::EntityKey;
 
 use super::request::{RequestFeaturizer, UnusualTally, FEATURES};
-use super::{CallContext, Detector, Persist, WindowContext};
+use super::{CallContext, Detector, Evicted, Persist, WindowContext};
 
 const NF: usize = FEATURES.len();
 /// Calls scored per ONNX run.
@@ -238,6 +238,11 @@ impl Persist for AutoencoderDetector {
 impl Detector for AutoencoderDetector {
     fn name(&self) -> &'static str {
         "autoencoder"
+    }
+
+    fn forget(&mut self, evicted: &Evicted) {
+        self.st.featurizer.forget(evicted);
+        self.st.tally.forget(evicted);
     }
 
     fn observe(&mut self, c: &CallContext<'_>) {

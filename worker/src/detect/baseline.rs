@@ -9,7 +9,7 @@
 use rustc_hash::FxHashMap;
 
 use super::stats::{median_mad, score_from_z, Ring};
-use super::{entity_label, fmt_bytes, fmt_ms, fmt_pct, Detector, Finding, WindowContext};
+use super::{entity_label, fmt_bytes, fmt_ms, fmt_pct, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind};
 use crate::model::time::{Millis, DAY_MS, HOUR_MS};
 use crate::model::window::tail_quantile;
@@ -157,6 +157,11 @@ impl Series {
     }
 }
 
+/// How many metrics the baseline judges per entity of a kind (a series each).
+pub fn metrics_per_entity(kind: EntityKind) -> usize {
+    Metric::for_kind(kind).len()
+}
+
 /// The statistical baseline detector.
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 pub struct BaselineDetector {
@@ -301,6 +306,10 @@ impl BaselineDetector {
 impl Detector for BaselineDetector {
     fn name(&self) -> &'static str {
         "baseline"
+    }
+
+    fn forget(&mut self, evicted: &Evicted) {
+        self.series.retain(|(id, _), _| !evicted.id(*id));
     }
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {

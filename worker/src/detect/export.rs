@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap;
 
 use super::autoencoder::judged_features;
 use super::request::{RequestFeaturizer, FEATURES};
-use super::{CallContext, Detector, Persist, WindowContext};
+use super::{CallContext, Detector, Evicted, Persist, WindowContext};
 use crate::model::anomaly::Anomaly;
 use crate::model::time::{Millis, MINUTE_MS};
 
@@ -99,6 +99,10 @@ impl Persist for FeatureExport {
 impl Detector for FeatureExport {
     fn name(&self) -> &'static str {
         "feature_export"
+    }
+
+    fn forget(&mut self, evicted: &Evicted) {
+        self.featurizer.forget(evicted);
     }
 
     fn observe(&mut self, c: &CallContext<'_>) {

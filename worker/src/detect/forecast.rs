@@ -10,7 +10,7 @@
 use rustc_hash::FxHashMap;
 
 use super::stats::{median, median_in_place, Ring};
-use super::{entity_label, fmt_ms, fmt_pct, Detector, Finding, WindowContext};
+use super::{entity_label, fmt_ms, fmt_pct, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind};
 use crate::model::time::{format_hhmm, Millis, MINUTE_MS};
 use crate::model::{EntityKind, WindowStat};
@@ -177,6 +177,10 @@ impl ForecastDetector {
 impl Detector for ForecastDetector {
     fn name(&self) -> &'static str {
         "forecast"
+    }
+
+    fn forget(&mut self, evicted: &Evicted) {
+        self.series.retain(|(id, _), _| !evicted.id(*id));
     }
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
         for st in w.stats.iter().filter(|s| s.key.kind() == EntityKind::Service) {

@@ -21,7 +21,7 @@
 use rustc_hash::FxHashMap;
 
 use super::stats::{score_from_z, Ewm};
-use super::{entity_label, fmt_ms, CallContext, Detector, Finding, WindowContext};
+use super::{entity_label, fmt_ms, CallContext, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
 use crate::model::time::Millis;
 use crate::model::{EntityKey, HopRecord, Interner, JourneyRecord, Sym};
@@ -584,6 +584,14 @@ fn wait_finding(h: &HopState, mut tally: WaitTally, usual: (&Ewm, &Ewm), where_:
 impl Detector for JourneyDetector {
     fn name(&self) -> &'static str {
         "journey"
+    }
+
+    fn forget(&mut self, evicted: &Evicted) {
+        // Open journeys last seconds to minutes; eviction waits far longer, so none refers to
+        // an evicted hop.
+        self.hops.retain(|id, _| !evicted.id(*id));
+        self.window.retain(|id, _| !evicted.id(*id));
+        self.tails.retain(|(_, id), _| !evicted.id(*id));
     }
 
     fn take_journeys(&mut self, out: &mut Vec<JourneyRecord>) {

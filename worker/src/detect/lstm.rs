@@ -23,7 +23,7 @@ use crate::model::time::{Millis, MINUTE_MS};
 use crate::model::Sym;
 
 use super::sequence::{token, Context, RareTally, Token, START};
-use super::{CallContext, Detector, Persist, WindowContext};
+use super::{CallContext, Detector, Evicted, Persist, WindowContext};
 
 /// Pending calls that trigger a flush (more sessions per ONNX run, fewer runs).
 const BATCH: usize = 2048;
@@ -419,6 +419,11 @@ impl Persist for LstmDetector {
 impl Detector for LstmDetector {
     fn name(&self) -> &'static str {
         "lstm"
+    }
+
+    fn forget(&mut self, evicted: &Evicted) {
+        // Sessions are per user and end by themselves; only the per-route tally is per entity.
+        self.st.tally.forget(evicted);
     }
 
     fn observe(&mut self, c: &CallContext<'_>) {

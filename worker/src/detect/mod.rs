@@ -70,6 +70,41 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Persist for T {
     }
 }
 
+/// Entities the pipeline stopped following (idle longer than `limits.evict_idle_after_secs`).
+/// Their ids go to new entities afterwards, so a detector must drop everything it holds under
+/// an evicted id (and may drop what it holds under an evicted key).
+pub struct Evicted {
+    ids: rustc_hash::FxHashSet<u32>,
+    keys: rustc_hash::FxHashSet<EntityKey>,
+}
+
+impl Evicted {
+    pub fn new(entities: &[(u32, EntityKey)]) -> Self {
+        Evicted {
+            ids: entities.iter().map(|e| e.0).collect(),
+            keys: entities.iter().map(|e| e.1).collect(),
+        }
+    }
+
+    /// Whether the entity with this id was evicted.
+    pub fn id(&self, id: u32) -> bool {
+        self.ids.contains(&id)
+    }
+
+    /// Whether the route (service, provider, route) was evicted.
+    pub fn route(&self, (service, provider, route): (Sym, Sym, Sym)) -> bool {
+        self.keys.contains(&EntityKey::Route { service, provider, route })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
 /// A detector: watches calls and windows, reports anomalies when a window closes.
 pub trait Detector: Send + Persist {
     fn name(&self) -> &'static str;
@@ -77,6 +112,9 @@ pub trait Detector: Send + Persist {
     fn observe(&mut self, _call: &CallContext<'_>) {}
     /// Called when a window closes; findings go to `out`.
     fn close_window(&mut self, window: &WindowContext<'_>, out: &mut Vec<Anomaly>);
+    /// Drops what is held for evicted entities (required: a detector that kept state under a
+    /// freed id would hand it to the next new entity).
+    fn forget(&mut self, evicted: &Evicted);
     /// Journeys completed by the last [`Detector::close_window`] that are worth a document.
     fn take_journeys(&mut self, _out: &mut Vec<crate::model::JourneyRecord>) {}
     /// Calls not followed as sessions because open sessions were at `limits.max_sessions`.

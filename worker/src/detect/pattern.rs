@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 
 use super::context_memory::ContextMemory;
 use super::stats::{median, Ring};
-use super::{entity_label, fmt_ms, Detector, Finding, WindowContext};
+use super::{entity_label, fmt_ms, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind};
 use crate::model::{EntityKind, WindowStat};
 
@@ -124,6 +124,10 @@ impl PatternDetector {
 impl Detector for PatternDetector {
     fn name(&self) -> &'static str {
         "pattern"
+    }
+
+    fn forget(&mut self, evicted: &Evicted) {
+        self.series.retain(|(id, _), _| !evicted.id(*id));
     }
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::iforest::{ForestParams, IsolationForest};
 use super::stats::{column_mean_std, quantile, score_from_z, Ewm};
-use super::{node_label, CallContext, Detector, Finding, WindowContext};
+use super::{node_label, CallContext, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
 use crate::model::time::{hour_of_day, Millis, DAY_MS, HOUR_MS, MINUTE_MS};
 use crate::model::{hash_str, EntityKey};
@@ -136,6 +136,11 @@ impl RequestFeaturizer {
         warm.then_some(v)
     }
 
+    /// Drops the norms of evicted routes.
+    pub fn forget(&mut self, evicted: &super::Evicted) {
+        self.norms.retain(|id, _| !evicted.id(*id));
+    }
+
     /// Calls seen on a route so far and when it first appeared.
     pub fn route_age(&self, route_entity: u32) -> Option<(u64, Millis)> {
         self.norms.get(&route_entity).map(|n| (n.latency.n, n.first_seen))
@@ -156,6 +161,13 @@ pub struct UnusualTally {
 }
 
 impl UnusualTally {
+    /// Drops the tallies and backgrounds of evicted routes.
+    pub fn forget(&mut self, evicted: &super::Evicted) {
+        self.window.retain(|id, _| !evicted.id(*id));
+        self.keys.retain(|id, _| !evicted.id(*id));
+        self.background.retain(|id, _| !evicted.id(*id));
+    }
+
     /// A tally that learns each route's usual share of unusual calls for `windows` windows
     /// before judging it: for a model that judges routes from their first calls (the
     /// AutoEncoder), a newly onboarded route's own normal must be learned, not flagged.
@@ -380,6 +392,11 @@ impl RequestForestDetector {
 impl Detector for RequestForestDetector {
     fn name(&self) -> &'static str {
         "isolation_forest.request"
+    }
+
+    fn forget(&mut self, evicted: &Evicted) {
+        self.featurizer.forget(evicted);
+        self.tally.forget(evicted);
     }
 
     fn observe(&mut self, c: &CallContext<'_>) {

@@ -8,7 +8,7 @@
 use rustc_hash::FxHashMap;
 
 use super::stats::{score_from_z, Ewm};
-use super::{node_label, CallContext, Detector, Finding, WindowContext};
+use super::{node_label, CallContext, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
 use crate::model::time::{Millis, MINUTE_MS};
 use crate::model::{EntityKey, Sym};
@@ -103,6 +103,12 @@ pub struct RareTally {
 }
 
 impl RareTally {
+    /// Drops the tallies and backgrounds of evicted target routes.
+    pub fn forget(&mut self, evicted: &super::Evicted) {
+        self.window.retain(|t, _| !evicted.route(*t));
+        self.background.retain(|t, _| !evicted.route(*t));
+    }
+
     /// Counts one rare call to `target` after `ctx`.
     pub fn record(&mut self, target: (Sym, Sym, Sym), user: u64, ctx: Context, next: Token, trace: Option<&str>, user_id: Option<&str>) {
         let w = self.window.entry(target).or_default();
@@ -231,6 +237,10 @@ impl<M: NextCallModel> SequenceDetector<M> {
 impl<M: NextCallModel> Detector for SequenceDetector<M> {
     fn name(&self) -> &'static str {
         "sequence"
+    }
+
+    fn forget(&mut self, evicted: &Evicted) {
+        self.tally.forget(evicted);
     }
 
     fn observe(&mut self, c: &CallContext<'_>) {

@@ -30,7 +30,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::{entity_label, fmt_pct, Detector, Finding, WindowContext};
+use super::{entity_label, fmt_pct, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind};
 use crate::model::time::{Millis, DAY_MS};
 use crate::model::{EntityKind, WindowStat};
@@ -216,6 +216,10 @@ impl SequentialDetector {
 impl Detector for SequentialDetector {
     fn name(&self) -> &'static str {
         "sequential"
+    }
+
+    fn forget(&mut self, evicted: &Evicted) {
+        self.services.retain(|id, _| !evicted.id(*id));
     }
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {

@@ -4,7 +4,7 @@
 use rustc_hash::FxHashMap;
 
 use super::stats::median;
-use super::{entity_label, fmt_ms, fmt_pct, Detector, Finding, WindowContext};
+use super::{entity_label, fmt_ms, fmt_pct, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind};
 use crate::model::EntityKind;
 
@@ -19,6 +19,11 @@ pub struct StaticRuleDetector {
 impl Detector for StaticRuleDetector {
     fn name(&self) -> &'static str {
         "static_rule"
+    }
+
+    fn forget(&mut self, evicted: &Evicted) {
+        self.warmup.retain(|id, _| !evicted.id(*id));
+        self.limit.retain(|id, _| !evicted.id(*id));
     }
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {

@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 
 use super::iforest::{ForestParams, IsolationForest};
 use super::stats::{column_mean_std, median, Ring};
-use super::{entity_label, Detector, Finding, WindowContext};
+use super::{entity_label, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor, Weight};
 use crate::model::time::{Millis, HOUR_MS};
 use crate::model::{EntityKind, WindowStat};
@@ -119,6 +119,10 @@ impl WindowForestDetector {
 impl Detector for WindowForestDetector {
     fn name(&self) -> &'static str {
         "isolation_forest.window"
+    }
+
+    fn forget(&mut self, evicted: &Evicted) {
+        self.history.retain(|id, _| !evicted.id(*id));
     }
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {

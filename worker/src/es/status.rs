@@ -38,6 +38,9 @@ pub struct CheckpointView {
     pub alerts_raised: u64,
     pub skipped_documents: u64,
     pub late_unscored: u64,
+    /// Entities (services, routes, hops) followed at the checkpoint, and evicted so far.
+    pub entities: u64,
+    pub evicted_entities: u64,
 }
 
 /// One job.
@@ -156,6 +159,8 @@ fn assemble(index: &str, docs: &[Value], now: Millis) -> StatusReport {
                     alerts_raised: stat("alerts_raised"),
                     skipped_documents: stat("skipped_documents"),
                     late_unscored: stat("late_unscored"),
+                    entities: stat("entities"),
+                    evicted_entities: stat("evicted_entities"),
                 });
                 match range {
                     Some((from, to)) if to > from => {
@@ -201,7 +206,7 @@ mod tests {
             json!({"@timestamp": "2026-03-02T11:59:55Z", "state.kind": "lease", "state.job": "live", "state.worker": "a-1", "state.lease_until": "2026-03-02T12:01:55Z"}),
             json!({"@timestamp": "2026-03-02T11:59:50Z", "state.kind": "checkpoint", "state.job": "live", "state.worker": "a-1",
                    "state.checkpoint": "2026-03-02T11:59:40Z", "state.generation": 7, "state.bytes": 1234,
-                   "state.stats": {"events": 500, "anomalies": 3, "alerts_raised": 1}}),
+                   "state.stats": {"events": 500, "anomalies": 3, "alerts_raised": 1, "entities": 40, "evicted_entities": 2}}),
             json!({"@timestamp": "2026-03-02T10:00:00Z", "state.kind": "lease", "state.job": "backfill-2026-03-01T00:00:00.000Z-2026-03-01T04:00:00.000Z",
                    "state.worker": "b-2", "state.lease_until": "2026-03-02T10:02:00Z"}),
             json!({"@timestamp": "2026-03-02T10:00:00Z", "state.kind": "checkpoint", "state.job": "backfill-2026-03-01T00:00:00.000Z-2026-03-01T04:00:00.000Z",
@@ -220,6 +225,7 @@ mod tests {
         assert!(live.lease.as_ref().unwrap().held);
         let cp = live.checkpoint.as_ref().unwrap();
         assert_eq!((cp.generation, cp.events, cp.saved_s_ago), (7, 500, 10));
+        assert_eq!((cp.entities, cp.evicted_entities), (40, 2));
         assert_eq!(r.workers.len(), 2);
         assert_eq!(r.workers[0].holds, ["live"]);
         assert!(r.workers[1].holds.is_empty() && r.workers[1].last_seen_s_ago == 7200);

@@ -461,6 +461,8 @@ impl<'a> JobRun<'a> {
             "skipped_documents": self.report.skipped(),
             "late_scored": self.summary.late_scored,
             "late_unscored": self.summary.late_unscored,
+            "entities": self.pipeline.entities().count(),
+            "evicted_entities": self.pipeline.stats.evicted_entities,
             "notifier": notifier_state,
         });
         self.store.save(until, &state, &extra, &format!("{:?}", self.setup.cfg.detectors))?;

@@ -30,6 +30,18 @@ use windows::WindowAggregator;
 /// Windows closed after the last event before the clock jumps over a silence.
 const QUIET_WINDOWS: Millis = 60;
 
+/// Idle entities are evicted after a week without a call by default: a weekly batch keeps its
+/// baselines, an estate that renames or retires services does not grow forever.
+pub const DEFAULT_EVICT_IDLE_AFTER: Millis = 7 * crate::model::time::DAY_MS;
+
+/// How often (in data time, on the hour) idle entities are looked for.
+const EVICTION_EVERY: Millis = crate::model::time::HOUR_MS;
+
+/// Eviction never comes closer than this many windows after the last call: an entity is still
+/// reported (with zero calls, for silence detection) for 60 windows, and calls of the current
+/// window may still be in flight to a model under its id.
+const EVICT_AFTER_WINDOWS_AT_LEAST: Millis = 120;
+
 /// How long after a service first appears its callers count as changed.
 const NEW_SERVICE_CHANGE: Millis = 10 * MINUTE_MS;
 
@@ -49,6 +61,10 @@ pub struct PipelineConfig {
     pub routes: RouteLimits,
     /// How many services, providers, sessions and journeys are followed.
     pub limits: EntityLimits,
+    /// Entities (services, routes, hops) without a call for this long are evicted with what
+    /// every detector learned of them; 0 = never. Not part of the state key: changing it
+    /// between runs changes only when eviction happens.
+    pub evict_idle_after: Millis,
     /// What the file sources accept (time range, clock skew).
     pub input: InputSettings,
     /// How file inputs are read: format, field map, service and provider defaults.
@@ -138,6 +154,7 @@ impl Default for PipelineConfig {
             alerts: AlertConfig::default(),
             routes: RouteLimits::default(),
             limits: EntityLimits::default(),
+            evict_idle_after: DEFAULT_EVICT_IDLE_AFTER,
             input: InputSettings::default(),
             input_format: crate::source::InputFormat::default(),
             model_settings: ModelSettings::default(),
@@ -163,6 +180,9 @@ pub struct RunStats {
     /// Calls whose service or provider was beyond its cap, folded into `(other)`.
     #[serde(default)]
     pub folded: Folded,
+    /// Entities (services, routes, hops) evicted after `limits.evict_idle_after_secs` idle.
+    #[serde(default)]
+    pub evicted_entities: u64,
     /// Calls not followed as sessions or journeys because those were at their caps.
     #[serde(default)]
     pub untracked_session_calls: u64,
@@ -440,9 +460,37 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The entities (services, routes, hops) followed now.
+    pub fn entities(&self) -> impl Iterator<Item = &EntityKey> {
+        self.windows.index.keys()
+    }
+
     /// The end of the last closed window, if any: where a checkpoint stands in data time.
     pub fn window_start(&self) -> Option<Millis> {
         self.window_start
+    }
+
+    /// Evicts the entities idle for longer than `evict_idle_after`, from the window aggregator
+    /// and from every detector (before their ids can be handed out again).
+    fn evict_idle(&mut self, now: Millis) {
+        let idle = self.cfg.evict_idle_after.max(EVICT_AFTER_WINDOWS_AT_LEAST * self.cfg.window);
+        let mut evicted = Vec::new();
+        self.windows.evict_idle(now.saturating_sub(idle), &mut evicted);
+        if evicted.is_empty() {
+            return;
+        }
+        let evicted = crate::detect::Evicted::new(&evicted);
+        for d in &mut self.detectors {
+            d.forget(&evicted);
+        }
+        self.stats.evicted_entities += evicted.len() as u64;
+        tracing::info!(
+            evicted = evicted.len(),
+            followed = self.windows.len(),
+            idle_hours = idle / crate::model::time::HOUR_MS,
+            "stopped following entities without a call for {} h (limits.evict_idle_after_secs)",
+            idle / crate::model::time::HOUR_MS
+        );
     }
 
     /// A sum over the detectors of one of their "not followed" counters.
@@ -458,6 +506,9 @@ impl Pipeline {
         let end = start + self.cfg.window;
         self.stats_buf.clear();
         self.windows.close(start, end, &mut self.stats_buf);
+        if self.cfg.evict_idle_after > 0 && start.rem_euclid(EVICTION_EVERY) == 0 {
+            self.evict_idle(start);
+        }
         self.registry.close_window();
         self.spans.rotate();
         self.anomalies.clear();
@@ -572,6 +623,90 @@ mod tests {
             Pipeline::restore(PipelineConfig::default(), b"junk"),
             Err(StateError::Corrupt(_))
         ));
+    }
+
+    /// Calls of one service every `every` ms in `[from, to)` taking about `ms`, failing half
+    /// the time in `burst`.
+    fn calls(service: &str, (every, ms): (Millis, u64), (from, to): (Millis, Millis), burst: (Millis, Millis)) -> Vec<Event> {
+        (from / every..to / every)
+            .map(|i| {
+                let t = i * every;
+                let fail = (burst.0..burst.1).contains(&t) && i % 2 == 0;
+                Event {
+                    timestamp: t,
+                    service: service.into(),
+                    provider: "aws".into(),
+                    method: "GET".into(),
+                    path: "/x".into(),
+                    status: if fail { 503 } else { 200 },
+                    duration_ns: Some((ms + (i.wrapping_mul(7919) % 13) as u64) * 1_000_000),
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_entity_evicted_when_idle_leaves_nothing_to_the_one_that_reuses_its_id() {
+        use crate::model::time::HOUR_MS;
+        let cfg = PipelineConfig {
+            detectors: vec![DetectorKind::Baseline, DetectorKind::Sequential, DetectorKind::Forecast],
+            evict_idle_after: HOUR_MS,
+            ..Default::default()
+        };
+        let none = (0, 0);
+        // `a` calls for 3 h then stops; `b` keeps the clock going; `c` appears at 8 h, after
+        // `a` was evicted (2 h at least, the floor of 120 windows), and has a burst at 10 h.
+        // `a` is five times busier and far faster than `c`: any of its learned state left to `c`
+        // would show as slow calls there.
+        let c = calls(
+            "c",
+            (10_000, 100),
+            (8 * HOUR_MS, 12 * HOUR_MS),
+            (10 * HOUR_MS, 10 * HOUR_MS + 600_000),
+        );
+        let mut all = calls("a", (2_000, 2), (0, 3 * HOUR_MS), none);
+        all.extend(calls("b", (10_000, 20), (0, 12 * HOUR_MS), none));
+        all.extend(c.iter().cloned());
+        all.sort_by_key(|e| e.timestamp);
+        let run = |events: &[Event]| {
+            let mut p = Pipeline::new(cfg.clone()).unwrap();
+            let mut sink = MemorySink::default();
+            for e in events {
+                p.push(e.clone(), &mut sink).unwrap();
+            }
+            p.finish(&mut sink).unwrap();
+            (p, sink)
+        };
+        let (p, sink) = run(&all);
+        assert_eq!(p.stats.evicted_entities, 2, "a's service and route");
+        let c_ids: Vec<u32> = p
+            .windows
+            .index
+            .iter()
+            .filter(|(k, _)| p.names.name(k.owner().0) == "c")
+            .map(|(_, &id)| id)
+            .collect();
+        assert!(c_ids.iter().all(|&id| id < 2), "c took a's freed ids: {c_ids:?}");
+        // What was found on `c` is exactly what a run on `c` alone finds: nothing of `a` leaked.
+        let on_c = |sink: &MemorySink| {
+            let mut v: Vec<String> = sink
+                .anomalies
+                .iter()
+                .filter(|a| a.service == "c")
+                .map(|a| {
+                    format!(
+                        "{} {} {:?} {:?} {:?} {}",
+                        a.window_start, a.detector, a.route, a.metric, a.kind, a.score
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let (_, alone) = run(&c);
+        assert!(!on_c(&alone).is_empty(), "the burst on c is found");
+        assert_eq!(on_c(&sink), on_c(&alone));
     }
 
     #[test]

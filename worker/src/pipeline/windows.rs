@@ -1,6 +1,8 @@
 //! Window aggregation: per entity, call counts, 4xx/5xx counts, a DDSketch of latencies (for
 //! p50/p95/p99), payload sizes and distinct users. Memory is one accumulator per entity, reset
 //! at each window close: it depends on the number of entities, not on the number of events.
+//! Entities idle for long are evicted ([`WindowAggregator::evict_idle`]); their ids go to new
+//! entities, so every detector is told to forget them first.
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use sketches_ddsketch::{Config, DDSketch};
@@ -50,8 +52,11 @@ impl Acc {
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 pub struct WindowAggregator {
     keys: Vec<EntityKey>,
-    index: FxHashMap<EntityKey, u32>,
+    pub(super) index: FxHashMap<EntityKey, u32>,
     accs: Vec<Acc>,
+    /// Ids of evicted entities, handed to new entities first.
+    #[serde(default)]
+    free: Vec<u32>,
 }
 
 impl WindowAggregator {
@@ -60,19 +65,45 @@ impl WindowAggregator {
         if let Some(&id) = self.index.get(&key) {
             return (id, false);
         }
-        let id = self.keys.len() as u32;
-        self.keys.push(key);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.keys[id as usize] = key;
+                id
+            }
+            None => {
+                self.keys.push(key);
+                self.accs.push(Acc::new());
+                self.keys.len() as u32 - 1
+            }
+        };
         self.index.insert(key, id);
-        self.accs.push(Acc::new());
         (id, true)
     }
 
+    /// Entities followed now (evicted ones not counted).
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.index.is_empty()
+    }
+
+    /// Evicts every entity whose last call was in a window that started before `before` and
+    /// that has no call in the current window: its accumulator is reset and its id freed.
+    /// The evicted ids and keys are appended to `out`.
+    pub fn evict_idle(&mut self, before: Millis, out: &mut Vec<(u32, EntityKey)>) {
+        for (id, a) in self.accs.iter_mut().enumerate() {
+            // A fresh accumulator (never closed with calls) is either free or brand new.
+            if a.count > 0 || a.last_active == Millis::MIN || a.last_active >= before {
+                continue;
+            }
+            let key = self.keys[id];
+            self.index.remove(&key);
+            *a = Acc::new();
+            self.free.push(id as u32);
+            out.push((id as u32, key));
+        }
     }
 
     /// Adds a call to an entity's current window.
@@ -188,5 +219,42 @@ mod tests {
         w.close(60_000, 120_000, &mut out);
         assert_eq!(out[0].count, 0);
         let _ = Sym(0);
+    }
+
+    #[test]
+    fn idle_entities_are_evicted_and_their_ids_reused_by_new_ones() {
+        let mut names = Interner::default();
+        let mut key = |n: &str| EntityKey::Service {
+            service: names.intern(n),
+            provider: Sym(0),
+        };
+        let (a, b, c) = (key("a"), key("b"), key("c"));
+        let mut w = WindowAggregator::default();
+        let (ida, _) = w.entity(a);
+        let (idb, _) = w.entity(b);
+        let ev = Event::default();
+        w.add(ida, &ev, None, false);
+        w.add(idb, &ev, None, false);
+        let mut out = Vec::new();
+        w.close(0, 60_000, &mut out);
+        // Only `a` is called again.
+        for t in 1..10 {
+            w.add(ida, &ev, None, false);
+            w.close(t * 60_000, (t + 1) * 60_000, &mut out);
+        }
+        let mut evicted = Vec::new();
+        w.evict_idle(5 * 60_000, &mut evicted);
+        assert_eq!(evicted, vec![(idb, b)]);
+        assert_eq!(w.len(), 1);
+        // Evicting again finds nothing; the freed id goes to the next new entity, fresh.
+        evicted.clear();
+        w.evict_idle(5 * 60_000, &mut evicted);
+        assert!(evicted.is_empty());
+        assert_eq!(w.entity(c), (idb, true));
+        assert_eq!(w.entity(a), (ida, false));
+        out.clear();
+        w.close(10 * 60_000, 11 * 60_000, &mut out);
+        assert_eq!(out.len(), 1, "the new entity has had no call: not reported");
+        assert_eq!(out[0].key, a);
     }
 }
