@@ -12,10 +12,20 @@ use ndarray::Array2;
 use crate::detect::iforest::{roc_auc, ForestParams, IsolationForest};
 use crate::source::{EventSource, LineSource};
 
-/// Peak resident memory of this process so far, in MiB (Linux), from `/proc/self/status`.
+/// Peak resident memory of this process so far, in MiB (Linux).
 pub fn peak_rss_mib() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+/// Current resident memory of this process, in MiB (Linux).
+fn rss_mib() -> Option<f64> {
+    status_mib("VmRSS:")
+}
+
+/// A memory line of `/proc/self/status` (given in kB), in MiB.
+fn status_mib(key: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
@@ -203,14 +213,6 @@ pub struct EntityMemory {
     pub entities_after_eviction: usize,
     pub state_bytes_after_eviction: usize,
     pub rss_after_eviction_mib: f64,
-}
-
-/// Current resident memory of this process in MiB (Linux), from `/proc/self/status`.
-fn rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 /// A sink that only counts (the memory measured is the pipeline's, not its outputs').
