@@ -292,7 +292,7 @@ pub fn entity_memory(
     p.advance_to(end, &mut sink)?;
     let cpu_s = cpu_seconds().unwrap_or(0.0) - cpu;
     let rss_loaded = rss_mib().unwrap_or(0.0);
-    let followed = p.entities().count();
+    let followed = p.entity_count();
     let entity_metrics = p
         .entities()
         .map(|k| crate::detect::baseline::metrics_per_entity(k.kind()))
@@ -330,7 +330,7 @@ pub fn entity_memory(
         idle_hours: IDLE,
         evict_after_hours: EVICT_AFTER,
         evicted: p.stats.evicted_entities,
-        entities_after_eviction: p.entities().count(),
+        entities_after_eviction: p.entity_count(),
         state_bytes_after_eviction: state_after,
         rss_after_eviction_mib: rounded(rss_mib().unwrap_or(0.0), 1),
     })

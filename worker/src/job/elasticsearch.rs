@@ -461,7 +461,7 @@ impl<'a> JobRun<'a> {
             "skipped_documents": self.report.skipped(),
             "late_scored": self.summary.late_scored,
             "late_unscored": self.summary.late_unscored,
-            "entities": self.pipeline.entities().count(),
+            "entities": self.pipeline.entity_count(),
             "evicted_entities": self.pipeline.stats.evicted_entities,
             "notifier": notifier_state,
         });

@@ -465,6 +465,11 @@ impl Pipeline {
         self.windows.index.keys()
     }
 
+    /// How many entities are followed now (without walking them).
+    pub fn entity_count(&self) -> usize {
+        self.windows.len()
+    }
+
     /// The end of the last closed window, if any: where a checkpoint stands in data time.
     pub fn window_start(&self) -> Option<Millis> {
         self.window_start
