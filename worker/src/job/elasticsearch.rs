@@ -676,9 +676,28 @@ pub fn backfill(
         return Ok(job.summary(started));
     }
     job.summary.polls = 1;
-    job.advance(to, true, |t| progress(t - from, to - from))?;
+    // A failure Elasticsearch may recover from (a node lost, the cluster busy) rolls back to the
+    // last checkpoint and goes on from there, as a live worker does; for a bounded time, since a
+    // backfill has someone waiting for its answer.
+    let mut failures = 0u32;
+    loop {
+        match job.advance(to, true, |t| progress(t - from, to - from)) {
+            Ok(_) => break,
+            Err(WorkerError::Other(e)) if is_transient(&e) && failures < BACKFILL_RETRIES && !job.stop.load(Ordering::Relaxed) => {
+                failures += 1;
+                let wait = UNAVAILABLE_RETRY.delay(failures.min(5));
+                tracing::warn!(error = %e, attempt = failures, retry_in_s = wait.as_secs_f64(), "Elasticsearch unavailable; rolled back to the last checkpoint and will retry");
+                sleep_unless_stopped(wait, &job.stop);
+                job.summary.polls += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
     Ok(job.summary(started))
 }
+
+/// Failures in a row a backfill rolls back from before giving up (about five minutes of waits).
+const BACKFILL_RETRIES: u32 = 12;
 
 /// The job name of a backfill range: `backfill-FROM-TO` with RFC 3339 times ending in `Z`.
 pub fn backfill_job(from: Millis, to: Millis) -> String {

@@ -9,7 +9,7 @@
 //! our ECS events, a provider's JSON or an integration's document through a field map, or a raw
 //! line (`event.original` / `message`) parsed as its format, so an index is read as it is.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
@@ -206,8 +206,20 @@ pub struct RangeReader<'c> {
     page_size: usize,
     pit: Option<String>,
     after: Option<Vec<Value>>,
+    /// The `@timestamp` sort value of the last hit handed over, and the documents handed over
+    /// with that very timestamp: where a new point-in-time resumes without loss or repeat.
+    last_time: Option<Value>,
+    seen_at_last_time: HashSet<u64>,
+    /// Points-in-time reopened after the one in use failed: in all, and since the last success.
+    reopened: u32,
+    failed_in_a_row: u32,
     done: bool,
 }
+
+/// How often in a row a range's point-in-time is reopened before its failure is the caller's:
+/// each reopening follows the client's own retries and a growing pause, so this spans a minute
+/// or more of a cluster recovering.
+const MAX_PIT_REOPENS: u32 = 8;
 
 impl<'c> RangeReader<'c> {
     pub fn new(client: &'c EsClient, docs: &Arc<Documents>, from: Millis, to: Millis, page_size: usize) -> Self {
@@ -220,56 +232,95 @@ impl<'c> RangeReader<'c> {
             page_size,
             pit: None,
             after: None,
+            last_time: None,
+            seen_at_last_time: HashSet::new(),
+            reopened: 0,
+            failed_in_a_row: 0,
             done: from >= to,
         }
     }
 
+    /// The point-in-time being read, if one is open.
+    pub fn point_in_time(&self) -> Option<&str> {
+        self.pit.as_deref()
+    }
+
+    /// How often a failed point-in-time was replaced.
+    pub fn reopened(&self) -> u32 {
+        self.reopened
+    }
+
     /// The next page, or `None` at the end of the range.
+    ///
+    /// A point-in-time lives on the nodes holding its shard copies: when one of them dies (or
+    /// the point-in-time expires behind a slow consumer) searches on it fail for good, however
+    /// often they are retried. So a failed search opens a new point-in-time and resumes after the
+    /// last timestamp handed over, skipping the documents of that timestamp already handed
+    /// over (`_shard_doc` positions do not carry from one point-in-time to another).
     pub fn next_page(&mut self) -> Result<Option<Page>, EsError> {
-        if self.done {
-            return Ok(None);
-        }
-        if self.pit.is_none() {
-            let path = format!(
-                "/{}/_pit?keep_alive=2m&ignore_unavailable=true&allow_no_indices=true",
-                self.docs.pattern()
-            );
-            let (status, v) = self.client.json_status("POST", &path, None)?;
-            if status == 404 {
-                // No log index yet: nothing to read.
-                self.done = true;
+        loop {
+            if self.done {
                 return Ok(None);
             }
-            if !(200..300).contains(&status) {
-                return Err(EsError::status(status, "POST", path, v.to_string()));
+            let Some(raw) = self.fetch()? else {
+                return Ok(None);
+            };
+            let (page, repeated) = self.read_hits(&raw)?;
+            // A page wholly read before the point-in-time was replaced is no progress: the next
+            // one is (so losing the point-in-time after every page still ends).
+            if page.report.lines > 0 || repeated == 0 || self.done {
+                return Ok(Some(page));
             }
-            self.pit = v.get("id").and_then(Value::as_str).map(str::to_owned);
         }
-        let mut body = json!({
-            "size": self.page_size,
-            "track_total_hits": false,
-            "pit": {"id": self.pit, "keep_alive": "2m"},
-            "query": {"range": {"@timestamp": {
-                "gte": format_rfc3339(self.from),
-                "lt": format_rfc3339(self.to),
-                "format": "strict_date_optional_time"
-            }}},
-            "sort": [{"@timestamp": {"order": "asc", "format": "strict_date_optional_time_nanos"}}, {"_shard_doc": "asc"}],
-        });
-        if let Some(after) = &self.after {
-            body["search_after"] = json!(after);
+    }
+
+    /// The raw response of the next search, on a new point-in-time where the last one failed;
+    /// `None` when there is no log index to read.
+    fn fetch(&mut self) -> Result<Option<bytes::Bytes>, EsError> {
+        loop {
+            let attempt = match self.pit {
+                Some(_) => self.search(),
+                None => match self.open_pit() {
+                    Ok(true) => self.search(),
+                    Ok(false) => return Ok(None),
+                    Err(e) => Err(e),
+                },
+            };
+            match attempt {
+                Ok(raw) => {
+                    self.failed_in_a_row = 0;
+                    return Ok(Some(raw));
+                }
+                Err(e) if self.failed_in_a_row < MAX_PIT_REOPENS && reopening_may_help(&e) => {
+                    self.reopened += 1;
+                    self.failed_in_a_row += 1;
+                    tracing::warn!(
+                        error = %e,
+                        index = %self.docs.pattern(),
+                        from = %format_rfc3339(self.from),
+                        to = %format_rfc3339(self.to),
+                        attempt = self.failed_in_a_row,
+                        "search on a point-in-time failed: opening a new one and resuming after the last event read"
+                    );
+                    self.drop_pit();
+                    self.after = self.last_time.as_ref().map(|t| vec![t.clone(), json!(-1)]);
+                    // At once the first time (the point-in-time alone was lost); then a growing
+                    // pause while the cluster recovers.
+                    std::thread::sleep(std::time::Duration::from_millis(1000 * u64::from(self.failed_in_a_row - 1)));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let path = "/_search?filter_path=pit_id,hits.hits._index,hits.hits._id,hits.hits._source,hits.hits.sort";
-        let (status, raw) = self.client.send_raw("POST", path, Some((&bytes, "application/json")))?;
-        if !(200..300).contains(&status) {
-            return Err(EsError::status(status, "POST", "/_search", crate::es::client::error_reason(&raw)));
-        }
+    }
+
+    /// The events of a response, and how many of its hits had been handed over already.
+    fn read_hits(&mut self, raw: &[u8]) -> Result<(Page, usize), EsError> {
+        let mut repeated = 0;
         let mut page = Page {
             bytes: raw.len() as u64,
             ..Page::default()
         };
-        let resp: SearchResponse = serde_json::from_slice(&raw).map_err(|e| EsError::Decode {
+        let resp: SearchResponse = serde_json::from_slice(raw).map_err(|e| EsError::Decode {
             method: "POST",
             path: "/_search".to_owned(),
             reason: e.to_string(),
@@ -280,6 +331,19 @@ impl<'c> RangeReader<'c> {
         let n = resp.hits.hits.len();
         page.events.reserve(n);
         for hit in &resp.hits.hits {
+            let id = crate::model::hash_str(hit.index) ^ crate::model::hash_str(hit.id).rotate_left(1);
+            let time = hit.sort.first();
+            if time.is_some() && time == self.last_time.as_ref() {
+                if !self.seen_at_last_time.insert(id) {
+                    // Handed over before the point-in-time was reopened.
+                    repeated += 1;
+                    continue;
+                }
+            } else {
+                self.last_time = time.cloned();
+                self.seen_at_last_time.clear();
+                self.seen_at_last_time.insert(id);
+            }
             page.report.lines += 1;
             let Some(src) = hit.source else {
                 page.report.missing_field += 1;
@@ -320,8 +384,7 @@ impl<'c> RangeReader<'c> {
                     }
                     page.report.events += 1;
                     page.events.push(ev);
-                    page.ids
-                        .push(crate::model::hash_str(hit.index) ^ crate::model::hash_str(hit.id).rotate_left(1));
+                    page.ids.push(id);
                 }
                 Err(e) => {
                     match e {
@@ -339,15 +402,71 @@ impl<'c> RangeReader<'c> {
             Some(last) if n >= self.page_size => self.after = Some(last.sort.clone()),
             _ => self.finish(),
         }
-        Ok(Some(page))
+        Ok((page, repeated))
     }
 
-    fn finish(&mut self) {
-        self.done = true;
+    /// Opens the point-in-time; `false` when there is no log index yet (nothing to read).
+    fn open_pit(&mut self) -> Result<bool, EsError> {
+        let path = format!(
+            "/{}/_pit?keep_alive=2m&ignore_unavailable=true&allow_no_indices=true",
+            self.docs.pattern()
+        );
+        let (status, v) = self.client.json_status("POST", &path, None)?;
+        if status == 404 {
+            self.done = true;
+            return Ok(false);
+        }
+        if !(200..300).contains(&status) {
+            return Err(EsError::status(status, "POST", path, v.to_string()));
+        }
+        self.pit = v.get("id").and_then(Value::as_str).map(str::to_owned);
+        Ok(true)
+    }
+
+    /// One page of hits on the point-in-time, as the raw response.
+    fn search(&self) -> Result<bytes::Bytes, EsError> {
+        let mut body = json!({
+            "size": self.page_size,
+            "track_total_hits": false,
+            "pit": {"id": self.pit, "keep_alive": "2m"},
+            "query": {"range": {"@timestamp": {
+                "gte": format_rfc3339(self.from),
+                "lt": format_rfc3339(self.to),
+                "format": "strict_date_optional_time"
+            }}},
+            "sort": [{"@timestamp": {"order": "asc", "format": "strict_date_optional_time_nanos"}}, {"_shard_doc": "asc"}],
+        });
+        if let Some(after) = &self.after {
+            body["search_after"] = json!(after);
+        }
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let path = "/_search?filter_path=pit_id,hits.hits._index,hits.hits._id,hits.hits._source,hits.hits.sort";
+        let (status, raw) = self.client.send_raw("POST", path, Some((&bytes, "application/json")))?;
+        if !(200..300).contains(&status) {
+            return Err(EsError::status(status, "POST", "/_search", crate::es::client::error_reason(&raw)));
+        }
+        Ok(raw)
+    }
+
+    fn drop_pit(&mut self) {
         if let Some(pit) = self.pit.take() {
             // Best effort: the point-in-time expires by itself anyway.
             let _ = self.client.json_status("DELETE", "/_pit", Some(&json!({ "id": pit })));
         }
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        self.drop_pit();
+    }
+}
+
+/// Whether a failed search may succeed on a new point-in-time: the point-in-time is gone (404),
+/// or shards on it failed (a node left, the cluster is busy or recovering).
+fn reopening_may_help(e: &EsError) -> bool {
+    match e {
+        EsError::Status { status, .. } => *status == 404 || e.is_transient() || *status >= 500,
+        _ => false,
     }
 }
 
