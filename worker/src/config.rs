@@ -54,6 +54,8 @@ struct RawConfig {
     input: RawInput,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    http: RawHttp,
     /// The channels' sections (`[email]`, `[webhook]`, ...), read by each channel.
     #[serde(flatten)]
     sections: toml::Table,
@@ -69,6 +71,12 @@ struct RawInput {
     service: Option<String>,
     provider: Option<String>,
     fields: Option<toml::Table>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +157,9 @@ pub struct AppConfig {
     pub es: EsSettings,
     /// Who is told about alerts, and how.
     pub channels: ChannelSettings,
+    /// Where the worker serves `/health` and `/metrics` (`[http] listen`, `--listen`); off when
+    /// `None`.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,6 +217,7 @@ pub struct Overrides {
     pub es_prefix: Option<String>,
     pub es_logs: Option<String>,
     pub job: Option<String>,
+    pub listen: Option<String>,
     pub input_format: Option<String>,
     pub input_service: Option<String>,
     pub input_provider: Option<String>,
@@ -283,6 +295,7 @@ impl Overrides {
         set(&self.es_prefix, &mut es.prefix, "elasticsearch.prefix", "--prefix", &mut by);
         set(&self.es_logs, &mut es.logs, "elasticsearch.logs", "--logs", &mut by);
         set(&self.job, &mut es.job, "elasticsearch.job", "--job", &mut by);
+        set(&self.listen, &mut raw.http.listen, "http.listen", "--listen", &mut by);
         let input = &mut raw.input;
         set(&self.input_format, &mut input.format, "input.format", "--format", &mut by);
         set(&self.input_service, &mut input.service, "input.service", "--service", &mut by);
@@ -480,6 +493,16 @@ pub fn parse_with(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>
 fn validate_all(mut raw: RawConfig, origin: &str) -> Result<AppConfig, ConfigError> {
     let es = std::mem::take(&mut raw.elasticsearch);
     let sections = std::mem::take(&mut raw.sections);
+    let listen = match raw.http.listen.take() {
+        None => None,
+        Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|_| {
+            invalid(
+                origin,
+                "http.listen",
+                &format!("`{a}` is not an address and port (such as 127.0.0.1:9464; port 0 picks a free one)"),
+            )
+        })?),
+    };
     let pipeline = validate(raw, origin)?;
     let es = validate_es(es, origin)?;
     let links = Links {
@@ -487,7 +510,12 @@ fn validate_all(mut raw: RawConfig, origin: &str) -> Result<AppConfig, ConfigErr
         anomalies_index: es.worker.names.anomalies.clone(),
     };
     let channels = crate::notify::parse_channels(sections, &links, origin)?;
-    Ok(AppConfig { pipeline, es, channels })
+    Ok(AppConfig {
+        pipeline,
+        es,
+        channels,
+        listen,
+    })
 }
 
 fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
@@ -813,6 +841,25 @@ mod tests {
         assert_eq!(cfg.detectors, d.detectors);
         assert_eq!(cfg.alerts.quiet_to_resolve, d.alerts.quiet_to_resolve);
         assert_eq!(cfg.routes.max_routes_per_service, d.routes.max_routes_per_service);
+    }
+
+    #[test]
+    fn the_listen_address_is_read_checked_and_overridden_by_its_flag() {
+        let app = parse_app("[http]\nlisten = \"127.0.0.1:9464\"\n", "t", &|_| None).unwrap();
+        assert_eq!(app.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(parse_app("", "t", &|_| None).unwrap().listen, None, "off unless asked");
+        let e = parse_app("[http]\nlisten = \"localhost\"\n", "t", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.listen") && e.contains("not an address and port"), "{e}");
+        let flags = Overrides {
+            listen: Some("127.0.0.1:x".into()),
+            ..Overrides::default()
+        };
+        let e = parse_with("[http]\nlisten = \"127.0.0.1:1\"\n", "t", &|_| None, &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--listen"), "the flag is named: {e}");
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //!   labels, the evaluation suite, NAB.
 //! - [`report`]: a self-contained HTML page of a `detect` run (timelines, alerts, journeys).
 //! - [`kibana`]: importing the saved objects. [`bench`]: throughput and forest measurements.
+//! - [`serve`]: the worker's own `/health` and `/metrics` (axum).
 //! - [`config`]: the TOML configuration, environment and flags, parsed then validated once.
 //! - [`cli`]: the `apiwatch` commands, a thin front; `main.rs` only calls [`cli::main`].
 //! - [`output`]: standard output that can fail without a panic.
@@ -58,6 +59,7 @@ pub mod onboard;
 pub mod pipeline;
 pub mod report;
 pub mod retry;
+pub mod serve;
 pub mod simulate;
 pub mod sink;
 pub mod source;

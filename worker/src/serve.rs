@@ -97,7 +97,10 @@ pub fn readiness(s: &WorkerSnapshot, now: Millis) -> Result<(), String> {
         return Err(format!("the last poll failed: {why}"));
     }
     if !s.lease_held {
-        return Err(format!("job `{}` is not held by this worker (standing by, or not started yet)", s.job));
+        return Err(format!(
+            "job `{}` is not held by this worker (standing by, or not started yet)",
+            s.job
+        ));
     }
     match s.last_progress {
         None => Err("no poll has finished yet".to_owned()),
@@ -117,11 +120,31 @@ pub fn render_metrics(s: &WorkerSnapshot, now: Millis) -> String {
         job: escape_label(&s.job),
     };
     let flag = |b: bool| f64::from(u8::from(b));
-    m.single("apiwatch_up", "gauge", "1 while the worker is ready (holds its lease, progressing).", flag(readiness(s, now).is_ok()));
-    m.single("apiwatch_lease_held", "gauge", "1 while this worker holds the job's lease.", flag(s.lease_held));
+    m.single(
+        "apiwatch_up",
+        "gauge",
+        "1 while the worker is ready (holds its lease, progressing).",
+        flag(readiness(s, now).is_ok()),
+    );
+    m.single(
+        "apiwatch_lease_held",
+        "gauge",
+        "1 while this worker holds the job's lease.",
+        flag(s.lease_held),
+    );
     m.single("apiwatch_polls_total", "counter", "Polls of the log indices.", s.polls as f64);
-    m.single("apiwatch_events_scored_total", "counter", "API-call events scored.", s.events_scored as f64);
-    m.single("apiwatch_read_bytes_total", "counter", "Bytes of search responses read.", s.read_bytes as f64);
+    m.single(
+        "apiwatch_events_scored_total",
+        "counter",
+        "API-call events scored.",
+        s.events_scored as f64,
+    );
+    m.single(
+        "apiwatch_read_bytes_total",
+        "counter",
+        "Bytes of search responses read.",
+        s.read_bytes as f64,
+    );
     m.single(
         "apiwatch_documents_skipped_total",
         "counter",
@@ -155,9 +178,24 @@ pub fn render_metrics(s: &WorkerSnapshot, now: Millis) -> String {
         "rule",
         &s.alerts_held_by_rule,
     );
-    m.single("apiwatch_notifications_sent_total", "counter", "Notifications sent on all channels.", s.notifications_sent as f64);
-    m.by("apiwatch_documents_written_total", "Documents written, by index.", "index", &s.documents_written);
-    m.single("apiwatch_bulk_requests_total", "counter", "Bulk requests sent.", s.bulk_requests as f64);
+    m.single(
+        "apiwatch_notifications_sent_total",
+        "counter",
+        "Notifications sent on all channels.",
+        s.notifications_sent as f64,
+    );
+    m.by(
+        "apiwatch_documents_written_total",
+        "Documents written, by index.",
+        "index",
+        &s.documents_written,
+    );
+    m.single(
+        "apiwatch_bulk_requests_total",
+        "counter",
+        "Bulk requests sent.",
+        s.bulk_requests as f64,
+    );
     m.single(
         "apiwatch_bulk_retried_items_total",
         "counter",
@@ -170,8 +208,18 @@ pub fn render_metrics(s: &WorkerSnapshot, now: Millis) -> String {
         "Documents refused for good, parked in the dead-letter index with their reason.",
         s.dead_letters as f64,
     );
-    m.single("apiwatch_entities", "gauge", "Services, routes and hops the worker holds state for.", s.entities as f64);
-    m.single("apiwatch_entities_evicted_total", "counter", "Entities evicted after being idle.", s.entities_evicted as f64);
+    m.single(
+        "apiwatch_entities",
+        "gauge",
+        "Services, routes and hops the worker holds state for.",
+        s.entities as f64,
+    );
+    m.single(
+        "apiwatch_entities_evicted_total",
+        "counter",
+        "Entities evicted after being idle.",
+        s.entities_evicted as f64,
+    );
     if let Some(p) = s.position {
         m.single(
             "apiwatch_scored_until_seconds",
@@ -179,7 +227,12 @@ pub fn render_metrics(s: &WorkerSnapshot, now: Millis) -> String {
             "Data time (Unix seconds) up to which events are scored and their documents written.",
             p as f64 / 1000.0,
         );
-        m.single("apiwatch_lag_seconds", "gauge", "How far scoring is behind the wall clock.", (now - p).max(0) as f64 / 1000.0);
+        m.single(
+            "apiwatch_lag_seconds",
+            "gauge",
+            "How far scoring is behind the wall clock.",
+            (now - p).max(0) as f64 / 1000.0,
+        );
     }
     if let Some(c) = s.checkpoint_saved {
         m.single(
@@ -246,7 +299,11 @@ async fn health(State(status): State<Arc<WorkerStatus>>) -> impl IntoResponse {
         "scored_until": s.position.map(format_rfc3339),
         "lag_s": s.position.map(|p| (now - p) / 1000),
     });
-    let code = if ready.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, axum::Json(body))
 }
 
@@ -307,8 +364,15 @@ impl Server {
                 }
             });
         })?;
-        tracing::info!(url = %format!("http://{addr}"), "serving /health and /metrics");
-        Ok(Server { addr, thread: Some(thread) })
+        // Said whatever the log level: with port 0 this is the only way to learn the port.
+        {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "apiwatch: serving /health and /metrics on http://{addr}");
+        }
+        Ok(Server {
+            addr,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -344,9 +408,15 @@ mod tests {
         assert!(readiness(&s, 1_030_000).is_ok());
         let stale = readiness(&s, 1_100_000).unwrap_err();
         assert!(stale.contains("no progress for 100 s"), "{stale}");
-        let standby = WorkerSnapshot { lease_held: false, ..s.clone() };
+        let standby = WorkerSnapshot {
+            lease_held: false,
+            ..s.clone()
+        };
         assert!(readiness(&standby, 1_000_000).unwrap_err().contains("not held"));
-        let failing = WorkerSnapshot { failing: Some("node down".into()), ..s };
+        let failing = WorkerSnapshot {
+            failing: Some("node down".into()),
+            ..s
+        };
         assert!(readiness(&failing, 1_000_000).unwrap_err().contains("node down"));
     }
 
@@ -358,7 +428,10 @@ mod tests {
         s.anomalies_by_detector.insert("baseline".into(), 3);
         let text = render_metrics(&s, 1_010_000);
         assert!(text.contains("apiwatch_events_scored_total{job=\"a\\\"b\\\\c\"} 42\n"), "{text}");
-        assert!(text.contains("apiwatch_anomalies_by_detector_total{job=\"a\\\"b\\\\c\",detector=\"baseline\"} 3\n"), "{text}");
+        assert!(
+            text.contains("apiwatch_anomalies_by_detector_total{job=\"a\\\"b\\\\c\",detector=\"baseline\"} 3\n"),
+            "{text}"
+        );
         assert!(text.contains("apiwatch_lag_seconds{job=\"a\\\"b\\\\c\"} 20\n"), "{text}");
         let mut types = std::collections::HashSet::new();
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {

@@ -648,6 +648,7 @@ fn events_arriving_late_within_the_lateness_are_still_scored_once() {
                     notifier: None,
                     now: None,
                     progress: Some(written),
+                    status: None,
                 },
             )
         })
@@ -926,8 +927,25 @@ fn read_ids(c: &EsClient, index: &str, lose_pit: bool) -> (Vec<u64>, u32) {
 fn a_range_read_resumes_on_a_new_point_in_time_with_no_gap_and_no_repeat() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("calls.ndjson").display().to_string();
-    apiwatch_ok(&["simulate", "--output", &path, "--topology", "bank", "--seed", "3", "--hours", "1", "--rate", "2"]);
-    let lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().take(60).map(str::to_owned).collect();
+    apiwatch_ok(&[
+        "simulate",
+        "--output",
+        &path,
+        "--topology",
+        "bank",
+        "--seed",
+        "3",
+        "--hours",
+        "1",
+        "--rate",
+        "2",
+    ]);
+    let lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .take(60)
+        .map(str::to_owned)
+        .collect();
     assert_eq!(lines.len(), 60);
 
     let c = client();
@@ -943,7 +961,10 @@ fn a_range_read_resumes_on_a_new_point_in_time_with_no_gap_and_no_repeat() {
     let (status, raw) = c
         .send_raw("POST", "/_bulk?refresh=true", Some((body.as_bytes(), "application/x-ndjson")))
         .unwrap();
-    assert!(status == 200 && !String::from_utf8_lossy(&raw).contains("\"errors\":true"), "bulk: {status}");
+    assert!(
+        status == 200 && !String::from_utf8_lossy(&raw).contains("\"errors\":true"),
+        "bulk: {status}"
+    );
 
     let (straight, reopened_straight) = read_ids(&c, &index, false);
     assert_eq!(reopened_straight, 0);
@@ -952,4 +973,174 @@ fn a_range_read_resumes_on_a_new_point_in_time_with_no_gap_and_no_repeat() {
     assert!(reopened >= 10, "the point-in-time was lost and replaced ({reopened} times)");
     assert_eq!(resumed.len(), 60, "none lost, none twice");
     assert_eq!(resumed, straight, "the same documents in the same order");
+}
+
+/// A worker started with `--listen 127.0.0.1:0`: its stderr, read as it comes, and the address
+/// it logged.
+struct Listening {
+    child: std::process::Child,
+    addr: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Listening {
+    fn start(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(BIN)
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::io::BufReader::new(child.stderr.take().unwrap());
+        let log = stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                if let Some(at) = line.find("http://127.0.0.1:") {
+                    let addr: String = line[at + 7..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect();
+                    let _ = tx.send(addr);
+                }
+                log.lock().unwrap().push_str(&line);
+                log.lock().unwrap().push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the worker never said where it listens:\n{}", stderr.lock().unwrap()));
+        Listening { child, addr, stderr }
+    }
+
+    /// Status and body of `GET path`.
+    fn get(&self, path: &str) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut resp = agent.get(format!("http://{}{path}", self.addr)).call().unwrap();
+        (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap())
+    }
+}
+
+/// The samples of a Prometheus text exposition, by metric name and labels (as `k=v,` pairs,
+/// sorted); the parse fails the test where the text is not valid exposition.
+fn scrape(text: &str) -> std::collections::BTreeMap<(String, String), f64> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v},")).collect();
+            labels.sort();
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                other => panic!("{} is not a counter or gauge: {other:?}", s.metric),
+            };
+            ((s.metric, labels.concat()), value)
+        })
+        .collect()
+}
+
+/// `run --listen`: `/health` is 200 once the worker holds its job and progresses, 503 with the
+/// reason on a worker standing by; `/metrics` is valid Prometheus text whose counters agree with
+/// the run's own summary.
+#[test]
+fn the_worker_serves_health_and_metrics_that_agree_with_its_summary() {
+    let prefix = unique("serve");
+    setup(&prefix);
+    let url = es_url();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("apiwatch.toml");
+    std::fs::write(&config, "[elasticsearch]\npoll_interval_secs = 1\ncheckpoint_every_secs = 1\n").unwrap();
+    let config = config.display().to_string();
+    let args = [
+        "run",
+        "--es",
+        &url,
+        "--prefix",
+        &prefix,
+        "--logs",
+        logs(),
+        "--config",
+        &config,
+        "--json",
+        "--no-email",
+    ];
+    let worker = Listening::start(&args);
+    let (live, _) = worker.get("/health/live");
+    assert_eq!(live, 200);
+    let started = Instant::now();
+    let metrics = loop {
+        let (code, body) = worker.get("/health");
+        let (_, text) = worker.get("/metrics");
+        let m = scrape(&text);
+        let job = |name: &str| m.get(&(name.to_owned(), "job=live,".to_owned())).copied();
+        // Two polls done: the whole stream is scored and the worker is idle.
+        if code == 200 && job("apiwatch_polls_total").unwrap_or(0.0) >= 2.0 {
+            let health: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(health["ready"], true, "{health}");
+            assert_eq!(job("apiwatch_up"), Some(1.0), "{text}");
+            assert_eq!(job("apiwatch_lease_held"), Some(1.0), "{text}");
+            assert!(job("apiwatch_lag_seconds").is_some_and(|l| l < 120.0), "{text}");
+            break m;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "never ready after two polls: {code} {body}\n{text}\n{}",
+            worker.stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+
+    // A second worker on the same job stands by: alive, not ready, and says why.
+    let mut standby = Listening::start(&args);
+    let (code, body) = standby.get("/health");
+    assert_eq!(code, 503, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert!(health["reason"].as_str().unwrap().contains("not held by this worker"), "{health}");
+    assert_eq!(standby.get("/health/live").0, 200);
+    standby.child.kill().unwrap();
+    standby.child.wait().unwrap();
+
+    Command::new("kill")
+        .args(["-TERM", &worker.child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = worker.child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", worker.stderr.lock().unwrap());
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counter = |name: &str| metrics.get(&(name.to_owned(), "job=live,".to_owned())).copied().unwrap_or(-1.0);
+    for (metric, key) in [
+        ("apiwatch_events_scored_total", "events"),
+        ("apiwatch_anomalies_total", "anomalies"),
+        ("apiwatch_alerts_raised_total", "alerts_raised"),
+        ("apiwatch_documents_skipped_total", "skipped_documents"),
+    ] {
+        assert_eq!(
+            counter(metric),
+            summary[key].as_f64().unwrap(),
+            "{metric} and the summary's {key}: {summary}"
+        );
+    }
+    assert!(counter("apiwatch_events_scored_total") > 10_000.0, "{summary}");
+    let by_detector: f64 = metrics
+        .iter()
+        .filter(|((name, _), _)| name == "apiwatch_anomalies_by_detector_total")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(by_detector, counter("apiwatch_anomalies_total"), "the detectors' counts add up");
+    let written: f64 = metrics
+        .iter()
+        .filter(|((name, _), _)| name == "apiwatch_documents_written_total")
+        .map(|(_, v)| v)
+        .sum();
+    // The stop's last checkpoint writes the service records once more after the scrape.
+    let final_written = summary["writes"]["written"].as_f64().unwrap();
+    assert!(
+        written > 0.0 && written <= final_written,
+        "{written} written by the scrape, {final_written} at the end"
+    );
 }

@@ -127,8 +127,14 @@ impl DetectArgs {
     /// The whole configuration with these flags and the Elasticsearch ones, and the pipeline's
     /// setup with its models loaded.
     pub fn app(&self, es: &EsArgs) -> anyhow::Result<(AppConfig, PipelineSetup)> {
+        self.app_listening(es, None)
+    }
+
+    /// [`Self::app`] with `--listen` (`apiwatch run`'s address for `/health` and `/metrics`).
+    pub fn app_listening(&self, es: &EsArgs, listen: Option<String>) -> anyhow::Result<(AppConfig, PipelineSetup)> {
         let es = es.overrides();
         let flags = Overrides {
+            listen,
             es_url: es.es_url,
             es_cloud_id: es.es_cloud_id,
             es_prefix: es.es_prefix,

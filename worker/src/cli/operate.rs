@@ -46,6 +46,10 @@ pub enum OperateCommand {
         /// Print the run summary as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Serve GET /health and /metrics (Prometheus) on this address, e.g. 127.0.0.1:9464
+        /// (or `[http] listen`); port 0 picks a free one, logged at start.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
     },
     /// Score a past range [from, to) and write the same documents a live run would have.
     Backfill {
@@ -172,7 +176,18 @@ pub fn run(cmd: OperateCommand) -> anyhow::Result<()> {
             since,
             no_email,
             json,
-        } => es_run(&es, &args, once, since.as_deref(), no_email, json),
+            listen,
+        } => es_run(
+            &es,
+            &args,
+            RunFlags {
+                once,
+                since,
+                no_email,
+                json,
+                listen,
+            },
+        ),
         OperateCommand::Backfill {
             es,
             args,
@@ -396,24 +411,43 @@ fn print_run_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn es_run(es: &EsArgs, args: &DetectArgs, once: bool, since: Option<&str>, no_email: bool, json: bool) -> anyhow::Result<()> {
-    let (app, setup) = args.app(es)?;
+/// `apiwatch run`'s own flags.
+struct RunFlags {
+    once: bool,
+    since: Option<String>,
+    no_email: bool,
+    json: bool,
+    listen: Option<String>,
+}
+
+fn es_run(es: &EsArgs, args: &DetectArgs, flags: RunFlags) -> anyhow::Result<()> {
+    let (app, setup) = args.app_listening(es, flags.listen)?;
     let (client, mut settings) = connect(&app)?;
-    settings.since = since.map(|s| time_flag("--since", s)).transpose()?;
-    let mut notifier = match no_email {
+    settings.since = flags.since.as_deref().map(|s| time_flag("--since", s)).transpose()?;
+    let mut notifier = match flags.no_email {
         true => None,
         false => crate::notify::channels(&app.channels)?,
     };
     let stop = stop_flag()?;
+    let status = app.listen.map(|_| {
+        // Stale when nothing progressed for three polls and a minute (a long catch-up slice).
+        let stale = settings.poll_interval * 3 + std::time::Duration::from_secs(60);
+        crate::serve::WorkerStatus::new(&settings.job, &settings.worker_id, stale)
+    });
+    let _server = match (app.listen, &status) {
+        (Some(addr), Some(status)) => Some(crate::serve::Server::start(addr, status.clone(), stop.clone())?),
+        _ => None,
+    };
     let opts = RunOptions {
-        once,
+        once: flags.once,
         stop,
         notifier: notifier.as_mut().map(|n| n.as_mut() as &mut dyn crate::notify::Notifier),
         now: None,
         progress: None,
+        status,
     };
     let summary = crate::job::elasticsearch::run(&client, &settings, setup, opts)?;
-    print_run_summary(&summary, json)
+    print_run_summary(&summary, flags.json)
 }
 
 fn es_health(es: &EsArgs, config: Option<&Path>, job: Option<&str>) -> anyhow::Result<()> {

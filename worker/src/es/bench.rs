@@ -148,6 +148,7 @@ fn live(client: &EsClient, base: &WorkerSettings, tag: &str, secs: u64, target: 
                     notifier: None,
                     now: None,
                     progress,
+                    status: None,
                 },
             )
         })

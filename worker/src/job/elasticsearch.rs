@@ -23,6 +23,7 @@ use crate::model::time::{format_rfc3339, parse_rfc3339, Millis, MINUTE_MS};
 use crate::model::Alert;
 use crate::notify::Notifier;
 use crate::pipeline::{Pipeline, PipelineSetup, StateError};
+use crate::serve::WorkerStatus;
 use crate::sink::elasticsearch::{BulkWriter, WriteStats};
 use crate::source::elasticsearch::{search_pattern, Documents, LogSource, SliceMsg, SliceReader};
 use crate::source::IngestReport;
@@ -162,6 +163,7 @@ const LATE_WATCH: Millis = crate::model::time::HOUR_MS;
 struct Hooks<'a> {
     notifier: Option<&'a mut dyn Notifier>,
     progress: Option<Arc<AtomicI64>>,
+    status: Option<Arc<WorkerStatus>>,
     track_ids: bool,
 }
 
@@ -182,6 +184,7 @@ struct JobRun<'a> {
     position: Millis,
     last_checkpoint: Instant,
     progress: Option<Arc<AtomicI64>>,
+    status: Option<Arc<WorkerStatus>>,
     /// Live runs remember the ids read within the lateness, to score late arrivals once.
     track_ids: bool,
     /// Ranges read recently, with how many documents they held when read and (within the
@@ -232,6 +235,7 @@ impl<'a> JobRun<'a> {
         let Hooks {
             notifier,
             progress,
+            status,
             track_ids,
         } = hooks;
         // Who was told what survives a restart with the learned state.
@@ -254,6 +258,7 @@ impl<'a> JobRun<'a> {
             saved,
             last_checkpoint: Instant::now(),
             progress,
+            status,
             recent_reads: std::collections::VecDeque::new(),
             track_ids,
             report: IngestReport::default(),
@@ -442,7 +447,41 @@ impl<'a> JobRun<'a> {
         if let Some(p) = &self.progress {
             p.store(self.position, Ordering::Relaxed);
         }
+        self.report_status();
         Ok(())
+    }
+
+    /// Publishes where the job is and its counters, for `/health` and `/metrics`.
+    fn report_status(&self) {
+        let Some(status) = &self.status else { return };
+        let now = chrono::Utc::now().timestamp_millis();
+        let stats = &self.pipeline.stats;
+        let writes = &self.writer.stats;
+        status.update(|s| {
+            s.lease_held = true;
+            s.failing = None;
+            s.last_progress = Some(now);
+            s.position = Some(self.position);
+            s.checkpoint_saved = (self.summary.checkpoints > 0).then(|| now - self.last_checkpoint.elapsed().as_millis() as Millis);
+            s.polls = self.summary.polls;
+            s.events_scored = stats.events;
+            s.read_bytes = self.summary.read_bytes;
+            s.documents_skipped = self.report.skipped();
+            s.events_refused = stats.refused_events;
+            s.late_scored = self.summary.late_scored;
+            s.late_unscored = self.summary.late_unscored;
+            s.anomalies = stats.anomalies;
+            s.anomalies_by_detector.clone_from(&stats.anomalies_by_detector);
+            s.alerts_raised = stats.alerts_raised;
+            s.alerts_held_by_rule.clone_from(&stats.held_by_rule);
+            s.notifications_sent = self.summary.notifications_sent;
+            s.documents_written.clone_from(&writes.by_index);
+            s.bulk_requests = writes.bulk_requests;
+            s.bulk_retried_items = writes.retried_items;
+            s.dead_letters = writes.parked;
+            s.entities = self.pipeline.entity_count();
+            s.entities_evicted = stats.evicted_entities;
+        });
     }
 
     /// Writes everything out, then moves the checkpoint to `until` with the learned state.
@@ -469,6 +508,7 @@ impl<'a> JobRun<'a> {
         self.saved = (until, state);
         self.last_checkpoint = Instant::now();
         self.summary.checkpoints += 1;
+        self.report_status();
         Ok(())
     }
 
@@ -573,6 +613,8 @@ pub struct RunOptions<'a> {
     pub now: Option<Millis>,
     /// Set to the data time up to which documents are written, after every poll (benchmarks).
     pub progress: Option<Arc<AtomicI64>>,
+    /// Where the worker publishes its health and counters (`--listen`).
+    pub status: Option<Arc<WorkerStatus>>,
 }
 
 /// `apiwatch run`: polls until stopped (or once).
@@ -599,9 +641,11 @@ pub fn run<'a>(
             other => break other?,
         }
     };
+    let status = opts.status.clone();
     let hooks = Hooks {
         notifier: opts.notifier,
         progress: opts.progress,
+        status: opts.status,
         track_ids: true,
     };
     let mut job = JobRun::open(client, settings, setup.into(), store, hooks, stop.clone(), start)?;
@@ -622,6 +666,7 @@ pub fn run<'a>(
                         holder,
                     });
                 }
+                job.report_status();
                 if stopped || opts.once {
                     break;
                 }
@@ -634,6 +679,9 @@ pub fn run<'a>(
             }
             Err(WorkerError::Other(e)) if is_transient(&e) && !opts.once => {
                 failures += 1;
+                if let Some(s) = &status {
+                    s.update(|s| s.failing = Some(format!("{e:#}")));
+                }
                 let wait = UNAVAILABLE_RETRY.delay(failures.min(5));
                 tracing::warn!(error = %e, retry_in_s = wait.as_secs_f64(), "Elasticsearch unavailable; rolled back to the last checkpoint and will retry");
                 sleep_unless_stopped(wait, &stop);
