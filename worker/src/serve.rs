@@ -171,6 +171,13 @@ pub fn render_metrics(s: &WorkerSnapshot, now: Millis) -> String {
         "detector",
         &s.anomalies_by_detector,
     );
+    alerts_and_writes(&mut m, s);
+    progress(&mut m, s, now);
+    m.out
+}
+
+/// What became of the anomalies: alerts, notifications, documents written.
+fn alerts_and_writes(m: &mut Exposition, s: &WorkerSnapshot) {
     m.single("apiwatch_alerts_raised_total", "counter", "Alerts raised.", s.alerts_raised as f64);
     m.by(
         "apiwatch_alerts_held_total",
@@ -208,6 +215,10 @@ pub fn render_metrics(s: &WorkerSnapshot, now: Millis) -> String {
         "Documents refused for good, parked in the dead-letter index with their reason.",
         s.dead_letters as f64,
     );
+}
+
+/// How much the worker holds and how far behind it is.
+fn progress(m: &mut Exposition, s: &WorkerSnapshot, now: Millis) {
     m.single(
         "apiwatch_entities",
         "gauge",
@@ -242,7 +253,6 @@ pub fn render_metrics(s: &WorkerSnapshot, now: Millis) -> String {
             (now - c).max(0) as f64 / 1000.0,
         );
     }
-    m.out
 }
 
 /// Text exposition being written; every sample carries the job's label.
