@@ -166,7 +166,7 @@ pub fn detect_vs_parse_only(path: &Path, setup: crate::pipeline::PipelineSetup) 
     let rss_after_peer = peak_rss_mib();
     let out = std::env::temp_dir().join(format!("apiwatch-bench-{}", std::process::id()));
     let started = Instant::now();
-    let run = crate::job::files::detect_files(&[path.to_owned()], &out, setup, |_| {})?;
+    let run = crate::job::files::detect_files(&[path.to_owned()], &out, setup, Vec::new(), |_| {})?;
     let secs = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&out);
     let rate = run.stats.events as f64 / secs;

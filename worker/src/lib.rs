@@ -49,6 +49,7 @@ pub mod config;
 pub mod detect;
 pub mod es;
 pub mod eval;
+pub mod feedback;
 pub mod http;
 pub mod job;
 pub mod kibana;

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use crate::feedback::{FeedbackBook, FeedbackRecord};
 use crate::model::anomaly::{Alert, Anomaly, AnomalyKind, Severity, Weight};
 use crate::model::time::{Millis, MINUTE_MS};
 
@@ -242,6 +243,9 @@ pub struct AlertManager {
     /// Times an incident reached a bound, by bound (see [`bound`]).
     #[serde(default)]
     bounds: BTreeMap<String, u64>,
+    /// Acknowledgements, silences and what verdicts taught.
+    #[serde(default)]
+    feedback: FeedbackBook,
 }
 
 /// The explicit bounds of an incident.
@@ -291,7 +295,55 @@ impl AlertManager {
             changes: FxHashMap::default(),
             held: BTreeMap::new(),
             bounds: BTreeMap::new(),
+            feedback: FeedbackBook::default(),
         }
+    }
+
+    /// Takes feedback records in, at the next window or (`at_once` false) once the stream
+    /// reaches each one's time. Returns the refused ones with why.
+    pub fn offer_feedback(&mut self, records: impl IntoIterator<Item = FeedbackRecord>, at_once: bool) -> Vec<crate::feedback::FeedbackError> {
+        self.feedback.offer(records, at_once)
+    }
+
+    /// The feedback in effect and what it did.
+    pub fn feedback(&self) -> &FeedbackBook {
+        &self.feedback
+    }
+
+    /// Puts the feedback due by event time `now` into effect and holds back the anomalies a
+    /// false-positive verdict taught to keep quiet (marked with the rule and the verdicts;
+    /// [`AlertManager::ingest`] counts them). Call before `ingest`.
+    pub fn apply_feedback(&mut self, anomalies: &mut [Anomaly], now: Millis) {
+        self.feedback.advance(now);
+        for a in anomalies.iter_mut().filter(|a| a.held_by.is_none()) {
+            if let Some(s) = self.feedback.suppression_for(a) {
+                a.reason = format!(
+                    "{} (held back: scores up to {:.0} on this were judged not a problem, by {})",
+                    a.reason,
+                    s.level,
+                    s.verdicts.join(", ")
+                );
+                a.held_by = Some(crate::feedback::HELD_BY_VERDICT.to_owned());
+                self.feedback.counts.anomalies_held += 1;
+            }
+        }
+    }
+
+    /// Marks alert changes with their acknowledgement and silence, and adds the open alerts
+    /// newly acknowledged so their documents say so at once.
+    fn with_feedback(&mut self, mut changed: Vec<Alert>, now: Millis) -> Vec<Alert> {
+        for id in self.feedback.take_new_acks() {
+            if changed.iter().any(|a| a.id == id) {
+                continue;
+            }
+            if let Some(inc) = self.active.iter().find(|inc| inc.id == id && inc.raised_at.is_some()) {
+                changed.push(render::to_alert(inc, &self.callers, &self.callees));
+            }
+        }
+        for a in &mut changed {
+            self.feedback.annotate(a, now);
+        }
+        changed
     }
 
     /// Incidents that reached a bound so far, by bound (see [`bound`]).
@@ -533,12 +585,13 @@ impl AlertManager {
             }
         }
         changed.extend(self.tick_inner(now, &touched));
-        changed
+        self.with_feedback(changed, now)
     }
 
     /// Advances time with no new anomalies (resolutions, re-alerts, dropped noise).
     pub fn tick(&mut self, now: Millis) -> Vec<Alert> {
-        self.tick_inner(now, &BTreeSet::new())
+        let changed = self.tick_inner(now, &BTreeSet::new());
+        self.with_feedback(changed, now)
     }
 
     fn tick_inner(&mut self, now: Millis, touched: &BTreeSet<usize>) -> Vec<Alert> {
@@ -595,11 +648,11 @@ impl AlertManager {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::anomaly::{AlertStatus, Severity};
 
-    fn anomaly(service: &str, kind: AnomalyKind, score: f64, t: Millis) -> Anomaly {
+    pub(crate) fn anomaly(service: &str, kind: AnomalyKind, score: f64, t: Millis) -> Anomaly {
         Anomaly {
             timestamp: t,
             id: Anomaly::make_id(&[service, kind.as_str(), &t.to_string()]),

@@ -291,6 +291,9 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
         impact_calls: inc.impact_calls,
         impact_users: inc.impact_users,
         trace_ids: traces,
+        acknowledged_by: None,
+        acknowledged_at: None,
+        silenced_by: None,
     }
 }
 

@@ -243,6 +243,10 @@ pub struct SimArgs {
     /// No incidents (a new service still appears).
     #[arg(long)]
     pub no_incidents: bool,
+    /// Add daily routines that look like problems and are not (a nightly batch, a scheduled
+    /// probe), labelled as not to be alerted: what feedback is for.
+    #[arg(long)]
+    pub routines: bool,
 }
 
 impl SimArgs {
@@ -255,6 +259,7 @@ impl SimArgs {
             rate,
             start: "2026-03-02T00:00:00Z".into(),
             no_incidents: false,
+            routines: false,
         }
     }
 
@@ -269,6 +274,7 @@ impl SimArgs {
             rate: self.rate,
             incidents: !self.no_incidents,
             max_events: None,
+            routines: self.routines,
         })
     }
 }

@@ -89,6 +89,27 @@ pub enum LabCommand {
         #[command(flatten)]
         args: DetectArgs,
     },
+    /// Does feedback teach? Detect a multi-day run with daily routines that look like problems
+    /// (a nightly batch, a scheduled probe), mark the first day's false alerts `false_positive`
+    /// as an analyst would (from the labels), detect again: false alerts after day 1 before and
+    /// after, and any incident no longer found.
+    EvalFeedback {
+        #[arg(long, value_delimiter = ',', default_value = "bank,retail")]
+        topologies: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "611")]
+        seeds: Vec<u64>,
+        #[arg(long, default_value_t = 48.0)]
+        hours: f64,
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Minutes after a false alert ends that the analyst marks it.
+        #[arg(long, default_value_t = 30)]
+        reaction_min: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        args: DetectArgs,
+    },
     /// Measure detect throughput and peak memory against a parse-only peer.
     Bench {
         /// An events file; simulated (and cached) when absent.
@@ -220,6 +241,27 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             verbose,
             args,
         } => eval_suite(&topologies, &seeds, hours, rate, verbose, args.config()?),
+        LabCommand::EvalFeedback {
+            topologies,
+            seeds,
+            hours,
+            rate,
+            reaction_min,
+            json,
+            args,
+        } => {
+            let runs: Vec<SimConfig> = topologies
+                .iter()
+                .flat_map(|t| {
+                    seeds.iter().map(move |&s| {
+                        let mut args = SimArgs::with(t, s, hours, rate);
+                        args.routines = true;
+                        args.config()
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            eval_feedback(&runs, &args.config()?, reaction_min as i64 * MINUTE_MS, json)
+        }
         bench @ LabCommand::Bench { .. } => run_bench(bench),
         LabCommand::EvalNab { data, detector } => eval_nab(&data, detector),
         LabCommand::Fuzz { format, lines, seed } => {
@@ -446,7 +488,7 @@ fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineSetup, keep_events: bool)
     let out = dir.join("detect");
     let started = Instant::now();
     let pb = spinner("detecting");
-    let run = crate::job::files::detect_files(std::slice::from_ref(&events), &out, detect_cfg, rate_message(&pb, "detecting"))?;
+    let run = crate::job::files::detect_files(std::slice::from_ref(&events), &out, detect_cfg, Vec::new(), rate_message(&pb, "detecting"))?;
     pb.finish_and_clear();
     if !keep_events {
         // Hundreds of MB nobody asked to keep; the same seed writes them again.
@@ -560,6 +602,51 @@ fn print_eval(r: &EvalReport, details: bool) -> anyhow::Result<()> {
         }
         for t in &r.false_alert_titles {
             outln!("  false alert: {t}");
+        }
+    }
+    Ok(())
+}
+
+fn eval_feedback(runs: &[SimConfig], setup: &PipelineSetup, reaction: crate::model::time::Millis, json: bool) -> anyhow::Result<()> {
+    let pb = bar(runs.len() as u64, "detecting twice");
+    let mut results = Vec::new();
+    for sim in runs {
+        results.push(eval::feedback::run(sim, setup, reaction)?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    outln!("| run | day-1 false alerts (marked) | false alerts after day 1: before → after | detected (right origin): before → after | incidents lost | anomalies held |");
+    outln!("|---|---|---|---|---|---|");
+    for r in &results {
+        outln!(
+            "| {} {} | {} | {} → {} | {} ({}) → {} ({}) of {} | {} | {} |",
+            r.topology,
+            r.seed,
+            r.day1_false,
+            r.later_false_before,
+            r.later_false_after,
+            r.detected_before,
+            r.right_origin_before,
+            r.detected_after,
+            r.right_origin_after,
+            r.incidents,
+            if r.lost.is_empty() { "none".to_owned() } else { r.lost.join(", ") },
+            r.anomalies_held
+        );
+    }
+    for r in &results {
+        for s in &r.suppressions {
+            outln!("  {} {}: learned {s}", r.topology, r.seed);
+        }
+        for t in &r.later_false_titles {
+            outln!("  {} {}: false alert left: {t}", r.topology, r.seed);
+        }
+        for t in &r.routines {
+            outln!("  {} {}: {t}", r.topology, r.seed);
         }
     }
     Ok(())

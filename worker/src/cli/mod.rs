@@ -3,6 +3,7 @@
 //! its own module: [`operate`] (what an operator runs) first in `--help`, then [`lab`]
 //! (simulation, evaluation, benchmarks) and [`models`] (training and checking the models).
 
+mod answer;
 mod args;
 mod lab;
 mod models;
@@ -35,6 +36,8 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Operate(operate::OperateCommand),
+    #[command(flatten)]
+    Answer(answer::AnswerCommand),
     #[command(flatten)]
     Lab(lab::LabCommand),
     #[command(flatten)]
@@ -70,6 +73,7 @@ pub fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Operate(c) => operate::run(c),
+        Command::Answer(c) => answer::run(c),
         Command::Lab(c) => lab::run(c),
         Command::Models(c) => models::run(c),
     };

@@ -82,6 +82,10 @@ pub enum OperateCommand {
         input: InputFormatArgs,
         #[command(flatten)]
         args: DetectArgs,
+        /// Acknowledgements, silences and verdicts (NDJSON feedback records, as in the
+        /// feedback index), each applied from its @timestamp on the events' clock (repeat).
+        #[arg(long)]
+        feedback: Vec<PathBuf>,
     },
     /// Is the job being worked? Exits 0 when a worker holds its lease (renewed every poll) and
     /// 1 otherwise, saying why (for container health checks and the operator at 3 a.m.).
@@ -133,10 +137,15 @@ pub fn run(cmd: OperateCommand) -> anyhow::Result<()> {
             output,
             input,
             args,
+            feedback,
         } => {
             let cfg = args.config_with(&input)?;
+            let mut records = Vec::new();
+            for f in &feedback {
+                records.extend(crate::feedback::read_ndjson(f)?);
+            }
             let pb = spinner("detecting");
-            let run = crate::job::files::detect_files(&inputs, &output, cfg, rate_message(&pb, "detecting"))?;
+            let run = crate::job::files::detect_files(&inputs, &output, cfg, records, rate_message(&pb, "detecting"))?;
             pb.finish_and_clear();
             print_detect_summary(&run, &output)
         }
@@ -270,9 +279,26 @@ pub fn print_detect_summary(run: &FilesRun, output: &Path) -> anyhow::Result<()>
         );
     }
     for (rule, n) in &stats.held_by_rule {
+        if rule == crate::feedback::HELD_BY_VERDICT {
+            outln!(
+                "  {} held back by what false-positive verdicts taught (`{rule}`; marked anomaly.held_by)",
+                count(*n, "anomaly", "anomalies")
+            );
+            continue;
+        }
         outln!(
             "  {} strong enough to raise an alert held back by `{rule}` (marked anomaly.held_by in anomalies.ndjson)",
             count(*n, "anomaly", "anomalies")
+        );
+    }
+    let fb = &stats.feedback;
+    if fb.applied + fb.refused > 0 {
+        outln!(
+            "  feedback: {} in effect ({} refused); {} marked silenced (not sent), {} marked acknowledged",
+            count(fb.applied, "record", "records"),
+            fb.refused,
+            count(fb.alerts_silenced, "alert change", "alert changes"),
+            fb.alerts_acknowledged
         );
     }
     for (bound, n) in &stats.alert_bounds {

@@ -86,6 +86,7 @@ pub fn run(client: &EsClient, base: &WorkerSettings, events: u64, live_secs: u64
         rate,
         incidents: true,
         max_events: Some(events),
+        routines: false,
     };
     eprintln!("loading {events} events into {stream} ...");
     let (load, _) = super::loader::load(client, &stream, sim.clone(), |_| {})?;
@@ -178,6 +179,7 @@ fn live(client: &EsClient, base: &WorkerSettings, tag: &str, secs: u64, target: 
         rate: target / 1.47 / crate::simulate::diurnal(now + secs as Millis * 500),
         incidents: false,
         max_events: None,
+        routines: false,
     };
     eprintln!("live: {secs} s of traffic at about {target:.0} events/s while the worker polls ...");
     let t = Instant::now();

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod feedback;
 pub mod loader;
 pub mod names;
 pub mod state;

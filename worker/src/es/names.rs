@@ -14,6 +14,8 @@ pub struct IndexNames {
     pub services: String,
     pub state: String,
     pub deadletter: String,
+    /// Acknowledgements, silences and verdicts (see [`crate::feedback`]).
+    pub feedback: String,
 }
 
 impl Default for IndexNames {
@@ -33,6 +35,7 @@ impl IndexNames {
             services: format!("{prefix}-services"),
             state: format!("{prefix}-state"),
             deadletter: format!("{prefix}-deadletter"),
+            feedback: format!("{prefix}-feedback"),
         }
     }
 

@@ -9,7 +9,7 @@ use super::client::{EsClient, EsError};
 use super::names::IndexNames;
 
 /// Bumped whenever a template changes; stored in every template's `_meta.version`.
-pub const TEMPLATE_VERSION: u64 = 4;
+pub const TEMPLATE_VERSION: u64 = 5;
 
 /// (name, JSON) of every file in `es-templates/`, by kind.
 pub const COMPONENTS: &[(&str, &str)] = &[
@@ -41,6 +41,10 @@ pub const COMPONENTS: &[(&str, &str)] = &[
         "deadletter-mappings",
         include_str!("../../../es-templates/component/apiwatch-deadletter-mappings.json"),
     ),
+    (
+        "feedback-mappings",
+        include_str!("../../../es-templates/component/apiwatch-feedback-mappings.json"),
+    ),
     ("settings", include_str!("../../../es-templates/component/apiwatch-settings.json")),
     (
         "settings-ilm",
@@ -60,6 +64,7 @@ pub const INDEX_TEMPLATES: &[(&str, &str)] = &[
     ("services", include_str!("../../../es-templates/index/apiwatch-services.json")),
     ("state", include_str!("../../../es-templates/index/apiwatch-state.json")),
     ("deadletter", include_str!("../../../es-templates/index/apiwatch-deadletter.json")),
+    ("feedback", include_str!("../../../es-templates/index/apiwatch-feedback.json")),
 ];
 
 pub const ILM_POLICIES: &[(&str, &str)] = &[
@@ -174,7 +179,7 @@ pub fn setup(client: &EsClient, names: &IndexNames) -> Result<(Capabilities, Vec
     }
     // Indices that are written by id from the first run: create them now so that a mistake in a
     // template shows at setup, not in the middle of a run.
-    for index in [&names.alerts, &names.services, &names.state, &names.deadletter] {
+    for index in [&names.alerts, &names.services, &names.state, &names.deadletter, &names.feedback] {
         let (status, body) = client.json_status("PUT", &format!("/{index}"), Some(&json!({})))?;
         let outcome = match status {
             200..=299 => "created",

@@ -2,6 +2,7 @@
 //! false alerts per day, alerts per incident, detection delay, and lead time before the breach
 //! for predicted alerts.
 
+pub mod feedback;
 pub mod nab;
 pub mod suite;
 
@@ -52,9 +53,11 @@ pub struct EvalReport {
     pub by_kind: BTreeMap<String, (usize, usize, usize)>,
     pub results: Vec<IncidentResult>,
     pub false_alert_titles: Vec<String>,
+    /// Every false alert's id (what an analyst replaying the labels marks).
+    pub false_alert_ids: Vec<String>,
 }
 
-fn overlaps(a: &Alert, inc: &LabelledIncident) -> bool {
+pub(crate) fn overlaps(a: &Alert, inc: &LabelledIncident) -> bool {
     let a_end = a.end.unwrap_or(Millis::MAX).max(a.timestamp);
     let (lo, hi) = (inc.start - EARLY_SLACK, inc.end + LATE_SLACK);
     a.start.max(a.timestamp.min(a.start)) <= hi && a_end >= lo && a.timestamp <= hi
@@ -103,6 +106,7 @@ pub fn evaluate(labels: &Labels, alerts: &[Alert]) -> EvalReport {
     };
     r.days = ((labels.end - labels.start) as f64 / DAY_MS as f64).max(1e-9);
     r.false_alerts_per_day = r.false_alerts as f64 / r.days;
+    r.false_alert_ids = false_alerts.iter().map(|&i| alerts[i].id.clone()).collect();
     r.false_alert_titles = false_alerts
         .iter()
         .take(20)
@@ -192,6 +196,7 @@ pub fn combine(reports: &[EvalReport]) -> EvalReport {
         }
         r.results.extend(x.results.iter().cloned());
         r.false_alert_titles.extend(x.false_alert_titles.iter().cloned());
+        r.false_alert_ids.extend(x.false_alert_ids.iter().cloned());
     }
     r.false_alerts_per_day = r.false_alerts as f64 / r.days.max(1e-9);
     r.alerts_per_incident = if r.detected > 0 { matched / r.detected as f64 } else { 0.0 };
@@ -282,6 +287,9 @@ mod tests {
             impact_calls: 0,
             impact_users: 0,
             trace_ids: vec![],
+            acknowledged_by: None,
+            acknowledged_at: None,
+            silenced_by: None,
         }
     }
 

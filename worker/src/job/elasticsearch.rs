@@ -123,6 +123,10 @@ pub struct RunSummary {
     pub late_scored: u64,
     /// Events that arrived later than the allowed lateness: counted, not scored.
     pub late_unscored: u64,
+    /// What feedback did (records in effect, alerts silenced and acknowledged, anomalies held
+    /// by verdicts), and feedback documents refused (malformed or unusable; logged with ids).
+    pub feedback: crate::feedback::FeedbackCounts,
+    pub feedback_refused: u64,
 }
 
 /// Why a run stopped early.
@@ -194,6 +198,8 @@ struct JobRun<'a> {
     summary: RunSummary,
     notifier: Option<&'a mut dyn Notifier>,
     stop: Arc<AtomicBool>,
+    /// The newest feedback record read (`None`: read all on the next poll).
+    feedback_read: Option<Millis>,
 }
 
 impl<'a> JobRun<'a> {
@@ -265,7 +271,28 @@ impl<'a> JobRun<'a> {
             summary,
             notifier,
             stop,
+            feedback_read: None,
         })
+    }
+
+    /// Takes in the acknowledgements, silences and verdicts written since the last read; a
+    /// malformed record is reported with its id and skipped. Failing to read is not fatal: the
+    /// alerts still go out, feedback follows on a later poll.
+    fn read_feedback(&mut self) {
+        match crate::es::feedback::read_since(self.client, &self.settings.names, self.feedback_read) {
+            Ok((records, bad, newest)) => {
+                for e in &bad {
+                    tracing::warn!(error = %e, "feedback record skipped: fix or delete the document");
+                }
+                self.summary.feedback_refused += bad.len() as u64;
+                for e in self.pipeline.offer_feedback(records, true) {
+                    self.summary.feedback_refused += 1;
+                    tracing::warn!(error = %e, "feedback record refused");
+                }
+                self.feedback_read = newest;
+            }
+            Err(e) => tracing::warn!(error = %e, index = %self.settings.names.feedback, "could not read feedback; will try again next poll"),
+        }
     }
 
     fn until(&self) -> Millis {
@@ -281,6 +308,8 @@ impl<'a> JobRun<'a> {
             Err(e) => {
                 self.pipeline = Pipeline::restore(self.setup.clone(), &self.saved.1)?;
                 self.position = self.saved.0;
+                // Feedback taken in since the checkpoint was rolled back with it: read it again.
+                self.feedback_read = None;
                 let keep = self.notifier.is_some();
                 self.writer = BulkWriter::new(self.client.clone(), self.settings.names.clone(), &self.settings.worker_id, keep);
                 Err(e)
@@ -518,6 +547,7 @@ impl<'a> JobRun<'a> {
         s.events = self.pipeline.stats.events;
         s.anomalies = self.pipeline.stats.anomalies;
         s.alerts_raised = self.pipeline.stats.alerts_raised;
+        s.feedback = self.pipeline.stats.feedback.clone();
         s.skipped_documents = self.report.skipped();
         s.skipped_samples = self.report.samples.clone();
         s.writes = self.writer.stats.clone();
@@ -655,6 +685,7 @@ pub fn run<'a>(
         if let Err(e) = job.sweep_late_arrivals() {
             tracing::warn!(error = %e, "could not check for late arrivals");
         }
+        job.read_feedback();
         let upper = now_ms(opts.now) - settings.ingest_delay;
         match job.advance(upper, opts.once, |_| {}) {
             Ok(stopped) => {

@@ -30,7 +30,13 @@ pub struct FilesRun {
 
 /// Runs file-mode detection over log files (merged by time when there are several);
 /// `progress` hears the events read so far.
-pub fn detect_files(inputs: &[PathBuf], output: &Path, setup: PipelineSetup, progress: impl FnMut(u64)) -> anyhow::Result<FilesRun> {
+pub fn detect_files(
+    inputs: &[PathBuf],
+    output: &Path,
+    setup: PipelineSetup,
+    feedback: Vec<crate::feedback::FeedbackRecord>,
+    progress: impl FnMut(u64),
+) -> anyhow::Result<FilesRun> {
     check_inputs_are_not_outputs(inputs, output)?;
     // Open the inputs before creating anything: a missing file or a FIFO nobody writes to must
     // not leave empty outputs behind.
@@ -41,6 +47,8 @@ pub fn detect_files(inputs: &[PathBuf], output: &Path, setup: PipelineSetup, pro
     let _ = std::fs::remove_file(&rejected);
     let mut source = ReadAhead::spawn(source.with_rejects(rejected))?;
     let mut pipeline = Pipeline::new(setup)?;
+    // Records were checked when read; none is refused here.
+    let _ = pipeline.offer_feedback(feedback, false);
     pipeline.run_source(&mut source, &mut sink, progress)?;
     let stats = pipeline.finish(&mut sink)?;
     Ok(FilesRun {

@@ -234,6 +234,20 @@ pub struct Alert {
     pub impact_users: u64,
     #[serde(rename = "trace.id", default)]
     pub trace_ids: Vec<String>,
+    /// Who acknowledged it and when (feedback; an extension): not notified again until it
+    /// resolves.
+    #[serde(rename = "alert.acknowledged.by", skip_serializing_if = "Option::is_none", default)]
+    pub acknowledged_by: Option<String>,
+    #[serde(
+        rename = "alert.acknowledged.at",
+        with = "serde_rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub acknowledged_at: Option<Millis>,
+    /// The silence holding it back from every channel (feedback; an extension).
+    #[serde(rename = "alert.silence.id", skip_serializing_if = "Option::is_none", default)]
+    pub silenced_by: Option<String>,
 }
 
 #[cfg(test)]

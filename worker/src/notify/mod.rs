@@ -224,6 +224,11 @@ pub struct Throttle {
     #[serde(skip)]
     pub max_per_hour: usize,
     pub suppressed: u64,
+    /// Open-alert messages not sent because the alert was silenced, or acknowledged.
+    #[serde(default)]
+    pub silenced: u64,
+    #[serde(default)]
+    pub acknowledged: u64,
 }
 
 impl Throttle {
@@ -238,6 +243,18 @@ impl Throttle {
     /// Decides for one alert change at wall time `now`; records the message if one is due.
     pub fn decide(&mut self, a: &Alert, now: i64) -> Option<MessageKind> {
         self.recent.retain(|t| now - t < 3_600_000);
+        // Feedback: a silenced alert goes to no channel while open, an acknowledged one is not
+        // repeated; either's resolution still goes to whoever was told it opened.
+        if a.status == AlertStatus::Open {
+            if a.silenced_by.is_some() {
+                self.silenced += 1;
+                return None;
+            }
+            if a.acknowledged_by.is_some() && self.told.get(&a.id).is_some_and(|p| p.status == "open") {
+                self.acknowledged += 1;
+                return None;
+            }
+        }
         let prev = self.told.get(&a.id);
         let kind = match (a.status, prev) {
             (AlertStatus::Open, None) => MessageKind::Opened,
@@ -348,6 +365,9 @@ pub(crate) mod tests {
             impact_calls: 0,
             impact_users: 0,
             trace_ids: vec![],
+            acknowledged_by: None,
+            acknowledged_at: None,
+            silenced_by: None,
         }
     }
 
@@ -384,10 +404,30 @@ pub(crate) mod tests {
         assert_eq!(t.decide(&again, 1_000_000), Some(MessageKind::StillOpen));
         let resolved = alert("a", "s", "P2", AlertStatus::Resolved, 2);
         assert_eq!(t.decide(&resolved, 1_000_001), Some(MessageKind::Resolved));
+        assert_eq!((t.silenced, t.acknowledged), (0, 0));
         assert_eq!(t.decide(&resolved, 1_000_002), None);
         // Never told about it: no resolution mail out of the blue.
         let unknown = alert("b", "s", "P2", AlertStatus::Resolved, 1);
         assert_eq!(t.decide(&unknown, 0), None);
+    }
+
+    #[test]
+    fn an_acknowledged_alert_is_not_repeated_and_a_silenced_one_not_sent_but_resolutions_go() {
+        let mut t = Throttle::new(0, 100);
+        let open = alert("a", "s", "P2", AlertStatus::Open, 1);
+        assert_eq!(t.decide(&open, 0), Some(MessageKind::Opened));
+        let mut again = alert("a", "s", "P2", AlertStatus::Open, 2);
+        again.acknowledged_by = Some("ana".into());
+        assert_eq!(t.decide(&again, 1_000_000), None, "acknowledged: no re-alert");
+        let mut resolved = alert("a", "s", "P2", AlertStatus::Resolved, 2);
+        resolved.acknowledged_by = Some("ana".into());
+        assert_eq!(t.decide(&resolved, 1_000_001), Some(MessageKind::Resolved));
+        let mut quiet = alert("b", "s", "P1", AlertStatus::Open, 1);
+        quiet.silenced_by = Some("silence-1".into());
+        assert_eq!(t.decide(&quiet, 5), None, "silenced");
+        // Never told it opened: its resolution is not sent either.
+        assert_eq!(t.decide(&alert("b", "s", "P1", AlertStatus::Resolved, 1), 6), None);
+        assert_eq!((t.silenced, t.acknowledged), (1, 1));
     }
 
     #[test]

@@ -194,6 +194,9 @@ pub struct RunStats {
     /// Times an incident reached one of its bounds (`age`, `size`; see `alert::bound`).
     #[serde(default)]
     pub alert_bounds: std::collections::BTreeMap<String, u64>,
+    /// What feedback (acknowledgements, silences, verdicts) did.
+    #[serde(default)]
+    pub feedback: crate::feedback::FeedbackCounts,
     pub first_event: Option<Millis>,
     pub last_event: Option<Millis>,
 }
@@ -285,6 +288,24 @@ impl Pipeline {
     }
 
     /// Feeds one event (any order within the allowed lateness).
+    /// Takes acknowledgements, silences and verdicts in: read live (`at_once`), from the next
+    /// window; replayed, once the stream reaches each one's time (see [`crate::feedback`]).
+    /// Returns the refused ones with why.
+    pub fn offer_feedback(
+        &mut self,
+        records: impl IntoIterator<Item = crate::feedback::FeedbackRecord>,
+        at_once: bool,
+    ) -> Vec<crate::feedback::FeedbackError> {
+        let refused = self.alerts.offer_feedback(records, at_once);
+        self.stats.feedback.clone_from(&self.alerts.feedback().counts);
+        refused
+    }
+
+    /// The feedback in effect and what verdicts taught (for `status` and the summary).
+    pub fn feedback(&self) -> &crate::feedback::FeedbackBook {
+        self.alerts.feedback()
+    }
+
     pub fn push(&mut self, ev: Event, sink: &mut dyn ResultSink) -> anyhow::Result<()> {
         if !PIPELINE_TIMES.contains(&ev.timestamp) {
             if self.stats.refused_events == 0 {
@@ -348,6 +369,7 @@ impl Pipeline {
             let quiet = self.cfg.alerts.quiet_to_resolve;
             let changed = self.alerts.tick(start.saturating_add(self.cfg.window).saturating_add(quiet));
             sink.write_alerts(&changed)?;
+            self.stats.feedback.clone_from(&self.alerts.feedback().counts);
         }
         self.stats.late_events = self.reorder.late;
         self.stats.folded = self.entity_names.folded.clone();
@@ -536,10 +558,12 @@ impl Pipeline {
         self.stats.anomalies += self.anomalies.len() as u64;
         // The alert manager sees the window first, so that every anomaly it holds back is
         // written with the rule that held it.
+        self.alerts.apply_feedback(&mut self.anomalies, end);
         let changed = self.alerts.ingest(&self.anomalies, end);
         self.alerts.explain_holds(&mut self.anomalies);
         self.stats.held_by_rule.clone_from(self.alerts.held());
         self.stats.alert_bounds.clone_from(self.alerts.bounds());
+        self.stats.feedback.clone_from(&self.alerts.feedback().counts);
         sink.write_metrics(&service_metrics(&self.stats_buf, &self.names))?;
         sink.write_anomalies(&self.anomalies)?;
         let mut journeys = Vec::new();

@@ -789,6 +789,9 @@ mod tests {
             impact_calls: 0,
             impact_users: 0,
             trace_ids: vec![],
+            acknowledged_by: None,
+            acknowledged_at: None,
+            silenced_by: None,
         }
     }
 

@@ -19,6 +19,9 @@ pub enum IncidentKind {
     TrafficDrop,
     PayloadAnomaly,
     NewService,
+    /// Routine behaviour that looks like a problem and is not (a nightly batch, a scheduled
+    /// probe), at about the same time every day: must not alert, and an analyst says so once.
+    Routine,
 }
 
 impl IncidentKind {
@@ -330,7 +333,7 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
                 );
                 effect = payload;
             }
-            IncidentKind::NewService => unreachable!("not in ALERTING"),
+            IncidentKind::NewService | IncidentKind::Routine => unreachable!("not in ALERTING"),
         }
         out.push(Scheduled {
             label: LabelledIncident {
@@ -356,6 +359,71 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
     out.sort_by_key(|s| s.start);
     for (i, s) in out.iter_mut().enumerate() {
         s.label.id = format!("inc-{:02}", i + 1);
+    }
+    out
+}
+
+/// Routines of `SimConfig::routines` over `[start, end)`: one internal service slowed by a
+/// nightly batch and another failing a share of its calls during a scheduled job (a probe of a
+/// retired endpoint), each at about the same time of day, every day. From their own random
+/// stream, so the rest of the simulation is the same with or without them.
+pub fn routines(t: &Topology, start: Millis, end: Millis, seed: u64) -> Vec<Scheduled> {
+    use rand::SeedableRng;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0052_4f55_5449_4e45);
+    let internal = internal_services(t);
+    let mut picks = internal.clone();
+    picks.shuffle(&mut rng);
+    let (slow, failing) = (picks[0], picks[picks.len().min(2) - 1]);
+    let slow_at = rng.gen_range(60..300) * MINUTE_MS;
+    let fail_at = rng.gen_range(600..1_080) * MINUTE_MS;
+    let factor = rng.gen_range(2.5..3.5);
+    let rate = rng.gen_range(0.08..0.15);
+    let svc = |i: usize| (t.services[i].name.to_owned(), t.services[i].provider.to_owned());
+    let mut out = Vec::new();
+    let first_day = start.div_euclid(crate::model::time::DAY_MS) * crate::model::time::DAY_MS;
+    let mut day = first_day;
+    while day < end {
+        for (service, offset, dur, effect, what) in [
+            (
+                slow,
+                slow_at,
+                20 * MINUTE_MS,
+                Effect::Slow { service: slow, factor },
+                format!("nightly batch: calls {factor:.1}x slower (routine, not a problem)"),
+            ),
+            (
+                failing,
+                fail_at,
+                12 * MINUTE_MS,
+                Effect::Errors { service: failing, rate },
+                format!("scheduled probe of a retired endpoint: {:.0}% of calls fail (routine, not a problem)", rate * 100.0),
+            ),
+        ] {
+            let at = day + offset + rng.gen_range(-5..=5) * MINUTE_MS;
+            if at < start + 45 * MINUTE_MS || at + dur > end {
+                continue;
+            }
+            let (name, provider) = svc(service);
+            out.push(Scheduled {
+                label: LabelledIncident {
+                    id: format!("routine-{:02}", out.len() + 1),
+                    kind: IncidentKind::Routine,
+                    start: at,
+                    end: at + dur,
+                    description: format!("{name}/{provider}: {what}"),
+                    service: name,
+                    provider,
+                    route: None,
+                    hop_from: None,
+                    breach_at: None,
+                    expect_alert: false,
+                },
+                start: at,
+                end: at + dur,
+                effect: Some(effect),
+            });
+        }
+        day += crate::model::time::DAY_MS;
     }
     out
 }

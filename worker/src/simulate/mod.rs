@@ -36,6 +36,8 @@ pub struct SimConfig {
     pub incidents: bool,
     /// Stop after this many events (benchmarks).
     pub max_events: Option<u64>,
+    /// Add daily routines that look like problems and are not (see `incidents::routines`).
+    pub routines: bool,
 }
 
 impl Default for SimConfig {
@@ -49,6 +51,7 @@ impl Default for SimConfig {
             rate: 20.0,
             incidents: true,
             max_events: None,
+            routines: false,
         }
     }
 }
@@ -116,7 +119,7 @@ impl Simulator {
         let topo = topology::topology(&cfg.topology)
             .ok_or_else(|| anyhow::anyhow!("unknown topology `{}`; choose one of {:?}", cfg.topology, topology::TOPOLOGIES))?;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let plan = if cfg.incidents {
+        let mut plan = if cfg.incidents {
             incidents::plan(&topo, cfg.start, cfg.start + cfg.duration, &mut rng)
         } else {
             // Even without incidents, a new service still appears.
@@ -125,6 +128,10 @@ impl Simulator {
                 .filter(|s| s.effect.is_none())
                 .collect()
         };
+        if cfg.routines {
+            plan.extend(incidents::routines(&topo, cfg.start, cfg.start + cfg.duration, cfg.seed));
+            plan.sort_by_key(|s| s.start);
+        }
         let entries: Vec<usize> = (0..topo.services.len()).filter(|&i| topo.services[i].entry_share > 0.0).collect();
         let n_users = ((cfg.rate * 600.0) as usize).clamp(200, 200_000);
         let users = (0..n_users)
