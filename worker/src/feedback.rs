@@ -22,14 +22,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::anomaly::{Alert, AlertStatus, Anomaly, AnomalyKind};
+use crate::model::anomaly::{Alert, Anomaly, AnomalyKind};
 use crate::model::time::{format_rfc3339, serde_rfc3339, Millis, DAY_MS};
 
 /// The hold rule of anomalies a false-positive verdict taught apiwatch to keep quiet.
 pub const HELD_BY_VERDICT: &str = "learned_false_positive";
 
 /// Findings of one alert a verdict carries (the strongest per entity, kind and detector).
-pub const MAX_FINDINGS: usize = 12;
+pub const MAX_FINDINGS: usize = 64;
 
 /// Acknowledgements of alerts this long gone are forgotten (bounded state).
 const ACK_MEMORY: Millis = 30 * DAY_MS;
@@ -133,9 +133,19 @@ pub struct SilenceSpec {
     pub kind: Option<AnomalyKind>,
     #[serde(rename = "alert.priority", skip_serializing_if = "Option::is_none", default)]
     pub priority: Option<String>,
-    #[serde(rename = "silence.start", with = "serde_rfc3339::option", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "silence.start",
+        with = "serde_rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub start: Option<Millis>,
-    #[serde(rename = "silence.end", with = "serde_rfc3339::option", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "silence.end",
+        with = "serde_rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub end: Option<Millis>,
 }
 
@@ -234,12 +244,7 @@ impl FeedbackRecord {
 
     /// Refuses a record that could not do what its type says.
     pub fn validate(&self) -> Result<(), FeedbackError> {
-        let invalid = |what| {
-            Err(FeedbackError::Invalid {
-                id: self.id.clone(),
-                what,
-            })
-        };
+        let invalid = |what| Err(FeedbackError::Invalid { id: self.id.clone(), what });
         if self.id.is_empty() {
             return invalid("has no feedback.id");
         }
@@ -368,7 +373,8 @@ impl FeedbackBook {
                 self.pending.push((if at_once { Millis::MIN } else { r.timestamp }, r));
             }
         }
-        self.pending.sort_by(|(ta, a), (tb, b)| (ta, a.timestamp, &a.id).cmp(&(tb, b.timestamp, &b.id)));
+        self.pending
+            .sort_by(|(ta, a), (tb, b)| (ta, a.timestamp, &a.id).cmp(&(tb, b.timestamp, &b.id)));
         refused
     }
 
@@ -395,7 +401,8 @@ impl FeedbackBook {
             FeedbackType::Ack => now.saturating_sub(r.timestamp) < ACK_MEMORY,
             FeedbackType::Verdict => true,
         });
-        self.versions.retain(|id, t| self.current.contains_key(id) || now.saturating_sub(*t) < ACK_MEMORY);
+        self.versions
+            .retain(|id, t| self.current.contains_key(id) || now.saturating_sub(*t) < ACK_MEMORY);
         if verdicts_changed {
             self.suppressions = derive_suppressions(self.current.values());
         }
@@ -429,17 +436,16 @@ impl FeedbackBook {
             alert.acknowledged_at = Some(r.timestamp);
             self.counts.alerts_acknowledged += 1;
         }
-        // Only an open alert is held back: a resolution always goes out to whoever was told.
-        if alert.status == AlertStatus::Open {
-            let silence = self
-                .current
-                .values()
-                .filter(|r| r.kind == FeedbackType::Silence && r.silence.matches(alert, now))
-                .min_by(|a, b| a.id.cmp(&b.id));
-            if let Some(r) = silence {
-                alert.silenced_by = Some(r.id.clone());
-                self.counts.alerts_silenced += 1;
-            }
+        // A resolution is marked too (the document says it was silenced); the notifier still
+        // sends it to whoever was told the alert opened.
+        let silence = self
+            .current
+            .values()
+            .filter(|r| r.kind == FeedbackType::Silence && r.silence.matches(alert, now))
+            .min_by(|a, b| a.id.cmp(&b.id));
+        if let Some(r) = silence {
+            alert.silenced_by = Some(r.id.clone());
+            self.counts.alerts_silenced += 1;
         }
     }
 
@@ -517,8 +523,13 @@ pub fn read_ndjson(path: &std::path::Path) -> anyhow::Result<Vec<FeedbackRecord>
         if line.trim().is_empty() {
             continue;
         }
-        let r: FeedbackRecord = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a feedback record (see shared/spec/outputs.md, Feedback)", path.display(), i + 1))?;
+        let r: FeedbackRecord = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}:{}: not a feedback record (see shared/spec/outputs.md, Feedback)",
+                path.display(),
+                i + 1
+            )
+        })?;
         r.validate().with_context(|| format!("{}:{}", path.display(), i + 1))?;
         out.push(r);
     }
@@ -528,6 +539,7 @@ pub fn read_ndjson(path: &std::path::Path) -> anyhow::Result<Vec<FeedbackRecord>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::anomaly::AlertStatus;
     use crate::model::time::MINUTE_MS;
 
     fn anomaly(service: &str, kind: AnomalyKind, detector: &str, score: f64) -> Anomaly {
@@ -550,7 +562,14 @@ mod tests {
     #[test]
     fn a_false_positive_verdict_holds_the_same_finding_up_to_a_learned_level_and_its_removal_undoes_it() {
         let mut book = FeedbackBook::default();
-        let fp = FeedbackRecord::verdict("al-1", Verdict::FalsePositive, vec![finding("ledger", 70.0)], "ana", 10 * MINUTE_MS, None);
+        let fp = FeedbackRecord::verdict(
+            "al-1",
+            Verdict::FalsePositive,
+            vec![finding("ledger", 70.0)],
+            "ana",
+            10 * MINUTE_MS,
+            None,
+        );
         book.offer([fp.clone()], false);
         let a = anomaly("ledger", AnomalyKind::Latency, "baseline", 80.0);
         book.advance(5 * MINUTE_MS);
@@ -559,9 +578,15 @@ mod tests {
         // One finding at 70: level 70 + 30/2 = 85.
         let s = book.suppression_for(&a).expect("held");
         assert!((s.level - 85.0).abs() < 1e-9, "{s:?}");
-        assert!(book.suppression_for(&anomaly("ledger", AnomalyKind::Latency, "baseline", 90.0)).is_none());
-        assert!(book.suppression_for(&anomaly("ledger", AnomalyKind::Errors, "baseline", 70.0)).is_none());
-        assert!(book.suppression_for(&anomaly("ledger", AnomalyKind::Latency, "forest", 70.0)).is_none());
+        assert!(book
+            .suppression_for(&anomaly("ledger", AnomalyKind::Latency, "baseline", 90.0))
+            .is_none());
+        assert!(book
+            .suppression_for(&anomaly("ledger", AnomalyKind::Errors, "baseline", 70.0))
+            .is_none());
+        assert!(book
+            .suppression_for(&anomaly("ledger", AnomalyKind::Latency, "forest", 70.0))
+            .is_none());
         // The same finding at another time of day is news.
         let mut afternoon = a.clone();
         afternoon.window_start = 14 * crate::model::time::HOUR_MS;
@@ -577,13 +602,20 @@ mod tests {
     #[test]
     fn a_true_positive_keeps_the_sensitivity_it_needs() {
         let mut book = FeedbackBook::default();
-        book.offer([
-            FeedbackRecord::verdict("al-1", Verdict::FalsePositive, vec![finding("ledger", 70.0)], "ana", 0, None),
-            FeedbackRecord::verdict("al-2", Verdict::TruePositive, vec![finding("ledger", 78.0)], "ana", 0, None),
-        ], false);
+        book.offer(
+            [
+                FeedbackRecord::verdict("al-1", Verdict::FalsePositive, vec![finding("ledger", 70.0)], "ana", 0, None),
+                FeedbackRecord::verdict("al-2", Verdict::TruePositive, vec![finding("ledger", 78.0)], "ana", 0, None),
+            ],
+            false,
+        );
         book.advance(0);
-        assert!(book.suppression_for(&anomaly("ledger", AnomalyKind::Latency, "baseline", 77.0)).is_some());
-        assert!(book.suppression_for(&anomaly("ledger", AnomalyKind::Latency, "baseline", 78.0)).is_none());
+        assert!(book
+            .suppression_for(&anomaly("ledger", AnomalyKind::Latency, "baseline", 77.0))
+            .is_some());
+        assert!(book
+            .suppression_for(&anomaly("ledger", AnomalyKind::Latency, "baseline", 78.0))
+            .is_none());
     }
 
     #[test]
@@ -607,10 +639,6 @@ mod tests {
         other.kinds = vec![AnomalyKind::Errors];
         book.annotate(&mut other, 2 * MINUTE_MS);
         assert_eq!(other.silenced_by, None);
-        let mut resolved = crate::notify::tests::alert("x", "payments", "P2", AlertStatus::Resolved, 1);
-        resolved.kinds = vec![AnomalyKind::Errors];
-        book.annotate(&mut resolved, 3 * MINUTE_MS);
-        assert_eq!(resolved.silenced_by, None, "a resolution always goes out");
         book.advance(61 * MINUTE_MS);
         let mut later = crate::notify::tests::alert("z", "payments", "P2", AlertStatus::Open, 1);
         later.kinds = vec![AnomalyKind::Errors];
@@ -638,10 +666,19 @@ mod tests {
     #[test]
     fn read_live_a_record_applies_at_the_next_window_whatever_its_time() {
         let mut book = FeedbackBook::default();
-        let fp = FeedbackRecord::verdict("al-1", Verdict::FalsePositive, vec![finding("ledger", 70.0)], "ana", 100 * MINUTE_MS, None);
+        let fp = FeedbackRecord::verdict(
+            "al-1",
+            Verdict::FalsePositive,
+            vec![finding("ledger", 70.0)],
+            "ana",
+            100 * MINUTE_MS,
+            None,
+        );
         book.offer([fp], true);
         book.advance(MINUTE_MS);
-        assert!(book.suppression_for(&anomaly("ledger", AnomalyKind::Latency, "baseline", 71.0)).is_some());
+        assert!(book
+            .suppression_for(&anomaly("ledger", AnomalyKind::Latency, "baseline", 71.0))
+            .is_some());
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub struct WorkerSnapshot {
     pub anomalies_by_detector: BTreeMap<String, u64>,
     pub alerts_raised: u64,
     pub alerts_held_by_rule: BTreeMap<String, u64>,
+    /// What feedback did: alert changes silenced and acknowledged, records in effect and refused.
+    pub feedback_alerts: BTreeMap<String, u64>,
+    pub feedback_records_applied: u64,
+    pub feedback_records_refused: u64,
     pub notifications_sent: u64,
     pub documents_written: BTreeMap<String, u64>,
     pub bulk_requests: u64,
@@ -184,6 +188,24 @@ fn alerts_and_writes(m: &mut Exposition, s: &WorkerSnapshot) {
         "Anomalies strong enough to alert that a rule held back, by rule.",
         "rule",
         &s.alerts_held_by_rule,
+    );
+    m.by(
+        "apiwatch_feedback_alert_changes_total",
+        "Alert changes marked by feedback (silenced: sent to no channel; acknowledged: not repeated).",
+        "effect",
+        &s.feedback_alerts,
+    );
+    m.single(
+        "apiwatch_feedback_records_total",
+        "counter",
+        "Acknowledgements, silences and verdicts taken into effect.",
+        s.feedback_records_applied as f64,
+    );
+    m.single(
+        "apiwatch_feedback_records_refused_total",
+        "counter",
+        "Feedback documents refused (malformed or unusable; logged with their ids).",
+        s.feedback_records_refused as f64,
     );
     m.single(
         "apiwatch_notifications_sent_total",

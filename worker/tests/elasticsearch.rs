@@ -162,7 +162,7 @@ fn setup_installs_templates_once_and_reports_what_it_did() {
         t["index_templates"][0]["index_template"]["_meta"]["version"],
         apiwatch::es::templates::TEMPLATE_VERSION
     );
-    for index in ["alerts", "services", "state", "deadletter"] {
+    for index in ["alerts", "services", "state", "deadletter", "feedback"] {
         let (status, _) = c.json_status("GET", &format!("/{prefix}-{index}"), None).unwrap();
         assert_eq!(status, 200, "{prefix}-{index} exists");
     }
@@ -1151,4 +1151,117 @@ fn the_worker_serves_health_and_metrics_that_agree_with_its_summary() {
         written > 0.0 && written <= final_written,
         "{written} written by the scrape, {final_written} at the end"
     );
+}
+
+/// The first word after `word` in `text`.
+fn word_after<'a>(text: &'a str, word: &str) -> &'a str {
+    let mut it = text.split_whitespace();
+    it.find(|w| *w == word).unwrap_or_else(|| panic!("`{word}` in {text}"));
+    it.next().unwrap().trim_end_matches(':')
+}
+
+#[test]
+fn feedback_from_the_cli_marks_silenced_and_acknowledged_alerts_and_a_verdict_changes_the_next_run() {
+    let url = es_url();
+    let c = client();
+    // What the data raises with no feedback.
+    let first = unique("fb1");
+    setup(&first);
+    run_once(&first, &[]);
+    let alerts = search_all(&c, &format!("{first}-alerts"));
+    assert!(!alerts.is_empty(), "the data raises alerts");
+    let target = &alerts[0]["_source"];
+    let alert_id = target["alert.id"].as_str().unwrap().to_owned();
+    let service = target["service.name"].as_str().unwrap().to_owned();
+
+    // A silence over the data's span on the target's origin, and an acknowledgement, before the run.
+    let second = unique("fb2");
+    setup(&second);
+    let said = apiwatch_ok(&[
+        "silence",
+        "--es",
+        &url,
+        "--prefix",
+        &second,
+        "--service",
+        &service,
+        "--from",
+        FROM,
+        "--for",
+        "3h",
+        "--reason",
+        "maintenance",
+        "--by",
+        "ops",
+    ]);
+    let silence_id = word_after(&said, "silence").to_owned();
+    let listed = apiwatch_ok(&["silence", "--es", &url, "--prefix", &second, "--list"]);
+    assert!(
+        listed.contains(&silence_id) && listed.contains("ended") && listed.contains("maintenance"),
+        "{listed}"
+    );
+    apiwatch_ok(&[
+        "ack", &alert_id, "--es", &url, "--prefix", &second, "--note", "on it", "--by", "ana",
+    ]);
+    let s = run_once(&second, &[]);
+    assert!(s["feedback"]["alerts_silenced"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["feedback_refused"], 0, "{s}");
+    let alerts2 = search_all(&c, &format!("{second}-alerts"));
+    assert_eq!(ids(&alerts2), ids(&alerts), "silenced alerts are still written, with the same ids");
+    for h in &alerts2 {
+        let d = &h["_source"];
+        let silenced = d.get("alert.silence.id").and_then(Value::as_str);
+        if d["service.name"] == service.as_str() {
+            assert_eq!(silenced, Some(silence_id.as_str()), "{d}");
+        } else {
+            assert_eq!(silenced, None, "a silence holds only what it matches: {d}");
+        }
+        let acked = d.get("alert.acknowledged.by").and_then(Value::as_str);
+        assert_eq!(acked.is_some(), d["alert.id"] == alert_id.as_str(), "{d}");
+    }
+    let removed = apiwatch_ok(&["silence", "--es", &url, "--prefix", &second, "--remove", &silence_id]);
+    assert!(removed.contains("removed"), "{removed}");
+    let listed = apiwatch_ok(&["silence", "--es", &url, "--prefix", &second, "--list"]);
+    assert!(!listed.contains(&silence_id), "{listed}");
+
+    // "Not a problem" on the first run's alert, read from its own anomalies, teaches a fresh run.
+    let said = apiwatch_ok(&[
+        "feedback",
+        &alert_id,
+        "--false-positive",
+        "--es",
+        &url,
+        "--prefix",
+        &first,
+        "--by",
+        "ana",
+    ]);
+    assert!(said.contains("false positive") && said.contains(&service), "{said}");
+    let verdicts = search_all(&c, &format!("{first}-feedback"));
+    assert_eq!(verdicts.len(), 1);
+    let verdict_id = verdicts[0]["_id"].as_str().unwrap();
+    assert!(!verdicts[0]["_source"]["feedback.findings"].as_array().unwrap().is_empty());
+    let third = unique("fb3");
+    setup(&third);
+    c.json(
+        "PUT",
+        &format!("/{third}-feedback/_doc/{verdict_id}?refresh=true"),
+        Some(&verdicts[0]["_source"]),
+    )
+    .unwrap();
+    let s = run_once(&third, &[]);
+    assert!(s["feedback"]["anomalies_held"].as_u64().unwrap() > 0, "{s}");
+    let alerts3 = search_all(&c, &format!("{third}-alerts"));
+    assert!(
+        !ids(&alerts3).contains(&alert_id),
+        "the alert judged not a problem is not raised again"
+    );
+    let held: Vec<Value> = search_all(&c, &format!("{third}-anomalies"))
+        .into_iter()
+        .filter(|h| h["_source"]["anomaly.held_by"] == "learned_false_positive")
+        .collect();
+    assert!(!held.is_empty());
+    assert!(held
+        .iter()
+        .all(|h| h["_source"]["anomaly.reason"].as_str().unwrap().contains(verdict_id)));
 }

@@ -301,7 +301,11 @@ impl AlertManager {
 
     /// Takes feedback records in, at the next window or (`at_once` false) once the stream
     /// reaches each one's time. Returns the refused ones with why.
-    pub fn offer_feedback(&mut self, records: impl IntoIterator<Item = FeedbackRecord>, at_once: bool) -> Vec<crate::feedback::FeedbackError> {
+    pub fn offer_feedback(
+        &mut self,
+        records: impl IntoIterator<Item = FeedbackRecord>,
+        at_once: bool,
+    ) -> Vec<crate::feedback::FeedbackError> {
         self.feedback.offer(records, at_once)
     }
 

@@ -488,7 +488,13 @@ fn demo(dir: &Path, sim: &SimArgs, detect_cfg: PipelineSetup, keep_events: bool)
     let out = dir.join("detect");
     let started = Instant::now();
     let pb = spinner("detecting");
-    let run = crate::job::files::detect_files(std::slice::from_ref(&events), &out, detect_cfg, Vec::new(), rate_message(&pb, "detecting"))?;
+    let run = crate::job::files::detect_files(
+        std::slice::from_ref(&events),
+        &out,
+        detect_cfg,
+        Vec::new(),
+        rate_message(&pb, "detecting"),
+    )?;
     pb.finish_and_clear();
     if !keep_events {
         // Hundreds of MB nobody asked to keep; the same seed writes them again.

@@ -51,17 +51,25 @@ pub fn get(client: &EsClient, names: &IndexNames, id: &str) -> Result<Option<Fee
     }
 }
 
-/// Records written since `since` (all when `None`), oldest first, with the newest time seen
-/// (the next read's `since`). A missing index is no feedback yet. A malformed document is
-/// skipped and reported with its id (the caller counts it), never fatal for the worker.
-pub fn read_since(
-    client: &EsClient,
-    names: &IndexNames,
-    since: Option<Millis>,
-) -> Result<(Vec<FeedbackRecord>, Vec<FeedbackStoreError>, Option<Millis>), FeedbackStoreError> {
-    let mut out = Vec::new();
-    let mut bad = Vec::new();
-    let mut newest = since;
+/// What one read of the feedback index found.
+#[derive(Debug, Default)]
+pub struct FeedbackRead {
+    /// Records, oldest first.
+    pub records: Vec<FeedbackRecord>,
+    /// Documents that are not usable records, each with its id and why.
+    pub malformed: Vec<FeedbackStoreError>,
+    /// The newest record time seen: the next read's `since`.
+    pub newest: Option<Millis>,
+}
+
+/// Records written since `since` (all when `None`). A missing index is no feedback yet. A
+/// malformed document is skipped and reported with its id (the caller counts it), never fatal
+/// for the worker.
+pub fn read_since(client: &EsClient, names: &IndexNames, since: Option<Millis>) -> Result<FeedbackRead, FeedbackStoreError> {
+    let mut read = FeedbackRead {
+        newest: since,
+        ..FeedbackRead::default()
+    };
     let mut after: Option<Value> = None;
     loop {
         let mut body = json!({
@@ -75,7 +83,7 @@ pub fn read_since(
         let path = format!("/{}/_search?ignore_unavailable=true&allow_no_indices=true", names.feedback);
         let (status, v) = client.json_status("POST", &path, Some(&body))?;
         if status == 404 {
-            return Ok((out, bad, newest));
+            return Ok(read);
         }
         if !(200..300).contains(&status) {
             return Err(EsError::status(status, "POST", path, error_reason(v.to_string().as_bytes())).into());
@@ -85,14 +93,14 @@ pub fn read_since(
             let id = h.get("_id").and_then(Value::as_str).unwrap_or_default();
             match parse(names, id, h.get("_source").cloned().unwrap_or(Value::Null)) {
                 Ok(r) => {
-                    newest = Some(newest.map_or(r.timestamp, |n| n.max(r.timestamp)));
-                    out.push(r);
+                    read.newest = Some(read.newest.map_or(r.timestamp, |n| n.max(r.timestamp)));
+                    read.records.push(r);
                 }
-                Err(e) => bad.push(e),
+                Err(e) => read.malformed.push(e),
             }
         }
         if hits.len() < PAGE {
-            return Ok((out, bad, newest));
+            return Ok(read);
         }
         after = hits.last().and_then(|h| h.get("sort")).cloned();
     }
@@ -125,11 +133,12 @@ pub fn alert_with_findings(client: &EsClient, names: &IndexNames, alert_id: &str
     if !(200..300).contains(&status) {
         return Err(EsError::status(status, "GET", path, error_reason(v.to_string().as_bytes())).into());
     }
-    let alert: Alert = serde_json::from_value(v.get("_source").cloned().unwrap_or(Value::Null)).map_err(|e| FeedbackStoreError::Malformed {
-        index: names.alerts.clone(),
-        id: alert_id.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let alert: Alert =
+        serde_json::from_value(v.get("_source").cloned().unwrap_or(Value::Null)).map_err(|e| FeedbackStoreError::Malformed {
+            index: names.alerts.clone(),
+            id: alert_id.to_owned(),
+            reason: e.to_string(),
+        })?;
     let body = json!({
         "size": alert.anomaly_ids.len().min(10_000),
         "query": {"terms": {"anomaly.id": alert.anomaly_ids}},

@@ -10,8 +10,8 @@ use super::{evaluate, EvalReport};
 use crate::feedback::{findings_of, FeedbackRecord, Verdict};
 use crate::model::anomaly::Alert;
 use crate::model::time::{Millis, DAY_MS};
-use crate::simulate::incidents::{IncidentKind, LabelledIncident, Labels};
 use crate::pipeline::{Pipeline, PipelineSetup};
+use crate::simulate::incidents::{IncidentKind, LabelledIncident, Labels};
 use crate::simulate::{self, SimConfig};
 use crate::sink::MemorySink;
 
@@ -84,24 +84,55 @@ fn detect(events: &[crate::model::Event], setup: &PipelineSetup, feedback: Vec<F
 }
 
 fn false_after<'a>(r: &EvalReport, alerts: &'a [Alert], from: Millis) -> Vec<&'a Alert> {
-    alerts.iter().filter(|a| a.timestamp >= from && r.false_alert_ids.contains(&a.id)).collect()
+    alerts
+        .iter()
+        .filter(|a| a.timestamp >= from && r.false_alert_ids.contains(&a.id))
+        .collect()
+}
+
+/// An alert with the strongest findings that raised it: what learning did not cover.
+fn explain(a: &Alert, anomalies: &[crate::model::Anomaly]) -> String {
+    let strongest: Vec<String> = findings_of(a, anomalies)
+        .iter()
+        .take(4)
+        .map(|f| format!("{}/{} {} {} {:.1}", f.service, f.provider, f.kind.as_str(), f.detector, f.score))
+        .collect();
+    format!(
+        "{} {} (strongest: {})",
+        crate::model::time::format_rfc3339(a.timestamp),
+        a.title,
+        strongest.join("; ")
+    )
 }
 
 /// Runs `sim` (at least two days) with `setup`; the analyst answers each false alert of day 1
 /// `reaction` after it ended (or was raised, when it never ended).
 pub fn run(sim: &SimConfig, setup: &PipelineSetup, reaction: Millis) -> anyhow::Result<FeedbackEval> {
-    anyhow::ensure!(sim.duration >= 2 * DAY_MS, "a feedback evaluation needs at least two days (--hours 48)");
+    anyhow::ensure!(
+        sim.duration >= 2 * DAY_MS,
+        "a feedback evaluation needs at least two days (--hours 48)"
+    );
     let (events, labels) = simulate::simulate_events(sim.clone())?;
     let day2 = labels.start + DAY_MS;
     let (before, _) = detect(&events, setup, Vec::new())?;
     let alerts = before.alerts();
     let report = evaluate(&labels, &alerts);
-    let day1: Vec<&Alert> = alerts.iter().filter(|a| a.timestamp < day2 && report.false_alert_ids.contains(&a.id)).collect();
+    let day1: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.timestamp < day2 && report.false_alert_ids.contains(&a.id))
+        .collect();
     let verdicts: Vec<FeedbackRecord> = day1
         .iter()
         .map(|a| {
             let at = a.end.unwrap_or(a.timestamp).max(a.timestamp) + reaction;
-            FeedbackRecord::verdict(&a.id, Verdict::FalsePositive, findings_of(a, &before.anomalies), "analyst (labels)", at, None)
+            FeedbackRecord::verdict(
+                &a.id,
+                Verdict::FalsePositive,
+                findings_of(a, &before.anomalies),
+                "analyst (labels)",
+                at,
+                None,
+            )
         })
         .collect();
     let (after_sink, after_pipeline) = detect(&events, setup, verdicts)?;
@@ -130,9 +161,6 @@ pub fn run(sim: &SimConfig, setup: &PipelineSetup, reaction: Millis) -> anyhow::
             .map(|s| format!("{}/{} {} {} ≤ {:.1}", s.service, s.provider, s.kind.as_str(), s.detector, s.level))
             .collect(),
         routines: routine_lines(&labels, (&report, &alerts), (&report_after, &after)),
-        later_false_titles: later_left
-            .iter()
-            .map(|a| format!("{} {}", crate::model::time::format_rfc3339(a.timestamp), a.title))
-            .collect(),
+        later_false_titles: later_left.iter().map(|a| explain(a, &after_sink.anomalies)).collect(),
     })
 }

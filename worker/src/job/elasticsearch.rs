@@ -123,8 +123,9 @@ pub struct RunSummary {
     pub late_scored: u64,
     /// Events that arrived later than the allowed lateness: counted, not scored.
     pub late_unscored: u64,
-    /// What feedback did (records in effect, alerts silenced and acknowledged, anomalies held
-    /// by verdicts), and feedback documents refused (malformed or unusable; logged with ids).
+    /// What feedback did (records in effect and refused, alerts silenced and acknowledged,
+    /// anomalies held by verdicts), and feedback documents that are not records (logged with
+    /// their ids).
     pub feedback: crate::feedback::FeedbackCounts,
     pub feedback_refused: u64,
 }
@@ -280,18 +281,21 @@ impl<'a> JobRun<'a> {
     /// alerts still go out, feedback follows on a later poll.
     fn read_feedback(&mut self) {
         match crate::es::feedback::read_since(self.client, &self.settings.names, self.feedback_read) {
-            Ok((records, bad, newest)) => {
-                for e in &bad {
+            Ok(read) => {
+                for e in &read.malformed {
                     tracing::warn!(error = %e, "feedback record skipped: fix or delete the document");
                 }
-                self.summary.feedback_refused += bad.len() as u64;
+                self.summary.feedback_refused += read.malformed.len() as u64;
+                let (records, newest) = (read.records, read.newest);
+                // Refused records are counted by the pipeline (`feedback.refused`).
                 for e in self.pipeline.offer_feedback(records, true) {
-                    self.summary.feedback_refused += 1;
                     tracing::warn!(error = %e, "feedback record refused");
                 }
                 self.feedback_read = newest;
             }
-            Err(e) => tracing::warn!(error = %e, index = %self.settings.names.feedback, "could not read feedback; will try again next poll"),
+            Err(e) => {
+                tracing::warn!(error = %e, index = %self.settings.names.feedback, "could not read feedback; will try again next poll")
+            }
         }
     }
 
@@ -497,6 +501,13 @@ impl<'a> JobRun<'a> {
             s.read_bytes = self.summary.read_bytes;
             s.documents_skipped = self.report.skipped();
             s.events_refused = stats.refused_events;
+            s.feedback_alerts = [
+                ("silenced".to_owned(), stats.feedback.alerts_silenced),
+                ("acknowledged".to_owned(), stats.feedback.alerts_acknowledged),
+            ]
+            .into();
+            s.feedback_records_applied = stats.feedback.applied;
+            s.feedback_records_refused = self.summary.feedback_refused + stats.feedback.refused;
             s.late_scored = self.summary.late_scored;
             s.late_unscored = self.summary.late_unscored;
             s.anomalies = stats.anomalies;

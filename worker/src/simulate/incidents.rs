@@ -396,7 +396,10 @@ pub fn routines(t: &Topology, start: Millis, end: Millis, seed: u64) -> Vec<Sche
                 fail_at,
                 12 * MINUTE_MS,
                 Effect::Errors { service: failing, rate },
-                format!("scheduled probe of a retired endpoint: {:.0}% of calls fail (routine, not a problem)", rate * 100.0),
+                format!(
+                    "scheduled probe of a retired endpoint: {:.0}% of calls fail (routine, not a problem)",
+                    rate * 100.0
+                ),
             ),
         ] {
             let at = day + offset + rng.gen_range(-5..=5) * MINUTE_MS;
