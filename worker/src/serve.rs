@@ -5,7 +5,8 @@
 //! The polling loop publishes a [`WorkerStatus`] snapshot after every slice it scores; the
 //! server only reads the latest snapshot (cloned under a short lock, never held across an
 //! `.await`), so serving never slows scoring and scoring never waits for a scrape. The server
-//! runs on its own small tokio runtime in its own thread, on axum.
+//! runs on its own small tokio runtime in its own thread, on axum. Given an Elasticsearch
+//! client it also serves the write API of [`api`] (acknowledge, silence, verdicts).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +23,8 @@ use axum::Router;
 use serde::Serialize;
 
 use crate::model::time::{format_rfc3339, Millis};
+
+pub mod api;
 
 /// What the worker last published about itself.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -368,7 +371,12 @@ pub struct Server {
 impl Server {
     /// Binds `addr` now (so a taken port is an error at start, naming it) and serves from a
     /// thread of its own until `stop` is set.
-    pub fn start(addr: SocketAddr, status: Arc<WorkerStatus>, stop: Arc<AtomicBool>) -> anyhow::Result<Self> {
+    pub fn start(
+        addr: SocketAddr,
+        status: Arc<WorkerStatus>,
+        api: Option<Arc<api::ApiContext>>,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
         let listener = std::net::TcpListener::bind(addr)
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e} (is the port taken? choose another with --listen)"))?;
         listener.set_nonblocking(true)?;
@@ -392,7 +400,11 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 };
-                if let Err(e) = axum::serve(listener, router(status)).with_graceful_shutdown(shutdown).await {
+                let app = match api {
+                    Some(ctx) => router(status).merge(api::routes(ctx)),
+                    None => router(status),
+                };
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
                     tracing::error!(error = %e, %addr, "the HTTP server stopped");
                 }
             });
@@ -400,7 +412,7 @@ impl Server {
         // Said whatever the log level: with port 0 this is the only way to learn the port.
         {
             use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "apiwatch: serving /health and /metrics on http://{addr}");
+            let _ = writeln!(std::io::stderr(), "apiwatch: serving /health, /metrics and /api on http://{addr}");
         }
         Ok(Server { addr, _thread: thread })
     }

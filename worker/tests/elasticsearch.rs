@@ -993,10 +993,15 @@ struct Listening {
 
 impl Listening {
     fn start(args: &[&str]) -> Self {
+        Self::start_with(args, &[])
+    }
+
+    fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(BIN)
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -1007,7 +1012,8 @@ impl Listening {
         let log = stderr.clone();
         std::thread::spawn(move || {
             for line in lines.lines().map_while(Result::ok) {
-                if let Some(at) = line.find("http://127.0.0.1:") {
+                // Only the worker's own line: at debug level others name Elasticsearch's URL.
+                if let Some(at) = line.find("http://127.0.0.1:").filter(|_| line.starts_with("apiwatch: serving")) {
                     let addr: String = line[at + 7..]
                         .chars()
                         .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
@@ -1264,4 +1270,146 @@ fn feedback_from_the_cli_marks_silenced_and_acknowledged_alerts_and_a_verdict_ch
     assert!(held
         .iter()
         .all(|h| h["_source"]["anomaly.reason"].as_str().unwrap().contains(verdict_id)));
+}
+
+/// Status and JSON body of a request to a worker's API.
+fn api(worker: &Listening, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let url = format!("http://{}{path}", worker.addr);
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut resp = match (method, body) {
+        ("GET", _) => agent.get(&url).call(),
+        ("DELETE", _) => {
+            let mut r = agent.delete(&url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()
+        }
+        (_, body) => {
+            let mut r = agent.post(&url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.header("Content-Type", "application/json")
+                .send(body.unwrap_or(json!({})).to_string())
+        }
+    }
+    .unwrap();
+    let text = resp.body_mut().read_to_string().unwrap();
+    (resp.status().as_u16(), serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[test]
+fn the_write_api_needs_its_token_and_writes_what_the_cli_writes() {
+    let prefix = unique("api");
+    setup(&prefix);
+    let url = es_url();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("apiwatch.toml");
+    std::fs::write(&config, "[elasticsearch]\npoll_interval_secs = 1\ncheckpoint_every_secs = 1\n").unwrap();
+    let config = config.display().to_string();
+    let token = "t0ken-of-the-api-test";
+    let args = [
+        "run",
+        "--es",
+        &url,
+        "--prefix",
+        &prefix,
+        "--logs",
+        logs(),
+        "--config",
+        &config,
+        "--no-email",
+        "--log",
+        "debug",
+    ];
+    let mut worker = Listening::start_with(&args, &[("APIWATCH_API_TOKEN", token)]);
+    let silence = json!({"service": "payments", "for_secs": 3600, "reason": "deploy", "by": "ops"});
+    let (code, refused) = api(&worker, "POST", "/api/silences", Some(silence.clone()), None);
+    assert_eq!(code, 401, "{refused}");
+    assert_eq!(api(&worker, "POST", "/api/silences", Some(silence.clone()), Some("wrong")).0, 401);
+    let (code, made) = api(&worker, "POST", "/api/silences", Some(silence), Some(token));
+    assert_eq!(code, 200, "{made}");
+    let silence_id = made["feedback.id"].as_str().unwrap().to_owned();
+    assert_eq!(made["user.name"], "ops");
+    let (code, list) = api(&worker, "GET", "/api/silences", None, None);
+    assert_eq!(code, 200);
+    assert!(
+        list.as_array().unwrap().iter().any(|s| s["feedback.id"] == silence_id.as_str()),
+        "{list}"
+    );
+    // A worker without a token serves no writes, and says how to turn them on.
+    let mut standby = Listening::start(&args);
+    let (code, refused) = api(&standby, "POST", "/api/alerts/x/ack", None, Some(token));
+    standby.child.kill().unwrap();
+    standby.child.wait().unwrap();
+    assert_eq!(code, 403);
+    assert!(refused["error"].as_str().unwrap().contains("APIWATCH_API_TOKEN"), "{refused}");
+
+    // Once the worker has scored the stream, its alerts can be read, acknowledged and judged.
+    let started = Instant::now();
+    let alerts = loop {
+        let (code, v) = api(&worker, "GET", "/api/alerts", None, None);
+        assert_eq!(code, 200, "{v}");
+        if !v.as_array().unwrap().is_empty() {
+            break v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "no alert: {}",
+            worker.stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let alert_id = alerts[0]["alert.id"].as_str().unwrap().to_owned();
+    let (code, open) = api(&worker, "GET", "/api/alerts?status=open", None, None);
+    assert_eq!(code, 200);
+    assert!(open.as_array().unwrap().iter().all(|a| a["alert.status"] == "open"), "{open}");
+    let (code, acked) = api(
+        &worker,
+        "POST",
+        &format!("/api/alerts/{alert_id}/ack"),
+        Some(json!({"note": "on it"})),
+        Some(token),
+    );
+    assert_eq!(code, 200, "{acked}");
+    assert_eq!(acked["user.name"], "api");
+    let (code, judged) = api(
+        &worker,
+        "POST",
+        "/api/feedback",
+        Some(json!({"alert_id": alert_id, "verdict": "false_positive", "by": "ana"})),
+        Some(token),
+    );
+    assert_eq!(code, 200, "{judged}");
+    assert!(!judged["feedback.findings"].as_array().unwrap().is_empty(), "{judged}");
+    let (code, missing) = api(
+        &worker,
+        "POST",
+        "/api/feedback",
+        Some(json!({"alert_id": "nope", "verdict": "true_positive"})),
+        Some(token),
+    );
+    assert_eq!(code, 404, "{missing}");
+    let (code, _) = api(&worker, "DELETE", &format!("/api/silences/{silence_id}"), None, Some(token));
+    assert_eq!(code, 200);
+    let (_, list) = api(&worker, "GET", "/api/silences", None, None);
+    assert!(list.as_array().unwrap().is_empty(), "{list}");
+
+    let records = search_all(&client(), &format!("{prefix}-feedback"));
+    let kinds: BTreeSet<String> = records
+        .iter()
+        .map(|r| r["_source"]["feedback.type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["ack", "silence", "verdict"].iter().map(|s| s.to_string()).collect());
+    Command::new("kill")
+        .args(["-TERM", &worker.child.id().to_string()])
+        .status()
+        .unwrap();
+    worker.child.wait().unwrap();
+    assert!(
+        !worker.stderr.lock().unwrap().contains(token),
+        "the token never shows, even at debug level"
+    );
 }

@@ -461,7 +461,10 @@ fn es_run(es: &EsArgs, args: &DetectArgs, flags: RunFlags) -> anyhow::Result<()>
         crate::serve::WorkerStatus::new(&settings.job, &settings.worker_id, stale)
     });
     let _server = match (app.listen, &status) {
-        (Some(addr), Some(status)) => Some(crate::serve::Server::start(addr, status.clone(), stop.clone())?),
+        (Some(addr), Some(status)) => {
+            let api = crate::serve::api::ApiContext::new(client.clone(), settings.names.clone(), std::env::var("APIWATCH_API_TOKEN").ok());
+            Some(crate::serve::Server::start(addr, status.clone(), Some(api), stop.clone())?)
+        }
         _ => None,
     };
     let opts = RunOptions {

@@ -143,6 +143,12 @@ pub fn alert_with_findings(client: &EsClient, names: &IndexNames, alert_id: &str
         "size": alert.anomaly_ids.len().min(10_000),
         "query": {"terms": {"anomaly.id": alert.anomaly_ids}},
     });
+    // The alert may have been written a moment ago: make its anomalies searchable first.
+    let _ = client.json_status(
+        "POST",
+        &format!("/{}/_refresh?ignore_unavailable=true&allow_no_indices=true", names.anomalies),
+        None,
+    );
     let path = format!("/{}/_search?ignore_unavailable=true&allow_no_indices=true", names.anomalies);
     let v = client.json("POST", &path, Some(&body))?;
     let anomalies: Vec<Anomaly> = v
