@@ -347,8 +347,12 @@ pub struct FeedbackBook {
     current: BTreeMap<String, FeedbackRecord>,
     /// The newest version applied of each id (a record read again changes nothing).
     versions: BTreeMap<String, Millis>,
-    /// Derived from the verdicts in `current`, by entity, kind and detector.
+    /// Derived from the verdicts in `current`, by entity, kind and detector: not saved, rebuilt
+    /// at the first window after a restore (`derived` false) and whenever a verdict changes.
+    #[serde(skip)]
     suppressions: BTreeMap<String, Suppression>,
+    #[serde(skip)]
+    derived: bool,
     /// Acknowledgements newly in effect, for alerts to be marked at once.
     #[serde(default)]
     new_acks: Vec<String>,
@@ -403,8 +407,9 @@ impl FeedbackBook {
         });
         self.versions
             .retain(|id, t| self.current.contains_key(id) || now.saturating_sub(*t) < ACK_MEMORY);
-        if verdicts_changed {
+        if verdicts_changed || !self.derived {
             self.suppressions = derive_suppressions(self.current.values());
+            self.derived = true;
         }
     }
 
@@ -597,6 +602,28 @@ mod tests {
         book.offer([fp.withdrawn("ana", 20 * MINUTE_MS)], false);
         book.advance(20 * MINUTE_MS);
         assert!(book.suppression_for(&a).is_none(), "removed verdict undone");
+    }
+
+    #[test]
+    fn a_restored_book_holds_what_it_held() {
+        let mut book = FeedbackBook::default();
+        book.offer(
+            [FeedbackRecord::verdict(
+                "al-1",
+                Verdict::FalsePositive,
+                vec![finding("ledger", 70.0)],
+                "ana",
+                0,
+                None,
+            )],
+            false,
+        );
+        book.advance(0);
+        let mut restored: FeedbackBook = rmp_serde::from_slice(&rmp_serde::to_vec_named(&book).unwrap()).unwrap();
+        restored.advance(MINUTE_MS);
+        let a = anomaly("ledger", AnomalyKind::Latency, "baseline", 80.0);
+        assert_eq!(restored.suppression_for(&a), book.suppression_for(&a));
+        assert!(restored.suppression_for(&a).is_some());
     }
 
     #[test]

@@ -72,15 +72,7 @@ fn routine_lines(labels: &Labels, before: (&EvalReport, &[Alert]), after: (&Eval
 }
 
 fn detect(events: &[crate::model::Event], setup: &PipelineSetup, feedback: Vec<FeedbackRecord>) -> anyhow::Result<(MemorySink, Pipeline)> {
-    let mut sink = MemorySink::default();
-    let mut p = Pipeline::new(setup.clone())?;
-    let refused = p.offer_feedback(feedback, false);
-    anyhow::ensure!(refused.is_empty(), "the analyst's verdicts were refused: {refused:?}");
-    for e in events {
-        p.push(e.clone(), &mut sink)?;
-    }
-    p.finish(&mut sink)?;
-    Ok((sink, p))
+    super::suite::detect_in_memory(events.iter().cloned(), setup.clone(), feedback)
 }
 
 fn false_after<'a>(r: &EvalReport, alerts: &'a [Alert], from: Millis) -> Vec<&'a Alert> {

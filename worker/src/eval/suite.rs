@@ -12,13 +12,26 @@ use super::{evaluate, EvalReport};
 /// Simulates and detects in memory; returns the labels, the alerts and the run's counters.
 pub fn simulate_and_detect(sim: SimConfig, setup: PipelineSetup) -> anyhow::Result<(Labels, Vec<Alert>, RunStats)> {
     let (events, labels) = simulate::simulate_events(sim)?;
+    let (sink, p) = detect_in_memory(events, setup, Vec::new())?;
+    Ok((labels, sink.alerts(), p.stats))
+}
+
+/// Detects `events` in memory with `feedback` replayed on the events' clock; returns what was
+/// written and the finished pipeline.
+pub fn detect_in_memory(
+    events: impl IntoIterator<Item = crate::model::Event>,
+    setup: PipelineSetup,
+    feedback: Vec<crate::feedback::FeedbackRecord>,
+) -> anyhow::Result<(MemorySink, Pipeline)> {
     let mut sink = MemorySink::default();
     let mut p = Pipeline::new(setup)?;
+    let refused = p.offer_feedback(feedback, false);
+    anyhow::ensure!(refused.is_empty(), "feedback refused: {refused:?}");
     for e in events {
         p.push(e, &mut sink)?;
     }
-    let stats = p.finish(&mut sink)?;
-    Ok((labels, sink.alerts(), stats))
+    p.finish(&mut sink)?;
+    Ok((sink, p))
 }
 
 /// The scores of every run, for apiwatch and for the rule, in the order of the runs.
