@@ -20,15 +20,28 @@ DATA_VIEWS = {
     "apiwatch-alerts": ("apiwatch-alerts", "apiwatch alerts", "alert.start"),
     "apiwatch-journeys": ("apiwatch-journeys-*", "apiwatch journeys", "@timestamp"),
     "apiwatch-services": ("apiwatch-services", "apiwatch services", "last_seen"),
+    "apiwatch-feedback": ("apiwatch-feedback", "apiwatch feedback", "@timestamp"),
+}
+
+# Fields shown as links. The answering links are signed by the worker when it writes an open
+# alert (a Kibana URL template cannot sign), so the alert table shows them as clickable labels.
+FIELD_FORMATS = {
+    "apiwatch-alerts": {
+        f"alert.link.{action}": {"id": "url", "params": {"type": "a", "labelTemplate": label, "openLinkInCurrentTab": False}}
+        for action, label in [("ack", "Acknowledge"), ("silence", "Silence 1 h"), ("not_a_problem", "Not a problem")]
+    },
 }
 
 objects = []
 
 
 def data_view(id_, pattern, name, time_field):
+    attributes = {"title": pattern, "name": name, "timeFieldName": time_field}
+    if id_ in FIELD_FORMATS:
+        attributes["fieldFormatMap"] = json.dumps(FIELD_FORMATS[id_], sort_keys=True)
     objects.append({
         "type": "index-pattern", "id": id_, "coreMigrationVersion": CORE,
-        "attributes": {"title": pattern, "name": name, "timeFieldName": time_field},
+        "attributes": attributes,
         "references": [],
     })
 
@@ -205,12 +218,18 @@ lens("apiwatch-alerts-timeline", "Alerts over time by priority", "apiwatch-alert
       "t": col("date_histogram", "alert.start", "Start"), "n": col("count", label="Alerts")})
 search("apiwatch-alerts-list", "Alerts", "apiwatch-alerts",
        ["alert.priority", "alert.status", "alert.title", "alert.services", "alert.kinds", "alert.predicted",
-        "alert.impact.calls", "alert.impact.users", "alert.notifications"],
+        "alert.impact.calls", "alert.impact.users", "alert.notifications", "alert.acknowledged.by",
+        "alert.silence.id", "alert.link.ack", "alert.link.silence", "alert.link.not_a_problem"],
        ["alert.start", "desc"])
+search("apiwatch-feedback-list", "Silences, acknowledgements and verdicts", "apiwatch-feedback",
+       ["feedback.type", "user.name", "alert.id", "feedback.verdict", "service.name", "cloud.provider",
+        "http.route", "anomaly.kind", "silence.start", "silence.end", "feedback.note", "feedback.removed"],
+       ["@timestamp", "desc"])
 dashboard("apiwatch-dashboard-alerts", "apiwatch: alerts",
-          "What is open now by priority, how alerts came and went, and the list.",
+          "What is open now by priority, how alerts came and went, the list with its answering links, "
+          "and what people answered.",
           [("lens", "apiwatch-alerts-open", 16, 12), ("lens", "apiwatch-alerts-timeline", 32, 12),
-           ("search", "apiwatch-alerts-list", 48, 20)],
+           ("search", "apiwatch-alerts-list", 48, 20), ("search", "apiwatch-feedback-list", 48, 16)],
           controls=("alert.status", "alert.priority"), view="apiwatch-alerts")
 
 # (e) Onboarded services.

@@ -77,6 +77,12 @@ struct RawInput {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<String>,
+    /// The worker's URL as people reach it: where the answering links in messages point.
+    public_url: Option<String>,
+    link_ttl_secs: Option<u64>,
+    /// From `APIWATCH_LINK_SECRET` only: a secret does not belong in a file.
+    #[serde(skip)]
+    link_secret: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +166,9 @@ pub struct AppConfig {
     /// Where the worker serves `/health` and `/metrics` (`[http] listen`, `--listen`); off when
     /// `None`.
     pub listen: Option<std::net::SocketAddr>,
+    /// Signs and checks the answering links in messages (`[http] public_url`,
+    /// `link_ttl_secs`, `APIWATCH_LINK_SECRET`); `None` when not set up.
+    pub action_links: Option<crate::feedback::link::ActionLinks>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -453,6 +462,7 @@ pub fn parse_with(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>
     if let Some(v) = env("APIWATCH_KIBANA_URL") {
         raw.elasticsearch.kibana_url = Some(v);
     }
+    raw.http.link_secret = env("APIWATCH_LINK_SECRET");
     let mut email = |key: &str, value: toml::Value| {
         if let Some(t) = raw
             .sections
@@ -503,11 +513,14 @@ fn validate_all(mut raw: RawConfig, origin: &str) -> Result<AppConfig, ConfigErr
             )
         })?),
     };
+    let action_links = validate_links(&mut raw.http, origin)?;
     let pipeline = validate(raw, origin)?;
-    let es = validate_es(es, origin)?;
+    let mut es = validate_es(es, origin)?;
+    es.worker.action_links.clone_from(&action_links);
     let links = Links {
         kibana_url: es.kibana_url.clone(),
         anomalies_index: es.worker.names.anomalies.clone(),
+        actions: action_links.clone(),
     };
     let channels = crate::notify::parse_channels(sections, &links, origin)?;
     Ok(AppConfig {
@@ -515,7 +528,36 @@ fn validate_all(mut raw: RawConfig, origin: &str) -> Result<AppConfig, ConfigErr
         es,
         channels,
         listen,
+        action_links,
     })
+}
+
+/// The answering links: on with `public_url` and a secret. A URL without a secret leaves them
+/// off, with a warning; a secret without a URL (set for the whole environment) is unused.
+fn validate_links(raw: &mut RawHttp, origin: &str) -> Result<Option<crate::feedback::link::ActionLinks>, ConfigError> {
+    use crate::feedback::link::{ActionLinks, DEFAULT_TTL};
+    let ttl = match raw.link_ttl_secs.take() {
+        Some(0) => return Err(invalid(origin, "http.link_ttl_secs", "must be more than zero")),
+        Some(s) => (s as i64).saturating_mul(1000),
+        None => DEFAULT_TTL,
+    };
+    let (url, secret) = (raw.public_url.take(), raw.link_secret.take());
+    let (Some(url), Some(secret)) = (url.clone(), secret) else {
+        if url.is_some() {
+            tracing::warn!("http.public_url is set but APIWATCH_LINK_SECRET is not: messages go out without answering links");
+        }
+        return Ok(None);
+    };
+    if !crate::notify::settings::is_http_url(&url) {
+        return Err(invalid(
+            origin,
+            "http.public_url",
+            &format!("`{url}` must be an http:// or https:// URL (the worker's address as people reach it)"),
+        ));
+    }
+    ActionLinks::new(&url, &secret, ttl)
+        .map(Some)
+        .map_err(|problem| invalid("APIWATCH_LINK_SECRET", "http.link_secret", &problem))
 }
 
 fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
@@ -841,6 +883,34 @@ mod tests {
         assert_eq!(cfg.detectors, d.detectors);
         assert_eq!(cfg.alerts.quiet_to_resolve, d.alerts.quiet_to_resolve);
         assert_eq!(cfg.routes.max_routes_per_service, d.routes.max_routes_per_service);
+    }
+
+    #[test]
+    fn answering_links_need_a_url_and_a_long_enough_secret_from_the_environment() {
+        let file = "[http]\npublic_url = \"https://aw.example/\"\nlink_ttl_secs = 600\n";
+        let secret = |v: &'static str| move |k: &str| (k == "APIWATCH_LINK_SECRET").then(|| v.to_owned());
+        let app = parse_app(file, "t", &secret("0123456789abcdef0123")).unwrap();
+        let links = app.action_links.expect("on with both");
+        assert_eq!((links.public_url.as_str(), links.ttl), ("https://aw.example", 600_000));
+        let email_links = "[email]\nsmtp_host = \"m\"\n[[email.routes]]\nto = [\"a@b\"]\n";
+        let app = parse_app(&format!("{file}{email_links}"), "t", &secret("0123456789abcdef0123")).unwrap();
+        assert!(app.channels.email.unwrap().links.actions.is_some(), "the channels sign with it");
+        assert!(
+            parse_app(file, "t", &|_| None).unwrap().action_links.is_none(),
+            "off without a secret"
+        );
+        assert!(parse_app("", "t", &secret("0123456789abcdef0123")).unwrap().action_links.is_none());
+        let e = parse_app(file, "t", &secret("short")).unwrap_err().to_string();
+        assert!(
+            e.contains("APIWATCH_LINK_SECRET") && e.contains("at least 16") && !e.contains("short`"),
+            "{e}"
+        );
+        let e = parse_app("[http]\npublic_url = \"aw.example\"\n", "t", &secret("0123456789abcdef0123"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.public_url"), "{e}");
+        let e = parse_app("[http]\nlink_ttl_secs = 0\n", "t", &|_| None).unwrap_err().to_string();
+        assert!(e.contains("http.link_ttl_secs"), "{e}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::model::time::{format_rfc3339, Millis};
 
 pub mod api;
+pub mod link_pages;
 
 /// What the worker last published about itself.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -53,6 +54,7 @@ pub struct WorkerSnapshot {
     pub anomalies: u64,
     pub anomalies_by_detector: BTreeMap<String, u64>,
     pub alerts_raised: u64,
+    pub alerts_by_priority: BTreeMap<String, u64>,
     pub alerts_held_by_rule: BTreeMap<String, u64>,
     /// What feedback did: alert changes silenced and acknowledged, records in effect and refused.
     pub feedback_alerts: BTreeMap<String, u64>,
@@ -180,12 +182,48 @@ pub fn render_metrics(s: &WorkerSnapshot, now: Millis) -> String {
     );
     alerts_and_writes(&mut m, s);
     progress(&mut m, s, now);
+    model_time(&mut m);
     m.out
+}
+
+/// Time in ONNX Runtime by model (process-wide: [`crate::ml::inference_time`]).
+fn model_time(m: &mut Exposition) {
+    let totals = crate::ml::inference_time::totals();
+    m.family(
+        "apiwatch_model_inference_seconds_total",
+        "counter",
+        "Seconds spent running each learned model (ONNX Runtime).",
+    );
+    for (model, secs, _, _) in &totals {
+        m.sample("apiwatch_model_inference_seconds_total", &[("model", model)], *secs);
+    }
+    m.family(
+        "apiwatch_model_inference_runs_total",
+        "counter",
+        "Runs of each learned model (one batch each).",
+    );
+    for (model, _, runs, _) in &totals {
+        m.sample("apiwatch_model_inference_runs_total", &[("model", model)], *runs as f64);
+    }
+    m.family(
+        "apiwatch_model_inference_rows_total",
+        "counter",
+        "Inputs scored by each learned model (windows or calls).",
+    );
+    for (model, _, _, rows) in &totals {
+        m.sample("apiwatch_model_inference_rows_total", &[("model", model)], *rows as f64);
+    }
 }
 
 /// What became of the anomalies: alerts, notifications, documents written.
 fn alerts_and_writes(m: &mut Exposition, s: &WorkerSnapshot) {
     m.single("apiwatch_alerts_raised_total", "counter", "Alerts raised.", s.alerts_raised as f64);
+    m.by(
+        "apiwatch_alerts_by_priority_total",
+        "Alerts raised, by the priority they were raised with.",
+        "priority",
+        &s.alerts_by_priority,
+    );
     m.by(
         "apiwatch_alerts_held_total",
         "Anomalies strong enough to alert that a rule held back, by rule.",
@@ -412,7 +450,10 @@ impl Server {
         // Said whatever the log level: with port 0 this is the only way to learn the port.
         {
             use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "apiwatch: serving /health, /metrics and /api on http://{addr}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "apiwatch: serving /health, /metrics, /api and /act on http://{addr}"
+            );
         }
         Ok(Server { addr, _thread: thread })
     }

@@ -540,14 +540,7 @@ fn with_security_on_credentials_from_the_environment_work_and_never_show() {
 
 #[test]
 fn an_alert_mail_arrives_with_subject_body_and_thread() {
-    let smtp = env("APIWATCH_TEST_SMTP");
-    let field = |k: &str| {
-        smtp.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("{k} in APIWATCH_TEST_SMTP"))
-            .to_owned()
-    };
-    let (port, web, ca, user, pass) = (field("SMTP_PORT"), field("WEB_PORT"), field("CA"), field("USER"), field("PASS"));
+    let [port, web, ca, user, pass] = maildev();
     let prefix = unique("mail");
     let rcpt = format!("{prefix}@oncall.test");
     setup(&prefix);
@@ -582,17 +575,7 @@ fn an_alert_mail_arrives_with_subject_body_and_thread() {
     let sent = s["notifications_sent"].as_u64().unwrap();
     assert!(sent >= 1, "{s}");
 
-    let body = ureq::get(&format!("http://127.0.0.1:{web}/api/email"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    let mails: Vec<Value> = serde_json::from_str::<Vec<Value>>(&body)
-        .unwrap()
-        .into_iter()
-        .filter(|m| m["to"][0]["address"] == rcpt.as_str())
-        .collect();
+    let mails = mails_to(&web, &rcpt);
     assert_eq!(mails.len() as u64, sent, "every mail sent arrived");
     let first = mails
         .iter()
@@ -997,10 +980,14 @@ impl Listening {
     }
 
     fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_on(args, envs, "127.0.0.1:0")
+    }
+
+    fn start_on(args: &[&str], envs: &[(&str, &str)], listen: &str) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(BIN)
             .args(args)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1035,6 +1022,14 @@ impl Listening {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let mut resp = agent.get(format!("http://{}{path}", self.addr)).call().unwrap();
         (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap())
+    }
+
+    /// Stops it with SIGTERM (leases released) and returns what it logged.
+    fn stop(mut self) -> String {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        self.child.wait().unwrap();
+        let log = self.stderr.lock().unwrap().clone();
+        log
     }
 }
 
@@ -1146,6 +1141,16 @@ fn the_worker_serves_health_and_metrics_that_agree_with_its_summary() {
         .map(|(_, v)| v)
         .sum();
     assert_eq!(by_detector, counter("apiwatch_anomalies_total"), "the detectors' counts add up");
+    let sum_of = |family: &str| -> f64 { metrics.iter().filter(|((name, _), _)| name == family).map(|(_, v)| v).sum() };
+    assert_eq!(
+        sum_of("apiwatch_alerts_by_priority_total"),
+        counter("apiwatch_alerts_raised_total"),
+        "the priorities' counts add up"
+    );
+    // The models ran (the test script installs ONNX Runtime) and their time is counted.
+    for family in ["apiwatch_model_inference_runs_total", "apiwatch_model_inference_seconds_total"] {
+        assert!(sum_of(family) > 0.0, "{family}: {metrics:?}");
+    }
     let written: f64 = metrics
         .iter()
         .filter(|((name, _), _)| name == "apiwatch_documents_written_total")
@@ -1257,6 +1262,14 @@ fn feedback_from_the_cli_marks_silenced_and_acknowledged_alerts_and_a_verdict_ch
     .unwrap();
     let s = run_once(&third, &[]);
     assert!(s["feedback"]["anomalies_held"].as_u64().unwrap() > 0, "{s}");
+    // `status` shows what the verdict taught, and names it.
+    let status = apiwatch_ok(&["status", "--es", &url, "--prefix", &third]);
+    assert!(status.contains("1 verdict"), "{status}");
+    let learned = status
+        .lines()
+        .find(|l| l.contains("learned:"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(learned.contains(verdict_id) && learned.contains("held up to score"), "{learned}");
     let alerts3 = search_all(&c, &format!("{third}-alerts"));
     assert!(
         !ids(&alerts3).contains(&alert_id),
@@ -1412,4 +1425,268 @@ fn the_write_api_needs_its_token_and_writes_what_the_cli_writes() {
         !worker.stderr.lock().unwrap().contains(token),
         "the token never shows, even at debug level"
     );
+}
+
+/// maildev's SMTP port, web port, CA and credentials (`APIWATCH_TEST_SMTP`).
+fn maildev() -> [String; 5] {
+    let smtp = env("APIWATCH_TEST_SMTP");
+    ["SMTP_PORT", "WEB_PORT", "CA", "USER", "PASS"].map(|k| {
+        smtp.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} in APIWATCH_TEST_SMTP"))
+            .to_owned()
+    })
+}
+
+/// The mails maildev holds for `rcpt`, oldest first.
+fn mails_to(web: &str, rcpt: &str) -> Vec<Value> {
+    let body = ureq::get(&format!("http://127.0.0.1:{web}/api/email"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str::<Vec<Value>>(&body)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m["to"][0]["address"] == rcpt)
+        .collect()
+}
+
+/// The alert a mail is about (its last line says `alert.id ID`).
+fn mail_alert(m: &Value) -> String {
+    let text = m["text"].as_str().unwrap();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("alert.id "))
+        .unwrap_or_else(|| panic!("no alert.id in {text}"))
+        .to_owned()
+}
+
+/// The subjects of the mails about alert `id`, oldest first.
+fn subjects_of(mails: &[Value], id: &str) -> Vec<String> {
+    mails
+        .iter()
+        .filter(|m| mail_alert(m) == id)
+        .map(|m| m["subject"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The link a mail's text gives for `label` (`  Acknowledge: URL`).
+fn mail_link(m: &Value, label: &str) -> String {
+    let text = m["text"].as_str().unwrap();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{label}: ")))
+        .unwrap_or_else(|| panic!("no {label} link in {text}"))
+        .to_owned()
+}
+
+/// Status and body of a request to a full URL.
+fn follow(method: &str, url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut resp = match method {
+        "GET" => agent.get(url).call().unwrap(),
+        _ => agent.post(url).send_empty().unwrap(),
+    };
+    (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap())
+}
+
+#[test]
+fn the_mails_links_answer_their_alert_once_and_an_acknowledged_alert_is_not_mailed_again() {
+    let [port, web, ca, user, pass] = maildev();
+    let smtp_env = [
+        ("APIWATCH_SMTP_USERNAME", user.as_str()),
+        ("APIWATCH_SMTP_PASSWORD", pass.as_str()),
+        ("APIWATCH_LINK_SECRET", "links-test-secret-0123456789"),
+    ];
+    let secret = smtp_env[2].1;
+    // public_url must name the port before the worker that serves the links starts.
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let public = format!("http://127.0.0.1:{http_port}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = |name: &str, job: &str, rcpt: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[elasticsearch]\njob = \"{job}\"\npoll_interval_secs = 1\n[http]\npublic_url = \"{public}\"\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\nsecurity = \"tls\"\nca_cert = \"{ca}\"\nfrom = \"apiwatch@test.local\"\nmin_interval_secs = 0\nmax_per_hour = 10000\n[[email.routes]]\nto = [\"{rcpt}\"]\n"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let url = es_url();
+    let run_once = |prefix: &str, rcpt: &str| -> Value {
+        setup(prefix);
+        let cfg = config(&format!("{prefix}.toml"), "live", rcpt);
+        let fixed = ["run", "--once", "--json", "--logs", logs()];
+        let args: Vec<&str> = fixed
+            .into_iter()
+            .chain(["--es", &url, "--prefix", prefix, "--config", &cfg])
+            .collect();
+        let out = apiwatch(&args, &smtp_env);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    // Without feedback: an alert that is mailed open, again while still open, and resolved.
+    let (control, answered) = (unique("links-a"), unique("links-b"));
+    let rcpt = format!("{control}@oncall.test");
+    run_once(&control, &rcpt);
+    let mails = mails_to(&web, &rcpt);
+    let repeated = mails
+        .iter()
+        .map(mail_alert)
+        .find(|id| {
+            let s = subjects_of(&mails, id);
+            s.iter().any(|s| s.ends_with("(still open)")) && s.iter().any(|s| s.ends_with("(resolved)"))
+        })
+        .expect("an alert mailed again while open, then resolved");
+    let opened = mails
+        .iter()
+        .find(|m| mail_alert(m) == repeated && !m["subject"].as_str().unwrap().starts_with("Re:"))
+        .unwrap();
+    let other = mails.iter().map(mail_alert).find(|id| *id != repeated).expect("a second alert");
+    mails_keep_the_secret(&mails, secret);
+    let ack = mail_link(opened, "Acknowledge");
+    assert!(ack.starts_with(&format!("{public}/act/ack/")), "{ack}");
+    assert!(
+        opened["html"].as_str().unwrap().contains("data-action=\"ack\""),
+        "the HTML has the buttons"
+    );
+
+    // A worker on another prefix serves the links (its own job, no logs of its own).
+    setup(&answered);
+    let serving_config = config("serving.toml", "links", "nobody@oncall.test");
+    let fixed = "run --no-email --log debug --logs logs-apiwatch.calls-links_test_none".split(' ');
+    let serving_args: Vec<&str> = fixed
+        .chain(["--es", &url, "--prefix", &answered, "--config", &serving_config])
+        .collect();
+    let listen = format!("127.0.0.1:{http_port}");
+    let serving = Listening::start_on(&serving_args, &smtp_env, &listen);
+    let feedback_index = format!("{answered}-feedback");
+    let records = || {
+        let c = client();
+        let _ = c.json_status("POST", &format!("/{feedback_index}/_refresh"), None);
+        search_all(&c, &feedback_index)
+    };
+    // GET shows what the link will do and changes nothing; POST does it, once.
+    let (code, page) = follow("GET", &ack);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("<form method=\"post\"") && page.contains("Acknowledge"), "{page}");
+    assert!(records().is_empty(), "a GET (a mail scanner's preview) changes nothing");
+    let (code, page) = follow("POST", &ack);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("Acknowledged"), "{page}");
+    let (code, page) = follow("POST", &ack);
+    assert_eq!((code, page.contains("Already done")), (200, true), "{page}");
+    let written = records();
+    assert_eq!(written.len(), 1, "one record for one link followed twice: {written:?}");
+    assert_eq!(written[0]["_source"]["feedback.type"], "ack");
+    assert_eq!(written[0]["_source"]["user.name"], "link (email)");
+    assert_eq!(written[0]["_source"]["alert.id"], repeated.as_str());
+
+    refuse_links(&ack, &repeated, &other, &public, secret);
+    assert_eq!(records().len(), 1, "nothing refused was written");
+    let log = serving.stop();
+    assert!(log.contains("refused an answering link"), "refusals are logged");
+    assert!(!log.contains(secret), "the secret never shows, even at debug level");
+    assert!(!log.contains(ack.rsplit("sig=").next().unwrap()), "nor a link's signature");
+
+    // The same stream with the acknowledgement: mailed open and resolved, never again while open.
+    let rcpt_b = format!("{answered}@oncall.test");
+    let summary = run_once(&answered, &rcpt_b);
+    let mails_b = mails_to(&web, &rcpt_b);
+    let subjects = subjects_of(&mails_b, &repeated);
+    assert!(!subjects.is_empty() && !subjects[0].starts_with("Re:"), "{subjects:?}");
+    assert!(subjects.iter().all(|s| !s.ends_with("(still open)")), "{subjects:?}");
+    assert!(subjects.iter().any(|s| s.ends_with("(resolved)")), "{subjects:?}");
+    assert!(summary["feedback"]["alerts_acknowledged"].as_u64().unwrap() >= 1, "{summary}");
+    let doc = client().json("GET", &format!("/{answered}-alerts/_doc/{repeated}"), None).unwrap();
+    assert_eq!(doc["_source"]["alert.acknowledged.by"], "link (email)", "{doc}");
+    alerts_carry_their_links(&format!("{answered}-alerts"), &public);
+    let others_b: usize = mails_b.iter().filter(|m| mail_alert(m) != repeated).count();
+    let others_a: usize = mails.iter().filter(|m| mail_alert(m) != repeated).count();
+    assert_eq!(others_b, others_a, "every other alert is mailed as before");
+
+    // Silence 1 h and Not a problem act on the alert they came with.
+    let serving = Listening::start_on(&serving_args, &smtp_env, &listen);
+    for label in ["Silence 1 h", "Not a problem"] {
+        let (code, page) = follow("POST", &mail_link(opened, label));
+        assert_eq!(code, 200, "{label}: {page}");
+    }
+    serving.stop();
+    silence_and_verdict_from_links(&records(), &doc["_source"], &repeated);
+}
+
+/// Links for another alert, another action, with an altered signature or expired are refused,
+/// each with a page saying why.
+fn refuse_links(ack: &str, alert: &str, other: &str, public: &str, secret: &str) {
+    let elsewhere = ack.replace(&format!("/act/ack/{alert}?"), &format!("/act/ack/{other}?"));
+    let (code, page) = follow("POST", &elsewhere);
+    assert_eq!(code, 403, "{page}");
+    assert!(page.contains("not signed by this apiwatch for this alert"), "{page}");
+    let (code, _) = follow("GET", &ack.replace("/act/ack/", "/act/not-a-problem/"));
+    assert_eq!(code, 403, "another action");
+    let (code, _) = follow("GET", &format!("{}0", &ack[..ack.len() - 1]));
+    assert_eq!(code, 403, "an altered signature");
+    let links = apiwatch::feedback::link::ActionLinks::new(public, secret, 60_000).unwrap();
+    let old = links.link(
+        apiwatch::feedback::link::LinkAction::Ack,
+        alert,
+        "email",
+        chrono::Utc::now().timestamp_millis() - 120_000,
+    );
+    let (code, page) = follow("POST", &old.url);
+    assert_eq!(code, 410, "{page}");
+    assert!(page.contains("expired"), "{page}");
+}
+
+/// The records a followed "Silence 1 h" and "Not a problem" wrote: a one-hour silence on the
+/// alert's origin and a verdict with the alert's findings.
+fn silence_and_verdict_from_links(written: &[Value], alert_doc: &Value, alert: &str) {
+    let of = |kind: &str| {
+        written
+            .iter()
+            .map(|r| &r["_source"])
+            .find(|r| r["feedback.type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {written:?}"))
+            .clone()
+    };
+    let silence = of("silence");
+    assert_eq!(silence["service.name"], alert_doc["service.name"]);
+    assert_eq!(silence["cloud.provider"], alert_doc["cloud.provider"]);
+    let span = |k: &str| apiwatch::model::time::parse_rfc3339(silence[k].as_str().unwrap()).unwrap();
+    assert_eq!(span("silence.end") - span("silence.start"), 3_600_000);
+    let verdict = of("verdict");
+    assert_eq!(verdict["feedback.verdict"], "false_positive");
+    assert_eq!(verdict["alert.id"], alert);
+    assert!(!verdict["feedback.findings"].as_array().unwrap().is_empty(), "{verdict}");
+}
+
+/// Kibana's alert table: open alerts carry their own links (via kibana), resolved ones none.
+fn alerts_carry_their_links(index: &str, public: &str) {
+    for a in search_all(&client(), index) {
+        let a = &a["_source"];
+        let link = a["alert.link.ack"].as_str();
+        match a["alert.status"].as_str().unwrap() {
+            "open" => {
+                let id = a["alert.id"].as_str().unwrap();
+                let link = link.unwrap_or_else(|| panic!("an open alert has its links: {a}"));
+                assert!(link.starts_with(&format!("{public}/act/ack/{id}?via=kibana&")), "{link}");
+            }
+            _ => assert!(link.is_none(), "a resolved alert needs no answer: {a}"),
+        }
+    }
+}
+
+/// No mail shows the secret, and a resolution carries no answering links.
+fn mails_keep_the_secret(mails: &[Value], secret: &str) {
+    for m in mails {
+        let text = format!("{}{}", m["text"], m["html"]);
+        assert!(!text.contains(secret), "the secret is never in a mail");
+        if m["subject"].as_str().unwrap().ends_with("(resolved)") {
+            assert!(!text.contains("/act/"), "a resolution carries no answering links");
+        }
+    }
 }

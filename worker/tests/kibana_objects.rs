@@ -131,6 +131,16 @@ fn field_problems(objs: &[Value]) -> (Vec<String>, usize) {
             Some(_) => {}
         }
     };
+    // A data view's field formats (the alert table's answering links) name mapped fields.
+    for o in objs.iter().filter(|o| o["type"] == "index-pattern") {
+        let id = o["id"].as_str().unwrap();
+        if let Some(map) = o["attributes"]["fieldFormatMap"].as_str() {
+            let formats: Value = serde_json::from_str(map).unwrap();
+            for field in formats.as_object().unwrap().keys() {
+                check(id, field, &format!("{id} field format"), &|ty| ty == "keyword");
+            }
+        }
+    }
     for o in objs {
         let id = o["id"].as_str().unwrap();
         let a = &o["attributes"];

@@ -235,6 +235,9 @@ pub struct AlertManager {
     active: Vec<Incident>,
     resolved: Vec<Incident>,
     raised: u64,
+    /// Alerts raised, by the priority they were raised with.
+    #[serde(default)]
+    raised_by_priority: std::collections::BTreeMap<String, u64>,
     /// Nodes that changed on purpose (started calling a new service), and when.
     changes: FxHashMap<String, Millis>,
     /// Anomalies at or above the raising score that a rule kept from becoming an alert, by rule.
@@ -292,6 +295,7 @@ impl AlertManager {
             active: Vec::new(),
             resolved: Vec::new(),
             raised: 0,
+            raised_by_priority: std::collections::BTreeMap::new(),
             changes: FxHashMap::default(),
             held: BTreeMap::new(),
             bounds: BTreeMap::new(),
@@ -435,6 +439,11 @@ impl AlertManager {
     /// Alerts raised so far.
     pub fn raised(&self) -> u64 {
         self.raised
+    }
+
+    /// Alerts raised so far, by the priority they were raised with.
+    pub fn raised_by_priority(&self) -> &std::collections::BTreeMap<String, u64> {
+        &self.raised_by_priority
     }
 
     fn calls(&self, caller: &str, callee: &str) -> bool {
@@ -585,7 +594,11 @@ impl AlertManager {
             }
             let inc = &self.active[i];
             if inc.raised_at.is_some() {
-                changed.push(render::to_alert(inc, &self.callers, &self.callees));
+                let alert = render::to_alert(inc, &self.callers, &self.callees);
+                if inc.raised_at == Some(now) && inc.notifications == 1 {
+                    *self.raised_by_priority.entry(alert.priority.clone()).or_default() += 1;
+                }
+                changed.push(alert);
             }
         }
         changed.extend(self.tick_inner(now, &touched));

@@ -294,6 +294,7 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
         acknowledged_by: None,
         acknowledged_at: None,
         silenced_by: None,
+        links: Default::default(),
     }
 }
 

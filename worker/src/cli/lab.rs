@@ -105,6 +105,9 @@ pub enum LabCommand {
         /// Minutes after a false alert ends that the analyst marks it.
         #[arg(long, default_value_t = 30)]
         reaction_min: u64,
+        /// Days whose false alerts the analyst marks (as they come); the days after are scored.
+        #[arg(long, default_value_t = 1)]
+        marked_days: u32,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -247,6 +250,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             hours,
             rate,
             reaction_min,
+            marked_days,
             json,
             args,
         } => {
@@ -260,7 +264,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
                     })
                 })
                 .collect::<anyhow::Result<_>>()?;
-            eval_feedback(&runs, &args.config()?, reaction_min as i64 * MINUTE_MS, json)
+            eval_feedback(&runs, &args.config()?, (reaction_min as i64 * MINUTE_MS, marked_days), json)
         }
         bench @ LabCommand::Bench { .. } => run_bench(bench),
         LabCommand::EvalNab { data, detector } => eval_nab(&data, detector),
@@ -613,11 +617,12 @@ fn print_eval(r: &EvalReport, details: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn eval_feedback(runs: &[SimConfig], setup: &PipelineSetup, reaction: crate::model::time::Millis, json: bool) -> anyhow::Result<()> {
+/// `analyst`: how long after a false alert it is marked, and for how many days.
+fn eval_feedback(runs: &[SimConfig], setup: &PipelineSetup, analyst: (crate::model::time::Millis, u32), json: bool) -> anyhow::Result<()> {
     let pb = bar(runs.len() as u64, "detecting twice");
     let mut results = Vec::new();
     for sim in runs {
-        results.push(eval::feedback::run(sim, setup, reaction)?);
+        results.push(eval::feedback::run(sim, setup, analyst.0, analyst.1)?);
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -625,14 +630,18 @@ fn eval_feedback(runs: &[SimConfig], setup: &PipelineSetup, reaction: crate::mod
         outln!("{}", serde_json::to_string_pretty(&results)?);
         return Ok(());
     }
-    outln!("| run | day-1 false alerts (marked) | false alerts after day 1: before → after | detected (right origin): before → after | incidents lost | anomalies held |");
+    let days = match analyst.1.max(1) {
+        1 => "day 1".to_owned(),
+        n => format!("days 1-{n}"),
+    };
+    outln!("| run | false alerts of {days} (marked) | false alerts after {days}: before → after | detected (right origin): before → after | incidents lost | anomalies held |");
     outln!("|---|---|---|---|---|---|");
     for r in &results {
         outln!(
             "| {} {} | {} | {} → {} | {} ({}) → {} ({}) of {} | {} | {} |",
             r.topology,
             r.seed,
-            r.day1_false,
+            r.marked_false,
             r.later_false_before,
             r.later_false_after,
             r.detected_before,

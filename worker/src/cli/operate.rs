@@ -462,7 +462,12 @@ fn es_run(es: &EsArgs, args: &DetectArgs, flags: RunFlags) -> anyhow::Result<()>
     });
     let _server = match (app.listen, &status) {
         (Some(addr), Some(status)) => {
-            let api = crate::serve::api::ApiContext::new(client.clone(), settings.names.clone(), std::env::var("APIWATCH_API_TOKEN").ok());
+            let api = crate::serve::api::ApiContext::new(
+                client.clone(),
+                settings.names.clone(),
+                std::env::var("APIWATCH_API_TOKEN").ok(),
+                app.action_links.clone(),
+            );
             Some(crate::serve::Server::start(addr, status.clone(), Some(api), stop.clone())?)
         }
         _ => None,
@@ -522,7 +527,11 @@ fn es_health(es: &EsArgs, config: Option<&Path>, job: Option<&str>) -> anyhow::R
 fn es_status(es: &EsArgs, config: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let (client, settings) = connect(&es.app(config, None)?)?;
     let now = chrono::Utc::now().timestamp_millis();
-    let report = crate::es::status::read(&client, &settings.names.state, now)?;
+    let mut report = crate::es::status::read(&client, &settings.names.state, now)?;
+    match crate::es::feedback::read_since(&client, &settings.names, None) {
+        Ok(read) => report.feedback = Some(crate::feedback::FeedbackBook::summary_of(read.records, now)),
+        Err(e) => tracing::warn!(error = %e, index = %settings.names.feedback, "could not read the feedback in effect"),
+    }
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -579,6 +588,41 @@ fn es_status(es: &EsArgs, config: Option<&Path>, json: bool) -> anyhow::Result<(
             format!("holds {}", w.holds.join(", "))
         };
         outln!("worker {}: last seen {} s ago, {holds}", w.worker, w.last_seen_s_ago);
+    }
+    if let Some(f) = &report.feedback {
+        print_feedback(f, &settings.names.feedback)?;
+    }
+    Ok(())
+}
+
+fn print_feedback(f: &crate::feedback::FeedbackSummary, index: &str) -> anyhow::Result<()> {
+    outln!(
+        "feedback ({index}): {}, {} acknowledged, {}",
+        count(f.silences.len() as u64, "silence", "silences"),
+        f.acknowledged,
+        count(f.verdicts as u64, "verdict", "verdicts")
+    );
+    for s in &f.silences {
+        let why = s.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        outln!("  silence {} {} until {} by {}{why}", s.id, s.matches, s.until, s.by);
+    }
+    for l in &f.learned {
+        outln!(
+            "  learned: {}/{} {} {} held up to score {:.1} within an hour of {} (from {} false finding(s), strongest {:.1}; verdicts {})",
+            l.service,
+            l.provider,
+            l.kind.as_str(),
+            l.detector,
+            l.level,
+            l.times_of_day
+                .iter()
+                .map(|t| format!("{:02}:{:02}", t / 3_600_000, t % 3_600_000 / 60_000))
+                .collect::<Vec<_>>()
+                .join(", "),
+            l.false_findings,
+            l.max_false_score,
+            l.verdicts.join(", ")
+        );
     }
     Ok(())
 }

@@ -52,6 +52,14 @@ pub fn score_from_z(z: f64) -> f64 {
     (100.0 * (1.0 - (-z / 8.7).exp())).min(100.0)
 }
 
+/// The deviation a score stands for: the inverse of [`score_from_z`] (100 is infinite).
+pub fn z_from_score(score: f64) -> f64 {
+    if score >= 100.0 {
+        return f64::INFINITY;
+    }
+    -8.7 * (1.0 - score.max(0.0) / 100.0).ln()
+}
+
 /// Per-column mean and standard deviation (at least `min_std`) of fixed-width rows.
 pub fn column_mean_std<const N: usize>(rows: &[[f64; N]], min_std: f64) -> ([f64; N], [f64; N]) {
     let n = rows.len().max(1) as f64;
@@ -174,6 +182,10 @@ mod tests {
         }
         assert_eq!(score_from_z(-3.0), 0.0);
         assert_eq!(score_from_z(f64::NAN), 0.0);
+        for z in [0.5, 4.0, 26.0] {
+            assert!((z_from_score(score_from_z(z)) - z).abs() < 1e-9, "{z}");
+        }
+        assert!(z_from_score(100.0).is_infinite());
     }
 
     #[test]

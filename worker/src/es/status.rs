@@ -1,7 +1,8 @@
 //! `apiwatch status`: every job the state index holds (the live worker, each backfill range),
 //! who holds its lease and until when, how far its checkpoint has come and how far behind the
 //! wall clock that is, and the workers seen. Read-only: leases and checkpoints are read as
-//! stored, the learned-state chunks are never fetched.
+//! stored, the learned-state chunks are never fetched. The feedback in effect (silences,
+//! acknowledgements, verdicts and what they taught) is derived from the feedback index.
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -75,6 +76,10 @@ pub struct StatusReport {
     pub now: String,
     pub jobs: Vec<JobView>,
     pub workers: Vec<WorkerView>,
+    /// Silences, acknowledgements and verdicts in effect, and what the verdicts taught (from
+    /// the feedback index, derived as every worker derives them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<crate::feedback::FeedbackSummary>,
 }
 
 /// Reads every lease and checkpoint of `index` (the state index) as of `now`.
@@ -188,6 +193,7 @@ fn assemble(index: &str, docs: &[Value], now: Millis) -> StatusReport {
         now: format_rfc3339(now),
         jobs: jobs.into_values().collect(),
         workers,
+        feedback: None,
     }
 }
 

@@ -9,7 +9,7 @@ use super::client::{EsClient, EsError};
 use super::names::IndexNames;
 
 /// Bumped whenever a template changes; stored in every template's `_meta.version`.
-pub const TEMPLATE_VERSION: u64 = 5;
+pub const TEMPLATE_VERSION: u64 = 6;
 
 /// (name, JSON) of every file in `es-templates/`, by kind.
 pub const COMPONENTS: &[(&str, &str)] = &[
@@ -183,7 +183,10 @@ pub fn setup(client: &EsClient, names: &IndexNames) -> Result<(Capabilities, Vec
         let (status, body) = client.json_status("PUT", &format!("/{index}"), Some(&json!({})))?;
         let outcome = match status {
             200..=299 => "created",
-            400 if body.to_string().contains("resource_already_exists_exception") => "exists",
+            400 if body.to_string().contains("resource_already_exists_exception") => {
+                update_mapping(client, index)?;
+                "exists, mapping brought up to date"
+            }
             _ => {
                 return Err(EsError::status(
                     status,
@@ -199,6 +202,31 @@ pub fn setup(client: &EsClient, names: &IndexNames) -> Result<(Capabilities, Vec
         });
     }
     Ok((caps, steps))
+}
+
+/// Puts the mapping the templates now give `index` on the existing index, so that fields a
+/// newer version added (always additions: a template never changes a field's type) can be
+/// written to it under its strict mapping.
+fn update_mapping(client: &EsClient, index: &str) -> Result<(), EsError> {
+    let sim = client.json("POST", &format!("/_index_template/_simulate_index/{index}"), None)?;
+    let Some(mapping) = sim.pointer("/template/mappings") else {
+        return Ok(());
+    };
+    let path = format!("/{index}/_mapping");
+    let (status, body) = client.json_status("PUT", &path, Some(mapping))?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(EsError::status(
+            status,
+            "PUT",
+            path,
+            format!(
+                "{} (the index was made by an older apiwatch with a field this version maps differently: reindex it, or use a new --prefix)",
+                super::client::error_reason(body.to_string().as_bytes())
+            ),
+        ))
+    }
 }
 
 /// PUTs `body` at `path` unless what is there has the same `_meta.version` and content.

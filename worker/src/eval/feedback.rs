@@ -1,8 +1,9 @@
 //! Does feedback teach? A multi-day simulated run is detected once; an analyst played from the
-//! labels marks every false alert of the first day `false_positive` (some time after it was
-//! raised, with the findings it carried); the same stream is detected again with those verdicts.
-//! Scored: false alerts of the later days before and after, and every incident found before
-//! that is no longer found (`apiwatch eval-feedback`).
+//! labels marks every false alert of the first day (or of the first `marked_days`: an analyst
+//! answering alerts as they come) `false_positive`, some time after it ended, with the findings
+//! it carried; the same stream is detected again with those verdicts. Scored: false alerts
+//! after the marked days before and after, and every incident found before that is no longer
+//! found (`apiwatch eval-feedback`).
 
 use serde::Serialize;
 
@@ -20,9 +21,11 @@ use crate::sink::MemorySink;
 pub struct FeedbackEval {
     pub topology: String,
     pub seed: u64,
-    /// False alerts of the first day (all marked), and of the days after, without and with the
-    /// verdicts.
-    pub day1_false: usize,
+    /// Days whose false alerts were marked.
+    pub marked_days: u32,
+    /// False alerts of the marked days (all marked), and of the days after, without and with
+    /// the verdicts.
+    pub marked_false: usize,
     pub later_false_before: usize,
     pub later_false_after: usize,
     /// Incidents detected (with the right origin) over the whole run, before and after.
@@ -97,15 +100,18 @@ fn explain(a: &Alert, anomalies: &[crate::model::Anomaly]) -> String {
     )
 }
 
-/// Runs `sim` (at least two days) with `setup`; the analyst answers each false alert of day 1
-/// `reaction` after it ended (or was raised, when it never ended).
-pub fn run(sim: &SimConfig, setup: &PipelineSetup, reaction: Millis) -> anyhow::Result<FeedbackEval> {
+/// Runs `sim` (at least one day more than `marked_days`) with `setup`; the analyst answers each
+/// false alert of the first `marked_days` `reaction` after it ended (or was raised, when it
+/// never ended).
+pub fn run(sim: &SimConfig, setup: &PipelineSetup, reaction: Millis, marked_days: u32) -> anyhow::Result<FeedbackEval> {
+    let marked = i64::from(marked_days.max(1)) * DAY_MS;
     anyhow::ensure!(
-        sim.duration >= 2 * DAY_MS,
-        "a feedback evaluation needs at least two days (--hours 48)"
+        sim.duration >= marked + DAY_MS,
+        "a feedback evaluation needs a day after the marked ones (--hours {})",
+        (marked + DAY_MS) / crate::model::time::HOUR_MS
     );
     let (events, labels) = simulate::simulate_events(sim.clone())?;
-    let day2 = labels.start + DAY_MS;
+    let day2 = labels.start + marked;
     let (before, _) = detect(&events, setup, Vec::new())?;
     let alerts = before.alerts();
     let report = evaluate(&labels, &alerts);
@@ -137,7 +143,8 @@ pub fn run(sim: &SimConfig, setup: &PipelineSetup, reaction: Millis) -> anyhow::
     Ok(FeedbackEval {
         topology: sim.topology.clone(),
         seed: sim.seed,
-        day1_false: day1.len(),
+        marked_days: marked_days.max(1),
+        marked_false: day1.len(),
         later_false_before: false_after(&report, &alerts, day2).len(),
         later_false_after: later_left.len(),
         detected_before: report.detected,

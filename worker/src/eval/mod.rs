@@ -290,6 +290,7 @@ mod tests {
             acknowledged_by: None,
             acknowledged_at: None,
             silenced_by: None,
+            links: Default::default(),
         }
     }
 

@@ -50,6 +50,9 @@ pub struct WorkerSettings {
     /// `[[elasticsearch.sources]]`: index patterns with their formats; empty = our ECS events
     /// in `names.logs`.
     pub sources: Vec<LogSource>,
+    /// Signs the answering links written into open alerts' documents (`alert.link.*`), for
+    /// Kibana's alert table; `None` when links are not set up.
+    pub action_links: Option<crate::feedback::link::ActionLinks>,
 }
 
 impl WorkerSettings {
@@ -88,6 +91,7 @@ impl Default for WorkerSettings {
             job: "live".into(),
             worker_id: default_worker_id(),
             sources: Vec::new(),
+            action_links: None,
         }
     }
 }
@@ -251,7 +255,8 @@ impl<'a> JobRun<'a> {
             n.load(state);
         }
         let saved = (until, pipeline.save_state()?);
-        let writer = BulkWriter::new(client.clone(), settings.names.clone(), &settings.worker_id, notifier.is_some());
+        let writer = BulkWriter::new(client.clone(), settings.names.clone(), &settings.worker_id, notifier.is_some())
+            .with_links(settings.action_links.clone());
         summary.from = Some(format_rfc3339(until));
         Ok(JobRun {
             client,
@@ -315,7 +320,8 @@ impl<'a> JobRun<'a> {
                 // Feedback taken in since the checkpoint was rolled back with it: read it again.
                 self.feedback_read = None;
                 let keep = self.notifier.is_some();
-                self.writer = BulkWriter::new(self.client.clone(), self.settings.names.clone(), &self.settings.worker_id, keep);
+                self.writer = BulkWriter::new(self.client.clone(), self.settings.names.clone(), &self.settings.worker_id, keep)
+                    .with_links(self.settings.action_links.clone());
                 Err(e)
             }
         }
@@ -513,6 +519,7 @@ impl<'a> JobRun<'a> {
             s.anomalies = stats.anomalies;
             s.anomalies_by_detector.clone_from(&stats.anomalies_by_detector);
             s.alerts_raised = stats.alerts_raised;
+            s.alerts_by_priority.clone_from(&stats.alerts_by_priority);
             s.alerts_held_by_rule.clone_from(&stats.held_by_rule);
             s.notifications_sent = self.summary.notifications_sent;
             s.documents_written.clone_from(&writes.by_index);

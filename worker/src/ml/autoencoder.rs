@@ -53,7 +53,9 @@ impl AutoencoderModel {
             return Ok(());
         }
         let input = TensorRef::from_array_view(([n, self.width], rows))?;
+        let started = std::time::Instant::now();
         let out = self.session.run(ort::inputs!["features" => input])?;
+        super::inference_time::record(0, n, started.elapsed());
         let (_, e) = out["feature_errors"].try_extract_tensor::<f32>()?;
         let (_, s) = out["score"].try_extract_tensor::<f32>()?;
         errors.extend_from_slice(e);

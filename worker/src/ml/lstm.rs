@@ -110,11 +110,13 @@ impl LstmModel {
                 self.c[dst..dst + hd].copy_from_slice(&c[src..src + hd]);
             }
         }
+        let started = std::time::Instant::now();
         let out = self.session.run(ort::inputs![
             "token" => TensorRef::from_array_view(([b], tokens))?,
             "h_in" => TensorRef::from_array_view(([l, b, hd], &self.h[..]))?,
             "c_in" => TensorRef::from_array_view(([l, b, hd], &self.c[..]))?,
         ])?;
+        super::inference_time::record(1, b, started.elapsed());
         let (_, probs) = out["probabilities"].try_extract_tensor::<f32>()?;
         let (_, ho) = out["h_out"].try_extract_tensor::<f32>()?;
         let (_, co) = out["c_out"].try_extract_tensor::<f32>()?;

@@ -17,6 +17,42 @@ pub mod store;
 pub mod train;
 pub mod verify;
 
+/// Time spent in ONNX Runtime since the process started, by model (for `/metrics`): process
+/// wide, like a Prometheus client's default registry, since every pipeline's sessions add to it.
+pub mod inference_time {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    /// The models timed.
+    pub const MODELS: [&str; 2] = ["autoencoder", "lstm"];
+    static NANOS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    static RUNS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    static ROWS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+    /// Adds one run of `model` (an index into [`MODELS`]) over `rows` inputs that took `took`.
+    pub fn record(model: usize, rows: usize, took: Duration) {
+        NANOS[model].fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        RUNS[model].fetch_add(1, Ordering::Relaxed);
+        ROWS[model].fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    /// `(model, seconds, runs, rows)` for each model.
+    pub fn totals() -> Vec<(&'static str, f64, u64, u64)> {
+        MODELS
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                (
+                    *m,
+                    NANOS[i].load(Ordering::Relaxed) as f64 / 1e9,
+                    RUNS[i].load(Ordering::Relaxed),
+                    ROWS[i].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+}
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 

@@ -248,6 +248,34 @@ pub struct Alert {
     /// The silence holding it back from every channel (feedback; an extension).
     #[serde(rename = "alert.silence.id", skip_serializing_if = "Option::is_none", default)]
     pub silenced_by: Option<String>,
+    /// Signed links that answer an open alert (an extension), for Kibana's alert table.
+    #[serde(flatten, default)]
+    pub links: AlertLinks,
+}
+
+/// An open alert's answering links as stored (`alert.link.*`; see
+/// [`crate::feedback::link`]): written by a worker that has `[http] public_url` and a secret.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertLinks {
+    #[serde(rename = "alert.link.ack", skip_serializing_if = "Option::is_none", default)]
+    pub ack: Option<String>,
+    #[serde(rename = "alert.link.silence", skip_serializing_if = "Option::is_none", default)]
+    pub silence: Option<String>,
+    #[serde(rename = "alert.link.not_a_problem", skip_serializing_if = "Option::is_none", default)]
+    pub not_a_problem: Option<String>,
+}
+
+impl AlertLinks {
+    /// Every action's link for alert `id`, sent by `via`, at wall time `now`.
+    pub fn signed(links: &crate::feedback::link::ActionLinks, id: &str, via: &str, now: Millis) -> Self {
+        use crate::feedback::link::LinkAction;
+        let url = |a| Some(links.link(a, id, via, now).url);
+        AlertLinks {
+            ack: url(LinkAction::Ack),
+            silence: url(LinkAction::Silence),
+            not_a_problem: url(LinkAction::NotAProblem),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -96,8 +96,7 @@ impl EmailChannel {
     }
 
     fn build(&self, a: &Alert, kind: MessageKind, evidence: &[&Anomaly], to: &[String]) -> anyhow::Result<Message> {
-        let links = &self.settings.links;
-        let r = render(a, kind, evidence, links.kibana_url.as_deref(), &links.anomalies_index);
+        let r = render(a, kind, evidence, &self.settings.links, "email");
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(header_safe(&r.subject))

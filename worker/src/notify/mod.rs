@@ -31,11 +31,13 @@ pub trait Notifier {
     fn load(&mut self, _state: &serde_json::Value) {}
 }
 
-/// Where a message links to: Kibana's Discover on the anomalies index.
+/// Where a message links to: Kibana's Discover on the anomalies index, and the worker's signed
+/// answering links when `[http] public_url` and `APIWATCH_LINK_SECRET` are set.
 #[derive(Clone, Debug, Default)]
 pub struct Links {
     pub kibana_url: Option<String>,
     pub anomalies_index: String,
+    pub actions: Option<crate::feedback::link::ActionLinks>,
 }
 
 /// Every channel's settings (`[email]`, `[webhook]`, `[pagerduty]`), checked; `None` = not
@@ -368,6 +370,7 @@ pub(crate) mod tests {
             acknowledged_by: None,
             acknowledged_at: None,
             silenced_by: None,
+            links: Default::default(),
         }
     }
 

@@ -70,7 +70,7 @@ impl PagerDutyChannel {
             return json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key});
         }
         let links = &self.settings.links;
-        let r = render(a, msg.kind, msg.evidence, links.kibana_url.as_deref(), &links.anomalies_index);
+        let r = render(a, msg.kind, msg.evidence, links, "pagerduty");
         let severity = match a.priority.as_str() {
             "P1" => "critical",
             "P2" => "error",
@@ -104,10 +104,15 @@ impl PagerDutyChannel {
                 },
             },
         });
+        let mut hrefs: Vec<Value> = Vec::new();
         if let Some(k) = links.kibana_url.as_deref() {
             let link = discover_link(k, &links.anomalies_index, a);
             event["client_url"] = json!(link);
-            event["links"] = json!([{"href": link, "text": "Evidence in Kibana"}]);
+            hrefs.push(json!({"href": link, "text": "Evidence in Kibana"}));
+        }
+        hrefs.extend(r.actions.iter().map(|l| json!({"href": l.url, "text": l.label})));
+        if !hrefs.is_empty() {
+            event["links"] = Value::Array(hrefs);
         }
         event
     }
@@ -221,6 +226,7 @@ mod tests {
             links: Links {
                 kibana_url: Some("http://kibana:5601".into()),
                 anomalies_index: "apiwatch-anomalies-*".into(),
+                actions: None,
             },
             timeout: Duration::from_secs(5),
             pacing,

@@ -1,14 +1,16 @@
 //! Message bodies: subject, plain text and HTML for one alert, with its strongest anomalies
 //! (expected vs actual, top contributors), example trace ids and a Kibana Discover link. Every
 //! value that came from logs is escaped for HTML and stripped of line breaks in headers, so a
-//! hostile service name or path cannot inject headers or markup.
+//! hostile service name or path cannot inject headers or markup. An open alert's message also
+//! carries the signed links that answer it ([`crate::feedback::link`]), when they are set up.
 
 use std::fmt::Write;
 
 use crate::model::time::format_rfc3339;
 use crate::model::{Alert, AlertStatus, Anomaly};
 
-use super::MessageKind;
+use super::{Links, MessageKind};
+use crate::feedback::link::ActionLink;
 
 /// A rendered message.
 #[derive(Debug, Clone)]
@@ -16,6 +18,8 @@ pub struct Rendered {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// The answering links (acknowledge, silence, not a problem): on open alerts only.
+    pub actions: Vec<ActionLink>,
 }
 
 /// Text for a header: no control characters (CR/LF would start a new header), bounded length.
@@ -88,8 +92,19 @@ fn fmt_num(x: f64) -> String {
     }
 }
 
-/// Renders one message. `anomalies` are the alert's anomalies that are known (strongest first).
-pub fn render(a: &Alert, kind: MessageKind, anomalies: &[&Anomaly], kibana: Option<&str>, anomalies_index: &str) -> Rendered {
+/// The links that answer `a`, for a message of `kind` sent by channel `via` now.
+pub fn action_links(a: &Alert, kind: MessageKind, links: &Links, via: &str) -> Vec<ActionLink> {
+    match (&links.actions, kind) {
+        (Some(l), MessageKind::Opened | MessageKind::StillOpen) => l.all(&a.id, via, chrono::Utc::now().timestamp_millis()),
+        _ => Vec::new(),
+    }
+}
+
+/// Renders one message sent by channel `via`. `anomalies` are the alert's anomalies that are
+/// known (strongest first).
+pub fn render(a: &Alert, kind: MessageKind, anomalies: &[&Anomaly], links: &Links, via: &str) -> Rendered {
+    let (kibana, anomalies_index) = (links.kibana_url.as_deref(), links.anomalies_index.as_str());
+    let actions = action_links(a, kind, links, via);
     let tag = match kind {
         MessageKind::Opened if a.predicted => "predicted",
         MessageKind::Opened => "open",
@@ -144,6 +159,7 @@ pub fn render(a: &Alert, kind: MessageKind, anomalies: &[&Anomaly], kibana: Opti
     if let Some(l) = &link {
         let _ = writeln!(text, "\nOpen in Kibana: {l}");
     }
+    actions_text(&mut text, &actions);
     let _ = writeln!(text, "\nalert.id {}", a.id);
 
     let e = html_escape;
@@ -202,8 +218,44 @@ pub fn render(a: &Alert, kind: MessageKind, anomalies: &[&Anomaly], kibana: Opti
     if let Some(l) = &link {
         let _ = write!(html, "<p><a href=\"{}\">Open in Kibana Discover</a></p>", e(l));
     }
+    actions_html(&mut html, &actions);
     let _ = write!(html, "<p style=\"color:#888\">alert.id {}</p></body></html>", e(&a.id));
-    Rendered { subject, text, html }
+    Rendered {
+        subject,
+        text,
+        html,
+        actions,
+    }
+}
+
+/// The answering links as text lines.
+fn actions_text(text: &mut String, actions: &[ActionLink]) {
+    if actions.is_empty() {
+        return;
+    }
+    let _ = writeln!(text, "\nAnswer (these links act on this alert only, until they expire):");
+    for l in actions {
+        let _ = writeln!(text, "  {}: {}", l.label, l.url);
+    }
+}
+
+/// The answering links as buttons.
+fn actions_html(html: &mut String, actions: &[ActionLink]) {
+    if actions.is_empty() {
+        return;
+    }
+    let e = html_escape;
+    html.push_str("<p>");
+    for l in actions {
+        let _ = write!(
+            html,
+            "<a class=\"apiwatch-action\" data-action=\"{}\" href=\"{}\" style=\"display:inline-block;margin-right:8px;padding:6px 12px;border:1px solid #888;border-radius:4px;text-decoration:none\">{}</a>",
+            e(l.action),
+            e(&l.url),
+            e(l.label)
+        );
+    }
+    html.push_str("</p>");
 }
 
 #[cfg(test)]
@@ -216,7 +268,13 @@ mod tests {
         let mut a = alert("id1", "pay\r\nBcc: evil@example.com", "P1", AlertStatus::Open, 1);
         a.title = "latency <script>alert(1)</script>\r\nX-Evil: 1".into();
         a.summary = "\"quoted\" & <b>bold</b>".into();
-        let r = render(&a, MessageKind::Opened, &[], Some("http://kibana:5601"), "apiwatch-anomalies");
+        let links = Links {
+            kibana_url: Some("http://kibana:5601".into()),
+            anomalies_index: "apiwatch-anomalies".into(),
+            actions: None,
+        };
+        let r = render(&a, MessageKind::Opened, &[], &links, "email");
+        assert!(r.actions.is_empty() && !r.text.contains("/act/"), "no links unless set up");
         assert!(!r.subject.contains('\r') && !r.subject.contains('\n'), "{}", r.subject);
         assert!(!r.html.contains("<script>"), "{}", r.html);
         assert!(r.html.contains("&lt;script&gt;"));
@@ -227,9 +285,39 @@ mod tests {
     #[test]
     fn a_resolution_replies_to_the_thread() {
         let a = alert("id1", "payments", "P2", AlertStatus::Resolved, 1);
-        let r = render(&a, MessageKind::Resolved, &[], None, "x");
+        let r = render(&a, MessageKind::Resolved, &[], &answering(), "email");
         assert!(r.subject.starts_with("Re: [apiwatch P2]"), "{}", r.subject);
         assert!(r.subject.ends_with("(resolved)"));
+        assert!(r.actions.is_empty(), "a resolved alert needs no answer");
+    }
+
+    fn answering() -> Links {
+        Links {
+            kibana_url: None,
+            anomalies_index: "x".into(),
+            actions: Some(
+                crate::feedback::link::ActionLinks::new("https://aw.example:8443/", "a-test-secret-of-enough-bytes", 3_600_000).unwrap(),
+            ),
+        }
+    }
+
+    #[test]
+    fn an_open_alert_carries_its_answering_links_in_text_and_html() {
+        let a = alert("id<1>", "payments", "P1", AlertStatus::Open, 1);
+        let r = render(&a, MessageKind::Opened, &[], &answering(), "email");
+        let actions: Vec<&str> = r.actions.iter().map(|l| l.action).collect();
+        assert_eq!(actions, ["ack", "silence", "not-a-problem"]);
+        for l in &r.actions {
+            assert!(
+                l.url
+                    .starts_with(&format!("https://aw.example:8443/act/{}/id%3C1%3E?via=email&exp=", l.action)),
+                "{}",
+                l.url
+            );
+            assert!(r.text.contains(&l.url), "{}", r.text);
+            assert!(r.html.contains(&html_escape(&l.url)) && r.html.contains(l.label), "{}", r.html);
+        }
+        assert!(!r.text.contains("a-test-secret"), "the secret is never in a message");
     }
 
     #[test]

@@ -69,7 +69,11 @@ impl WebhookChannel {
     /// The document sent for one alert change.
     pub fn payload(&self, a: &Alert, kind: MessageKind, evidence: &[&Anomaly], format: WebhookFormat) -> Value {
         let links = &self.settings.links;
-        let r = render(a, kind, evidence, links.kibana_url.as_deref(), &links.anomalies_index);
+        let via = match format {
+            WebhookFormat::Json => "webhook",
+            WebhookFormat::Slack => "slack",
+        };
+        let r = render(a, kind, evidence, links, via);
         let link = links.kibana_url.as_deref().map(|k| discover_link(k, &links.anomalies_index, a));
         let event = match kind {
             MessageKind::Opened => "opened",
@@ -84,6 +88,7 @@ impl WebhookChannel {
                 "alert": a,
                 "evidence": evidence,
                 "kibana": link,
+                "actions": r.actions,
             }),
             WebhookFormat::Slack => {
                 let icon = match (kind, a.priority.as_str()) {
@@ -101,8 +106,17 @@ impl WebhookChannel {
                     blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": reasons.join("\n")}}));
                 }
                 blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("services: {} · {} calls, {} users affected · alert {}", a.services.join(", "), a.impact_calls, a.impact_users, a.id)}]}));
-                if let Some(l) = &link {
-                    blocks.push(json!({"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Open in Kibana"}, "url": l}]}));
+                let mut buttons: Vec<Value> = link
+                    .iter()
+                    .map(|l| json!({"type": "button", "text": {"type": "plain_text", "text": "Open in Kibana"}, "url": l}))
+                    .collect();
+                buttons.extend(
+                    r.actions
+                        .iter()
+                        .map(|l| json!({"type": "button", "text": {"type": "plain_text", "text": l.label}, "url": l.url})),
+                );
+                if !buttons.is_empty() {
+                    blocks.push(json!({"type": "actions", "elements": buttons}));
                 }
                 json!({"text": r.subject, "blocks": blocks})
             }
@@ -194,6 +208,7 @@ mod tests {
             links: Links {
                 kibana_url: Some("http://kibana:5601".into()),
                 anomalies_index: "apiwatch-anomalies-*".into(),
+                actions: None,
             },
             timeout: Duration::from_secs(5),
             pacing: Pacing {

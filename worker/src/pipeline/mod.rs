@@ -173,6 +173,9 @@ pub struct RunStats {
     pub anomalies: u64,
     pub anomalies_by_detector: std::collections::BTreeMap<String, u64>,
     pub alerts_raised: u64,
+    /// Alerts raised, by the priority they were raised with.
+    #[serde(default)]
+    pub alerts_by_priority: std::collections::BTreeMap<String, u64>,
     /// Events whose time no source should have let through (outside years 1900-9999): refused
     /// by the pipeline itself, counted here.
     #[serde(default)]
@@ -574,6 +577,7 @@ impl Pipeline {
             sink.write_journeys(&journeys)?;
         }
         self.stats.alerts_raised = self.alerts.raised();
+        self.stats.alerts_by_priority.clone_from(self.alerts.raised_by_priority());
         sink.write_alerts(&changed)?;
         Ok(())
     }

@@ -24,18 +24,22 @@ use crate::model::time::Millis;
 
 /// What the API needs: where feedback goes, and the token that allows writes.
 pub struct ApiContext {
-    client: EsClient,
-    names: IndexNames,
+    pub(super) client: EsClient,
+    pub(super) names: IndexNames,
     token: Option<String>,
+    /// Checks the answering links of messages ([`super::link_pages`]); `None`: off.
+    pub(super) links: Option<crate::feedback::link::ActionLinks>,
 }
 
 impl ApiContext {
-    /// `token`: from `APIWATCH_API_TOKEN`; `None` or empty turns writes off.
-    pub fn new(client: EsClient, names: IndexNames, token: Option<String>) -> Arc<Self> {
+    /// `token`: from `APIWATCH_API_TOKEN`, `None` or empty turns writes off; `links`: checks the
+    /// answering links of messages (`None` turns them off).
+    pub fn new(client: EsClient, names: IndexNames, token: Option<String>, links: Option<crate::feedback::link::ActionLinks>) -> Arc<Self> {
         Arc::new(ApiContext {
             client,
             names,
             token: token.filter(|t| !t.is_empty()),
+            links,
         })
     }
 }
@@ -255,7 +259,8 @@ pub fn routes(ctx: Arc<ApiContext>) -> Router {
         .route("/api/silences", get(silences).post(add_silence))
         .route("/api/silences/{id}", delete(end_silence))
         .route("/api/feedback", post(add_verdict))
-        .with_state(ctx)
+        .with_state(ctx.clone())
+        .merge(super::link_pages::routes(ctx))
 }
 
 #[cfg(test)]

@@ -59,9 +59,17 @@ pub struct BulkWriter {
     keep_anomalies: bool,
     written_anomalies: Vec<Anomaly>,
     pending_anomalies: Vec<Anomaly>,
+    /// Signs the answering links of open alerts' documents (`alert.link.*`).
+    action_links: Option<crate::feedback::link::ActionLinks>,
 }
 
 impl BulkWriter {
+    /// The same writer, writing signed answering links into open alerts (`via` Kibana).
+    pub fn with_links(mut self, links: Option<crate::feedback::link::ActionLinks>) -> Self {
+        self.action_links = links;
+        self
+    }
+
     /// A writer; `keep_anomalies` keeps what it wrote for a notifier's evidence too.
     pub fn new(client: EsClient, names: IndexNames, worker: &str, keep_anomalies: bool) -> Self {
         BulkWriter {
@@ -76,6 +84,7 @@ impl BulkWriter {
             keep_anomalies,
             written_anomalies: Vec::new(),
             pending_anomalies: Vec::new(),
+            action_links: None,
         }
     }
 
@@ -215,8 +224,17 @@ impl ResultSink for BulkWriter {
     }
 
     fn write_alerts(&mut self, alerts: &[Alert]) -> anyhow::Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
         for a in alerts {
-            self.push("alerts", self.names.alerts.clone(), a.id.clone(), a)?;
+            match (&self.action_links, a.status) {
+                // Written again at every change, so an open alert's links stay fresh.
+                (Some(links), crate::model::AlertStatus::Open) => {
+                    let mut linked = a.clone();
+                    linked.links = crate::model::anomaly::AlertLinks::signed(links, &a.id, "kibana", now);
+                    self.push("alerts", self.names.alerts.clone(), a.id.clone(), &linked)?;
+                }
+                _ => self.push("alerts", self.names.alerts.clone(), a.id.clone(), a)?,
+            }
             self.pending_alerts.push(a.clone());
         }
         Ok(())

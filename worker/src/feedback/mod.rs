@@ -17,6 +17,10 @@
 //!   ([`HELD_BY_VERDICT`]), with the verdicts named in their reason. A `true_positive` on the
 //!   same key caps that score below its own findings, and removing a verdict undoes what it
 //!   taught (the suppressions are derived from the verdicts in effect).
+//!
+//! Messages carry signed links to answer from the mail itself ([`link`]).
+
+pub mod link;
 
 use std::collections::BTreeMap;
 
@@ -465,10 +469,60 @@ impl FeedbackBook {
     }
 }
 
-/// The suppressions the verdicts in effect teach. A key's level is the strongest false finding
-/// plus the expected gap to the score ceiling (100) left by that many findings — the next
-/// false finding of the same kind lands above the strongest of `n` with probability 1/(n+1) —
-/// and stays below any true-positive finding on the same key.
+/// What is in effect, for `apiwatch status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FeedbackSummary {
+    /// Silences in effect: id, what they match, until when, who, why.
+    pub silences: Vec<SilenceView>,
+    /// Alerts acknowledged (within the last 30 days), and verdicts in effect.
+    pub acknowledged: usize,
+    pub verdicts: usize,
+    /// What the verdicts taught.
+    pub learned: Vec<Suppression>,
+}
+
+/// One silence in effect.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SilenceView {
+    pub id: String,
+    pub matches: String,
+    pub until: String,
+    pub by: String,
+    pub reason: Option<String>,
+}
+
+impl FeedbackBook {
+    /// The book `records` make at `now`, as a worker reading them all would hold it.
+    pub fn summary_of(records: Vec<FeedbackRecord>, now: Millis) -> FeedbackSummary {
+        let mut book = FeedbackBook::default();
+        book.offer(records, true);
+        book.advance(now);
+        let count = |k: FeedbackType| book.current.values().filter(|r| r.kind == k).count();
+        FeedbackSummary {
+            silences: book
+                .current
+                .values()
+                .filter(|r| r.kind == FeedbackType::Silence)
+                .map(|r| SilenceView {
+                    id: r.id.clone(),
+                    matches: r.silence.describe(),
+                    until: r.silence.end.map(format_rfc3339).unwrap_or_default(),
+                    by: r.by.clone(),
+                    reason: r.note.clone(),
+                })
+                .collect(),
+            acknowledged: count(FeedbackType::Ack),
+            verdicts: count(FeedbackType::Verdict),
+            learned: book.suppressions.values().cloned().collect(),
+        }
+    }
+}
+
+/// The suppressions the verdicts in effect teach. A key's level is set in deviation units (the
+/// inverse of [`crate::detect::stats::score_from_z`]: scores crowd near 100, deviations do not):
+/// up to `1 + 1/n` times the strongest of its `n` false findings — a routine's size varies from
+/// day to day, and the margin narrows as verdicts accumulate — and always below any
+/// true-positive finding on the same key.
 fn derive_suppressions<'a>(records: impl Iterator<Item = &'a FeedbackRecord>) -> BTreeMap<String, Suppression> {
     let mut out: BTreeMap<String, Suppression> = BTreeMap::new();
     let mut true_floor: BTreeMap<String, f64> = BTreeMap::new();
@@ -508,8 +562,9 @@ fn derive_suppressions<'a>(records: impl Iterator<Item = &'a FeedbackRecord>) ->
         }
     }
     for (k, s) in &mut out {
-        let n = s.false_findings as f64;
-        s.level = (s.max_false_score + (100.0 - s.max_false_score).max(0.0) / (n + 1.0)).min(100.0);
+        let n = s.false_findings.max(1) as f64;
+        let z = crate::detect::stats::z_from_score(s.max_false_score);
+        s.level = crate::detect::stats::score_from_z(z * (1.0 + 1.0 / n)).max(s.max_false_score);
         if let Some(&t) = true_floor.get(k) {
             s.true_floor = Some(t);
             s.level = s.level.min(t - 1e-6);
@@ -545,7 +600,7 @@ pub fn read_ndjson(path: &std::path::Path) -> anyhow::Result<Vec<FeedbackRecord>
 mod tests {
     use super::*;
     use crate::model::anomaly::AlertStatus;
-    use crate::model::time::MINUTE_MS;
+    use crate::model::time::{HOUR_MS, MINUTE_MS};
 
     fn anomaly(service: &str, kind: AnomalyKind, detector: &str, score: f64) -> Anomaly {
         let mut a = crate::alert::tests::anomaly(service, kind, score, 0);
@@ -580,11 +635,11 @@ mod tests {
         book.advance(5 * MINUTE_MS);
         assert!(book.suppression_for(&a).is_none(), "not before its time");
         book.advance(10 * MINUTE_MS);
-        // One finding at 70: level 70 + 30/2 = 85.
+        // One finding at 70 (z ≈ 10.5): held up to twice that deviation (≈ 91).
         let s = book.suppression_for(&a).expect("held");
-        assert!((s.level - 85.0).abs() < 1e-9, "{s:?}");
+        assert!((s.level - 91.0).abs() < 0.1, "{s:?}");
         assert!(book
-            .suppression_for(&anomaly("ledger", AnomalyKind::Latency, "baseline", 90.0))
+            .suppression_for(&anomaly("ledger", AnomalyKind::Latency, "baseline", 92.0))
             .is_none());
         assert!(book
             .suppression_for(&anomaly("ledger", AnomalyKind::Errors, "baseline", 70.0))
@@ -624,6 +679,35 @@ mod tests {
         let a = anomaly("ledger", AnomalyKind::Latency, "baseline", 80.0);
         assert_eq!(restored.suppression_for(&a), book.suppression_for(&a));
         assert!(restored.suppression_for(&a).is_some());
+    }
+
+    #[test]
+    fn the_summary_shows_what_is_in_effect_and_what_it_taught() {
+        let spec = SilenceSpec {
+            service: Some("ledger".into()),
+            end: Some(2 * HOUR_MS),
+            ..SilenceSpec::default()
+        };
+        let ended = SilenceSpec {
+            end: Some(HOUR_MS / 2),
+            ..spec.clone()
+        };
+        let verdict = FeedbackRecord::verdict("al-1", Verdict::FalsePositive, vec![finding("ledger", 70.0)], "ana", 0, None);
+        let records = vec![
+            FeedbackRecord::silence(spec, "ops", 0, Some("deploy".into())),
+            FeedbackRecord::silence(ended, "ops", 1, None),
+            FeedbackRecord::ack("al-2", "bo", 0, None),
+            verdict.clone(),
+        ];
+        let s = FeedbackBook::summary_of(records, HOUR_MS);
+        assert_eq!(s.silences.len(), 1, "an ended silence is not in effect: {s:?}");
+        assert_eq!(
+            (s.silences[0].matches.as_str(), s.silences[0].reason.as_deref()),
+            ("service=ledger", Some("deploy"))
+        );
+        assert_eq!((s.acknowledged, s.verdicts), (1, 1));
+        assert_eq!(s.learned.len(), 1);
+        assert_eq!(s.learned[0].verdicts, [verdict.id]);
     }
 
     #[test]
