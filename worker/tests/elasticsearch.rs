@@ -1509,7 +1509,7 @@ fn the_mails_links_answer_their_alert_once_and_an_acknowledged_alert_is_not_mail
         std::fs::write(
             &path,
             format!(
-                "[elasticsearch]\njob = \"{job}\"\npoll_interval_secs = 1\n[http]\npublic_url = \"{public}\"\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\nsecurity = \"tls\"\nca_cert = \"{ca}\"\nfrom = \"apiwatch@test.local\"\nmin_interval_secs = 0\nmax_per_hour = 10000\n[[email.routes]]\nto = [\"{rcpt}\"]\n"
+                "[alerts]\nrealert_interval_secs = 120\n[elasticsearch]\njob = \"{job}\"\npoll_interval_secs = 1\n[http]\npublic_url = \"{public}\"\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\nsecurity = \"tls\"\nca_cert = \"{ca}\"\nfrom = \"apiwatch@test.local\"\nmin_interval_secs = 0\nmax_per_hour = 10000\n[[email.routes]]\nto = [\"{rcpt}\"]\n"
             ),
         )
         .unwrap();
@@ -1529,7 +1529,8 @@ fn the_mails_links_answer_their_alert_once_and_an_acknowledged_alert_is_not_mail
         serde_json::from_slice(&out.stdout).unwrap()
     };
 
-    // Without feedback: an alert that is mailed open, again while still open, and resolved.
+    // Without feedback: an alert that is mailed open, again while still open (a re-alert every
+    // two minutes of event time while anomalies keep coming), and resolved.
     let (control, answered) = (unique("links-a"), unique("links-b"));
     let rcpt = format!("{control}@oncall.test");
     run_once(&control, &rcpt);
