@@ -189,29 +189,29 @@ pub fn render_metrics(s: &WorkerSnapshot, now: Millis) -> String {
 /// Time in ONNX Runtime by model (process-wide: [`crate::ml::inference_time`]).
 fn model_time(m: &mut Exposition) {
     let totals = crate::ml::inference_time::totals();
-    m.family(
-        "apiwatch_model_inference_seconds_total",
-        "counter",
-        "Seconds spent running each learned model (ONNX Runtime).",
-    );
-    for (model, secs, _, _) in &totals {
-        m.sample("apiwatch_model_inference_seconds_total", &[("model", model)], *secs);
-    }
-    m.family(
-        "apiwatch_model_inference_runs_total",
-        "counter",
-        "Runs of each learned model (one batch each).",
-    );
-    for (model, _, runs, _) in &totals {
-        m.sample("apiwatch_model_inference_runs_total", &[("model", model)], *runs as f64);
-    }
-    m.family(
-        "apiwatch_model_inference_rows_total",
-        "counter",
-        "Inputs scored by each learned model (windows or calls).",
-    );
-    for (model, _, _, rows) in &totals {
-        m.sample("apiwatch_model_inference_rows_total", &[("model", model)], *rows as f64);
+    type Pick = fn(&(&str, f64, u64, u64)) -> f64;
+    let families: [(&str, &str, Pick); 3] = [
+        (
+            "apiwatch_model_inference_seconds_total",
+            "Seconds spent running each learned model (ONNX Runtime).",
+            |t| t.1,
+        ),
+        (
+            "apiwatch_model_inference_runs_total",
+            "Runs of each learned model (one batch each).",
+            |t| t.2 as f64,
+        ),
+        (
+            "apiwatch_model_inference_rows_total",
+            "Inputs scored by each learned model (windows or calls).",
+            |t| t.3 as f64,
+        ),
+    ];
+    for (name, help, pick) in families {
+        m.family(name, "counter", help);
+        for t in &totals {
+            m.sample(name, &[("model", t.0)], pick(t));
+        }
     }
 }
 
