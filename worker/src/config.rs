@@ -166,9 +166,6 @@ pub struct AppConfig {
     /// Where the worker serves `/health` and `/metrics` (`[http] listen`, `--listen`); off when
     /// `None`.
     pub listen: Option<std::net::SocketAddr>,
-    /// Signs and checks the answering links in messages (`[http] public_url`,
-    /// `link_ttl_secs`, `APIWATCH_LINK_SECRET`); `None` when not set up.
-    pub action_links: Option<crate::feedback::link::ActionLinks>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -516,19 +513,19 @@ fn validate_all(mut raw: RawConfig, origin: &str) -> Result<AppConfig, ConfigErr
     let action_links = validate_links(&mut raw.http, origin)?;
     let pipeline = validate(raw, origin)?;
     let mut es = validate_es(es, origin)?;
-    es.worker.action_links.clone_from(&action_links);
     let links = Links {
         kibana_url: es.kibana_url.clone(),
         anomalies_index: es.worker.names.anomalies.clone(),
         actions: action_links.clone(),
     };
+    // The worker signs its alerts' links and checks followed ones with these same keys.
+    es.worker.action_links = action_links;
     let channels = crate::notify::parse_channels(sections, &links, origin)?;
     Ok(AppConfig {
         pipeline,
         es,
         channels,
         listen,
-        action_links,
     })
 }
 
@@ -890,16 +887,21 @@ mod tests {
         let file = "[http]\npublic_url = \"https://aw.example/\"\nlink_ttl_secs = 600\n";
         let secret = |v: &'static str| move |k: &str| (k == "APIWATCH_LINK_SECRET").then(|| v.to_owned());
         let app = parse_app(file, "t", &secret("0123456789abcdef0123")).unwrap();
-        let links = app.action_links.expect("on with both");
+        let links = app.es.worker.action_links.expect("on with both");
         assert_eq!((links.public_url.as_str(), links.ttl), ("https://aw.example", 600_000));
         let email_links = "[email]\nsmtp_host = \"m\"\n[[email.routes]]\nto = [\"a@b\"]\n";
         let app = parse_app(&format!("{file}{email_links}"), "t", &secret("0123456789abcdef0123")).unwrap();
         assert!(app.channels.email.unwrap().links.actions.is_some(), "the channels sign with it");
         assert!(
-            parse_app(file, "t", &|_| None).unwrap().action_links.is_none(),
+            parse_app(file, "t", &|_| None).unwrap().es.worker.action_links.is_none(),
             "off without a secret"
         );
-        assert!(parse_app("", "t", &secret("0123456789abcdef0123")).unwrap().action_links.is_none());
+        assert!(parse_app("", "t", &secret("0123456789abcdef0123"))
+            .unwrap()
+            .es
+            .worker
+            .action_links
+            .is_none());
         let e = parse_app(file, "t", &secret("short")).unwrap_err().to_string();
         assert!(
             e.contains("APIWATCH_LINK_SECRET") && e.contains("at least 16") && !e.contains("short`"),

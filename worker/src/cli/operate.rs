@@ -466,7 +466,7 @@ fn es_run(es: &EsArgs, args: &DetectArgs, flags: RunFlags) -> anyhow::Result<()>
                 client.clone(),
                 settings.names.clone(),
                 std::env::var("APIWATCH_API_TOKEN").ok(),
-                app.action_links.clone(),
+                settings.action_links.clone(),
             );
             Some(crate::serve::Server::start(addr, status.clone(), Some(api), stop.clone())?)
         }

@@ -120,8 +120,8 @@ fn parse(names: &IndexNames, id: &str, source: Value) -> Result<FeedbackRecord, 
     Ok(r)
 }
 
-/// An alert document and the findings that raised it (read from its anomalies), for a verdict.
-pub fn alert_with_findings(client: &EsClient, names: &IndexNames, alert_id: &str) -> Result<(Alert, Vec<Finding>), FeedbackStoreError> {
+/// An alert document as stored.
+pub fn alert(client: &EsClient, names: &IndexNames, alert_id: &str) -> Result<Alert, FeedbackStoreError> {
     let path = format!("/{}/_doc/{}", names.alerts, urlencode(alert_id));
     let (status, v) = client.json_status("GET", &path, None)?;
     if status == 404 || v.get("found") == Some(&Value::Bool(false)) {
@@ -139,6 +139,12 @@ pub fn alert_with_findings(client: &EsClient, names: &IndexNames, alert_id: &str
             id: alert_id.to_owned(),
             reason: e.to_string(),
         })?;
+    Ok(alert)
+}
+
+/// An alert document and the findings that raised it (read from its anomalies), for a verdict.
+pub fn alert_with_findings(client: &EsClient, names: &IndexNames, alert_id: &str) -> Result<(Alert, Vec<Finding>), FeedbackStoreError> {
+    let alert = alert(client, names, alert_id)?;
     let body = json!({
         "size": alert.anomaly_ids.len().min(10_000),
         "query": {"terms": {"anomaly.id": alert.anomaly_ids}},

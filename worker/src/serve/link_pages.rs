@@ -147,7 +147,7 @@ fn write_answer(ctx: &ApiContext, act: LinkAction, alert_id: &str, q: &LinkQuery
     let mut r = match act {
         LinkAction::Ack => FeedbackRecord::ack(alert_id, &by, now, note),
         LinkAction::Silence => {
-            let (alert, _) = store::alert_with_findings(&ctx.client, &ctx.names, alert_id)?;
+            let alert = store::alert(&ctx.client, &ctx.names, alert_id)?;
             let spec = SilenceSpec {
                 service: Some(alert.service.clone()),
                 provider: Some(alert.provider.clone()),
