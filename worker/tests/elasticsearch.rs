@@ -1629,7 +1629,9 @@ fn refuse_links(ack: &str, alert: &str, other: &str, public: &str, secret: &str)
     assert!(page.contains("not signed by this apiwatch for this alert"), "{page}");
     let (code, _) = follow("GET", &ack.replace("/act/ack/", "/act/not-a-problem/"));
     assert_eq!(code, 403, "another action");
-    let (code, _) = follow("GET", &format!("{}0", &ack[..ack.len() - 1]));
+    // Flip the last character to one it is not, so the signature is always altered.
+    let flipped = if ack.ends_with('0') { '1' } else { '0' };
+    let (code, _) = follow("GET", &format!("{}{flipped}", &ack[..ack.len() - 1]));
     assert_eq!(code, 403, "an altered signature");
     let links = apiwatch::feedback::link::ActionLinks::new(public, secret, 60_000).unwrap();
     let old = links.link(
@@ -1690,4 +1692,190 @@ fn mails_keep_the_secret(mails: &[Value], secret: &str) {
             assert!(!text.contains("/act/"), "a resolution carries no answering links");
         }
     }
+}
+
+/// The partitions' queries divide the documents exactly as the worker's hash does, for every
+/// name (ASCII, accented, outside the Basic Multilingual Plane, empty, too long to be indexed,
+/// absent): each document once, none missing.
+#[test]
+fn partition_queries_divide_the_documents_as_the_workers_hash_does() {
+    use apiwatch::es::partition::{keys, narrow};
+    use apiwatch::job::partition::partition_of;
+    let index = unique("partitions");
+    let c = client();
+    c.json(
+        "PUT",
+        &format!("/{index}"),
+        Some(&json!({"mappings": {"properties": {
+            "service.name": {"type": "keyword", "ignore_above": 24},
+            "n": {"type": "long"},
+        }}})),
+    )
+    .unwrap();
+    let mut names: Vec<String> = (0..60).map(|i| format!("svc-{i}")).collect();
+    names.extend(["gateway", "zahlung-€", "𝒮ervice-ü", "", "a-service-name-longer-than-ignore-above"].map(String::from));
+    let mut bulk = String::new();
+    for (n, name) in names.iter().enumerate() {
+        bulk.push_str(&format!(
+            "{{\"index\":{{\"_index\":\"{index}\"}}}}\n{}\n",
+            json!({"service.name": name, "n": n})
+        ));
+    }
+    let absent = names.len();
+    bulk.push_str(&format!("{{\"index\":{{\"_index\":\"{index}\"}}}}\n{}\n", json!({"n": absent})));
+    let items = c.bulk(bulk.as_bytes()).unwrap();
+    assert!(items.iter().all(|i| i.status < 300), "{items:?}");
+    c.json("POST", &format!("/{index}/_refresh"), None).unwrap();
+
+    let present = keys(&c, &index, "service.name", &json!({"match_all": {}})).unwrap();
+    assert_eq!(present.len(), names.len() - 1, "every indexed name once: {present:?}");
+    let count = 5;
+    let mut seen = BTreeSet::new();
+    for p in 0..count {
+        let mut body = json!({"size": 1000, "_source": ["n"]});
+        narrow(&mut body, "service.name", &present, p, count);
+        let v = c.json("POST", &format!("/{index}/_search"), Some(&body)).unwrap();
+        for h in v["hits"]["hits"].as_array().unwrap() {
+            let n = h["_source"]["n"].as_u64().unwrap() as usize;
+            let key = names.get(n).filter(|k| k.len() <= 24).map_or("", String::as_str);
+            assert_eq!(partition_of(key, count), p, "document {n} ({:?}) in partition {p}", names.get(n));
+            assert!(seen.insert(n), "document {n} in two partitions");
+        }
+    }
+    assert_eq!(seen.len(), names.len() + 1, "every document in one partition");
+}
+
+/// Workers on one job, each in its own thread with its own client, as separate processes would
+/// be: they divide the partitions evenly (one correlator), a silent worker's partitions are
+/// taken within two lease periods, a joining worker gets its share, and one leaving cleanly
+/// frees its partitions at once.
+#[test]
+fn workers_divide_a_jobs_partitions_take_over_a_silent_ones_and_share_with_a_newcomer() {
+    use apiwatch::es::lease::EsLeaseBook;
+    use apiwatch::job::partition::{Assignment, Coordinator};
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const COUNT: u32 = 12;
+    const TTL: i64 = 6_000;
+    /// What a worker thread does next: run rounds, stop silently (as if killed), or leave.
+    const RUN: u8 = 0;
+    const DIE: u8 = 1;
+    const LEAVE: u8 = 2;
+    let prefix = unique("lease");
+    setup(&prefix);
+    let state = format!("{prefix}-state");
+    let job = "live";
+    type Shares = Arc<Mutex<BTreeMap<String, Assignment>>>;
+    let shares: Shares = Arc::default();
+    let start = |name: &str| -> (Arc<AtomicU8>, std::thread::JoinHandle<()>) {
+        let signal = Arc::new(AtomicU8::new(RUN));
+        let (s, shares, state, name) = (signal.clone(), shares.clone(), state.clone(), name.to_owned());
+        let handle = std::thread::spawn(move || {
+            let mut c = Coordinator::new(EsLeaseBook::new(client(), &state), job, &name, COUNT, TTL);
+            loop {
+                match s.load(Ordering::SeqCst) {
+                    DIE => {
+                        shares.lock().unwrap().remove(&name);
+                        return;
+                    }
+                    LEAVE => {
+                        c.leave().unwrap();
+                        shares.lock().unwrap().remove(&name);
+                        return;
+                    }
+                    _ => {}
+                }
+                let a = c.round(chrono::Utc::now().timestamp_millis()).unwrap();
+                for &p in &a.surplus {
+                    c.release(p).unwrap();
+                }
+                shares.lock().unwrap().insert(name.clone(), a);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        (signal, handle)
+    };
+    // Even: the live workers' shares are disjoint, cover every partition, differ by at most one,
+    // and one of them correlates.
+    let even = |workers: &[&str]| -> bool {
+        let s = shares.lock().unwrap();
+        if s.len() != workers.len() || !workers.iter().all(|w| s.contains_key(*w)) {
+            return false;
+        }
+        let mut all = BTreeSet::new();
+        let sizes: Vec<usize> = s.values().map(|a| a.held.len() - a.surplus.len()).collect();
+        let disjoint = s.values().all(|a| a.held.iter().all(|p| all.insert(*p)));
+        disjoint
+            && all.len() as u32 == COUNT
+            && sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1
+            && s.values().filter(|a| a.correlator).count() == 1
+    };
+    let wait_even = |workers: &[&str], within: Duration, what: &str| -> Duration {
+        let t0 = Instant::now();
+        while !even(workers) {
+            assert!(
+                t0.elapsed() < within,
+                "{what}: not even after {within:?}: {:?}",
+                shares.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        t0.elapsed()
+    };
+    let stored_holders = || -> BTreeMap<String, String> {
+        let ids: Vec<String> = (0..COUNT).map(|i| format!("lease-{job}~p{i}of{COUNT}")).collect();
+        let v = client()
+            .json("POST", &format!("/{state}/_mget"), Some(&json!({"ids": ids})))
+            .unwrap();
+        v["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["found"] == true)
+            .map(|d| {
+                (
+                    d["_id"].as_str().unwrap().to_owned(),
+                    d["_source"]["state.worker"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+
+    let mut threads: BTreeMap<&str, (Arc<AtomicU8>, std::thread::JoinHandle<()>)> = BTreeMap::new();
+    for w in ["w-a", "w-b", "w-c"] {
+        threads.insert(w, start(w));
+    }
+    wait_even(&["w-a", "w-b", "w-c"], Duration::from_secs(60), "three workers");
+    assert_eq!(stored_holders().len() as u32, COUNT, "every partition's lease is stored");
+
+    // w-b goes silent: its partitions move within two lease periods.
+    let (signal, handle) = threads.remove("w-b").unwrap();
+    signal.store(DIE, Ordering::SeqCst);
+    handle.join().unwrap();
+    let took = wait_even(&["w-a", "w-c"], Duration::from_millis(2 * TTL as u64), "after a worker went silent");
+    eprintln!("a silent worker's partitions were taken over in {took:?} (lease {TTL} ms)");
+    assert!(stored_holders().values().all(|w| w != "w-b"));
+
+    // A newcomer gets its share; the others shed to it.
+    threads.insert("w-d", start("w-d"));
+    wait_even(&["w-a", "w-c", "w-d"], Duration::from_secs(60), "after a worker joined");
+
+    // w-a leaves cleanly (SIGTERM): nothing of it stays stored, and the others take its share.
+    let (signal, handle) = threads.remove("w-a").unwrap();
+    signal.store(LEAVE, Ordering::SeqCst);
+    handle.join().unwrap();
+    assert!(
+        stored_holders().values().all(|w| w != "w-a"),
+        "released at once: {:?}",
+        stored_holders()
+    );
+    let took = wait_even(&["w-c", "w-d"], Duration::from_secs(60), "after a worker left");
+    eprintln!("a leaving worker's partitions were taken in {took:?} (lease {TTL} ms)");
+    for (_, (signal, handle)) in threads {
+        signal.store(LEAVE, Ordering::SeqCst);
+        handle.join().unwrap();
+    }
+    assert!(stored_holders().is_empty(), "every lease released at the end");
 }

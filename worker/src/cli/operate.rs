@@ -544,6 +544,9 @@ fn es_status(es: &EsArgs, config: Option<&Path>, json: bool) -> anyhow::Result<(
     );
     for j in &report.jobs {
         outln!("job `{}`", j.job);
+        if let Some(p) = &j.partition_of {
+            outln!("  partition {} of {} (numbered from 0) of job `{}`", p.index, p.count, p.job);
+        }
         match &j.lease {
             Some(l) if l.held => outln!("  lease: {} holds it until {} (in {} s)", l.worker, l.until, l.expires_in_s),
             Some(l) => outln!("  lease: none held (worker {}'s ran out {} s ago)", l.worker, -l.expires_in_s),

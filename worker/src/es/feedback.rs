@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::client::{error_reason, EsClient, EsError};
+use super::client::{error_reason, urlencode, EsClient, EsError};
 use super::names::IndexNames;
 use crate::feedback::{findings_of, FeedbackRecord, Finding};
 use crate::model::anomaly::{Alert, Anomaly};
@@ -166,13 +166,4 @@ pub fn alert_with_findings(client: &EsClient, names: &IndexNames, alert_id: &str
         .collect();
     let findings = findings_of(&alert, &anomalies);
     Ok((alert, findings))
-}
-
-fn urlencode(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

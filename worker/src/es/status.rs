@@ -1,6 +1,8 @@
 //! `apiwatch status`: every job the state index holds (the live worker, each backfill range),
 //! who holds its lease and until when, how far its checkpoint has come and how far behind the
-//! wall clock that is, and the workers seen. Read-only: leases and checkpoints are read as
+//! wall clock that is, and the workers seen. A partitioned job shows as one entry per partition
+//! (`<job>~p<i>of<n>`, naming the job and the partition) and its correlator lease; workers'
+//! heartbeats count as seen. Read-only: leases and checkpoints are read as
 //! stored, the learned-state chunks are never fetched. The feedback in effect (silences,
 //! acknowledgements, verdicts and what they taught) is derived from the feedback index.
 
@@ -9,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::client::{EsClient, EsError};
 use crate::job::elasticsearch::backfill_range;
+use crate::job::partition::parse_job;
 use crate::model::time::{format_rfc3339, parse_rfc3339, Millis};
 
 /// A job's lease as stored.
@@ -44,12 +47,23 @@ pub struct CheckpointView {
     pub evicted_entities: u64,
 }
 
+/// Which partition of which job a stored job is.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PartitionView {
+    pub job: String,
+    pub index: u32,
+    pub count: u32,
+}
+
 /// One job.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct JobView {
     pub job: String,
     pub lease: Option<LeaseView>,
     pub checkpoint: Option<CheckpointView>,
+    /// A partition: the job it is part of, its index and the partition count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_of: Option<PartitionView>,
     /// A backfill's range, from its name.
     pub range: Option<(String, String)>,
     /// A backfill: the share of its range scored (0-1).
@@ -86,7 +100,7 @@ pub struct StatusReport {
 pub fn read(client: &EsClient, index: &str, now: Millis) -> Result<StatusReport, EsError> {
     let body = json!({
         "size": 10_000,
-        "query": {"terms": {"state.kind": ["lease", "checkpoint"]}},
+        "query": {"terms": {"state.kind": ["lease", "checkpoint", "worker"]}},
         "_source": {"excludes": ["state.data"]},
     });
     // Leases and checkpoints are written without a refresh (the state index refreshes every
@@ -124,18 +138,28 @@ fn assemble(index: &str, docs: &[Value], now: Millis) -> StatusReport {
     for d in docs {
         let job = text(d, "state.job");
         let worker = text(d, "state.worker");
-        let range = backfill_range(&job);
+        let written = time(d, "@timestamp").unwrap_or(0);
+        let entry = seen.entry(worker.clone()).or_insert((written, Vec::new()));
+        entry.0 = entry.0.max(written);
+        if d["state.kind"].as_str() == Some("worker") {
+            // A heartbeat: the worker is seen; it is not a job of its own.
+            continue;
+        }
+        let (base, partition) = parse_job(&job);
+        let range = backfill_range(base);
         let view = jobs.entry(job.clone()).or_insert_with(|| JobView {
             range: range.map(|(f, t)| (format_rfc3339(f), format_rfc3339(t))),
+            partition_of: partition.map(|(index, count)| PartitionView {
+                job: base.to_owned(),
+                index,
+                count,
+            }),
             job: job.clone(),
             lease: None,
             checkpoint: None,
             progress: None,
             lag_s: None,
         });
-        let written = time(d, "@timestamp").unwrap_or(0);
-        let entry = seen.entry(worker.clone()).or_insert((written, Vec::new()));
-        entry.0 = entry.0.max(written);
         match d["state.kind"].as_str() {
             Some("lease") => {
                 let until = time(d, "state.lease_until").unwrap_or(0);
@@ -220,6 +244,7 @@ mod tests {
         ];
         let r = assemble("apiwatch-state", &docs, now);
         assert_eq!(r.jobs.len(), 2);
+        assert!(r.jobs.iter().all(|j| j.partition_of.is_none()));
         let backfill = &r.jobs[0];
         assert_eq!(backfill.progress, Some(0.25));
         assert_eq!(backfill.lag_s, None);
@@ -235,5 +260,34 @@ mod tests {
         assert_eq!(r.workers.len(), 2);
         assert_eq!(r.workers[0].holds, ["live"]);
         assert!(r.workers[1].holds.is_empty() && r.workers[1].last_seen_s_ago == 7200);
+    }
+
+    #[test]
+    fn partitions_name_their_job_and_heartbeats_count_as_seen() {
+        let now = at("2026-03-02T12:00:00Z");
+        let range = "backfill-2026-03-01T00:00:00.000Z-2026-03-01T04:00:00.000Z";
+        let docs = vec![
+            json!({"@timestamp": "2026-03-02T11:59:58Z", "state.kind": "worker", "state.job": range, "state.worker": "w-1", "state.lease_until": "2026-03-02T12:01:58Z"}),
+            json!({"@timestamp": "2026-03-02T11:59:58Z", "state.kind": "lease", "state.job": format!("{range}~p1of4"), "state.worker": "w-1", "state.lease_until": "2026-03-02T12:01:58Z"}),
+            json!({"@timestamp": "2026-03-02T11:59:50Z", "state.kind": "checkpoint", "state.job": format!("{range}~p1of4"), "state.worker": "w-1",
+                   "state.checkpoint": "2026-03-01T03:00:00.000Z", "state.generation": 3, "state.bytes": 10}),
+            json!({"@timestamp": "2026-03-02T11:59:40Z", "state.kind": "worker", "state.job": range, "state.worker": "w-2", "state.lease_until": "2026-03-02T12:01:40Z"}),
+        ];
+        let r = assemble("apiwatch-state", &docs, now);
+        assert_eq!(r.jobs.len(), 1, "a heartbeat is not a job: {r:?}");
+        let p = &r.jobs[0];
+        assert_eq!(
+            p.partition_of,
+            Some(PartitionView {
+                job: range.into(),
+                index: 1,
+                count: 4
+            })
+        );
+        assert_eq!(p.progress, Some(0.75), "a partition's progress is over its job's range");
+        assert_eq!(r.workers.len(), 2);
+        assert_eq!(r.workers[1].worker, "w-2");
+        assert_eq!(r.workers[1].last_seen_s_ago, 20);
+        assert!(r.workers[1].holds.is_empty());
     }
 }
