@@ -83,6 +83,13 @@ struct RawHttp {
     /// From `APIWATCH_LINK_SECRET` only: a secret does not belong in a file.
     #[serde(skip)]
     link_secret: Option<String>,
+    /// From `APIWATCH_LINK_SECRET_PREVIOUS` only: the secret before a rotation, still accepted
+    /// (never used to sign) so that links already sent keep working until they expire.
+    #[serde(skip)]
+    link_secret_previous: Option<String>,
+    /// From `APIWATCH_PAGERDUTY_WEBHOOK_SECRET` only: turns on `POST /hooks/pagerduty`.
+    #[serde(skip)]
+    pagerduty_webhook_secret: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -460,6 +467,8 @@ pub fn parse_with(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>
         raw.elasticsearch.kibana_url = Some(v);
     }
     raw.http.link_secret = env("APIWATCH_LINK_SECRET");
+    raw.http.link_secret_previous = env("APIWATCH_LINK_SECRET_PREVIOUS");
+    raw.http.pagerduty_webhook_secret = env("APIWATCH_PAGERDUTY_WEBHOOK_SECRET");
     let mut email = |key: &str, value: toml::Value| {
         if let Some(t) = raw
             .sections
@@ -511,6 +520,13 @@ fn validate_all(mut raw: RawConfig, origin: &str) -> Result<AppConfig, ConfigErr
         })?),
     };
     let action_links = validate_links(&mut raw.http, origin)?;
+    let pagerduty_webhook = raw
+        .http
+        .pagerduty_webhook_secret
+        .take()
+        .map(|s| crate::feedback::pagerduty::WebhookSecret::new(&s))
+        .transpose()
+        .map_err(|problem| invalid("APIWATCH_PAGERDUTY_WEBHOOK_SECRET", "http.pagerduty_webhook_secret", &problem))?;
     let pipeline = validate(raw, origin)?;
     let mut es = validate_es(es, origin)?;
     let links = Links {
@@ -520,6 +536,7 @@ fn validate_all(mut raw: RawConfig, origin: &str) -> Result<AppConfig, ConfigErr
     };
     // The worker signs its alerts' links and checks followed ones with these same keys.
     es.worker.action_links = action_links;
+    es.worker.pagerduty_webhook = pagerduty_webhook;
     let channels = crate::notify::parse_channels(sections, &links, origin)?;
     Ok(AppConfig {
         pipeline,
@@ -552,9 +569,14 @@ fn validate_links(raw: &mut RawHttp, origin: &str) -> Result<Option<crate::feedb
             &format!("`{url}` must be an http:// or https:// URL (the worker's address as people reach it)"),
         ));
     }
-    ActionLinks::new(&url, &secret, ttl)
-        .map(Some)
-        .map_err(|problem| invalid("APIWATCH_LINK_SECRET", "http.link_secret", &problem))
+    let links = ActionLinks::new(&url, &secret, ttl).map_err(|problem| invalid("APIWATCH_LINK_SECRET", "http.link_secret", &problem))?;
+    match raw.link_secret_previous.take() {
+        None => Ok(Some(links)),
+        Some(previous) => links
+            .with_previous(&previous)
+            .map(Some)
+            .map_err(|problem| invalid("APIWATCH_LINK_SECRET_PREVIOUS", "http.link_secret_previous", &problem)),
+    }
 }
 
 fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {

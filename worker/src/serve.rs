@@ -6,7 +6,8 @@
 //! server only reads the latest snapshot (cloned under a short lock, never held across an
 //! `.await`), so serving never slows scoring and scoring never waits for a scrape. The server
 //! runs on its own small tokio runtime in its own thread, on axum. Given an Elasticsearch
-//! client it also serves the write API of [`api`] (acknowledge, silence, verdicts).
+//! client it also serves the write API of [`api`] (acknowledge, silence, verdicts), the
+//! answering links' pages ([`link_pages`]) and the webhooks of [`hooks`] (PagerDuty).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,6 +26,7 @@ use serde::Serialize;
 use crate::model::time::{format_rfc3339, Millis};
 
 pub mod api;
+pub mod hooks;
 pub mod link_pages;
 
 /// What the worker last published about itself.

@@ -1337,7 +1337,11 @@ fn the_write_api_needs_its_token_and_writes_what_the_cli_writes() {
         "--log",
         "debug",
     ];
-    let mut worker = Listening::start_with(&args, &[("APIWATCH_API_TOKEN", token)]);
+    let pd_secret = "whsec-of-the-api-test";
+    let mut worker = Listening::start_with(
+        &args,
+        &[("APIWATCH_API_TOKEN", token), ("APIWATCH_PAGERDUTY_WEBHOOK_SECRET", pd_secret)],
+    );
     let silence = json!({"service": "payments", "for_secs": 3600, "reason": "deploy", "by": "ops"});
     let (code, refused) = api(&worker, "POST", "/api/silences", Some(silence.clone()), None);
     assert_eq!(code, 401, "{refused}");
@@ -1355,10 +1359,13 @@ fn the_write_api_needs_its_token_and_writes_what_the_cli_writes() {
     // A worker without a token serves no writes, and says how to turn them on.
     let mut standby = Listening::start(&args);
     let (code, refused) = api(&standby, "POST", "/api/alerts/x/ack", None, Some(token));
+    // ... and, without the webhook secret, takes no PagerDuty webhooks.
+    let (hook_code, _) = pagerduty_hook(&standby, &pagerduty_ack("x", "apiwatch-x"), "whatever");
     standby.child.kill().unwrap();
     standby.child.wait().unwrap();
     assert_eq!(code, 403);
     assert!(refused["error"].as_str().unwrap().contains("APIWATCH_API_TOKEN"), "{refused}");
+    assert_eq!(hook_code, 404);
 
     // Once the worker has scored the stream, its alerts can be read, acknowledged and judged.
     let started = Instant::now();
@@ -1376,6 +1383,12 @@ fn the_write_api_needs_its_token_and_writes_what_the_cli_writes() {
         std::thread::sleep(Duration::from_millis(500));
     };
     let alert_id = alerts[0]["alert.id"].as_str().unwrap().to_owned();
+    pagerduty_acknowledges(
+        &worker,
+        &prefix,
+        alerts.as_array().unwrap().last().unwrap()["alert.id"].as_str().unwrap(),
+        pd_secret,
+    );
     let (code, open) = api(&worker, "GET", "/api/alerts?status=open", None, None);
     assert_eq!(code, 200);
     assert!(open.as_array().unwrap().iter().all(|a| a["alert.status"] == "open"), "{open}");
@@ -1421,10 +1434,65 @@ fn the_write_api_needs_its_token_and_writes_what_the_cli_writes() {
         .status()
         .unwrap();
     worker.child.wait().unwrap();
-    assert!(
-        !worker.stderr.lock().unwrap().contains(token),
-        "the token never shows, even at debug level"
-    );
+    let log = worker.stderr.lock().unwrap();
+    assert!(!log.contains(token), "the token never shows, even at debug level");
+    assert!(!log.contains(pd_secret), "nor the webhook secret");
+    assert!(log.contains("refused a PagerDuty webhook"), "a refused webhook is logged");
+}
+
+/// A PagerDuty v3 `incident.acknowledged` event for the incident with key `key`.
+fn pagerduty_ack(event_id: &str, key: &str) -> String {
+    json!({"event": {
+        "id": event_id, "event_type": "incident.acknowledged", "resource_type": "incident",
+        "occurred_at": chrono::Utc::now().to_rfc3339(),
+        "agent": {"id": "PDANA01", "summary": "Dana Ops", "type": "user_reference"},
+        "data": {"id": "Q1", "type": "incident", "number": 7, "status": "acknowledged", "incident_key": key,
+                 "html_url": "https://example.pagerduty.com/incidents/Q1"}
+    }})
+    .to_string()
+}
+
+/// Posts `body` to the worker's PagerDuty webhook, signed with `secret` as PagerDuty signs.
+fn pagerduty_hook(worker: &Listening, body: &str, secret: &str) -> (u16, Value) {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let signature = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut resp = agent
+        .post(&format!("http://{}/hooks/pagerduty", worker.addr))
+        .header("Content-Type", "application/json")
+        .header("X-PagerDuty-Signature", &signature)
+        .send(body)
+        .unwrap();
+    let text = resp.body_mut().read_to_string().unwrap();
+    (resp.status().as_u16(), serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// An acknowledgement made in PagerDuty comes back as an `ack` record by `pagerduty (<who>)`,
+/// once however often PagerDuty delivers it; other tools' incidents and other events are
+/// answered 200 and write nothing; a body signed with another secret is refused.
+fn pagerduty_acknowledges(worker: &Listening, prefix: &str, alert_id: &str, secret: &str) {
+    let body = pagerduty_ack("01PDEVENTACK", &format!("apiwatch-{alert_id}"));
+    let (code, v) = pagerduty_hook(worker, &body, "not-the-secret");
+    assert_eq!(code, 403, "{v}");
+    let (code, v) = pagerduty_hook(worker, &body, secret);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["acknowledged"], "pagerduty-01PDEVENTACK", "{v}");
+    let (code, v) = pagerduty_hook(worker, &body, secret);
+    assert_eq!((code, &v["already"]), (200, &json!("pagerduty-01PDEVENTACK")), "redelivered: {v}");
+    let (code, v) = pagerduty_hook(worker, &pagerduty_ack("01PDOTHER", "another-tools-key"), secret);
+    assert!(code == 200 && v["ignored"].is_string(), "{v}");
+    let records = search_all(&client(), &format!("{prefix}-feedback"));
+    let from_pd: Vec<&Value> = records
+        .iter()
+        .map(|r| &r["_source"])
+        .filter(|r| r["user.name"].as_str().is_some_and(|u| u.starts_with("pagerduty")))
+        .collect();
+    assert_eq!(from_pd.len(), 1, "{records:?}");
+    assert_eq!(from_pd[0]["feedback.type"], "ack");
+    assert_eq!(from_pd[0]["user.name"], "pagerduty (Dana Ops)");
+    assert_eq!(from_pd[0]["alert.id"], alert_id);
 }
 
 /// maildev's SMTP port, web port, CA and credentials (`APIWATCH_TEST_SMTP`).

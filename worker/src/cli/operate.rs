@@ -467,6 +467,7 @@ fn es_run(es: &EsArgs, args: &DetectArgs, flags: RunFlags) -> anyhow::Result<()>
                 settings.names.clone(),
                 std::env::var("APIWATCH_API_TOKEN").ok(),
                 settings.action_links.clone(),
+                settings.pagerduty_webhook.clone(),
             );
             Some(crate::serve::Server::start(addr, status.clone(), Some(api), stop.clone())?)
         }

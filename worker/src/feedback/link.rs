@@ -2,7 +2,9 @@
 //! carries to the worker's URL (`[http] public_url`). Each link allows one action on one alert
 //! until it expires: its query holds the channel it was sent by, its expiry and an HMAC-SHA256
 //! over all of these with a secret from `APIWATCH_LINK_SECRET`. Changing any part (another
-//! alert, another action, a later expiry) breaks the signature. The secret is never printed:
+//! alert, another action, a later expiry) breaks the signature. After a rotation the previous
+//! secret (`APIWATCH_LINK_SECRET_PREVIOUS`) still verifies the links it signed until they expire.
+//! The secret is never printed:
 //! [`LinkKey`]'s `Debug` hides it, and refusals say why without echoing the signature.
 
 use std::fmt;
@@ -89,6 +91,8 @@ pub struct ActionLinks {
     /// The worker's URL as people reach it, without a trailing `/`.
     pub public_url: String,
     key: LinkKey,
+    /// The secret before a rotation: links it signed still verify; new ones use `key`.
+    previous: Option<LinkKey>,
     pub ttl: Millis,
 }
 
@@ -115,13 +119,28 @@ impl ActionLinks {
         Ok(ActionLinks {
             public_url: public_url.trim_end_matches('/').to_owned(),
             key: LinkKey(secret.as_bytes().into()),
+            previous: None,
             ttl,
         })
     }
 
+    /// Also accepts links signed with `previous` (the secret before a rotation) until they
+    /// expire; nothing new is signed with it.
+    pub fn with_previous(mut self, previous: &str) -> Result<Self, String> {
+        if previous.len() < MIN_SECRET_LEN {
+            return Err(format!("APIWATCH_LINK_SECRET_PREVIOUS must be at least {MIN_SECRET_LEN} bytes too"));
+        }
+        self.previous = Some(LinkKey(previous.as_bytes().into()));
+        Ok(self)
+    }
+
     fn mac(&self, action: LinkAction, alert_id: &str, via: &str, exp: i64) -> Hmac<Sha256> {
+        Self::mac_with(&self.key, action, alert_id, via, exp)
+    }
+
+    fn mac_with(key: &LinkKey, action: LinkAction, alert_id: &str, via: &str, exp: i64) -> Hmac<Sha256> {
         // Lengths first, so that no two different tuples sign the same bytes.
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.key.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut m = Hmac::<Sha256>::new_from_slice(&key.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         for part in ["apiwatch-link-v1", action.as_str(), alert_id, via, &exp.to_string()] {
             m.update(&(part.len() as u64).to_be_bytes());
             m.update(part.as_bytes());
@@ -159,9 +178,10 @@ impl ActionLinks {
         let exp = q.exp.ok_or(LinkRefusal::Malformed("no exp"))?;
         let sig = q.sig.as_deref().ok_or(LinkRefusal::Malformed("no sig"))?;
         let sig = hex::decode(sig).map_err(|_| LinkRefusal::Malformed("sig is not hex"))?;
-        self.mac(action, alert_id, via, exp)
-            .verify_slice(&sig)
-            .map_err(|_| LinkRefusal::Forged)?;
+        let signed_by = |key: &LinkKey| Self::mac_with(key, action, alert_id, via, exp).verify_slice(&sig).is_ok();
+        if !(signed_by(&self.key) || self.previous.as_ref().is_some_and(signed_by)) {
+            return Err(LinkRefusal::Forged);
+        }
         if exp.saturating_mul(1000) <= now {
             return Err(LinkRefusal::Expired(format_rfc3339(exp.saturating_mul(1000))));
         }
@@ -220,6 +240,25 @@ mod tests {
             links.verify(LinkAction::Ack, "alert-1", &bare, now),
             Err(LinkRefusal::Malformed("sig is not hex"))
         );
+    }
+
+    #[test]
+    fn after_a_rotation_links_signed_with_the_previous_secret_still_verify_and_new_ones_use_the_new() {
+        let now = 1_700_000_000_000;
+        let old = ActionLinks::new("https://w", SECRET, HOUR_MS).unwrap();
+        let sent = query(&old.link(LinkAction::Ack, "a-1", "email", now).url);
+        let rotated = ActionLinks::new("https://w", "the-new-secret-0123", HOUR_MS).unwrap();
+        assert_eq!(rotated.verify(LinkAction::Ack, "a-1", &sent, now), Err(LinkRefusal::Forged));
+        let rotated = rotated.with_previous(SECRET).unwrap();
+        assert_eq!(rotated.verify(LinkAction::Ack, "a-1", &sent, now), Ok(()));
+        let fresh = query(&rotated.link(LinkAction::Ack, "a-1", "email", now).url);
+        assert_eq!(
+            old.verify(LinkAction::Ack, "a-1", &fresh, now),
+            Err(LinkRefusal::Forged),
+            "new links use the new secret"
+        );
+        assert!(rotated.clone().with_previous("short").is_err());
+        assert!(!format!("{rotated:?}").contains(SECRET));
     }
 
     #[test]

@@ -18,9 +18,11 @@
 //!   same key caps that score below its own findings, and removing a verdict undoes what it
 //!   taught (the suppressions are derived from the verdicts in effect).
 //!
-//! Messages carry signed links to answer from the mail itself ([`link`]).
+//! Messages carry signed links to answer from the mail itself ([`link`]); acknowledgements made
+//! in PagerDuty come back through its signed webhooks ([`pagerduty`]).
 
 pub mod link;
+pub mod pagerduty;
 
 use std::collections::BTreeMap;
 

@@ -53,6 +53,8 @@ pub struct WorkerSettings {
     /// Signs the answering links written into open alerts' documents (`alert.link.*`), for
     /// Kibana's alert table; `None` when links are not set up.
     pub action_links: Option<crate::feedback::link::ActionLinks>,
+    /// Checks PagerDuty's webhooks (`POST /hooks/pagerduty`); `None`: off.
+    pub pagerduty_webhook: Option<crate::feedback::pagerduty::WebhookSecret>,
 }
 
 impl WorkerSettings {
@@ -92,6 +94,7 @@ impl Default for WorkerSettings {
             worker_id: default_worker_id(),
             sources: Vec::new(),
             action_links: None,
+            pagerduty_webhook: None,
         }
     }
 }

@@ -45,6 +45,9 @@ pub struct PagerDutySettings {
     pub pacing: Pacing,
 }
 
+/// What every apiwatch incident key starts with.
+const DEDUP_PREFIX: &str = "apiwatch-";
+
 /// Sends Events API v2 events, one per matching route.
 pub struct PagerDutyChannel {
     settings: PagerDutySettings,
@@ -59,7 +62,12 @@ impl PagerDutyChannel {
 
     /// The dedup key of an alert: the same alert is always the same incident.
     pub fn dedup_key(a: &Alert) -> String {
-        format!("apiwatch-{}", a.id)
+        format!("{DEDUP_PREFIX}{}", a.id)
+    }
+
+    /// The alert an incident key names, if apiwatch made it ([`Self::dedup_key`] inverted).
+    pub fn alert_of_dedup_key(key: &str) -> Option<&str> {
+        key.strip_prefix(DEDUP_PREFIX).filter(|id| !id.is_empty())
     }
 
     /// The event for one alert change.

@@ -29,17 +29,27 @@ pub struct ApiContext {
     token: Option<String>,
     /// Checks the answering links of messages ([`super::link_pages`]); `None`: off.
     pub(super) links: Option<crate::feedback::link::ActionLinks>,
+    /// Checks PagerDuty's webhooks ([`super::hooks`]); `None`: off.
+    pub(super) pagerduty: Option<crate::feedback::pagerduty::WebhookSecret>,
 }
 
 impl ApiContext {
     /// `token`: from `APIWATCH_API_TOKEN`, `None` or empty turns writes off; `links`: checks the
-    /// answering links of messages (`None` turns them off).
-    pub fn new(client: EsClient, names: IndexNames, token: Option<String>, links: Option<crate::feedback::link::ActionLinks>) -> Arc<Self> {
+    /// answering links of messages (`None` turns them off); `pagerduty`: checks PagerDuty's
+    /// webhooks (`None` turns them off).
+    pub fn new(
+        client: EsClient,
+        names: IndexNames,
+        token: Option<String>,
+        links: Option<crate::feedback::link::ActionLinks>,
+        pagerduty: Option<crate::feedback::pagerduty::WebhookSecret>,
+    ) -> Arc<Self> {
         Arc::new(ApiContext {
             client,
             names,
             token: token.filter(|t| !t.is_empty()),
             links,
+            pagerduty,
         })
     }
 }
@@ -260,7 +270,8 @@ pub fn routes(ctx: Arc<ApiContext>) -> Router {
         .route("/api/silences/{id}", delete(end_silence))
         .route("/api/feedback", post(add_verdict))
         .with_state(ctx.clone())
-        .merge(super::link_pages::routes(ctx))
+        .merge(super::link_pages::routes(ctx.clone()))
+        .merge(super::hooks::routes(ctx))
 }
 
 #[cfg(test)]
