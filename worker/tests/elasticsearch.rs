@@ -1230,6 +1230,22 @@ fn feedback_from_the_cli_marks_silenced_and_acknowledged_alerts_and_a_verdict_ch
         let acked = d.get("alert.acknowledged.by").and_then(Value::as_str);
         assert_eq!(acked.is_some(), d["alert.id"] == alert_id.as_str(), "{d}");
     }
+    // A backfill of the range reads the same feedback: the same alerts, marked the same way.
+    let backfilled = backfill(&second, &[]);
+    assert!(backfilled["feedback"]["alerts_silenced"].as_u64().unwrap() >= 1, "{backfilled}");
+    let alerts3 = search_all(&c, &format!("{second}-alerts"));
+    let marks = |hits: &[Value]| -> Vec<(String, Option<String>, Option<String>)> {
+        hits.iter()
+            .map(|h| {
+                let d = &h["_source"];
+                let text = |k: &str| d.get(k).and_then(Value::as_str).map(str::to_owned);
+                (text("alert.id").unwrap(), text("alert.silence.id"), text("alert.acknowledged.by"))
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    assert_eq!(marks(&alerts3), marks(&alerts2), "a backfill marks alerts as the live run did");
     let removed = apiwatch_ok(&["silence", "--es", &url, "--prefix", &second, "--remove", &silence_id]);
     assert!(removed.contains("removed"), "{removed}");
     let listed = apiwatch_ok(&["silence", "--es", &url, "--prefix", &second, "--list"]);

@@ -775,6 +775,11 @@ pub fn backfill(
         job.summary.already_complete = true;
         return Ok(job.summary(started));
     }
+    // What is known now applies to the range re-scored: silences over their own span of event
+    // time, acknowledgements to the alerts they name, verdicts to what they judged (a backfill
+    // re-scores the past with today's knowledge; `detect --feedback` replays records on the
+    // events' clock instead, for evaluations that must not learn from the future).
+    job.read_feedback();
     job.summary.polls = 1;
     // A failure Elasticsearch may recover from (a node lost, the cluster busy) rolls back to the
     // last checkpoint and goes on from there, as a live worker does; for a bounded time, since a
