@@ -219,7 +219,8 @@ impl<B: LeaseBook> Coordinator<B> {
             }
             let expected = match &stored[i as usize] {
                 None => None,
-                Some(l) if l.until <= now => Some(l.version),
+                // Run out, or this worker's own from before a restart (same `--worker-id`).
+                Some(l) if l.until <= now || l.worker == self.worker => Some(l.version),
                 Some(_) => continue,
             };
             if self.book.write(&names[i as usize], &self.worker, until, expected)? {
@@ -485,5 +486,15 @@ mod tests {
         assert!(a.correlator && a.surplus.is_empty() && a.lost.is_empty());
         let a = c.round(10).unwrap();
         assert!(a.gained.is_empty() && a.held.len() == 4 && a.correlator);
+        // Restarted under the same id, it takes its own leases back at once (not after they
+        // run out); another id waits for them.
+        let book = c.book;
+        let mut other = Coordinator::new(book.clone(), "backfill-x", "stranger", 4, TTL);
+        assert!(other.round(20).unwrap().held.is_empty());
+        other.leave().unwrap();
+        let mut again = Coordinator::new(book, "backfill-x", "solo", 4, TTL);
+        let a = again.round(30).unwrap();
+        assert_eq!((a.held.len(), a.gained.len()), (4, 4), "{a:?}");
+        assert!(a.correlator);
     }
 }
