@@ -225,11 +225,19 @@ search("apiwatch-feedback-list", "Silences, acknowledgements and verdicts", "api
        ["feedback.type", "user.name", "alert.id", "feedback.verdict", "service.name", "cloud.provider",
         "http.route", "anomaly.kind", "silence.start", "silence.end", "feedback.note", "feedback.removed"],
        ["@timestamp", "desc"])
+lens("apiwatch-feedback-timeline", "Answers over time by kind", "apiwatch-feedback", ("bar_stacked", "t", ["n"], "k"),
+     {"k": col("terms", "feedback.type", "Kind", orderBy={"type": "alphabetical"}, orderDirection="asc"),
+      "t": col("date_histogram", "@timestamp", "Time"), "n": col("count", label="Answers")})
+lens("apiwatch-feedback-who", "Who answered, and how", "apiwatch-feedback", ("bar_horizontal", "u", ["n"], "k"),
+     {"u": col("terms", "user.name", "Who", size=15, orderBy={"type": "column", "columnId": "n"}),
+      "k": col("terms", "feedback.type", "Kind", orderBy={"type": "alphabetical"}, orderDirection="asc"),
+      "n": col("count", label="Answers")})
 dashboard("apiwatch-dashboard-alerts", "apiwatch: alerts",
           "What is open now by priority, how alerts came and went, the list with its answering links, "
-          "and what people answered.",
+          "and what people answered (by mail link, PagerDuty, the API or the command line).",
           [("lens", "apiwatch-alerts-open", 16, 12), ("lens", "apiwatch-alerts-timeline", 32, 12),
-           ("search", "apiwatch-alerts-list", 48, 20), ("search", "apiwatch-feedback-list", 48, 16)],
+           ("search", "apiwatch-alerts-list", 48, 20), ("lens", "apiwatch-feedback-timeline", 28, 12),
+           ("lens", "apiwatch-feedback-who", 20, 12), ("search", "apiwatch-feedback-list", 48, 16)],
           controls=("alert.status", "alert.priority"), view="apiwatch-alerts")
 
 # (e) Onboarded services.
