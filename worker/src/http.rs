@@ -1,7 +1,7 @@
 //! The one HTTP agent every outgoing call outside Elasticsearch uses (Kibana, webhooks,
 //! PagerDuty; Elasticsearch goes through the official client in `es::client`): the project's
 //! user agent, a timeout, statuses as values (callers decide what an error is), and a private
-//! CA for self-managed servers.
+//! CA for self-managed servers; and the one percent-encoder for URL parts and document ids.
 
 use std::time::Duration;
 
@@ -34,4 +34,19 @@ pub fn agent(timeout: Duration, ca_cert: Option<&std::path::Path>) -> Result<ure
         cfg = cfg.tls_config(tls);
     }
     Ok(cfg.build().into())
+}
+
+/// Percent-encoding for a URL component or an Elasticsearch document id in a path (RFC 3986
+/// unreserved characters pass).
+pub fn url_encode(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }

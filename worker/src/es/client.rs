@@ -614,16 +614,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `type: reason` from an Elasticsearch error body.
-/// A document id as a URL path segment (ids may hold anything: worker names, alert ids).
-pub fn urlencode(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 pub fn error_reason(bytes: &[u8]) -> String {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v) => match v.get("error") {

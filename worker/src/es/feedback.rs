@@ -5,9 +5,10 @@
 
 use serde_json::{json, Value};
 
-use super::client::{error_reason, urlencode, EsClient, EsError};
+use super::client::{error_reason, EsClient, EsError};
 use super::names::IndexNames;
 use crate::feedback::{findings_of, FeedbackRecord, Finding};
+use crate::http::url_encode;
 use crate::model::anomaly::{Alert, Anomaly};
 use crate::model::time::{format_rfc3339, Millis};
 
@@ -32,7 +33,7 @@ pub enum FeedbackStoreError {
 /// Stores a record (create or replace by id), visible to searches when this returns.
 pub fn write(client: &EsClient, names: &IndexNames, r: &FeedbackRecord) -> Result<(), FeedbackStoreError> {
     let body = serde_json::to_value(r).map_err(|e| EsError::Template(e.to_string()))?;
-    let path = format!("/{}/_doc/{}?refresh=wait_for", names.feedback, urlencode(&r.id));
+    let path = format!("/{}/_doc/{}?refresh=wait_for", names.feedback, url_encode(&r.id));
     let (status, v) = client.json_status("PUT", &path, Some(&body))?;
     if !(200..300).contains(&status) {
         return Err(EsError::status(status, "PUT", path, error_reason(v.to_string().as_bytes())).into());
@@ -42,7 +43,7 @@ pub fn write(client: &EsClient, names: &IndexNames, r: &FeedbackRecord) -> Resul
 
 /// One record by id, `None` when there is none.
 pub fn get(client: &EsClient, names: &IndexNames, id: &str) -> Result<Option<FeedbackRecord>, FeedbackStoreError> {
-    let path = format!("/{}/_doc/{}", names.feedback, urlencode(id));
+    let path = format!("/{}/_doc/{}", names.feedback, url_encode(id));
     let (status, v) = client.json_status("GET", &path, None)?;
     match status {
         404 => Ok(None),
@@ -122,7 +123,7 @@ fn parse(names: &IndexNames, id: &str, source: Value) -> Result<FeedbackRecord, 
 
 /// An alert document as stored.
 pub fn alert(client: &EsClient, names: &IndexNames, alert_id: &str) -> Result<Alert, FeedbackStoreError> {
-    let path = format!("/{}/_doc/{}", names.alerts, urlencode(alert_id));
+    let path = format!("/{}/_doc/{}", names.alerts, url_encode(alert_id));
     let (status, v) = client.json_status("GET", &path, None)?;
     if status == 404 || v.get("found") == Some(&Value::Bool(false)) {
         return Err(FeedbackStoreError::NoSuchAlert {

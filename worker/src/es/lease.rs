@@ -9,9 +9,11 @@
 
 use serde_json::{json, Value};
 
-use super::client::{urlencode, EsClient, EsError};
+use super::client::{EsClient, EsError};
+use super::state::{lease_doc, own_write_landed, version_of};
+use crate::http::url_encode;
 use crate::job::partition::{LeaseBook, LeaseBookError, StoredLease, Version};
-use crate::model::time::{format_rfc3339, parse_rfc3339, Millis};
+use crate::model::time::{parse_rfc3339, Millis};
 
 /// Heartbeats read back per search; far more workers than one job ever has.
 const MAX_MEMBERS: usize = 1000;
@@ -30,30 +32,17 @@ impl EsLeaseBook {
     }
 
     fn lease_path(&self, name: &str) -> String {
-        format!("/{}/_doc/{}", self.index, urlencode(&format!("lease-{name}")))
+        format!("/{}/_doc/{}", self.index, url_encode(&format!("lease-{name}")))
     }
 
     fn heartbeat_path(&self, job: &str, worker: &str) -> String {
-        format!("/{}/_doc/{}", self.index, urlencode(&format!("worker-{job}-{worker}")))
-    }
-
-    fn version_of(doc: &Value) -> Version {
-        (
-            doc["_seq_no"].as_u64().unwrap_or_default(),
-            doc["_primary_term"].as_u64().unwrap_or_default(),
-        )
+        format!("/{}/_doc/{}", self.index, url_encode(&format!("worker-{job}-{worker}")))
     }
 }
 
 impl LeaseBook for EsLeaseBook {
     fn heartbeat(&self, job: &str, worker: &str, until: Millis) -> Result<(), LeaseBookError> {
-        let body = json!({
-            "@timestamp": format_rfc3339(chrono::Utc::now().timestamp_millis()),
-            "state.kind": "worker",
-            "state.job": job,
-            "state.worker": worker,
-            "state.lease_until": format_rfc3339(until),
-        });
+        let body = lease_doc("worker", job, worker, chrono::Utc::now().timestamp_millis(), until);
         let path = format!("{}?refresh=true", self.heartbeat_path(job, worker));
         match self.client.json_status("PUT", &path, Some(&body))? {
             (200..=299, _) => Ok(()),
@@ -114,20 +103,14 @@ impl LeaseBook for EsLeaseBook {
                     worker: s["state.worker"].as_str().unwrap_or_default().to_owned(),
                     // A lease without a readable expiry counts as run out: it can be taken.
                     until: s["state.lease_until"].as_str().and_then(parse_rfc3339).unwrap_or(0),
-                    version: Self::version_of(d),
+                    version: version_of(d),
                 })
             })
             .collect())
     }
 
     fn write(&self, name: &str, worker: &str, until: Millis, expected: Option<Version>) -> Result<bool, LeaseBookError> {
-        let body = json!({
-            "@timestamp": format_rfc3339(chrono::Utc::now().timestamp_millis()),
-            "state.kind": "lease",
-            "state.job": name,
-            "state.worker": worker,
-            "state.lease_until": format_rfc3339(until),
-        });
+        let body = lease_doc("lease", name, worker, chrono::Utc::now().timestamp_millis(), until);
         let cas = match expected {
             Some((seq, term)) => format!("if_seq_no={seq}&if_primary_term={term}"),
             None => "op_type=create".to_owned(),
@@ -135,11 +118,7 @@ impl LeaseBook for EsLeaseBook {
         let path = format!("{}?refresh=false&{cas}", self.lease_path(name));
         match self.client.json_status("PUT", &path, Some(&body))? {
             (200..=299, _) => Ok(true),
-            // A write sent again after a node died before answering meets its own first write.
-            (409, _) => match self.client.json_status("GET", &self.lease_path(name), None)? {
-                (200, doc) => Ok(doc.get("_source") == Some(&body)),
-                _ => Ok(false),
-            },
+            (409, _) => Ok(own_write_landed(&self.client, &self.index, &format!("lease-{name}"), &body)?.is_some()),
             (status, v) => Err(EsError::status(status, "PUT", path, v.to_string()).into()),
         }
     }

@@ -55,6 +55,39 @@ pub struct JobStatus {
     pub data_until: Option<Millis>,
 }
 
+/// A document's `(seq_no, primary_term)`, for the next optimistic write.
+pub(super) fn version_of(doc: &Value) -> (u64, u64) {
+    (
+        doc["_seq_no"].as_u64().unwrap_or_default(),
+        doc["_primary_term"].as_u64().unwrap_or_default(),
+    )
+}
+
+/// A lease (`kind` "lease") or a worker's heartbeat (`kind` "worker") on `job` until `until`:
+/// the one shape `apiwatch status` reads.
+pub(super) fn lease_doc(kind: &str, job: &str, worker: &str, now: Millis, until: Millis) -> Value {
+    json!({
+        "@timestamp": format_rfc3339(now),
+        "state.kind": kind,
+        "state.job": job,
+        "state.worker": worker,
+        "state.lease_until": format_rfc3339(until),
+    })
+}
+
+/// After a version conflict: whether document `id` holds exactly what was `written` (a request
+/// that landed on a node which died before answering, sent again to another node, meets its own
+/// first write), and its version if so.
+pub(super) fn own_write_landed(client: &EsClient, index: &str, id: &str, written: &Value) -> Result<Option<(u64, u64)>, EsError> {
+    let path = format!("/{index}/_doc/{}", crate::http::url_encode(id));
+    let (status, doc) = client.json_status("GET", &path, None)?;
+    if status != 200 || doc.get("_source") != Some(written) {
+        return Ok(None);
+    }
+    tracing::info!(document = %id, "a write sent again after a node failure had landed the first time");
+    Ok(Some(version_of(&doc)))
+}
+
 pub struct StateStore {
     client: EsClient,
     index: String,
@@ -123,8 +156,7 @@ impl StateStore {
                 .map_err(|e| damaged(&format!("chunk {i}: {e}")))?;
             state.extend_from_slice(&bytes);
         }
-        let seq_no = doc["_seq_no"].as_u64().unwrap_or_default();
-        let primary_term = doc["_primary_term"].as_u64().unwrap_or_default();
+        let (seq_no, primary_term) = version_of(&doc);
         self.version = Some((seq_no, primary_term));
         self.generation = generation;
         Ok(Some(Checkpoint {
@@ -178,13 +210,9 @@ impl StateStore {
         }
         let (status, resp) = self.client.json_status("PUT", &path, Some(&doc))?;
         let (seq, term) = match status {
-            409 => self
-                .own_write_landed(&self.checkpoint_id(), &doc)?
+            409 => own_write_landed(&self.client, &self.index, &self.checkpoint_id(), &doc)?
                 .ok_or_else(|| StateStoreError::Conflict { job: self.job.clone() })?,
-            200..=299 => (
-                resp["_seq_no"].as_u64().unwrap_or_default(),
-                resp["_primary_term"].as_u64().unwrap_or_default(),
-            ),
+            200..=299 => version_of(&resp),
             _ => return Err(EsError::status(status, "PUT", path, resp.to_string()).into()),
         };
         let old = self.generation;
@@ -246,42 +274,17 @@ impl StateStore {
             if holder != self.worker && until > now {
                 return Ok(Some(holder));
             }
-            cas = format!(
-                "&if_seq_no={}&if_primary_term={}",
-                doc["_seq_no"].as_u64().unwrap_or_default(),
-                doc["_primary_term"].as_u64().unwrap_or_default()
-            );
+            let (seq, term) = version_of(&doc);
+            cas = format!("&if_seq_no={seq}&if_primary_term={term}");
         }
-        let body = json!({
-            "@timestamp": format_rfc3339(now),
-            "state.kind": "lease",
-            "state.job": self.job,
-            "state.worker": self.worker,
-            "state.lease_until": format_rfc3339(now + ttl),
-        });
+        let body = lease_doc("lease", &self.job, &self.worker, now, now + ttl);
         let (status, _) = self.client.json_status("PUT", &format!("{path}?refresh=false{cas}"), Some(&body))?;
         match status {
             200..=299 => Ok(None),
-            409 if self.own_write_landed(&format!("lease-{}", self.job), &body)?.is_some() => Ok(None),
+            409 if own_write_landed(&self.client, &self.index, &format!("lease-{}", self.job), &body)?.is_some() => Ok(None),
             409 => Ok(Some("another worker (it took the lease just now)".into())),
             _ => Err(EsError::status(status, "PUT", path, "lease").into()),
         }
-    }
-
-    /// After a version conflict: whether the document holds exactly what this store wrote (a
-    /// request that landed on a node which died before answering, sent again to another node,
-    /// meets its own first write), and its version if so.
-    fn own_write_landed(&self, id: &str, written: &Value) -> Result<Option<(u64, u64)>, StateStoreError> {
-        let path = format!("/{}/_doc/{id}", self.index);
-        let (status, doc) = self.client.json_status("GET", &path, None)?;
-        if status != 200 || doc.get("_source") != Some(written) {
-            return Ok(None);
-        }
-        tracing::info!(document = %id, "a write sent again after a node failure had landed the first time");
-        Ok(Some((
-            doc["_seq_no"].as_u64().unwrap_or_default(),
-            doc["_primary_term"].as_u64().unwrap_or_default(),
-        )))
     }
 
     /// Gives the lease up (on a clean stop) so a standby worker can take over at once.
@@ -289,15 +292,10 @@ impl StateStore {
         let path = format!("/{}/_doc/lease-{}", self.index, self.job);
         if let Ok((200, doc)) = self.client.json_status("GET", &path, None) {
             if doc["_source"]["state.worker"].as_str() == Some(self.worker.as_str()) {
-                let _ = self.client.json_status(
-                    "DELETE",
-                    &format!(
-                        "{path}?if_seq_no={}&if_primary_term={}",
-                        doc["_seq_no"].as_u64().unwrap_or_default(),
-                        doc["_primary_term"].as_u64().unwrap_or_default()
-                    ),
-                    None,
-                );
+                let (seq, term) = version_of(&doc);
+                let _ = self
+                    .client
+                    .json_status("DELETE", &format!("{path}?if_seq_no={seq}&if_primary_term={term}"), None);
             }
         }
     }

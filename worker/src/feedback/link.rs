@@ -5,7 +5,7 @@
 //! alert, another action, a later expiry) breaks the signature. After a rotation the previous
 //! secret (`APIWATCH_LINK_SECRET_PREVIOUS`) still verifies the links it signed until they expire.
 //! The secret is never printed:
-//! [`LinkKey`]'s `Debug` hides it, and refusals say why without echoing the signature.
+//! [`SigningKey`]'s `Debug` hides it, and refusals say why without echoing the signature.
 
 use std::fmt;
 use std::sync::Arc;
@@ -56,13 +56,24 @@ impl LinkAction {
     }
 }
 
-/// The signing secret; never shown.
+/// A secret that signs with HMAC-SHA256 (answering links, PagerDuty's webhooks); never shown.
 #[derive(Clone)]
-pub struct LinkKey(Arc<[u8]>);
+pub struct SigningKey(Arc<[u8]>);
 
-impl fmt::Debug for LinkKey {
+impl SigningKey {
+    pub fn new(secret: &str) -> Self {
+        SigningKey(secret.as_bytes().into())
+    }
+
+    /// A MAC keyed with this secret, ready for the signed bytes.
+    pub fn mac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+    }
+}
+
+impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LinkKey(<hidden>)")
+        f.write_str("SigningKey(<hidden>)")
     }
 }
 
@@ -90,9 +101,9 @@ pub struct ActionLink {
 pub struct ActionLinks {
     /// The worker's URL as people reach it, without a trailing `/`.
     pub public_url: String,
-    key: LinkKey,
+    key: SigningKey,
     /// The secret before a rotation: links it signed still verify; new ones use `key`.
-    previous: Option<LinkKey>,
+    previous: Option<SigningKey>,
     pub ttl: Millis,
 }
 
@@ -118,7 +129,7 @@ impl ActionLinks {
         }
         Ok(ActionLinks {
             public_url: public_url.trim_end_matches('/').to_owned(),
-            key: LinkKey(secret.as_bytes().into()),
+            key: SigningKey::new(secret),
             previous: None,
             ttl,
         })
@@ -130,7 +141,7 @@ impl ActionLinks {
         if previous.len() < MIN_SECRET_LEN {
             return Err(format!("APIWATCH_LINK_SECRET_PREVIOUS must be at least {MIN_SECRET_LEN} bytes too"));
         }
-        self.previous = Some(LinkKey(previous.as_bytes().into()));
+        self.previous = Some(SigningKey::new(previous));
         Ok(self)
     }
 
@@ -138,9 +149,9 @@ impl ActionLinks {
         Self::mac_with(&self.key, action, alert_id, via, exp)
     }
 
-    fn mac_with(key: &LinkKey, action: LinkAction, alert_id: &str, via: &str, exp: i64) -> Hmac<Sha256> {
+    fn mac_with(key: &SigningKey, action: LinkAction, alert_id: &str, via: &str, exp: i64) -> Hmac<Sha256> {
         // Lengths first, so that no two different tuples sign the same bytes.
-        let mut m = Hmac::<Sha256>::new_from_slice(&key.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut m = key.mac();
         for part in ["apiwatch-link-v1", action.as_str(), alert_id, via, &exp.to_string()] {
             m.update(&(part.len() as u64).to_be_bytes());
             m.update(part.as_bytes());
@@ -152,7 +163,7 @@ impl ActionLinks {
     pub fn link(&self, action: LinkAction, alert_id: &str, via: &str, now: Millis) -> ActionLink {
         let exp = (now + self.ttl).div_euclid(1000);
         let sig = hex::encode(self.mac(action, alert_id, via, exp).finalize().into_bytes());
-        let enc = crate::notify::render::url_encode;
+        let enc = crate::http::url_encode;
         ActionLink {
             action: action.as_str(),
             label: action.label(),
@@ -178,7 +189,7 @@ impl ActionLinks {
         let exp = q.exp.ok_or(LinkRefusal::Malformed("no exp"))?;
         let sig = q.sig.as_deref().ok_or(LinkRefusal::Malformed("no sig"))?;
         let sig = hex::decode(sig).map_err(|_| LinkRefusal::Malformed("sig is not hex"))?;
-        let signed_by = |key: &LinkKey| Self::mac_with(key, action, alert_id, via, exp).verify_slice(&sig).is_ok();
+        let signed_by = |key: &SigningKey| Self::mac_with(key, action, alert_id, via, exp).verify_slice(&sig).is_ok();
         if !(signed_by(&self.key) || self.previous.as_ref().is_some_and(signed_by)) {
             return Err(LinkRefusal::Forged);
         }

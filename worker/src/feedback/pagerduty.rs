@@ -7,23 +7,16 @@
 //! becomes the same record `apiwatch ack` writes, by `pagerduty (<who>)`, with an id from
 //! PagerDuty's event id: a redelivered event writes nothing twice.
 
-use std::fmt;
-
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use serde_json::Value;
-use sha2::Sha256;
+
+use super::link::SigningKey;
 
 use crate::model::time::{parse_rfc3339, Millis};
 
 /// The webhook subscription's signing secret (`APIWATCH_PAGERDUTY_WEBHOOK_SECRET`); never shown.
-#[derive(Clone)]
-pub struct WebhookSecret(std::sync::Arc<[u8]>);
-
-impl fmt::Debug for WebhookSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("WebhookSecret(<hidden>)")
-    }
-}
+#[derive(Clone, Debug)]
+pub struct WebhookSecret(SigningKey);
 
 impl WebhookSecret {
     pub fn new(secret: &str) -> Result<Self, String> {
@@ -33,7 +26,7 @@ impl WebhookSecret {
                     .into(),
             );
         }
-        Ok(WebhookSecret(secret.as_bytes().into()))
+        Ok(WebhookSecret(SigningKey::new(secret)))
     }
 }
 
@@ -60,7 +53,7 @@ pub fn verify(secret: &WebhookSecret, body: &[u8], header: Option<&str>) -> Resu
         return Err(HookRefusal::Unsigned);
     }
     let mac = || {
-        let mut m = Hmac::<Sha256>::new_from_slice(&secret.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut m = secret.0.mac();
         m.update(body);
         m
     };
@@ -127,6 +120,9 @@ pub fn parse(body: &[u8]) -> Result<HookEvent, HookRefusal> {
 
 #[cfg(test)]
 mod tests {
+    use hmac::Hmac;
+    use sha2::Sha256;
+
     use super::*;
 
     const SECRET: &str = "whsec-apiwatch-test";

@@ -151,10 +151,6 @@ impl<B: LeaseBook> Coordinator<B> {
         }
     }
 
-    pub fn worker(&self) -> &str {
-        &self.worker
-    }
-
     fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = (0..self.count).map(|i| partition_job(&self.job, i, self.count)).collect();
         names.push(correlator_job(&self.job));

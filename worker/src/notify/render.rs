@@ -47,19 +47,6 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
-/// Percent-encoding for a URL component (RFC 3986 unreserved characters pass).
-pub fn url_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
 /// A Discover link showing the alert's anomalies around its time span.
 pub fn discover_link(kibana: &str, anomalies_index: &str, a: &Alert) -> String {
     let from = format_rfc3339(a.start - 15 * 60_000);
@@ -77,8 +64,8 @@ pub fn discover_link(kibana: &str, anomalies_index: &str, a: &Alert) -> String {
     format!(
         "{}/app/discover#/?_g={}&_a={}",
         kibana.trim_end_matches('/'),
-        url_encode(&g),
-        url_encode(&app)
+        crate::http::url_encode(&g),
+        crate::http::url_encode(&app)
     )
 }
 

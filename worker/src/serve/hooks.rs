@@ -44,19 +44,18 @@ async fn pagerduty(State(ctx): State<Arc<ApiContext>>, headers: HeaderMap, body:
         Ok(e) => e,
         Err(e) => return refused(StatusCode::BAD_REQUEST, &e),
     };
-    let HookEvent::Acknowledged {
-        alert_id,
-        event_id,
-        by,
-        at,
-        incident,
-    } = event
-    else {
-        if let HookEvent::Ignored(what) = &event {
+    let (alert_id, event_id, by, at, incident) = match event {
+        HookEvent::Acknowledged {
+            alert_id,
+            event_id,
+            by,
+            at,
+            incident,
+        } => (alert_id, event_id, by, at, incident),
+        HookEvent::Ignored(what) => {
             tracing::info!(what = %what, "a PagerDuty webhook event with nothing for apiwatch");
             return reply(StatusCode::OK, json!({"ignored": what}));
         }
-        return reply(StatusCode::OK, json!({}));
     };
     let ctx = ctx.clone();
     let written = tokio::task::spawn_blocking(move || {

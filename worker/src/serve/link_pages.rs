@@ -20,8 +20,9 @@ use super::api::ApiContext;
 use crate::es::feedback as store;
 use crate::feedback::link::{LinkAction, LinkQuery, LinkRefusal, LINK_SILENCE};
 use crate::feedback::{FeedbackRecord, SilenceSpec, Verdict};
+use crate::http::url_encode;
 use crate::model::time::format_rfc3339;
-use crate::notify::render::{html_escape, url_encode};
+use crate::notify::render::html_escape;
 
 type Page = (StatusCode, Html<String>);
 
