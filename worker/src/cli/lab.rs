@@ -72,6 +72,16 @@ pub enum LabCommand {
         /// Print the full report as JSON.
         #[arg(long)]
         json: bool,
+        /// Say why each incident was missed or got the wrong origin and what raised each false
+        /// alert, from the anomalies the same run wrote.
+        #[arg(long)]
+        explain: bool,
+        /// The run's anomalies (with --explain; default: anomalies.ndjson beside the alerts).
+        #[arg(long, requires = "explain")]
+        anomalies: Option<PathBuf>,
+        /// The score at which one anomaly raises an alert, as the run was configured.
+        #[arg(long, default_value_t = crate::alert::AlertConfig::default().raise_single)]
+        raise_single: f64,
     },
     /// Simulate, detect and score many runs; compare with the static-threshold rule.
     EvalSuite {
@@ -86,6 +96,10 @@ pub enum LabCommand {
         /// Also list every incident and false alert.
         #[arg(long)]
         verbose: bool,
+        /// Say why each incident was missed or got the wrong origin and what raised each false
+        /// alert (apiwatch's), counted by cause.
+        #[arg(long)]
+        explain: bool,
         #[command(flatten)]
         args: DetectArgs,
     },
@@ -225,25 +239,23 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             sim,
             args,
         } => demo(&dir, &sim, args.config()?, keep_events),
-        LabCommand::Eval { labels, alerts, json } => {
-            let l: Labels = read_json(&labels)?;
-            let a = read_alerts(&alerts)?;
-            let r = eval::evaluate(&l, &a);
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                print_eval(&r, true)?;
-            }
-            Ok(())
-        }
+        LabCommand::Eval {
+            labels,
+            alerts,
+            json,
+            explain,
+            anomalies,
+            raise_single,
+        } => eval_alerts(&labels, &alerts, json, explain.then_some((anomalies, raise_single))),
         LabCommand::EvalSuite {
             topologies,
             seeds,
             hours,
             rate,
             verbose,
+            explain,
             args,
-        } => eval_suite(&topologies, &seeds, hours, rate, verbose, args.config()?),
+        } => eval_suite(&topologies, &seeds, hours, rate, (verbose, explain), args.config()?),
         LabCommand::EvalFeedback {
             topologies,
             seeds,
@@ -385,15 +397,6 @@ fn eval_nab(data: &Path, mut detector: Vec<crate::eval::nab::SeriesDetector>) ->
     }
     outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
-}
-
-fn read_alerts(path: &Path) -> anyhow::Result<Vec<Alert>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not an alert document", path.display(), i + 1)))
-        .collect()
 }
 
 /// `simulate --output`: the size announced, then the traffic written.
@@ -667,7 +670,58 @@ fn eval_feedback(runs: &[SimConfig], setup: &PipelineSetup, analyst: (crate::mod
     Ok(())
 }
 
-fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbose: bool, cfg: PipelineSetup) -> anyhow::Result<()> {
+/// `eval`: the score of a run's alerts against its labels; with `explain` (the anomalies file,
+/// default beside the alerts, and the raising score), why each went wrong.
+fn eval_alerts(labels: &Path, alerts: &Path, json: bool, explain: Option<(Option<PathBuf>, f64)>) -> anyhow::Result<()> {
+    let l: Labels = read_json(labels)?;
+    let a: Vec<Alert> = crate::report::read_ndjson(alerts)?;
+    let r = eval::evaluate(&l, &a);
+    let explanations = match &explain {
+        Some((anomalies, raise_single)) => {
+            let path = anomalies.clone().unwrap_or_else(|| alerts.with_file_name("anomalies.ndjson"));
+            let found: Vec<crate::model::Anomaly> =
+                crate::report::read_ndjson(&path).context("--explain reads the run's anomalies (--anomalies FILE)")?;
+            eval::explain::explain(&r, &l, &a, &found, *raise_single)
+        }
+        None => Vec::new(),
+    };
+    if json {
+        let mut doc = serde_json::to_value(&r)?;
+        if explain.is_some() {
+            doc["explanations"] = serde_json::to_value(&explanations)?;
+        }
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print_eval(&r, true)?;
+        if explain.is_some() {
+            print_explanations(&explanations)?;
+        }
+    }
+    Ok(())
+}
+
+/// Explanations, counted by cause, then each on its line.
+fn print_explanations(explanations: &[eval::explain::Explanation]) -> anyhow::Result<()> {
+    outln!("\nwhy (by cause):");
+    for (cause, n) in eval::explain::count_causes(explanations) {
+        outln!("  {n:>4}  {cause}");
+    }
+    for e in explanations {
+        let kind = e.kind.as_deref().map(|k| format!(" {k}")).unwrap_or_default();
+        outln!("  {} {} {}{kind} [{}]: {}", e.run, e.verdict, e.subject, e.cause, e.why);
+    }
+    Ok(())
+}
+
+/// `(verbose, explain)`: list incidents and false alerts; say why each went wrong.
+fn eval_suite(
+    topologies: &[String],
+    seeds: &[u64],
+    hours: f64,
+    rate: f64,
+    (verbose, explain): (bool, bool),
+    cfg: PipelineSetup,
+) -> anyhow::Result<()> {
     let runs: Vec<SimConfig> = topologies
         .iter()
         .flat_map(|t| seeds.iter().map(move |&s| SimArgs::with(t, s, hours, rate).config()))
@@ -686,8 +740,8 @@ fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbo
         }
     })?;
     pb.finish_and_clear();
-    let (ours, rule) = (reports.ours, reports.rule);
-    let (o, s) = (eval::combine(&ours), eval::combine(&rule));
+    let (ours, rule) = (&reports.ours, &reports.rule);
+    let (o, s) = (eval::combine(ours), eval::combine(rule));
     let lead = |r: &EvalReport| {
         if r.lead_times_min.is_empty() {
             "none predicted".to_owned()
@@ -761,6 +815,9 @@ fn eval_suite(topologies: &[String], seeds: &[u64], hours: f64, rate: f64, verbo
         for t in &o.false_alert_titles {
             outln!("  false alert: {t}");
         }
+    }
+    if explain {
+        print_explanations(&reports.explanations)?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! false alerts per day, alerts per incident, detection delay, and lead time before the breach
 //! for predicted alerts.
 
+pub mod explain;
 pub mod feedback;
 pub mod nab;
 pub mod suite;
@@ -15,9 +16,9 @@ use crate::model::time::{Millis, DAY_MS, MINUTE_MS};
 use crate::simulate::incidents::{IncidentKind, LabelledIncident, Labels};
 
 /// An alert counts for an incident if it was active from this long before the incident began ...
-const EARLY_SLACK: Millis = 2 * MINUTE_MS;
+pub(crate) const EARLY_SLACK: Millis = 2 * MINUTE_MS;
 /// ... until this long after it ended.
-const LATE_SLACK: Millis = 5 * MINUTE_MS;
+pub(crate) const LATE_SLACK: Millis = 5 * MINUTE_MS;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct IncidentResult {
@@ -34,6 +35,8 @@ pub struct IncidentResult {
     pub alerted_origin: Option<String>,
     /// The origin of every alert matched to it, in order (more than one: the incident was split).
     pub alert_origins: Vec<String>,
+    /// The ids of those alerts, in the same order.
+    pub alert_ids: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -162,6 +165,7 @@ pub fn evaluate(labels: &Labels, alerts: &[Alert]) -> EvalReport {
                     )
                 })
                 .collect(),
+            alert_ids: m.iter().map(|&ai| alerts[ai].id.clone()).collect(),
         });
     }
     r.alerts_per_incident = if r.detected > 0 {
@@ -244,11 +248,11 @@ impl EvalReport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::anomaly::AlertStatus;
 
-    fn inc(id: &str, start: Millis, service: &str) -> LabelledIncident {
+    pub(crate) fn inc(id: &str, start: Millis, service: &str) -> LabelledIncident {
         LabelledIncident {
             id: id.into(),
             kind: IncidentKind::LatencySpike,
@@ -264,7 +268,7 @@ mod tests {
         }
     }
 
-    fn alert(t: Millis, service: &str) -> Alert {
+    pub(crate) fn alert(t: Millis, service: &str) -> Alert {
         Alert {
             timestamp: t,
             id: format!("a{t}"),

@@ -1,19 +1,19 @@
 //! Many simulated runs, each detected twice (apiwatch and the static-threshold rule) and
 //! scored against its labels: what `apiwatch eval-suite` and `demo` report.
 
-use crate::model::anomaly::Alert;
 use crate::pipeline::{Pipeline, PipelineSetup, RunStats};
 use crate::simulate::incidents::Labels;
 use crate::simulate::{self, SimConfig};
 use crate::sink::MemorySink;
 
+use super::explain::{explain, Explanation};
 use super::{evaluate, EvalReport};
 
-/// Simulates and detects in memory; returns the labels, the alerts and the run's counters.
-pub fn simulate_and_detect(sim: SimConfig, setup: PipelineSetup) -> anyhow::Result<(Labels, Vec<Alert>, RunStats)> {
+/// Simulates and detects in memory; returns the labels, what was written and the run's counters.
+pub fn simulate_and_detect(sim: SimConfig, setup: PipelineSetup) -> anyhow::Result<(Labels, MemorySink, RunStats)> {
     let (events, labels) = simulate::simulate_events(sim)?;
     let (sink, p) = detect_in_memory(events, setup, Vec::new())?;
-    Ok((labels, sink.alerts(), p.stats))
+    Ok((labels, sink, p.stats))
 }
 
 /// Detects `events` in memory with `feedback` replayed on the events' clock; returns what was
@@ -34,11 +34,13 @@ pub fn detect_in_memory(
     Ok((sink, p))
 }
 
-/// The scores of every run, for apiwatch and for the rule, in the order of the runs.
+/// The scores of every run, for apiwatch and for the rule, in the order of the runs, and why
+/// apiwatch missed, misnamed or raised falsely what it did (see [`super::explain`]).
 #[derive(Default)]
 pub struct SuiteReports {
     pub ours: Vec<EvalReport>,
     pub rule: Vec<EvalReport>,
+    pub explanations: Vec<Explanation>,
 }
 
 /// Runs every simulation through `ours` and `rule`; `progress` hears each detection done
@@ -52,8 +54,13 @@ pub fn run(
     let mut out = SuiteReports::default();
     for sim in runs {
         for (is_ours, cfg, reports) in [(true, ours, &mut out.ours), (false, rule, &mut out.rule)] {
-            let (labels, alerts, _) = simulate_and_detect(sim.clone(), cfg.clone())?;
+            let (labels, sink, _) = simulate_and_detect(sim.clone(), cfg.clone())?;
+            let alerts = sink.alerts();
             let report = evaluate(&labels, &alerts);
+            if is_ours {
+                let raise = cfg.cfg.alerts.raise_single;
+                out.explanations.extend(explain(&report, &labels, &alerts, &sink.anomalies, raise));
+            }
             progress(sim, is_ours, &report);
             reports.push(report);
         }

@@ -204,7 +204,8 @@ fn read_ndjson_if_present<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Ve
     }
 }
 
-fn read_ndjson<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+/// Reads documents apiwatch wrote, one per line; a bad line names the file and its number.
+pub(crate) fn read_ndjson<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
     let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(f).lines().enumerate() {
