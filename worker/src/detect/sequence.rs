@@ -4,6 +4,12 @@
 //! position (a client that skips a step every normal flow has) are counted per target route and
 //! window, and a window whose count of such calls stands out from the background is reported.
 //! The Markov model here learns online; the LSTM of the ONNX issue plugs into the same trait.
+//!
+//! On quiet traffic one window holds too few sessions for a count to stand out (a client that
+//! skips a step in one session of three a minute makes one rare call a minute), so each target
+//! also keeps a sequential test over the run of windows: a Poisson CUSUM of its rare calls
+//! against its background ([`RareRun`]), reported once the sum crosses and rare calls came from
+//! several users.
 
 use rustc_hash::FxHashMap;
 
@@ -100,6 +106,63 @@ pub struct RareTally {
     window: FxHashMap<(Sym, Sym, Sym), TargetWindow>,
     /// Background rare calls per window and target.
     background: FxHashMap<(Sym, Sym, Sym), Ewm>,
+    /// The sequential test of each target with rare calls lately.
+    #[serde(default)]
+    runs: FxHashMap<(Sym, Sym, Sym), RareRun>,
+    /// Windows closed so far: a target's background starts at zero with this much history,
+    /// not at its first rare call.
+    #[serde(default)]
+    windows: u64,
+}
+
+/// A Poisson CUSUM of one target's rare calls per window: usual rate λ0 (its background, at
+/// least [`RARE_FLOOR`]) against λ1 = max(4·λ0, [`RARE_ALTERNATIVE`]), the evidence divided by
+/// the background's dispersion (rare calls come in sessions), floored at zero and capped.
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone)]
+struct RareRun {
+    sum: f64,
+    /// Rare calls and windows since the sum last left zero.
+    rare: u64,
+    windows: u32,
+    /// Distinct users behind them (hashes, at most [`RUN_USERS`]).
+    users: Vec<u64>,
+}
+
+/// The log-likelihood ratio a rare-call sum must reach (as the traffic test's, e^12: a false
+/// crossing about once in 10^5 windows per target).
+const RARE_THRESHOLD: f64 = 12.0;
+/// The least usual rate of rare calls a target is judged against (per window).
+const RARE_FLOOR: f64 = 0.05;
+/// The least rate of rare calls the test looks for (per window): one every half minute.
+const RARE_ALTERNATIVE: f64 = 1.0;
+/// Windows the tally has seen before its sequential test speaks.
+const RARE_MIN_WINDOWS: u64 = 30;
+/// Users remembered per run; the test needs [`RUN_MIN_USERS`].
+const RUN_USERS: usize = 8;
+const RUN_MIN_USERS: usize = 4;
+
+impl RareRun {
+    /// Adds a window of `rare` calls from `users` against background `bg`; the sum if past the
+    /// threshold.
+    fn add(&mut self, rare: u64, users: impl Iterator<Item = u64>, bg: &Ewm) -> Option<f64> {
+        let lambda0 = bg.mean.max(RARE_FLOOR);
+        let lambda1 = (4.0 * lambda0).max(RARE_ALTERNATIVE);
+        let dispersion = (bg.var / lambda0).max(1.0);
+        let llr = (rare as f64 * (lambda1 / lambda0).ln() - (lambda1 - lambda0)) / dispersion;
+        self.sum = (self.sum + llr).clamp(0.0, 1.5 * RARE_THRESHOLD);
+        if self.sum == 0.0 {
+            *self = RareRun::default();
+            return None;
+        }
+        self.rare += rare;
+        self.windows += 1;
+        for u in users {
+            if self.users.len() < RUN_USERS && !self.users.contains(&u) {
+                self.users.push(u);
+            }
+        }
+        (self.sum >= RARE_THRESHOLD && self.users.len() >= RUN_MIN_USERS).then_some(self.sum)
+    }
 }
 
 impl RareTally {
@@ -107,6 +170,7 @@ impl RareTally {
     pub fn forget(&mut self, evicted: &super::Evicted) {
         self.window.retain(|t, _| !evicted.route(*t));
         self.background.retain(|t, _| !evicted.route(*t));
+        self.runs.retain(|t, _| !evicted.route(*t));
     }
 
     /// Counts one rare call to `target` after `ctx`.
@@ -150,18 +214,47 @@ impl RareTally {
         keys.extend(self.window.keys().copied());
         keys.sort();
         keys.dedup();
+        let history = self.windows;
+        self.windows += 1;
         for key in keys {
             let tw = self.window.remove(&key).unwrap_or_default();
-            let bg = self.background.entry(key).or_default();
+            // A target's first rare call does not make its background: it had none until then.
+            let bg = self.background.entry(key).or_insert(Ewm {
+                n: history,
+                ..Ewm::default()
+            });
             let expected = bg.mean.max(0.2);
             let rare = tw.rare as f64;
             let z = (rare - expected) / expected.sqrt().max(1.0);
             let flagged = tw.users.len() >= 4 && rare >= (4.0 * expected).max(5.0) && z >= 4.0;
-            // Background learns from quiet windows only, so a long incident stays visible.
-            bg.update(if flagged { expected } else { rare }, 0.02);
-            if !flagged {
-                continue;
+            // The run of windows: judged once the tally has some history, and kept only while
+            // its sum is above zero.
+            let mut run_sum = None;
+            let mut run = None;
+            if history >= RARE_MIN_WINDOWS && (tw.rare > 0 || self.runs.contains_key(&key)) {
+                let r = self.runs.entry(key).or_default();
+                run_sum = r.add(tw.rare, tw.users.keys().copied(), bg);
+                if r.sum == 0.0 {
+                    self.runs.remove(&key);
+                } else {
+                    run = Some(r.clone());
+                }
             }
+            let building = run.as_ref().is_some_and(|r| r.sum >= RARE_THRESHOLD / 2.0);
+            // Background learns from quiet windows only, so a long incident stays visible.
+            let learned = match (flagged, building) {
+                (true, _) => expected,
+                (false, true) => bg.mean,
+                (false, false) => rare,
+            };
+            let usual = bg.mean.max(RARE_FLOOR);
+            bg.update(learned, 0.02);
+            // The window's own count, or the run's when this window added to a crossed sum.
+            let run = match (flagged, run_sum, run) {
+                (true, _, _) => None,
+                (false, Some(_), Some(r)) if tw.rare > 0 => Some(r),
+                _ => continue,
+            };
             let (service, provider, route) = key;
             let mut trans: Vec<_> = tw.transitions.into_iter().collect();
             trans.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -172,20 +265,37 @@ impl RareTally {
                 EntityKey::Route { service, provider, route },
                 (w.start, w.end),
             );
-            f.score = score_from_z(z);
-            f.metric = "sequence.rare_calls";
-            f.actual = Some(rare);
-            f.expected = Some(expected);
-            f.reason = format!(
-                "{} calls to {} {} from {} users came in an order sessions rarely follow{model} (most often `{}` straight after `{}`), against about {:.1} per window usually",
-                tw.rare,
-                node_label(names, (service, provider)),
-                names.name(route),
-                tw.users.len(),
-                label(top.1),
-                path(&top.0),
-                expected
-            );
+            let what = |calls: u64, users: usize| {
+                format!(
+                    "{calls} calls to {} {} from {users} users came in an order sessions rarely follow{model} (most often `{}` straight after `{}`)",
+                    node_label(names, (service, provider)),
+                    names.name(route),
+                    label(top.1),
+                    path(&top.0),
+                )
+            };
+            match &run {
+                None => {
+                    f.score = score_from_z(z);
+                    f.metric = "sequence.rare_calls";
+                    f.actual = Some(rare);
+                    f.expected = Some(expected);
+                    f.reason = format!("{}, against about {expected:.1} per window usually", what(tw.rare, tw.users.len()));
+                }
+                Some(r) => {
+                    let usual_run = usual * f64::from(r.windows);
+                    f.score = 70.0 + 25.0 * ((r.sum - RARE_THRESHOLD) / (0.5 * RARE_THRESHOLD)).clamp(0.0, 1.0);
+                    f.metric = "sequence.rare_calls.sequential";
+                    f.actual = Some(r.rare as f64);
+                    f.expected = Some(usual_run);
+                    f.reason = format!(
+                        "{} over the last {} windows, against about {usual_run:.1} usually (sequential test: evidence e^{:.0})",
+                        what(r.rare, r.users.len()),
+                        r.windows,
+                        r.sum
+                    );
+                }
+            }
             f.contributors = trans
                 .iter()
                 .take(3)
@@ -326,6 +436,49 @@ mod tests {
         }
         assert!(m.probability(&[START, 1], 3).unwrap() > 0.3);
         assert!(m.probability(&[1, 3], 4).unwrap() < 0.01);
+    }
+
+    /// Closes `windows` minutes of a tally; window `i` gets `rare(i)` rare calls to one target,
+    /// each from a new user. Returns the windows with a finding and the findings' metrics.
+    fn tally_run(windows: usize, rare: impl Fn(usize) -> u64) -> Vec<(usize, String)> {
+        let mut names = crate::model::Interner::default();
+        let (s, p, r) = (names.intern("api"), names.intern("aws"), names.intern("/pay"));
+        let login = token(names.intern("api"), names.intern("/login"));
+        let mut tally = RareTally::default();
+        let mut user = 0;
+        let mut found = Vec::new();
+        for i in 0..windows {
+            for _ in 0..rare(i) {
+                user += 1;
+                tally.record((s, p, r), user, [START, START], login, None, None);
+            }
+            let t = i as i64 * MINUTE_MS;
+            let w = WindowContext {
+                start: t,
+                end: t + MINUTE_MS,
+                stats: &[],
+                names: &names,
+                complete: true,
+            };
+            let mut out = Vec::new();
+            tally.close(&w, "markov", "", &mut out);
+            found.extend(out.into_iter().map(|a| (i, a.metric.unwrap_or_default())));
+        }
+        found
+    }
+
+    #[test]
+    fn a_trickle_of_rare_calls_on_quiet_traffic_adds_up_and_a_stray_one_does_not() {
+        // One rare call an hour (the background), then one a minute from minute 120: no window
+        // holds enough alone, the run does within ten minutes.
+        let background = |i: usize| u64::from(i % 60 == 7);
+        let found = tally_run(180, |i| if i >= 120 { 1 } else { background(i) });
+        let first = found.first().expect("the trickle is found");
+        assert!((120..130).contains(&first.0), "{found:?}");
+        assert_eq!(first.1, "sequence.rare_calls.sequential");
+        assert!(tally_run(600, background).is_empty(), "a stray rare call an hour is background");
+        // Three at once from three users, then nothing: too few users, too short.
+        assert!(tally_run(180, |i| if i == 100 { 3 } else { background(i) }).is_empty());
     }
 
     #[test]
