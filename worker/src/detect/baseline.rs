@@ -21,6 +21,12 @@ pub const MIN_HISTORY: usize = 5;
 const HISTORY: usize = 45;
 /// Minimum calls in a window for its quantiles and rates to mean something.
 const MIN_CALLS: u64 = 8;
+/// A route's payload sizes need fewer too: one route's sizes vary little call to call, and the
+/// history the window is judged against is of windows as small (their spread widens the
+/// tolerance), so on a route with a few calls a minute a response several times its usual
+/// size is seen. A service's mean mixes its routes, and a few calls are a few routes: it keeps
+/// [`MIN_CALLS`].
+const MIN_ROUTE_PAYLOAD_CALLS: u64 = 3;
 /// Latency needs fewer: its tail rests on at least three calls and is flagged only when enough
 /// calls pass the usual single-call p95 ([`CallQuantile::evidence`]); four of four is e^-12.
 const MIN_LATENCY_CALLS: u64 = crate::model::window::TAIL_CALLS + 1;
@@ -249,11 +255,12 @@ impl BaselineDetector {
     fn evaluate(&mut self, st: &WindowStat, metric: Metric, width: Millis) -> Option<Verdict> {
         let series = self.series.entry((st.entity, metric)).or_insert_with(|| Series::new(st.start));
         let enough = st.count >= MIN_CALLS;
+        let payload_enough = enough || (st.key.kind() == EntityKind::Route && st.count >= MIN_ROUTE_PAYLOAD_CALLS);
         let value = match metric {
             Metric::Count => Some(st.count as f64),
             Metric::P95 if st.latencies.len() >= MIN_LATENCY_CALLS => Some(st.tail_ms),
-            Metric::RespBytes if enough && st.mean_response_bytes > 0.0 => Some(st.mean_response_bytes),
-            Metric::ReqBytes if enough && st.mean_request_bytes > 0.0 => Some(st.mean_request_bytes),
+            Metric::RespBytes if payload_enough && st.mean_response_bytes > 0.0 => Some(st.mean_response_bytes),
+            Metric::ReqBytes if payload_enough && st.mean_request_bytes > 0.0 => Some(st.mean_request_bytes),
             Metric::Rate5xx | Metric::Rate4xx if enough => Some(0.0),
             _ => None,
         }?;
@@ -408,7 +415,7 @@ fn describe(metric: Metric, label: &str, v: &Verdict, st: &WindowStat) -> (Anoma
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Interner;
+    use crate::model::{EntityKey, Interner};
 
     fn stat(names: &mut Interner, t: Millis, count: u64, e5: u64, p95: f64) -> WindowStat {
         crate::detect::testing::service_window(names, t, count, e5, p95)
@@ -442,6 +449,41 @@ mod tests {
             "{}",
             last[0].reason
         );
+    }
+
+    #[test]
+    fn a_quiet_routes_payload_is_judged_and_a_quiet_services_mix_is_not() {
+        // Three calls a minute whose mean response varies by ±10%, then ten times larger.
+        let run_sizes = |route: bool| {
+            let mut names = Interner::default();
+            let mut d = BaselineDetector::default();
+            (0..40)
+                .map(|i| {
+                    let mut st = stat(&mut names, i * 60_000, 3, 0, 100.0);
+                    if route {
+                        let (service, provider) = (names.intern("payments"), names.intern("aws"));
+                        st.key = EntityKey::Route {
+                            service,
+                            provider,
+                            route: names.intern("/pay"),
+                        };
+                    }
+                    st.mean_response_bytes = if i == 39 {
+                        20_000.0
+                    } else {
+                        2000.0 * (1.0 + 0.1 * ((i % 3) as f64 - 1.0))
+                    };
+                    crate::detect::testing::close_one(&mut d, &names, st)
+                        .into_iter()
+                        .filter(|a| a.metric.as_deref() == Some("payload.response_bytes"))
+                        .map(|_| i)
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+                .concat()
+        };
+        assert_eq!(run_sizes(true), vec![39]);
+        assert!(run_sizes(false).is_empty(), "three calls of a service are three of its routes");
     }
 
     #[test]
