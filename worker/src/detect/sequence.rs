@@ -133,7 +133,7 @@ struct RareRun {
 const RARE_THRESHOLD: f64 = 12.0;
 /// The least usual rate of rare calls a target is judged against (per window).
 const RARE_FLOOR: f64 = 0.05;
-/// The least rate of rare calls the test looks for (per window): one every half minute.
+/// The least rate of rare calls the test looks for (per window): one a minute.
 const RARE_ALTERNATIVE: f64 = 1.0;
 /// Windows the tally has seen before its sequential test speaks.
 const RARE_MIN_WINDOWS: u64 = 30;
