@@ -142,9 +142,9 @@ const RUN_USERS: usize = 8;
 const RUN_MIN_USERS: usize = 4;
 
 impl RareRun {
-    /// Adds a window of `rare` calls from `users` against background `bg`; the sum if past the
-    /// threshold.
-    fn add(&mut self, rare: u64, users: impl Iterator<Item = u64>, bg: &Ewm) -> Option<f64> {
+    /// Adds a window of `rare` calls from `users` against background `bg`; whether the sum is
+    /// past the threshold with enough users.
+    fn add(&mut self, rare: u64, users: impl Iterator<Item = u64>, bg: &Ewm) -> bool {
         let lambda0 = bg.mean.max(RARE_FLOOR);
         let lambda1 = (4.0 * lambda0).max(RARE_ALTERNATIVE);
         let dispersion = (bg.var / lambda0).max(1.0);
@@ -152,7 +152,7 @@ impl RareRun {
         self.sum = (self.sum + llr).clamp(0.0, 1.5 * RARE_THRESHOLD);
         if self.sum == 0.0 {
             *self = RareRun::default();
-            return None;
+            return false;
         }
         self.rare += rare;
         self.windows += 1;
@@ -161,7 +161,7 @@ impl RareRun {
                 self.users.push(u);
             }
         }
-        (self.sum >= RARE_THRESHOLD && self.users.len() >= RUN_MIN_USERS).then_some(self.sum)
+        self.sum >= RARE_THRESHOLD && self.users.len() >= RUN_MIN_USERS
     }
 }
 
@@ -229,11 +229,11 @@ impl RareTally {
             let flagged = tw.users.len() >= 4 && rare >= (4.0 * expected).max(5.0) && z >= 4.0;
             // The run of windows: judged once the tally has some history, and kept only while
             // its sum is above zero.
-            let mut run_sum = None;
+            let mut crossed = false;
             let mut run = None;
             if history >= RARE_MIN_WINDOWS && (tw.rare > 0 || self.runs.contains_key(&key)) {
                 let r = self.runs.entry(key).or_default();
-                run_sum = r.add(tw.rare, tw.users.keys().copied(), bg);
+                crossed = r.add(tw.rare, tw.users.keys().copied(), bg);
                 if r.sum == 0.0 {
                     self.runs.remove(&key);
                 } else {
@@ -250,9 +250,9 @@ impl RareTally {
             let usual = bg.mean.max(RARE_FLOOR);
             bg.update(learned, 0.02);
             // The window's own count, or the run's when this window added to a crossed sum.
-            let run = match (flagged, run_sum, run) {
+            let run = match (flagged, crossed, run) {
                 (true, _, _) => None,
-                (false, Some(_), Some(r)) if tw.rare > 0 => Some(r),
+                (false, true, Some(r)) if tw.rare > 0 => Some(r),
                 _ => continue,
             };
             let (service, provider, route) = key;

@@ -184,7 +184,6 @@ impl Context<'_> {
         let (lo, hi) = window(inc);
         let span = format!("{}-{}", format_hhmm(lo), format_hhmm(hi));
         let Some(best) = strongest(found.iter().copied()) else {
-            let (lo, hi) = window(inc);
             let elsewhere = strongest(self.anomalies.iter().filter(|a| a.window_end > lo && a.window_start <= hi));
             return (
                 cause::NO_ANOMALY_ON_ORIGIN,
@@ -363,17 +362,13 @@ mod tests {
                 ("weak", "missed", cause::BELOW_THRESHOLD),
                 ("held", "missed", cause::HELD_BACK),
                 ("late", "missed", cause::JOINED_OTHER_ALERT),
-                (joined_id(&alerts), "false_alert", cause::RAISED_BY),
+                (alerts[0].id.as_str(), "false_alert", cause::RAISED_BY),
             ]
         );
         assert!(e[1].why.contains("none reaching 65"), "{}", e[1].why);
         assert!(e[2].why.contains("learned_pause (1)"), "{}", e[2].why);
         assert!(e[4].why.contains("80 errors"), "the false alert names what raised it: {}", e[4].why);
         assert_eq!(count_causes(&e)["missed LatencySpike: below_threshold"], 1);
-    }
-
-    fn joined_id(alerts: &[Alert]) -> &str {
-        &alerts[0].id
     }
 
     #[test]
