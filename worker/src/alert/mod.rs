@@ -12,6 +12,12 @@
 //! Suspects are ranked by blame ([`render::suspects`]): a node's own evidence, discounted when the
 //! nodes its deviation could come from deviate too. The first suspect is the origin.
 //!
+//! An alert resolves when its evidence stops: as soon as every node of it has been judged normal
+//! (enough calls, no anomaly) for long enough that the problem, showing as often as it did,
+//! would have shown again ([`NodeEvidence::recovered`]; *recovered*: what comes back later is a
+//! new problem and gets a new alert), else after `quiet_to_resolve` without an anomaly (a quiet
+//! that proves less on few calls: what comes back soon reopens the alert).
+//!
 //! Incidents are bounded: an alert open longer than `max_alert_age`, or grown to `max_nodes`
 //! services, stops taking in new services or is closed (counted in [`AlertManager::bounds`]), so
 //! that a new problem gets an alert of its own.
@@ -97,6 +103,33 @@ pub(crate) struct NodeEvidence {
     pub latency_excess_ms: f64,
     pub by_kind: BTreeMap<AnomalyKind, f64>,
     pub routes: BTreeMap<String, f64>,
+    /// Windows since its last evidence in which it had calls enough to be judged
+    /// ([`RECOVERY_CALLS`]) and none deviated.
+    #[serde(default)]
+    pub normal_windows: u32,
+    /// Windows with evidence on it, and judged windows without between them: how often the
+    /// problem showed while it lasted.
+    #[serde(default)]
+    pub evidence_windows: u32,
+    #[serde(default)]
+    pub gaps: u32,
+    /// What the evidence was about (the service, its routes, hops into it), as entity labels:
+    /// a window is judged on their calls.
+    #[serde(default)]
+    pub scopes: BTreeSet<String>,
+}
+
+impl NodeEvidence {
+    /// Whether the node has been judged normal long enough that, were the problem still there
+    /// and showing as often as it did (one window more counted as a gap, so that a problem seen
+    /// once is not taken to show every time), it would have shown with probability at least
+    /// 1 - [`RECOVERY_MISS`]: a problem found in every window is over after a few quiet ones, an
+    /// intermittent one needs more (and usually resolves by quiet first).
+    fn recovered(&self) -> bool {
+        let shown = f64::from(self.evidence_windows) / f64::from(self.evidence_windows + self.gaps + 1);
+        let needed = (RECOVERY_MISS.ln() / (1.0 - shown).ln()).ceil();
+        f64::from(self.normal_windows) >= needed.max(f64::from(MIN_RECOVERED_WINDOWS))
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
@@ -130,6 +163,10 @@ pub(crate) struct Incident {
     /// Closed at its age bound: not reopened by what follows.
     #[serde(default)]
     pub bounded: bool,
+    /// Resolved because every node was seen normal on enough calls (not merely quiet): not
+    /// reopened by what follows.
+    #[serde(default)]
+    pub recovered: bool,
 }
 
 const KEEP_ANOMALIES: usize = 200;
@@ -144,6 +181,18 @@ fn is_corroborating_only(a: &Anomaly) -> bool {
 const PROPAGATION_HOPS: usize = 3;
 /// How long after a deliberate change its effects are expected.
 const CHANGE_EXPLAINS: Millis = 30 * MINUTE_MS;
+/// A window in which a node had this many calls and no anomaly was judged normal: the fewest
+/// calls any window baseline judges (latency, from its three slowest calls plus one).
+const RECOVERY_CALLS: u64 = crate::model::window::TAIL_CALLS + 1;
+/// The fewest windows every node of an alert must be judged normal in for it to resolve as
+/// recovered ([`NodeEvidence::recovered`] asks more of an intermittent problem): findings lag
+/// what they find (a sequential test crosses after two or three windows, a hop needs three
+/// marked calls, a baseline that took some of the problem into its history skips a window or
+/// two), so fewer quiet windows say little even about a problem that showed every window.
+/// Chosen on the tuning seeds (2 and 3 split some simulated incidents in two).
+const MIN_RECOVERED_WINDOWS: u32 = 4;
+/// The chance, at most, that a problem still there would have stayed unseen that long.
+const RECOVERY_MISS: f64 = 0.05;
 
 impl Incident {
     fn new(a: &Anomaly) -> Self {
@@ -171,6 +220,7 @@ impl Incident {
             only_forecast_when_raised: false,
             predicted: false,
             bounded: false,
+            recovered: false,
         }
     }
 
@@ -180,7 +230,12 @@ impl Incident {
             first: a.window_start,
             ..NodeEvidence::default()
         });
+        if a.window_end > ev.last {
+            ev.evidence_windows += 1;
+        }
         ev.last = ev.last.max(a.window_end);
+        ev.gaps += std::mem::take(&mut ev.normal_windows);
+        ev.scopes.insert(scope_of(a));
         ev.score += a.score;
         if a.metric.as_deref() == Some(crate::detect::journey::HOP_WAIT_METRIC) {
             ev.outside += a.score;
@@ -249,6 +304,9 @@ pub struct AlertManager {
     /// Acknowledgements, silences and what verdicts taught.
     #[serde(default)]
     feedback: FeedbackBook,
+    /// Calls per entity label in the window being ingested ([`AlertManager::observe_calls`]).
+    #[serde(skip)]
+    window_calls: FxHashMap<String, u64>,
 }
 
 /// The explicit bounds of an incident.
@@ -269,6 +327,23 @@ fn latency_excess(a: &Anomaly) -> Option<f64> {
         (true, Some(x), Some(e)) => Some((x - e).max(0.0)),
         _ => None,
     }
+}
+
+/// The entity a finding is about, labelled as [`crate::detect::entity_label`] labels it.
+fn scope_of(a: &Anomaly) -> String {
+    let node = format!("{}/{}", a.service, a.provider);
+    match (&a.route, &a.hop_from) {
+        (Some(route), _) => format!("{node} {route}"),
+        (None, Some(from)) => format!("{from} → {node}"),
+        (None, None) => node,
+    }
+}
+
+/// Whether a finding weighs the evidence of past windows (a sequential test, a trend): after an
+/// alert recovered, such a finding may still be counting what that alert saw, so it cannot by
+/// itself say that a new problem began.
+fn sums_past_windows(a: &Anomaly) -> bool {
+    a.kind == AnomalyKind::Forecast || a.metric.as_deref().is_some_and(|m| m.ends_with(".sequential"))
 }
 
 /// Whether problems of this kind travel from caller to callee (lost traffic) rather than from
@@ -300,7 +375,43 @@ impl AlertManager {
             held: BTreeMap::new(),
             bounds: BTreeMap::new(),
             feedback: FeedbackBook::default(),
+            window_calls: FxHashMap::default(),
         }
+    }
+
+    /// Whether an alert is open (only then do [`AlertManager::observe_calls`] matter).
+    pub fn has_open_alerts(&self) -> bool {
+        self.active.iter().any(|inc| inc.raised_at.is_some())
+    }
+
+    /// The calls each entity (labelled as [`crate::detect::entity_label`] labels it) had in the
+    /// window about to be ingested: a node whose evidence was about entities that had enough
+    /// calls together, and no anomaly, counts the window towards its alert's recovery. Call
+    /// before [`AlertManager::ingest`]; without it alerts resolve by quiet alone.
+    pub fn observe_calls(&mut self, calls: impl IntoIterator<Item = (String, u64)>) {
+        self.window_calls.clear();
+        self.window_calls.extend(calls);
+    }
+
+    /// Counts the window just ingested (ending at `now`) towards each open alert's recovery.
+    fn count_normal_windows(&mut self, now: Millis) {
+        if self.window_calls.is_empty() {
+            return;
+        }
+        for inc in self.active.iter_mut().filter(|inc| inc.raised_at.is_some()) {
+            for (node, ev) in &mut inc.nodes {
+                let calls = |label: &String| self.window_calls.get(label).copied().unwrap_or(0);
+                let seen: u64 = if ev.scopes.is_empty() {
+                    calls(node)
+                } else {
+                    ev.scopes.iter().map(calls).sum()
+                };
+                if ev.last < now && seen >= RECOVERY_CALLS {
+                    ev.normal_windows += 1;
+                }
+            }
+        }
+        self.window_calls.clear();
     }
 
     /// Takes feedback records in, at the next window or (`at_once` false) once the stream
@@ -533,9 +644,42 @@ impl AlertManager {
         })
     }
 
+    /// The recently resolved alert anomaly `a` on `node` reopens, if any: one that resolved by
+    /// quiet and whose origin acts up again, or one that recovered whose services `a` may still
+    /// be counting (a finding that sums past windows).
+    fn reopenable(&self, a: &Anomaly, node: &str) -> Option<usize> {
+        self.resolved.iter().position(|inc| {
+            let recent = inc.resolved_at.is_some_and(|r| a.window_start <= r + self.cfg.reopen_within);
+            let same = if inc.recovered {
+                sums_past_windows(a) && inc.nodes.contains_key(node)
+            } else {
+                render::origin(inc, &self.callers, &self.callees).0 == node
+            };
+            !inc.bounded && recent && same
+        })
+    }
+
+    fn reopen(&mut self, k: usize) {
+        let mut inc = self.resolved.remove(k);
+        inc.resolved_at = None;
+        inc.recovered = false;
+        self.active.push(inc);
+    }
+
     /// Takes the anomalies of a window that ended at `now`; returns alerts that changed.
     pub fn ingest(&mut self, anomalies: &[Anomaly], now: Millis) -> Vec<Alert> {
         let mut touched: BTreeSet<usize> = BTreeSet::new();
+        // Findings that sum past windows reopen the recovered alert they may still be counting
+        // before anything else in the window can start a new incident they would join.
+        for a in anomalies.iter().filter(|a| a.held_by.is_none() && sums_past_windows(a)) {
+            let node = format!("{}/{}", a.service, a.provider);
+            if self.active.iter().any(|inc| self.related(inc, a, &node)) {
+                continue;
+            }
+            if let Some(k) = self.reopenable(a, &node).filter(|&k| self.resolved[k].recovered) {
+                self.reopen(k);
+            }
+        }
         for a in anomalies {
             // A detector held it back itself (and said why in its reason): counted, not grouped.
             if let Some(rule) = &a.held_by {
@@ -560,18 +704,8 @@ impl AlertManager {
             let i = match best {
                 Some(i) => i,
                 None => {
-                    // A resolved alert whose origin acts up again soon is reopened.
-                    let reopen = self.resolved.iter().position(|inc| {
-                        !inc.bounded
-                            && inc.resolved_at.is_some_and(|r| a.window_start <= r + self.cfg.reopen_within)
-                            && render::origin(inc, &self.callers, &self.callees).0 == node
-                    });
-                    match reopen {
-                        Some(k) => {
-                            let mut inc = self.resolved.remove(k);
-                            inc.resolved_at = None;
-                            self.active.push(inc);
-                        }
+                    match self.reopenable(a, &node) {
+                        Some(k) => self.reopen(k),
                         None => self.active.push(Incident::new(a)),
                     }
                     self.active.len() - 1
@@ -601,6 +735,7 @@ impl AlertManager {
                 changed.push(alert);
             }
         }
+        self.count_normal_windows(now);
         changed.extend(self.tick_inner(now, &touched));
         self.with_feedback(changed, now)
     }
@@ -621,6 +756,13 @@ impl AlertManager {
                     tracing::debug!(incident = %inc.id, evidence = inc.evidence, "dropped weak evidence");
                 }
                 None => keep.push(inc),
+                // Every node judged normal since its last evidence (which implies the quiet).
+                Some(_) if inc.nodes.values().all(NodeEvidence::recovered) => {
+                    inc.resolved_at = Some(inc.last_activity);
+                    inc.recovered = true;
+                    changed.push(render::to_alert(&inc, &self.callers, &self.callees));
+                    self.resolved.push(inc);
+                }
                 Some(_) if quiet >= self.cfg.quiet_to_resolve => {
                     inc.resolved_at = Some(inc.last_activity);
                     changed.push(render::to_alert(&inc, &self.callers, &self.callees));
@@ -981,6 +1123,93 @@ pub(crate) mod tests {
         // Errors are not explained by a new dependency.
         let out = m.ingest(&[anomaly("orders", AnomalyKind::Errors, 90.0, 40 * MINUTE_MS)], 41 * MINUTE_MS);
         assert_eq!(out.len(), 1);
+    }
+
+    /// Three windows of errors on orders (100 calls a window), then `quiet` windows in which
+    /// orders had `calls` calls and no anomaly; returns the first alert and what the quiet
+    /// windows changed.
+    fn errors_then_quiet(m: &mut AlertManager, calls: u64, quiet: i64) -> (Alert, Vec<Alert>) {
+        let mut first = None;
+        for k in 0..3 {
+            m.observe_calls([("orders/aws".to_owned(), 100)]);
+            let out = m.ingest(&[anomaly("orders", AnomalyKind::Errors, 90.0, k * MINUTE_MS)], (k + 1) * MINUTE_MS);
+            first = first.or(out.into_iter().next());
+        }
+        let mut changed = Vec::new();
+        for k in 3..3 + quiet {
+            m.observe_calls([("orders/aws".to_owned(), calls)]);
+            changed.extend(m.ingest(&[], (k + 1) * MINUTE_MS));
+        }
+        (first.expect("raised"), changed)
+    }
+
+    #[test]
+    fn an_alert_judged_normal_on_enough_calls_recovers_and_what_follows_is_new() {
+        let mut m = manager();
+        let (first, changed) = errors_then_quiet(&mut m, 100, i64::from(MIN_RECOVERED_WINDOWS));
+        assert_eq!(changed.len(), 1, "resolved after {MIN_RECOVERED_WINDOWS} windows judged normal");
+        assert_eq!(changed[0].status, AlertStatus::Resolved);
+        assert!(changed[0].summary.contains("judged normal"), "{}", changed[0].summary);
+        // The same problem again two minutes later is a new alert, not the old one reopened.
+        let t = 9 * MINUTE_MS;
+        let again = m.ingest(&[anomaly("orders", AnomalyKind::Errors, 90.0, t)], t + MINUTE_MS);
+        assert_eq!(again.len(), 1);
+        assert_ne!(again[0].id, first.id);
+    }
+
+    #[test]
+    fn quiet_windows_with_too_few_calls_prove_nothing_and_the_alert_resolves_by_quiet() {
+        let mut m = manager();
+        let (first, changed) = errors_then_quiet(&mut m, RECOVERY_CALLS - 1, i64::from(MIN_RECOVERED_WINDOWS));
+        assert!(
+            changed.is_empty(),
+            "still open: three calls a window cannot show the problem is over"
+        );
+        let changed = m.tick(9 * MINUTE_MS);
+        assert_eq!(changed[0].status, AlertStatus::Resolved);
+        assert!(!changed[0].summary.contains("judged normal"));
+        // Resolved by quiet alone: the problem back soon reopens the same alert.
+        let t = 10 * MINUTE_MS;
+        let again = m.ingest(&[anomaly("orders", AnomalyKind::Errors, 90.0, t)], t + MINUTE_MS);
+        assert_eq!(again[0].id, first.id);
+    }
+
+    #[test]
+    fn an_intermittent_problem_needs_more_normal_windows_than_a_steady_one() {
+        let steady = NodeEvidence {
+            evidence_windows: 3,
+            normal_windows: MIN_RECOVERED_WINDOWS,
+            ..NodeEvidence::default()
+        };
+        assert!(steady.recovered());
+        // Seen in 3 of 9 windows: 4 quiet windows are what it did between findings anyway.
+        let intermittent = NodeEvidence {
+            evidence_windows: 3,
+            gaps: 6,
+            normal_windows: MIN_RECOVERED_WINDOWS,
+            ..NodeEvidence::default()
+        };
+        assert!(!intermittent.recovered());
+        assert!(NodeEvidence {
+            normal_windows: 9,
+            ..intermittent
+        }
+        .recovered());
+    }
+
+    #[test]
+    fn a_sequential_finding_after_recovery_reopens_the_alert_it_still_counts() {
+        let mut m = manager();
+        let (first, changed) = errors_then_quiet(&mut m, 100, i64::from(MIN_RECOVERED_WINDOWS));
+        assert_eq!(changed[0].status, AlertStatus::Resolved);
+        // A caller's own finding in the same window comes first, and would start a new incident.
+        let t = 8 * MINUTE_MS;
+        let mut echo = anomaly("orders", AnomalyKind::Errors, 70.0, t);
+        echo.metric = Some("errors.5xx_rate.sequential".into());
+        let again = m.ingest(&[anomaly("gateway", AnomalyKind::Errors, 70.0, t), echo], t + MINUTE_MS);
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(again[0].id, first.id);
+        assert_eq!(again[0].status, AlertStatus::Open);
     }
 
     #[test]

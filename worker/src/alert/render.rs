@@ -344,7 +344,13 @@ fn evidence_lines(inc: &Incident, node: &str, summary: &mut String) -> Vec<Strin
         summary.push_str(&format!("Example traces: {}.\n", traces.join(", ")));
     }
     if let Some(end) = inc.resolved_at {
-        summary.push_str(&format!("Resolved: back to normal since {}.\n", format_hhmm(end)));
+        let how = if inc.recovered {
+            let windows = inc.nodes.values().map(|n| n.normal_windows).min().unwrap_or(0);
+            format!(" (every service in it judged normal for at least {windows} windows)")
+        } else {
+            String::new()
+        };
+        summary.push_str(&format!("Resolved: back to normal since {}{how}.\n", format_hhmm(end)));
     }
     traces
 }

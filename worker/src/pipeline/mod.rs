@@ -15,7 +15,7 @@ pub use state::{StateError, StateKey};
 use rustc_hash::FxHashMap;
 
 use crate::alert::{AlertConfig, AlertManager};
-use crate::detect::{build_detectors, node_label, CallContext, Detector, DetectorKind, WindowContext};
+use crate::detect::{build_detectors, entity_label, node_label, CallContext, Detector, DetectorKind, WindowContext};
 use crate::model::hash_str;
 use crate::model::time::{Millis, MINUTE_MS};
 use crate::model::{EntityKey, Event, Interner, ServiceMetrics, Sym, WindowStat};
@@ -562,6 +562,10 @@ impl Pipeline {
         // The alert manager sees the window first, so that every anomaly it holds back is
         // written with the rule that held it.
         self.alerts.apply_feedback(&mut self.anomalies, end);
+        if self.alerts.has_open_alerts() {
+            let calls = self.stats_buf.iter().map(|w| (entity_label(&self.names, &w.key), w.count));
+            self.alerts.observe_calls(calls);
+        }
         let changed = self.alerts.ingest(&self.anomalies, end);
         self.alerts.explain_holds(&mut self.anomalies);
         self.stats.held_by_rule.clone_from(self.alerts.held());
