@@ -182,8 +182,8 @@ const PROPAGATION_HOPS: usize = 3;
 /// How long after a deliberate change its effects are expected.
 const CHANGE_EXPLAINS: Millis = 30 * MINUTE_MS;
 /// A window in which a node had this many calls and no anomaly was judged normal: the fewest
-/// calls any window baseline judges (latency, from its three slowest calls plus one).
-const RECOVERY_CALLS: u64 = crate::model::window::TAIL_CALLS + 1;
+/// calls any window baseline judges (latency).
+const RECOVERY_CALLS: u64 = crate::detect::baseline::MIN_LATENCY_CALLS;
 /// The fewest windows every node of an alert must be judged normal in for it to resolve as
 /// recovered ([`NodeEvidence::recovered`] asks more of an intermittent problem): findings lag
 /// what they find (a sequential test crosses after two or three windows, a hop needs three

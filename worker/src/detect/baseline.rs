@@ -29,7 +29,7 @@ const MIN_CALLS: u64 = 8;
 const MIN_ROUTE_PAYLOAD_CALLS: u64 = 3;
 /// Latency needs fewer: its tail rests on at least three calls and is flagged only when enough
 /// calls pass the usual single-call p95 ([`CallQuantile::evidence`]); four of four is e^-12.
-const MIN_LATENCY_CALLS: u64 = crate::model::window::TAIL_CALLS + 1;
+pub(crate) const MIN_LATENCY_CALLS: u64 = crate::model::window::TAIL_CALLS + 1;
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Metric {
