@@ -193,6 +193,9 @@ const RECOVERY_CALLS: u64 = crate::detect::baseline::MIN_LATENCY_CALLS;
 const MIN_RECOVERED_WINDOWS: u32 = 4;
 /// The chance, at most, that a problem still there would have stayed unseen that long.
 const RECOVERY_MISS: f64 = 0.05;
+/// How long a resolved alert is remembered for the findings still counting its evidence (see
+/// [`AlertManager::reopenable`]); a run of windows that outlasts it raises an alert of its own.
+const ECHO_MEMORY: Millis = 2 * 60 * MINUTE_MS;
 
 impl Incident {
     fn new(a: &Anomaly) -> Self {
@@ -644,18 +647,25 @@ impl AlertManager {
         })
     }
 
-    /// The recently resolved alert anomaly `a` on `node` reopens, if any: one that resolved by
-    /// quiet and whose origin acts up again, or one that recovered whose services `a` may still
-    /// be counting (a finding that sums past windows).
+    /// The resolved alert anomaly `a` on `node` reopens, if any: one whose evidence `a` is still
+    /// counting (an echo: a finding whose run of windows began before that alert's last evidence,
+    /// on one of its services), however long ago it resolved; within `reopen_within`, one that
+    /// resolved by quiet and whose origin acts up again, or one that recovered whose services a
+    /// finding summing past windows from an unknown start may be counting.
     fn reopenable(&self, a: &Anomaly, node: &str) -> Option<usize> {
         self.resolved.iter().position(|inc| {
+            let echo = sums_past_windows(a)
+                && inc.nodes.contains_key(node)
+                && a.evidence_start.zip(inc.resolved_at).is_some_and(|(s, r)| s < r);
             let recent = inc.resolved_at.is_some_and(|r| a.window_start <= r + self.cfg.reopen_within);
+            // A recovered alert's services may still be counted by a finding that cannot say
+            // where its run began (a forecast); one that can is an echo or new (above).
             let same = if inc.recovered {
-                sums_past_windows(a) && inc.nodes.contains_key(node)
+                sums_past_windows(a) && a.evidence_start.is_none() && inc.nodes.contains_key(node)
             } else {
                 render::origin(inc, &self.callers, &self.callees).0 == node
             };
-            !inc.bounded && recent && same
+            !inc.bounded && (echo || (recent && same))
         })
     }
 
@@ -671,13 +681,26 @@ impl AlertManager {
         let mut touched: BTreeSet<usize> = BTreeSet::new();
         // Findings that sum past windows reopen the recovered alert they may still be counting
         // before anything else in the window can start a new incident they would join.
+        // Each joins the alert it reopened, however long that alert has been quiet.
+        let mut reopened_by: FxHashMap<&str, String> = FxHashMap::default();
         for a in anomalies.iter().filter(|a| a.held_by.is_none() && sums_past_windows(a)) {
             let node = format!("{}/{}", a.service, a.provider);
             if self.active.iter().any(|inc| self.related(inc, a, &node)) {
                 continue;
             }
-            if let Some(k) = self.reopenable(a, &node).filter(|&k| self.resolved[k].recovered) {
+            if let Some(k) = self.reopenable(a, &node) {
+                reopened_by.insert(a.id.as_str(), self.resolved[k].id.clone());
                 self.reopen(k);
+            } else {
+                // Another finding of this window reopened the alert this one is counting too.
+                let also = self.active.iter().find(|inc| {
+                    reopened_by.values().any(|id| *id == inc.id)
+                        && inc.nodes.contains_key(&node)
+                        && a.evidence_start.is_some_and(|s| s < inc.last_activity)
+                });
+                if let Some(inc) = also {
+                    reopened_by.insert(a.id.as_str(), inc.id.clone());
+                }
             }
         }
         for a in anomalies {
@@ -697,7 +720,11 @@ impl AlertManager {
                     at_size_bound |= full;
                     !full
                 })
-                .max_by(|&i, &j| self.active[i].evidence.total_cmp(&self.active[j].evidence));
+                .max_by(|&i, &j| self.active[i].evidence.total_cmp(&self.active[j].evidence))
+                .or_else(|| {
+                    let id = reopened_by.get(a.id.as_str())?;
+                    self.active.iter().position(|inc| inc.id == *id)
+                });
             if best.is_none() && at_size_bound {
                 *self.bounds.entry(bound::SIZE.to_owned()).or_default() += 1;
             }
@@ -787,7 +814,7 @@ impl AlertManager {
             }
         }
         self.active = keep;
-        let horizon = now - self.cfg.reopen_within;
+        let horizon = now - self.cfg.reopen_within.max(ECHO_MEMORY);
         self.resolved.retain(|inc| inc.resolved_at.is_some_and(|r| r >= horizon));
         changed
     }
@@ -835,6 +862,7 @@ pub(crate) mod tests {
             impact_calls: 100,
             impact_users: 20,
             eta: None,
+            evidence_start: None,
             trace_ids: vec![],
             user_ids: vec![],
         }
@@ -1206,10 +1234,36 @@ pub(crate) mod tests {
         let t = 8 * MINUTE_MS;
         let mut echo = anomaly("orders", AnomalyKind::Errors, 70.0, t);
         echo.metric = Some("errors.5xx_rate.sequential".into());
+        echo.evidence_start = Some(2 * MINUTE_MS);
         let again = m.ingest(&[anomaly("gateway", AnomalyKind::Errors, 70.0, t), echo], t + MINUTE_MS);
         assert_eq!(again.len(), 1, "{again:?}");
         assert_eq!(again[0].id, first.id);
         assert_eq!(again[0].status, AlertStatus::Open);
+    }
+
+    #[test]
+    fn where_a_run_began_tells_an_echo_from_a_new_problem() {
+        let late = AlertConfig::default().reopen_within + 10 * MINUTE_MS;
+        let sequential = |t: Millis, began: Millis| {
+            let mut a = anomaly("orders", AnomalyKind::Errors, 75.0, t);
+            a.metric = Some("errors.5xx_rate.sequential".into());
+            a.evidence_start = Some(began);
+            a
+        };
+        // A run that began while the alert still had evidence: the same problem, however late.
+        let mut m = manager();
+        let (first, _) = errors_then_quiet(&mut m, 100, i64::from(MIN_RECOVERED_WINDOWS));
+        let again = m.ingest(&[sequential(late, MINUTE_MS)], late + MINUTE_MS);
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!((again[0].id.as_str(), again[0].status), (first.id.as_str(), AlertStatus::Open));
+        assert_eq!(m.raised(), 1);
+        // A run that began after it ended, that late, is a problem of its own.
+        let mut m = manager();
+        let (first, _) = errors_then_quiet(&mut m, 100, i64::from(MIN_RECOVERED_WINDOWS));
+        let new = m.ingest(&[sequential(late, late - 5 * MINUTE_MS)], late + MINUTE_MS);
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert_ne!(new[0].id, first.id);
+        assert_eq!(m.raised(), 2);
     }
 
     #[test]

@@ -258,6 +258,8 @@ pub struct Finding {
     pub trace_ids: Vec<String>,
     pub user_ids: Vec<String>,
     pub eta: Option<Millis>,
+    /// For findings that sum past windows: the start of the first window of their run.
+    pub evidence_start: Option<Millis>,
     pub weight: Weight,
 }
 
@@ -280,6 +282,7 @@ impl Finding {
             trace_ids: Vec::new(),
             user_ids: Vec::new(),
             eta: None,
+            evidence_start: None,
             weight: Weight::Raises,
         }
     }
@@ -292,6 +295,12 @@ impl Finding {
             actual: Some(round3(actual)),
             expected: Some(round3(expected)),
         }];
+    }
+
+    /// Marks a finding that weighs a run of `windows` windows ending with this one.
+    pub fn run_of(&mut self, windows: u32) {
+        let width = self.window_end - self.window_start;
+        self.evidence_start = Some(self.window_start - Millis::from(windows.saturating_sub(1)) * width);
     }
 
     /// Calls, users and example traces of the window the finding is about.
@@ -339,6 +348,7 @@ impl Finding {
             impact_calls: self.impact_calls,
             impact_users: self.impact_users,
             eta: self.eta,
+            evidence_start: self.evidence_start,
             trace_ids: self.trace_ids,
             user_ids: self.user_ids,
         }

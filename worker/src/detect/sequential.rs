@@ -251,6 +251,7 @@ impl Detector for SequentialDetector {
                     ));
                 }
                 f.sole_contributor(st.count as f64, s.rate);
+                f.run_of(s.drop_run);
                 f.impact_of(st);
                 f.impact_calls = (s.rate - st.count as f64).max(0.0).round() as u64;
                 let mut a = f.into_anomaly(w.names);
@@ -277,6 +278,7 @@ impl Detector for SequentialDetector {
                     fmt_pct(p0)
                 );
                 f.sole_contributor(rate, p0);
+                f.run_of(s.error_run);
                 f.impact_of(st);
                 f.impact_calls = s.run_failures;
                 out.push(f.into_anomaly(w.names));

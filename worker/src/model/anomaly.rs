@@ -135,6 +135,15 @@ pub struct Anomaly {
         default
     )]
     pub eta: Option<Millis>,
+    /// For findings that weigh a run of windows (sequential tests): where the run began, so an
+    /// echo of an alert that ended can be told from a problem that began after it.
+    #[serde(
+        rename = "anomaly.evidence.start",
+        with = "serde_rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub evidence_start: Option<Millis>,
     #[serde(rename = "trace.id", default)]
     pub trace_ids: Vec<String>,
     #[serde(rename = "user.id", default)]

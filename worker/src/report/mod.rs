@@ -737,6 +737,7 @@ mod tests {
             impact_calls: 0,
             impact_users: 0,
             eta: None,
+            evidence_start: None,
             trace_ids: vec![],
             user_ids: vec![],
         }
