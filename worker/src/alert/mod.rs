@@ -6,8 +6,13 @@
 //! service, the same journeys (shared trace ids), or propagation in the right direction. Latency
 //! and errors travel from callee to caller, so a caller's anomaly joins an incident its callee is
 //! in (an effect), and a callee's anomaly joins one whose start it shares (a cause found late);
-//! lost traffic travels from caller to callee, the other way round. In a dense mesh where
+//! lost traffic travels from caller to callee, the other way round, and two services fed by the
+//! same caller that lose traffic together share one loss upstream. In a dense mesh where
 //! everything calls everything, adjacency alone would let one alert absorb a day.
+//!
+//! A finding that weighs a run of windows (a sequential test) says where its run began: if
+//! before the last evidence of an alert that has ended, on one of its services, it is still
+//! counting that alert's evidence and reopens it (an echo); if after, it is new.
 //!
 //! Suspects are ranked by blame ([`render::suspects`]): a node's own evidence, discounted when the
 //! nodes its deviation could come from deviate too. The first suspect is the origin.
@@ -643,8 +648,19 @@ impl AlertManager {
             } else {
                 (self.reaches(node, n), self.calls(n, node))
             };
-            same_way && ((effect && recent) || (cause && near_start))
+            // Lost traffic on two services fed by the same caller, together: one loss upstream
+            // (demand, a balancer, the caller itself) that neither of them causes.
+            let siblings = down && recent && self.share_a_caller(n, node);
+            same_way && ((effect && recent) || (cause && near_start) || siblings)
         })
+    }
+
+    /// Whether some service calls both `a` and `b`.
+    fn share_a_caller(&self, a: &str, b: &str) -> bool {
+        match (self.callers.get(a), self.callers.get(b)) {
+            (Some(x), Some(y)) => x.iter().any(|c| y.contains(c)),
+            _ => false,
+        }
     }
 
     /// The resolved alert anomaly `a` on `node` reopens, if any: one whose evidence `a` is still
@@ -1264,6 +1280,19 @@ pub(crate) mod tests {
         assert_eq!(new.len(), 1, "{new:?}");
         assert_ne!(new[0].id, first.id);
         assert_eq!(m.raised(), 2);
+    }
+
+    #[test]
+    fn services_fed_by_one_caller_that_lose_traffic_together_share_an_alert_but_not_latency() {
+        let mut m = manager();
+        m.add_edge("gateway/aws".into(), "search/aws".into());
+        let at = |service: &str, kind| anomaly(service, kind, 90.0, 0);
+        m.ingest(&[at("orders", AnomalyKind::Traffic), at("search", AnomalyKind::Traffic)], MINUTE_MS);
+        assert_eq!(m.raised(), 1, "one loss upstream of both");
+        let mut m = manager();
+        m.add_edge("gateway/aws".into(), "search/aws".into());
+        m.ingest(&[at("orders", AnomalyKind::Latency), at("search", AnomalyKind::Latency)], MINUTE_MS);
+        assert_eq!(m.raised(), 2, "latency does not travel between siblings");
     }
 
     #[test]
