@@ -670,9 +670,8 @@ impl AlertManager {
     /// finding summing past windows from an unknown start may be counting.
     fn reopenable(&self, a: &Anomaly, node: &str) -> Option<usize> {
         self.resolved.iter().position(|inc| {
-            let echo = sums_past_windows(a)
-                && inc.nodes.contains_key(node)
-                && a.evidence_start.zip(inc.resolved_at).is_some_and(|(s, r)| s < r);
+            let echo =
+                sums_past_windows(a) && inc.nodes.contains_key(node) && a.evidence_start.zip(inc.resolved_at).is_some_and(|(s, r)| s < r);
             let recent = inc.resolved_at.is_some_and(|r| a.window_start <= r + self.cfg.reopen_within);
             // A recovered alert's services may still be counted by a finding that cannot say
             // where its run began (a forecast); one that can is an echo or new (above).

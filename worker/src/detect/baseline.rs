@@ -13,7 +13,7 @@ use super::{entity_label, fmt_bytes, fmt_ms, fmt_pct, Detector, Evicted, Finding
 use crate::model::anomaly::{Anomaly, AnomalyKind};
 use crate::model::time::{Millis, DAY_MS, HOUR_MS};
 use crate::model::window::tail_quantile;
-use crate::model::{EntityKind, WindowStat};
+use crate::model::{EntityKey, EntityKind, Sym, WindowStat};
 
 /// Windows of history before a series is scored.
 pub const MIN_HISTORY: usize = 5;
@@ -252,7 +252,31 @@ fn count_metric(series: &Series, k: u64, shift: f64) -> Option<Verdict> {
 }
 
 impl BaselineDetector {
-    fn evaluate(&mut self, st: &WindowStat, metric: Metric, width: Millis) -> Option<Verdict> {
+    /// What each service's mean response size would be this window if each of its routes
+    /// answered as usual: its calls weighted by their routes' usual sizes, when every call was
+    /// to a route whose sizes are known.
+    fn expected_by_mix(&self, stats: &[WindowStat]) -> FxHashMap<(Sym, Sym), (u64, f64)> {
+        // Per service: calls to routes, calls to routes with a usual size, and their weighted sum.
+        let mut mix: FxHashMap<(Sym, Sym), (u64, u64, f64)> = FxHashMap::default();
+        for st in stats.iter().filter(|st| st.key.kind() == EntityKind::Route) {
+            let e = mix.entry(st.key.owner()).or_default();
+            e.0 += st.count;
+            let known = self
+                .series
+                .get(&(st.entity, Metric::RespBytes))
+                .filter(|s| s.history.len() >= MIN_HISTORY);
+            if let Some(series) = known {
+                e.1 += st.count;
+                e.2 += st.count as f64 * median_mad(series.history.values()).0.exp();
+            }
+        }
+        mix.into_iter()
+            .filter(|(_, (calls, known, _))| *calls > 0 && known == calls)
+            .map(|(owner, (calls, _, sum))| (owner, (calls, sum / calls as f64)))
+            .collect()
+    }
+
+    fn evaluate(&mut self, st: &WindowStat, metric: Metric, width: Millis, by_mix: Option<f64>) -> Option<Verdict> {
         let series = self.series.entry((st.entity, metric)).or_insert_with(|| Series::new(st.start));
         let enough = st.count >= MIN_CALLS;
         let payload_enough = enough || (st.key.kind() == EntityKind::Route && st.count >= MIN_ROUTE_PAYLOAD_CALLS);
@@ -281,7 +305,14 @@ impl BaselineDetector {
             }
             return None;
         }
-        let shift = if log_scale { series.seasonal_shift(st.start, width) } else { 0.0 };
+        // A service's mean size mixes its routes': judged against what this window's mix of
+        // routes predicts (a window of small answers is not a payload anomaly), else against the
+        // time of day.
+        let shift = match by_mix {
+            Some(mean) if metric == Metric::RespBytes => mean.max(1e-9).ln() - median_mad(series.history.values()).0,
+            _ if log_scale => series.seasonal_shift(st.start, width),
+            _ => 0.0,
+        };
         let mut verdict = match metric {
             Metric::Count => count_metric(series, st.count, shift),
             Metric::Rate5xx => rate_metric(series, st.errors_5xx, st.count),
@@ -321,13 +352,21 @@ impl Detector for BaselineDetector {
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
         let width = w.end - w.start;
+        let by_mix = self.expected_by_mix(w.stats);
         for st in w.stats {
+            let mix = match st.key {
+                EntityKey::Service { service, provider } => by_mix
+                    .get(&(service, provider))
+                    .filter(|(calls, _)| *calls == st.count)
+                    .map(|&(_, mean)| mean),
+                _ => None,
+            };
             for &metric in Metric::for_kind(st.key.kind()) {
                 // A partial window (the end of the data) says nothing about traffic volume.
                 if metric == Metric::Count && !w.complete {
                     continue;
                 }
-                let Some(v) = self.evaluate(st, metric, width) else { continue };
+                let Some(v) = self.evaluate(st, metric, width, mix) else { continue };
                 if !v.flagged {
                     continue;
                 }
@@ -484,6 +523,61 @@ mod tests {
         };
         assert_eq!(run_sizes(true), vec![39]);
         assert!(run_sizes(false).is_empty(), "three calls of a service are three of its routes");
+    }
+
+    #[test]
+    fn a_services_mean_size_is_judged_against_its_mix_of_routes() {
+        // Two routes, 20 KB pages and 200 B answers, ten calls each a minute; then a minute of
+        // mostly small answers (the mean falls to a tenth: the mix, not a payload anomaly), then
+        // a minute of the usual mix with every answer a tenth of its size.
+        let mut names = Interner::default();
+        let mut d = BaselineDetector::default();
+        let (service, provider) = (names.intern("payments"), names.intern("aws"));
+        let found: Vec<Vec<String>> = (0..42)
+            .map(|i| {
+                let t = i * 60_000;
+                let (big, small, shrink) = match i {
+                    40 => (1, 19, 1.0),
+                    41 => (10, 10, 0.1),
+                    _ => (10, 10, 1.0 + 0.05 * ((i % 3) as f64 - 1.0)),
+                };
+                let route = |id: u32, path: &str, calls: u64, bytes: f64, names: &mut Interner| {
+                    let mut st = stat(names, t, calls, 0, 100.0);
+                    st.entity = id;
+                    st.key = EntityKey::Route {
+                        service,
+                        provider,
+                        route: names.intern(path),
+                    };
+                    st.mean_response_bytes = bytes * shrink;
+                    st
+                };
+                let routes = [
+                    route(1, "/page", big, 20_000.0, &mut names),
+                    route(2, "/ok", small, 200.0, &mut names),
+                ];
+                let mut svc = stat(&mut names, t, big + small, 0, 100.0);
+                svc.mean_response_bytes = routes.iter().map(|r| r.count as f64 * r.mean_response_bytes).sum::<f64>() / svc.count as f64;
+                let stats = [svc, routes[0].clone(), routes[1].clone()];
+                let mut out = Vec::new();
+                d.close_window(
+                    &WindowContext {
+                        start: t,
+                        end: t + 60_000,
+                        stats: &stats,
+                        names: &names,
+                        complete: true,
+                    },
+                    &mut out,
+                );
+                out.into_iter()
+                    .filter(|a| a.metric.as_deref() == Some("payload.response_bytes"))
+                    .map(|a| a.route.unwrap_or_else(|| "service".into()))
+                    .collect()
+            })
+            .collect();
+        assert!(found[..41].iter().all(Vec::is_empty), "{found:?}");
+        assert!(found[41].contains(&"service".to_owned()), "{:?}", found[41]);
     }
 
     #[test]
