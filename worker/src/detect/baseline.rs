@@ -5,6 +5,8 @@
 //! first minutes of a new entity). Once a series has a day of history, a time-of-day profile shifts
 //! the expectation by the usual change between the recent past and this hour.
 //! Anomalous values enter the history clamped, so an incident does not teach itself as normal.
+//! A service's mean response size mixes its routes': a window it deviates in is not reported when
+//! what its routes usually answer, weighted by this window's calls to each, explains it.
 
 use rustc_hash::FxHashMap;
 
@@ -305,14 +307,7 @@ impl BaselineDetector {
             }
             return None;
         }
-        // A service's mean size mixes its routes': judged against what this window's mix of
-        // routes predicts (a window of small answers is not a payload anomaly), else against the
-        // time of day.
-        let shift = match by_mix {
-            Some(mean) if metric == Metric::RespBytes => mean.max(1e-9).ln() - median_mad(series.history.values()).0,
-            _ if log_scale => series.seasonal_shift(st.start, width),
-            _ => 0.0,
-        };
+        let shift = if log_scale { series.seasonal_shift(st.start, width) } else { 0.0 };
         let mut verdict = match metric {
             Metric::Count => count_metric(series, st.count, shift),
             Metric::Rate5xx => rate_metric(series, st.errors_5xx, st.count),
@@ -320,6 +315,13 @@ impl BaselineDetector {
             Metric::P95 => log_metric(series, value, shift, 1.6, false),
             Metric::RespBytes | Metric::ReqBytes => log_metric(series, value, shift, 2.5, true),
         }?;
+        // A service's mean size mixes its routes': a window that what its mix of routes predicts
+        // explains is not a payload anomaly (a minute of mostly small answers). Only to explain:
+        // one call of a route whose sizes vary widely is no measure of that route's usual mean.
+        if let Some(mean) = by_mix.filter(|_| metric == Metric::RespBytes && verdict.flagged) {
+            let mix_shift = mean.max(1e-9).ln() - median_mad(series.history.values()).0;
+            verdict.flagged = log_metric(series, value, mix_shift, 2.5, true).is_some_and(|v| v.flagged);
+        }
         if metric == Metric::P95 {
             // The window's tail is far above its usual; do enough of its calls say so? One slow
             // call in ten is what a p95 is made of.
