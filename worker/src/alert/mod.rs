@@ -354,6 +354,12 @@ fn sums_past_windows(a: &Anomaly) -> bool {
     a.kind == AnomalyKind::Forecast || a.metric.as_deref().is_some_and(|m| m.ends_with(".sequential"))
 }
 
+/// Whether `a`, on `node`, is still counting the evidence of incident `inc`: a finding that
+/// sums past windows whose run began before the incident's last evidence, on one of its nodes.
+fn is_echo_of(a: &Anomaly, node: &str, inc: &Incident) -> bool {
+    sums_past_windows(a) && inc.nodes.contains_key(node) && a.evidence_start.is_some_and(|s| s < inc.last_activity)
+}
+
 /// Whether problems of this kind travel from caller to callee (lost traffic) rather than from
 /// callee to caller (latency, errors, slow hops).
 fn travels_down(k: AnomalyKind) -> bool {
@@ -670,8 +676,7 @@ impl AlertManager {
     /// finding summing past windows from an unknown start may be counting.
     fn reopenable(&self, a: &Anomaly, node: &str) -> Option<usize> {
         self.resolved.iter().position(|inc| {
-            let echo =
-                sums_past_windows(a) && inc.nodes.contains_key(node) && a.evidence_start.zip(inc.resolved_at).is_some_and(|(s, r)| s < r);
+            let echo = is_echo_of(a, node, inc);
             let recent = inc.resolved_at.is_some_and(|r| a.window_start <= r + self.cfg.reopen_within);
             // A recovered alert's services may still be counted by a finding that cannot say
             // where its run began (a forecast); one that can is an echo or new (above).
@@ -694,9 +699,10 @@ impl AlertManager {
     /// Takes the anomalies of a window that ended at `now`; returns alerts that changed.
     pub fn ingest(&mut self, anomalies: &[Anomaly], now: Millis) -> Vec<Alert> {
         let mut touched: BTreeSet<usize> = BTreeSet::new();
-        // Findings that sum past windows reopen the recovered alert they may still be counting
-        // before anything else in the window can start a new incident they would join.
-        // Each joins the alert it reopened, however long that alert has been quiet.
+        // Findings that sum past windows reopen the ended alert they may still be counting before
+        // anything else in the window can start a new incident they would join; each joins the
+        // alert it reopened (or that another finding of this window reopened and it is counting
+        // too), however long that alert has been quiet.
         let mut reopened_by: FxHashMap<&str, String> = FxHashMap::default();
         for a in anomalies.iter().filter(|a| a.held_by.is_none() && sums_past_windows(a)) {
             let node = format!("{}/{}", a.service, a.provider);
@@ -707,12 +713,10 @@ impl AlertManager {
                 reopened_by.insert(a.id.as_str(), self.resolved[k].id.clone());
                 self.reopen(k);
             } else {
-                // Another finding of this window reopened the alert this one is counting too.
-                let also = self.active.iter().find(|inc| {
-                    reopened_by.values().any(|id| *id == inc.id)
-                        && inc.nodes.contains_key(&node)
-                        && a.evidence_start.is_some_and(|s| s < inc.last_activity)
-                });
+                let also = self
+                    .active
+                    .iter()
+                    .find(|inc| reopened_by.values().any(|id| *id == inc.id) && is_echo_of(a, &node, inc));
                 if let Some(inc) = also {
                     reopened_by.insert(a.id.as_str(), inc.id.clone());
                 }
