@@ -245,7 +245,7 @@ impl Incident {
         ev.gaps += std::mem::take(&mut ev.normal_windows);
         ev.scopes.insert(scope_of(a));
         ev.score += a.score;
-        if a.metric.as_deref() == Some(crate::detect::journey::HOP_WAIT_METRIC) {
+        if crate::detect::journey::is_hop_wait(a) {
             ev.outside += a.score;
         }
         if let Some(x) = latency_excess(a) {
@@ -329,7 +329,12 @@ pub mod bound {
 fn latency_excess(a: &Anomaly) -> Option<f64> {
     let timed = matches!(
         a.metric.as_deref(),
-        Some("latency.p95" | "journey.slow_hop" | crate::detect::journey::HOP_WAIT_METRIC)
+        Some(
+            "latency.p95"
+                | "journey.slow_hop"
+                | crate::detect::journey::HOP_WAIT_METRIC
+                | crate::detect::journey::HOP_WAIT_SEQUENTIAL_METRIC
+        )
     );
     match (timed, a.actual, a.expected) {
         (true, Some(x), Some(e)) => Some((x - e).max(0.0)),
@@ -611,7 +616,7 @@ impl AlertManager {
             // new problem on it (a network delay after a CPU contention), not more of the same.
             let after_break = a.window_start >= e.last + self.cfg.quiet_to_resolve / 2;
             // Time lost outside the service (its network: a hop wait) is a kind of its own.
-            let outside = a.metric.as_deref() == Some(crate::detect::journey::HOP_WAIT_METRIC);
+            let outside = crate::detect::journey::is_hop_wait(a);
             let new_kind = !e.by_kind.contains_key(&a.kind) || (outside && e.outside == 0.0);
             if after_break && new_kind {
                 return false;
@@ -635,7 +640,7 @@ impl AlertManager {
             return true;
         }
         // A wait outside a node is evidence about that node, never the echo of another.
-        let can_be_effect = a.metric.as_deref() != Some(crate::detect::journey::HOP_WAIT_METRIC);
+        let can_be_effect = !crate::detect::journey::is_hop_wait(a);
         let strongest = inc.nodes.values().map(|e| e.score).fold(0.0, f64::max);
         let excess = latency_excess(a);
         inc.nodes.iter().any(|(n, e)| {

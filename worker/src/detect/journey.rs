@@ -42,6 +42,18 @@ const WAIT_Z: f64 = 4.0;
 const WAIT_MIN_EXCESS_MS: f64 = 50.0;
 /// Marked waits a hop needs in one window before it is reported.
 const WAIT_MIN_MARKED: u64 = 3;
+/// The sequential wait test (a hop with a call or two a minute never has three marked waits in
+/// one window): marked waits are binomial with the hop's usual marked rate against
+/// max(50%, 4x usual), a CUSUM with the traffic test's threshold (e^12), one window adding at
+/// most a third of it.
+const WAIT_SUM_THRESHOLD: f64 = 12.0;
+pub const HOP_WAIT_SEQUENTIAL_METRIC: &str = "journey.hop_wait.sequential";
+
+/// Whether a finding is about time a hop's callers waited outside the callee (one window's or
+/// the sequential test's).
+pub fn is_hop_wait(a: &Anomaly) -> bool {
+    matches!(a.metric.as_deref(), Some(HOP_WAIT_METRIC | HOP_WAIT_SEQUENTIAL_METRIC))
+}
 
 /// What is learned per hop.
 #[derive(serde::Serialize, serde::Deserialize, Clone, Default)]
@@ -60,6 +72,38 @@ struct HopState {
     tail_wait: Ewm,
     #[serde(default)]
     tail_marked: Ewm,
+    /// The sequential wait test: its sum, the windows since it left zero, and the waits and
+    /// marked waits in them.
+    #[serde(default)]
+    wait_sum: f64,
+    #[serde(default)]
+    wait_run: u32,
+    #[serde(default)]
+    run_waited: u64,
+    #[serde(default)]
+    run_marked: u64,
+}
+
+impl HopState {
+    /// Adds a window of `marked` long waits among `waited` to the sequential test; the sum when
+    /// it is past its threshold.
+    fn add_waits(&mut self, waited: u64, marked: u64) -> Option<f64> {
+        if waited == 0 || self.wait.n < WAIT_MIN_CALLS {
+            return None;
+        }
+        let p0 = self.wait_marked.mean.clamp(0.005, 0.5);
+        let p1 = (4.0 * p0).clamp(0.5, 0.95);
+        let llr = marked as f64 * (p1 / p0).ln() + (waited - marked) as f64 * ((1.0 - p1) / (1.0 - p0)).ln();
+        self.wait_sum = (self.wait_sum + llr.min(WAIT_SUM_THRESHOLD / 3.0)).clamp(0.0, 1.5 * WAIT_SUM_THRESHOLD);
+        if self.wait_sum == 0.0 {
+            (self.wait_run, self.run_waited, self.run_marked) = (0, 0, 0);
+            return None;
+        }
+        self.wait_run += 1;
+        self.run_waited += waited;
+        self.run_marked += marked;
+        (self.wait_sum >= WAIT_SUM_THRESHOLD).then_some(self.wait_sum)
+    }
 }
 
 /// Waits of one hop within one window: derived, marked, their values, example traces.
@@ -581,6 +625,36 @@ fn wait_finding(h: &HopState, mut tally: WaitTally, usual: (&Ewm, &Ewm), where_:
     Some(f.into_anomaly(w.names))
 }
 
+/// A hop whose long waits added up over the run of windows (see [`WAIT_SUM_THRESHOLD`]).
+fn sequential_wait_finding(h: &HopState, sum: f64, median: f64, traces: Vec<String>, w: &WindowContext<'_>) -> Option<Anomaly> {
+    let key = h.key?;
+    let typical = h.wait.mean.exp_m1();
+    let mut f = Finding::new(AnomalyKind::Journey, "journey", key, (w.start, w.end));
+    f.score = 70.0 + 25.0 * ((sum - WAIT_SUM_THRESHOLD) / (0.5 * WAIT_SUM_THRESHOLD)).clamp(0.0, 1.0);
+    f.metric = HOP_WAIT_SEQUENTIAL_METRIC;
+    f.actual = Some(median);
+    f.expected = Some(typical);
+    let label = entity_label(w.names, &key);
+    let callee = super::node_label(w.names, key.owner());
+    f.reason = format!(
+        "on {} of {} calls over the hop {label} in the last {} windows the caller waited far beyond {callee}'s own time \
+         (this window's median wait {}, usually {}; usually {:.1}% of waits are that long; sequential test: evidence e^{sum:.0}): \
+         time spent outside the service — its network or its pod's outgoing traffic",
+        h.run_marked,
+        h.run_waited,
+        h.wait_run,
+        fmt_ms(median),
+        fmt_ms(typical),
+        h.wait_marked.mean * 100.0
+    );
+    f.sole_contributor(median, typical);
+    f.contributors[0].name = format!("wait on {label}");
+    f.run_of(h.wait_run);
+    f.impact_calls = h.run_marked;
+    f.trace_ids = traces;
+    Some(f.into_anomaly(w.names))
+}
+
 impl Detector for JourneyDetector {
     fn name(&self) -> &'static str {
         "journey"
@@ -684,10 +758,23 @@ impl Detector for JourneyDetector {
                 waits: std::mem::take(&mut hw.waits),
                 traces: std::mem::take(&mut hw.wait_traces),
             };
-            if let Some(h) = self.hops.get(&hop) {
+            if let Some(h) = self.hops.get_mut(&hop) {
+                let (waited, marked) = (tally.waited, tally.marked);
+                let traces = tally.traces.clone();
+                let median = {
+                    let mut waits = tally.waits.clone();
+                    super::stats::median_in_place(&mut waits)
+                };
+                let crossed = h.add_waits(waited, marked);
+                let h = &*h;
                 if let Some(a) = wait_finding(h, tally, (&h.wait, &h.wait_marked), "", w) {
                     reported.push(hop);
                     out.push(a);
+                } else if let (Some(sum), true) = (crossed, marked > 0) {
+                    if let Some(a) = sequential_wait_finding(h, sum, median, traces, w) {
+                        reported.push(hop);
+                        out.push(a);
+                    }
                 }
             }
             let marked = hw.slow + hw.failing;
@@ -865,6 +952,11 @@ mod tests {
     /// minute 30 the answer of `late` reaches gateway `delay` ms after `late` finished, while
     /// every service's own duration stays the same.
     fn run_waits(late: &str, delay: f64) -> Vec<Anomaly> {
+        run_waits_of(late, delay, 20, (40, 30))
+    }
+
+    /// `per_minute` journeys a minute for `minutes`, `late` delayed from minute `from`.
+    fn run_waits_of(late: &str, delay: f64, per_minute: u64, (minutes, from): (i64, i64)) -> Vec<Anomaly> {
         let mut names = Interner::default();
         let p = names.intern("onprem");
         let gw = (names.intern("gateway"), p);
@@ -873,12 +965,12 @@ mod tests {
         let route = names.intern("/x");
         let mut d = JourneyDetector::default();
         let mut out = Vec::new();
-        for minute in 0..40i64 {
-            for k in 0..20u64 {
+        for minute in 0..minutes {
+            for k in 0..per_minute {
                 let t = minute * 60_000 + k as i64 * 2000;
                 let trace = minute as u64 * 1000 + k;
-                let jitter = (k % 4) as i64;
-                let extra = |who: &str| if minute >= 30 && who == late { delay as i64 } else { 0 };
+                let jitter = ((minute as u64 + k) % 4) as i64;
+                let extra = |who: &str| if minute >= from && who == late { delay as i64 } else { 0 };
                 // (node, caller, parent span, start offset ms, duration ms, span)
                 let auth_start = 2 + jitter;
                 let auth_end = auth_start + 10;
@@ -907,6 +999,30 @@ mod tests {
             close_minute(&mut d, &names, minute, &mut out);
         }
         out
+    }
+
+    /// One or two journeys a minute never have three marked waits in a window; the run of
+    /// windows has, within a few minutes, and steady journeys add nothing up.
+    #[test]
+    fn waits_on_a_quiet_hop_add_up_over_windows() {
+        for per_minute in [1, 2] {
+            assert!(run_waits_of("auth", 0.0, per_minute, (240, 200)).is_empty(), "steady: nothing");
+            let found = run_waits_of("auth", 400.0, per_minute, (240, 200));
+            assert!(
+                found.iter().all(|a| a.metric.as_deref() != Some(HOP_WAIT_METRIC)),
+                "no window alone has enough: {found:?}"
+            );
+            let seq: Vec<&Anomaly> = found
+                .iter()
+                .filter(|a| a.metric.as_deref() == Some(HOP_WAIT_SEQUENTIAL_METRIC))
+                .collect();
+            let first = seq.first().unwrap_or_else(|| panic!("{per_minute} a minute: not found: {found:?}"));
+            // Journeys finish 30 s after their last span, so a minute's waits are judged in the next.
+            let at = first.window_start / 60_000;
+            assert!((200..=206).contains(&at), "{per_minute} a minute: found at minute {at}");
+            assert_eq!(first.service, "auth", "{}", first.reason);
+            assert!(first.reason.contains("sequential test"), "{}", first.reason);
+        }
     }
 
     #[test]

@@ -10,6 +10,14 @@
 //! also keeps a sequential test over the run of windows: a Poisson CUSUM of its rare calls
 //! against its background ([`RareRun`]), reported once the sum crosses and rare calls came from
 //! several users.
+//!
+//! A call the model finds rare is learned only after [`QUARANTINE`]: otherwise a context seen a
+//! few hundred times stops calling a skipped step rare after its second or third occurrence, and
+//! a change on quiet traffic never builds evidence. Half an hour later it is learned, so a lasting
+//! change (a deploy's new flow) becomes the new normal instead of an alert for ever. Only a
+//! context seen at least [`QUARANTINE_SUPPORT`] times quarantines, after the first hour, and at most
+//! [`QUARANTINE_PER_CALL`] of one transition wait: busy traffic shows a change in one window, and
+//! a legitimate transition near the rarity line must not count as rare for half an hour.
 
 use rustc_hash::FxHashMap;
 
@@ -40,6 +48,8 @@ pub trait NextCallModel: Send + serde::Serialize + serde::de::DeserializeOwned {
     fn probability(&self, context: &Context, next: Token) -> Option<f64>;
     /// Learns one observed call.
     fn learn(&mut self, context: &Context, next: Token);
+    /// How many calls the model has seen after `context` (what its probability rests on).
+    fn support(&self, context: &Context) -> u32;
 }
 
 /// Markov chain over route tokens: second order where the two-call context has been seen
@@ -72,6 +82,13 @@ impl NextCallModel for MarkovModel {
         }
         let c = self.first.get(&(p1, next)).copied().unwrap_or(0);
         Some((f64::from(c) + 0.5) / (f64::from(total) + 1.0))
+    }
+    fn support(&self, ctx: &Context) -> u32 {
+        let [p2, p1] = *ctx;
+        match self.second_totals.get(&(p2, p1)) {
+            Some(&t) if t >= Self::MIN_CONTEXT => t,
+            _ => self.first_totals.get(&p1).copied().unwrap_or(0),
+        }
     }
     fn learn(&mut self, ctx: &Context, next: Token) {
         let [p2, p1] = *ctx;
@@ -316,6 +333,21 @@ impl RareTally {
     }
 }
 
+/// How long a call the model found rare waits before the model learns it.
+pub const QUARANTINE: Millis = 30 * MINUTE_MS;
+/// At most this many rare calls wait; beyond it they are learned at once (memory stays bounded
+/// when a deploy makes every call rare).
+const QUARANTINE_MAX: usize = 50_000;
+/// At most this many of one transition wait: enough for the run of windows on quiet traffic;
+/// on busy traffic a change shows in one window, and a legitimate transition near the rarity
+/// line would otherwise count as rare for half an hour.
+const QUARANTINE_PER_CALL: u32 = 16;
+/// Only a context seen this often quarantines, and only once the detector has closed
+/// [`QUARANTINE_AFTER_WINDOWS`]: a young model learns at once, as it always did (its
+/// probabilities move with every call anyway, and busy traffic passes 100 in seconds).
+const QUARANTINE_SUPPORT: u32 = 100;
+const QUARANTINE_AFTER_WINDOWS: u64 = 60;
+
 /// The sequence detector, generic over its next-call model.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(bound = "")]
@@ -329,6 +361,12 @@ pub struct SequenceDetector<M: NextCallModel> {
     /// sessions end, and the calls are counted in `untracked`.
     pub max_sessions: usize,
     pub untracked: u64,
+    /// Rare calls not learned yet, oldest first: (time, context, call).
+    #[serde(default)]
+    quarantine: std::collections::VecDeque<(Millis, Context, Token)>,
+    /// How many of each transition wait in `quarantine`.
+    #[serde(default)]
+    waiting: FxHashMap<(Context, Token), u32>,
 }
 
 impl<M: NextCallModel> SequenceDetector<M> {
@@ -341,6 +379,45 @@ impl<M: NextCallModel> SequenceDetector<M> {
             rare_probability: 0.01,
             max_sessions: crate::pipeline::EntityLimits::default().max_sessions,
             untracked: 0,
+            quarantine: std::collections::VecDeque::new(),
+            waiting: FxHashMap::default(),
+        }
+    }
+}
+
+impl<M: NextCallModel> SequenceDetector<M> {
+    /// Whether `next` after `ctx` is rare; learns it now, or after [`QUARANTINE`] when rare.
+    fn is_rare(&mut self, t: Millis, ctx: Context, next: Token) -> bool {
+        let rare = self.model.probability(&ctx, next).is_some_and(|p| p < self.rare_probability);
+        let waiting = self.waiting.get(&(ctx, next)).copied().unwrap_or(0);
+        if rare
+            && self.quarantine.len() < QUARANTINE_MAX
+            && waiting < QUARANTINE_PER_CALL
+            && self.tally.windows >= QUARANTINE_AFTER_WINDOWS
+            && self.model.support(&ctx) >= QUARANTINE_SUPPORT
+        {
+            self.quarantine.push_back((t, ctx, next));
+            self.waiting.insert((ctx, next), waiting + 1);
+        } else {
+            self.model.learn(&ctx, next);
+        }
+        rare
+    }
+
+    /// Learns the rare calls that have waited [`QUARANTINE`] by `now`.
+    fn learn_quarantined(&mut self, now: Millis) {
+        while let Some(&(t, ctx, next)) = self.quarantine.front() {
+            if now - t < QUARANTINE {
+                break;
+            }
+            self.quarantine.pop_front();
+            if let Some(n) = self.waiting.get_mut(&(ctx, next)) {
+                *n -= 1;
+                if *n == 0 {
+                    self.waiting.remove(&(ctx, next));
+                }
+            }
+            self.model.learn(&ctx, next);
         }
     }
 }
@@ -383,14 +460,11 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
                 last_seen: t,
             },
         );
-        if let Some(p) = self.model.probability(&ctx, next) {
-            if p < self.rare_probability {
-                let target = (c.service, c.provider, c.route);
-                self.tally
-                    .record(target, user, ctx, next, c.event.trace_id.as_deref(), c.event.user_id.as_deref());
-            }
+        if self.is_rare(t, ctx, next) {
+            let target = (c.service, c.provider, c.route);
+            self.tally
+                .record(target, user, ctx, next, c.event.trace_id.as_deref(), c.event.user_id.as_deref());
         }
-        self.model.learn(&ctx, next);
     }
 
     fn untracked_sessions(&self) -> u64 {
@@ -399,6 +473,7 @@ impl<M: NextCallModel> Detector for SequenceDetector<M> {
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
         self.tally.close(w, "markov", "", out);
+        self.learn_quarantined(w.end);
         // Forget sessions that ended, so memory follows active users only.
         let gap = self.session_gap;
         self.sessions.retain(|_, s| w.end - s.last_seen <= gap);
@@ -480,6 +555,59 @@ mod tests {
         assert!(tally_run(600, background).is_empty(), "a stray rare call an hour is background");
         // Three at once from three users, then nothing: too few users, too short.
         assert!(tally_run(180, |i| if i == 100 { 3 } else { background(i) }).is_empty());
+    }
+
+    /// A skipped step once a minute on a context seen a few hundred times: without the
+    /// quarantine the model would stop calling it rare after two or three; with it, it stays
+    /// rare while it waits (at most 16 of one transition, at most half an hour) and is then
+    /// learned.
+    #[test]
+    fn a_repeated_rare_call_stays_rare_for_the_quarantine_then_is_learned() {
+        let mut d = SequenceDetector::new(MarkovModel::default());
+        d.tally.windows = QUARANTINE_AFTER_WINDOWS;
+        let flow = [([START, START], 1), ([START, 1], 2), ([1, 2], 3)];
+        for _ in 0..300 {
+            for (ctx, next) in flow {
+                assert!(!d.is_rare(0, ctx, next) || d.model.probability(&ctx, next).is_some());
+            }
+        }
+        // The skip: 1 -> 3.
+        let mut rare = 0;
+        for minute in 0..QUARANTINE_PER_CALL {
+            let t = i64::from(minute) * MINUTE_MS;
+            rare += u32::from(d.is_rare(t, [START, 1], 3));
+            d.learn_quarantined(t);
+        }
+        assert_eq!(rare, QUARANTINE_PER_CALL, "every skip within the quarantine is rare");
+        // Beyond the per-transition cap one is learned at once (busy traffic).
+        assert_eq!(d.waiting[&([START, 1], 3)], QUARANTINE_PER_CALL);
+        // Learned once it has waited: a new flow becomes the normal one.
+        d.learn_quarantined(20 * MINUTE_MS + QUARANTINE);
+        assert!(d.quarantine.is_empty() && d.waiting.is_empty());
+        for _ in 0..20 {
+            d.is_rare(21 * MINUTE_MS + QUARANTINE, [START, 1], 3);
+        }
+        assert!(
+            !d.is_rare(22 * MINUTE_MS + QUARANTINE, [START, 1], 3),
+            "learned after the quarantine"
+        );
+        // A young model (a context seen under 100 times) learns at once.
+        let mut young = SequenceDetector::new(MarkovModel::default());
+        young.tally.windows = QUARANTINE_AFTER_WINDOWS;
+        for _ in 0..50 {
+            for (ctx, next) in flow {
+                young.is_rare(0, ctx, next);
+            }
+        }
+        assert!(young.is_rare(0, [START, 1], 3) && young.quarantine.is_empty());
+        // So does a detector in its first hour, however often the context was seen.
+        let mut first_hour = SequenceDetector::new(MarkovModel::default());
+        for _ in 0..300 {
+            for (ctx, next) in flow {
+                first_hour.is_rare(0, ctx, next);
+            }
+        }
+        assert!(first_hour.is_rare(0, [START, 1], 3) && first_hour.quarantine.is_empty());
     }
 
     #[test]

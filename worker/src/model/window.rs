@@ -108,6 +108,18 @@ impl CallLatencies {
         self.len() == 0
     }
 
+    /// The latency of the call at `rank` (0 = fastest) of `n`.
+    fn at(s: &DDSketch, rank: u64, n: u64) -> f64 {
+        let q = if rank + 1 >= n { 1.0 } else { (rank as f64 + 0.5) / (n - 1) as f64 };
+        s.quantile(q.min(1.0)).ok().flatten().unwrap_or(0.0)
+    }
+
+    /// Every call's latency, fastest first (within the sketch's accuracy).
+    pub fn values(&self) -> impl Iterator<Item = f64> + '_ {
+        let n = self.len();
+        self.0.iter().flat_map(move |s| (0..n).map(move |rank| Self::at(s, rank, n)))
+    }
+
     /// Calls slower than `ms` (within the sketch's accuracy).
     pub fn above(&self, ms: f64) -> u64 {
         let Some(s) = &self.0 else { return 0 };
@@ -115,10 +127,7 @@ impl CallLatencies {
         if n == 0 {
             return 0;
         }
-        let at = |rank: u64| {
-            let q = if rank + 1 >= n { 1.0 } else { (rank as f64 + 0.5) / (n - 1) as f64 };
-            s.quantile(q.min(1.0)).ok().flatten().unwrap_or(0.0)
-        };
+        let at = |rank: u64| Self::at(s, rank, n);
         // The first rank whose latency passes `ms`; ranks are in increasing latency.
         let (mut lo, mut hi) = (0u64, n);
         while lo < hi {
