@@ -489,13 +489,22 @@ mod tests {
                 .map(|(i, &n)| (n, fail(n, if (400..430).contains(&i) { 0.2 } else { 0.005 }, &mut rng)))
                 .collect();
             let found = run(&burst, AnomalyKind::Errors);
-            let first = *found.first().unwrap_or_else(|| panic!("seed {seed}: burst missed"));
-            assert!((400..430).contains(&first), "seed {seed}: found during the burst, at {first}");
-            delays.push(first - 400 + 1);
+            delays.push(delay_within(&found, 400..430, &format!("seed {seed}: burst")));
         }
+        assert_median_delay(delays, 8, "error-burst");
+    }
+
+    /// Windows from the start of `during` to the first finding, which must fall in it.
+    fn delay_within(found: &[usize], during: std::ops::Range<usize>, what: &str) -> usize {
+        let first = *found.first().unwrap_or_else(|| panic!("{what} missed"));
+        assert!(during.contains(&first), "{what} found at {first}, outside {during:?}");
+        first - during.start + 1
+    }
+
+    fn assert_median_delay(mut delays: Vec<usize>, most: usize, what: &str) {
         delays.sort_unstable();
-        eprintln!("error-burst delays (windows): {delays:?}");
-        assert!(delays[delays.len() / 2] <= 8, "median delay in windows: {delays:?}");
+        eprintln!("{what} delays (windows): {delays:?}");
+        assert!(delays[delays.len() / 2] <= most, "{what} median delay in windows: {delays:?}");
     }
 
     /// Calls in sessions: a few sessions a minute, each several calls. The same mean as a
@@ -611,14 +620,10 @@ mod tests {
                     .map(|(i, w)| w.iter().map(|&v| if (400..420).contains(&i) { v * 2.0 } else { v }).collect())
                     .collect();
                 let found = run_slow(&slow);
-                let first = *found.first().unwrap_or_else(|| panic!("rate {rate} seed {seed}: slowdown missed"));
-                assert!((400..420).contains(&first), "rate {rate} seed {seed}: found at {first}");
-                delays.push(first - 400 + 1);
+                delays.push(delay_within(&found, 400..420, &format!("rate {rate} seed {seed}: slowdown")));
             }
         }
-        delays.sort_unstable();
-        eprintln!("slow-call delays (windows): {delays:?}");
-        assert!(delays[delays.len() / 2] <= 10, "median delay in windows: {delays:?}");
+        assert_median_delay(delays, 10, "slow-call");
     }
 
     #[test]
