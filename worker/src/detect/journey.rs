@@ -93,7 +93,7 @@ impl HopState {
         }
         let p0 = self.wait_marked.mean.clamp(0.005, 0.5);
         let p1 = (4.0 * p0).clamp(0.5, 0.95);
-        let llr = marked as f64 * (p1 / p0).ln() + (waited - marked) as f64 * ((1.0 - p1) / (1.0 - p0)).ln();
+        let llr = super::sequential::binomial_llr(marked, waited, p0, p1);
         self.wait_sum = (self.wait_sum + llr.min(WAIT_SUM_THRESHOLD / 3.0)).clamp(0.0, 1.5 * WAIT_SUM_THRESHOLD);
         if self.wait_sum == 0.0 {
             (self.wait_run, self.run_waited, self.run_marked) = (0, 0, 0);
@@ -630,7 +630,7 @@ fn sequential_wait_finding(h: &HopState, sum: f64, median: f64, traces: Vec<Stri
     let key = h.key?;
     let typical = h.wait.mean.exp_m1();
     let mut f = Finding::new(AnomalyKind::Journey, "journey", key, (w.start, w.end));
-    f.score = 70.0 + 25.0 * ((sum - WAIT_SUM_THRESHOLD) / (0.5 * WAIT_SUM_THRESHOLD)).clamp(0.0, 1.0);
+    f.score = super::sequential::score_of(sum, WAIT_SUM_THRESHOLD);
     f.metric = HOP_WAIT_SEQUENTIAL_METRIC;
     f.actual = Some(median);
     f.expected = Some(typical);
@@ -759,18 +759,17 @@ impl Detector for JourneyDetector {
                 traces: std::mem::take(&mut hw.wait_traces),
             };
             if let Some(h) = self.hops.get_mut(&hop) {
-                let (waited, marked) = (tally.waited, tally.marked);
-                let traces = tally.traces.clone();
-                let median = {
-                    let mut waits = tally.waits.clone();
-                    super::stats::median_in_place(&mut waits)
-                };
-                let crossed = h.add_waits(waited, marked);
+                // The run's finding needs this window's waits after `wait_finding` took them:
+                // copied only when the run crossed with a long wait in this window.
+                let crossed = h
+                    .add_waits(tally.waited, tally.marked)
+                    .filter(|_| tally.marked > 0)
+                    .map(|sum| (sum, super::stats::median_in_place(&mut tally.waits.clone()), tally.traces.clone()));
                 let h = &*h;
                 if let Some(a) = wait_finding(h, tally, (&h.wait, &h.wait_marked), "", w) {
                     reported.push(hop);
                     out.push(a);
-                } else if let (Some(sum), true) = (crossed, marked > 0) {
+                } else if let Some((sum, median, traces)) = crossed {
                     if let Some(a) = sequential_wait_finding(h, sum, median, traces, w) {
                         reported.push(hop);
                         out.push(a);

@@ -301,7 +301,7 @@ impl RareTally {
                 }
                 Some(r) => {
                     let usual_run = usual * f64::from(r.windows);
-                    f.score = 70.0 + 25.0 * ((r.sum - RARE_THRESHOLD) / (0.5 * RARE_THRESHOLD)).clamp(0.0, 1.0);
+                    f.score = super::sequential::score_of(r.sum, RARE_THRESHOLD);
                     f.metric = "sequence.rare_calls.sequential";
                     f.run_of(r.windows);
                     f.actual = Some(r.rare as f64);

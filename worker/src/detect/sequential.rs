@@ -107,9 +107,6 @@ struct ServiceState {
     /// Whether the current drop run has crossed the threshold.
     #[serde(default)]
     drop_crossed: bool,
-    /// The learned time a tenth of calls pass (ms; 0 until the first timed call).
-    #[serde(default)]
-    slow_limit: f64,
     /// Recent calls' latencies, decayed, by bin (empty until the first timed call).
     #[serde(default)]
     slow_bins: Vec<f32>,
@@ -152,6 +149,12 @@ impl ServiceState {
         self.drop_low = 0;
     }
 
+    /// The time a tenth of calls usually pass (ms), from the latency histogram; `None` before
+    /// the first timed call or on a busy service.
+    fn slow_limit(&self) -> Option<f64> {
+        slow_quantile(&self.slow_bins, 1.0 - SLOW_P0)
+    }
+
     fn usual_error_rate(&self) -> f64 {
         // A prior of 0.5% over 100 calls keeps a young service's rate from being 0.
         ((self.failures + 0.5) / (self.calls + 100.0)).max(0.002)
@@ -169,14 +172,15 @@ fn drop_llr(k: u64, lambda0: f64) -> f64 {
     k as f64 * DROP_TO.ln() + (1.0 - DROP_TO) * lambda0
 }
 
-/// The log-likelihood ratio of `k` failures in `n` calls under rate p1 against p0.
-fn error_llr(k: u64, n: u64, p0: f64, p1: f64) -> f64 {
+/// The log-likelihood ratio of `k` successes in `n` trials under rate p1 against p0 (failures
+/// among calls, slow calls, long waits).
+pub(crate) fn binomial_llr(k: u64, n: u64, p0: f64, p1: f64) -> f64 {
     k as f64 * (p1 / p0).ln() + (n - k) as f64 * ((1.0 - p1) / (1.0 - p0)).ln()
 }
 
 /// A score for a sum past its threshold: just past it is as strong as one clear finding (70),
-/// at the cap 95.
-fn score_of(sum: f64, threshold: f64) -> f64 {
+/// at the cap (1.5 thresholds) 95. Shared by every sequential test.
+pub(crate) fn score_of(sum: f64, threshold: f64) -> f64 {
     70.0 + 25.0 * ((sum - threshold) / ((CAP - 1.0) * threshold)).clamp(0.0, 1.0)
 }
 
@@ -208,9 +212,10 @@ fn slow_quantile(bins: &[f32], q: f64) -> Option<f64> {
 fn judge_slow(s: &mut ServiceState, st: &WindowStat, judged: bool) -> Option<f64> {
     let timed = st.latencies.len();
     let mut crossed = None;
-    if judged && timed > 0 && s.rate < SLOW_MAX_RATE && s.slow_limit > 0.0 {
-        let slow = st.latencies.above(s.slow_limit);
-        let llr = slow as f64 * (SLOW_P1 / SLOW_P0).ln() + (timed - slow) as f64 * ((1.0 - SLOW_P1) / (1.0 - SLOW_P0)).ln();
+    let judging = judged && timed > 0 && s.rate < SLOW_MAX_RATE;
+    if let Some(limit) = s.slow_limit().filter(|_| judging) {
+        let slow = st.latencies.above(limit);
+        let llr = binomial_llr(slow, timed, SLOW_P0, SLOW_P1);
         s.slow_sum = (s.slow_sum + llr.min(THRESHOLD / 3.0)).clamp(0.0, CAP * THRESHOLD);
         if s.slow_sum > 0.0 {
             if s.slow_run == 0 {
@@ -237,10 +242,9 @@ fn judge_slow(s: &mut ServiceState, st: &WindowStat, judged: bool) -> Option<f64
         for v in st.latencies.values() {
             s.slow_bins[slow_bin(v)] += 1.0;
         }
-        s.slow_limit = slow_quantile(&s.slow_bins, 1.0 - SLOW_P0).unwrap_or(0.0);
     } else if s.rate >= SLOW_MAX_RATE && !s.slow_bins.is_empty() {
         s.slow_bins = Vec::new();
-        (s.slow_limit, s.slow_sum) = (0.0, 0.0);
+        s.slow_sum = 0.0;
     }
     crossed
 }
@@ -287,7 +291,7 @@ impl SequentialDetector {
         let p0 = s.usual_error_rate();
         let p1 = (4.0 * p0).max(0.10);
         if judged && st.count > 0 && p1 < 0.9 {
-            s.error_sum = (s.error_sum + error_llr(st.errors_5xx, st.count, p0, p1)).clamp(0.0, CAP * ERROR_THRESHOLD);
+            s.error_sum = (s.error_sum + binomial_llr(st.errors_5xx, st.count, p0, p1)).clamp(0.0, CAP * ERROR_THRESHOLD);
             if s.error_sum > 0.0 {
                 if s.error_run == 0 {
                     (s.run_calls, s.run_failures) = (0, 0);
@@ -373,7 +377,7 @@ impl Detector for SequentialDetector {
                     s.run_slow,
                     s.run_timed,
                     s.slow_run,
-                    s.slow_limit,
+                    s.slow_limit().unwrap_or(0.0),
                     fmt_pct(share)
                 );
                 f.sole_contributor(share, SLOW_P0);
