@@ -70,6 +70,9 @@ class ConvertTest(unittest.TestCase):
         self.assertEqual(clients[0]["service.name"], "ts-gateway-service")
         self.assertEqual(clients[0]["service.target.name"], "ts-basic-service")
         self.assertEqual(clients[0]["event.duration"], 40_000_000)
+        self.assertEqual(clients[0]["transaction.id"], "a", "the caller's own server span")
+        basic = [e for e in events if e["service.name"] == "ts-basic-service"][0]
+        self.assertEqual(basic["parent.id"], "c", "under the caller's exit span, as APM links them")
 
 
 class ScoreTest(unittest.TestCase):

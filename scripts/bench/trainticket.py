@@ -21,7 +21,9 @@ API call seen by its callee, which is what the event contract describes. Each be
 (`HTTP POST` ...), `event.duration` end - start, status 200 (the CSVs carry no status code: the
 code-defect faults of Nezha's other day leave little here), and `parent.id` the caller's *server*
 span, so that the journey links callee to caller. With `--client-spans`, the caller's exit spans
-are written too, marked as Elastic APM marks them (`span.kind: client`, `processor.event: span`).
+are written too, marked as Elastic APM marks them (`span.kind: client`, `processor.event: span`,
+`service.target.name`, `transaction.id` the caller's server span), and the callee's event then
+hangs under the exit span (`parent.id`), as an APM transaction does.
 
 The stream starts at 11:39, twelve minutes before the first fault. A fault-free hour of the same
 load (14:59-15:58) is replayed before it, re-dated to end where the stream starts and with its
@@ -86,6 +88,17 @@ def read_minute(path):
         return list(csv.DictReader(f))
 
 
+def caller_server_span(span, by_id):
+    """The server span a local span belongs to: walk up while the parent runs in the same pod."""
+    anc = span
+    while anc is not None and anc["ParentID"] != "root":
+        up = by_id.get(anc["ParentID"])
+        if up is None or up["PodName"] != anc["PodName"]:
+            break
+        anc = up
+    return anc
+
+
 def convert_rows(rows, shift_ns, suffix, client_spans):
     by_id = {r["SpanID"]: r for r in rows}
     remote_children = {}
@@ -120,15 +133,13 @@ def convert_rows(rows, shift_ns, suffix, client_spans):
                 "trace.id": r["TraceID"] + suffix,
                 "span.id": r["SpanID"] + suffix,
             }
-            # The caller's server span: walk up through its local spans.
-            anc = parent
-            while anc is not None and anc["ParentID"] != "root":
-                up = by_id.get(anc["ParentID"])
-                if up is None or up["PodName"] != anc["PodName"]:
-                    break
-                anc = up
-            if anc is not None:
-                ev["parent.id"] = anc["SpanID"] + suffix
+            if client_spans and parent is not None and HTTP_EXIT.match(parent["OperationName"]):
+                # As Elastic APM links them: the callee's transaction under the caller's exit span.
+                ev["parent.id"] = parent["SpanID"] + suffix
+            else:
+                anc = caller_server_span(parent, by_id)
+                if anc is not None:
+                    ev["parent.id"] = anc["SpanID"] + suffix
             out.append((start + shift_ns, ev))
         elif client_spans and HTTP_EXIT.match(r["OperationName"]):
             children = remote_children.get(r["SpanID"], [])
@@ -149,6 +160,9 @@ def convert_rows(rows, shift_ns, suffix, client_spans):
                 "processor.event": "span",
                 "service.target.name": service_of(children[0]["PodName"]),
             }
+            own = caller_server_span(r, by_id)
+            if own is not None:
+                ev["transaction.id"] = own["SpanID"] + suffix
             out.append((start + shift_ns, ev))
     return out
 

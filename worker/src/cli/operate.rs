@@ -669,6 +669,12 @@ fn print_ingest(report: &crate::source::IngestReport, output: &Path) -> anyhow::
             report.clock_skew
         );
     }
+    if report.not_calls > 0 {
+        outln!(
+            "  left out {} Elastic APM span(s) that call no other service (internal spans: not API calls)",
+            report.not_calls
+        );
+    }
     for s in &report.samples {
         outln!("  skipped {s}");
     }

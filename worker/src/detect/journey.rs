@@ -48,6 +48,11 @@ const WAIT_MIN_MARKED: u64 = 3;
 /// most a third of it.
 const WAIT_SUM_THRESHOLD: f64 = 12.0;
 pub const HOP_WAIT_SEQUENTIAL_METRIC: &str = "journey.hop_wait.sequential";
+/// A caller's measured waits on one hop are long, for telling a starved caller, when their
+/// median is this many times the hop's usual wait ...
+const STARVED_FACTOR: f64 = 4.0;
+/// ... and this much longer, in milliseconds.
+const STARVED_MIN_EXCESS_MS: f64 = 20.0;
 
 /// Whether a finding is about time a hop's callers waited outside the callee (one window's or
 /// the sequential test's).
@@ -129,6 +134,10 @@ struct Span {
     start: Millis,
     duration_ms: f64,
     failed: bool,
+    /// What the caller waited beyond this call's own time, from the caller's record of the call
+    /// (network and the callee's queue): measured, so neither derived nor ambiguous.
+    #[serde(default)]
+    measured_wait: Option<f64>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -166,6 +175,9 @@ struct HopWindow {
     slow_wait: u64,
     waits: Vec<f64>,
     wait_traces: Vec<String>,
+    /// Of `waited`, those measured from the caller's record of the call.
+    #[serde(default)]
+    measured: u64,
     traces: Vec<String>,
     users: FxHashMap<String, ()>,
     /// The first marked journey's hops: (hop entity, duration ms, share of the journey), so the
@@ -440,6 +452,9 @@ fn waits_of(spans: &[Span]) -> Vec<Option<f64>> {
         .iter()
         .map(|s| {
             s.parent?;
+            if s.measured_wait.is_some() {
+                return s.measured_wait;
+            }
             let done = end(s);
             let next = spans
                 .iter()
@@ -457,6 +472,10 @@ fn tails_of(spans: &[Span]) -> Vec<Option<(usize, f64)>> {
     spans
         .iter()
         .map(|s| {
+            if s.measured_wait.is_some() {
+                // Measured: nothing to tell apart (see `waits_of`).
+                return None;
+            }
             let parent = s.parent?;
             let pi = spans.iter().position(|c| c.span == parent)?;
             let done = end(s);
@@ -479,6 +498,54 @@ fn is_long_wait(usual: &Ewm, wait: f64) -> bool {
 }
 
 impl JourneyDetector {
+    /// Callers whose measured waits were long on most of the hops they called this window (at
+    /// least two): a caller starved of CPU or connections queues every request it sends, so
+    /// its records of its calls grow whoever it calls. A hop's waits are long when their median
+    /// is at least [`STARVED_FACTOR`] times its usual and [`STARVED_MIN_EXCESS_MS`] more. Only
+    /// measured waits count here; derived ones are told apart within each journey
+    /// (`judge_waits`).
+    fn discount_starved_callers(&self, hops: &mut [(u32, HopWindow)]) {
+        let starved = self.starved_callers(hops);
+        if starved.is_empty() {
+            return;
+        }
+        for (hop, hw) in hops {
+            if let Some(EntityKey::Hop { from, .. }) = self.hops.get(hop).and_then(|h| h.key) {
+                if starved.contains(&from) {
+                    // The caller's own queue: its waits say nothing of this callee.
+                    hw.slow_wait = 0;
+                    hw.wait_traces.clear();
+                }
+            }
+        }
+    }
+
+    /// The starved callers of this window (see `discount_starved_callers`), sorted.
+    fn starved_callers(&self, hops: &[(u32, HopWindow)]) -> Vec<(Sym, Sym)> {
+        let mut per_caller: FxHashMap<(Sym, Sym), (u32, u32)> = FxHashMap::default();
+        for (hop, hw) in hops {
+            if hw.measured == 0 || 2 * hw.measured < hw.waited {
+                continue;
+            }
+            let Some(h) = self.hops.get(hop).filter(|h| h.wait.n >= WAIT_MIN_CALLS) else {
+                continue;
+            };
+            let Some(EntityKey::Hop { from, .. }) = h.key else { continue };
+            let usual = h.wait.mean.exp_m1();
+            let median = super::stats::median_in_place(&mut hw.waits.clone());
+            let e = per_caller.entry(from).or_default();
+            e.0 += 1;
+            e.1 += u32::from(median >= STARVED_FACTOR * usual && median - usual >= STARVED_MIN_EXCESS_MS);
+        }
+        let mut out: Vec<(Sym, Sym)> = per_caller
+            .into_iter()
+            .filter(|&(_, (hops, long))| long >= 2 && 2 * long >= hops)
+            .map(|(c, _)| c)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Tallies and learns the tail waits of a finished journey (judged per window, see the
     /// module doc).
     fn judge_tails(&mut self, j: &Journey) {
@@ -561,9 +628,13 @@ impl JourneyDetector {
             // the answer. Only a caller with several calls tells the two apart: a long wait after
             // one of them, the others as usual, is the callee's; long waits after most of them are
             // the caller's own slowness (its latency is judged as its own).
+            // A measured wait needs no sibling to be told apart from the caller's own work (its
+            // record covers the call only), but long waits on most calls of one caller are still
+            // the caller's (a starved client queues every request).
             let siblings: Vec<usize> = (0..j.spans.len()).filter(|&k| j.spans[k].parent == s.parent).collect();
             let long_siblings = siblings.iter().filter(|&&k| long[k]).count();
-            if siblings.len() < 2 || (long_siblings >= 2 && 2 * long_siblings >= siblings.len()) {
+            let alone = siblings.len() < 2 && s.measured_wait.is_none();
+            if alone || (long_siblings >= 2 && 2 * long_siblings >= siblings.len()) {
                 continue;
             }
             let Some(h) = self.hops.get_mut(&hop) else { continue };
@@ -571,6 +642,7 @@ impl JourneyDetector {
             let marked = long[i];
             let w = self.window.entry(hop).or_default();
             w.waited += 1;
+            w.measured += u64::from(s.measured_wait.is_some());
             w.waits.push(wait);
             if marked {
                 w.slow_wait += 1;
@@ -720,6 +792,10 @@ impl Detector for JourneyDetector {
                 start: c.event.timestamp,
                 duration_ms: c.event.duration_ms().unwrap_or(0.0),
                 failed: c.event.is_5xx(),
+                measured_wait: c
+                    .caller_waited_ms
+                    .zip(c.event.duration_ms())
+                    .map(|(waited, own)| (waited - own).max(0.0)),
             });
         }
     }
@@ -750,6 +826,7 @@ impl Detector for JourneyDetector {
         }
         let mut hops: Vec<_> = std::mem::take(&mut self.window).into_iter().collect();
         hops.sort_by_key(|(h, _)| *h);
+        self.discount_starved_callers(&mut hops);
         let mut reported = Vec::new();
         for (hop, mut hw) in hops {
             let tally = WaitTally {
@@ -865,6 +942,8 @@ mod tests {
         t: Millis,
         ms: f64,
         span: u64,
+        /// The caller's record of the call: how long it waited.
+        waited: Option<f64>,
     }
 
     fn observe(d: &mut JourneyDetector, names: &Interner, route: Sym, trace: u64, c: Call) {
@@ -887,6 +966,7 @@ mod tests {
             trace: Some(trace),
             span: Some(trace * 10 + c.span),
             parent: c.parent.map(|p| trace * 10 + p),
+            caller_waited_ms: c.waited,
             names,
         });
     }
@@ -936,6 +1016,7 @@ mod tests {
                         t: t + i as i64,
                         ms,
                         span,
+                        waited: None,
                     };
                     observe(&mut d, &names, route, trace, call);
                 }
@@ -991,6 +1072,7 @@ mod tests {
                         t: t + offset,
                         ms: ms as f64,
                         span,
+                        waited: None,
                     };
                     observe(&mut d, &names, route, trace, call);
                 }
@@ -1045,6 +1127,13 @@ mod tests {
     /// reaches the gateway `delay` ms late (or, with `late` = "gateway", the gateway itself is
     /// slow to finish after every answer).
     fn run_proxy(late: &str, delay: f64) -> Vec<Anomaly> {
+        run_proxy_of(late, delay, false)
+    }
+
+    /// The same, where `measured` adds the gateway's own record of each call (an exit span):
+    /// from minute 30 `late`'s answers take `delay` ms longer to reach the gateway (with
+    /// `late` = "gateway", the gateway's requests queue that long in the gateway itself).
+    fn run_proxy_of(late: &str, delay: f64, measured: bool) -> Vec<Anomaly> {
         let mut names = Interner::default();
         let p = names.intern("onprem");
         let gw = (names.intern("gateway"), p);
@@ -1078,6 +1167,7 @@ mod tests {
                         t,
                         ms: gw_end as f64,
                         span: 1,
+                        waited: None,
                     },
                 );
                 let call = Call {
@@ -1088,6 +1178,7 @@ mod tests {
                     t: t + 1,
                     ms: ms as f64,
                     span: 2,
+                    waited: measured.then_some((ms + 1 + extra) as f64),
                 };
                 observe(&mut d, &names, route, trace, call);
             }
@@ -1110,6 +1201,20 @@ mod tests {
             slow_gateway.iter().all(|a| a.metric.as_deref() != Some(HOP_WAIT_METRIC)),
             "{slow_gateway:?}"
         );
+    }
+
+    #[test]
+    fn a_measured_wait_is_blamed_on_the_callee_and_a_starved_caller_on_none() {
+        assert!(run_proxy_of("orders", 0.0, true).is_empty(), "steady journeys raise nothing");
+        let found = run_proxy_of("orders", 800.0, true);
+        let waits: Vec<&Anomaly> = found.iter().filter(|a| is_hop_wait(a)).collect();
+        assert!(!waits.is_empty(), "{found:?}");
+        assert!(waits.iter().all(|a| a.service == "orders"), "{waits:?}");
+        assert!(waits.iter().any(|a| a.actual.unwrap() >= 800.0), "{waits:?}");
+        assert!(!waits[0].reason.contains("last call"), "measured, not derived: {}", waits[0].reason);
+        // A gateway whose every request queues in its own client: its callees are not to blame.
+        let starved = run_proxy_of("gateway", 800.0, true);
+        assert!(starved.iter().all(|a| !is_hop_wait(a)), "{starved:?}");
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct CallContext<'a> {
     pub trace: Option<u64>,
     pub span: Option<u64>,
     pub parent: Option<u64>,
+    /// How long the caller waited for this call, from the caller's own record of it (an exit
+    /// span), when there is one: the hop as the caller saw it.
+    pub caller_waited_ms: Option<f64>,
     pub names: &'a Interner,
 }
 

@@ -33,6 +33,21 @@ pub struct Event {
     pub user_agent: Option<Text>,
     pub request_bytes: Option<u64>,
     pub response_bytes: Option<u64>,
+    /// `Some` when this is the caller's record of the call (an exit span: `span.kind: client`,
+    /// or an Elastic APM span document), `None` for the callee's (a server span, an APM
+    /// transaction, an access-log line): the default.
+    pub client: Option<Box<ClientSide>>,
+}
+
+/// What a caller's record of a call adds: whom it called, and from which of its own calls.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientSide {
+    /// The service called (`service.target.name`, else APM's
+    /// `span.destination.service.resource`).
+    pub target: Option<Text>,
+    /// The caller's own call (server span, APM transaction) this one was made from
+    /// (`transaction.id`); the caller's record may hang under an internal span of it instead.
+    pub transaction_id: Option<Text>,
 }
 
 impl Event {
@@ -87,6 +102,15 @@ impl Serialize for Event {
         }
         if let Some(v) = self.response_bytes {
             m.serialize_entry("http.response.bytes", &v)?;
+        }
+        if let Some(c) = &self.client {
+            m.serialize_entry("span.kind", "client")?;
+            if let Some(v) = &c.target {
+                m.serialize_entry("service.target.name", v)?;
+            }
+            if let Some(v) = &c.transaction_id {
+                m.serialize_entry("transaction.id", v)?;
+            }
         }
         m.end()
     }

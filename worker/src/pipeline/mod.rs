@@ -191,6 +191,9 @@ pub struct RunStats {
     pub untracked_session_calls: u64,
     #[serde(default)]
     pub untracked_journey_calls: u64,
+    /// Callers' records of calls (exit spans) read: they time hops, they are not calls served.
+    #[serde(default)]
+    pub client_records: u64,
     /// Anomalies strong enough to raise an alert that a rule held back, by rule.
     #[serde(default)]
     pub held_by_rule: std::collections::BTreeMap<String, u64>,
@@ -210,14 +213,32 @@ pub struct RunStats {
 struct SpanIndex {
     current: FxHashMap<u64, (Sym, Sym)>,
     previous: FxHashMap<u64, (Sym, Sym)>,
+    /// Callers' records of their calls (exit spans) by span id: the caller's own call they were
+    /// made from, and how long the caller waited.
+    #[serde(default)]
+    exits: FxHashMap<u64, ExitRecord>,
+    #[serde(default)]
+    exits_previous: FxHashMap<u64, ExitRecord>,
+}
+
+/// What the pipeline keeps of a caller's record until the callee's record arrives.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy)]
+struct ExitRecord {
+    /// The caller's own call (hashed span id), where the record said.
+    from: Option<u64>,
+    duration_ns: Option<u64>,
 }
 
 impl SpanIndex {
     fn get(&self, span: u64) -> Option<(Sym, Sym)> {
         self.current.get(&span).or_else(|| self.previous.get(&span)).copied()
     }
+    fn exit(&self, span: u64) -> Option<ExitRecord> {
+        self.exits.get(&span).or_else(|| self.exits_previous.get(&span)).copied()
+    }
     fn rotate(&mut self) {
         self.previous = std::mem::take(&mut self.current);
+        self.exits_previous = std::mem::take(&mut self.exits);
     }
 }
 
@@ -393,16 +414,37 @@ impl Pipeline {
 
         let service = self.entity_names.service(&ev.service, &mut self.names, &self.cfg.limits);
         let provider = self.entity_names.provider(&ev.provider, &mut self.names, &self.cfg.limits);
+        let span = ev.span_id.as_deref().map(hash_str);
+        let mut parent = ev.parent_id.as_deref().map(hash_str);
+        if let Some(client) = &ev.client {
+            // The caller's record of a call (an exit span): not a call `service` served. It names
+            // the caller of the callee's record that will point at it, and what the caller waited.
+            self.stats.client_records += 1;
+            if let Some(s) = span {
+                self.spans.current.insert(s, (service, provider));
+                let from = client.transaction_id.as_deref().map(hash_str).or(parent);
+                let record = ExitRecord {
+                    from,
+                    duration_ns: ev.duration_ns,
+                };
+                self.spans.exits.insert(s, record);
+            }
+            return Ok(());
+        }
         let route = self.routes.template(service, &ev.path, &mut self.names);
         self.registry.record(service, provider, route, t, &self.names);
         let user = ev.user_id.as_deref().map(hash_str);
         let trace = ev.trace_id.as_deref().map(hash_str);
-        let span = ev.span_id.as_deref().map(hash_str);
-        let parent = ev.parent_id.as_deref().map(hash_str);
         if let Some(s) = span {
             self.spans.current.insert(s, (service, provider));
         }
         let caller = parent.and_then(|p| self.spans.get(p));
+        // Called through a caller's record: the journey links the callee to the caller's own
+        // call and takes the time lost outside the callee as measured, not derived.
+        let exit = parent.and_then(|p| self.spans.exit(p));
+        if let Some(x) = exit {
+            parent = x.from;
+        }
 
         let (svc_entity, _) = self.windows.entity(EntityKey::Service { service, provider });
         let (route_entity, _) = self.windows.entity(EntityKey::Route { service, provider, route });
@@ -441,6 +483,7 @@ impl Pipeline {
             trace,
             span,
             parent,
+            caller_waited_ms: exit.and_then(|x| x.duration_ns).map(|ns| ns as f64 / 1e6),
             names: &self.names,
         };
         for d in &mut self.detectors {

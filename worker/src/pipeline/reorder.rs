@@ -116,6 +116,59 @@ impl ReorderBuffer {
 mod tests {
     use super::*;
 
+    #[test]
+    fn held_callers_records_survive_a_checkpoint_and_older_states_still_load() {
+        let mut r = ReorderBuffer::new(10_000);
+        let mut exit = ev(5_000);
+        exit.client = Some(Box::new(crate::model::event::ClientSide {
+            target: Some("payments".into()),
+            transaction_id: Some("gw1".into()),
+        }));
+        r.push(exit.clone(), |_| ());
+        r.push(ev(6_000), |_| ());
+        let raw = rmp_serde::to_vec_named(&r).unwrap();
+        let mut back: ReorderBuffer = rmp_serde::from_slice(&raw).unwrap();
+        let mut out = Vec::new();
+        back.flush(|e| out.push(e));
+        assert_eq!(out, vec![exit, ev(6_000)]);
+
+        // A state written before callers' records were read: events as four-element lists.
+        #[derive(serde::Serialize)]
+        struct Before {
+            lateness: Millis,
+            queue: Vec<(Millis, u64, u32)>,
+            #[allow(clippy::type_complexity)]
+            slots: Vec<Option<(i64, [String; 4], [Option<String>; 9], (u16, Option<u64>, Option<u64>, Option<u64>))>>,
+            free: Vec<u32>,
+            max_seen: Millis,
+            released: Millis,
+            late: u64,
+        }
+        let fields = (
+            7_000,
+            ["api".into(), "aws".into(), "GET".into(), "/x".into()],
+            Default::default(),
+            (200, Some(1), None, None),
+        );
+        let before = Before {
+            lateness: 10_000,
+            queue: vec![(7_000, 0, 0)],
+            slots: vec![Some(fields)],
+            free: vec![],
+            max_seen: 7_000,
+            released: Millis::MIN,
+            late: 0,
+        };
+        let mut old: ReorderBuffer = rmp_serde::from_slice(&rmp_serde::to_vec_named(&before).unwrap()).unwrap();
+        let mut out = Vec::new();
+        old.flush(|e| out.push(e));
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].service.as_str(), out[0].path.as_str(), out[0].client.is_none()),
+            ("api", "/x", true)
+        );
+    }
+
     fn ev(t: Millis) -> Event {
         Event {
             timestamp: t,
@@ -231,13 +284,24 @@ mod queue_as_list {
 mod held_events {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use crate::model::event::Text;
+    use crate::model::event::{ClientSide, Text};
     use crate::model::Event;
 
     type Fields = (i64, [Text; 4], [Option<Text>; 9], (u16, Option<u64>, Option<u64>, Option<u64>));
+    /// A caller's record adds whom it called and from which call (`ClientSide`).
+    type Client = Option<(Option<Text>, Option<Text>)>;
 
-    fn to_fields(e: &Event) -> Fields {
-        (
+    /// States saved before callers' records were read hold four-element events.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Saved {
+        WithSide(Fields, Client),
+        Plain(Fields),
+    }
+
+    fn to_fields(e: &Event) -> (Fields, Client) {
+        let client = e.client.as_ref().map(|c| (c.target.clone(), c.transaction_id.clone()));
+        let fields = (
             e.timestamp,
             [e.service.clone(), e.provider.clone(), e.method.clone(), e.path.clone()],
             [
@@ -252,12 +316,17 @@ mod held_events {
                 e.user_agent.clone(),
             ],
             (e.status, e.duration_ns, e.request_bytes, e.response_bytes),
-        )
+        );
+        (fields, client)
     }
 
-    fn from_fields(
-        (timestamp, [service, provider, method, path], opt, (status, duration_ns, request_bytes, response_bytes)): Fields,
-    ) -> Event {
+    fn from_fields(saved: Saved) -> Event {
+        let (fields, client) = match saved {
+            Saved::WithSide(f, c) => (f, c),
+            Saved::Plain(f) => (f, None),
+        };
+        let (timestamp, [service, provider, method, path], opt, (status, duration_ns, request_bytes, response_bytes)) = fields;
+        let client = client.map(|(target, transaction_id)| Box::new(ClientSide { target, transaction_id }));
         let [region, host, outcome, trace_id, span_id, parent_id, user_id, client_ip, user_agent] = opt;
         Event {
             timestamp,
@@ -278,16 +347,17 @@ mod held_events {
             user_agent,
             request_bytes,
             response_bytes,
+            client,
         }
     }
 
     pub fn serialize<S: Serializer>(slots: &[Option<Event>], s: S) -> Result<S::Ok, S::Error> {
-        let v: Vec<Option<Fields>> = slots.iter().map(|e| e.as_ref().map(to_fields)).collect();
+        let v: Vec<Option<(Fields, Client)>> = slots.iter().map(|e| e.as_ref().map(to_fields)).collect();
         v.serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<Event>>, D::Error> {
-        let v: Vec<Option<Fields>> = Vec::deserialize(d)?;
+        let v: Vec<Option<Saved>> = Vec::deserialize(d)?;
         Ok(v.into_iter().map(|f| f.map(from_fields)).collect())
     }
 }

@@ -481,6 +481,7 @@ impl Simulator {
             ),
             request_bytes: Some(req_b),
             response_bytes: Some(resp_b),
+            client: None,
         };
         // A few events reach the log late, as shippers do.
         let write_at = if self.rng.gen::<f64>() < 0.002 {

@@ -130,6 +130,7 @@ impl AccessLogParser {
             user_agent,
             request_bytes: number("request_length"),
             response_bytes: number("body_bytes"),
+            client: None,
         })
     }
 }
@@ -349,6 +350,7 @@ mod tests {
             user_agent: Some("app \"beta\"/1.2".into()),
             request_bytes: Some(10),
             response_bytes: Some(20),
+            client: None,
         };
         for f in [LogFormat::Nginx, LogFormat::Apache] {
             let p = AccessLogParser::new(f, AccessDefaults::default()).unwrap();

@@ -388,6 +388,10 @@ impl<'c> RangeReader<'c> {
                 }
                 Err(e) => {
                     match e {
+                        crate::source::json::EventError::NotACall(_) => {
+                            page.report.not_calls += 1;
+                            continue;
+                        }
                         crate::source::json::EventError::Missing(_) => page.report.missing_field += 1,
                         crate::source::json::EventError::Json(_) => page.report.malformed += 1,
                         _ => page.report.bad_value += 1,

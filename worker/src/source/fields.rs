@@ -362,6 +362,7 @@ impl FieldMap {
             user_agent: opt_text(15),
             request_bytes,
             response_bytes,
+            client: None,
         };
         Ok((event, dropped))
     }

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::model::event::{Event, Text, MAX_DURATION_NS};
+use crate::model::event::{ClientSide, Event, Text, MAX_DURATION_NS};
 use crate::model::time::{epoch_int_to_millis, epoch_to_millis, parse_rfc3339, Millis};
 
 /// Why a line could not become an event.
@@ -24,6 +24,10 @@ pub enum EventError {
     /// A provider line that is not its format's layout.
     #[error("not a {format} line: {why}")]
     Layout { format: &'static str, why: String },
+    /// A record that is not an API call: an Elastic APM span that calls nobody (an internal
+    /// span, `span.kind: internal`). Counted apart from errors; nothing is wrong with it.
+    #[error("not an API call: {0}")]
+    NotACall(&'static str),
 }
 
 /// An optional field whose value was wrong: dropped from the event, which is kept.
@@ -428,30 +432,97 @@ struct RawEvent {
     user_agent: Option<Text>,
     request_bytes: Option<u64>,
     response_bytes: Option<u64>,
+    /// Elastic APM's own forms: `transaction.duration.us` / `span.duration.us`, `url.original`,
+    /// `processor.event`, `transaction.id`; and which side of the call this is.
+    duration_us: Option<u64>,
+    url_original: Option<Text>,
+    processor_event: Option<Text>,
+    span_kind: Option<Text>,
+    target: Option<Text>,
+    destination: Option<Text>,
+    transaction_id: Option<Text>,
     dropped: Vec<DroppedField>,
 }
 
 impl RawEvent {
+    /// Whose record this is: `Ok(true)` the caller's, `Ok(false)` the callee's (the default).
+    /// `span.kind` says it where present (OpenTelemetry's kinds, any case); otherwise an APM
+    /// `span` document is the caller's record when it names whom it called, and an internal
+    /// span when it does not.
+    fn is_client_side(&self) -> Result<bool, EventError> {
+        if let Some(kind) = &self.span_kind {
+            return match kind.to_ascii_lowercase().as_str() {
+                "client" | "producer" => Ok(true),
+                "internal" => Err(EventError::NotACall("an internal span (`span.kind: internal`)")),
+                _ => Ok(false),
+            };
+        }
+        match self.processor_event.as_deref() {
+            Some("span") if self.target.is_some() || self.destination.is_some() => Ok(true),
+            Some("span") => Err(EventError::NotACall(
+                "an Elastic APM span that calls no other service (no `service.target.name` or `span.destination`)",
+            )),
+            _ => Ok(false),
+        }
+    }
+
     fn finish(self) -> Result<(Event, Vec<DroppedField>), EventError> {
+        let client_side = self.is_client_side()?;
+        let apm = self.processor_event.is_some();
+        let duration = match (self.duration_ns, self.duration_us) {
+            (Some(ns), _) => ns,
+            (None, Some(us)) if us.saturating_mul(1_000) <= MAX_DURATION_NS => us * 1_000,
+            (None, Some(us)) => {
+                return Err(EventError::BadValue {
+                    field: "transaction.duration.us",
+                    why: format!("{us} µs is longer than a day"),
+                })
+            }
+            (None, None) => return Err(EventError::Missing("event.duration")),
+        };
+        let path = match (self.path, &self.url_original) {
+            (Some(p), _) => p,
+            (None, Some(url)) => crate::source::fields::url_path(url)
+                .map(Text::from)
+                .ok_or(EventError::Missing("url.path"))?,
+            (None, None) => return Err(EventError::Missing("url.path")),
+        };
+        // APM agents report `cloud.provider` only where they run in a cloud.
+        let provider = match self.provider {
+            Some(p) => p,
+            None if apm => Text::from("onprem"),
+            None => return Err(EventError::Missing("cloud.provider")),
+        };
+        let (span_id, client) = if client_side {
+            let side = ClientSide {
+                target: self.target.or(self.destination),
+                transaction_id: self.transaction_id,
+            };
+            (self.span_id, Some(Box::new(side)))
+        } else {
+            // An APM transaction's own id is `transaction.id`.
+            (self.span_id.or(self.transaction_id), None)
+        };
         let event = Event {
             timestamp: self.timestamp.ok_or(EventError::Missing("@timestamp"))?,
             service: self.service.ok_or(EventError::Missing("service.name"))?,
-            provider: self.provider.ok_or(EventError::Missing("cloud.provider"))?,
+            provider,
             method: self.method.ok_or(EventError::Missing("http.request.method"))?,
-            path: self.path.ok_or(EventError::Missing("url.path"))?,
+            path,
             status: self.status.ok_or(EventError::Missing("http.response.status_code"))?,
-            duration_ns: Some(self.duration_ns.ok_or(EventError::Missing("event.duration"))?),
+            duration_ns: Some(duration),
             region: self.region,
             host: self.host,
             outcome: self.outcome,
             trace_id: self.trace_id,
-            span_id: self.span_id,
+            span_id,
             parent_id: self.parent_id,
             user_id: self.user_id,
             client_ip: self.client_ip,
             user_agent: self.user_agent,
             request_bytes: self.request_bytes,
             response_bytes: self.response_bytes,
+            client,
         };
         Ok((event, self.dropped))
     }
@@ -462,7 +533,14 @@ impl RawEvent {
 fn is_required(f: Field) -> bool {
     matches!(
         f,
-        Field::Timestamp | Field::Service | Field::Provider | Field::Method | Field::Path | Field::Status | Field::Duration
+        Field::Timestamp
+            | Field::Service
+            | Field::Provider
+            | Field::Method
+            | Field::Path
+            | Field::Status
+            | Field::Duration
+            | Field::DurationUs
     )
 }
 
@@ -487,6 +565,13 @@ enum Field {
     UserAgent,
     ReqBytes,
     RespBytes,
+    DurationUs,
+    UrlOriginal,
+    ProcessorEvent,
+    SpanKind,
+    Target,
+    Destination,
+    Transaction,
 }
 
 fn field_of(path: &str) -> Option<Field> {
@@ -509,6 +594,13 @@ fn field_of(path: &str) -> Option<Field> {
         "user_agent.original" => Field::UserAgent,
         "http.request.bytes" | "http.request.body.bytes" => Field::ReqBytes,
         "http.response.bytes" | "http.response.body.bytes" => Field::RespBytes,
+        "transaction.duration.us" | "span.duration.us" => Field::DurationUs,
+        "url.original" => Field::UrlOriginal,
+        "processor.event" => Field::ProcessorEvent,
+        "span.kind" => Field::SpanKind,
+        "service.target.name" => Field::Target,
+        "span.destination.service.resource" => Field::Destination,
+        "transaction.id" => Field::Transaction,
         _ => return None,
     })
 }
@@ -533,6 +625,13 @@ fn is_prefix(path: &str) -> bool {
             | "user"
             | "client"
             | "user_agent"
+            | "transaction"
+            | "transaction.duration"
+            | "span.duration"
+            | "span.destination"
+            | "span.destination.service"
+            | "service.target"
+            | "processor"
     )
 }
 
@@ -566,6 +665,13 @@ fn name_of(f: Field) -> &'static str {
         Field::UserAgent => "user_agent.original",
         Field::ReqBytes => "http.request.bytes",
         Field::RespBytes => "http.response.bytes",
+        Field::DurationUs => "transaction.duration.us",
+        Field::UrlOriginal => "url.original",
+        Field::ProcessorEvent => "processor.event",
+        Field::SpanKind => "span.kind",
+        Field::Target => "service.target.name",
+        Field::Destination => "span.destination.service.resource",
+        Field::Transaction => "transaction.id",
     }
 }
 
@@ -667,6 +773,13 @@ impl RawEvent {
             Field::User => self.user_id = v.into_string()?,
             Field::ClientIp => self.client_ip = v.into_string()?,
             Field::UserAgent => self.user_agent = v.into_string()?,
+            Field::DurationUs => self.duration_us = v.as_u64()?,
+            Field::UrlOriginal => self.url_original = v.into_string()?,
+            Field::ProcessorEvent => self.processor_event = v.into_string()?,
+            Field::SpanKind => self.span_kind = v.into_string()?,
+            Field::Target => self.target = v.into_string()?,
+            Field::Destination => self.destination = v.into_string()?,
+            Field::Transaction => self.transaction_id = v.into_string()?,
         }
         Ok(())
     }
@@ -697,6 +810,56 @@ mod tests {
         let a = parse_event(DOTTED.as_bytes()).unwrap();
         assert_eq!(parse_event(nested.as_bytes()).unwrap(), a);
         assert_eq!(parse_event(mixed.as_bytes()).unwrap(), a);
+    }
+
+    /// Elastic APM documents as APM Server writes them into `traces-apm*` (nested; durations
+    /// in µs; no `cloud.provider` on premises).
+    const APM_TRANSACTION: &str = r#"{"@timestamp":"2026-03-02T06:00:00.815Z","processor":{"event":"transaction"},"service":{"name":"payments","environment":"prod"},"transaction":{"id":"tx1","name":"POST /pay/{id}","type":"request","duration":{"us":41250}},"trace":{"id":"tr1"},"parent":{"id":"ex1"},"http":{"request":{"method":"POST"},"response":{"status_code":201}},"url":{"path":"/pay/9","original":"https://pay.internal/pay/9"},"event":{"outcome":"success"}}"#;
+    const APM_EXIT_SPAN: &str = r#"{"@timestamp":"2026-03-02T06:00:00.800Z","processor":{"event":"span"},"service":{"name":"gateway","target":{"name":"payments","type":"http"}},"transaction":{"id":"gw1"},"parent":{"id":"gw1"},"span":{"id":"ex1","type":"external","subtype":"http","duration":{"us":52000},"destination":{"service":{"resource":"pay.internal:443"}}},"trace":{"id":"tr1"},"http":{"request":{"method":"POST"},"response":{"status_code":201}},"url":{"original":"https://pay.internal/pay/9?x=1"},"cloud":{"provider":"aws"}}"#;
+
+    #[test]
+    fn elastic_apm_documents_read_as_they_are() {
+        let tx = parse_event(APM_TRANSACTION.as_bytes()).unwrap();
+        assert_eq!(tx.client, None, "a transaction is the callee's record");
+        assert_eq!(tx.duration_ns, Some(41_250_000));
+        assert_eq!(tx.span_id.as_deref(), Some("tx1"), "a transaction's id is its span id");
+        assert_eq!(tx.parent_id.as_deref(), Some("ex1"));
+        assert_eq!(tx.provider, "onprem", "APM agents name a provider only in a cloud");
+        assert_eq!((tx.path.as_str(), tx.status), ("/pay/9", 201));
+
+        let exit = parse_event(APM_EXIT_SPAN.as_bytes()).unwrap();
+        let client = exit.client.as_deref().expect("an exit span is the caller's record");
+        assert_eq!(
+            client.target.as_deref(),
+            Some("payments"),
+            "service.target.name before the resource"
+        );
+        assert_eq!(client.transaction_id.as_deref(), Some("gw1"));
+        assert_eq!(exit.span_id.as_deref(), Some("ex1"));
+        assert_eq!(exit.duration_ns, Some(52_000_000));
+        assert_eq!(exit.path, "/pay/9", "the path of url.original");
+        assert_eq!(exit.provider, "aws");
+        // Without service.target (APM before 8.x) the destination resource names the callee.
+        let old = APM_EXIT_SPAN.replace(r#","target":{"name":"payments","type":"http"}"#, "");
+        let client = parse_event(old.as_bytes()).unwrap().client.unwrap();
+        assert_eq!(client.target.as_deref(), Some("pay.internal:443"));
+        // Written back (rejected or held output), it reads the same.
+        let again = serde_json::to_string(&exit).unwrap();
+        assert_eq!(parse_event(again.as_bytes()).unwrap(), exit, "{again}");
+    }
+
+    #[test]
+    fn spans_that_call_nobody_are_not_calls_and_span_kind_decides() {
+        let internal = APM_EXIT_SPAN
+            .replace(r#","target":{"name":"payments","type":"http"}"#, "")
+            .replace(r#","destination":{"service":{"resource":"pay.internal:443"}}"#, "");
+        assert!(matches!(parse_event(internal.as_bytes()), Err(EventError::NotACall(_))));
+        let otel_internal = DOTTED.replace("\"span.id\"", "\"span.kind\":\"INTERNAL\",\"span.id\"");
+        assert!(matches!(parse_event(otel_internal.as_bytes()), Err(EventError::NotACall(_))));
+        let client = DOTTED.replace("\"span.id\"", "\"span.kind\":\"client\",\"span.id\"");
+        assert!(parse_event(client.as_bytes()).unwrap().client.is_some());
+        let server = DOTTED.replace("\"span.id\"", "\"span.kind\":\"SERVER\",\"span.id\"");
+        assert_eq!(parse_event(server.as_bytes()).unwrap(), parse_event(DOTTED.as_bytes()).unwrap());
     }
 
     #[test]

@@ -394,6 +394,10 @@ impl LineSource {
             EventError::Json(_) | EventError::Pattern(_) | EventError::Layout { .. } => self.report.malformed += 1,
             EventError::Missing(_) => self.report.missing_field += 1,
             EventError::BadValue { .. } => self.report.bad_value += 1,
+            EventError::NotACall(_) => {
+                self.report.not_calls += 1;
+                return Ok(());
+            }
         }
         self.report.note(file, line, err);
         self.write_reject(file, line, &err.to_string(), text)

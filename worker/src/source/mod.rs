@@ -59,6 +59,8 @@ pub struct IngestReport {
     pub clock_skew: u64,
     /// Events kept without a duration (the log has no timing): latency is not judged for them.
     pub untimed: u64,
+    /// Records that are not API calls (Elastic APM internal spans): left out, not errors.
+    pub not_calls: u64,
     /// What would add timing, for the summary (set with the first untimed event).
     pub timing_hint: Option<String>,
     /// Per input, the format it was read as and why (`access.log: nginx (recognised ...)`).
@@ -96,6 +98,7 @@ impl IngestReport {
         self.bad_value += other.bad_value;
         self.clock_skew += other.clock_skew;
         self.untimed += other.untimed;
+        self.not_calls += other.not_calls;
         if self.timing_hint.is_none() {
             self.timing_hint.clone_from(&other.timing_hint);
         }
