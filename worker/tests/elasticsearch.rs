@@ -889,6 +889,167 @@ fn indices_as_they_are_are_read_through_sources_with_their_formats() {
     assert!(text.contains(&web_index) && text.contains("access-log pattern"), "{text}");
 }
 
+/// A simulated call as Elastic APM Server writes it into `traces-apm*`: the callee's
+/// transaction, and (for a call with a caller) the caller's exit span, `wait_ms` longer than the
+/// callee's own time.
+fn apm_documents(call: &Value, caller: Option<(&str, &str)>, wait_ms: f64) -> Vec<Value> {
+    let us = call["event.duration"].as_u64().unwrap() / 1_000;
+    let span = call["span.id"].as_str().unwrap();
+    let mut tx = json!({
+        "@timestamp": call["@timestamp"], "processor": {"event": "transaction"},
+        "service": {"name": call["service.name"]}, "cloud": {"provider": call["cloud.provider"]},
+        "transaction": {"id": span, "type": "request", "duration": {"us": us}},
+        "trace": {"id": call["trace.id"]}, "user": {"id": call["user.id"]},
+        "http": {"request": {"method": call["http.request.method"]}, "response": {"status_code": call["http.response.status_code"]}},
+        "url": {"path": call["url.path"]}, "event": {"outcome": call["event.outcome"]},
+    });
+    let Some((caller, caller_provider)) = caller else { return vec![tx] };
+    let parent = call["parent.id"].as_str().unwrap();
+    let exit_id = format!("x{span}");
+    tx["parent"] = json!({"id": exit_id});
+    let exit = json!({
+        "@timestamp": call["@timestamp"], "processor": {"event": "span"},
+        "service": {"name": caller, "target": {"name": call["service.name"], "type": "http"}},
+        "cloud": {"provider": caller_provider},
+        "span": {"id": exit_id, "type": "external", "subtype": "http",
+                 "duration": {"us": us + (wait_ms * 1_000.0) as u64},
+                 "destination": {"service": {"resource": call["service.name"]}}},
+        "transaction": {"id": parent}, "parent": {"id": parent}, "trace": {"id": call["trace.id"]},
+        "http": {"request": {"method": call["http.request.method"]}, "response": {"status_code": call["http.response.status_code"]}},
+        "url": {"original": format!("http://{}{}", call["service.name"].as_str().unwrap(), call["url.path"].as_str().unwrap())},
+    });
+    vec![exit, tx]
+}
+
+#[test]
+fn elastic_apm_documents_are_read_as_they_are_and_time_hops_from_the_callers_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("calls.ndjson").display().to_string();
+    apiwatch_ok(&[
+        "simulate",
+        "--output",
+        &path,
+        "--format",
+        "json",
+        "--topology",
+        "bank",
+        "--seed",
+        "4",
+        "--hours",
+        "2",
+        "--rate",
+        "4",
+    ]);
+    let calls: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_span: std::collections::HashMap<&str, (&str, &str)> = calls
+        .iter()
+        .map(|c| {
+            let who = (c["service.name"].as_str().unwrap(), c["cloud.provider"].as_str().unwrap());
+            (c["span.id"].as_str().unwrap(), who)
+        })
+        .collect();
+    // From 01:20 to 01:40 ledger's answers reach its callers 300 ms late; its own time does not
+    // change, so only the callers' records show it. Every 50th transaction has an internal span.
+    let late = |c: &Value| {
+        let t = c["@timestamp"].as_str().unwrap();
+        c["service.name"] == "ledger" && ("2026-03-02T01:20".."2026-03-02T01:40").contains(&t)
+    };
+    let (mut docs, mut exits, mut internal) = (Vec::new(), 0u64, 0u64);
+    for (i, c) in calls.iter().enumerate() {
+        let caller = c["parent.id"].as_str().and_then(|p| by_span.get(p).copied());
+        let wait = if late(c) { 300.0 } else { 1.5 };
+        let d = apm_documents(c, caller, wait);
+        exits += d.len() as u64 - 1;
+        docs.extend(d);
+        if i % 50 == 0 {
+            internal += 1;
+            docs.push(json!({
+                "@timestamp": c["@timestamp"], "processor": {"event": "span"}, "service": {"name": c["service.name"]},
+                "span": {"id": format!("i{i}"), "type": "app", "duration": {"us": 100}}, "trace": {"id": c["trace.id"]},
+                "transaction": {"id": c["span.id"]}, "parent": {"id": c["span.id"]},
+            }));
+        }
+    }
+    assert!(exits > 10_000, "{exits} exit spans");
+
+    let c = client();
+    let u = unique("apm");
+    let index = format!("{u}-traces-apm-default");
+    c.json(
+        "PUT",
+        &format!("/{index}"),
+        Some(&json!({"mappings": {"properties": {"@timestamp": {"type": "date"}}}})),
+    )
+    .unwrap();
+    for chunk in docs.chunks(5000) {
+        let mut body = String::new();
+        for d in chunk {
+            body.push_str(&format!("{}\n{d}\n", json!({"index": {"_index": index}})));
+        }
+        let (status, raw) = c
+            .send_raw("POST", "/_bulk", Some((body.as_bytes(), "application/x-ndjson")))
+            .unwrap();
+        let v: Value = serde_json::from_slice(&raw).unwrap();
+        assert!(
+            status == 200 && v["errors"] == false,
+            "bulk: {status} {}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
+    c.json("POST", &format!("/{index}/_refresh"), None).unwrap();
+
+    let prefix = unique("apm-out");
+    let config = dir.path().join("apiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[elasticsearch]\nurl = \"{}\"\nprefix = \"{prefix}\"\n\n[[elasticsearch.sources]]\nindex = \"{u}-traces-apm-*\"\n",
+            es_url()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    apiwatch_ok(&["setup", "--config", &config]);
+    let s = summary(&["backfill", "--config", &config, "--from", FROM, "--to", "2026-03-02T02:00:00Z"]);
+    assert_eq!(
+        s["events"].as_u64(),
+        Some(calls.len() as u64 + exits),
+        "transactions and exit spans: {s}"
+    );
+    assert_eq!(s["client_records"].as_u64(), Some(exits), "{s}");
+    assert_eq!(s["not_calls"].as_u64(), Some(internal), "internal spans left out and counted: {s}");
+    assert_eq!(s["skipped_documents"], 0, "{s}");
+
+    // The delay is found on ledger from its callers' records, and an alert names it first.
+    let anomalies = search_all(&c, &format!("{prefix}-anomalies"));
+    let waits: Vec<&Value> = anomalies
+        .iter()
+        .map(|h| &h["_source"])
+        .filter(|a| a["anomaly.metric"].as_str().is_some_and(|m| m.starts_with("journey.hop_wait")))
+        .collect();
+    assert!(
+        waits.iter().any(|a| a["service.name"] == "ledger"
+            && ("2026-03-02T01:20".."2026-03-02T01:40").contains(&a["anomaly.window.start"].as_str().unwrap())),
+        "no hop wait on ledger in 01:20-01:40: {waits:?}"
+    );
+    assert!(
+        waits.iter().all(|a| a["service.name"] == "ledger"),
+        "only ledger's callers waited: {waits:?}"
+    );
+    let alerts = search_all(&c, &format!("{prefix}-alerts"));
+    assert!(
+        alerts.iter().any(|h| {
+            let d = &h["_source"];
+            d["service.name"] == "ledger" && ("2026-03-02T01:20"..="2026-03-02T01:30").contains(&d["alert.start"].as_str().unwrap())
+        }),
+        "no alert naming ledger near 01:20: {alerts:?}"
+    );
+}
+
 /// Reads `[FROM, FROM + 1 h)` of `index` in pages of 3, the ids in the order read; with
 /// `lose_pit`, the reader's point-in-time is deleted after every page (as when a node holding
 /// it dies), so every page after the first is read from a new one.

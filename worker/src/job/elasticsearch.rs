@@ -119,6 +119,10 @@ pub struct RunSummary {
     pub alerts_raised: u64,
     pub skipped_documents: u64,
     pub skipped_samples: Vec<String>,
+    /// Documents that are not API calls (Elastic APM internal spans): left out, not errors.
+    pub not_calls: u64,
+    /// Callers' records of calls (exit spans) read: they time hops, they are not calls served.
+    pub client_records: u64,
     pub writes: WriteStats,
     pub checkpoints: u64,
     pub resumed: bool,
@@ -571,6 +575,8 @@ impl<'a> JobRun<'a> {
         s.feedback = self.pipeline.stats.feedback.clone();
         s.skipped_documents = self.report.skipped();
         s.skipped_samples = self.report.samples.clone();
+        s.not_calls = self.report.not_calls;
+        s.client_records = self.pipeline.stats.client_records;
         s.writes = self.writer.stats.clone();
         s.seconds = started.elapsed().as_secs_f64();
         s.events_per_sec = s.events as f64 / s.seconds.max(1e-9);
