@@ -75,6 +75,30 @@ class ConvertTest(unittest.TestCase):
         self.assertEqual(basic["parent.id"], "c", "under the caller's exit span, as APM links them")
 
 
+class NezhaWindowsTest(unittest.TestCase):
+    def test_faults_are_timed_on_the_traces_clock_and_windows_are_their_three_minutes(self):
+        with tempfile.TemporaryDirectory() as d:
+            os.makedirs(os.path.join(d, "trace"))
+            with open(os.path.join(d, "2023-01-29-fault_list.json"), "w") as f:
+                # As published: inject_timestamp is 8 h behind the traces and repeats itself.
+                json.dump({"08": [{"inject_time": "2023-01-29 08:43:04", "inject_timestamp": "1674953044",
+                                   "inject_pod": BASIC, "inject_type": "return"}],
+                           "09": [{"inject_time": "2023-01-29 09:12:56", "inject_timestamp": "1674953044",
+                                   "inject_pod": GW, "inject_type": "exception"}]}, f)
+            for name in ["08_43", "08_44", "08_45", "08_46"]:
+                with open(os.path.join(d, "trace", f"{name}_trace.csv"), "w", newline="") as f:
+                    w = csv.writer(f)
+                    w.writerow(["TraceID", "SpanID", "ParentID", "PodName", "OperationName",
+                                "StartTimeUnixNano", "EndTimeUnixNano", "Duration"])
+                    w.writerow(["t", "a", "root", GW, "/*", 1, 2, 1])
+            fl = trainticket.nezha_faults(d)
+            self.assertEqual([(x["hhmm"], x["service"], x["type"]) for x in fl],
+                             [("08:43", "ts-basic-service", "return"), ("09:12", "ts-gateway-service", "exception")])
+            self.assertEqual(fl[0]["time"], 1674981784, "08:43:04 on the traces' clock")
+            self.assertEqual(len(trainticket.fault_window(d, fl[0])), 3, "the injection's minute and two after")
+            self.assertEqual(trainticket.fault_window(d, fl[1]), [], "no trace files: nothing")
+
+
 class ScoreTest(unittest.TestCase):
     def test_a_fault_counts_its_own_alert_and_the_rank_of_its_service(self):
         with tempfile.TemporaryDirectory() as d:

@@ -370,6 +370,107 @@ def score(args):
             json.dump({"faults": rows, "false_alerts_per_day": per_day}, f, indent=1)
 
 
+def nezha_faults(day_dir):
+    """Nezha's fault list of one day: injection time on the traces' clock (the list's
+    `inject_time`; its `inject_timestamp` is 8 h earlier and repeats itself once), service, type."""
+    lists = glob.glob(os.path.join(day_dir, "*-fault_list.json"))
+    if not lists:
+        sys.exit(f"no *-fault_list.json under {day_dir}: point --nezha at Nezha's rca_data/2023-01-29")
+    with open(lists[0]) as f:
+        labels = json.load(f)
+    out = []
+    for hour in sorted(labels):
+        for x in labels[hour]:
+            t = datetime.fromisoformat(x["inject_time"] + "+00:00").timestamp()
+            out.append({"time": int(t), "hhmm": x["inject_time"][11:16], "service": service_of(x["inject_pod"]),
+                        "type": x["inject_type"]})
+    return sorted(out, key=lambda x: x["time"])
+
+
+def fault_window(nezha, x):
+    """The rows of a fault's three trace minutes (the injection's and the two after), by minute."""
+    minute = x["time"] // 60 * 60
+    names = [datetime.fromtimestamp(minute + 60 * k, tz=timezone.utc).strftime("%H_%M_trace.csv") for k in range(3)]
+    files = [os.path.join(nezha, "trace", n) for n in names]
+    return [read_minute(f) for f in files if os.path.exists(f)]
+
+
+def minute_start(rows):
+    return min(int(r["StartTimeUnixNano"]) for r in rows) // 60_000_000_000 * 60_000_000_000
+
+
+def windows(args):
+    """Each of Nezha's 3-minute fault windows after a history of the same day. The day has no
+    fault-free hour (one normal minute), and another day's hour is no history for it (on
+    2023-01-29 `ts-train-service` is 3x slower than on 2023-01-30: every window alerts it). So
+    the history of a fault is the other windows of the day whose fault is on *another* service,
+    in order and re-dated end to end so that no gap reads as silence, then the fault's window:
+    the faulty service's own baseline is clean, the others' hold their faults. One `apiwatch
+    detect` per fault; a fault is detected by an alert raised from one window before its
+    injection to the end of its data."""
+    import subprocess
+
+    fl = nezha_faults(args.nezha)
+    blocks = [(x, fault_window(args.nezha, x)) for x in fl]
+    blocks = [(x, w) for x, w in blocks if w]
+    os.makedirs(args.output, exist_ok=True)
+    rows = []
+    for i, (x, window) in enumerate(blocks):
+        history = [w for y, w in blocks if y["service"] != x["service"]]
+        wstart = minute_start(window[0])
+        at = wstart - sum(len(w) for w in history) * 60_000_000_000
+        events = []
+        for n, w in enumerate(history):
+            shift = at - minute_start(w[0])
+            for mrows in w:
+                events.extend(convert_rows(mrows, shift, f"h{n}", args.client_spans))
+            at += len(w) * 60_000_000_000
+        for mrows in window:
+            events.extend(convert_rows(mrows, 0, "", args.client_spans))
+        events.sort(key=lambda e: e[0])
+        run = os.path.join(args.output, x["hhmm"].replace(":", "") + "-" + x["service"])
+        os.makedirs(run, exist_ok=True)
+        with open(os.path.join(run, "events.ndjson"), "w") as out:
+            for _, ev in events:
+                out.write(json.dumps(ev, separators=(",", ":")) + "\n")
+        subprocess.run([args.apiwatch, "detect", "--input", os.path.join(run, "events.ndjson"), "--output", run],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        alerts = load_alerts(run)
+        end = events[-1][0] / 1e9
+        lo = x["time"] - TOLERANCE_S
+        own = [a for a in alerts if lo <= a["raised"] <= end + GRACE_S]
+        ranks = [a["suspects"].index(x["service"]) + 1 for a in own if x["service"] in a["suspects"]]
+        history = [a for a in alerts if a["raised"] < wstart / 1e9]
+        rows.append({**x, "detected": bool(own), "rank": min(ranks) if ranks else None,
+                     "delay_s": own[0]["raised"] - x["time"] if own else None,
+                     "first_suspects": own[0]["suspects"][:3] if own else [],
+                     "history_alerts": len(history),
+                     "why_missed": None if own else explain_miss(x, lo, end, run, alerts, load_owners(run))})
+        print(f"\rfault {i + 1}/{len(fl)}", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    if args.verbose:
+        for r in rows:
+            print(f"{r['hhmm']} {r['type']:<15} {r['service']:<32} "
+                  f"{'DETECTED' if r['detected'] else 'missed  '} rank {r['rank'] or '-'} "
+                  f"suspects {', '.join(r['first_suspects'])}"
+                  + (f"\n      why missed: {r['why_missed']}" if r["why_missed"] else ""))
+
+    def summary(sel, label):
+        det = sum(r["detected"] for r in sel)
+        ac1 = sum(1 for r in sel if r["rank"] == 1)
+        ac3 = sum(1 for r in sel if r["rank"] is not None and r["rank"] <= 3)
+        print(f"{label:<28} faults {len(sel):>2}  detected {det:>2}  AC@1 {ac1:>2}  AC@3 {ac3:>2}")
+
+    summary(rows, f"all {len(rows)} (2023-01-29)")
+    for t in sorted({r["type"] for r in rows}):
+        summary([r for r in rows if r["type"] == t], t)
+    quiet = sum(r["history_alerts"] for r in rows)
+    print(f"alerts raised in the histories (other services' faults): {quiet} over {len(rows)} runs")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"faults": rows}, f, indent=1)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -383,8 +484,15 @@ def main():
     s.add_argument("--output", required=True, help="apiwatch detect output directory")
     s.add_argument("--verbose", action="store_true", help="one line per fault and per false alert")
     s.add_argument("--json", help="also write the per-fault results here")
+    w = sub.add_parser("windows", help="Nezha's 3-minute fault windows (2023-01-29), one detect run each")
+    w.add_argument("--nezha", required=True, help="Nezha's rca_data/2023-01-29 (trace/, *-fault_list.json)")
+    w.add_argument("--output", required=True, help="a directory for one run per fault")
+    w.add_argument("--apiwatch", default="apiwatch", help="the apiwatch binary")
+    w.add_argument("--client-spans", action="store_true", help="also write the callers' exit spans")
+    w.add_argument("--verbose", action="store_true", help="one line per fault")
+    w.add_argument("--json", help="also write the per-fault results here")
     args = p.parse_args()
-    {"convert": convert, "score": score}[args.cmd](args)
+    {"convert": convert, "score": score, "windows": windows}[args.cmd](args)
 
 
 if __name__ == "__main__":
