@@ -777,6 +777,19 @@ fn train_learns_from_a_range_in_elasticsearch() {
 /// Elastic's AWS integration indexes them, and a web tier's nginx lines in `message` as a
 /// shipper without a pipeline leaves them; one run reads both by time and finds the error burst
 /// on the service it is on.
+/// Sends one `_bulk` body and checks that every item landed.
+fn bulk_ok(c: &EsClient, body: &str) {
+    let (status, raw) = c
+        .send_raw("POST", "/_bulk", Some((body.as_bytes(), "application/x-ndjson")))
+        .unwrap();
+    let v: Value = serde_json::from_slice(&raw).unwrap();
+    assert!(
+        status == 200 && v["errors"] == false,
+        "bulk: {status} {}",
+        String::from_utf8_lossy(&raw)
+    );
+}
+
 #[test]
 fn indices_as_they_are_are_read_through_sources_with_their_formats() {
     let dir = tempfile::tempdir().unwrap();
@@ -815,15 +828,7 @@ fn indices_as_they_are_are_read_through_sources_with_their_formats() {
                 body.push_str(&format!("{}\n{elb}\n", json!({"index": {"_index": elb_index}})));
             }
         }
-        let (status, raw) = c
-            .send_raw("POST", "/_bulk", Some((body.as_bytes(), "application/x-ndjson")))
-            .unwrap();
-        let v: Value = serde_json::from_slice(&raw).unwrap();
-        assert!(
-            status == 200 && v["errors"] == false,
-            "bulk: {status} {}",
-            String::from_utf8_lossy(&raw)
-        );
+        bulk_ok(&c, &body);
     }
     assert!(web_calls > 1000, "{web_calls} gateway calls");
     c.json("POST", &format!("/{u}-*/_refresh"), None).unwrap();
@@ -990,15 +995,7 @@ fn elastic_apm_documents_are_read_as_they_are_and_time_hops_from_the_callers_sid
         for d in chunk {
             body.push_str(&format!("{}\n{d}\n", json!({"index": {"_index": index}})));
         }
-        let (status, raw) = c
-            .send_raw("POST", "/_bulk", Some((body.as_bytes(), "application/x-ndjson")))
-            .unwrap();
-        let v: Value = serde_json::from_slice(&raw).unwrap();
-        assert!(
-            status == 200 && v["errors"] == false,
-            "bulk: {status} {}",
-            String::from_utf8_lossy(&raw)
-        );
+        bulk_ok(&c, &body);
     }
     c.json("POST", &format!("/{index}/_refresh"), None).unwrap();
 
