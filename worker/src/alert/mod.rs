@@ -27,6 +27,7 @@
 //! services, stops taking in new services or is closed (counted in [`AlertManager::bounds`]), so
 //! that a new problem gets an alert of its own.
 
+pub mod correlate;
 pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,6 +4,7 @@
 //! sink receives anomalies and alert changes.
 
 pub mod limits;
+pub mod partitions;
 pub mod reorder;
 pub mod routes;
 mod state;
@@ -14,6 +15,7 @@ pub use state::{StateError, StateKey};
 
 use rustc_hash::FxHashMap;
 
+use crate::alert::correlate::{correlate, WindowDigest};
 use crate::alert::{AlertConfig, AlertManager};
 use crate::detect::{build_detectors, entity_label, node_label, CallContext, Detector, DetectorKind, WindowContext};
 use crate::model::hash_str;
@@ -219,6 +221,10 @@ struct SpanIndex {
     exits: FxHashMap<u64, ExitRecord>,
     #[serde(default)]
     exits_previous: FxHashMap<u64, ExitRecord>,
+    /// Callers scored by other partitions of the job, told by [`Pipeline::know_caller`], with
+    /// the time of the call they were looked up for (kept until the call is surely processed).
+    #[serde(default)]
+    foreign: FxHashMap<u64, (Sym, Sym, Millis)>,
 }
 
 /// What the pipeline keeps of a caller's record until the callee's record arrives.
@@ -231,14 +237,22 @@ struct ExitRecord {
 
 impl SpanIndex {
     fn get(&self, span: u64) -> Option<(Sym, Sym)> {
-        self.current.get(&span).or_else(|| self.previous.get(&span)).copied()
+        let foreign = || self.foreign.get(&span).map(|&(s, p, _)| (s, p));
+        self.current
+            .get(&span)
+            .or_else(|| self.previous.get(&span))
+            .copied()
+            .or_else(foreign)
     }
     fn exit(&self, span: u64) -> Option<ExitRecord> {
         self.exits.get(&span).or_else(|| self.exits_previous.get(&span)).copied()
     }
-    fn rotate(&mut self) {
+    fn rotate(&mut self, forget_foreign_before: Millis) {
         self.previous = std::mem::take(&mut self.current);
         self.exits_previous = std::mem::take(&mut self.exits);
+        if !self.foreign.is_empty() {
+            self.foreign.retain(|_, &mut (_, _, t)| t >= forget_foreign_before);
+        }
     }
 }
 
@@ -274,6 +288,12 @@ pub struct Pipeline {
     spans: SpanIndex,
     detectors: Vec<Box<dyn Detector>>,
     pub alerts: AlertManager,
+    /// What the alert manager learns between windows (call edges, dependency changes), handed
+    /// over with the next closed window.
+    pending: WindowDigest,
+    /// `false` in a partition of a job: closed windows go to the sink as digests for the
+    /// correlator instead of through this pipeline's alert manager.
+    correlate_here: bool,
     window_start: Option<Millis>,
     stats_buf: Vec<WindowStat>,
     anomalies: Vec<crate::model::Anomaly>,
@@ -301,6 +321,8 @@ impl Pipeline {
             windows: WindowAggregator::default(),
             spans: SpanIndex::default(),
             alerts: AlertManager::new(cfg.alerts.clone()),
+            pending: WindowDigest::default(),
+            correlate_here: true,
             detectors,
             window_start: None,
             stats_buf: Vec::new(),
@@ -311,7 +333,21 @@ impl Pipeline {
         }
     }
 
-    /// Feeds one event (any order within the allowed lateness).
+    /// Makes this pipeline one partition of a job: each closed window goes to the sink as a
+    /// [`WindowDigest`] (anomalies, calls, edges) for the correlator, and no alert is raised here.
+    pub fn hand_windows_to_correlator(&mut self) {
+        self.correlate_here = false;
+    }
+
+    /// Tells a partition who made a call it is about to be given: the caller's span was scored
+    /// by another partition (`service`/`provider` as that event named them). `at` is the call's
+    /// time; the knowledge is kept until such a call is surely processed.
+    pub fn know_caller(&mut self, span_id: &str, service: &str, provider: &str, at: Millis) {
+        let service = self.entity_names.service(service, &mut self.names, &self.cfg.limits);
+        let provider = self.entity_names.provider(provider, &mut self.names, &self.cfg.limits);
+        self.spans.foreign.insert(hash_str(span_id), (service, provider, at));
+    }
+
     /// Takes acknowledgements, silences and verdicts in: read live (`at_once`), from the next
     /// window; replayed, once the stream reaches each one's time (see [`crate::feedback`]).
     /// Returns the refused ones with why.
@@ -389,6 +425,8 @@ impl Pipeline {
         }
         if let Some(start) = self.window_start {
             self.close_window_inner(start, false, sink)?;
+        }
+        if let Some(start) = self.window_start.filter(|_| self.correlate_here) {
             // Let quiet periods elapse so that alerts whose problem ended can resolve.
             let quiet = self.cfg.alerts.quiet_to_resolve;
             let changed = self.alerts.tick(start.saturating_add(self.cfg.window).saturating_add(quiet));
@@ -457,7 +495,9 @@ impl Pipeline {
             });
             if new {
                 let caller = node_label(&self.names, from);
-                self.alerts.add_edge(caller.clone(), node_label(&self.names, (service, provider)));
+                self.pending
+                    .edges
+                    .push((caller.clone(), node_label(&self.names, (service, provider))));
                 // A caller that starts calling a brand-new service has changed (a deployment):
                 // its shift in latency is expected, not an incident.
                 if self
@@ -465,7 +505,7 @@ impl Pipeline {
                     .first_seen(service, provider)
                     .is_some_and(|f| t - f <= NEW_SERVICE_CHANGE)
                 {
-                    self.alerts.note_change(caller, t);
+                    self.pending.changes.push((caller, t));
                 }
             }
             self.windows.add(id, &ev, None, false);
@@ -583,7 +623,7 @@ impl Pipeline {
             self.evict_idle(start);
         }
         self.registry.close_window();
-        self.spans.rotate();
+        self.spans.rotate(start - self.cfg.lateness - 2 * self.cfg.window);
         self.anomalies.clear();
         let ctx = WindowContext {
             start,
@@ -602,20 +642,31 @@ impl Pipeline {
         }
         self.stats.windows += 1;
         self.stats.anomalies += self.anomalies.len() as u64;
-        // The alert manager sees the window first, so that every anomaly it holds back is
-        // written with the rule that held it.
-        self.alerts.apply_feedback(&mut self.anomalies, end);
-        if self.alerts.has_open_alerts() {
-            let calls = self.stats_buf.iter().map(|w| (entity_label(&self.names, &w.key), w.count));
-            self.alerts.observe_calls(calls);
+        let mut digest = std::mem::take(&mut self.pending);
+        (digest.start, digest.end) = (start, end);
+        digest.anomalies = std::mem::take(&mut self.anomalies);
+        digest.note_weights();
+        // Calls matter to open alerts only: a partition cannot know, so it always hands them on.
+        if !self.correlate_here || self.alerts.has_open_alerts() {
+            digest.calls = (self.stats_buf.iter())
+                .map(|w| (entity_label(&self.names, &w.key), w.count))
+                .collect();
         }
-        let changed = self.alerts.ingest(&self.anomalies, end);
-        self.alerts.explain_holds(&mut self.anomalies);
-        self.stats.held_by_rule.clone_from(self.alerts.held());
-        self.stats.alert_bounds.clone_from(self.alerts.bounds());
-        self.stats.feedback.clone_from(&self.alerts.feedback().counts);
         sink.write_metrics(&service_metrics(&self.stats_buf, &self.names))?;
-        sink.write_anomalies(&self.anomalies)?;
+        let changed = if self.correlate_here {
+            // The alert manager sees the window first, so that every anomaly it holds back is
+            // written with the rule that held it.
+            let changed = correlate(&mut self.alerts, &mut digest);
+            self.stats.held_by_rule.clone_from(self.alerts.held());
+            self.stats.alert_bounds.clone_from(self.alerts.bounds());
+            self.stats.feedback.clone_from(&self.alerts.feedback().counts);
+            sink.write_anomalies(&digest.anomalies)?;
+            changed
+        } else {
+            sink.write_digest(&digest)?;
+            Vec::new()
+        };
+        self.anomalies = std::mem::take(&mut digest.anomalies);
         let mut journeys = Vec::new();
         for d in &mut self.detectors {
             d.take_journeys(&mut journeys);
@@ -623,9 +674,11 @@ impl Pipeline {
         if !journeys.is_empty() {
             sink.write_journeys(&journeys)?;
         }
-        self.stats.alerts_raised = self.alerts.raised();
-        self.stats.alerts_by_priority.clone_from(self.alerts.raised_by_priority());
-        sink.write_alerts(&changed)?;
+        if self.correlate_here {
+            self.stats.alerts_raised = self.alerts.raised();
+            self.stats.alerts_by_priority.clone_from(self.alerts.raised_by_priority());
+            sink.write_alerts(&changed)?;
+        }
         Ok(())
     }
 }

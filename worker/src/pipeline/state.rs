@@ -8,6 +8,7 @@ use super::limits::{EntityLimits, EntityNames};
 use super::reorder::ReorderBuffer;
 use super::windows::WindowAggregator;
 use super::{Pipeline, PipelineConfig, PipelineSetup, RunStats, SpanIndex};
+use crate::alert::correlate::WindowDigest;
 use crate::alert::AlertManager;
 use crate::detect::DetectorKind;
 use crate::model::time::Millis;
@@ -85,6 +86,7 @@ struct StateRef<'a> {
     windows: &'a WindowAggregator,
     spans: &'a SpanIndex,
     alerts: &'a AlertManager,
+    pending: &'a WindowDigest,
     window_start: Option<Millis>,
     stats: &'a RunStats,
     detectors: Vec<(String, Vec<u8>)>,
@@ -104,6 +106,8 @@ struct StateOwned {
     windows: WindowAggregator,
     spans: SpanIndex,
     alerts: AlertManager,
+    #[serde(default)]
+    pending: WindowDigest,
     window_start: Option<Millis>,
     stats: RunStats,
     detectors: Vec<(String, Vec<u8>)>,
@@ -129,6 +133,7 @@ impl Pipeline {
             windows: &self.windows,
             spans: &self.spans,
             alerts: &self.alerts,
+            pending: &self.pending,
             window_start: self.window_start,
             stats: &self.stats,
             detectors,
@@ -170,6 +175,7 @@ impl Pipeline {
         p.windows = state.windows;
         p.spans = state.spans;
         p.alerts = state.alerts;
+        p.pending = state.pending;
         p.window_start = state.window_start;
         p.stats = state.stats;
         Ok(p)

@@ -10,6 +10,7 @@ mod memory;
 pub use file::FileSink;
 pub use memory::MemorySink;
 
+use crate::alert::correlate::WindowDigest;
 use crate::model::service::ServiceRecord;
 pub use crate::model::JourneyRecord;
 use crate::model::{Alert, Anomaly, ServiceMetrics};
@@ -26,6 +27,10 @@ pub trait ResultSink {
     /// Each service's statistics for a closed window (file mode keeps them for reports).
     fn write_metrics(&mut self, _metrics: &[ServiceMetrics]) -> anyhow::Result<()> {
         Ok(())
+    }
+    /// A closed window handed to the correlator (by a pipeline that is one partition of a job).
+    fn write_digest(&mut self, _digest: &WindowDigest) -> anyhow::Result<()> {
+        anyhow::bail!("this output does not take partitions' window digests: run the job whole")
     }
     /// Called once at the end of a run, with the onboarded services.
     fn finish(&mut self, services: &[ServiceRecord]) -> anyhow::Result<()>;
