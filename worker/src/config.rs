@@ -129,6 +129,10 @@ struct RawEs {
     checkpoint_every_secs: Option<u64>,
     lease_secs: Option<u64>,
     job: Option<String>,
+    /// This worker's name among the workers of a job (default: host and process id).
+    worker_id: Option<String>,
+    /// Partitions a job is split into (1: one worker scores it whole).
+    partitions: Option<u32>,
     kibana_url: Option<String>,
     /// `[[elasticsearch.sources]]`: index patterns read as they are.
     sources: Option<Vec<RawEsSource>>,
@@ -230,6 +234,9 @@ pub struct Overrides {
     pub es_prefix: Option<String>,
     pub es_logs: Option<String>,
     pub job: Option<String>,
+    pub es_worker_id: Option<String>,
+    pub es_lease_secs: Option<u64>,
+    pub es_partitions: Option<u32>,
     pub listen: Option<String>,
     pub input_format: Option<String>,
     pub input_service: Option<String>,
@@ -308,6 +315,27 @@ impl Overrides {
         set(&self.es_prefix, &mut es.prefix, "elasticsearch.prefix", "--prefix", &mut by);
         set(&self.es_logs, &mut es.logs, "elasticsearch.logs", "--logs", &mut by);
         set(&self.job, &mut es.job, "elasticsearch.job", "--job", &mut by);
+        set(
+            &self.es_worker_id,
+            &mut es.worker_id,
+            "elasticsearch.worker_id",
+            "--worker-id",
+            &mut by,
+        );
+        set(
+            &self.es_lease_secs,
+            &mut es.lease_secs,
+            "elasticsearch.lease_secs",
+            "--lease-secs",
+            &mut by,
+        );
+        set(
+            &self.es_partitions,
+            &mut es.partitions,
+            "elasticsearch.partitions",
+            "--partitions",
+            &mut by,
+        );
         set(&self.listen, &mut raw.http.listen, "http.listen", "--listen", &mut by);
         let input = &mut raw.input;
         set(&self.input_format, &mut input.format, "input.format", "--format", &mut by);
@@ -650,9 +678,17 @@ fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
         checkpoint_every: secs(raw.checkpoint_every_secs, d.checkpoint_every),
         lease_ttl: raw.lease_secs.map_or(d.lease_ttl, |s| s as Millis * 1000),
         job: raw.job.unwrap_or(d.job),
+        worker_id: raw.worker_id.unwrap_or(d.worker_id),
+        partitions: raw.partitions.unwrap_or(d.partitions),
         sources,
         ..d
     };
+    if !(1..=1024).contains(&worker.partitions) {
+        return Err(invalid("elasticsearch.partitions", "must be between 1 and 1024"));
+    }
+    if worker.worker_id.is_empty() || worker.worker_id.contains(char::is_whitespace) {
+        return Err(invalid("elasticsearch.worker_id", "must be a name without spaces"));
+    }
     if worker.poll_interval.is_zero() || worker.poll_interval > Duration::from_secs(3600) {
         return Err(invalid("elasticsearch.poll_interval_secs", "must be between 1 and 3600"));
     }

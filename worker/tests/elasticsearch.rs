@@ -2121,3 +2121,123 @@ fn workers_divide_a_jobs_partitions_take_over_a_silent_ones_and_share_with_a_new
     }
     assert!(stored_holders().is_empty(), "every lease released at the end");
 }
+
+/// `backfill --partitions 4` on `prefix` as worker `id`, started (not awaited).
+fn partitioned_backfill(prefix: &str, config: &std::path::Path, id: &str) -> std::process::Child {
+    Command::new(BIN)
+        .args([
+            "backfill",
+            "--es",
+            &es_url(),
+            "--prefix",
+            prefix,
+            "--logs",
+            logs(),
+            "--from",
+            FROM,
+            "--to",
+            TO,
+        ])
+        .args(["--partitions", "4", "--lease-secs", "3", "--worker-id", id, "--json", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A worker's summary, once it exited 0.
+fn finished(child: std::process::Child, who: &str) -> Value {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "worker {who} failed: {}", out.status);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every anomaly, alert and journey document of `prefix`, by id, and the window digests left.
+fn results(c: &EsClient, prefix: &str) -> (Vec<(String, Value)>, usize) {
+    let mut docs = Vec::new();
+    for family in ["anomalies", "alerts", "journeys", "services"] {
+        for h in search_all(c, &format!("{prefix}-{family}*")) {
+            docs.push((format!("{family}/{}", h["_id"].as_str().unwrap()), h["_source"].clone()));
+        }
+    }
+    let digests = search_all(c, &format!("{prefix}-state"))
+        .iter()
+        .filter(|h| h["_source"]["state.kind"] == "digest")
+        .count();
+    (docs, digests)
+}
+
+#[test]
+fn workers_share_a_partitioned_backfill_and_a_killed_ones_partitions_are_taken_over() {
+    let c = client();
+    // Short slices, a checkpoint at each, and a 3 s lease: turns of under a second, so that
+    // several workers divide the range and a kill lands mid-run.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("apiwatch.toml");
+    std::fs::write(
+        &config,
+        "[elasticsearch]\nslice_secs = 600\ncheckpoint_every_secs = 0\npoll_interval_secs = 1\n",
+    )
+    .unwrap();
+
+    let solo = unique("parts-solo");
+    setup(&solo);
+    let alone = finished(partitioned_backfill(&solo, &config, "solo"), "solo");
+    let events = alone["events"].as_u64().unwrap();
+    assert!(events > 100_000, "one worker scores every partition: {alone}");
+    let (want, left) = results(&c, &solo);
+    assert_eq!(left, 0, "the correlator deletes the digests it consumed");
+    assert!(want.iter().any(|(id, _)| id.starts_with("alerts/")), "the incidents raise alerts");
+    assert!(want.iter().any(|(id, _)| id.starts_with("anomalies/")));
+    let again = finished(partitioned_backfill(&solo, &config, "solo"), "solo");
+    assert_eq!(again["already_complete"], true, "{again}");
+
+    // Three workers at once: each scores a share, the documents are the single worker's.
+    let shared = unique("parts-three");
+    setup(&shared);
+    let children: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|id| (*id, partitioned_backfill(&shared, &config, id)))
+        .collect();
+    let summaries: Vec<Value> = children.into_iter().map(|(id, child)| finished(child, id)).collect();
+    let scored: Vec<u64> = summaries.iter().map(|s| s["events"].as_u64().unwrap()).collect();
+    // At least once: a partition whose lease ran out under load is scored again by its taker.
+    assert!(scored.iter().sum::<u64>() >= events, "every event scored: {scored:?}");
+    assert!(
+        scored.iter().filter(|&&n| n > 0).count() >= 2,
+        "the partitions were shared: {scored:?}"
+    );
+    let (got, left) = results(&c, &shared);
+    assert_eq!(left, 0);
+    assert_eq!(got.len(), want.len(), "as many documents as one worker wrote");
+    assert!(got == want, "the same documents, field for field, as one worker's");
+
+    // A worker SIGKILLed after its first checkpoint: the other takes its partitions over once
+    // their leases run out and finishes; nothing missing, nothing twice.
+    let killed = unique("parts-kill");
+    setup(&killed);
+    let survivor = partitioned_backfill(&killed, &config, "k1");
+    let mut victim = partitioned_backfill(&killed, &config, "k2");
+    let started = Instant::now();
+    loop {
+        let body = json!({"size": 1, "query": {"bool": {"filter": [
+            {"term": {"state.kind": "checkpoint"}}, {"term": {"state.worker": "k2"}}]}}});
+        let (status, v) = c
+            .json_status("POST", &format!("/{killed}-state/_search?ignore_unavailable=true"), Some(&body))
+            .unwrap();
+        if status == 200 && v["hits"]["hits"].as_array().is_some_and(|h| !h.is_empty()) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "worker k2 never checkpointed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let s = finished(survivor, "k1");
+    assert_eq!(s["until"], "2026-03-02T03:00:00.000Z", "the survivor finished the range: {s}");
+    let (got, left) = results(&c, &killed);
+    assert_eq!(left, 0);
+    assert_eq!(got.len(), want.len(), "no document missing or twice after the kill");
+    assert!(got == want, "the same documents, field for field, as one worker's");
+}

@@ -140,6 +140,9 @@ impl DetectArgs {
             es_prefix: es.es_prefix,
             es_logs: es.es_logs,
             es_ca_cert: es.es_ca_cert,
+            es_worker_id: es.es_worker_id,
+            es_lease_secs: es.es_lease_secs,
+            es_partitions: es.es_partitions,
             ..self.overrides()
         };
         let app = crate::config::load_app(self.config.as_deref(), &env, &flags)?;
@@ -173,6 +176,18 @@ pub struct EsArgs {
     /// PEM file of the CA that signed the cluster's certificate.
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
+    /// This worker's name among the workers of a job (or `elasticsearch.worker_id`)
+    /// [default: host and process id].
+    #[arg(long)]
+    pub worker_id: Option<String>,
+    /// How long a worker's lease on a job or partition lasts unrenewed (or
+    /// `elasticsearch.lease_secs`) [default: 120].
+    #[arg(long)]
+    pub lease_secs: Option<u64>,
+    /// Split the job into this many partitions by service, shared by every worker started on
+    /// it (or `elasticsearch.partitions`) [default: 1, one worker scores the whole job].
+    #[arg(long)]
+    pub partitions: Option<u32>,
 }
 
 impl EsArgs {
@@ -184,6 +199,9 @@ impl EsArgs {
             es_prefix: self.prefix.clone(),
             es_logs: self.logs.clone(),
             es_ca_cert: self.ca_cert.clone(),
+            es_worker_id: self.worker_id.clone(),
+            es_lease_secs: self.lease_secs,
+            es_partitions: self.partitions,
             ..Overrides::default()
         }
     }

@@ -100,6 +100,10 @@ pub enum LabCommand {
         /// alert (apiwatch's), counted by cause.
         #[arg(long)]
         explain: bool,
+        /// Score each run as this many partitions of one job (by service, with one correlator),
+        /// as several workers would: what partitioning changes in detection.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
         #[command(flatten)]
         args: DetectArgs,
     },
@@ -254,8 +258,9 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             rate,
             verbose,
             explain,
+            partitions,
             args,
-        } => eval_suite(&topologies, &seeds, hours, rate, (verbose, explain), args.config()?),
+        } => eval_suite(&topologies, &seeds, hours, rate, (verbose, explain), (args.config()?, partitions)),
         LabCommand::EvalFeedback {
             topologies,
             seeds,
@@ -720,7 +725,7 @@ fn eval_suite(
     hours: f64,
     rate: f64,
     (verbose, explain): (bool, bool),
-    cfg: PipelineSetup,
+    (cfg, partitions): (PipelineSetup, u32),
 ) -> anyhow::Result<()> {
     let runs: Vec<SimConfig> = topologies
         .iter()
@@ -733,7 +738,7 @@ fn eval_suite(
     }
     .config()?;
     let pb = bar(runs.len() as u64 * 2, "evaluating");
-    let reports = eval::suite::run(&runs, &cfg, &rule_cfg, |sim, ours, r| {
+    let reports = eval::suite::run(&runs, (&cfg, partitions), &rule_cfg, |sim, ours, r| {
         pb.inc(1);
         if verbose && ours {
             eprintln!("{} seed {}: ours {:?}", sim.topology, sim.seed, r.summary_lines());

@@ -449,6 +449,10 @@ struct RunFlags {
 fn es_run(es: &EsArgs, args: &DetectArgs, flags: RunFlags) -> anyhow::Result<()> {
     let (app, setup) = args.app_listening(es, flags.listen)?;
     let (client, mut settings) = connect(&app)?;
+    anyhow::ensure!(
+        settings.partitions == 1,
+        "a live job runs whole for now (one worker at a time, others standing by): drop --partitions / elasticsearch.partitions for `run`; `backfill --partitions N` shares a range among workers"
+    );
     settings.since = flags.since.as_deref().map(|s| time_flag("--since", s)).transpose()?;
     let mut notifier = match flags.no_email {
         true => None,
@@ -637,9 +641,12 @@ fn es_backfill(es: &EsArgs, args: &DetectArgs, from: &str, to: &str, restart: bo
     let (from, to) = range_flags(from, to)?;
     let stop = stop_flag()?;
     let pb = bar(1000, "backfill");
-    let summary = crate::job::elasticsearch::backfill(&client, &settings, setup, (from, to), restart, stop, |done, total| {
-        pb.set_position((done as f64 / total.max(1) as f64 * 1000.0) as u64);
-    })?;
+    let report = |done: Millis, total: Millis| pb.set_position((done as f64 / total.max(1) as f64 * 1000.0) as u64);
+    let summary = if settings.partitions > 1 {
+        crate::job::partitioned::backfill(&client, &settings, setup, (from, to), restart, stop, report)?
+    } else {
+        crate::job::elasticsearch::backfill(&client, &settings, setup, (from, to), restart, stop, report)?
+    };
     pb.finish_and_clear();
     print_run_summary(&summary, json)
 }

@@ -57,7 +57,7 @@ fn raw_read(client: &EsClient, settings: &WorkerSettings, from: Millis, to: Mill
     let t = Instant::now();
     let docs = settings.documents()?;
     let slices = nonempty_slices(client, docs.pattern(), from, to, settings.slice)?;
-    let mut r = SliceReader::start(client, &docs, slices, settings.readers, settings.page_size);
+    let mut r = SliceReader::start(client, &docs, slices, (settings.readers, settings.page_size), None);
     let mut n = 0;
     while let Some((_, msg)) = r.next_message() {
         match msg {

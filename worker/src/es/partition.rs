@@ -8,11 +8,15 @@
 //! Why not a runtime field hashing in a Painless script: scripts are an optional module (the
 //! integration-test distribution has none, and some clusters disable them), and a script runs
 //! per document where the key list is one aggregation per range.
+//!
+//! A call's caller is a span another partition may hold: [`callers`] looks the callers of a
+//! page of calls up by id, reading only the fields that name them.
 
 use serde_json::{json, Value};
 
 use super::client::{EsClient, EsError};
 use crate::job::partition::partition_of;
+use crate::model::time::{format_rfc3339, Millis};
 
 /// Keys fetched per aggregation page.
 const PAGE: usize = 2_000;
@@ -71,6 +75,74 @@ pub fn narrow(body: &mut Value, field: &str, keys: &[String], index: u32, count:
     );
 }
 
+/// A call's caller as the log indices record it: `(span id, service, provider)`.
+pub type CallerSpan = (String, String, String);
+
+/// The spans among `ids` recorded in `index` from `from` to `to`, with their service and
+/// provider: the callers a partition's calls name, which another partition scores. One narrow
+/// search per thousands of ids (only the fields that name a caller are read). ECS events carry
+/// their id in `span.id`, Elastic APM transactions in `transaction.id`; APM documents without
+/// `cloud.provider` ran on premises, as the reader takes them.
+pub fn callers(client: &EsClient, index: &str, ids: &[String], (from, to): (Millis, Millis)) -> Result<Vec<CallerSpan>, EsError> {
+    let path = format!("/{index}/_search?ignore_unavailable=true&allow_no_indices=true");
+    let mut out = Vec::new();
+    for chunk in ids.chunks(CALLERS_PER_SEARCH) {
+        let body = json!({
+            "size": chunk.len() + 100,
+            "track_total_hits": false,
+            "_source": ["span.id", "transaction.id", "service.name", "cloud.provider", "processor.event"],
+            "query": {"bool": {
+                "filter": [{"range": {"@timestamp": {"gte": format_rfc3339(from), "lt": format_rfc3339(to), "format": "strict_date_optional_time"}}}],
+                "should": [
+                    {"terms": {"span.id": chunk}},
+                    {"bool": {"filter": [{"terms": {"transaction.id": chunk}}, {"term": {"processor.event": "transaction"}}]}}
+                ],
+                "minimum_should_match": 1
+            }}
+        });
+        let (status, v) = client.json_status("POST", &path, Some(&body))?;
+        if status == 404 {
+            return Ok(out);
+        }
+        if !(200..300).contains(&status) {
+            return Err(EsError::status(status, "POST", path, v.to_string()));
+        }
+        for hit in v.pointer("/hits/hits").and_then(Value::as_array).into_iter().flatten() {
+            out.extend(caller_of(&hit["_source"]));
+        }
+    }
+    Ok(out)
+}
+
+/// Ids per caller search (well under Elasticsearch's 65536 terms and 10000 hits).
+const CALLERS_PER_SEARCH: usize = 4_000;
+
+/// The caller a document records, if it names its span and service.
+fn caller_of(src: &Value) -> Option<CallerSpan> {
+    let field = |name: &str| lookup_str(src, name);
+    let apm = field("processor.event");
+    let id = match apm.as_deref() {
+        Some("transaction") => field("transaction.id"),
+        _ => field("span.id"),
+    }?;
+    let service = field("service.name")?;
+    let provider = match (field("cloud.provider"), apm) {
+        (Some(p), _) => p,
+        (None, Some(_)) => crate::source::json::APM_DEFAULT_PROVIDER.to_owned(),
+        (None, None) => return None,
+    };
+    Some((id, service, provider))
+}
+
+/// A string field of a `_source`, written dotted (`"span.id"`) or nested (`{"span": {"id"}}`).
+fn lookup_str(src: &Value, name: &str) -> Option<String> {
+    if let Some(v) = src.get(name) {
+        return v.as_str().map(str::to_owned);
+    }
+    let (head, rest) = name.split_once('.')?;
+    lookup_str(src.get(head)?, rest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +159,17 @@ mod tests {
         assert_eq!(body["size"], 10);
         // Partition 0 also takes documents without the key.
         let zero = filter("service.name", &keys, 0, 8);
+        assert_eq!(
+            caller_of(&json!({"span": {"id": "s1"}, "service.name": "gw", "cloud": {"provider": "aws"}})),
+            Some(("s1".into(), "gw".into(), "aws".into()))
+        );
+        let apm = json!({"processor": {"event": "transaction"}, "transaction": {"id": "t1"}, "service": {"name": "pay"}});
+        assert_eq!(caller_of(&apm), Some(("t1".into(), "pay".into(), "onprem".into())));
+        assert_eq!(
+            caller_of(&json!({"span.id": "s2", "service.name": "x"})),
+            None,
+            "an ECS event without a provider is refused"
+        );
         assert_eq!(zero["bool"]["should"][1]["bool"]["must_not"]["exists"]["field"], "service.name");
     }
 }

@@ -9,9 +9,19 @@ use crate::sink::MemorySink;
 use super::explain::{explain, Explanation};
 use super::{evaluate, EvalReport};
 
-/// Simulates and detects in memory; returns the labels, what was written and the run's counters.
-pub fn simulate_and_detect(sim: SimConfig, setup: PipelineSetup) -> anyhow::Result<(Labels, MemorySink, RunStats)> {
+/// Simulates and detects in memory (as one job, or as `partitions` partitions of one);
+/// returns the labels, what was written and the run's counters.
+pub fn simulate_and_detect(sim: SimConfig, setup: PipelineSetup, partitions: u32) -> anyhow::Result<(Labels, MemorySink, RunStats)> {
     let (events, labels) = simulate::simulate_events(sim)?;
+    if partitions > 1 {
+        let mut sink = MemorySink::default();
+        let mut p = crate::pipeline::partitions::PartitionedPipeline::new(&setup, partitions)?;
+        for e in events {
+            p.push(e, &mut sink)?;
+        }
+        let stats = p.finish(&mut sink)?;
+        return Ok((labels, sink, stats));
+    }
     let (sink, p) = detect_in_memory(events, setup, Vec::new())?;
     Ok((labels, sink, p.stats))
 }
@@ -43,18 +53,19 @@ pub struct SuiteReports {
     pub explanations: Vec<Explanation>,
 }
 
-/// Runs every simulation through `ours` and `rule`; `progress` hears each detection done
-/// (`ours` says whose it was).
+/// Runs every simulation through `ours` (as `partitions` partitions of a job when more than
+/// one) and `rule`; `progress` hears each detection done (`ours` says whose it was).
 pub fn run(
     runs: &[SimConfig],
-    ours: &PipelineSetup,
+    (ours, partitions): (&PipelineSetup, u32),
     rule: &PipelineSetup,
     mut progress: impl FnMut(&SimConfig, bool, &EvalReport),
 ) -> anyhow::Result<SuiteReports> {
     let mut out = SuiteReports::default();
     for sim in runs {
         for (is_ours, cfg, reports) in [(true, ours, &mut out.ours), (false, rule, &mut out.rule)] {
-            let (labels, sink, _) = simulate_and_detect(sim.clone(), cfg.clone())?;
+            let parts = if is_ours { partitions } else { 1 };
+            let (labels, sink, _) = simulate_and_detect(sim.clone(), cfg.clone(), parts)?;
             let alerts = sink.alerts();
             let report = evaluate(&labels, &alerts);
             if is_ours {

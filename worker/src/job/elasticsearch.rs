@@ -47,6 +47,8 @@ pub struct WorkerSettings {
     pub since: Option<Millis>,
     pub job: String,
     pub worker_id: String,
+    /// Partitions the job is split into (`1`: scored whole by one worker at a time).
+    pub partitions: u32,
     /// `[[elasticsearch.sources]]`: index patterns with their formats; empty = our ECS events
     /// in `names.logs`.
     pub sources: Vec<LogSource>,
@@ -92,6 +94,7 @@ impl Default for WorkerSettings {
             since: None,
             job: "live".into(),
             worker_id: default_worker_id(),
+            partitions: 1,
             sources: Vec::new(),
             action_links: None,
             pagerduty_webhook: None,
@@ -176,15 +179,27 @@ const LATE_WATCH: Millis = crate::model::time::HOUR_MS;
 /// What a live run adds to a job: who is told about alerts, who watches its progress, and
 /// whether the ids read are kept to score late arrivals once.
 #[derive(Default)]
-struct Hooks<'a> {
+pub(super) struct Hooks<'a> {
     notifier: Option<&'a mut dyn Notifier>,
     progress: Option<Arc<AtomicI64>>,
     status: Option<Arc<WorkerStatus>>,
     track_ids: bool,
+    /// `(index, count)` when the job is one partition of a partitioned job.
+    partition: Option<(u32, u32)>,
 }
 
-/// One running job: pipeline, writer, state and counters.
-struct JobRun<'a> {
+impl Hooks<'_> {
+    /// Partition `index` of `count` of a job.
+    pub(super) fn partition(index: u32, count: u32) -> Self {
+        Hooks {
+            partition: Some((index, count)),
+            ..Hooks::default()
+        }
+    }
+}
+
+/// One running job (or one partition of a job): pipeline, writer, state and counters.
+pub(super) struct JobRun<'a> {
     client: &'a EsClient,
     settings: &'a WorkerSettings,
     /// The log sources, ready to read hits.
@@ -212,6 +227,14 @@ struct JobRun<'a> {
     stop: Arc<AtomicBool>,
     /// The newest feedback record read (`None`: read all on the next poll).
     feedback_read: Option<Millis>,
+    /// `(index, count)` when this is one partition of a job: it reads its services' events
+    /// only, looks their callers up, and hands closed windows to the correlator.
+    partition: Option<(u32, u32)>,
+    /// Stop at the first slice end after this instant, with a checkpoint (a partition yields
+    /// so that its worker renews its leases).
+    pub(super) yield_at: Option<Instant>,
+    /// Events the pipeline had scored when the run opened (from its checkpoint).
+    events_at_open: u64,
 }
 
 impl<'a> JobRun<'a> {
@@ -228,7 +251,7 @@ impl<'a> JobRun<'a> {
     }
 
     /// Opens a leased job: from its checkpoint when there is one, else fresh from `start`.
-    fn open(
+    pub(super) fn open(
         client: &'a EsClient,
         settings: &'a WorkerSettings,
         setup: PipelineSetup,
@@ -255,16 +278,20 @@ impl<'a> JobRun<'a> {
             progress,
             status,
             track_ids,
+            partition,
         } = hooks;
+        if partition.is_some() {
+            pipeline.hand_windows_to_correlator();
+        }
         // Who was told what survives a restart with the learned state.
         let mut notifier = notifier;
         if let (Some(n), Some(state)) = (notifier.as_deref_mut(), resumed_extra.get("notifier")) {
             n.load(state);
         }
         let saved = (until, pipeline.save_state()?);
-        let writer = BulkWriter::new(client.clone(), settings.names.clone(), &settings.worker_id, notifier.is_some())
-            .with_links(settings.action_links.clone());
+        let writer = new_writer(client, settings, notifier.is_some(), partition);
         summary.from = Some(format_rfc3339(until));
+        let events_at_open = pipeline.stats.events;
         Ok(JobRun {
             client,
             settings,
@@ -285,6 +312,9 @@ impl<'a> JobRun<'a> {
             notifier,
             stop,
             feedback_read: None,
+            partition,
+            yield_at: None,
+            events_at_open,
         })
     }
 
@@ -311,27 +341,63 @@ impl<'a> JobRun<'a> {
         }
     }
 
-    fn until(&self) -> Millis {
+    pub(super) fn until(&self) -> Millis {
         self.saved.0
+    }
+
+    /// Events scored, bytes read and checkpoints saved by this run (not before its checkpoint).
+    pub(super) fn counters(&self) -> (u64, u64, u64) {
+        let events = self.pipeline.stats.events.saturating_sub(self.events_at_open);
+        (events, self.summary.read_bytes, self.summary.checkpoints)
     }
 
     /// Scores `[position, upper)` and writes its documents; checkpoints when one is due (every
     /// `checkpoint_every`, at a stop, and at the end when `final_checkpoint`). On a failure, the
     /// pipeline is rolled back to the last checkpoint so the caller can retry.
-    fn advance(&mut self, upper: Millis, final_checkpoint: bool, mut progress: impl FnMut(Millis)) -> Result<bool, WorkerError> {
+    pub(super) fn advance(&mut self, upper: Millis, final_checkpoint: bool, mut progress: impl FnMut(Millis)) -> Result<bool, WorkerError> {
         match self.advance_inner(upper, final_checkpoint, &mut progress) {
             Ok(stopped) => Ok(stopped),
             Err(e) => {
                 self.pipeline = Pipeline::restore(self.setup.clone(), &self.saved.1)?;
+                if self.partition.is_some() {
+                    self.pipeline.hand_windows_to_correlator();
+                }
                 self.position = self.saved.0;
                 // Feedback taken in since the checkpoint was rolled back with it: read it again.
                 self.feedback_read = None;
-                let keep = self.notifier.is_some();
-                self.writer = BulkWriter::new(self.client.clone(), self.settings.names.clone(), &self.settings.worker_id, keep)
-                    .with_links(self.settings.action_links.clone());
+                self.writer = new_writer(self.client, self.settings, self.notifier.is_some(), self.partition);
                 Err(e)
             }
         }
+    }
+
+    /// Tells the partition's pipeline who made the calls of a page: callers are looked up in
+    /// the log indices by span id (another partition scores them), except those in the page.
+    fn tell_callers(&mut self, events: &[crate::model::Event]) -> Result<(), WorkerError> {
+        if self.partition.is_none() {
+            return Ok(());
+        }
+        let in_page: rustc_hash::FxHashSet<&str> = events.iter().filter_map(|e| e.span_id.as_deref()).collect();
+        let mut wanted: Vec<String> = (events.iter())
+            .filter_map(|e| e.parent_id.as_deref())
+            .filter(|p| !in_page.contains(p))
+            .map(str::to_owned)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        let first = events.iter().map(|e| e.timestamp).min().unwrap_or_default();
+        let last = events.iter().map(|e| e.timestamp).max().unwrap_or_default();
+        // A caller starts before its call, within the spans a pipeline remembers.
+        let cfg = &self.setup.cfg;
+        let range = (first - cfg.lateness - 2 * cfg.window, last + cfg.lateness);
+        let found = crate::es::partition::callers(self.client, self.docs.pattern(), &wanted, range).map_err(anyhow::Error::from)?;
+        for (span, service, provider) in found {
+            self.pipeline.know_caller(&span, &service, &provider, last);
+        }
+        Ok(())
     }
 
     fn checkpoint_due(&self) -> bool {
@@ -347,12 +413,21 @@ impl<'a> JobRun<'a> {
             return Ok(false);
         }
         let slices = nonempty_slices(self.client, self.docs.pattern(), from, upper, self.settings.slice.max(1000))?;
+        let filter = match self.partition {
+            Some((index, count)) => {
+                let range = json!({"range": {"@timestamp": {"gte": format_rfc3339(from), "lt": format_rfc3339(upper), "format": "strict_date_optional_time"}}});
+                let keys =
+                    crate::es::partition::keys(self.client, self.docs.pattern(), PARTITION_KEY, &range).map_err(anyhow::Error::from)?;
+                Some(Arc::new(crate::es::partition::filter(PARTITION_KEY, &keys, index, count)))
+            }
+            None => None,
+        };
         let mut reader = SliceReader::start(
             self.client,
             &self.docs,
             slices.clone(),
-            self.settings.readers,
-            self.settings.page_size,
+            (self.settings.readers, self.settings.page_size),
+            filter,
         );
         let mut stopped = false;
         let mut read = 0u64;
@@ -366,6 +441,7 @@ impl<'a> JobRun<'a> {
                     }
                     self.summary.read_bytes += page.bytes;
                     merge_report(&mut self.report, &page.report);
+                    self.tell_callers(&page.events)?;
                     for ev in page.events {
                         self.pipeline.push(ev, &mut self.writer)?;
                     }
@@ -376,7 +452,8 @@ impl<'a> JobRun<'a> {
                     self.pipeline.advance_to(end, &mut self.writer)?;
                     self.position = end;
                     progress(end);
-                    let stop = self.stop.load(Ordering::Relaxed);
+                    let yielding = self.yield_at.is_some_and(|at| Instant::now() >= at);
+                    let stop = self.stop.load(Ordering::Relaxed) || yielding;
                     if stop || self.checkpoint_due() {
                         self.checkpoint(end)?;
                     }
@@ -585,6 +662,20 @@ impl<'a> JobRun<'a> {
     }
 }
 
+/// The field a partitioned job divides its events by: the callee service, which owns the state
+/// of windows, baselines, forests, models and forecasts.
+pub const PARTITION_KEY: &str = "service.name";
+
+/// A bulk writer for a job, or for one partition of it (whose windows go out as digests).
+fn new_writer(client: &EsClient, settings: &WorkerSettings, keep_anomalies: bool, partition: Option<(u32, u32)>) -> BulkWriter {
+    let writer = BulkWriter::new(client.clone(), settings.names.clone(), &settings.worker_id, keep_anomalies)
+        .with_links(settings.action_links.clone());
+    match partition {
+        Some((index, count)) => writer.for_partition(&crate::job::partition::partition_job(&settings.job, index, count)),
+        None => writer,
+    }
+}
+
 fn notify(n: &mut dyn Notifier, alerts: &[Alert]) -> u64 {
     match n.notify(alerts) {
         Ok(sent) => sent,
@@ -704,6 +795,7 @@ pub fn run<'a>(
         progress: opts.progress,
         status: opts.status,
         track_ids: true,
+        partition: None,
     };
     let mut job = JobRun::open(client, settings, setup.into(), store, hooks, stop.clone(), start)?;
     let mut failures = 0u32;
@@ -753,7 +845,7 @@ pub fn run<'a>(
     Ok(job.summary(started))
 }
 
-fn is_transient(e: &anyhow::Error) -> bool {
+pub(super) fn is_transient(e: &anyhow::Error) -> bool {
     e.chain()
         .any(|c| c.downcast_ref::<crate::es::client::EsError>().is_some_and(|e| e.is_transient()))
 }

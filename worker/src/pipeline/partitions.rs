@@ -110,7 +110,7 @@ impl PartitionedPipeline {
         let digests = std::mem::take(&mut part_sink.digests);
         self.take_digests(index, digests);
         self.pushed += 1;
-        if self.pushed.is_multiple_of(ADVANCE_EVERY) {
+        if self.pushed % ADVANCE_EVERY == 0 {
             self.advance_all(self.newest.saturating_sub(self.lateness), sink)?;
         }
         self.correlate_ready(sink)

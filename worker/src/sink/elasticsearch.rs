@@ -61,6 +61,8 @@ pub struct BulkWriter {
     pending_anomalies: Vec<Anomaly>,
     /// Signs the answering links of open alerts' documents (`alert.link.*`).
     action_links: Option<crate::feedback::link::ActionLinks>,
+    /// The partition this writer writes window digests for (its job name in the state index).
+    partition: Option<String>,
 }
 
 impl BulkWriter {
@@ -85,7 +87,15 @@ impl BulkWriter {
             written_anomalies: Vec::new(),
             pending_anomalies: Vec::new(),
             action_links: None,
+            partition: None,
         }
+    }
+
+    /// The same writer, for one partition of a job: closed windows go to the state index as
+    /// digests for the correlator (`state.kind: digest`, one per window, id from the window).
+    pub fn for_partition(mut self, job: &str) -> Self {
+        self.partition = Some(job.to_owned());
+        self
     }
 
     fn push<T: Serialize>(&mut self, family: &'static str, index: String, id: String, doc: &T) -> anyhow::Result<()> {
@@ -207,6 +217,11 @@ fn bulk_body(ops: &[Op]) -> Vec<u8> {
     body
 }
 
+/// The id of partition `job`'s digest of the window starting at `start`.
+pub fn digest_id(job: &str, start: Millis) -> String {
+    format!("digest-{job}-{start}")
+}
+
 /// A stable document id for a service record.
 pub fn service_doc_id(s: &ServiceRecord) -> String {
     format!("{}@{}", s.service, s.provider)
@@ -245,6 +260,21 @@ impl ResultSink for BulkWriter {
             self.push("journeys", self.names.journeys_index(j.timestamp), j.id.clone(), j)?;
         }
         Ok(())
+    }
+
+    fn write_digest(&mut self, digest: &crate::alert::correlate::WindowDigest) -> anyhow::Result<()> {
+        let Some(job) = self.partition.clone() else {
+            anyhow::bail!("a window digest for a writer that writes no partition");
+        };
+        let doc = json!({
+            "@timestamp": format_rfc3339(digest.start),
+            "state.kind": "digest",
+            "state.job": job,
+            "state.checkpoint": format_rfc3339(digest.end),
+            "state.stats": digest,
+        });
+        let id = digest_id(&job, digest.start);
+        self.push("digests", self.names.state.clone(), id, &doc)
     }
 
     fn finish(&mut self, services: &[ServiceRecord]) -> anyhow::Result<()> {

@@ -214,6 +214,8 @@ pub struct RangeReader<'c> {
     reopened: u32,
     failed_in_a_row: u32,
     done: bool,
+    /// A filter clause besides the time range (one partition's keys).
+    filter: Option<Arc<Value>>,
 }
 
 /// How often in a row a range's point-in-time is reopened before its failure is the caller's:
@@ -237,7 +239,14 @@ impl<'c> RangeReader<'c> {
             reopened: 0,
             failed_in_a_row: 0,
             done: from >= to,
+            filter: None,
         }
+    }
+
+    /// Reads only the documents matching `filter` too (a query clause: one partition's keys).
+    pub fn with_filter(mut self, filter: Option<Arc<Value>>) -> Self {
+        self.filter = filter;
+        self
     }
 
     /// The point-in-time being read, if one is open.
@@ -429,15 +438,20 @@ impl<'c> RangeReader<'c> {
 
     /// One page of hits on the point-in-time, as the raw response.
     fn search(&self) -> Result<bytes::Bytes, EsError> {
+        let range = json!({"range": {"@timestamp": {
+            "gte": format_rfc3339(self.from),
+            "lt": format_rfc3339(self.to),
+            "format": "strict_date_optional_time"
+        }}});
+        let query = match &self.filter {
+            Some(f) => json!({"bool": {"filter": [range, f.as_ref()]}}),
+            None => range,
+        };
         let mut body = json!({
             "size": self.page_size,
             "track_total_hits": false,
             "pit": {"id": self.pit, "keep_alive": "2m"},
-            "query": {"range": {"@timestamp": {
-                "gte": format_rfc3339(self.from),
-                "lt": format_rfc3339(self.to),
-                "format": "strict_date_optional_time"
-            }}},
+            "query": query,
             "sort": [{"@timestamp": {"order": "asc", "format": "strict_date_optional_time_nanos"}}, {"_shard_doc": "asc"}],
         });
         if let Some(after) = &self.after {
@@ -536,7 +550,14 @@ pub struct SliceReader {
 }
 
 impl SliceReader {
-    pub fn start(client: &EsClient, docs: &Arc<Documents>, slices: Vec<(Millis, Millis)>, threads: usize, page_size: usize) -> Self {
+    /// `filter`: a query clause every document read must match too (one partition's keys).
+    pub fn start(
+        client: &EsClient,
+        docs: &Arc<Documents>,
+        slices: Vec<(Millis, Millis)>,
+        (threads, page_size): (usize, usize),
+        filter: Option<Arc<Value>>,
+    ) -> Self {
         let threads = threads.clamp(1, slices.len().max(1));
         let mut receivers = Vec::new();
         let mut handles = Vec::new();
@@ -546,9 +567,10 @@ impl SliceReader {
             let mine: Vec<(usize, (Millis, Millis))> = slices.iter().copied().enumerate().filter(|(i, _)| i % threads == t).collect();
             let client = client.clone();
             let docs = Arc::clone(docs);
+            let filter = filter.clone();
             handles.push(thread::spawn(move || {
                 for (i, (from, to)) in mine {
-                    let mut r = RangeReader::new(&client, &docs, from, to, page_size);
+                    let mut r = RangeReader::new(&client, &docs, from, to, page_size).with_filter(filter.clone());
                     loop {
                         match r.next_page() {
                             Ok(Some(p)) => {

@@ -9,6 +9,10 @@ use std::borrow::Cow;
 use crate::model::event::{ClientSide, Event, Text, MAX_DURATION_NS};
 use crate::model::time::{epoch_int_to_millis, epoch_to_millis, parse_rfc3339, Millis};
 
+/// The provider of an Elastic APM document without `cloud.provider` (agents name one only
+/// where they run in a cloud).
+pub const APM_DEFAULT_PROVIDER: &str = "onprem";
+
 /// Why a line could not become an event.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum EventError {
@@ -490,7 +494,7 @@ impl RawEvent {
         // APM agents report `cloud.provider` only where they run in a cloud.
         let provider = match self.provider {
             Some(p) => p,
-            None if apm => Text::from("onprem"),
+            None if apm => Text::from(APM_DEFAULT_PROVIDER),
             None => return Err(EventError::Missing("cloud.provider")),
         };
         let (span_id, client) = if client_side {
