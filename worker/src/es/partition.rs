@@ -80,7 +80,7 @@ pub type CallerSpan = (String, String, String);
 
 /// The spans among `ids` recorded in `index` from `from` to `to`, with their service and
 /// provider: the callers a partition's calls name, which another partition scores. One narrow
-/// search per thousands of ids (only the fields that name a caller are read). ECS events carry
+/// search per thousands of ids (only the doc values that name a caller are read). ECS events carry
 /// their id in `span.id`, Elastic APM transactions in `transaction.id`; APM documents without
 /// `cloud.provider` ran on premises, as the reader takes them.
 pub fn callers(client: &EsClient, index: &str, ids: &[String], (from, to): (Millis, Millis)) -> Result<Vec<CallerSpan>, EsError> {
@@ -90,7 +90,9 @@ pub fn callers(client: &EsClient, index: &str, ids: &[String], (from, to): (Mill
         let body = json!({
             "size": chunk.len() + 100,
             "track_total_hits": false,
-            "_source": ["span.id", "transaction.id", "service.name", "cloud.provider", "processor.event"],
+            // Doc values: no stored document is read (a field an index lacks is left out).
+            "_source": false,
+            "docvalue_fields": ["span.id", "transaction.id", "service.name", "cloud.provider", "processor.event"],
             "query": {"bool": {
                 "filter": [{"range": {"@timestamp": {"gte": format_rfc3339(from), "lt": format_rfc3339(to), "format": "strict_date_optional_time"}}}],
                 "should": [
@@ -108,7 +110,7 @@ pub fn callers(client: &EsClient, index: &str, ids: &[String], (from, to): (Mill
             return Err(EsError::status(status, "POST", path, v.to_string()));
         }
         for hit in v.pointer("/hits/hits").and_then(Value::as_array).into_iter().flatten() {
-            out.extend(caller_of(&hit["_source"]));
+            out.extend(caller_of(&hit["fields"]));
         }
     }
     Ok(out)
@@ -117,9 +119,9 @@ pub fn callers(client: &EsClient, index: &str, ids: &[String], (from, to): (Mill
 /// Ids per caller search (well under Elasticsearch's 65536 terms and 10000 hits).
 const CALLERS_PER_SEARCH: usize = 4_000;
 
-/// The caller a document records, if it names its span and service.
-fn caller_of(src: &Value) -> Option<CallerSpan> {
-    let field = |name: &str| lookup_str(src, name);
+/// The caller a hit's doc values record, if they name its span and service.
+fn caller_of(fields: &Value) -> Option<CallerSpan> {
+    let field = |name: &str| fields.get(name)?.get(0)?.as_str().map(str::to_owned);
     let apm = field("processor.event");
     let id = match apm.as_deref() {
         Some("transaction") => field("transaction.id"),
@@ -132,15 +134,6 @@ fn caller_of(src: &Value) -> Option<CallerSpan> {
         (None, None) => return None,
     };
     Some((id, service, provider))
-}
-
-/// A string field of a `_source`, written dotted (`"span.id"`) or nested (`{"span": {"id"}}`).
-fn lookup_str(src: &Value, name: &str) -> Option<String> {
-    if let Some(v) = src.get(name) {
-        return v.as_str().map(str::to_owned);
-    }
-    let (head, rest) = name.split_once('.')?;
-    lookup_str(src.get(head)?, rest)
 }
 
 #[cfg(test)]
@@ -160,16 +153,13 @@ mod tests {
         // Partition 0 also takes documents without the key.
         let zero = filter("service.name", &keys, 0, 8);
         assert_eq!(
-            caller_of(&json!({"span": {"id": "s1"}, "service.name": "gw", "cloud": {"provider": "aws"}})),
+            caller_of(&json!({"span.id": ["s1"], "service.name": ["gw"], "cloud.provider": ["aws"]})),
             Some(("s1".into(), "gw".into(), "aws".into()))
         );
-        let apm = json!({"processor": {"event": "transaction"}, "transaction": {"id": "t1"}, "service": {"name": "pay"}});
+        let apm = json!({"processor.event": ["transaction"], "transaction.id": ["t1"], "service.name": ["pay"]});
         assert_eq!(caller_of(&apm), Some(("t1".into(), "pay".into(), "onprem".into())));
-        assert_eq!(
-            caller_of(&json!({"span.id": "s2", "service.name": "x"})),
-            None,
-            "an ECS event without a provider is refused"
-        );
+        let no_provider = json!({"span.id": ["s2"], "service.name": ["x"]});
+        assert_eq!(caller_of(&no_provider), None, "an ECS event without a provider is refused");
         assert_eq!(zero["bool"]["should"][1]["bool"]["must_not"]["exists"]["field"], "service.name");
     }
 }

@@ -235,6 +235,18 @@ pub(super) struct JobRun<'a> {
     pub(super) yield_at: Option<Instant>,
     /// Events the pipeline had scored when the run opened (from its checkpoint).
     events_at_open: u64,
+    /// A partition's reading plan up to an upper bound: the slices holding events and its
+    /// filter, listed once per upper bound (a partition yields and resumes many times on the
+    /// way to a backfill's end; what is left is a part of what was listed).
+    plan: Option<ReadingPlan>,
+}
+
+/// Up to `upper`: the slices holding events, and the filter of a partition's services.
+#[derive(Clone)]
+struct ReadingPlan {
+    upper: Millis,
+    slices: Vec<(Millis, Millis)>,
+    filter: Option<Arc<Value>>,
 }
 
 impl<'a> JobRun<'a> {
@@ -315,6 +327,7 @@ impl<'a> JobRun<'a> {
             partition,
             yield_at: None,
             events_at_open,
+            plan: None,
         })
     }
 
@@ -345,6 +358,14 @@ impl<'a> JobRun<'a> {
         self.saved.0
     }
 
+    /// Checkpoints where the run stands (before a partition is handed to another worker).
+    pub(super) fn checkpoint_now(&mut self) -> Result<(), WorkerError> {
+        if self.saved.0 < self.position {
+            self.checkpoint(self.position)?;
+        }
+        Ok(())
+    }
+
     /// Events scored, bytes read and checkpoints saved by this run (not before its checkpoint).
     pub(super) fn counters(&self) -> (u64, u64, u64) {
         let events = self.pipeline.stats.events.saturating_sub(self.events_at_open);
@@ -369,6 +390,34 @@ impl<'a> JobRun<'a> {
                 Err(e)
             }
         }
+    }
+
+    /// The slices of `[from, upper)` holding events, and (for a partition) the filter of its
+    /// services' events. A partition keeps the plan for its upper bound and reuses what is left
+    /// of it when it resumes after yielding.
+    fn reading_plan(&mut self, from: Millis, upper: Millis) -> Result<ReadingPlan, WorkerError> {
+        if let Some(plan) = self.plan.as_ref().filter(|p| p.upper == upper) {
+            let slices = (plan.slices.iter().copied())
+                .filter(|&(_, end)| end > from)
+                .map(|(start, end)| (start.max(from), end))
+                .collect();
+            let filter = plan.filter.clone();
+            return Ok(ReadingPlan { upper, slices, filter });
+        }
+        let slices = nonempty_slices(self.client, self.docs.pattern(), from, upper, self.settings.slice.max(1000))?;
+        let Some((index, count)) = self.partition else {
+            return Ok(ReadingPlan {
+                upper,
+                slices,
+                filter: None,
+            });
+        };
+        let range = json!({"range": {"@timestamp": {"gte": format_rfc3339(from), "lt": format_rfc3339(upper), "format": "strict_date_optional_time"}}});
+        let keys = crate::es::partition::keys(self.client, self.docs.pattern(), PARTITION_KEY, &range).map_err(anyhow::Error::from)?;
+        let filter = Some(Arc::new(crate::es::partition::filter(PARTITION_KEY, &keys, index, count)));
+        let plan = ReadingPlan { upper, slices, filter };
+        self.plan = Some(plan.clone());
+        Ok(plan)
     }
 
     /// Tells the partition's pipeline who made the calls of a page: callers are looked up in
@@ -412,16 +461,7 @@ impl<'a> JobRun<'a> {
             }
             return Ok(false);
         }
-        let slices = nonempty_slices(self.client, self.docs.pattern(), from, upper, self.settings.slice.max(1000))?;
-        let filter = match self.partition {
-            Some((index, count)) => {
-                let range = json!({"range": {"@timestamp": {"gte": format_rfc3339(from), "lt": format_rfc3339(upper), "format": "strict_date_optional_time"}}});
-                let keys =
-                    crate::es::partition::keys(self.client, self.docs.pattern(), PARTITION_KEY, &range).map_err(anyhow::Error::from)?;
-                Some(Arc::new(crate::es::partition::filter(PARTITION_KEY, &keys, index, count)))
-            }
-            None => None,
-        };
+        let ReadingPlan { slices, filter, .. } = self.reading_plan(from, upper)?;
         let mut reader = SliceReader::start(
             self.client,
             &self.docs,
@@ -452,12 +492,16 @@ impl<'a> JobRun<'a> {
                     self.pipeline.advance_to(end, &mut self.writer)?;
                     self.position = end;
                     progress(end);
+                    // A partition yields to its worker's next round without a checkpoint (one
+                    // is saved when due, and before the partition is handed over).
                     let yielding = self.yield_at.is_some_and(|at| Instant::now() >= at);
-                    let stop = self.stop.load(Ordering::Relaxed) || yielding;
+                    let stop = self.stop.load(Ordering::Relaxed);
                     if stop || self.checkpoint_due() {
                         self.checkpoint(end)?;
+                    } else if yielding {
+                        self.publish()?;
                     }
-                    if stop && end < upper {
+                    if (stop || yielding) && end < upper {
                         stopped = true;
                         break;
                     }

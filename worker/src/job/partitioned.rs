@@ -36,6 +36,22 @@ use crate::pipeline::{PipelineSetup, StateError};
 use crate::sink::elasticsearch::BulkWriter;
 use crate::sink::ResultSink;
 
+/// Rounds in a row whose leases could not be read or written before the worker gives up (with
+/// growing pauses: about a minute of a cluster recovering).
+const ROUND_RETRIES: u32 = 15;
+
+/// Whether a failure may pass (the cluster busy, a node lost): Elasticsearch said so.
+fn transient(e: &WorkerError) -> bool {
+    match e {
+        WorkerError::Other(e) => super::elasticsearch::is_transient(e),
+        WorkerError::State(crate::es::state::StateStoreError::Es(e)) => e.is_transient(),
+        _ => false,
+    }
+}
+
+/// How long a round of turns lasts at most (beyond one slice per partition).
+const ROUND: Duration = Duration::from_secs(2);
+
 /// Digests read per search page (each holds a window's anomalies and calls of one partition).
 const DIGEST_PAGE: usize = 500;
 
@@ -80,12 +96,26 @@ pub fn backfill(
     let mut runs: BTreeMap<u32, JobRun> = BTreeMap::new();
     let mut correlator: Option<Correlator> = None;
     let mut done = Counters::default();
-    // A round (every held partition's turn) ends well within a third of the lease, when its
-    // holder renews: each partition yields at its first slice end past the round's deadline.
-    let turn = Duration::from_millis((settings.lease_ttl / 4).max(1) as u64).min(settings.checkpoint_every);
+    let mut failures = 0u32;
+    // Rounds come every couple of seconds (so that a worker joining gets its share soon), and
+    // well within a third of the lease (when leases are renewed): each partition yields at its
+    // first slice end past the round's deadline, and checkpoints only when one is due.
+    let turn = Duration::from_millis((settings.lease_ttl / 4).max(1) as u64).min(ROUND);
     loop {
         let now = chrono::Utc::now().timestamp_millis();
-        let share = coordinator.round(now).map_err(anyhow::Error::from)?;
+        let share = match coordinator.round(now).map_err(|e| WorkerError::Other(e.into())) {
+            Ok(share) => {
+                failures = 0;
+                share
+            }
+            Err(e) if transient(&e) && failures < ROUND_RETRIES && !stop.load(Ordering::Relaxed) => {
+                failures += 1;
+                tracing::warn!(error = %e, attempt = failures, "Elasticsearch unavailable for the leases; trying again");
+                std::thread::sleep(Duration::from_secs(u64::from(failures.min(5))));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         for p in &share.lost {
             tracing::warn!(
                 partition = p,
@@ -95,40 +125,37 @@ pub fn backfill(
                 done.add(&run);
             }
         }
-        for p in share.surplus {
-            // Every turn ends with a checkpoint: nothing to save before handing it over.
-            if let Some(run) = runs.remove(&p) {
+        for &p in &share.surplus {
+            // Handed over from where it stands: checkpointed first, then released.
+            if let Some(mut run) = runs.remove(&p) {
+                keep_or_give_up(run.checkpoint_now())?;
                 done.add(&run);
             }
-            coordinator.release(p).map_err(anyhow::Error::from)?;
+            if let Err(e) = coordinator.release(p) {
+                tracing::warn!(partition = p, error = %e, "could not release a partition: it is free once its lease runs out");
+            }
         }
         let deadline = Instant::now() + turn;
         let mut worked = false;
-        for &p in &share.held {
-            worked |= turn_of(
-                &mut runs,
-                &mut done,
-                Partition { index: p, count, from, to },
-                deadline,
-                (client, settings, &setup, &stop),
-            )?;
+        for &p in share.held.iter().filter(|p| !share.surplus.contains(p)) {
+            let part = Partition { index: p, count, from, to };
+            match turn_of(&mut runs, &mut done, part, deadline, (client, settings, &setup, &stop)) {
+                Ok(w) => worked |= w,
+                Err(e) if transient(&e) => {
+                    tracing::warn!(partition = p, error = %e, "Elasticsearch unavailable; the partition goes on from its checkpoint next round");
+                    runs.remove(&p);
+                }
+                Err(e) => return Err(e),
+            }
         }
         if share.correlator {
-            if correlator.is_none() {
-                correlator = Some(Correlator::open(client, settings, &setup, count, from)?);
-            }
-            if let Some(c) = correlator.as_mut() {
-                let before = c.position;
-                c.step(to)?;
-                worked |= c.position > before;
-                progress(c.position - from, to - from);
-            }
+            worked |= correlator_turn(&mut correlator, (client, settings, &setup), (count, from, to), &mut progress)?;
         } else {
             correlator = None;
         }
         let complete = match &correlator {
             Some(c) => c.position >= to,
-            None => correlator_store.status()?.data_until.is_some_and(|t| t >= to),
+            None => range_done(&correlator_store, to),
         };
         if complete || stop.load(Ordering::Relaxed) {
             break;
@@ -137,7 +164,9 @@ pub fn backfill(
             std::thread::sleep(settings.poll_interval.min(Duration::from_secs(1)));
         }
     }
-    for run in runs.values() {
+    for run in runs.values_mut() {
+        // A stop between turns: what was scored since the last checkpoint is kept.
+        keep_or_give_up(run.checkpoint_now())?;
         done.add(run);
     }
     // Leaving hands every partition and the correlator over at once.
@@ -210,6 +239,58 @@ fn turn_of<'a>(
         Err(e) => return Err(e),
     }
     Ok(true)
+}
+
+/// The correlator's turn (opened from its checkpoint the first time): whether it moved. A
+/// transient failure closes it, to go on from its checkpoint next round.
+fn correlator_turn<'a>(
+    correlator: &mut Option<Correlator<'a>>,
+    (client, settings, setup): (&'a EsClient, &'a WorkerSettings, &PipelineSetup),
+    (count, from, to): (u32, Millis, Millis),
+    progress: &mut impl FnMut(Millis, Millis),
+) -> Result<bool, WorkerError> {
+    let mut step = || {
+        if correlator.is_none() {
+            *correlator = Some(Correlator::open(client, settings, setup, count, from)?);
+        }
+        let Some(c) = correlator.as_mut() else { return Ok(false) };
+        let before = c.position;
+        c.step(to)?;
+        progress(c.position - from, to - from);
+        Ok::<bool, WorkerError>(c.position > before)
+    };
+    match step() {
+        Err(e) if transient(&e) => {
+            // What was correlated since the checkpoint is done again from it.
+            tracing::warn!(error = %e, "Elasticsearch unavailable; the correlator goes on from its checkpoint next round");
+            *correlator = None;
+            Ok(false)
+        }
+        other => other,
+    }
+}
+
+/// Whether the correlator's checkpoint (another worker's) has reached the end of the range.
+fn range_done(correlator_store: &StateStore, to: Millis) -> bool {
+    match correlator_store.status() {
+        Ok(s) => s.data_until.is_some_and(|t| t >= to),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the correlator's checkpoint; asking again next round");
+            false
+        }
+    }
+}
+
+/// A checkpoint's outcome, where a version conflict (another worker took the partition over
+/// and wrote first: its work stands) is not this worker's failure.
+fn keep_or_give_up(saved: Result<(), WorkerError>) -> Result<(), WorkerError> {
+    match saved {
+        Err(WorkerError::State(crate::es::state::StateStoreError::Conflict { job })) => {
+            tracing::warn!(%job, "another worker moved this partition's checkpoint: it is theirs now");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// What the partitions this worker ran did (a partition handed over keeps its counts here).
