@@ -48,9 +48,62 @@ fn docs(c: &EsClient, index: &str) -> Vec<(String, Value)> {
     out
 }
 
+/// The `kind` documents under prefix `got` are those under `want`: same ids, none twice, field
+/// for field.
+fn assert_same(c: &EsClient, kind: &str, want: &str, got: &str) {
+    let want = docs(c, &format!("{want}-{kind}"));
+    let got = docs(c, &format!("{got}-{kind}"));
+    assert!(!want.is_empty(), "{kind}: the reference run wrote some");
+    let ids = |d: &[(String, Value)]| d.iter().map(|(id, _)| id.clone()).collect::<BTreeSet<_>>();
+    assert_eq!(ids(&got), ids(&want), "{kind}: the same ids, none missing, none extra");
+    assert_eq!(got.len(), ids(&got).len(), "{kind}: none twice");
+    assert_eq!(got, want, "{kind}: the same documents, field for field");
+}
+
+/// Waits until a job under `prefix` has saved a checkpoint (two minutes at most).
+fn wait_for_a_checkpoint(c: &EsClient, prefix: &str, started: Instant) {
+    loop {
+        let _ = c.json_status("POST", &format!("/{prefix}-state/_refresh"), None);
+        let query = json!({"query": {"term": {"state.kind": "checkpoint"}}});
+        let (status, v) = c.json_status("POST", &format!("/{prefix}-state/_search"), Some(&query)).unwrap();
+        if status == 200 && v["hits"]["hits"].as_array().is_some_and(|h| !h.is_empty()) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{prefix}: no checkpoint after 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The output of `who`, which must exit 0 within 10 minutes of `since`.
+fn finish_within(mut child: std::process::Child, since: Instant, c: &EsClient, who: &str) -> std::process::Output {
+    while child.try_wait().unwrap().is_none() {
+        if since.elapsed() > Duration::from_secs(600) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            let health = c.json("GET", "/_cluster/health", None).map(|v| v.to_string()).unwrap_or_default();
+            panic!(
+                "{who} did not finish within 10 minutes of the kill (cluster: {health}):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{who} gave up after the node died:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A backfill over all three nodes in which one node is killed (SIGKILL) after the worker's
 /// first checkpoint: the worker carries on through the others and ends with exactly the
-/// anomalies, alerts and journeys of a run on the whole cluster: none missing, none twice.
+/// anomalies, alerts and journeys of a run on the whole cluster: none missing, none twice. Two
+/// workers sharing the same range as partitions, running when the node dies, do the same.
 #[test]
 fn a_node_killed_under_a_running_worker_loses_nothing() {
     let urls = env("APIWATCH_TEST_ES_CLUSTER");
@@ -106,6 +159,26 @@ fn a_node_killed_under_a_running_worker_loses_nothing() {
     };
     let args = backfill("ref");
     apiwatch_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let partitioned = |prefix: &str, worker: &str| {
+        let mut args = backfill(prefix);
+        args.extend(["--partitions", "4", "--worker-id", worker].map(str::to_owned));
+        args
+    };
+    apiwatch_ok(&["setup", "--es", &urls, "--prefix", "pref"]);
+    apiwatch_ok(&partitioned("pref", "solo").iter().map(String::as_str).collect::<Vec<_>>());
+    apiwatch_ok(&["setup", "--es", &urls, "--prefix", "pfail"]);
+    let sharing: Vec<_> = ["w1", "w2"]
+        .iter()
+        .map(|w| {
+            Command::new(BIN)
+                .args(partitioned("pfail", w))
+                .env("APIWATCH_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
 
     apiwatch_ok(&["setup", "--es", &urls, "--prefix", "failover"]);
     let child = Command::new(BIN)
@@ -116,15 +189,8 @@ fn a_node_killed_under_a_running_worker_loses_nothing() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    loop {
-        let _ = c.json_status("POST", "/failover-state/_refresh", None);
-        let query = json!({"query": {"term": {"state.kind": "checkpoint"}}});
-        let (status, v) = c.json_status("POST", "/failover-state/_search", Some(&query)).unwrap();
-        if status == 200 && v["hits"]["hits"].as_array().is_some_and(|h| !h.is_empty()) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
-        std::thread::sleep(Duration::from_millis(20));
+    for prefix in ["failover", "pfail"] {
+        wait_for_a_checkpoint(&c, prefix, started);
     }
     // The indices the worker created on its first writes (monthly anomalies and journeys) have
     // their replicas started before a node goes: a primary without a copy elsewhere would be
@@ -136,6 +202,11 @@ fn a_node_killed_under_a_running_worker_loses_nothing() {
         child.try_wait().unwrap().is_none(),
         "the backfill ended before the kill: the test proves nothing (smaller slices?)"
     );
+    let mut sharing = sharing;
+    assert!(
+        sharing.iter_mut().any(|w| w.try_wait().unwrap().is_none()),
+        "the partitioned backfill ended before the kill: the test proves nothing"
+    );
     let killed = Command::new("bash")
         .args(["../scripts/elasticsearch.sh", "kill", "--name", &name, "--node", "2"])
         .status()
@@ -143,21 +214,11 @@ fn a_node_killed_under_a_running_worker_loses_nothing() {
     assert!(killed.success(), "could not kill node 2");
     // Bounded: a worker that waits forever fails the test instead of hanging it.
     let waited = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if waited.elapsed() > Duration::from_secs(600) {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            let health = c.json("GET", "/_cluster/health", None).map(|v| v.to_string()).unwrap_or_default();
-            panic!(
-                "the backfill did not finish within 10 minutes of the kill (cluster: {health}):\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let out = finish_within(child, waited, &c, "the backfill");
+    for (i, w) in sharing.into_iter().enumerate() {
+        finish_within(w, waited, &c, &format!("partitioned worker {i}"));
     }
-    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the worker gave up after the node died:\n{stderr}");
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["already_complete"], false, "{summary}");
     assert!(
@@ -166,12 +227,7 @@ fn a_node_killed_under_a_running_worker_loses_nothing() {
     );
 
     for kind in ["anomalies", "alerts", "journeys"] {
-        let want = docs(&c, &format!("ref-{kind}"));
-        let got = docs(&c, &format!("failover-{kind}"));
-        assert!(!want.is_empty(), "{kind}: the reference run wrote some");
-        let ids = |d: &[(String, Value)]| d.iter().map(|(id, _)| id.clone()).collect::<BTreeSet<_>>();
-        assert_eq!(ids(&got), ids(&want), "{kind}: the same ids, none missing, none extra");
-        assert_eq!(got.len(), ids(&got).len(), "{kind}: none twice");
-        assert_eq!(got, want, "{kind}: the same documents, field for field");
+        assert_same(&c, kind, "ref", "failover");
+        assert_same(&c, kind, "pref", "pfail");
     }
 }

@@ -23,7 +23,7 @@ const PAGE: usize = 2_000;
 
 /// The distinct values of `field` among the documents of `index` matching `query`, sorted.
 pub fn keys(client: &EsClient, index: &str, field: &str, query: &Value) -> Result<Vec<String>, EsError> {
-    let path = format!("/{index}/_search?ignore_unavailable=true&allow_no_indices=true");
+    let path = format!("/{index}/_search?ignore_unavailable=true&allow_no_indices=true&allow_partial_search_results=false");
     let mut out = Vec::new();
     let mut after: Option<Value> = None;
     loop {
@@ -84,7 +84,7 @@ pub type CallerSpan = (String, String, String);
 /// their id in `span.id`, Elastic APM transactions in `transaction.id`; APM documents without
 /// `cloud.provider` ran on premises, as the reader takes them.
 pub fn callers(client: &EsClient, index: &str, ids: &[String], (from, to): (Millis, Millis)) -> Result<Vec<CallerSpan>, EsError> {
-    let path = format!("/{index}/_search?ignore_unavailable=true&allow_no_indices=true");
+    let path = format!("/{index}/_search?ignore_unavailable=true&allow_no_indices=true&allow_partial_search_results=false");
     let mut out = Vec::new();
     for chunk in ids.chunks(CALLERS_PER_SEARCH) {
         let body = json!({

@@ -771,11 +771,13 @@ pub fn nonempty_slices(client: &EsClient, logs: &str, from: Millis, to: Millis, 
     Ok(out)
 }
 
-/// A search over the log indices; `None` when there are none yet.
+/// A search over the log indices; `None` when there are none yet. A shard that cannot answer
+/// (its node just died) fails the search instead of leaving its documents out of the answer:
+/// a slice list or a key list with holes would skip events silently.
 fn search_logs(client: &EsClient, logs: &str, body: &Value, what: &str) -> anyhow::Result<Option<Value>> {
     let (status, v) = client.json_status(
         "POST",
-        &format!("/{logs}/_search?ignore_unavailable=true&allow_no_indices=true"),
+        &format!("/{logs}/_search?ignore_unavailable=true&allow_no_indices=true&allow_partial_search_results=false"),
         Some(body),
     )?;
     if status == 404 {

@@ -493,7 +493,7 @@ impl<'a> Correlator<'a> {
             }
             let v = self
                 .client
-                .json("POST", &format!("/{index}/_search"), Some(&body))
+                .json("POST", &format!("/{index}/_search?allow_partial_search_results=false"), Some(&body))
                 .map_err(anyhow::Error::from)?;
             let hits = v.pointer("/hits/hits").and_then(Value::as_array).cloned().unwrap_or_default();
             for hit in &hits {
