@@ -3,7 +3,7 @@
 //! addresses in `APIWATCH_TEST_*` variables. Every test uses its own index names.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step in a test is its failure
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -1193,7 +1193,7 @@ impl Listening {
 
 /// The samples of a Prometheus text exposition, by metric name and labels (as `k=v,` pairs,
 /// sorted); the parse fails the test where the text is not valid exposition.
-fn scrape(text: &str) -> std::collections::BTreeMap<(String, String), f64> {
+fn scrape(text: &str) -> BTreeMap<(String, String), f64> {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
     scrape
@@ -1995,7 +1995,6 @@ fn partition_queries_divide_the_documents_as_the_workers_hash_does() {
 fn workers_divide_a_jobs_partitions_take_over_a_silent_ones_and_share_with_a_newcomer() {
     use apiwatch::es::lease::EsLeaseBook;
     use apiwatch::job::partition::{Assignment, Coordinator};
-    use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicU8, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -2168,6 +2167,47 @@ fn results(c: &EsClient, prefix: &str) -> (Vec<(String, Value)>, usize) {
     (docs, digests)
 }
 
+/// Fails naming the documents that differ (by id, with the fields that differ), not just that
+/// something does.
+fn assert_same_documents(got: &[(String, Value)], want: &[(String, Value)]) {
+    let want_by_id: BTreeMap<&str, &Value> = want.iter().map(|(id, v)| (id.as_str(), v)).collect();
+    let got_by_id: BTreeMap<&str, &Value> = got.iter().map(|(id, v)| (id.as_str(), v)).collect();
+    let mut differences = Vec::new();
+    for (id, w) in &want_by_id {
+        match got_by_id.get(id) {
+            None => differences.push(format!("{id}: missing")),
+            Some(g) if g != w => {
+                let fields: Vec<String> = w
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, v)| g.get(k.as_str()) != Some(v))
+                    .map(|(k, v)| format!("{k}: want {v}, got {}", g.get(k.as_str()).unwrap_or(&Value::Null)))
+                    .chain(
+                        g.as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(k, _)| w.get(k.as_str()).is_none())
+                            .map(|(k, v)| format!("{k}: unexpected {v}")),
+                    )
+                    .collect();
+                differences.push(format!("{id}: {}", fields.join("; ")));
+            }
+            Some(_) => {}
+        }
+    }
+    for id in got_by_id.keys().filter(|id| !want_by_id.contains_key(*id)) {
+        differences.push(format!("{id}: not in one worker's"));
+    }
+    assert!(
+        differences.is_empty(),
+        "{} of {} documents differ from one worker's:\n{}",
+        differences.len(),
+        want.len(),
+        differences.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
 #[test]
 fn workers_share_a_partitioned_backfill_and_a_killed_ones_partitions_are_taken_over() {
     let c = client();
@@ -2211,7 +2251,7 @@ fn workers_share_a_partitioned_backfill_and_a_killed_ones_partitions_are_taken_o
     let (got, left) = results(&c, &shared);
     assert_eq!(left, 0);
     assert_eq!(got.len(), want.len(), "as many documents as one worker wrote");
-    assert!(got == want, "the same documents, field for field, as one worker's");
+    assert_same_documents(&got, &want);
 
     // A worker SIGKILLed after its first checkpoint: the other takes its partitions over once
     // their leases run out and finishes; nothing missing, nothing twice.
@@ -2219,19 +2259,7 @@ fn workers_share_a_partitioned_backfill_and_a_killed_ones_partitions_are_taken_o
     setup(&killed);
     let survivor = partitioned_backfill(&killed, &config, "k1");
     let mut victim = partitioned_backfill(&killed, &config, "k2");
-    let started = Instant::now();
-    loop {
-        let body = json!({"size": 1, "query": {"bool": {"filter": [
-            {"term": {"state.kind": "checkpoint"}}, {"term": {"state.worker": "k2"}}]}}});
-        let (status, v) = c
-            .json_status("POST", &format!("/{killed}-state/_search?ignore_unavailable=true"), Some(&body))
-            .unwrap();
-        if status == 200 && v["hits"]["hits"].as_array().is_some_and(|h| !h.is_empty()) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "worker k2 never checkpointed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_checkpoint(&c, &killed, "k2");
     victim.kill().unwrap();
     victim.wait().unwrap();
     let s = finished(survivor, "k1");
@@ -2239,5 +2267,49 @@ fn workers_share_a_partitioned_backfill_and_a_killed_ones_partitions_are_taken_o
     let (got, left) = results(&c, &killed);
     assert_eq!(left, 0);
     assert_eq!(got.len(), want.len(), "no document missing or twice after the kill");
-    assert!(got == want, "the same documents, field for field, as one worker's");
+    assert_same_documents(&got, &want);
+
+    // A worker frozen mid-turn (SIGSTOP: a pause longer than its leases) while the other
+    // takes its partitions over: woken up, it writes nothing over the taker's documents.
+    let paused = unique("parts-pause");
+    setup(&paused);
+    let taker = partitioned_backfill(&paused, &config, "p1");
+    let sleeper = partitioned_backfill(&paused, &config, "p2");
+    wait_for_checkpoint(&c, &paused, "p2");
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &sleeper.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(8));
+    signal("-CONT");
+    let ends = [finished(taker, "p1"), finished(sleeper, "p2")].map(|s| s["until"].clone());
+    assert!(
+        ends.contains(&json!("2026-03-02T03:00:00.000Z")),
+        "the range was finished: {ends:?}"
+    );
+    let (got, left) = results(&c, &paused);
+    assert_eq!(left, 0, "no window digest written after the range was correlated");
+    assert_same_documents(&got, &want);
+}
+
+/// Waits until worker `who` saved a partition checkpoint of `prefix`.
+fn wait_for_checkpoint(c: &EsClient, prefix: &str, who: &str) {
+    let started = Instant::now();
+    loop {
+        let body = json!({"size": 1, "query": {"bool": {"filter": [
+            {"term": {"state.kind": "checkpoint"}}, {"term": {"state.worker": who}}]}}});
+        let (status, v) = c
+            .json_status("POST", &format!("/{prefix}-state/_search?ignore_unavailable=true"), Some(&body))
+            .unwrap();
+        if status == 200 && v["hits"]["hits"].as_array().is_some_and(|h| !h.is_empty()) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "worker {who} never checkpointed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -138,6 +138,9 @@ struct Span {
     /// (network and the callee's queue): measured, so neither derived nor ambiguous.
     #[serde(default)]
     measured_wait: Option<f64>,
+    /// Its caller was scored by another partition of the job.
+    #[serde(default)]
+    caller_elsewhere: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -232,6 +235,11 @@ impl JourneyDetector {
     /// Keeps a finished journey for a document if it was flagged or is its entry's slowest yet.
     fn keep(&mut self, j: &Journey, total_ms: f64, failed: bool, marked: Option<(u32, bool)>) {
         let Some(root) = root_of(&j.spans) else { return };
+        // A part of a journey entered in another partition: the partition holding the entry
+        // writes the journey's document (one per journey, whoever scored which part).
+        if root.caller_elsewhere {
+            return;
+        }
         let kept = || Kept {
             journey: Journey {
                 trace_id: j.trace_id.clone(),
@@ -796,6 +804,7 @@ impl Detector for JourneyDetector {
                     .caller_waited_ms
                     .zip(c.event.duration_ms())
                     .map(|(waited, own)| (waited - own).max(0.0)),
+                caller_elsewhere: c.caller_elsewhere,
             });
         }
     }
@@ -967,6 +976,7 @@ mod tests {
             span: Some(trace * 10 + c.span),
             parent: c.parent.map(|p| trace * 10 + p),
             caller_waited_ms: c.waited,
+            caller_elsewhere: false,
             names,
         });
     }

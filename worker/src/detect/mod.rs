@@ -43,6 +43,9 @@ pub struct CallContext<'a> {
     /// How long the caller waited for this call, from the caller's own record of it (an exit
     /// span), when there is one: the hop as the caller saw it.
     pub caller_waited_ms: Option<f64>,
+    /// The caller was scored by another partition of the job (told by
+    /// [`crate::pipeline::Pipeline::know_caller`]), not by this pipeline.
+    pub caller_elsewhere: bool,
     pub names: &'a Interner,
 }
 

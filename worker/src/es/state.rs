@@ -110,6 +110,11 @@ impl StateStore {
         }
     }
 
+    /// The job (or partition) whose checkpoint this is.
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
     fn checkpoint_id(&self) -> String {
         format!("checkpoint-{}", self.job)
     }

@@ -153,6 +153,10 @@ pub enum WorkerError {
     Restore(#[from] StateError),
     #[error("job `{job}` is held by worker {holder}; this worker stands by (or stop the other one)")]
     Leased { job: String, holder: String },
+    /// A partition's (or the correlator's) lease may have run out: nothing more is written
+    /// for it until the worker's next round renews it.
+    #[error("the lease of `{job}` may have run out before this write; it waits for the next round")]
+    LeaseRanOut { job: String },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -233,6 +237,10 @@ pub(super) struct JobRun<'a> {
     /// Stop at the first slice end after this instant, with a checkpoint (a partition yields
     /// so that its worker renews its leases).
     pub(super) yield_at: Option<Instant>,
+    /// Wall-clock time (ms) after which a partition writes nothing: its lease, renewed by the
+    /// worker's rounds, may be another worker's by then (a worker slowed past its lease must
+    /// not overwrite what the taker wrote).
+    pub(super) fence: Option<Millis>,
     /// Events the pipeline had scored when the run opened (from its checkpoint).
     events_at_open: u64,
     /// A partition's reading plan up to an upper bound: the slices holding events and its
@@ -326,6 +334,7 @@ impl<'a> JobRun<'a> {
             feedback_read: None,
             partition,
             yield_at: None,
+            fence: None,
             events_at_open,
             plan: None,
         })
@@ -603,8 +612,19 @@ impl<'a> JobRun<'a> {
         Ok(())
     }
 
+    /// Refuses a write once the fence has passed (see [`JobRun::fence`]).
+    fn check_fence(&self) -> Result<(), WorkerError> {
+        match self.fence {
+            Some(t) if chrono::Utc::now().timestamp_millis() >= t => Err(WorkerError::LeaseRanOut {
+                job: self.store.job().to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes everything scored so far and tells people about stored alert changes.
     fn publish(&mut self) -> Result<(), WorkerError> {
+        self.check_fence()?;
         self.writer.flush().map_err(anyhow::Error::from)?;
         let (alerts, anomalies) = self.writer.take_written();
         if let Some(n) = self.notifier.as_deref_mut() {
@@ -663,6 +683,7 @@ impl<'a> JobRun<'a> {
     /// The notifier's memory (who was told what) is saved with it; a crash between a send and
     /// the next checkpoint may repeat that message at the restart (at least once, never lost).
     fn checkpoint(&mut self, until: Millis) -> Result<(), WorkerError> {
+        self.check_fence()?;
         let services = self.pipeline.registry.records(&self.pipeline.names);
         self.writer.write_services(&services)?;
         self.publish()?;

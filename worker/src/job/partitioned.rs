@@ -136,10 +136,12 @@ pub fn backfill(
             }
         }
         let deadline = Instant::now() + turn;
+        // Leases were written to run out at `now + lease`; writes stop a fifth earlier.
+        let fence = now + settings.lease_ttl - settings.lease_ttl / 5;
         let mut worked = false;
         for &p in share.held.iter().filter(|p| !share.surplus.contains(p)) {
             let part = Partition { index: p, count, from, to };
-            match turn_of(&mut runs, &mut done, part, deadline, (client, settings, &setup, &stop)) {
+            match turn_of(&mut runs, &mut done, part, (deadline, fence), (client, settings, &setup, &stop)) {
                 Ok(w) => worked |= w,
                 Err(e) if transient(&e) => {
                     tracing::warn!(partition = p, error = %e, "Elasticsearch unavailable; the partition goes on from its checkpoint next round");
@@ -149,7 +151,7 @@ pub fn backfill(
             }
         }
         if share.correlator {
-            worked |= correlator_turn(&mut correlator, (client, settings, &setup), (count, from, to), &mut progress)?;
+            worked |= correlator_turn(&mut correlator, (client, settings, &setup), (count, from, to), fence, &mut progress)?;
         } else {
             correlator = None;
         }
@@ -201,7 +203,7 @@ fn turn_of<'a>(
     runs: &mut BTreeMap<u32, JobRun<'a>>,
     done: &mut Counters,
     part: Partition,
-    deadline: Instant,
+    (deadline, fence): (Instant, Millis),
     (client, settings, setup, stop): (&'a EsClient, &'a WorkerSettings, &PipelineSetup, &Arc<AtomicBool>),
 ) -> Result<bool, WorkerError> {
     let run = match runs.entry(part.index) {
@@ -225,8 +227,13 @@ fn turn_of<'a>(
         return Ok(false);
     }
     run.yield_at = Some(deadline);
+    run.fence = Some(fence);
     match run.advance(part.to, true, |_| {}) {
         Ok(_) => {}
+        Err(WorkerError::LeaseRanOut { job }) => {
+            // Rolled back to its checkpoint: scored again next round if the lease was renewed.
+            tracing::warn!(%job, "a turn outlasted the partition's lease: nothing more written; next round goes on from the checkpoint");
+        }
         Err(WorkerError::Other(e)) if super::elasticsearch::is_transient(&e) => {
             tracing::warn!(partition = part.index, error = %e, "Elasticsearch unavailable; the partition rolled back to its checkpoint and goes on next round");
         }
@@ -247,6 +254,7 @@ fn correlator_turn<'a>(
     correlator: &mut Option<Correlator<'a>>,
     (client, settings, setup): (&'a EsClient, &'a WorkerSettings, &PipelineSetup),
     (count, from, to): (u32, Millis, Millis),
+    fence: Millis,
     progress: &mut impl FnMut(Millis, Millis),
 ) -> Result<bool, WorkerError> {
     let mut step = || {
@@ -254,12 +262,23 @@ fn correlator_turn<'a>(
             *correlator = Some(Correlator::open(client, settings, setup, count, from)?);
         }
         let Some(c) = correlator.as_mut() else { return Ok(false) };
+        c.fence = fence;
         let before = c.position;
         c.step(to)?;
         progress(c.position - from, to - from);
         Ok::<bool, WorkerError>(c.position > before)
     };
     match step() {
+        Err(WorkerError::LeaseRanOut { job }) => {
+            tracing::warn!(%job, "the correlator's step outlasted its lease: nothing more written; it goes on from its checkpoint");
+            *correlator = None;
+            Ok(false)
+        }
+        Err(WorkerError::State(crate::es::state::StateStoreError::Conflict { job })) => {
+            tracing::warn!(%job, "another worker moved the correlator's checkpoint: it goes on from there");
+            *correlator = None;
+            Ok(false)
+        }
         Err(e) if transient(&e) => {
             // What was correlated since the checkpoint is done again from it.
             tracing::warn!(error = %e, "Elasticsearch unavailable; the correlator goes on from its checkpoint next round");
@@ -285,6 +304,10 @@ fn range_done(correlator_store: &StateStore, to: Millis) -> bool {
 /// and wrote first: its work stands) is not this worker's failure.
 fn keep_or_give_up(saved: Result<(), WorkerError>) -> Result<(), WorkerError> {
     match saved {
+        Err(WorkerError::LeaseRanOut { job }) => {
+            tracing::warn!(%job, "the partition's lease may have run out: not checkpointed here; its next holder goes on from the last checkpoint");
+            Ok(())
+        }
         Err(WorkerError::State(crate::es::state::StateStoreError::Conflict { job })) => {
             tracing::warn!(%job, "another worker moved this partition's checkpoint: it is theirs now");
             Ok(())
@@ -383,6 +406,8 @@ struct Correlator<'a> {
     position: Millis,
     writer: BulkWriter,
     anomalies: u64,
+    /// Wall-clock time (ms) after which the correlator writes nothing (see `JobRun::fence`).
+    fence: Millis,
 }
 
 impl<'a> Correlator<'a> {
@@ -422,6 +447,7 @@ impl<'a> Correlator<'a> {
             position,
             writer: BulkWriter::new(client.clone(), settings.names.clone(), &settings.worker_id, false),
             anomalies: 0,
+            fence: Millis::MAX,
         })
     }
 
@@ -446,6 +472,14 @@ impl<'a> Correlator<'a> {
         if ready <= self.position {
             return Ok(());
         }
+        // A correlator that outlasted its lease may have moved the checkpoint after this one
+        // opened (and deleted the digests it consumed): this one must not write from behind.
+        if self.store.status()?.data_until.is_some_and(|t| t > self.position) {
+            return Err(crate::es::state::StateStoreError::Conflict {
+                job: self.store.job().to_owned(),
+            }
+            .into());
+        }
         let mut merger = DigestMerger::new(self.count);
         let mut consumed = Vec::new();
         for (id, index, digest) in self.read_digests(ready)? {
@@ -458,9 +492,11 @@ impl<'a> Correlator<'a> {
         for mut digest in merger.ready() {
             let changed = correlate(&mut self.alerts, &mut digest);
             self.anomalies += digest.anomalies.len() as u64;
+            self.check_fence()?;
             self.writer.write_anomalies(&digest.anomalies)?;
             self.writer.write_alerts(&changed)?;
         }
+        self.check_fence()?;
         self.writer.flush().map_err(anyhow::Error::from)?;
         let state = encode(&self.alerts)?;
         let extra = json!({"anomalies": self.anomalies, "alerts_raised": self.alerts.raised()});
@@ -470,6 +506,17 @@ impl<'a> Correlator<'a> {
         // is never read again: reads start after the position.
         if let Err(e) = delete_digests(self.client, &self.settings.names.state, &consumed) {
             tracing::warn!(error = %e, "could not delete consumed window digests; they are not read again");
+        }
+        Ok(())
+    }
+
+    /// Alerts are updated in place: one written by a correlator slowed past its lease could
+    /// overwrite a newer state written by the next holder.
+    fn check_fence(&self) -> Result<(), WorkerError> {
+        if chrono::Utc::now().timestamp_millis() >= self.fence {
+            return Err(WorkerError::LeaseRanOut {
+                job: self.store.job().to_owned(),
+            });
         }
         Ok(())
     }

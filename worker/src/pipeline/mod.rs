@@ -244,6 +244,10 @@ impl SpanIndex {
             .copied()
             .or_else(foreign)
     }
+    /// Known only as another partition's call.
+    fn elsewhere(&self, span: u64) -> bool {
+        !self.current.contains_key(&span) && !self.previous.contains_key(&span) && self.foreign.contains_key(&span)
+    }
     fn exit(&self, span: u64) -> Option<ExitRecord> {
         self.exits.get(&span).or_else(|| self.exits_previous.get(&span)).copied()
     }
@@ -477,6 +481,7 @@ impl Pipeline {
             self.spans.current.insert(s, (service, provider));
         }
         let caller = parent.and_then(|p| self.spans.get(p));
+        let caller_elsewhere = parent.is_some_and(|p| self.spans.elsewhere(p));
         // Called through a caller's record: the journey links the callee to the caller's own
         // call and takes the time lost outside the callee as measured, not derived.
         let exit = parent.and_then(|p| self.spans.exit(p));
@@ -524,6 +529,7 @@ impl Pipeline {
             span,
             parent,
             caller_waited_ms: exit.and_then(|x| x.duration_ns).map(|ns| ns as f64 / 1e6),
+            caller_elsewhere,
             names: &self.names,
         };
         for d in &mut self.detectors {

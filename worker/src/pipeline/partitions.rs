@@ -37,6 +37,10 @@ pub struct PartitionedPipeline {
     alerts: AlertManager,
     /// Recent spans' `(service, provider, partition)`, two generations by time.
     spans: [FxHashMap<u64, (String, String, u32)>; 2],
+    /// Parents named before their own record came (a caller logs when its call ends, after its
+    /// callees): the partitions of their children, told when the parent arrives (the child
+    /// waits in its partition's reordering for as long as the lateness).
+    awaited: [FxHashMap<u64, Vec<u32>>; 2],
     generation_end: Millis,
     newest: Millis,
     pushed: u64,
@@ -62,6 +66,7 @@ impl PartitionedPipeline {
             merger: DigestMerger::new(count),
             alerts: AlertManager::new(setup.cfg.alerts.clone()),
             spans: [FxHashMap::default(), FxHashMap::default()],
+            awaited: [FxHashMap::default(), FxHashMap::default()],
             generation_end: Millis::MIN,
             newest: Millis::MIN,
             pushed: 0,
@@ -89,17 +94,29 @@ impl PartitionedPipeline {
         if t >= self.generation_end {
             let [current, previous] = &mut self.spans;
             *previous = std::mem::take(current);
+            let [current, previous] = &mut self.awaited;
+            *previous = std::mem::take(current);
             self.generation_end = t.saturating_add(self.lateness + 2 * self.window);
         }
         if let Some(parent) = ev.parent_id.as_deref() {
             let key = hash_str(parent);
             let known = self.spans[0].get(&key).or_else(|| self.spans[1].get(&key));
-            if let Some((service, provider, _)) = known.filter(|(_, _, p)| *p != index) {
-                self.parts[index as usize].know_caller(parent, service, provider, t);
+            match known {
+                Some((service, provider, p)) if *p != index => {
+                    self.parts[index as usize].know_caller(parent, service, provider, t);
+                }
+                Some(_) => {}
+                None => self.awaited[0].entry(key).or_default().push(index),
             }
         }
         if let Some(span) = ev.span_id.as_deref() {
-            self.spans[0].insert(hash_str(span), (ev.service.to_string(), ev.provider.to_string(), index));
+            let key = hash_str(span);
+            for waiting in [self.awaited[0].remove(&key), self.awaited[1].remove(&key)].into_iter().flatten() {
+                for p in waiting.into_iter().filter(|&p| p != index) {
+                    self.parts[p as usize].know_caller(span, &ev.service, &ev.provider, t);
+                }
+            }
+            self.spans[0].insert(key, (ev.service.to_string(), ev.provider.to_string(), index));
         }
         let mut part_sink = PartitionSink {
             index,
@@ -323,5 +340,55 @@ mod tests {
         }
         // Run twice, the same: nothing depends on the order partitions were driven in.
         assert_eq!(ids(&parted), ids(&run_partitioned(&cfg, &events, 3)));
+    }
+
+    #[test]
+    fn a_journey_across_partitions_is_written_once_by_the_partition_of_its_entry() {
+        let cfg = PipelineConfig::default();
+        let events = events(4);
+        let whole = run_whole(&cfg, &events);
+        let parted = run_partitioned(&cfg, &events, 3);
+        let entries: std::collections::BTreeMap<&str, &str> =
+            whole.journeys.iter().map(|j| (j.trace_id.as_str(), j.service.as_str())).collect();
+        let mut traces = std::collections::BTreeSet::new();
+        let mut across = 0;
+        for j in &parted.journeys {
+            assert!(
+                traces.insert(j.trace_id.as_str()),
+                "trace {} written twice: {:?}; whole: {:?}",
+                j.trace_id,
+                parted
+                    .journeys
+                    .iter()
+                    .filter(|k| k.trace_id == j.trace_id)
+                    .map(|k| (&k.service, &k.services, &k.hops, k.timestamp))
+                    .collect::<Vec<_>>(),
+                whole
+                    .journeys
+                    .iter()
+                    .filter(|k| k.trace_id == j.trace_id)
+                    .map(|k| (&k.service, &k.services, &k.hops, k.timestamp))
+                    .collect::<Vec<_>>()
+            );
+            // Each written journey starts where the whole job's starts (not at a callee whose
+            // caller another partition scored).
+            if let Some(entry) = entries.get(j.trace_id.as_str()) {
+                assert_eq!(*entry, j.service, "trace {}", j.trace_id);
+            }
+            assert!(
+                !j.hops.iter().any(|h| h.to == format!("{}/{}", j.service, j.provider)),
+                "journey {} starts at a callee: {:?}",
+                j.trace_id,
+                j.hops
+            );
+            across += usize::from(
+                whole
+                    .journeys
+                    .iter()
+                    .any(|w| w.trace_id == j.trace_id && w.services.len() > j.services.len()),
+            );
+        }
+        assert!(!parted.journeys.is_empty());
+        assert!(across > 0, "some journeys cross partitions (so the test means something)");
     }
 }
