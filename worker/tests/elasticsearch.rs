@@ -2248,10 +2248,7 @@ fn workers_share_a_partitioned_backfill_and_a_killed_ones_partitions_are_taken_o
         scored.iter().filter(|&&n| n > 0).count() >= 2,
         "the partitions were shared: {scored:?}"
     );
-    let (got, left) = results(&c, &shared);
-    assert_eq!(left, 0);
-    assert_eq!(got.len(), want.len(), "as many documents as one worker wrote");
-    assert_same_documents(&got, &want);
+    assert_like_one_workers(&c, &shared, &want, "as many documents as one worker wrote");
 
     // A worker SIGKILLed after its first checkpoint: the other takes its partitions over once
     // their leases run out and finishes; nothing missing, nothing twice.
@@ -2264,10 +2261,7 @@ fn workers_share_a_partitioned_backfill_and_a_killed_ones_partitions_are_taken_o
     victim.wait().unwrap();
     let s = finished(survivor, "k1");
     assert_eq!(s["until"], "2026-03-02T03:00:00.000Z", "the survivor finished the range: {s}");
-    let (got, left) = results(&c, &killed);
-    assert_eq!(left, 0);
-    assert_eq!(got.len(), want.len(), "no document missing or twice after the kill");
-    assert_same_documents(&got, &want);
+    assert_like_one_workers(&c, &killed, &want, "no document missing or twice after the kill");
 
     // A worker frozen mid-turn (SIGSTOP: a pause longer than its leases) while the other
     // takes its partitions over: woken up, it writes nothing over the taker's documents.
@@ -2292,9 +2286,15 @@ fn workers_share_a_partitioned_backfill_and_a_killed_ones_partitions_are_taken_o
         ends.contains(&json!("2026-03-02T03:00:00.000Z")),
         "the range was finished: {ends:?}"
     );
-    let (got, left) = results(&c, &paused);
-    assert_eq!(left, 0, "no window digest written after the range was correlated");
-    assert_same_documents(&got, &want);
+    assert_like_one_workers(&c, &paused, &want, "no window digest written after the range was correlated");
+}
+
+/// `prefix`'s documents are `want` (one worker's), field for field, and no digest is left.
+fn assert_like_one_workers(c: &EsClient, prefix: &str, want: &[(String, Value)], why: &str) {
+    let (got, left) = results(c, prefix);
+    assert_eq!(left, 0, "{why}: window digests left");
+    assert_eq!(got.len(), want.len(), "{why}");
+    assert_same_documents(&got, want);
 }
 
 /// Waits until worker `who` saved a partition checkpoint of `prefix`.
