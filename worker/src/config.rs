@@ -206,6 +206,7 @@ struct RawAlerts {
     group_related_services: Option<bool>,
     max_alert_age_secs: Option<u64>,
     max_services_per_alert: Option<usize>,
+    hold_recurring: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -845,6 +846,9 @@ fn validate(raw: RawConfig, origin: &str) -> Result<PipelineConfig, ConfigError>
         cfg.alerts.group_related_services = a.group_related_services.unwrap_or(false);
         cfg.alerts.raise_single = a.raise_single_score.unwrap_or(STATIC_RULE_RAISE_SINGLE);
     }
+    // The static rule alerts on every hit, as shops configure it: it learns nothing by default.
+    let static_rule = cfg.detectors == [DetectorKind::StaticRule];
+    cfg.alerts.hold_recurring = a.hold_recurring.unwrap_or(da.hold_recurring && !static_rule);
     cfg.alerts.max_alert_age = secs(a.max_alert_age_secs, da.max_alert_age);
     cfg.alerts.max_nodes = a.max_services_per_alert.unwrap_or(da.max_nodes);
     if cfg.alerts.max_nodes == 0 {

@@ -66,7 +66,8 @@ impl WindowDigest {
 }
 
 /// Runs one window through the alert manager: edges and changes first, then feedback, the
-/// calls seen (for recovery), the anomalies, and which rule held back each one that was held.
+/// recurrences, the calls seen (for recovery), the anomalies, and which rule held back each one
+/// that was held.
 /// Returns the alerts that changed; the digest's anomalies come back marked.
 pub fn correlate(alerts: &mut AlertManager, digest: &mut WindowDigest) -> Vec<Alert> {
     digest.restore_weights();
@@ -77,6 +78,7 @@ pub fn correlate(alerts: &mut AlertManager, digest: &mut WindowDigest) -> Vec<Al
         alerts.note_change(node, t);
     }
     alerts.apply_feedback(&mut digest.anomalies, digest.end);
+    alerts.hold_recurrences(&mut digest.anomalies, digest.end);
     if alerts.has_open_alerts() {
         alerts.observe_calls(std::mem::take(&mut digest.calls));
     }

@@ -28,6 +28,7 @@
 //! that a new problem gets an alert of its own.
 
 pub mod correlate;
+pub mod recurrence;
 pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +65,14 @@ pub struct AlertConfig {
     /// An incident with this many services takes in no new one (counted).
     #[serde(default = "default_max_nodes")]
     pub max_nodes: usize,
+    /// Hold back a finding that is one more short episode its entity keeps having by itself
+    /// (see [`recurrence`]).
+    #[serde(default = "default_hold_recurring")]
+    pub hold_recurring: bool,
+}
+
+fn default_hold_recurring() -> bool {
+    true
 }
 
 fn default_max_alert_age() -> Millis {
@@ -87,6 +96,7 @@ impl Default for AlertConfig {
             group_related_services: true,
             max_alert_age: default_max_alert_age(),
             max_nodes: default_max_nodes(),
+            hold_recurring: default_hold_recurring(),
         }
     }
 }
@@ -313,6 +323,9 @@ pub struct AlertManager {
     /// Acknowledgements, silences and what verdicts taught.
     #[serde(default)]
     feedback: FeedbackBook,
+    /// Short episodes each entity's findings came and went in, and what they hold back.
+    #[serde(default)]
+    recurrences: recurrence::RecurrenceBook,
     /// Calls per entity label in the window being ingested ([`AlertManager::observe_calls`]).
     #[serde(skip)]
     window_calls: FxHashMap<String, u64>,
@@ -395,6 +408,7 @@ impl AlertManager {
             held: BTreeMap::new(),
             bounds: BTreeMap::new(),
             feedback: FeedbackBook::default(),
+            recurrences: recurrence::RecurrenceBook::default(),
             window_calls: FxHashMap::default(),
         }
     }
@@ -465,6 +479,15 @@ impl AlertManager {
                 a.held_by = Some(crate::feedback::HELD_BY_VERDICT.to_owned());
                 self.feedback.counts.anomalies_held += 1;
             }
+        }
+    }
+
+    /// Holds back the findings of the window ending at `now` that are one more short episode
+    /// their entity keeps having by itself (see [`recurrence`]; marked, and counted by
+    /// [`AlertManager::ingest`]). Call before `ingest`.
+    pub fn hold_recurrences(&mut self, anomalies: &mut [Anomaly], now: Millis) {
+        if self.cfg.hold_recurring {
+            self.recurrences.judge(anomalies, now);
         }
     }
 

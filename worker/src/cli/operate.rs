@@ -286,6 +286,14 @@ pub fn print_detect_summary(run: &FilesRun, output: &Path) -> anyhow::Result<()>
             );
             continue;
         }
+        if rule == crate::alert::recurrence::RECURRING {
+            outln!(
+                "  {} held back as one more short episode its entity keeps having by itself (`{rule}`; marked \
+                 anomaly.held_by, with the episodes in the reason)",
+                count(*n, "anomaly", "anomalies")
+            );
+            continue;
+        }
         outln!(
             "  {} strong enough to raise an alert held back by `{rule}` (marked anomaly.held_by in anomalies.ndjson)",
             count(*n, "anomaly", "anomalies")

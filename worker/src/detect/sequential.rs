@@ -24,10 +24,12 @@
 //! - **Pauses a service is known for**: some traffic stops for a minute or three and comes back
 //!   by itself, again and again (a client that pauses between batches, a load generator). A drop
 //!   that recovered within [`PAUSE_WINDOWS`] windows (before anyone could have acted on it) is
-//!   remembered for a day; a later drop is reported only once it has lasted longer than every
-//!   remembered pause. Until then it is still written, marked `held_by: learned_pause` with the
-//!   pauses it is compared with, and counted, so nothing is dropped unseen. A real outage outlasts
-//!   the pauses within minutes; one longer than [`PAUSE_WINDOWS`] is never learned as a pause.
+//!   remembered for a day; a later drop is reported once a pause like those would rarely have
+//!   lasted so long (chance under [`PAUSE_LEVEL`], from the remembered lengths and their number:
+//!   [`pause_outlasts`]), and always once it outlasts [`PAUSE_WINDOWS`], the longest a pause can
+//!   be. Until then it is still written, marked `held_by: learned_pause` with the pauses it is
+//!   compared with, and counted, so nothing is dropped unseen. One longer than [`PAUSE_WINDOWS`]
+//!   is never learned as a pause.
 //!
 //! The thresholds ([`THRESHOLD`], a likelihood ratio of e^12; [`ERROR_THRESHOLD`]) keep the false-alarm run length
 //! above ~10^5 windows per service (Wald's bound e^h), so a sum of noise minutes does not
@@ -79,8 +81,32 @@ pub const PAUSE_WINDOWS: u32 = 5;
 const PAUSE_MEMORY: Millis = DAY_MS;
 /// At most this many pauses are remembered per service (the longest are kept).
 const PAUSES_KEPT: usize = 8;
+/// A drop is held back while a remembered pause would last as long with at least this chance.
+const PAUSE_LEVEL: f64 = 0.05;
 /// What marks a drop held back because the service is known for pauses this long.
 pub const LEARNED_PAUSE: &str = "learned_pause";
+
+/// What a service's remembered pauses say about the drop in progress.
+#[derive(Debug, Clone, Copy)]
+struct KnownPauses {
+    count: usize,
+    longest: u32,
+    /// The chance that a pause like those lasts at least as long as this drop has.
+    chance: f64,
+}
+
+/// The chance that a pause of the kind remembered lasts at least `windows` windows, from the
+/// remembered lengths: pause lengths taken as exponential with an unknown mean (Jeffreys' prior),
+/// whose predictive tail is `(S / (S + w))^n` for `n` pauses of total length `S`. It knows its
+/// sample size: one 2-window pause makes a 5-window one quite possible (0.29); eight 1-window
+/// pauses make a 4-window one unlikely (0.04).
+pub(crate) fn pause_outlasts(lengths: &[u32], windows: u32) -> f64 {
+    let total: f64 = lengths.iter().map(|&n| f64::from(n)).sum();
+    if lengths.is_empty() || total <= 0.0 {
+        return 0.0;
+    }
+    (total / (total + f64::from(windows))).powi(lengths.len() as i32)
+}
 
 #[derive(serde::Serialize, serde::Deserialize, Default, Clone, Debug)]
 struct ServiceState {
@@ -126,11 +152,17 @@ struct ServiceState {
 }
 
 impl ServiceState {
-    /// The longest pause remembered at `now`, and how many there are.
-    fn known_pause(&mut self, now: Millis) -> Option<(u32, usize)> {
+    /// The pauses remembered at `now`: how many, the longest, and the chance that one of them
+    /// lasts at least `windows` windows (see [`pause_outlasts`]).
+    fn known_pause(&mut self, now: Millis, windows: u32) -> Option<KnownPauses> {
         self.pauses.retain(|&(end, _)| now - end <= PAUSE_MEMORY);
         let longest = self.pauses.iter().map(|&(_, n)| n).max()?;
-        Some((longest, self.pauses.len()))
+        let lengths: Vec<u32> = self.pauses.iter().map(|&(_, n)| n).collect();
+        Some(KnownPauses {
+            count: lengths.len(),
+            longest,
+            chance: pause_outlasts(&lengths, windows),
+        })
     }
 
     /// Ends a drop run at `now`, remembering it when it was a short pause.
@@ -330,7 +362,7 @@ impl Detector for SequentialDetector {
         for st in w.stats.iter().filter(|st| st.key.kind() == EntityKind::Service) {
             let (drop, errors, slow) = self.judge(st, w.complete);
             let Some(s) = self.services.get_mut(&st.entity) else { continue };
-            let pause = if drop.is_some() { s.known_pause(w.end) } else { None };
+            let pause = if drop.is_some() { s.known_pause(w.end, s.drop_low) } else { None };
             let s = &*s;
             let label = entity_label(w.names, &st.key);
             if let Some(sum) = drop {
@@ -347,11 +379,13 @@ impl Detector for SequentialDetector {
                     if st.count == 0 { "silent" } else { "far below usual" },
                     s.drop_run
                 );
-                let held = pause.filter(|&(longest, _)| s.drop_low <= longest);
-                if let Some((longest, n)) = held {
+                let held = pause.filter(|p| s.drop_low <= PAUSE_WINDOWS && p.chance >= PAUSE_LEVEL);
+                if let Some(p) = held {
                     f.reason.push_str(&format!(
-                        "; held back: {n} drop(s) in the last day lasted up to {longest} window(s) and recovered by \
-                         themselves, so this one is reported once it lasts longer"
+                        "; held back: {} drop(s) in the last day lasted up to {} window(s) and recovered by themselves, \
+                         and one like them lasts {} window(s) or more with chance {:.2}; reported once that chance is \
+                         under {PAUSE_LEVEL} or the drop outlasts {PAUSE_WINDOWS} windows",
+                        p.count, p.longest, s.drop_low, p.chance
                     ));
                 }
                 f.sole_contributor(st.count as f64, s.rate);
@@ -542,9 +576,20 @@ mod tests {
             .collect()
     }
 
+    /// The predictive chance knows its sample: one short pause says little, many say much.
+    #[test]
+    fn a_pause_s_chance_to_last_shrinks_with_the_pauses_seen() {
+        assert_eq!(pause_outlasts(&[], 3), 0.0);
+        let one = pause_outlasts(&[2], 5);
+        let eight = pause_outlasts(&[1; 8], 4);
+        assert!(one > 0.25 && one < 0.3, "{one}");
+        assert!(eight < PAUSE_LEVEL, "{eight}");
+        assert!(pause_outlasts(&[2, 2], 2) > pause_outlasts(&[2, 2], 4));
+    }
+
     /// A client that pauses for two minutes every hour: the first pause is news, the next ones
-    /// are held back and say why; an outage longer than the pauses is reported within a window
-    /// of outlasting them; a long drop is never learned as a pause.
+    /// are held back and say why; an outage is reported once it outlasts the longest a pause can
+    /// be; a long drop is never learned as a pause.
     #[test]
     fn pauses_a_service_is_known_for_are_held_and_outages_are_not() {
         let mut calls = poisson(14.0, 600, 5);
@@ -564,12 +609,12 @@ mod tests {
             );
         }
         let first = (340..360).find(|&i| out[i].0 && !out[i].1).expect("the outage is reported");
-        assert!(first <= 344, "reported at {first}");
+        assert!(first <= 340 + PAUSE_WINDOWS as usize + 1, "reported at {first}");
         // Twenty minutes of silence is no pause: the same again is reported as soon.
         calls[400..420].iter_mut().for_each(|c| *c = 0);
         let out = run_drops(&calls);
         let first = (400..420).find(|&i| out[i].0 && !out[i].1).expect("the second outage is reported");
-        assert!(first <= 404, "reported at {first}");
+        assert!(first <= 400 + PAUSE_WINDOWS as usize + 1, "reported at {first}");
     }
 
     /// Runs per-window latencies (ms of each call) through a detector: the windows with a
