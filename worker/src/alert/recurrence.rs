@@ -8,10 +8,11 @@
 //! An *episode* is a run of consecutive windows with a finding of one key (detector, metric and
 //! entity), ended by a window without one. Episodes of at most [`EPISODE_WINDOWS`] windows are
 //! remembered for a day. A finding is one more of them when
-//! - its score is no higher than the highest an episode reached (within what the entity did by
-//!   itself; worse is news at once), and at least [`MIN_EPISODES`] episodes ended in the last
-//!   day, enough for that highest to bound the next one with 90% predictive confidence (a
-//!   pattern, not a coincidence: a second or third fault in a row on one service is news),
+//! - the episodes went as far, in score and in deviation from usual (a score saturates at 95;
+//!   the measure does not), so it is within what the entity did by itself (worse is news at
+//!   once), and at least [`MIN_EPISODES`] episodes ended in the last day, enough for the
+//!   furthest of them to bound the next one with 90% predictive confidence (a pattern, not a
+//!   coincidence: a second or third fault in a row on one service is news),
 //! - its run has not lasted longer than those episodes make plausible: the chance that one of
 //!   them lasts as long, from their lengths and their number
 //!   ([`crate::detect::sequential`]'s predictive tail, as for a service's learned pauses), is at
@@ -47,15 +48,44 @@ struct Run {
     /// End of the last window with a finding.
     last: Millis,
     windows: u32,
-    peak: f64,
+    peak: Peak,
+}
+
+/// How far a run went: its highest score, and its largest deviation from usual (a score
+/// saturates; the measured deviation does not).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Peak {
+    score: f64,
+    deviation: f64,
+}
+
+impl Peak {
+    fn take(&mut self, a: &Anomaly) {
+        self.score = self.score.max(a.score);
+        self.deviation = self.deviation.max(deviation(a));
+    }
+
+    fn covers(&self, other: &Peak) -> bool {
+        other.score <= self.score && other.deviation <= self.deviation
+    }
+}
+
+/// How far a finding's measure is from its usual, as the absolute log of their ratio (a drop
+/// to a tenth as far as a rise tenfold); 0 when it has no measure.
+fn deviation(a: &Anomaly) -> f64 {
+    match (a.actual, a.expected) {
+        (Some(x), Some(e)) if x > 0.0 && e > 0.0 => (x / e).ln().abs(),
+        (Some(x), Some(e)) if x != e => f64::INFINITY,
+        _ => 0.0,
+    }
 }
 
 /// One key's ongoing run and remembered episodes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Track {
     run: Option<Run>,
-    /// (end, windows, peak score) of recent episodes, oldest first.
-    episodes: Vec<(Millis, u32, f64)>,
+    /// (end, windows, peak) of recent episodes, oldest first.
+    episodes: Vec<(Millis, u32, Peak)>,
     /// End of the window the track last saw (to tell a new window from the same one).
     seen: Option<Millis>,
 }
@@ -112,17 +142,17 @@ impl RecurrenceBook {
                 let run = t.run.get_or_insert(Run {
                     last: now,
                     windows: 0,
-                    peak: 0.0,
+                    peak: Peak::default(),
                 });
                 run.windows += 1;
                 run.last = now;
             }
             let Some(run) = t.run.as_mut() else { continue };
-            run.peak = run.peak.max(a.score);
+            run.peak.take(a);
             if a.held_by.is_some() || a.kind == AnomalyKind::Forecast {
                 continue;
             }
-            let Some(why) = one_more(&t.episodes, run.windows, a.score) else {
+            let Some(why) = one_more(&t.episodes, run.windows, a) else {
                 continue;
             };
             a.reason = format!("{} (held back: {why})", a.reason);
@@ -133,23 +163,33 @@ impl RecurrenceBook {
     }
 }
 
-/// Why a finding scoring `score` in the `windows`-th window of its run is one more of the
+/// Why `finding`, in the `windows`-th window of its run is one more of the
 /// `episodes` (end, windows, peak), or `None` when it is news.
-fn one_more(episodes: &[(Millis, u32, f64)], windows: u32, score: f64) -> Option<String> {
+fn one_more(episodes: &[(Millis, u32, Peak)], windows: u32, finding: &Anomaly) -> Option<String> {
     if episodes.len() < MIN_EPISODES || windows > EPISODE_WINDOWS {
         return None;
     }
-    let peak = episodes.iter().map(|e| e.2).fold(0.0, f64::max);
-    if score > peak {
+    let this = Peak {
+        score: finding.score,
+        deviation: deviation(finding),
+    };
+    let peak = episodes.iter().fold(Peak::default(), |mut p, e| {
+        p.score = p.score.max(e.2.score);
+        p.deviation = p.deviation.max(e.2.deviation);
+        p
+    });
+    if !peak.covers(&this) {
         return None;
     }
     let lengths: Vec<u32> = episodes.iter().map(|e| e.1).collect();
     let chance = crate::detect::sequential::pause_outlasts(&lengths, windows);
     (chance >= LEVEL).then(|| {
         format!(
-            "the same finding came and went by itself {} times in the last day, scoring up to {peak:.0} and lasting \
-             up to {} window(s); one like them lasts {windows} window(s) or more with chance {chance:.2}",
+            "the same finding came and went by itself {} times in the last day, scoring up to {:.0} and \
+             reaching {:.1}x usual (or its inverse), lasting up to {} window(s); one like them lasts {windows} window(s) or more with chance {chance:.2}",
             episodes.len(),
+            peak.score,
+            peak.deviation.exp(),
             lengths.iter().max().copied().unwrap_or(0)
         )
     })
@@ -189,6 +229,11 @@ mod tests {
         assert_eq!(held, want, "the first nine are news");
         assert!(!window(&mut book, 300, Some(90.0)), "worse than any episode is news");
         window(&mut book, 301, None);
+        let mut further = vec![finding(70.0)];
+        further[0].actual = Some(10.0);
+        book.judge(&mut further, 310 * MINUTE_MS);
+        assert!(further[0].held_by.is_none(), "as strong but further from usual is news");
+        window(&mut book, 311, None);
         let long: Vec<bool> = (320..330).map(|m| window(&mut book, m, Some(60.0))).collect();
         let first_news = long.iter().position(|h| !h).expect("a long run is news in the end");
         assert!(first_news >= 1 && first_news <= EPISODE_WINDOWS as usize, "{long:?}");
