@@ -369,7 +369,7 @@ fn scope_of(a: &Anomaly) -> String {
 /// Whether a finding weighs the evidence of past windows (a sequential test, a trend): after an
 /// alert recovered, such a finding may still be counting what that alert saw, so it cannot by
 /// itself say that a new problem began.
-fn sums_past_windows(a: &Anomaly) -> bool {
+pub(crate) fn sums_past_windows(a: &Anomaly) -> bool {
     a.kind == AnomalyKind::Forecast || a.metric.as_deref().is_some_and(|m| m.ends_with(".sequential"))
 }
 

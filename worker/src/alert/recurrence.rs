@@ -18,13 +18,15 @@
 //!   ([`crate::detect::sequential`]'s predictive tail, as for a service's learned pauses), is at
 //!   least [`LEVEL`], and the run is no longer than [`EPISODE_WINDOWS`].
 //!
-//! Forecasts are never held (they are about what comes, not what recurs), nor findings another
-//! rule already held. State: a few numbers per key that had a finding in the last day.
+//! Findings that sum past windows are never held: a forecast is about what comes, not what
+//! recurs, and a sequential test's run is one accumulating piece of evidence whose crossings
+//! and dips are not episodes (learned pauses judge its traffic drops); nor are findings
+//! another rule already held. State: a few numbers per key that had a finding in the last day.
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::model::anomaly::{Anomaly, AnomalyKind};
+use crate::model::anomaly::Anomaly;
 use crate::model::time::{Millis, DAY_MS};
 
 /// What marks a finding held back as one more episode its entity is known for.
@@ -149,7 +151,7 @@ impl RecurrenceBook {
             }
             let Some(run) = t.run.as_mut() else { continue };
             run.peak.take(a);
-            if a.held_by.is_some() || a.kind == AnomalyKind::Forecast {
+            if a.held_by.is_some() || super::sums_past_windows(a) {
                 continue;
             }
             let Some(why) = one_more(&t.episodes, run.windows, a) else {
@@ -198,6 +200,7 @@ fn one_more(episodes: &[(Millis, u32, Peak)], windows: u32, finding: &Anomaly) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::anomaly::AnomalyKind;
     use crate::model::time::MINUTE_MS;
 
     fn finding(score: f64) -> Anomaly {
@@ -239,7 +242,7 @@ mod tests {
         assert!(first_news >= 1 && first_news <= EPISODE_WINDOWS as usize, "{long:?}");
     }
 
-    /// Other keys, forecasts and findings another rule held are not touched; a day without
+    /// Other keys, forecasts (which sum past windows) and findings another rule held are not touched; a day without
     /// episodes forgets them.
     #[test]
     fn other_entities_forecasts_and_old_episodes_are_news() {
