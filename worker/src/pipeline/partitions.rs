@@ -307,12 +307,15 @@ mod tests {
         simulate_events(sim).unwrap().0
     }
 
+    /// The same simulated run (`seed`) through one whole pipeline and through `partitions`.
+    fn whole_and_parted(seed: u64, partitions: u32) -> (MemorySink, MemorySink) {
+        let (cfg, events) = (PipelineConfig::default(), events(seed));
+        (run_whole(&cfg, &events), run_partitioned(&cfg, &events, partitions))
+    }
+
     #[test]
     fn one_partition_is_the_whole_job() {
-        let cfg = PipelineConfig::default();
-        let events = events(3);
-        let whole = run_whole(&cfg, &events);
-        let parted = run_partitioned(&cfg, &events, 1);
+        let (whole, parted) = whole_and_parted(3, 1);
         assert!(!whole.alerts().is_empty(), "the simulated incidents raise alerts");
         assert_eq!(ids(&whole), ids(&parted), "the correlator's path is the pipeline's own");
         assert_eq!(whole.journeys.len(), parted.journeys.len());
@@ -320,10 +323,7 @@ mod tests {
 
     #[test]
     fn partitions_find_the_incidents_and_follow_callers_across_partitions() {
-        let cfg = PipelineConfig::default();
-        let events = events(3);
-        let whole = run_whole(&cfg, &events);
-        let parted = run_partitioned(&cfg, &events, 3);
+        let (whole, parted) = whole_and_parted(3, 3);
         let hops = |s: &MemorySink| s.anomalies.iter().filter(|a| a.hop_from.is_some()).count();
         assert!(hops(&whole) > 0);
         assert!(hops(&parted) > 0, "callers scored by other partitions are known to their callees");
@@ -339,15 +339,17 @@ mod tests {
             );
         }
         // Run twice, the same: nothing depends on the order partitions were driven in.
-        assert_eq!(ids(&parted), ids(&run_partitioned(&cfg, &events, 3)));
+        assert_eq!(ids(&parted), ids(&whole_and_parted(3, 3).1));
     }
 
     #[test]
     fn a_journey_across_partitions_is_written_once_by_the_partition_of_its_entry() {
-        let cfg = PipelineConfig::default();
-        let events = events(4);
-        let whole = run_whole(&cfg, &events);
-        let parted = run_partitioned(&cfg, &events, 3);
+        let (whole, parted) = whole_and_parted(4, 3);
+        let parts_of = |sink: &MemorySink, trace: &str| -> Vec<String> {
+            (sink.journeys.iter().filter(|k| k.trace_id == trace))
+                .map(|k| format!("{} {:?} {:?} {}", k.service, k.services, k.hops, k.timestamp))
+                .collect()
+        };
         let entries: std::collections::BTreeMap<&str, &str> =
             whole.journeys.iter().map(|j| (j.trace_id.as_str(), j.service.as_str())).collect();
         let mut traces = std::collections::BTreeSet::new();
@@ -357,18 +359,8 @@ mod tests {
                 traces.insert(j.trace_id.as_str()),
                 "trace {} written twice: {:?}; whole: {:?}",
                 j.trace_id,
-                parted
-                    .journeys
-                    .iter()
-                    .filter(|k| k.trace_id == j.trace_id)
-                    .map(|k| (&k.service, &k.services, &k.hops, k.timestamp))
-                    .collect::<Vec<_>>(),
-                whole
-                    .journeys
-                    .iter()
-                    .filter(|k| k.trace_id == j.trace_id)
-                    .map(|k| (&k.service, &k.services, &k.hops, k.timestamp))
-                    .collect::<Vec<_>>()
+                parts_of(&parted, &j.trace_id),
+                parts_of(&whole, &j.trace_id)
             );
             // Each written journey starts where the whole job's starts (not at a callee whose
             // caller another partition scored).
