@@ -31,16 +31,16 @@ use crate::model::time::{Millis, DAY_MS};
 
 /// What marks a finding held back as one more episode its entity is known for.
 pub const RECURRING: &str = "recurring";
-/// The longest run remembered as an episode, in windows (about the time an alert takes to
-/// resolve: anything longer is not something that comes and goes).
-pub const EPISODE_WINDOWS: u32 = 5;
+/// The longest run remembered as an episode, in windows: the longest a service's pause can be
+/// (about the time an alert takes to resolve: anything longer is not something that comes and goes).
+pub const EPISODE_WINDOWS: u32 = crate::detect::sequential::PAUSE_WINDOWS;
 /// Episodes in the last day before a finding can be one more of them: the highest of `n`
 /// exchangeable episodes bounds the next one with chance `n / (n + 1)`, so nine make the range
 /// a 90% predictive bound; fewer know too little of what the entity does (and the second and
 /// third fault in a row on one service are news).
 pub const MIN_EPISODES: usize = 9;
-/// A run is held only while an episode would last as long with at least this chance.
-const LEVEL: f64 = 0.05;
+/// A run is held only while an episode would last as long with at least this chance (as a pause).
+const LEVEL: f64 = crate::detect::sequential::PAUSE_LEVEL;
 /// Episodes remembered per key (the most recent).
 const KEPT: usize = 16;
 
@@ -62,9 +62,16 @@ struct Peak {
 }
 
 impl Peak {
-    fn take(&mut self, a: &Anomaly) {
-        self.score = self.score.max(a.score);
-        self.deviation = self.deviation.max(deviation(a));
+    fn of(a: &Anomaly) -> Self {
+        Peak {
+            score: a.score,
+            deviation: deviation(a),
+        }
+    }
+
+    fn widen(&mut self, other: &Peak) {
+        self.score = self.score.max(other.score);
+        self.deviation = self.deviation.max(other.deviation);
     }
 
     fn covers(&self, other: &Peak) -> bool {
@@ -115,12 +122,13 @@ fn key_of(a: &Anomaly) -> String {
 impl RecurrenceBook {
     /// Takes the findings of the window ending at `now`: ends the runs that had none, extends
     /// the others, and marks each finding that is one more episode of its key with
-    /// [`RECURRING`] and why. Returns how many it marked.
-    pub fn judge(&mut self, anomalies: &mut [Anomaly], now: Millis) -> u64 {
+    /// [`RECURRING`] and why ([`super::AlertManager::ingest`] counts them).
+    pub fn judge(&mut self, anomalies: &mut [Anomaly], now: Millis) {
+        let keys: Vec<String> = anomalies.iter().map(key_of).collect();
         // Runs with no finding in this window end (remembered when short).
-        let seen: rustc_hash::FxHashSet<String> = anomalies.iter().map(key_of).collect();
+        let seen: rustc_hash::FxHashSet<&str> = keys.iter().map(String::as_str).collect();
         for (k, t) in &mut self.tracks {
-            if seen.contains(k) {
+            if seen.contains(k.as_str()) {
                 continue;
             }
             if let Some(run) = t.run.take() {
@@ -136,9 +144,8 @@ impl RecurrenceBook {
             t.episodes.retain(|&(end, _, _)| now - end <= DAY_MS);
         }
         self.tracks.retain(|_, t| t.run.is_some() || !t.episodes.is_empty());
-        let mut held = 0;
-        for a in anomalies.iter_mut() {
-            let t = self.tracks.entry(key_of(a)).or_default();
+        for (a, key) in anomalies.iter_mut().zip(keys) {
+            let t = self.tracks.entry(key).or_default();
             if t.seen != Some(now) {
                 t.seen = Some(now);
                 let run = t.run.get_or_insert(Run {
@@ -150,7 +157,7 @@ impl RecurrenceBook {
                 run.last = now;
             }
             let Some(run) = t.run.as_mut() else { continue };
-            run.peak.take(a);
+            run.peak.widen(&Peak::of(a));
             if a.held_by.is_some() || super::sums_past_windows(a) {
                 continue;
             }
@@ -159,9 +166,7 @@ impl RecurrenceBook {
             };
             a.reason = format!("{} (held back: {why})", a.reason);
             a.held_by = Some(RECURRING.to_owned());
-            held += 1;
         }
-        held
     }
 }
 
@@ -171,13 +176,9 @@ fn one_more(episodes: &[(Millis, u32, Peak)], windows: u32, finding: &Anomaly) -
     if episodes.len() < MIN_EPISODES || windows > EPISODE_WINDOWS {
         return None;
     }
-    let this = Peak {
-        score: finding.score,
-        deviation: deviation(finding),
-    };
+    let this = Peak::of(finding);
     let peak = episodes.iter().fold(Peak::default(), |mut p, e| {
-        p.score = p.score.max(e.2.score);
-        p.deviation = p.deviation.max(e.2.deviation);
+        p.widen(&e.2);
         p
     });
     if !peak.covers(&this) {

@@ -82,7 +82,7 @@ const PAUSE_MEMORY: Millis = DAY_MS;
 /// At most this many pauses are remembered per service (the longest are kept).
 const PAUSES_KEPT: usize = 8;
 /// A drop is held back while a remembered pause would last as long with at least this chance.
-const PAUSE_LEVEL: f64 = 0.05;
+pub(crate) const PAUSE_LEVEL: f64 = 0.05;
 /// What marks a drop held back because the service is known for pauses this long.
 pub const LEARNED_PAUSE: &str = "learned_pause";
 
