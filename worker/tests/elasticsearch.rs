@@ -2319,3 +2319,131 @@ fn wait_for_checkpoint(c: &EsClient, prefix: &str, who: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `run --partitions 4` (live) on `prefix` as worker `id`, mailing alerts to `rcpt`; started,
+/// not awaited.
+fn partitioned_live(prefix: &str, config: &std::path::Path, id: &str, once: bool) -> std::process::Child {
+    let [_, _, _, user, pass] = maildev();
+    let mut c = Command::new(BIN);
+    c.args(["run", "--es", &es_url(), "--prefix", prefix, "--logs", logs()])
+        .args(["--partitions", "4", "--lease-secs", "3", "--worker-id", id, "--json", "--config"])
+        .arg(config)
+        .env("APIWATCH_SMTP_USERNAME", &user)
+        .env("APIWATCH_SMTP_PASSWORD", &pass)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if once {
+        c.arg("--once");
+    }
+    c.spawn().unwrap()
+}
+
+/// The subjects of the mails `rcpt` received, sorted.
+fn subjects(web: &str, rcpt: &str) -> Vec<String> {
+    let mut s: Vec<String> = mails_to(web, rcpt)
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap().to_owned())
+        .collect();
+    s.sort();
+    s
+}
+
+#[test]
+fn a_live_job_in_partitions_is_shared_told_once_and_released_at_sigterm() {
+    let c = client();
+    let [port, web, ca, _, _] = maildev();
+    let dir = tempfile::tempdir().unwrap();
+    let config_for = |rcpt: &str| {
+        let path = dir.path().join(format!("{rcpt}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[elasticsearch]\nslice_secs = 600\ncheckpoint_every_secs = 0\npoll_interval_secs = 1\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\nsecurity = \"tls\"\nca_cert = \"{ca}\"\nfrom = \"apiwatch@test.local\"\nmin_interval_secs = 0\nmax_per_hour = 10000\n[[email.routes]]\nto = [\"{rcpt}\"]\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+
+    // One worker alone holds every partition and the correlator: up to the live edge, once.
+    let solo = unique("live-parts-solo");
+    setup(&solo);
+    let solo_rcpt = format!("{solo}@oncall.test");
+    let alone = finished(partitioned_live(&solo, &config_for(&solo_rcpt), "solo", true), "solo");
+    assert!(alone["events"].as_u64().unwrap() > 100_000, "{alone}");
+    let (want, left) = results(&c, &solo);
+    assert_eq!(left, 0, "the correlator consumed every digest");
+    assert!(want.iter().any(|(id, _)| id.starts_with("alerts/")), "the incidents raise alerts");
+    let told = alone["notifications_sent"].as_u64().unwrap();
+    assert!(told >= 1, "the correlator mails the alerts: {alone}");
+    let want_mails = subjects(&web, &solo_rcpt);
+    assert_eq!(want_mails.len() as u64, told, "every mail sent arrived");
+
+    // Two live workers share the job until SIGTERM: each scores a share, the documents are the
+    // single worker's, every alert change is mailed once by whoever correlates, and stopping
+    // releases every lease at once.
+    let shared = unique("live-parts-two");
+    setup(&shared);
+    let rcpt = format!("{shared}@oncall.test");
+    let config = config_for(&rcpt);
+    let workers = [
+        ("a", partitioned_live(&shared, &config, "a", false)),
+        ("b", partitioned_live(&shared, &config, "b", false)),
+    ];
+    let started = Instant::now();
+    loop {
+        let (status, v) = c
+            .json_status("GET", &format!("/{shared}-state/_doc/checkpoint-live~correlator"), None)
+            .unwrap();
+        let until = v["_source"]["state.checkpoint"].as_str().unwrap_or_default().to_owned();
+        if status == 200 && until.as_str() > TO {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the live correlator did not pass the data's end ({until})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let summaries: Vec<Value> = workers
+        .into_iter()
+        .map(|(id, child)| {
+            let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+            assert!(ok.success());
+            finished(child, id)
+        })
+        .collect();
+    let scored: Vec<u64> = summaries.iter().map(|s| s["events"].as_u64().unwrap()).collect();
+    assert!(scored.iter().sum::<u64>() >= alone["events"].as_u64().unwrap(), "{scored:?}");
+    assert!(scored.iter().all(|&n| n > 0), "both workers scored a share: {scored:?}");
+    eprintln!(
+        "live partitions: {} documents and {told} mails alone; two workers scored {scored:?} events",
+        want.len()
+    );
+    assert_like_one_workers(&c, &shared, &want, "a live job shared by two workers");
+    assert_eq!(subjects(&web, &rcpt), want_mails, "each alert change mailed once");
+    let leases = search_all(&c, &format!("{shared}-state"))
+        .into_iter()
+        .filter(|h| h["_source"]["state.kind"] == "lease")
+        .map(|h| h["_id"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert!(leases.is_empty(), "SIGTERM released every lease: {leases:?}");
+
+    // A whole worker on a job scored in partitions is refused, and the other way round.
+    let partitioned_worker = partitioned_live(&shared, &config, "c", false);
+    let t0 = Instant::now();
+    let refused = loop {
+        let out = apiwatch(&["run", "--es", &es_url(), "--prefix", &shared, "--logs", logs(), "--once"], &[]);
+        if !out.status.success() {
+            break String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "a whole worker ran beside partitioned ones");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    Command::new("kill")
+        .args(["-TERM", &partitioned_worker.id().to_string()])
+        .status()
+        .unwrap();
+    finished(partitioned_worker, "c");
+    assert!(refused.contains("in partitions"), "{refused}");
+}

@@ -457,10 +457,6 @@ struct RunFlags {
 fn es_run(es: &EsArgs, args: &DetectArgs, flags: RunFlags) -> anyhow::Result<()> {
     let (app, setup) = args.app_listening(es, flags.listen)?;
     let (client, mut settings) = connect(&app)?;
-    anyhow::ensure!(
-        settings.partitions == 1,
-        "a live job runs whole for now (one worker at a time, others standing by): drop --partitions / elasticsearch.partitions for `run`; `backfill --partitions N` shares a range among workers"
-    );
     settings.since = flags.since.as_deref().map(|s| time_flag("--since", s)).transpose()?;
     let mut notifier = match flags.no_email {
         true => None,
@@ -493,7 +489,10 @@ fn es_run(es: &EsArgs, args: &DetectArgs, flags: RunFlags) -> anyhow::Result<()>
         progress: None,
         status,
     };
-    let summary = crate::job::elasticsearch::run(&client, &settings, setup, opts)?;
+    let summary = match settings.partitions {
+        1 => crate::job::elasticsearch::run(&client, &settings, setup, opts)?,
+        _ => crate::job::partitioned::run(&client, &settings, setup, opts)?,
+    };
     print_run_summary(&summary, flags.json)
 }
 

@@ -363,8 +363,14 @@ impl<'a> JobRun<'a> {
         }
     }
 
+    /// Where the last checkpoint stands.
     pub(super) fn until(&self) -> Millis {
         self.saved.0
+    }
+
+    /// Where scoring stands (ahead of the checkpoint between checkpoints).
+    pub(super) fn position(&self) -> Millis {
+        self.position
     }
 
     /// Checkpoints where the run stands (before a partition is handed to another worker).
@@ -741,7 +747,7 @@ fn new_writer(client: &EsClient, settings: &WorkerSettings, keep_anomalies: bool
     }
 }
 
-fn notify(n: &mut dyn Notifier, alerts: &[Alert]) -> u64 {
+pub(super) fn notify(n: &mut dyn Notifier, alerts: &[Alert]) -> u64 {
     match n.notify(alerts) {
         Ok(sent) => sent,
         Err(e) => {
@@ -844,6 +850,7 @@ pub fn run<'a>(
         Some(t) => t,
         None => oldest_event(client, &settings.log_pattern())?.unwrap_or_else(|| now_ms(opts.now) - settings.ingest_delay),
     };
+    refuse_partitioned(client, settings, now_ms(opts.now))?;
     let slice = settings.slice;
     let start = start.div_euclid(slice) * slice;
     let stop = opts.stop.clone();
@@ -910,6 +917,30 @@ pub fn run<'a>(
         }
     }
     Ok(job.summary(started))
+}
+
+/// A whole worker and partitioned ones under the same job name would both write its documents.
+fn refuse_partitioned(client: &EsClient, settings: &WorkerSettings, now: Millis) -> Result<(), WorkerError> {
+    use crate::job::partition::LeaseBook;
+    let book = crate::es::lease::EsLeaseBook::new(client.clone(), &settings.names.state);
+    let members = match book.members(&settings.job) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(error = %e, "no partitioned workers listed (no state index yet?)");
+            return Ok(());
+        }
+    };
+    let live: Vec<String> = members.into_iter().filter(|(_, until)| *until > now).map(|(w, _)| w).collect();
+    match live.is_empty() {
+        true => Ok(()),
+        false => Err(WorkerError::Leased {
+            job: settings.job.clone(),
+            holder: format!(
+                "{} (scoring it in partitions: start this worker with the same --partitions)",
+                live.join(", ")
+            ),
+        }),
+    }
 }
 
 pub(super) fn is_transient(e: &anyhow::Error) -> bool {
@@ -985,7 +1016,7 @@ fn now_ms(pinned: Option<Millis>) -> Millis {
     pinned.unwrap_or_else(|| chrono::Utc::now().timestamp_millis())
 }
 
-fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+pub(super) fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
     let until = Instant::now() + d;
     while Instant::now() < until && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));

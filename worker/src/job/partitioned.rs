@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::elasticsearch::{backfill_job, Hooks, JobRun, RunSummary, WorkerError, WorkerSettings};
+use super::elasticsearch::{
+    backfill_job, notify, oldest_event, sleep_unless_stopped, Hooks, JobRun, RunOptions, RunSummary, WorkerError, WorkerSettings,
+};
 use super::partition::{correlator_job, parse_job, partition_job, Coordinator};
 use crate::alert::correlate::{correlate, DigestMerger, WindowDigest};
 use crate::alert::AlertManager;
@@ -32,7 +34,9 @@ use crate::es::client::EsClient;
 use crate::es::lease::EsLeaseBook;
 use crate::es::state::StateStore;
 use crate::model::time::{format_rfc3339, Millis};
+use crate::notify::Notifier;
 use crate::pipeline::{PipelineSetup, StateError};
+use crate::serve::WorkerStatus;
 use crate::sink::elasticsearch::BulkWriter;
 use crate::sink::ResultSink;
 
@@ -64,17 +68,126 @@ pub fn backfill(
     (from, to): (Millis, Millis),
     restart: bool,
     stop: Arc<AtomicBool>,
-    mut progress: impl FnMut(Millis, Millis),
+    progress: impl FnMut(Millis, Millis),
 ) -> Result<RunSummary, WorkerError> {
-    let started = Instant::now();
-    let setup: PipelineSetup = setup.into();
     let mut settings = settings.clone();
     settings.job = backfill_job(from, to);
     let settings = &settings;
-    let count = settings.partitions.max(1);
     if restart {
-        forget(client, settings, count)?;
+        forget(client, settings, settings.partitions.max(1))?;
     }
+    let correlator_store = StateStore::new(
+        client.clone(),
+        &settings.names.state,
+        &correlator_job(&settings.job),
+        &settings.worker_id,
+    );
+    if correlator_store.status()?.data_until.is_some_and(|t| t >= to) {
+        return Ok(RunSummary {
+            job: settings.job.clone(),
+            from: Some(format_rfc3339(from)),
+            until: Some(format_rfc3339(to)),
+            already_complete: true,
+            ..Default::default()
+        });
+    }
+    let roles = Roles {
+        stop,
+        notifier: None,
+        status: None,
+        live: false,
+    };
+    share(client, settings, setup.into(), (from, Reach::Until(to)), roles, progress)
+}
+
+/// `apiwatch run --partitions N`: this worker's part of the live job `settings.job` as
+/// `settings.partitions` partitions, until stopped (with `once`: until every partition and
+/// the correlator have reached the live edge as it was at the start). Whichever worker holds
+/// the correlator tells people about alerts, with the notifier's memory in its checkpoint.
+pub fn run<'a>(
+    client: &'a EsClient,
+    settings: &'a WorkerSettings,
+    setup: impl Into<PipelineSetup>,
+    opts: RunOptions<'a>,
+) -> Result<RunSummary, WorkerError> {
+    let now = || opts.now.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    refuse_whole_holder(client, settings, now())?;
+    let start = match settings.since {
+        Some(t) => t,
+        None => oldest_event(client, &settings.log_pattern())?.unwrap_or_else(|| now() - settings.ingest_delay),
+    };
+    let start = start.div_euclid(settings.slice) * settings.slice;
+    let reach = match opts.once {
+        true => Reach::Until(now() - settings.ingest_delay),
+        false => Reach::Live { pinned_now: opts.now },
+    };
+    let roles = Roles {
+        stop: opts.stop,
+        notifier: opts.notifier,
+        status: opts.status,
+        live: true,
+    };
+    let position = opts.progress;
+    share(client, settings, setup.into(), (start, reach), roles, |done, _| {
+        if let Some(p) = &position {
+            p.store(start + done, Ordering::Relaxed);
+        }
+    })
+}
+
+/// A partitioned job and a whole one under the same name would both write its documents.
+fn refuse_whole_holder(client: &EsClient, settings: &WorkerSettings, now: Millis) -> Result<(), WorkerError> {
+    let whole = StateStore::new(client.clone(), &settings.names.state, &settings.job, &settings.worker_id);
+    match whole.status()?.lease {
+        Some(l) if l.until > now => Err(WorkerError::Leased {
+            job: settings.job.clone(),
+            holder: format!("{} (scoring it whole, without partitions)", l.worker),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// How far a partitioned job goes.
+#[derive(Clone, Copy)]
+enum Reach {
+    /// To this data time, then done (a backfill, `run --once`).
+    Until(Millis),
+    /// The live edge (`now - ingest_delay`) each round, until stopped.
+    Live { pinned_now: Option<Millis> },
+}
+
+impl Reach {
+    /// The data time this round scores up to.
+    fn upper(self, ingest_delay: Millis) -> Millis {
+        match self {
+            Reach::Until(to) => to,
+            Reach::Live { pinned_now } => pinned_now.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()) - ingest_delay,
+        }
+    }
+}
+
+/// What a live job adds to the worker's roles: who is told about alerts (by the correlator),
+/// who reads the worker's health, and feedback read as it comes.
+struct Roles<'a> {
+    stop: Arc<AtomicBool>,
+    notifier: Option<&'a mut dyn Notifier>,
+    status: Option<Arc<WorkerStatus>>,
+    live: bool,
+}
+
+/// The worker's loop on a partitioned job from `from`: rounds of leases, turns of the
+/// partitions it holds, and the correlator's step when it holds that role.
+fn share<'a>(
+    client: &'a EsClient,
+    settings: &'a WorkerSettings,
+    setup: PipelineSetup,
+    (from, reach): (Millis, Reach),
+    mut roles: Roles<'a>,
+    mut progress: impl FnMut(Millis, Millis),
+) -> Result<RunSummary, WorkerError> {
+    let started = Instant::now();
+    let count = settings.partitions.max(1);
+    let stop = roles.stop.clone();
     let mut summary = RunSummary {
         job: settings.job.clone(),
         from: Some(format_rfc3339(from)),
@@ -86,11 +199,6 @@ pub fn backfill(
         &correlator_job(&settings.job),
         &settings.worker_id,
     );
-    if correlator_store.status()?.data_until.is_some_and(|t| t >= to) {
-        summary.already_complete = true;
-        summary.until = Some(format_rfc3339(to));
-        return Ok(summary);
-    }
     let book = EsLeaseBook::new(client.clone(), &settings.names.state);
     let mut coordinator = Coordinator::new(book, &settings.job, &settings.worker_id, count, settings.lease_ttl);
     let mut runs: BTreeMap<u32, JobRun> = BTreeMap::new();
@@ -101,6 +209,11 @@ pub fn backfill(
     // well within a third of the lease (when leases are renewed): each partition yields at its
     // first slice end past the round's deadline, and checkpoints only when one is due.
     let turn = Duration::from_millis((settings.lease_ttl / 4).max(1) as u64).min(ROUND);
+    // A live job waits a poll between rounds that found nothing new; a range goes on at once.
+    let idle = match reach {
+        Reach::Live { .. } => settings.poll_interval,
+        Reach::Until(_) => settings.poll_interval.min(Duration::from_secs(1)),
+    };
     loop {
         let now = chrono::Utc::now().timestamp_millis();
         let share = match coordinator.round(now).map_err(|e| WorkerError::Other(e.into())) {
@@ -111,36 +224,29 @@ pub fn backfill(
             Err(e) if transient(&e) && failures < ROUND_RETRIES && !stop.load(Ordering::Relaxed) => {
                 failures += 1;
                 tracing::warn!(error = %e, attempt = failures, "Elasticsearch unavailable for the leases; trying again");
+                if let Some(s) = &roles.status {
+                    s.update(|s| s.failing = Some(format!("{e:#}")));
+                }
                 std::thread::sleep(Duration::from_secs(u64::from(failures.min(5))));
                 continue;
             }
             Err(e) => return Err(e),
         };
-        for p in &share.lost {
-            tracing::warn!(
-                partition = p,
-                "lost a partition's lease to another worker; it resumes from the last checkpoint"
-            );
-            if let Some(run) = runs.remove(p) {
-                done.add(&run);
-            }
-        }
-        for &p in &share.surplus {
-            // Handed over from where it stands: checkpointed first, then released.
-            if let Some(mut run) = runs.remove(&p) {
-                keep_or_give_up(run.checkpoint_now())?;
-                done.add(&run);
-            }
-            if let Err(e) = coordinator.release(p) {
-                tracing::warn!(partition = p, error = %e, "could not release a partition: it is free once its lease runs out");
-            }
-        }
+        summary.polls += 1;
+        hand_over(&share, &mut runs, &mut done, &mut coordinator)?;
         let deadline = Instant::now() + turn;
         // Leases were written to run out at `now + lease`; writes stop a fifth earlier.
         let fence = now + settings.lease_ttl - settings.lease_ttl / 5;
+        let upper = reach.upper(settings.ingest_delay).max(from);
         let mut worked = false;
         for &p in share.held.iter().filter(|p| !share.surplus.contains(p)) {
-            let part = Partition { index: p, count, from, to };
+            let part = Partition {
+                index: p,
+                count,
+                from,
+                to: upper,
+                live_window: matches!(reach, Reach::Live { .. }).then_some(setup.cfg.window),
+            };
             match turn_of(&mut runs, &mut done, part, (deadline, fence), (client, settings, &setup, &stop)) {
                 Ok(w) => worked |= w,
                 Err(e) if transient(&e) => {
@@ -151,19 +257,32 @@ pub fn backfill(
             }
         }
         if share.correlator {
-            worked |= correlator_turn(&mut correlator, (client, settings, &setup), (count, from, to), fence, &mut progress)?;
+            let notifier = roles.notifier.as_deref_mut();
+            worked |= correlator_turn(
+                &mut correlator,
+                (client, settings, &setup, notifier, roles.live),
+                (count, from, upper),
+                fence,
+                &mut progress,
+            )?;
         } else {
             correlator = None;
         }
-        let complete = match &correlator {
-            Some(c) => c.position >= to,
-            None => range_done(&correlator_store, to),
+        if let Some(status) = &roles.status {
+            report_status(status, &share, &runs, &done, correlator.as_ref(), summary.polls);
+        }
+        let complete = match reach {
+            Reach::Live { .. } => false,
+            Reach::Until(to) => match &correlator {
+                Some(c) => c.position >= to,
+                None => range_done(&correlator_store, to),
+            },
         };
         if complete || stop.load(Ordering::Relaxed) {
             break;
         }
         if !worked {
-            std::thread::sleep(settings.poll_interval.min(Duration::from_secs(1)));
+            sleep_unless_stopped(idle, &stop);
         }
     }
     for run in runs.values_mut() {
@@ -173,18 +292,84 @@ pub fn backfill(
     }
     // Leaving hands every partition and the correlator over at once.
     coordinator.leave().map_err(anyhow::Error::from)?;
-    summary.polls = 1;
     summary.events = done.events;
     summary.read_bytes = done.read_bytes;
     summary.checkpoints = done.checkpoints;
     if let Some(c) = &correlator {
         summary.anomalies = c.anomalies;
         summary.alerts_raised = c.alerts.raised();
+        summary.notifications_sent = c.notifications_sent;
         summary.until = Some(format_rfc3339(c.position));
     }
     summary.seconds = started.elapsed().as_secs_f64();
     summary.events_per_sec = summary.events as f64 / summary.seconds.max(1e-9);
     Ok(summary)
+}
+
+/// Stops working on the partitions another worker took (their checkpoints are the taker's now)
+/// and hands over those beyond this worker's quota: checkpointed where they stand, released.
+fn hand_over<B: crate::job::partition::LeaseBook>(
+    share: &super::partition::Assignment,
+    runs: &mut BTreeMap<u32, JobRun>,
+    done: &mut Counters,
+    coordinator: &mut Coordinator<B>,
+) -> Result<(), WorkerError> {
+    for p in &share.lost {
+        tracing::warn!(
+            partition = p,
+            "lost a partition's lease to another worker; it resumes from the last checkpoint"
+        );
+        if let Some(run) = runs.remove(p) {
+            done.add(&run);
+        }
+    }
+    for &p in &share.surplus {
+        // Handed over from where it stands: checkpointed first, then released.
+        if let Some(mut run) = runs.remove(&p) {
+            keep_or_give_up(run.checkpoint_now())?;
+            done.add(&run);
+        }
+        if let Err(e) = coordinator.release(p) {
+            tracing::warn!(partition = p, error = %e, "could not release a partition: it is free once its lease runs out");
+        }
+    }
+    Ok(())
+}
+
+/// Publishes this worker's share and counters for `/health` and `/metrics`: it is ready while
+/// it holds a partition or the correlator; counts are of what it scored and correlated.
+fn report_status(
+    status: &WorkerStatus,
+    share: &super::partition::Assignment,
+    runs: &BTreeMap<u32, JobRun>,
+    done: &Counters,
+    correlator: Option<&Correlator>,
+    rounds: u64,
+) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut total = done.clone();
+    for run in runs.values() {
+        total.add(run);
+    }
+    status.update(|s| {
+        s.lease_held = !share.held.is_empty() || share.correlator;
+        s.failing = None;
+        s.last_progress = Some(now);
+        s.polls = rounds;
+        s.events_scored = total.events;
+        s.read_bytes = total.read_bytes;
+        s.position = match correlator {
+            Some(c) => Some(c.position),
+            None => runs.values().map(JobRun::position).min(),
+        };
+        if let Some(c) = correlator {
+            s.anomalies = c.anomalies;
+            s.alerts_raised = c.alerts.raised();
+            s.alerts_by_priority.clone_from(c.alerts.raised_by_priority());
+            s.alerts_held_by_rule.clone_from(c.alerts.held());
+            s.notifications_sent = c.notifications_sent;
+        }
+    });
 }
 
 /// One partition of a range.
@@ -194,6 +379,10 @@ struct Partition {
     count: u32,
     from: Millis,
     to: Millis,
+    /// `Some(window width)` on a live job: a partition checkpoints when it closed a window
+    /// since its last checkpoint (the correlator goes as far as every partition's checkpoint);
+    /// `None` on a range: at the end of every turn that finished its part.
+    live_window: Option<Millis>,
 }
 
 /// Scores partition `part` until the round's `deadline` (opening it from its checkpoint the
@@ -223,13 +412,18 @@ fn turn_of<'a>(
             )?)
         }
     };
-    if run.until() >= part.to {
+    let before = run.position();
+    if before >= part.to {
         return Ok(false);
     }
     run.yield_at = Some(deadline);
     run.fence = Some(fence);
-    match run.advance(part.to, true, |_| {}) {
-        Ok(_) => {}
+    let checkpoint = match part.live_window {
+        Some(w) => part.to.div_euclid(w.max(1)) > run.until().div_euclid(w.max(1)),
+        None => true,
+    };
+    match run.advance(part.to, checkpoint, |_| {}) {
+        Ok(_) => return Ok(run.position() > before),
         Err(WorkerError::LeaseRanOut { job }) => {
             // Rolled back to its checkpoint: scored again next round if the lease was renewed.
             tracing::warn!(%job, "a turn outlasted the partition's lease: nothing more written; next round goes on from the checkpoint");
@@ -252,19 +446,26 @@ fn turn_of<'a>(
 /// transient failure closes it, to go on from its checkpoint next round.
 fn correlator_turn<'a>(
     correlator: &mut Option<Correlator<'a>>,
-    (client, settings, setup): (&'a EsClient, &'a WorkerSettings, &PipelineSetup),
+    (client, settings, setup, mut notifier, live): (
+        &'a EsClient,
+        &'a WorkerSettings,
+        &PipelineSetup,
+        Option<&mut (dyn Notifier + '_)>,
+        bool,
+    ),
     (count, from, to): (u32, Millis, Millis),
     fence: Millis,
     progress: &mut impl FnMut(Millis, Millis),
 ) -> Result<bool, WorkerError> {
     let mut step = || {
         if correlator.is_none() {
-            *correlator = Some(Correlator::open(client, settings, setup, count, from)?);
+            let opened = Correlator::open(client, settings, setup, (count, from), notifier.as_deref_mut(), live)?;
+            *correlator = Some(opened);
         }
         let Some(c) = correlator.as_mut() else { return Ok(false) };
         c.fence = fence;
         let before = c.position;
-        c.step(to)?;
+        c.step(to, notifier.as_deref_mut())?;
         progress(c.position - from, to - from);
         Ok::<bool, WorkerError>(c.position > before)
     };
@@ -317,7 +518,7 @@ fn keep_or_give_up(saved: Result<(), WorkerError>) -> Result<(), WorkerError> {
 }
 
 /// What the partitions this worker ran did (a partition handed over keeps its counts here).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Counters {
     events: u64,
     read_bytes: u64,
@@ -406,8 +607,14 @@ struct Correlator<'a> {
     position: Millis,
     writer: BulkWriter,
     anomalies: u64,
+    notifications_sent: u64,
     /// Wall-clock time (ms) after which the correlator writes nothing (see `JobRun::fence`).
     fence: Millis,
+    /// A live job's correlator takes in feedback as it is written; a range's reads it once,
+    /// when it opens.
+    live: bool,
+    /// The newest feedback record taken in (`None`: read all of it on the next step).
+    feedback_read: Option<Millis>,
 }
 
 impl<'a> Correlator<'a> {
@@ -415,8 +622,9 @@ impl<'a> Correlator<'a> {
         client: &'a EsClient,
         settings: &'a WorkerSettings,
         setup: &PipelineSetup,
-        count: u32,
-        from: Millis,
+        (count, from): (u32, Millis),
+        notifier: Option<&mut (dyn Notifier + '_)>,
+        live: bool,
     ) -> Result<Self, WorkerError> {
         let mut store = StateStore::new(
             client.clone(),
@@ -424,31 +632,58 @@ impl<'a> Correlator<'a> {
             &correlator_job(&settings.job),
             &settings.worker_id,
         );
-        let (mut alerts, position) = match store.load()? {
-            Some(cp) => (decode(&cp.state)?, cp.until),
+        let (alerts, position) = match store.load()? {
+            Some(cp) => {
+                // Who was told what moves with the role.
+                if let (Some(n), Some(told)) = (notifier, cp.extra.get("notifier")) {
+                    n.load(told);
+                }
+                (decode(&cp.state)?, cp.until)
+            }
             None => (AlertManager::new(setup.cfg.alerts.clone()), from),
         };
-        // What is known now applies to the range scored, as in a whole backfill.
-        match crate::es::feedback::read_since(client, &settings.names, None) {
-            Ok(read) => {
-                for e in alerts.offer_feedback(read.records, true) {
-                    tracing::warn!(error = %e, "feedback record refused");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not read feedback; correlating without it"),
-        }
         tracing::info!(job = %settings.job, position = %format_rfc3339(position), "correlating the partitions' windows");
-        Ok(Correlator {
+        let writer =
+            BulkWriter::new(client.clone(), settings.names.clone(), &settings.worker_id, live).with_links(settings.action_links.clone());
+        let mut correlator = Correlator {
             client,
             settings,
             count,
             store,
             alerts,
             position,
-            writer: BulkWriter::new(client.clone(), settings.names.clone(), &settings.worker_id, false),
+            writer,
             anomalies: 0,
+            notifications_sent: 0,
             fence: Millis::MAX,
-        })
+            live,
+            feedback_read: None,
+        };
+        if !live {
+            // What is known now applies to the range scored, as in a whole backfill.
+            correlator.read_feedback(None);
+        }
+        Ok(correlator)
+    }
+
+    /// Takes in the feedback records written since `since` (all with `None`); the newest
+    /// record's time, to read from next. A failure to read is not fatal: alerts still go out.
+    fn read_feedback(&mut self, since: Option<Millis>) -> Option<Millis> {
+        match crate::es::feedback::read_since(self.client, &self.settings.names, since) {
+            Ok(read) => {
+                for e in &read.malformed {
+                    tracing::warn!(error = %e, "feedback record skipped: fix or delete the document");
+                }
+                for e in self.alerts.offer_feedback(read.records, true) {
+                    tracing::warn!(error = %e, "feedback record refused");
+                }
+                read.newest.or(since)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read feedback; correlating without what is new");
+                since
+            }
+        }
     }
 
     /// Where every partition has checkpointed to (a partition never checkpointed: the start).
@@ -467,7 +702,10 @@ impl<'a> Correlator<'a> {
     }
 
     /// Correlates every window all partitions have passed (up to `to`), writes, checkpoints.
-    fn step(&mut self, to: Millis) -> Result<(), WorkerError> {
+    fn step(&mut self, to: Millis, notifier: Option<&mut (dyn Notifier + '_)>) -> Result<(), WorkerError> {
+        if self.live {
+            self.feedback_read = self.read_feedback(self.feedback_read);
+        }
         let ready = self.partitions_passed()?.min(to);
         if ready <= self.position {
             return Ok(());
@@ -498,8 +736,17 @@ impl<'a> Correlator<'a> {
         }
         self.check_fence()?;
         self.writer.flush().map_err(anyhow::Error::from)?;
+        // Told once the alerts are stored; a failure before the checkpoint may repeat a
+        // message when the role is taken up again (at least once, never lost).
+        let (stored, evidence) = self.writer.take_written();
+        let mut told = Value::Null;
+        if let Some(n) = notifier {
+            n.remember(&evidence);
+            self.notifications_sent += notify(n, &stored);
+            told = n.save();
+        }
         let state = encode(&self.alerts)?;
-        let extra = json!({"anomalies": self.anomalies, "alerts_raised": self.alerts.raised()});
+        let extra = json!({"anomalies": self.anomalies, "alerts_raised": self.alerts.raised(), "notifier": told});
         self.store.save(ready, &state, &extra, "correlator")?;
         self.position = ready;
         // A digest left behind (a failed delete, a partition re-run from an older checkpoint)
