@@ -598,22 +598,43 @@ fn an_alert_mail_arrives_with_subject_body_and_thread() {
 
 #[test]
 fn events_arriving_late_within_the_lateness_are_still_scored_once() {
+    late_events_scored_once(1);
+}
+
+#[test]
+fn a_partition_scores_its_own_late_events_once_and_counts_no_other_partitions() {
+    late_events_scored_once(3);
+}
+
+/// A live job (whole, or in `partitions`) that has written past `now` sees ten events dated
+/// two seconds before it arrive: each is scored once, as late, by the partition that owns
+/// their service (no other partition counts them, scored or not).
+fn late_events_scored_once(partitions: u32) {
     use apiwatch::es::IndexNames;
     use apiwatch::job::elasticsearch::{run, RunOptions, WorkerSettings};
+    use apiwatch::job::partition::partition_of;
     use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
     use std::sync::Arc;
 
     let c = client();
-    let prefix = unique("late");
+    let prefix = unique(&format!("late{partitions}"));
     setup(&prefix);
     let stream = format!("logs-apiwatch.calls-{}", prefix.replace('-', "_"));
-    let doc = |t: i64, i: usize| {
-        json!({"@timestamp": apiwatch::model::time::format_rfc3339(t), "service.name": "late-svc", "cloud.provider": "aws",
+    // Two services in different partitions: only the first gets late events.
+    let late = "late-svc";
+    let steady = (0..)
+        .map(|i| format!("steady-svc-{i}"))
+        .find(|s| partitions == 1 || partition_of(s, partitions) != partition_of(late, partitions))
+        .unwrap();
+    let doc = |t: i64, service: &str, i: usize| {
+        json!({"@timestamp": apiwatch::model::time::format_rfc3339(t), "service.name": service, "cloud.provider": "aws",
                "http.request.method": "GET", "url.path": format!("/items/{i}"), "http.response.status_code": 200, "event.duration": 1_000_000})
     };
     let now = chrono::Utc::now().timestamp_millis();
-    c.json("POST", &format!("/{stream}/_doc?refresh=true"), Some(&doc(now - 5_000, 0)))
-        .unwrap();
+    for service in [late, steady.as_str()] {
+        c.json("POST", &format!("/{stream}/_doc?refresh=true"), Some(&doc(now - 5_000, service, 0)))
+            .unwrap();
+    }
 
     let mut names = IndexNames::with_prefix(&prefix);
     names.logs = stream.clone();
@@ -622,26 +643,30 @@ fn events_arriving_late_within_the_lateness_are_still_scored_once() {
         poll_interval: Duration::from_millis(500),
         ingest_delay: 0,
         since: Some(now - 60_000),
+        partitions,
         ..WorkerSettings::default()
     };
+    // Windows of 2 s: a live partition checkpoints when it closes one, and the correlator
+    // (whose position is what `progress` reports) follows the checkpoints.
+    let mut cfg = apiwatch::pipeline::PipelineConfig::default();
+    cfg.window = 2_000;
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicI64::new(0));
     let worker = {
         let (client, settings, stop, written) = (c.clone(), settings.clone(), stop.clone(), written.clone());
         std::thread::spawn(move || {
-            run(
-                &client,
-                &settings,
-                apiwatch::pipeline::PipelineConfig::default(),
-                RunOptions {
-                    once: false,
-                    stop,
-                    notifier: None,
-                    now: None,
-                    progress: Some(written),
-                    status: None,
-                },
-            )
+            let opts = RunOptions {
+                once: false,
+                stop,
+                notifier: None,
+                now: None,
+                progress: Some(written),
+                status: None,
+            };
+            match partitions {
+                1 => run(&client, &settings, cfg, opts),
+                _ => apiwatch::job::partitioned::run(&client, &settings, cfg, opts),
+            }
         })
     };
     // Once the worker has written past `now`, ten events dated two seconds before it arrive
@@ -652,7 +677,8 @@ fn events_arriving_late_within_the_lateness_are_still_scored_once() {
         std::thread::sleep(Duration::from_millis(50));
     }
     for i in 1..=10 {
-        c.json("POST", &format!("/{stream}/_doc"), Some(&doc(now - 2_000, i))).unwrap();
+        c.json("POST", &format!("/{stream}/_doc"), Some(&doc(now - 2_000, late, i)))
+            .unwrap();
     }
     c.json("POST", &format!("/{stream}/_refresh"), None).unwrap();
     std::thread::sleep(Duration::from_secs(3));
@@ -660,7 +686,7 @@ fn events_arriving_late_within_the_lateness_are_still_scored_once() {
     let s = worker.join().unwrap().unwrap();
     assert_eq!(s.late_scored, 10, "{s:?}");
     assert_eq!(s.late_unscored, 0, "{s:?}");
-    assert_eq!(s.events, 11, "each late event scored once: {s:?}");
+    assert_eq!(s.events, 12, "each late event scored once: {s:?}");
 }
 
 /// `args` reading the shared log data stream's range from the server at `url`.

@@ -193,10 +193,12 @@ pub(super) struct Hooks<'a> {
 }
 
 impl Hooks<'_> {
-    /// Partition `index` of `count` of a job.
-    pub(super) fn partition(index: u32, count: u32) -> Self {
+    /// Partition `index` of `count` of a job; a live job's keeps the ids it read, to score
+    /// late arrivals once.
+    pub(super) fn partition(index: u32, count: u32, live: bool) -> Self {
         Hooks {
             partition: Some((index, count)),
+            track_ids: live,
             ..Hooks::default()
         }
     }
@@ -548,7 +550,7 @@ impl<'a> JobRun<'a> {
     /// seen before are scored, as late events in the current window, while the range is within
     /// the allowed lateness; later than that they are counted and a warning says how to avoid
     /// them (a longer `ingest_delay_secs`).
-    fn sweep_late_arrivals(&mut self) -> Result<(), WorkerError> {
+    pub(super) fn sweep_late_arrivals(&mut self) -> Result<(), WorkerError> {
         let lateness = self.setup.cfg.lateness.max(self.settings.ingest_delay);
         let horizon = self.position - LATE_WATCH;
         while self.recent_reads.front().is_some_and(|r| r.to <= horizon) {
@@ -566,7 +568,11 @@ impl<'a> JobRun<'a> {
             .iter()
             .map(|r| json!({"from": format_rfc3339(r.from), "to": format_rfc3339(r.to)}))
             .collect();
-        let body = json!({"size": 0, "aggs": {"reads": {"date_range": {"field": "@timestamp", "format": "strict_date_optional_time", "ranges": ranges}}}});
+        let filter = self.late_filter()?;
+        let mut body = json!({"size": 0, "aggs": {"reads": {"date_range": {"field": "@timestamp", "format": "strict_date_optional_time", "ranges": ranges}}}});
+        if let Some(f) = &filter {
+            body["query"] = f.as_ref().clone();
+        }
         let Some(v) = search_logs(self.client, self.docs.pattern(), &body, "checking for late arrivals")? else {
             return Ok(());
         };
@@ -589,7 +595,8 @@ impl<'a> JobRun<'a> {
             let RecentRead { from, to, seen, .. } = self.recent_reads[i];
             let mut scored = 0;
             if let Some(mut ids) = self.recent_reads[i].ids.take() {
-                let mut reader = crate::source::elasticsearch::RangeReader::new(self.client, &self.docs, from, to, self.settings.page_size);
+                let mut reader = crate::source::elasticsearch::RangeReader::new(self.client, &self.docs, from, to, self.settings.page_size)
+                    .with_filter(filter.clone());
                 while let Some(page) = reader.next_page().map_err(anyhow::Error::from)? {
                     for (ev, id) in page.events.into_iter().zip(page.ids) {
                         if ids.insert(id) {
@@ -616,6 +623,22 @@ impl<'a> JobRun<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A partition's filter over the ranges watched for late arrivals, from the services
+    /// present now (a late event may bring one its range did not have when read).
+    fn late_filter(&self) -> Result<Option<Arc<Value>>, WorkerError> {
+        let (Some((index, count)), Some(first), Some(last)) = (self.partition, self.recent_reads.front(), self.recent_reads.back()) else {
+            return Ok(None);
+        };
+        let range = json!({"range": {"@timestamp": {"gte": format_rfc3339(first.from), "lt": format_rfc3339(last.to), "format": "strict_date_optional_time"}}});
+        let keys = crate::es::partition::keys(self.client, self.docs.pattern(), PARTITION_KEY, &range).map_err(anyhow::Error::from)?;
+        Ok(Some(Arc::new(crate::es::partition::filter(PARTITION_KEY, &keys, index, count))))
+    }
+
+    /// Late events scored, and counted unscored (beyond the lateness), by this run.
+    pub(super) fn late_counts(&self) -> (u64, u64) {
+        (self.summary.late_scored, self.summary.late_unscored)
     }
 
     /// Refuses a write once the fence has passed (see [`JobRun::fence`]).

@@ -295,6 +295,7 @@ fn share<'a>(
     summary.events = done.events;
     summary.read_bytes = done.read_bytes;
     summary.checkpoints = done.checkpoints;
+    (summary.late_scored, summary.late_unscored) = (done.late_scored, done.late_unscored);
     if let Some(c) = &correlator {
         summary.anomalies = c.anomalies;
         summary.alerts_raised = c.alerts.raised();
@@ -358,6 +359,7 @@ fn report_status(
         s.polls = rounds;
         s.events_scored = total.events;
         s.read_bytes = total.read_bytes;
+        (s.late_scored, s.late_unscored) = (total.late_scored, total.late_unscored);
         s.position = match correlator {
             Some(c) => Some(c.position),
             None => runs.values().map(JobRun::position).min(),
@@ -400,7 +402,7 @@ fn turn_of<'a>(
         std::collections::btree_map::Entry::Vacant(v) => {
             let job = partition_job(&settings.job, part.index, part.count);
             let store = StateStore::new(client.clone(), &settings.names.state, &job, &settings.worker_id);
-            let hooks = Hooks::partition(part.index, part.count);
+            let hooks = Hooks::partition(part.index, part.count, part.live_window.is_some());
             v.insert(JobRun::open(
                 client,
                 settings,
@@ -412,6 +414,13 @@ fn turn_of<'a>(
             )?)
         }
     };
+    if part.live_window.is_some() {
+        // Events that reached the log indices after their range was read: scored once within
+        // the lateness, counted beyond it (as a whole live worker does).
+        if let Err(e) = run.sweep_late_arrivals() {
+            tracing::warn!(partition = part.index, error = %e, "could not check for late arrivals");
+        }
+    }
     let before = run.position();
     if before >= part.to {
         return Ok(false);
@@ -523,14 +532,19 @@ struct Counters {
     events: u64,
     read_bytes: u64,
     checkpoints: u64,
+    late_scored: u64,
+    late_unscored: u64,
 }
 
 impl Counters {
     fn add(&mut self, run: &JobRun) {
         let (events, read_bytes, checkpoints) = run.counters();
+        let (late_scored, late_unscored) = run.late_counts();
         self.events += events;
         self.read_bytes += read_bytes;
         self.checkpoints += checkpoints;
+        self.late_scored += late_scored;
+        self.late_unscored += late_unscored;
     }
 }
 
