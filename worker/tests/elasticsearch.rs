@@ -648,8 +648,10 @@ fn late_events_scored_once(partitions: u32) {
     };
     // Windows of 2 s: a live partition checkpoints when it closes one, and the correlator
     // (whose position is what `progress` reports) follows the checkpoints.
-    let mut cfg = apiwatch::pipeline::PipelineConfig::default();
-    cfg.window = 2_000;
+    let cfg = apiwatch::pipeline::PipelineConfig {
+        window: 2_000,
+        ..Default::default()
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicI64::new(0));
     let worker = {
