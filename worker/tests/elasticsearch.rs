@@ -2418,21 +2418,7 @@ fn a_live_job_in_partitions_is_shared_told_once_and_released_at_sigterm() {
         ("a", partitioned_live(&shared, &config, "a", false)),
         ("b", partitioned_live(&shared, &config, "b", false)),
     ];
-    let started = Instant::now();
-    loop {
-        let (status, v) = c
-            .json_status("GET", &format!("/{shared}-state/_doc/checkpoint-live~correlator"), None)
-            .unwrap();
-        let until = v["_source"]["state.checkpoint"].as_str().unwrap_or_default().to_owned();
-        if status == 200 && until.as_str() > TO {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "the live correlator did not pass the data's end ({until})"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_correlator_past(&c, &shared, TO);
     let summaries: Vec<Value> = workers
         .into_iter()
         .map(|(id, child)| {
@@ -2457,6 +2443,21 @@ fn a_live_job_in_partitions_is_shared_told_once_and_released_at_sigterm() {
         .collect::<Vec<_>>();
     assert!(leases.is_empty(), "SIGTERM released every lease: {leases:?}");
 
+    // A live worker SIGKILLed after its first checkpoint: the other takes its partitions over
+    // once their leases run out; nothing missing, nothing twice.
+    let killed = unique("live-parts-kill");
+    setup(&killed);
+    let config = config_for(&format!("{killed}@oncall.test"));
+    let survivor = partitioned_live(&killed, &config, "k1", false);
+    let mut victim = partitioned_live(&killed, &config, "k2", false);
+    wait_for_checkpoint(&c, &killed, "k2");
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    wait_for_correlator_past(&c, &killed, TO);
+    Command::new("kill").args(["-TERM", &survivor.id().to_string()]).status().unwrap();
+    finished(survivor, "k1");
+    assert_like_one_workers(&c, &killed, &want, "a live job after a worker was killed");
+
     // A whole worker on a job scored in partitions is refused, and the other way round.
     let partitioned_worker = partitioned_live(&shared, &config, "c", false);
     let t0 = Instant::now();
@@ -2474,4 +2475,23 @@ fn a_live_job_in_partitions_is_shared_told_once_and_released_at_sigterm() {
         .unwrap();
     finished(partitioned_worker, "c");
     assert!(refused.contains("in partitions"), "{refused}");
+}
+
+/// Waits until the live job's correlator on `prefix` has checkpointed past `time`.
+fn wait_for_correlator_past(c: &EsClient, prefix: &str, time: &str) {
+    let started = Instant::now();
+    loop {
+        let (status, v) = c
+            .json_status("GET", &format!("/{prefix}-state/_doc/checkpoint-live~correlator"), None)
+            .unwrap();
+        let until = v["_source"]["state.checkpoint"].as_str().unwrap_or_default().to_owned();
+        if status == 200 && until.as_str() > time {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the live correlator did not pass {time} ({until})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
