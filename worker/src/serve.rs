@@ -69,6 +69,19 @@ pub struct WorkerSnapshot {
     pub dead_letters: u64,
     pub entities: usize,
     pub entities_evicted: u64,
+    /// The partitions this worker scores (a partitioned job), by index.
+    pub partitions: BTreeMap<u32, PartitionProgress>,
+}
+
+/// Where one partition held by this worker stands.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PartitionProgress {
+    /// Data time up to which its events are scored and its documents written.
+    pub scored_until: Millis,
+    /// Data time of its last checkpoint (how far the correlator can go on its account).
+    pub checkpoint_until: Millis,
+    /// Its events scored by this worker since it took the partition.
+    pub events_scored: u64,
 }
 
 /// The snapshot shared between the polling loop (writer) and the server (reader).
@@ -318,6 +331,47 @@ fn progress(m: &mut Exposition, s: &WorkerSnapshot, now: Millis) {
             (now - c).max(0) as f64 / 1000.0,
         );
     }
+    partitions(m, s, now);
+}
+
+/// Per partition the worker holds (partitioned jobs only): how far, how far behind, how much.
+fn partitions(m: &mut Exposition, s: &WorkerSnapshot, now: Millis) {
+    if s.partitions.is_empty() {
+        return;
+    }
+    type Pick = fn(&PartitionProgress, Millis) -> f64;
+    let families: [(&str, &str, &str, Pick); 4] = [
+        (
+            "apiwatch_partition_scored_until_seconds",
+            "gauge",
+            "Data time (Unix seconds) up to which a partition's events are scored.",
+            |p, _| p.scored_until as f64 / 1000.0,
+        ),
+        (
+            "apiwatch_partition_lag_seconds",
+            "gauge",
+            "How far a partition's scoring is behind the wall clock.",
+            |p, now| (now - p.scored_until).max(0) as f64 / 1000.0,
+        ),
+        (
+            "apiwatch_partition_checkpoint_until_seconds",
+            "gauge",
+            "Data time (Unix seconds) of a partition's last checkpoint: the correlator goes as far as every partition's.",
+            |p, _| p.checkpoint_until as f64 / 1000.0,
+        ),
+        (
+            "apiwatch_partition_events_scored_total",
+            "counter",
+            "A partition's events scored by this worker since it took the partition.",
+            |p, _| p.events_scored as f64,
+        ),
+    ];
+    for (name, kind, help, pick) in families {
+        m.family(name, kind, help);
+        for (index, p) in &s.partitions {
+            m.sample(name, &[("partition", &index.to_string())], pick(p, now));
+        }
+    }
 }
 
 /// Text exposition being written; every sample carries the job's label.
@@ -507,6 +561,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("apiwatch_lag_seconds{job=\"a\\\"b\\\\c\"} 20\n"), "{text}");
+        assert!(!text.contains("apiwatch_partition_"), "a whole job has no partition series");
+        s.partitions.insert(
+            3,
+            PartitionProgress {
+                scored_until: 1_000_000,
+                checkpoint_until: 960_000,
+                events_scored: 7,
+            },
+        );
+        let text = render_metrics(&s, 1_010_000);
+        assert!(
+            text.contains("apiwatch_partition_lag_seconds{job=\"a\\\"b\\\\c\",partition=\"3\"} 10\n"),
+            "{text}"
+        );
+        assert!(text.contains("apiwatch_partition_checkpoint_until_seconds{job=\"a\\\"b\\\\c\",partition=\"3\"} 960\n"));
+        assert!(text.contains("apiwatch_partition_events_scored_total{job=\"a\\\"b\\\\c\",partition=\"3\"} 7\n"));
         let mut types = std::collections::HashSet::new();
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             assert!(types.insert(line.split(' ').nth(2).unwrap().to_owned()), "{line} twice");

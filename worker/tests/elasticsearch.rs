@@ -2458,8 +2458,51 @@ fn a_live_job_in_partitions_is_shared_told_once_and_released_at_sigterm() {
     finished(survivor, "k1");
     assert_like_one_workers(&c, &killed, &want, "a live job after a worker was killed");
 
-    // A whole worker on a job scored in partitions is refused, and the other way round.
-    let partitioned_worker = partitioned_live(&shared, &config, "c", false);
+    // A partitioned live worker serves its health and a series per partition it holds; a
+    // whole worker on a job scored in partitions is refused.
+    let [_, _, _, user, pass] = maildev();
+    let url = es_url();
+    let config_s = config.display().to_string();
+    let args = [
+        "run",
+        "--es",
+        &url,
+        "--prefix",
+        &shared,
+        "--logs",
+        logs(),
+        "--partitions",
+        "4",
+        "--lease-secs",
+        "3",
+        "--worker-id",
+        "c",
+        "--json",
+        "--config",
+        &config_s,
+    ];
+    let worker = Listening::start_with(
+        &args,
+        &[("APIWATCH_SMTP_USERNAME", user.as_str()), ("APIWATCH_SMTP_PASSWORD", pass.as_str())],
+    );
+    let t0 = Instant::now();
+    let metrics = loop {
+        let (code, body) = worker.get("/health");
+        let m = scrape(&worker.get("/metrics").1);
+        let held = (0..4)
+            .filter(|p| m.contains_key(&("apiwatch_partition_lag_seconds".to_owned(), format!("job=live,partition={p},"))))
+            .count();
+        if code == 200 && held == 4 {
+            break m;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "not ready with 4 partitions: {code} {body}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    for p in 0..4 {
+        let lag = metrics[&("apiwatch_partition_lag_seconds".to_owned(), format!("job=live,partition={p},"))];
+        assert!(lag < 120.0, "partition {p} is {lag} s behind");
+    }
+    assert_eq!(metrics[&("apiwatch_up".to_owned(), "job=live,".to_owned())], 1.0);
     let t0 = Instant::now();
     let refused = loop {
         let out = apiwatch(&["run", "--es", &es_url(), "--prefix", &shared, "--logs", logs(), "--once"], &[]);
@@ -2469,11 +2512,7 @@ fn a_live_job_in_partitions_is_shared_told_once_and_released_at_sigterm() {
         assert!(t0.elapsed() < Duration::from_secs(60), "a whole worker ran beside partitioned ones");
         std::thread::sleep(Duration::from_millis(500));
     };
-    Command::new("kill")
-        .args(["-TERM", &partitioned_worker.id().to_string()])
-        .status()
-        .unwrap();
-    finished(partitioned_worker, "c");
+    worker.stop();
     assert!(refused.contains("in partitions"), "{refused}");
 }
 

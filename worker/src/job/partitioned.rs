@@ -360,6 +360,16 @@ fn report_status(
         s.events_scored = total.events;
         s.read_bytes = total.read_bytes;
         (s.late_scored, s.late_unscored) = (total.late_scored, total.late_unscored);
+        s.partitions = (runs.iter())
+            .map(|(&index, run)| {
+                let progress = crate::serve::PartitionProgress {
+                    scored_until: run.position(),
+                    checkpoint_until: run.until(),
+                    events_scored: run.counters().0,
+                };
+                (index, progress)
+            })
+            .collect();
         s.position = match correlator {
             Some(c) => Some(c.position),
             None => runs.values().map(JobRun::position).min(),
