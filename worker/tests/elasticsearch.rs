@@ -2458,6 +2458,31 @@ fn a_live_job_in_partitions_is_shared_told_once_and_released_at_sigterm() {
     finished(survivor, "k1");
     assert_like_one_workers(&c, &killed, &want, "a live job after a worker was killed");
 
+    serves_health_per_partition_and_refuses_a_whole_worker(&shared, &config);
+}
+
+/// Waits until the live job's correlator on `prefix` has checkpointed past `time`.
+fn wait_for_correlator_past(c: &EsClient, prefix: &str, time: &str) {
+    let started = Instant::now();
+    loop {
+        let (status, v) = c
+            .json_status("GET", &format!("/{prefix}-state/_doc/checkpoint-live~correlator"), None)
+            .unwrap();
+        let until = v["_source"]["state.checkpoint"].as_str().unwrap_or_default().to_owned();
+        if status == 200 && until.as_str() > time {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the live correlator did not pass {time} ({until})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A partitioned live worker resuming `prefix` alone serves its health and a series per
+/// partition it holds; a whole worker on the job is refused while it runs.
+fn serves_health_per_partition_and_refuses_a_whole_worker(shared: &str, config: &std::path::Path) {
     // A partitioned live worker serves its health and a series per partition it holds; a
     // whole worker on a job scored in partitions is refused.
     let [_, _, _, user, pass] = maildev();
@@ -2468,7 +2493,7 @@ fn a_live_job_in_partitions_is_shared_told_once_and_released_at_sigterm() {
         "--es",
         &url,
         "--prefix",
-        &shared,
+        shared,
         "--logs",
         logs(),
         "--partitions",
@@ -2505,7 +2530,7 @@ fn a_live_job_in_partitions_is_shared_told_once_and_released_at_sigterm() {
     assert_eq!(metrics[&("apiwatch_up".to_owned(), "job=live,".to_owned())], 1.0);
     let t0 = Instant::now();
     let refused = loop {
-        let out = apiwatch(&["run", "--es", &es_url(), "--prefix", &shared, "--logs", logs(), "--once"], &[]);
+        let out = apiwatch(&["run", "--es", &es_url(), "--prefix", shared, "--logs", logs(), "--once"], &[]);
         if !out.status.success() {
             break String::from_utf8_lossy(&out.stderr).into_owned();
         }
@@ -2514,23 +2539,4 @@ fn a_live_job_in_partitions_is_shared_told_once_and_released_at_sigterm() {
     };
     worker.stop();
     assert!(refused.contains("in partitions"), "{refused}");
-}
-
-/// Waits until the live job's correlator on `prefix` has checkpointed past `time`.
-fn wait_for_correlator_past(c: &EsClient, prefix: &str, time: &str) {
-    let started = Instant::now();
-    loop {
-        let (status, v) = c
-            .json_status("GET", &format!("/{prefix}-state/_doc/checkpoint-live~correlator"), None)
-            .unwrap();
-        let until = v["_source"]["state.checkpoint"].as_str().unwrap_or_default().to_owned();
-        if status == 200 && until.as_str() > time {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "the live correlator did not pass {time} ({until})"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
