@@ -1644,10 +1644,14 @@ fn the_write_api_needs_its_token_and_writes_what_the_cli_writes() {
 
 /// A PagerDuty v3 `incident.acknowledged` event for the incident with key `key`.
 fn pagerduty_ack(event_id: &str, key: &str) -> String {
+    pagerduty_event(event_id, key, "incident.acknowledged", "user_reference")
+}
+
+fn pagerduty_event(event_id: &str, key: &str, kind: &str, agent: &str) -> String {
     json!({"event": {
-        "id": event_id, "event_type": "incident.acknowledged", "resource_type": "incident",
+        "id": event_id, "event_type": kind, "resource_type": "incident",
         "occurred_at": chrono::Utc::now().to_rfc3339(),
-        "agent": {"id": "PDANA01", "summary": "Dana Ops", "type": "user_reference"},
+        "agent": {"id": "PDANA01", "summary": "Dana Ops", "type": agent},
         "data": {"id": "Q1", "type": "incident", "number": 7, "status": "acknowledged", "incident_key": key,
                  "html_url": "https://example.pagerduty.com/incidents/Q1"}
     }})
@@ -1685,16 +1689,29 @@ fn pagerduty_acknowledges(worker: &Listening, prefix: &str, alert_id: &str, secr
     assert_eq!((code, &v["already"]), (200, &json!("pagerduty-01PDEVENTACK")), "redelivered: {v}");
     let (code, v) = pagerduty_hook(worker, &pagerduty_ack("01PDOTHER", "another-tools-key"), secret);
     assert!(code == 200 && v["ignored"].is_string(), "{v}");
+    // apiwatch's own resolve event comes back from PagerDuty as an integration's: nothing to
+    // record. A person resolving the incident by hand is recorded, as an acknowledgement.
+    let key = format!("apiwatch-{alert_id}");
+    let own = pagerduty_event("01PDRESOLVEDAUTO", &key, "incident.resolved", "service_reference");
+    let (code, v) = pagerduty_hook(worker, &own, secret);
+    assert!(code == 200 && v["ignored"].is_string(), "{v}");
+    let by_hand = pagerduty_event("01PDRESOLVEDHAND", &key, "incident.resolved", "user_reference");
+    let (code, v) = pagerduty_hook(worker, &by_hand, secret);
+    assert_eq!((code, &v["acknowledged"]), (200, &json!("pagerduty-01PDRESOLVEDHAND")), "{v}");
     let records = search_all(&client(), &format!("{prefix}-feedback"));
     let from_pd: Vec<&Value> = records
         .iter()
         .map(|r| &r["_source"])
         .filter(|r| r["user.name"].as_str().is_some_and(|u| u.starts_with("pagerduty")))
         .collect();
-    assert_eq!(from_pd.len(), 1, "{records:?}");
-    assert_eq!(from_pd[0]["feedback.type"], "ack");
-    assert_eq!(from_pd[0]["user.name"], "pagerduty (Dana Ops)");
-    assert_eq!(from_pd[0]["alert.id"], alert_id);
+    assert_eq!(from_pd.len(), 2, "{records:?}");
+    for r in &from_pd {
+        assert_eq!(r["feedback.type"], "ack");
+        assert_eq!(r["user.name"], "pagerduty (Dana Ops)");
+        assert_eq!(r["alert.id"], alert_id);
+    }
+    let notes: BTreeSet<&str> = from_pd.iter().map(|r| r["feedback.note"].as_str().unwrap_or_default()).collect();
+    assert!(notes.iter().any(|n| n.starts_with("resolved by hand in PagerDuty")), "{notes:?}");
 }
 
 /// maildev's SMTP port, web port, CA and credentials (`APIWATCH_TEST_SMTP`).

@@ -1,5 +1,9 @@
 //! Acknowledgements made in PagerDuty, flowing back: a PagerDuty v3 webhook subscription posts
-//! `incident.acknowledged` events to the worker (`POST /hooks/pagerduty`, [`crate::serve`]).
+//! `incident.acknowledged` and `incident.resolved` events to the worker (`POST /hooks/pagerduty`,
+//! [`crate::serve`]). An incident a person resolved by hand is answered as acknowledged too
+//! (seen and handled: not notified again), with a note that says so; apiwatch's alert itself
+//! still resolves on its evidence, and that resolution is still sent. A resolution PagerDuty
+//! or an integration made (apiwatch's own resolve event among them) is nothing to record.
 //! Each request is signed: `X-PagerDuty-Signature: v1=<hex HMAC-SHA256 of the raw body>`, with
 //! several comma-separated signatures while PagerDuty rotates the subscription's secret. An
 //! incident apiwatch opened carries the alert in its key (`apiwatch-<alert id>`, the dedup key
@@ -67,7 +71,7 @@ pub fn verify(secret: &WebhookSecret, body: &[u8], header: Option<&str>) -> Resu
 /// What an event asks of apiwatch.
 #[derive(Debug, PartialEq)]
 pub enum HookEvent {
-    /// An apiwatch incident was acknowledged.
+    /// An apiwatch incident was acknowledged, or resolved by a person.
     Acknowledged {
         alert_id: String,
         /// PagerDuty's event id (one record per event, however often it is delivered).
@@ -77,6 +81,8 @@ pub enum HookEvent {
         at: Option<Millis>,
         /// The incident's number and URL, for the record's note.
         incident: String,
+        /// Resolved by hand rather than acknowledged.
+        resolved: bool,
     },
     /// Nothing for apiwatch (another event type, or an incident apiwatch did not open).
     Ignored(String),
@@ -89,8 +95,17 @@ pub fn parse(body: &[u8]) -> Result<HookEvent, HookRefusal> {
     let kind = event["event_type"]
         .as_str()
         .ok_or_else(|| HookRefusal::Malformed("no `event.event_type`".into()))?;
-    if kind != "incident.acknowledged" {
-        return Ok(HookEvent::Ignored(format!("event type {kind}")));
+    let resolved = match kind {
+        "incident.acknowledged" => false,
+        "incident.resolved" => true,
+        _ => return Ok(HookEvent::Ignored(format!("event type {kind}"))),
+    };
+    let agent = &event["agent"];
+    if resolved && agent["type"].as_str() != Some("user_reference") {
+        // apiwatch's own resolve event comes back this way, as does an auto-resolution.
+        return Ok(HookEvent::Ignored(
+            "an incident resolved by PagerDuty or an integration, not by a person".into(),
+        ));
     }
     let data = &event["data"];
     let key = data["incident_key"].as_str().unwrap_or_default();
@@ -101,7 +116,6 @@ pub fn parse(body: &[u8]) -> Result<HookEvent, HookRefusal> {
         .as_str()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| HookRefusal::Malformed("no `event.id`".into()))?;
-    let agent = &event["agent"];
     let by = agent["summary"]
         .as_str()
         .or_else(|| agent["name"].as_str())
@@ -115,6 +129,7 @@ pub fn parse(body: &[u8]) -> Result<HookEvent, HookRefusal> {
         by: format!("pagerduty ({by})"),
         at: event["occurred_at"].as_str().and_then(parse_rfc3339),
         incident: format!("incident {number} {url}").split_whitespace().collect::<Vec<_>>().join(" "),
+        resolved,
     })
 }
 
@@ -134,10 +149,14 @@ mod tests {
     }
 
     fn ack_body(key: &str) -> Vec<u8> {
+        event_body(key, "incident.acknowledged", "user_reference")
+    }
+
+    fn event_body(key: &str, kind: &str, agent: &str) -> Vec<u8> {
         serde_json::json!({"event": {
-            "id": "01DRF6BV78DEFGHIJK56789", "event_type": "incident.acknowledged", "resource_type": "incident",
+            "id": "01DRF6BV78DEFGHIJK56789", "event_type": kind, "resource_type": "incident",
             "occurred_at": "2026-03-02T10:31:30Z",
-            "agent": {"id": "P123ABC", "summary": "Dana Ops", "type": "user_reference"},
+            "agent": {"id": "P123ABC", "summary": "Dana Ops", "type": agent},
             "data": {"id": "Q2KURS8", "type": "incident", "number": 42, "status": "acknowledged",
                      "html_url": "https://acme.pagerduty.com/incidents/Q2KURS8", "incident_key": key}
         }})
@@ -177,7 +196,9 @@ mod tests {
                 by,
                 at,
                 incident,
+                resolved,
             } => {
+                assert!(!resolved);
                 assert_eq!(alert_id, "a-1");
                 assert_eq!(event_id, "01DRF6BV78DEFGHIJK56789");
                 assert_eq!(by, "pagerduty (Dana Ops)");
@@ -187,8 +208,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(parse(&ack_body("another-tools-key")).unwrap(), HookEvent::Ignored(_)));
-        let resolved = br#"{"event": {"id": "x", "event_type": "incident.resolved", "data": {}}}"#;
-        assert!(matches!(parse(resolved).unwrap(), HookEvent::Ignored(w) if w.contains("incident.resolved")));
+        let reassigned = br#"{"event": {"id": "x", "event_type": "incident.reassigned", "data": {}}}"#;
+        assert!(matches!(parse(reassigned).unwrap(), HookEvent::Ignored(w) if w.contains("incident.reassigned")));
+        // Resolved by a person: answered as acknowledged; by PagerDuty or an integration
+        // (apiwatch's own resolve event coming back): nothing to record.
+        let by_hand = parse(&event_body("apiwatch-a-1", "incident.resolved", "user_reference")).unwrap();
+        assert!(matches!(by_hand, HookEvent::Acknowledged { resolved: true, ref alert_id, .. } if alert_id == "a-1"));
+        for agent in ["service_reference", "integration_reference"] {
+            let auto = parse(&event_body("apiwatch-a-1", "incident.resolved", agent)).unwrap();
+            assert!(
+                matches!(auto, HookEvent::Ignored(ref w) if w.contains("not by a person")),
+                "{auto:?}"
+            );
+        }
         assert!(matches!(parse(b"{}"), Err(HookRefusal::Malformed(_))));
         assert!(matches!(parse(b"not json"), Err(HookRefusal::Malformed(_))));
     }

@@ -2,8 +2,9 @@
 //! events ([`crate::feedback::pagerduty`]). A request whose signature does not verify is refused
 //! (403) and logged without its body; one that is not an event is refused (400); an event that
 //! is nothing for apiwatch is answered 200 (PagerDuty retries anything else) and counted in the
-//! log; an apiwatch incident's acknowledgement is written as the `ack` record `apiwatch ack`
-//! writes, once per PagerDuty event. Off (404) without `APIWATCH_PAGERDUTY_WEBHOOK_SECRET`.
+//! log; an apiwatch incident's acknowledgement, or its resolution by a person, is written as
+//! the `ack` record `apiwatch ack` writes (its note says which), once per PagerDuty event. Off
+//! (404) without `APIWATCH_PAGERDUTY_WEBHOOK_SECRET`.
 
 use std::sync::Arc;
 
@@ -44,14 +45,21 @@ async fn pagerduty(State(ctx): State<Arc<ApiContext>>, headers: HeaderMap, body:
         Ok(e) => e,
         Err(e) => return refused(StatusCode::BAD_REQUEST, &e),
     };
-    let (alert_id, event_id, by, at, incident) = match event {
+    let (alert_id, event_id, by, at, note) = match event {
         HookEvent::Acknowledged {
             alert_id,
             event_id,
             by,
             at,
             incident,
-        } => (alert_id, event_id, by, at, incident),
+            resolved,
+        } => {
+            let note = match resolved {
+                true => format!("resolved by hand in PagerDuty ({incident}): not notified again; apiwatch resolves it on its evidence"),
+                false => format!("acknowledged in PagerDuty ({incident})"),
+            };
+            (alert_id, event_id, by, at, note)
+        }
         HookEvent::Ignored(what) => {
             tracing::info!(what = %what, "a PagerDuty webhook event with nothing for apiwatch");
             return reply(StatusCode::OK, json!({"ignored": what}));
@@ -64,10 +72,10 @@ async fn pagerduty(State(ctx): State<Arc<ApiContext>>, headers: HeaderMap, body:
             return Ok((id, false));
         }
         let at = at.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-        let mut r = FeedbackRecord::ack(&alert_id, &by, at, Some(format!("acknowledged in PagerDuty ({incident})")));
+        let mut r = FeedbackRecord::ack(&alert_id, &by, at, Some(note));
         r.id.clone_from(&id);
         store::write(&ctx.client, &ctx.names, &r)?;
-        tracing::info!(alert_id = %alert_id, by = %by, feedback_id = %id, "an acknowledgement came back from PagerDuty");
+        tracing::info!(alert_id = %alert_id, by = %by, feedback_id = %id, note = %r.note.as_deref().unwrap_or_default(), "an answer came back from PagerDuty");
         Ok::<_, store::FeedbackStoreError>((id, true))
     })
     .await;
