@@ -869,13 +869,8 @@ pub fn run<'a>(
     opts: RunOptions<'a>,
 ) -> Result<RunSummary, WorkerError> {
     let started = Instant::now();
-    let start = match settings.since {
-        Some(t) => t,
-        None => oldest_event(client, &settings.log_pattern())?.unwrap_or_else(|| now_ms(opts.now) - settings.ingest_delay),
-    };
+    let start = live_start(client, settings, now_ms(opts.now))?;
     refuse_partitioned(client, settings, now_ms(opts.now))?;
-    let slice = settings.slice;
-    let start = start.div_euclid(slice) * slice;
     let stop = opts.stop.clone();
     let store = loop {
         match JobRun::lease(client, settings) {
@@ -940,6 +935,16 @@ pub fn run<'a>(
         }
     }
     Ok(job.summary(started))
+}
+
+/// Where a live job starts when it has no checkpoint: `--since`, else the oldest event, else
+/// the live edge; on a slice boundary, so that every run cuts the same slices.
+pub(super) fn live_start(client: &EsClient, settings: &WorkerSettings, now: Millis) -> anyhow::Result<Millis> {
+    let start = match settings.since {
+        Some(t) => t,
+        None => oldest_event(client, &settings.log_pattern())?.unwrap_or(now - settings.ingest_delay),
+    };
+    Ok(start.div_euclid(settings.slice) * settings.slice)
 }
 
 /// A whole worker and partitioned ones under the same job name would both write its documents.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::elasticsearch::{
-    backfill_job, notify, oldest_event, sleep_unless_stopped, Hooks, JobRun, RunOptions, RunSummary, WorkerError, WorkerSettings,
+    backfill_job, notify, sleep_unless_stopped, Hooks, JobRun, RunOptions, RunSummary, WorkerError, WorkerSettings,
 };
 use super::partition::{correlator_job, parse_job, partition_job, Coordinator};
 use crate::alert::correlate::{correlate, DigestMerger, WindowDigest};
@@ -112,11 +112,7 @@ pub fn run<'a>(
 ) -> Result<RunSummary, WorkerError> {
     let now = || opts.now.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
     refuse_whole_holder(client, settings, now())?;
-    let start = match settings.since {
-        Some(t) => t,
-        None => oldest_event(client, &settings.log_pattern())?.unwrap_or_else(|| now() - settings.ingest_delay),
-    };
-    let start = start.div_euclid(settings.slice) * settings.slice;
+    let start = super::elasticsearch::live_start(client, settings, now())?;
     let reach = match opts.once {
         true => Reach::Until(now() - settings.ingest_delay),
         false => Reach::Live { pinned_now: opts.now },
