@@ -96,6 +96,7 @@ pub fn backfill(
         notifier: None,
         status: None,
         live: false,
+        notifications_sent: 0,
     };
     share(client, settings, setup.into(), (from, Reach::Until(to)), roles, progress)
 }
@@ -122,6 +123,7 @@ pub fn run<'a>(
         notifier: opts.notifier,
         status: opts.status,
         live: true,
+        notifications_sent: 0,
     };
     let position = opts.progress;
     share(client, settings, setup.into(), (start, reach), roles, |done, _| {
@@ -169,6 +171,8 @@ struct Roles<'a> {
     notifier: Option<&'a mut dyn Notifier>,
     status: Option<Arc<WorkerStatus>>,
     live: bool,
+    /// Messages sent as correlator, over every time this worker held the role.
+    notifications_sent: u64,
 }
 
 /// The worker's loop on a partitioned job from `from`: rounds of leases, turns of the
@@ -258,14 +262,15 @@ fn share<'a>(
                 &mut correlator,
                 (client, settings, &setup, notifier, roles.live),
                 (count, from, upper),
-                fence,
+                (fence, &mut roles.notifications_sent),
                 &mut progress,
             )?;
         } else {
             correlator = None;
         }
         if let Some(status) = &roles.status {
-            report_status(status, &share, &runs, &done, correlator.as_ref(), summary.polls);
+            let counts = (summary.polls, roles.notifications_sent);
+            report_status(status, &share, &runs, &done, correlator.as_ref(), counts);
         }
         let complete = match reach {
             Reach::Live { .. } => false,
@@ -292,10 +297,10 @@ fn share<'a>(
     summary.read_bytes = done.read_bytes;
     summary.checkpoints = done.checkpoints;
     (summary.late_scored, summary.late_unscored) = (done.late_scored, done.late_unscored);
+    summary.notifications_sent = roles.notifications_sent;
     if let Some(c) = &correlator {
         summary.anomalies = c.anomalies;
         summary.alerts_raised = c.alerts.raised();
-        summary.notifications_sent = c.notifications_sent;
         summary.until = Some(format_rfc3339(c.position));
     }
     summary.seconds = started.elapsed().as_secs_f64();
@@ -341,7 +346,7 @@ fn report_status(
     runs: &BTreeMap<u32, JobRun>,
     done: &Counters,
     correlator: Option<&Correlator>,
-    rounds: u64,
+    (rounds, notifications_sent): (u64, u64),
 ) {
     let now = chrono::Utc::now().timestamp_millis();
     let mut total = done.clone();
@@ -375,8 +380,8 @@ fn report_status(
             s.alerts_raised = c.alerts.raised();
             s.alerts_by_priority.clone_from(c.alerts.raised_by_priority());
             s.alerts_held_by_rule.clone_from(c.alerts.held());
-            s.notifications_sent = c.notifications_sent;
         }
+        s.notifications_sent = notifications_sent;
     });
 }
 
@@ -469,7 +474,7 @@ fn correlator_turn<'a>(
         bool,
     ),
     (count, from, to): (u32, Millis, Millis),
-    fence: Millis,
+    (fence, sent): (Millis, &mut u64),
     progress: &mut impl FnMut(Millis, Millis),
 ) -> Result<bool, WorkerError> {
     let mut step = || {
@@ -480,7 +485,7 @@ fn correlator_turn<'a>(
         let Some(c) = correlator.as_mut() else { return Ok(false) };
         c.fence = fence;
         let before = c.position;
-        c.step(to, notifier.as_deref_mut())?;
+        c.step(to, notifier.as_deref_mut(), sent)?;
         progress(c.position - from, to - from);
         Ok::<bool, WorkerError>(c.position > before)
     };
@@ -627,7 +632,6 @@ struct Correlator<'a> {
     position: Millis,
     writer: BulkWriter,
     anomalies: u64,
-    notifications_sent: u64,
     /// Wall-clock time (ms) after which the correlator writes nothing (see `JobRun::fence`).
     fence: Millis,
     /// A live job's correlator takes in feedback as it is written; a range's reads it once,
@@ -674,7 +678,6 @@ impl<'a> Correlator<'a> {
             position,
             writer,
             anomalies: 0,
-            notifications_sent: 0,
             fence: Millis::MAX,
             live,
             feedback_read: None,
@@ -722,7 +725,7 @@ impl<'a> Correlator<'a> {
     }
 
     /// Correlates every window all partitions have passed (up to `to`), writes, checkpoints.
-    fn step(&mut self, to: Millis, notifier: Option<&mut (dyn Notifier + '_)>) -> Result<(), WorkerError> {
+    fn step(&mut self, to: Millis, notifier: Option<&mut (dyn Notifier + '_)>, sent: &mut u64) -> Result<(), WorkerError> {
         if self.live {
             self.feedback_read = self.read_feedback(self.feedback_read);
         }
@@ -756,13 +759,16 @@ impl<'a> Correlator<'a> {
         }
         self.check_fence()?;
         self.writer.flush().map_err(anyhow::Error::from)?;
-        // Told once the alerts are stored; a failure before the checkpoint may repeat a
-        // message when the role is taken up again (at least once, never lost).
+        // Told once the alerts are stored, and only while the role is surely this worker's (a
+        // slow flush past the fence leaves the telling to the next holder, from the
+        // checkpoint); a failure between a send and the checkpoint may repeat that message
+        // when the role is taken up again (at least once, never lost).
+        self.check_fence()?;
         let (stored, evidence) = self.writer.take_written();
         let mut told = Value::Null;
         if let Some(n) = notifier {
             n.remember(&evidence);
-            self.notifications_sent += notify(n, &stored);
+            *sent += notify(n, &stored);
             told = n.save();
         }
         let state = encode(&self.alerts)?;
