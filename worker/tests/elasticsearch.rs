@@ -2452,12 +2452,13 @@ fn a_live_job_in_partitions_is_shared_told_once_and_released_at_sigterm() {
         want.len()
     );
     assert_like_one_workers(&c, &shared, &want, "a live job shared by two workers");
-    // At least once: a correlator that lost its lease between a send and its checkpoint (a
-    // loaded machine, 3 s leases) leaves that message to be sent again by the next holder.
-    let got_mails = subjects(&web, &rcpt);
-    let distinct = |m: &[String]| m.iter().cloned().collect::<BTreeSet<String>>();
-    assert_eq!(distinct(&got_mails), distinct(&want_mails), "every alert change mailed");
-    assert!(got_mails.len() >= want_mails.len(), "{got_mails:?}");
+    // Every alert the lone worker mailed is mailed. Not message for message: changes that
+    // fall in one correlator step are told as one (an alert opened at P3 and raised to P1 in
+    // the same step is mailed once, at P1), and how many windows a step takes depends on how
+    // the workers' checkpoints interleave; and at least once: a correlator that lost its
+    // lease between a send and its checkpoint leaves that message to the next holder.
+    let alerts_mailed = |rcpt: &str| mails_to(&web, rcpt).iter().map(mail_alert).collect::<BTreeSet<String>>();
+    assert_eq!(alerts_mailed(&rcpt), alerts_mailed(&solo_rcpt), "every alert mailed");
     let leases = search_all(&c, &format!("{shared}-state"))
         .into_iter()
         .filter(|h| h["_source"]["state.kind"] == "lease")
