@@ -70,8 +70,12 @@ fetch_zip() {
     mkdir -p "$CACHE"
     local url="$MAVEN/org/elasticsearch/distribution/integ-test-zip/elasticsearch/$ES_VERSION/elasticsearch-$ES_VERSION.zip"
     log "downloading $url"
-    curl -fsS --retry 3 -o "$zip.part" "$url" || { log "download failed: is Maven Central reachable? (set MAVEN_CENTRAL to a mirror)"; exit 1; }
-    mv "$zip.part" "$zip"
+    # Each start downloads to its own file (several start at once in the tests) and renames a
+    # zip that checks whole: no start can read another's half-written download.
+    local part="$zip.part.$$"
+    curl -fsS --retry 3 -o "$part" "$url" || { rm -f "$part"; log "download failed: is Maven Central reachable? (set MAVEN_CENTRAL to a mirror)"; exit 1; }
+    unzip -tqq "$part" >/dev/null || { rm -f "$part"; log "the download of $url is not a whole zip: run again"; exit 1; }
+    mv -f "$part" "$zip"
   fi
   echo "$zip"
 }
