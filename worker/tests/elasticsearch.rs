@@ -2174,32 +2174,56 @@ fn workers_divide_a_jobs_partitions_take_over_a_silent_ones_and_share_with_a_new
 
 /// `backfill --partitions 4` on `prefix` as worker `id`, started (not awaited).
 fn partitioned_backfill(prefix: &str, config: &std::path::Path, id: &str) -> std::process::Child {
-    Command::new(BIN)
-        .args([
-            "backfill",
-            "--es",
-            &es_url(),
-            "--prefix",
-            prefix,
-            "--logs",
-            logs(),
-            "--from",
-            FROM,
-            "--to",
-            TO,
-        ])
-        .args(["--partitions", "4", "--lease-secs", "3", "--worker-id", id, "--json", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    spawn_logged(
+        Command::new(BIN)
+            .args([
+                "backfill",
+                "--es",
+                &es_url(),
+                "--prefix",
+                prefix,
+                "--logs",
+                logs(),
+                "--from",
+                FROM,
+                "--to",
+                TO,
+            ])
+            .args(["--partitions", "4", "--lease-secs", "3", "--worker-id", id, "--json", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped()),
+    )
 }
 
-/// A worker's summary, once it exited 0.
+/// Spawns `cmd` with its log in a file named after its process (read back by [`finished`] when
+/// it fails; a pipe left unread could fill and stall the worker).
+fn spawn_logged(cmd: &mut Command) -> std::process::Child {
+    let dir = std::env::temp_dir().join("apiwatch-test-workers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(unique("spawning"));
+    let file = std::fs::File::create(&path).unwrap();
+    let child = cmd.stderr(Stdio::from(file)).spawn().unwrap();
+    std::fs::rename(&path, log_of(child.id())).unwrap();
+    child
+}
+
+/// The log file of worker `pid`.
+fn log_of(pid: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join("apiwatch-test-workers").join(format!("{pid}.log"))
+}
+
+/// A worker's summary, once it exited 0 (its log's end when it did not).
 fn finished(child: std::process::Child, who: &str) -> Value {
+    let pid = child.id();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "worker {who} failed: {}", out.status);
+    let log = std::fs::read_to_string(log_of(pid)).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+    assert!(
+        out.status.success(),
+        "worker {who} failed: {}; its log ends:\n{}",
+        out.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -2375,12 +2399,11 @@ fn partitioned_live(prefix: &str, config: &std::path::Path, id: &str, once: bool
         .arg(config)
         .env("APIWATCH_SMTP_USERNAME", &user)
         .env("APIWATCH_SMTP_PASSWORD", &pass)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stdout(Stdio::piped());
     if once {
         c.arg("--once");
     }
-    c.spawn().unwrap()
+    spawn_logged(&mut c)
 }
 
 /// The subjects of the mails `rcpt` received, sorted.

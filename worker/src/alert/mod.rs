@@ -114,6 +114,11 @@ pub(crate) struct NodeEvidence {
     /// of it can explain that.
     #[serde(default)]
     pub outside: f64,
+    /// Evidence of waits after its answers that may as well be its caller's own time (see
+    /// [`crate::detect::journey::UNRESOLVED_WAIT_METRIC`]): it makes the node a suspect beside
+    /// its caller, never the reason to blame it alone or to excuse the caller.
+    #[serde(default)]
+    pub unresolved: f64,
     /// The largest latency excess (ms above usual) of its latency and hop findings.
     #[serde(default)]
     pub latency_excess_ms: f64,
@@ -259,6 +264,9 @@ impl Incident {
         if crate::detect::journey::is_hop_wait(a) {
             ev.outside += a.score;
         }
+        if crate::detect::journey::is_unresolved_wait(a) {
+            ev.unresolved += a.score;
+        }
         if let Some(x) = latency_excess(a) {
             ev.latency_excess_ms = ev.latency_excess_ms.max(x);
         }
@@ -292,6 +300,11 @@ impl Incident {
 
     fn has_forecast(&self) -> bool {
         !self.forecast_windows.is_empty()
+    }
+
+    /// Whether all its evidence is waits that may be a caller's own time (nothing to raise).
+    fn only_unresolved(&self) -> bool {
+        self.nodes.values().all(|n| n.unresolved >= n.score)
     }
 
     fn only_forecast(&self) -> bool {
@@ -392,6 +405,9 @@ pub mod hold {
     pub const DEPENDENCY_CHANGE: &str = "dependency_change";
     /// A forecast alone raises only when two windows running predict the breach.
     pub const FORECAST_NEEDS_TWO_WINDOWS: &str = "forecast_needs_two_windows";
+    /// A wait after a callee's answer that may be the caller's own time names a suspect beside
+    /// an alert on the caller; alone it raises nothing.
+    pub const UNRESOLVED_WAIT_ALONE: &str = "unresolved_wait_alone";
 }
 
 impl AlertManager {
@@ -544,6 +560,8 @@ impl AlertManager {
                         Some(hold::DEPENDENCY_CHANGE)
                     } else if inc.only_forecast() {
                         Some(hold::FORECAST_NEEDS_TWO_WINDOWS)
+                    } else if inc.only_unresolved() {
+                        Some(hold::UNRESOLVED_WAIT_ALONE)
                     } else {
                         None
                     }
@@ -631,6 +649,11 @@ impl AlertManager {
     fn related(&self, inc: &Incident, a: &Anomaly, node: &str) -> bool {
         if a.window_start > inc.last_activity + self.cfg.join_gap {
             return false;
+        }
+        // A wait that may be the caller's own time goes with the caller's evidence only.
+        if crate::detect::journey::is_unresolved_wait(a) {
+            let caller_recent = |c: &String| inc.nodes.get(c).is_some_and(|e| a.window_start <= e.last + self.cfg.join_gap);
+            return a.hop_from.as_ref().is_some_and(caller_recent);
         }
         // The same service while its evidence is still coming, or the incident's origin whatever
         // the gap; another member that went quiet and acts up again is judged like any other
@@ -779,7 +802,13 @@ impl AlertManager {
             let i = match best {
                 Some(i) => i,
                 None => {
-                    match self.reopenable(a, &node) {
+                    // A wait that may be its caller's time reopens nothing (it goes with the caller).
+                    let reopens = if crate::detect::journey::is_unresolved_wait(a) {
+                        None
+                    } else {
+                        self.reopenable(a, &node)
+                    };
+                    match reopens {
                         Some(k) => self.reopen(k),
                         None => self.active.push(Incident::new(a)),
                     }
@@ -868,7 +897,7 @@ impl AlertManager {
     }
 
     fn should_raise(&self, inc: &Incident) -> bool {
-        if self.explained_by_change(inc) {
+        if self.explained_by_change(inc) || inc.only_unresolved() {
             return false;
         }
         if inc.max_score >= self.cfg.raise_single && !inc.only_forecast() {
@@ -921,6 +950,45 @@ pub(crate) mod tests {
         m.add_edge("gateway/aws".into(), "orders/aws".into());
         m.add_edge("orders/aws".into(), "payments/aws".into());
         m
+    }
+
+    /// A wait after the only callee's answers, which may be the caller's own time: it names the
+    /// callee beside the caller (after it, without excusing it), and alone raises nothing.
+    #[test]
+    fn an_unresolved_wait_names_the_callee_beside_its_caller_and_alone_raises_nothing() {
+        let unresolved = |t: Millis| {
+            let mut a = anomaly("payments", AnomalyKind::Journey, 90.0, t);
+            a.metric = Some(crate::detect::journey::UNRESOLVED_WAIT_METRIC.into());
+            a.weight = Weight::Corroborates;
+            a.hop_from = Some("orders/aws".into());
+            a
+        };
+        let mut m = manager();
+        let mut last = None;
+        for minute in 0..3 {
+            let t = minute * MINUTE_MS;
+            let batch = [anomaly("orders", AnomalyKind::Latency, 85.0, t), unresolved(t)];
+            last = m.ingest(&batch, t + MINUTE_MS).pop().or(last);
+        }
+        let alert = last.expect("orders' latency raises an alert");
+        assert_eq!(alert.service, "orders", "{:?}", alert.suspects);
+        let names: Vec<&str> = alert.suspects.iter().map(|s| s.service.as_str()).collect();
+        assert_eq!(names, ["orders", "payments"]);
+        assert!(
+            alert.suspects[0].why.contains("no callee of it deviates"),
+            "{}",
+            alert.suspects[0].why
+        );
+        assert!(alert.suspects[1].why.contains("cannot tell apart"), "{}", alert.suspects[1].why);
+
+        let mut m = manager();
+        let mut alone: Vec<Anomaly> = (0..3).map(|minute| unresolved(minute * MINUTE_MS)).collect();
+        for (minute, a) in alone.iter_mut().enumerate() {
+            let t = minute as Millis * MINUTE_MS;
+            assert!(m.ingest(std::slice::from_ref(a), t + MINUTE_MS).is_empty());
+            m.explain_holds(std::slice::from_mut(a));
+        }
+        assert!(alone.iter().all(|a| a.held_by.as_deref() == Some(hold::UNRESOLVED_WAIT_ALONE)));
     }
 
     #[test]

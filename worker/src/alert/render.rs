@@ -59,23 +59,26 @@ fn kind_weight(k: AnomalyKind, dominant: AnomalyKind) -> f64 {
 /// from caller to callee, so for it they are its callers.
 pub(crate) fn suspects(inc: &Incident, callers: &Graph, callees: &Graph) -> Vec<Blame> {
     let kind = dominant_kind(inc);
-    // (node, evidence a deviating neighbour may explain, evidence measured outside the node)
-    let own: Vec<(&String, f64, f64)> = inc
+    // (node, evidence a deviating neighbour may explain, evidence measured outside the node,
+    // waits after its answers that may be its caller's own time)
+    let own: Vec<(&String, f64, f64, f64)> = inc
         .nodes
         .iter()
         .map(|(n, e)| {
             let weighted: f64 = e.by_kind.iter().map(|(k, s)| s * kind_weight(*k, kind)).sum();
             let outside = e.outside * kind_weight(AnomalyKind::Journey, kind);
-            (n, (weighted - outside).max(0.0), outside)
+            let unresolved = e.unresolved * kind_weight(AnomalyKind::Journey, kind);
+            (n, (weighted - outside - unresolved).max(0.0), outside, unresolved)
         })
         .collect();
     let strongest = own.iter().map(|c| c.1 + c.2).fold(0.0, f64::max);
-    // Only nodes with material evidence count as deviating neighbours.
-    let deviating = |n: &str| own.iter().any(|(m, s, o)| m.as_str() == n && s + o >= 0.15 * strongest);
+    // Only nodes with material evidence count as deviating neighbours (an unresolved wait is
+    // not: it may be the caller's own time).
+    let deviating = |n: &str| own.iter().any(|(m, s, o, _)| m.as_str() == n && s + o >= 0.15 * strongest);
     let upstream = if kind == AnomalyKind::Traffic { "caller" } else { "callee" };
     let mut out: Vec<Blame> = own
         .iter()
-        .map(|&(n, score, outside)| {
+        .map(|&(n, score, outside, unresolved)| {
             let neighbours = match kind {
                 AnomalyKind::Traffic => callers.get(n.as_str()),
                 AnomalyKind::Sequence => None,
@@ -92,17 +95,25 @@ pub(crate) fn suspects(inc: &Incident, callers: &Graph, callees: &Graph) -> Vec<
             if outside > 0.0 {
                 what.push_str("; its callers waited on it beyond its own time");
             }
+            // Half weight: the caller may have spent that time itself.
+            let maybe = 0.5 * unresolved;
+            if score + outside == 0.0 && unresolved > 0.0 {
+                what = format!(
+                    "its callers waited long after its answers{route}, their only call: its answers' way back or the \
+                     callers' own last step, which the callee's records alone cannot tell apart"
+                );
+            }
             if explaining.is_empty() {
                 Blame {
                     node: n.clone(),
-                    score: (score + outside).round(),
+                    score: (score + outside + maybe).round(),
                     why: format!("{what}; no {upstream} of it deviates"),
                     explained: false,
                 }
             } else {
                 Blame {
                     node: n.clone(),
-                    score: (score * 0.3 + outside).round(),
+                    score: (score * 0.3 + outside + maybe).round(),
                     why: format!(
                         "{what}; may follow its {upstream}{} {}",
                         if explaining.len() == 1 { "" } else { "s" },

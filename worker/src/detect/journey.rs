@@ -54,6 +54,19 @@ const STARVED_FACTOR: f64 = 4.0;
 /// ... and this much longer, in milliseconds.
 const STARVED_MIN_EXCESS_MS: f64 = 20.0;
 
+/// What a wait beyond the callee's own time is, when it can be told from the caller's.
+const OUTSIDE: &str = ": time spent outside the service — its network or its pod's outgoing traffic";
+/// The metric of a tail wait after the only callee of a caller route: the caller's own time or
+/// the callee's answer on its way back, which records of the callee's side cannot tell apart.
+/// It names the callee as a suspect beside the caller, never alone.
+pub const UNRESOLVED_WAIT_METRIC: &str = "journey.tail_wait.unresolved";
+
+/// Whether a finding is a tail wait that could be the caller's own time (see
+/// [`UNRESOLVED_WAIT_METRIC`]).
+pub fn is_unresolved_wait(a: &Anomaly) -> bool {
+    a.metric.as_deref() == Some(UNRESOLVED_WAIT_METRIC)
+}
+
 /// Whether a finding is about time a hop's callers waited outside the callee (one window's or
 /// the sequential test's).
 pub fn is_hop_wait(a: &Anomaly) -> bool {
@@ -118,6 +131,10 @@ struct WaitTally {
     marked: u64,
     waits: Vec<f64>,
     traces: Vec<String>,
+    /// Tail waits whose caller made other calls too in its journey (so the route does not
+    /// call this service alone).
+    #[serde(default)]
+    besides: u64,
 }
 
 /// A caller node and the route it served: tail waits are compared within one.
@@ -568,8 +585,10 @@ impl JourneyDetector {
                 h.tail_marked.update(if marked { 1.0 } else { 0.0 }, 0.01);
             }
             let caller = &j.spans[pi];
+            let calls_made = j.spans.iter().filter(|c| c.parent == Some(caller.span)).count();
             let t = self.tails.entry(((caller.node, caller.route), hop)).or_default();
             t.waited += 1;
+            t.besides += u64::from(calls_made > 1);
             t.waits.push(wait);
             if marked {
                 t.marked += 1;
@@ -597,8 +616,10 @@ impl JourneyDetector {
             let share = t.marked as f64 / t.waited as f64;
             let others_share = others_marked as f64 / others_n.max(1) as f64;
             // The other callees must have been answered often enough to show they were not
-            // waited on, and clearly less than this one.
-            if others_n < 2 * WAIT_MIN_MARKED || others_share >= 0.2 || others_share >= 0.5 * share {
+            // waited on, and clearly less than this one. A route that calls no other service
+            // cannot tell: the wait is reported as unresolved (below).
+            let alone = others_n == 0 && t.besides == 0;
+            if !alone && (others_n < 2 * WAIT_MIN_MARKED || others_share >= 0.2 || others_share >= 0.5 * share) {
                 continue;
             }
             let Some(h) = self.hops.get(hop) else { continue };
@@ -607,12 +628,25 @@ impl JourneyDetector {
                 marked: t.marked,
                 waits: t.waits.clone(),
                 traces: t.traces.clone(),
+                besides: t.besides,
             };
-            let after = format!(
-                "after its answer, as the caller's last call; the same caller route's calls to other services waited so on \
-                 {others_marked} of {others_n}"
-            );
-            if let Some(a) = wait_finding(h, tally, (&h.tail_wait, &h.tail_marked), &after, w) {
+            let after = if alone {
+                "after its answer, the only service the caller route called; the caller's own last step or this \
+                 answer's way back, which records of the callee's side alone cannot tell apart (the caller's \
+                 client-side records would)"
+                    .to_owned()
+            } else {
+                format!(
+                    "after its answer, as the caller's last call; the same caller route's calls to other services waited \
+                     so on {others_marked} of {others_n}{OUTSIDE}"
+                )
+            };
+            if let Some(mut a) = wait_finding(h, tally, (&h.tail_wait, &h.tail_marked), &after, w) {
+                if alone {
+                    // A suspect beside the caller, never an alert of its own.
+                    a.metric = Some(UNRESOLVED_WAIT_METRIC.to_owned());
+                    a.weight = crate::model::anomaly::Weight::Corroborates;
+                }
                 out.push(a);
             }
         }
@@ -694,7 +728,7 @@ fn wait_finding(h: &HopState, mut tally: WaitTally, usual: (&Ewm, &Ewm), where_:
     let label = entity_label(w.names, &key);
     let callee = super::node_label(w.names, key.owner());
     f.reason = format!(
-        "on {k} of {n} calls over the hop {label} the caller waited {} beyond {callee}'s own time (usually {}){where_}: time spent outside the service — its network or its pod's outgoing traffic",
+        "on {k} of {n} calls over the hop {label} the caller waited {} beyond {callee}'s own time (usually {}){where_}",
         fmt_ms(med),
         fmt_ms(typical)
     );
@@ -843,6 +877,7 @@ impl Detector for JourneyDetector {
                 marked: hw.slow_wait,
                 waits: std::mem::take(&mut hw.waits),
                 traces: std::mem::take(&mut hw.wait_traces),
+                besides: 0,
             };
             if let Some(h) = self.hops.get_mut(&hop) {
                 // The run's finding needs this window's waits after `wait_finding` took them:
@@ -852,7 +887,7 @@ impl Detector for JourneyDetector {
                     .filter(|_| tally.marked > 0)
                     .map(|sum| (sum, super::stats::median_in_place(&mut tally.waits.clone()), tally.traces.clone()));
                 let h = &*h;
-                if let Some(a) = wait_finding(h, tally, (&h.wait, &h.wait_marked), "", w) {
+                if let Some(a) = wait_finding(h, tally, (&h.wait, &h.wait_marked), OUTSIDE, w) {
                     reported.push(hop);
                     out.push(a);
                 } else if let Some((sum, median, traces)) = crossed {

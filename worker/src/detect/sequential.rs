@@ -31,6 +31,12 @@
 //!   compared with, and counted, so nothing is dropped unseen. One longer than [`PAUSE_WINDOWS`]
 //!   is never learned as a pause.
 //!
+//! A sum stays past its threshold for a few windows after the problem ends (it was capped, not
+//! reset): a window of the traffic or slow-call test that itself adds no evidence (its own calls
+//! look usual) is not reported, so what follows the end of a problem is not taken for more of
+//! it; a relapse crosses at once. (The error test reports every window past its threshold: a
+//! window without failures says little on a quiet service, and an error run shows in bursts.)
+//!
 //! The thresholds ([`THRESHOLD`], a likelihood ratio of e^12; [`ERROR_THRESHOLD`]) keep the false-alarm run length
 //! above ~10^5 windows per service (Wald's bound e^h), so a sum of noise minutes does not
 //! cross. The statistics know their sample size: an empty minute says more about a busy
@@ -68,6 +74,9 @@ const SLOW_BIN_FIRST_MS: f64 = 0.1;
 const SLOW_BIN_GROWTH: f64 = 1.25;
 const SLOW_MEMORY: f64 = 600.0;
 
+/// A slowdown that has lasted this many windows teaches the slow-call limit again, with a
+/// memory this long: the new level becomes the usual one (see [`judge_slow`]).
+const RELEARN_AFTER: u32 = 30;
 /// Weight of the newest window in the usual levels (about a 30-window memory).
 const ALPHA: f64 = 1.0 / 30.0;
 /// Below this usual rate (calls per window) a drop says too little to judge.
@@ -259,17 +268,21 @@ fn judge_slow(s: &mut ServiceState, st: &WindowStat, judged: bool) -> Option<f64
         } else {
             s.slow_run = 0;
         }
-        if s.slow_sum >= THRESHOLD {
+        if s.slow_sum >= THRESHOLD && llr > 0.0 {
             crossed = Some(s.slow_sum);
         }
     }
-    // The limit learns while no slowdown is being proven (so a slowdown does not teach itself).
+    // The limit learns while no slowdown is being proven (so a slowdown does not teach itself),
+    // and again, faster, once one has lasted [`RELEARN_AFTER`] windows: a latency that stays
+    // shifted that long is how the service now behaves, reported for half an hour already.
     // Only quiet services are judged; busy ones keep nothing.
-    if (s.slow_sum < THRESHOLD / 2.0 || !judged) && timed > 0 && s.rate < SLOW_MAX_RATE {
+    let relearning = s.slow_run > RELEARN_AFTER;
+    if (s.slow_sum < THRESHOLD / 2.0 || !judged || relearning) && timed > 0 && s.rate < SLOW_MAX_RATE {
         if s.slow_bins.len() != SLOW_BINS {
             s.slow_bins = vec![0.0; SLOW_BINS];
         }
-        let keep = (1.0 - 1.0 / SLOW_MEMORY) as f32;
+        let memory = if relearning { f64::from(RELEARN_AFTER) } else { SLOW_MEMORY };
+        let keep = (1.0 - 1.0 / memory) as f32;
         s.slow_bins.iter_mut().for_each(|b| *b *= keep);
         for v in st.latencies.values() {
             s.slow_bins[slow_bin(v)] += 1.0;
@@ -305,7 +318,7 @@ impl SequentialDetector {
             }
             if s.drop_sum >= THRESHOLD {
                 s.drop_crossed = true;
-                drop = Some(s.drop_sum);
+                drop = Some(s.drop_sum).filter(|_| llr > 0.0);
             } else if s.drop_sum < THRESHOLD / 2.0 {
                 s.end_drop_run(st.end);
             }
@@ -673,6 +686,40 @@ mod tests {
             }
         }
         assert_median_delay(delays, 10, "slow-call");
+    }
+
+    /// After a slowdown ends, the windows whose own calls look usual are not reported (the sum,
+    /// capped, takes a few windows to fall below the threshold); a slowdown that never ends is
+    /// learned as the service's usual latency after [`RELEARN_AFTER`] windows and reported no
+    /// more.
+    #[test]
+    fn slow_calls_stop_being_reported_when_they_end_or_last() {
+        use rand_distr::LogNormal;
+        let (mut after_end, mut long_after_start) = (0, 0);
+        for seed in 0..10 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(200 + seed);
+            let counts = poisson(4.0, 600, seed);
+            let ln = LogNormal::new(50f64.ln(), 0.5).unwrap();
+            let quiet: Vec<Vec<f64>> = counts.iter().map(|&n| (0..n).map(|_| ln.sample(&mut rng)).collect()).collect();
+            let doubled = |during: std::ops::Range<usize>| -> Vec<Vec<f64>> {
+                quiet
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| w.iter().map(|&v| if during.contains(&i) { v * 2.0 } else { v }).collect())
+                    .collect()
+            };
+            let found = run_slow(&doubled(400..420));
+            assert!(found.iter().any(|i| (400..420).contains(i)), "seed {seed}: the slowdown is found");
+            after_end += found.iter().filter(|&&i| (421..460).contains(&i)).count();
+            let found = run_slow(&doubled(400..600));
+            long_after_start += found.iter().filter(|&&i| i >= 400 + 3 * RELEARN_AFTER as usize).count();
+        }
+        // Chance alone (a usual window with a few slow calls) allows about one per run.
+        assert!(after_end <= 10, "{after_end} windows reported after the slowdowns ended");
+        assert!(
+            long_after_start <= 10,
+            "{long_after_start} windows reported long into lasting slowdowns"
+        );
     }
 
     #[test]
