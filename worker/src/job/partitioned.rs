@@ -291,8 +291,11 @@ fn share<'a>(
         keep_or_give_up(run.checkpoint_now())?;
         done.add(run);
     }
-    // Leaving hands every partition and the correlator over at once.
-    coordinator.leave().map_err(anyhow::Error::from)?;
+    // Leaving hands every partition and the correlator over at once; leases that could not be
+    // given up run out by themselves (the work is done or checkpointed either way).
+    if let Err(e) = coordinator.leave() {
+        tracing::warn!(error = %e, "could not give the leases up: they run out by themselves within the lease period");
+    }
     summary.events = done.events;
     summary.read_bytes = done.read_bytes;
     summary.checkpoints = done.checkpoints;
@@ -522,9 +525,15 @@ fn range_done(correlator_store: &StateStore, to: Millis) -> bool {
 }
 
 /// A checkpoint's outcome, where a version conflict (another worker took the partition over
-/// and wrote first: its work stands) is not this worker's failure.
+/// and wrote first: its work stands) is not this worker's failure, nor is Elasticsearch busy or
+/// unreachable at that moment (what was scored since the last checkpoint is scored again by the
+/// partition's next holder: nothing is lost).
 fn keep_or_give_up(saved: Result<(), WorkerError>) -> Result<(), WorkerError> {
     match saved {
+        Err(e) if transient(&e) => {
+            tracing::warn!(error = %e, "Elasticsearch unavailable: not checkpointed here; the partition's next holder goes on from its last checkpoint");
+            Ok(())
+        }
         Err(WorkerError::LeaseRanOut { job }) => {
             tracing::warn!(%job, "the partition's lease may have run out: not checkpointed here; its next holder goes on from the last checkpoint");
             Ok(())
