@@ -121,12 +121,12 @@ fn run_once(prefix: &str, extra: &[&str]) -> Value {
     summary(&args)
 }
 
-fn backfill(prefix: &str, extra: &[&str]) -> Value {
-    let url = es_url();
-    let mut args = vec![
+/// `backfill` of the test range on `prefix`'s indices, reading the test logs.
+fn backfill_args(prefix: &str) -> Vec<String> {
+    [
         "backfill",
         "--es",
-        &url,
+        &es_url(),
         "--prefix",
         prefix,
         "--logs",
@@ -135,7 +135,14 @@ fn backfill(prefix: &str, extra: &[&str]) -> Value {
         FROM,
         "--to",
         TO,
-    ];
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn backfill(prefix: &str, extra: &[&str]) -> Value {
+    let args = backfill_args(prefix);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend_from_slice(extra);
     summary(&args)
 }
@@ -2176,19 +2183,7 @@ fn workers_divide_a_jobs_partitions_take_over_a_silent_ones_and_share_with_a_new
 fn partitioned_backfill(prefix: &str, config: &std::path::Path, id: &str) -> std::process::Child {
     spawn_logged(
         Command::new(BIN)
-            .args([
-                "backfill",
-                "--es",
-                &es_url(),
-                "--prefix",
-                prefix,
-                "--logs",
-                logs(),
-                "--from",
-                FROM,
-                "--to",
-                TO,
-            ])
+            .args(backfill_args(prefix))
             .args(["--partitions", "4", "--lease-secs", "3", "--worker-id", id, "--json", "--config"])
             .arg(config)
             .stdout(Stdio::piped()),
