@@ -141,6 +141,12 @@ pub(crate) struct NodeEvidence {
 }
 
 impl NodeEvidence {
+    /// Whether `a` is evidence of a kind this node has not shown: another anomaly kind, or time
+    /// lost outside it (a hop wait, a kind of its own) where it had none.
+    fn is_new_kind(&self, a: &Anomaly) -> bool {
+        !self.by_kind.contains_key(&a.kind) || (crate::detect::journey::is_hop_wait(a) && self.outside == 0.0)
+    }
+
     /// Whether the node has been judged normal long enough that, were the problem still there
     /// and showing as often as it did (one window more counted as a gap, so that a problem seen
     /// once is not taken to show every time), it would have shown with probability at least
@@ -662,10 +668,7 @@ impl AlertManager {
             // After a break, a kind of evidence the service has not shown in this incident is a
             // new problem on it (a network delay after a CPU contention), not more of the same.
             let after_break = a.window_start >= e.last + self.cfg.quiet_to_resolve / 2;
-            // Time lost outside the service (its network: a hop wait) is a kind of its own.
-            let outside = crate::detect::journey::is_hop_wait(a);
-            let new_kind = !e.by_kind.contains_key(&a.kind) || (outside && e.outside == 0.0);
-            if after_break && new_kind {
+            if after_break && e.is_new_kind(a) {
                 return false;
             }
             if a.window_start <= e.last + self.cfg.join_gap || render::origin(inc, &self.callers, &self.callees).0 == node {
@@ -732,10 +735,12 @@ impl AlertManager {
             let recent = inc.resolved_at.is_some_and(|r| a.window_start <= r + self.cfg.reopen_within);
             // A recovered alert's services may still be counted by a finding that cannot say
             // where its run began (a forecast); one that can is an echo or new (above).
+            // The origin acting up again with evidence of a kind it had not shown is a new problem
+            // on it (a network delay after a CPU contention), as it is within an open alert.
             let same = if inc.recovered {
                 sums_past_windows(a) && a.evidence_start.is_none() && inc.nodes.contains_key(node)
             } else {
-                render::origin(inc, &self.callers, &self.callees).0 == node
+                render::origin(inc, &self.callers, &self.callees).0 == node && inc.nodes.get(node).is_some_and(|e| !e.is_new_kind(a))
             };
             !inc.bounded && (echo || (recent && same))
         })
@@ -1405,5 +1410,17 @@ pub(crate) mod tests {
         assert_eq!(again[0].id, first[0].id);
         assert_eq!(again[0].status, AlertStatus::Open);
         assert_eq!(m.raised(), 1);
+    }
+
+    /// After a resolved alert, its origin acting up with evidence of another kind is a new
+    /// problem on it (a network delay after a CPU contention), not the old one flapping.
+    #[test]
+    fn an_origin_acting_up_in_a_new_way_after_its_alert_resolved_gets_a_new_alert() {
+        let mut m = manager();
+        let first = m.ingest(&[anomaly("orders", AnomalyKind::Latency, 90.0, 0)], MINUTE_MS);
+        assert_eq!(m.tick(8 * MINUTE_MS)[0].status, AlertStatus::Resolved);
+        let again = m.ingest(&[anomaly("orders", AnomalyKind::Errors, 90.0, 10 * MINUTE_MS)], 11 * MINUTE_MS);
+        assert_ne!(again[0].id, first[0].id);
+        assert_eq!(m.raised(), 2);
     }
 }

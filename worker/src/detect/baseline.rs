@@ -10,7 +10,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::stats::{median_mad, score_from_z, Ring};
+use super::stats::{median_mad, score_from_z, share_evidence, Ring, WINDOW_EVIDENCE};
 use super::{entity_label, fmt_bytes, fmt_ms, fmt_pct, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind};
 use crate::model::time::{Millis, DAY_MS, HOUR_MS};
@@ -126,22 +126,16 @@ impl CallQuantile {
         *t += (Self::STEP * weight * (passed - tail) / tail).clamp(-0.5, 0.5);
     }
 
-    /// How strongly `passed` of `n` calls over the usual 95th percentile say the tail moved: a
-    /// lower bound on -ln P(at least that many by chance), n·KL(passed/n ‖ 5%) (Chernoff).
+    /// How strongly `passed` of `n` calls over the usual 95th percentile say the tail moved
+    /// (see [`share_evidence`]).
     fn evidence(passed: u64, n: u64) -> f64 {
-        let tail = 1.0 - Self::Q;
-        if n == 0 || (passed as f64) <= tail * n as f64 {
-            return 0.0;
-        }
-        let f = passed as f64 / n as f64;
-        let kl = |a: f64, b: f64| if a <= 0.0 { 0.0 } else { a * (a / b).ln() };
-        n as f64 * (kl(f, tail) + kl(1.0 - f, 1.0 - tail))
+        share_evidence(passed, n, 1.0 - Self::Q)
     }
 }
 
-/// Calls over the usual single-call p95 must be this unlikely by chance (e^-7, about 1 in 1,000)
-/// before a window's latency is flagged, whatever its quantiles say.
-const CALL_EVIDENCE: f64 = 7.0;
+/// Calls over the usual single-call p95 must be this unlikely by chance before a window's
+/// latency is flagged, whatever its quantiles say: the bar of every per-window share test.
+const CALL_EVIDENCE: f64 = WINDOW_EVIDENCE;
 
 impl Series {
     fn new(t: Millis) -> Self {

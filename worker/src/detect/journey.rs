@@ -20,7 +20,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::stats::{score_from_z, Ewm};
+use super::stats::{score_from_z, share_evidence, Ewm, WINDOW_EVIDENCE};
 use super::{entity_label, fmt_ms, CallContext, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
 use crate::model::time::Millis;
@@ -713,6 +713,11 @@ fn wait_finding(h: &HopState, mut tally: WaitTally, usual: (&Ewm, &Ewm), where_:
     }
     let key = h.key?;
     let p0 = wait_marked.mean.clamp(0.005, 0.5);
+    // A few long waits a window are what a busy hop has now and then (a pause, a retransmit);
+    // they add up in the sequential test instead.
+    if share_evidence(k, n, p0) < WINDOW_EVIDENCE {
+        return None;
+    }
     let z = (k as f64 - n as f64 * p0) / (n as f64 * p0 * (1.0 - p0)).sqrt();
     let med = super::stats::median_in_place(&mut tally.waits);
     let typical = wait.mean.exp_m1();

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 
 use super::iforest::{ForestParams, IsolationForest};
-use super::stats::{column_mean_std, quantile, score_from_z, Ewm};
+use super::stats::{column_mean_std, quantile, score_from_z, share_evidence, Ewm, WINDOW_EVIDENCE};
 use super::{node_label, CallContext, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind, Contributor};
 use crate::model::time::{hour_of_day, Millis, DAY_MS, HOUR_MS, MINUTE_MS};
@@ -210,7 +210,12 @@ impl UnusualTally {
             let n = rw.calls as f64;
             let z = (rw.unusual as f64 - n * p0) / (n * p0 * (1.0 - p0)).sqrt().max(1e-9);
             let learning = bg.n < self.warmup_windows;
-            let flagged = !learning && rw.unusual >= 5 && rate >= 0.05 && rate >= 4.0 * p0 && z >= 5.0;
+            let flagged = !learning
+                && rw.unusual >= 5
+                && rate >= 0.05
+                && rate >= 4.0 * p0
+                && z >= 5.0
+                && share_evidence(rw.unusual, rw.calls, p0) >= WINDOW_EVIDENCE;
             bg.update(if flagged { p0 } else { rate }, 0.05);
             if !flagged {
                 continue;

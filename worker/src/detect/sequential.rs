@@ -11,6 +11,12 @@
 //!   An empty window on a busy service crosses at once; on 2 calls a minute about seven empty
 //!   minutes do. Silence is news: a service that usually has traffic and has none is judged
 //!   every window (the aggregator reports idle entities for an hour).
+//! - **Traffic loss propagates caller → callee**: a service's usual rate is first scaled by what
+//!   its callers sent this window against their usual (over the hops that usually bring its
+//!   calls; calls from outside count as steady). When the entry of a mesh loses half its
+//!   clients, every service behind it is expected to lose half its calls: only the entry is
+//!   judged to have dropped, and it is the origin. A caller that is as busy as usual but no
+//!   longer calls a service leaves that service's expectation whole, and its drop is found.
 //! - **Error rate**: failures (5xx) are binomial with the usual rate p0 (floored at 0.2%); the
 //!   alternative is p1 = max(10%, 4·p0).
 //! - **Slow calls** (services with fewer than [`SLOW_MAX_RATE`] calls a window, where one window
@@ -23,7 +29,8 @@
 //!
 //! - **Pauses a service is known for**: some traffic stops for a minute or three and comes back
 //!   by itself, again and again (a client that pauses between batches, a load generator). A drop
-//!   that recovered within [`PAUSE_WINDOWS`] windows (before anyone could have acted on it) is
+//!   that recovered within [`PAUSE_WINDOWS`] windows (before anyone could have acted on it),
+//!   after evidence of at least half the threshold (a dip far past noise, crossed or not), is
 //!   remembered for a day; a later drop is reported once a pause like those would rarely have
 //!   lasted so long (chance under [`PAUSE_LEVEL`], from the remembered lengths and their number:
 //!   [`pause_outlasts`]), and always once it outlasts [`PAUSE_WINDOWS`], the longest a pause can
@@ -48,7 +55,7 @@ use rustc_hash::FxHashMap;
 use super::{entity_label, fmt_pct, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind};
 use crate::model::time::{Millis, DAY_MS};
-use crate::model::{EntityKind, WindowStat};
+use crate::model::{EntityKey, EntityKind, Sym, WindowStat};
 
 /// The log-likelihood ratio a traffic-drop sum must reach to be an anomaly.
 pub const THRESHOLD: f64 = 12.0;
@@ -139,9 +146,10 @@ struct ServiceState {
     /// Windows of the current drop run with calls far below usual (each one adding evidence).
     #[serde(default)]
     drop_low: u32,
-    /// Whether the current drop run has crossed the threshold.
-    #[serde(default)]
-    drop_crossed: bool,
+    /// Whether the current drop run has built half the threshold's evidence (a dip worth
+    /// remembering as a pause when it recovers by itself).
+    #[serde(default, alias = "drop_crossed")]
+    drop_clear: bool,
     /// Recent calls' latencies, decayed, by bin (empty until the first timed call).
     #[serde(default)]
     slow_bins: Vec<f32>,
@@ -176,7 +184,7 @@ impl ServiceState {
 
     /// Ends a drop run at `now`, remembering it when it was a short pause.
     fn end_drop_run(&mut self, now: Millis) {
-        if self.drop_crossed && (1..=PAUSE_WINDOWS).contains(&self.drop_low) {
+        if self.drop_clear && (1..=PAUSE_WINDOWS).contains(&self.drop_low) {
             self.pauses.push((now, self.drop_low));
             if self.pauses.len() > PAUSES_KEPT {
                 // Forget the shortest (and, among equals, the oldest).
@@ -186,7 +194,7 @@ impl ServiceState {
                 }
             }
         }
-        self.drop_crossed = false;
+        self.drop_clear = false;
         self.drop_low = 0;
     }
 
@@ -206,6 +214,17 @@ impl ServiceState {
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 pub struct SequentialDetector {
     services: FxHashMap<u32, ServiceState>,
+    /// Usual calls a window over each hop (caller → callee), by hop entity: how much of a
+    /// callee's traffic each caller usually brings.
+    #[serde(default)]
+    hops: FxHashMap<u32, HopState>,
+}
+
+/// What one hop usually carries.
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone, Copy, Debug)]
+struct HopState {
+    windows: u32,
+    rate: f64,
 }
 
 /// The log-likelihood ratio of `k` calls under a drop to `DROP_TO`·λ0 against λ0.
@@ -295,7 +314,52 @@ fn judge_slow(s: &mut ServiceState, st: &WindowStat, judged: bool) -> Option<f64
 }
 
 impl SequentialDetector {
-    fn judge(&mut self, st: &WindowStat, complete: bool) -> (Option<f64>, Option<f64>, Option<f64>) {
+    /// The share of its usual traffic each service's callers sent it this window (see the
+    /// module's notes), by service; services without known callers are left out (1). Learns
+    /// the hops' usual rates from a complete window.
+    fn caller_loads(&mut self, w: &WindowContext<'_>) -> FxHashMap<(Sym, Sym), f64> {
+        let services: FxHashMap<(Sym, Sym), &WindowStat> = w
+            .stats
+            .iter()
+            .filter(|st| st.key.kind() == EntityKind::Service)
+            .map(|st| (st.key.owner(), st))
+            .collect();
+        // Per callee: (usual calls its callers bring, usual calls they did not send this window).
+        let mut brought: FxHashMap<(Sym, Sym), (f64, f64)> = FxHashMap::default();
+        for hop in w.stats.iter() {
+            let EntityKey::Hop { from, to } = hop.key else { continue };
+            let usual = self.hops.get(&hop.entity).copied().unwrap_or_default();
+            let caller = services.get(&from).and_then(|c| Some((c.count, self.services.get(&c.entity)?)));
+            if let Some((calls, cs)) = caller.filter(|(_, cs)| cs.windows >= MIN_WINDOWS && cs.rate >= MIN_RATE) {
+                if usual.windows >= MIN_WINDOWS {
+                    let sent = (calls as f64 / cs.rate).min(1.0);
+                    let e = brought.entry(to).or_default();
+                    e.0 += usual.rate;
+                    e.1 += usual.rate * (1.0 - sent);
+                }
+            }
+            // The hop learns while its callee's drop is not being proven (as the callee's rate).
+            let callee_proving = services
+                .get(&to)
+                .and_then(|c| self.services.get(&c.entity))
+                .is_some_and(|s| s.drop_sum >= THRESHOLD / 2.0);
+            if w.complete && !callee_proving {
+                let h = self.hops.entry(hop.entity).or_default();
+                let a = ALPHA.max(1.0 / f64::from(h.windows + 1));
+                h.rate += a * (hop.count as f64 - h.rate);
+                h.windows = h.windows.saturating_add(1);
+            }
+        }
+        brought
+            .into_iter()
+            .filter_map(|(to, (usual, missing))| {
+                let rate = self.services.get(&services.get(&to)?.entity)?.rate;
+                Some((to, (1.0 - missing / rate.max(usual).max(f64::MIN_POSITIVE)).clamp(0.0, 1.0)))
+            })
+            .collect()
+    }
+
+    fn judge(&mut self, st: &WindowStat, complete: bool, load: f64) -> (Option<f64>, Option<f64>, Option<f64>) {
         let s = self.services.entry(st.entity).or_default();
         if !complete {
             return (None, None, None);
@@ -304,9 +368,10 @@ impl SequentialDetector {
         // Traffic.
         let mut drop = None;
         if judged && s.rate >= MIN_RATE {
-            // Quasi-likelihood: the Poisson evidence divided by the dispersion (variance/mean).
+            // Quasi-likelihood: the Poisson evidence divided by the dispersion (variance/mean),
+            // against the usual rate scaled by what the callers sent.
             let dispersion = (s.variance / s.rate).max(1.0);
-            let llr = drop_llr(st.count, s.rate) / dispersion;
+            let llr = drop_llr(st.count, s.rate * load) / dispersion;
             s.drop_sum = (s.drop_sum + llr).clamp(0.0, CAP * THRESHOLD);
             if s.drop_sum > 0.0 {
                 s.drop_run += 1;
@@ -316,8 +381,10 @@ impl SequentialDetector {
             } else {
                 s.drop_run = 0;
             }
+            if s.drop_sum >= THRESHOLD / 2.0 {
+                s.drop_clear = true;
+            }
             if s.drop_sum >= THRESHOLD {
-                s.drop_crossed = true;
                 drop = Some(s.drop_sum).filter(|_| llr > 0.0);
             } else if s.drop_sum < THRESHOLD / 2.0 {
                 s.end_drop_run(st.end);
@@ -369,11 +436,14 @@ impl Detector for SequentialDetector {
 
     fn forget(&mut self, evicted: &Evicted) {
         self.services.retain(|id, _| !evicted.id(*id));
+        self.hops.retain(|id, _| !evicted.id(*id));
     }
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
+        let loads = self.caller_loads(w);
         for st in w.stats.iter().filter(|st| st.key.kind() == EntityKind::Service) {
-            let (drop, errors, slow) = self.judge(st, w.complete);
+            let load = loads.get(&st.key.owner()).copied().unwrap_or(1.0);
+            let (drop, errors, slow) = self.judge(st, w.complete, load);
             let Some(s) = self.services.get_mut(&st.entity) else { continue };
             let pause = if drop.is_some() { s.known_pause(w.end, s.drop_low) } else { None };
             let s = &*s;
@@ -383,12 +453,17 @@ impl Detector for SequentialDetector {
                 f.score = score_of(sum, THRESHOLD);
                 f.metric = "calls.sequential";
                 f.actual = Some(st.count as f64);
-                f.expected = Some(s.rate);
+                f.expected = Some(s.rate * load);
                 f.reason = format!(
-                    "{label} received {} calls this window against about {:.1} usually; traffic has been {} for {} windows \
+                    "{label} received {} calls this window against about {:.1} usually{}; traffic has been {} for {} windows \
                      (sequential test: evidence e^{sum:.0} for a drop of 90% or more)",
                     st.count,
-                    s.rate,
+                    s.rate * load,
+                    if load < 0.995 {
+                        format!(" (its callers sent {} of their usual calls)", fmt_pct(load))
+                    } else {
+                        String::new()
+                    },
                     if st.count == 0 { "silent" } else { "far below usual" },
                     s.drop_run
                 );
@@ -401,10 +476,10 @@ impl Detector for SequentialDetector {
                         p.count, p.longest, s.drop_low, p.chance
                     ));
                 }
-                f.sole_contributor(st.count as f64, s.rate);
+                f.sole_contributor(st.count as f64, s.rate * load);
                 f.run_of(s.drop_run);
                 f.impact_of(st);
-                f.impact_calls = (s.rate - st.count as f64).max(0.0).round() as u64;
+                f.impact_calls = (s.rate * load - st.count as f64).max(0.0).round() as u64;
                 let mut a = f.into_anomaly(w.names);
                 if held.is_some() {
                     a.held_by = Some(LEARNED_PAUSE.to_owned());
@@ -628,6 +703,85 @@ mod tests {
         let out = run_drops(&calls);
         let first = (400..420).find(|&i| out[i].0 && !out[i].1).expect("the second outage is reported");
         assert!(first <= 400 + PAUSE_WINDOWS as usize + 1, "reported at {first}");
+    }
+
+    /// A gateway calling two services. `calls(i)` gives window i's calls to the gateway and
+    /// over each hop; returns, per window, the services with a traffic finding.
+    fn run_mesh(windows: usize, calls: impl Fn(usize) -> (u64, u64, u64)) -> Vec<Vec<&'static str>> {
+        let mut d = SequentialDetector::default();
+        let mut names = Interner::default();
+        let node = |names: &mut Interner, s: &str| (names.intern(s), names.intern("onprem"));
+        let gateway = node(&mut names, "gateway");
+        let orders = node(&mut names, "orders");
+        let cart = node(&mut names, "cart");
+        (0..windows)
+            .map(|i| {
+                let t = i as i64 * MINUTE_MS;
+                let (g, o, c) = calls(i);
+                let stat = |names: &mut Interner, entity: u32, key: EntityKey, n: u64| {
+                    let mut st = service_window(names, t, n, 0, 100.0);
+                    (st.entity, st.key) = (entity, key);
+                    st
+                };
+                let service = |(service, provider)| EntityKey::Service { service, provider };
+                let stats = vec![
+                    stat(&mut names, 0, service(gateway), g),
+                    stat(&mut names, 1, service(orders), o),
+                    stat(&mut names, 2, service(cart), c),
+                    stat(&mut names, 3, EntityKey::Hop { from: gateway, to: orders }, o),
+                    stat(&mut names, 4, EntityKey::Hop { from: gateway, to: cart }, c),
+                ];
+                let w = WindowContext {
+                    start: t,
+                    end: t + MINUTE_MS,
+                    stats: &stats,
+                    names: &names,
+                    complete: true,
+                };
+                let mut out = Vec::new();
+                d.close_window(&w, &mut out);
+                let mut found: Vec<&'static str> = out
+                    .iter()
+                    .filter(|a| a.kind == AnomalyKind::Traffic)
+                    .map(|a| match a.service.as_str() {
+                        "gateway" => "gateway",
+                        "orders" => "orders",
+                        _ => "cart",
+                    })
+                    .collect();
+                found.dedup();
+                found
+            })
+            .collect()
+    }
+
+    /// Traffic loss propagates caller → callee: when the gateway loses its clients only the
+    /// gateway has dropped; when it stops calling one service, that service has.
+    #[test]
+    fn a_drop_that_follows_the_callers_is_theirs_and_one_that_does_not_is_the_callee_s() {
+        for seed in 0..10 {
+            let [g, o, c] = [30.0, 20.0, 10.0].map(|rate| poisson(rate, 120, seed));
+            let clients_gone = run_mesh(120, |i| {
+                if (60..90).contains(&i) {
+                    (g[i] / 20, o[i] / 20, c[i] / 20)
+                } else {
+                    (g[i], o[i], c[i])
+                }
+            });
+            let found: Vec<&str> = clients_gone.concat();
+            assert!(found.contains(&"gateway"), "seed {seed}: the entry's drop missed: {clients_gone:?}");
+            assert!(
+                found.iter().all(|&s| s == "gateway"),
+                "seed {seed}: callees that followed their caller were judged to drop: {clients_gone:?}"
+            );
+            let stopped_calling = run_mesh(120, |i| (g[i], if (60..90).contains(&i) { 0 } else { o[i] }, c[i]));
+            let found: Vec<&str> = stopped_calling.concat();
+            assert!(
+                found.contains(&"orders"),
+                "seed {seed}: the callee's drop missed: {stopped_calling:?}"
+            );
+            assert!(found.iter().all(|&s| s == "orders"), "seed {seed}: {stopped_calling:?}");
+        }
     }
 
     /// Runs per-window latencies (ms of each call) through a detector: the windows with a

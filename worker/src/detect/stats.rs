@@ -43,6 +43,26 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
+/// The evidence a share of calls in one window must carry before it is a finding:
+/// -ln P(so many by chance) of at least 12. A worker judges some 10^5 entity windows a day
+/// (a hundred services, routes and hops, 1,440 minutes); at e^-12 (6·10^-6) chance alone
+/// flags about one of them a day, the false-alarm bar of the sequential tests too. A looser
+/// bar on each window is a looser one on the day: e^-7 is a hundred chance findings.
+pub const WINDOW_EVIDENCE: f64 = 12.0;
+
+/// A lower bound on -ln P(at least `k` of `n` by chance) when each happens with chance `p0`:
+/// n·KL(k/n ‖ p0) (Chernoff); 0 when `k` is no more than expected. It knows its sample: three
+/// of twelve at 1% is e^-8, five of five e^-23.
+pub fn share_evidence(k: u64, n: u64, p0: f64) -> f64 {
+    let p0 = p0.clamp(1e-9, 1.0 - 1e-9);
+    if n == 0 || (k as f64) <= p0 * n as f64 {
+        return 0.0;
+    }
+    let f = k as f64 / n as f64;
+    let kl = |a: f64, b: f64| if a <= 0.0 { 0.0 } else { a * (a / b).ln() };
+    n as f64 * (kl(f, p0) + kl(1.0 - f, 1.0 - p0))
+}
+
 /// Maps a deviation in robust standard units to the common 0-100 score.
 /// z = 4 scores about 37, z = 8 about 60, z = 16 about 84.
 pub fn score_from_z(z: f64) -> f64 {
