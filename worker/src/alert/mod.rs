@@ -680,6 +680,21 @@ impl AlertManager {
         }
         let down = travels_down(a.kind);
         let near_start = a.window_start <= inc.start + self.cfg.join_gap;
+        // Lost traffic whose run began with the incident's, while the incident's own lost
+        // traffic goes on: one loss upstream (a change of load, a balancer) that reached
+        // services no caller links, found late on the quieter ones. Onset, not adjacency.
+        if a.kind == AnomalyKind::Traffic {
+            let began_together = a
+                .evidence_start
+                .is_some_and(|s| s <= inc.start + self.cfg.join_gap && s + self.cfg.join_gap >= inc.start);
+            let losing = inc
+                .nodes
+                .values()
+                .any(|e| e.by_kind.contains_key(&AnomalyKind::Traffic) && a.window_start <= e.last + self.cfg.join_gap);
+            if began_together && losing {
+                return true;
+            }
+        }
         // Shared journeys join, but not a service downstream of the incident that acts up
         // later: a request passes through cause and effects alike, and latency does not travel
         // from caller to callee, so that is a new problem (a late-found cause joins only near
@@ -1410,6 +1425,27 @@ pub(crate) mod tests {
         assert_eq!(again[0].id, first[0].id);
         assert_eq!(again[0].status, AlertStatus::Open);
         assert_eq!(m.raised(), 1);
+    }
+
+    /// Lost traffic that began with an incident's own, while that goes on, joins it even on a
+    /// service no caller links; one that began later is its own problem.
+    #[test]
+    fn lost_traffic_that_began_together_is_one_loss() {
+        for (began, alerts) in [(MINUTE_MS, 1), (8 * MINUTE_MS, 2)] {
+            let mut m = manager();
+            for i in 0..10 {
+                let t = i * MINUTE_MS;
+                let mut window = vec![anomaly("orders", AnomalyKind::Traffic, 90.0, t)];
+                window[0].evidence_start = Some(0);
+                if i == 9 {
+                    let mut quiet = anomaly("search", AnomalyKind::Traffic, 90.0, t);
+                    quiet.evidence_start = Some(began);
+                    window.push(quiet);
+                }
+                m.ingest(&window, t + MINUTE_MS);
+            }
+            assert_eq!(m.raised(), alerts, "run began at {began}");
+        }
     }
 
     /// After a resolved alert, its origin acting up with evidence of another kind is a new
