@@ -133,10 +133,6 @@ impl CallQuantile {
     }
 }
 
-/// Calls over the usual single-call p95 must be this unlikely by chance before a window's
-/// latency is flagged, whatever its quantiles say: the bar of every per-window share test.
-const CALL_EVIDENCE: f64 = WINDOW_EVIDENCE;
-
 impl Series {
     fn new(t: Millis) -> Self {
         Series {
@@ -322,7 +318,9 @@ impl BaselineDetector {
             if let Some(t) = series.per_call {
                 if verdict.flagged && !st.latencies.is_empty() {
                     let passed = st.latencies.above(t.exp());
-                    verdict.flagged = CallQuantile::evidence(passed, st.latencies.len()) >= CALL_EVIDENCE;
+                    // Calls over the usual single-call p95 must be unlikely by chance, whatever
+                    // the window's quantiles say: the bar of every per-window share test.
+                    verdict.flagged = CallQuantile::evidence(passed, st.latencies.len()) >= WINDOW_EVIDENCE;
                 }
             }
             if !verdict.flagged {
@@ -651,11 +649,11 @@ mod tests {
     #[test]
     fn evidence_from_calls_over_the_usual_p95_knows_its_sample_size() {
         // One slow call of ten is what a p95 is made of; ten of ten, or 30 of 200, are not chance.
-        assert!(CallQuantile::evidence(1, 10) < CALL_EVIDENCE);
-        assert!(CallQuantile::evidence(2, 10) < CALL_EVIDENCE);
-        assert!(CallQuantile::evidence(5, 5) >= CALL_EVIDENCE);
-        assert!(CallQuantile::evidence(30, 200) >= CALL_EVIDENCE);
-        assert!(CallQuantile::evidence(14, 200) < CALL_EVIDENCE);
+        assert!(CallQuantile::evidence(1, 10) < WINDOW_EVIDENCE);
+        assert!(CallQuantile::evidence(2, 10) < WINDOW_EVIDENCE);
+        assert!(CallQuantile::evidence(5, 5) >= WINDOW_EVIDENCE);
+        assert!(CallQuantile::evidence(30, 200) >= WINDOW_EVIDENCE);
+        assert!(CallQuantile::evidence(14, 200) < WINDOW_EVIDENCE);
         assert_eq!(CallQuantile::evidence(0, 0), 0.0);
     }
 

@@ -574,6 +574,11 @@ impl JourneyDetector {
     /// Tallies and learns the tail waits of a finished journey (judged per window, see the
     /// module doc).
     fn judge_tails(&mut self, j: &Journey) {
+        // Calls each span made, counted once for the journey.
+        let mut calls_made: FxHashMap<u64, u32> = FxHashMap::default();
+        for parent in j.spans.iter().filter_map(|c| c.parent) {
+            *calls_made.entry(parent).or_default() += 1;
+        }
         for (s, tail) in j.spans.iter().zip(tails_of(&j.spans)) {
             let (Some(hop), Some((pi, wait))) = (s.hop, tail) else { continue };
             let Some(h) = self.hops.get_mut(&hop) else { continue };
@@ -585,10 +590,9 @@ impl JourneyDetector {
                 h.tail_marked.update(if marked { 1.0 } else { 0.0 }, 0.01);
             }
             let caller = &j.spans[pi];
-            let calls_made = j.spans.iter().filter(|c| c.parent == Some(caller.span)).count();
             let t = self.tails.entry(((caller.node, caller.route), hop)).or_default();
             t.waited += 1;
-            t.besides += u64::from(calls_made > 1);
+            t.besides += u64::from(calls_made.get(&caller.span).copied().unwrap_or(0) > 1);
             t.waits.push(wait);
             if marked {
                 t.marked += 1;
