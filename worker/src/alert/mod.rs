@@ -744,9 +744,13 @@ impl AlertManager {
     /// on one of its services), however long ago it resolved; within `reopen_within`, one that
     /// resolved by quiet and whose origin acts up again, or one that recovered whose services a
     /// finding summing past windows from an unknown start may be counting.
-    fn reopenable(&self, a: &Anomaly, node: &str) -> Option<usize> {
+    ///
+    /// `fresh` holds the nodes with evidence of this window alone: on a node of an alert that
+    /// recovered (judged normal long enough), that proves a problem now, and a run of windows
+    /// reaching back across the recovery is more likely the new problem's than the old one's.
+    fn reopenable(&self, a: &Anomaly, node: &str, fresh: &FxHashSet<String>) -> Option<usize> {
         self.resolved.iter().position(|inc| {
-            let echo = is_echo_of(a, node, inc);
+            let echo = is_echo_of(a, node, inc) && !(inc.recovered && fresh.contains(node));
             let recent = inc.resolved_at.is_some_and(|r| a.window_start <= r + self.cfg.reopen_within);
             // A recovered alert's services may still be counted by a finding that cannot say
             // where its run began (a forecast); one that can is an echo or new (above).
@@ -776,12 +780,17 @@ impl AlertManager {
         // alert it reopened (or that another finding of this window reopened and it is counting
         // too), however long that alert has been quiet.
         let mut reopened_by: FxHashMap<&str, String> = FxHashMap::default();
+        let fresh: FxHashSet<String> = (anomalies.iter())
+            .filter(|a| a.held_by.is_none() && !is_corroborating_only(a) && !sums_past_windows(a))
+            .filter(|a| !crate::detect::journey::is_unresolved_wait(a))
+            .map(|a| format!("{}/{}", a.service, a.provider))
+            .collect();
         for a in anomalies.iter().filter(|a| a.held_by.is_none() && sums_past_windows(a)) {
             let node = format!("{}/{}", a.service, a.provider);
             if self.active.iter().any(|inc| self.related(inc, a, &node)) {
                 continue;
             }
-            if let Some(k) = self.reopenable(a, &node) {
+            if let Some(k) = self.reopenable(a, &node, &fresh) {
                 reopened_by.insert(a.id.as_str(), self.resolved[k].id.clone());
                 self.reopen(k);
             } else {
@@ -826,7 +835,7 @@ impl AlertManager {
                     let reopens = if crate::detect::journey::is_unresolved_wait(a) {
                         None
                     } else {
-                        self.reopenable(a, &node)
+                        self.reopenable(a, &node, &fresh)
                     };
                     match reopens {
                         Some(k) => self.reopen(k),
@@ -1375,6 +1384,24 @@ pub(crate) mod tests {
         assert_eq!(again.len(), 1, "{again:?}");
         assert_eq!(again[0].id, first.id);
         assert_eq!(again[0].status, AlertStatus::Open);
+    }
+
+    #[test]
+    fn fresh_evidence_after_recovery_is_a_new_problem_even_beside_a_run_reaching_back() {
+        let mut m = manager();
+        let (first, changed) = errors_then_quiet(&mut m, 100, i64::from(MIN_RECOVERED_WINDOWS));
+        assert_eq!(changed[0].status, AlertStatus::Resolved);
+        // The run began before the recovery, but this window's own evidence proves a problem now
+        // on a service judged normal for long enough: a second fault, not the first one's echo.
+        let t = 8 * MINUTE_MS;
+        let mut run = anomaly("orders", AnomalyKind::Errors, 70.0, t);
+        run.metric = Some("errors.5xx_rate.sequential".into());
+        run.evidence_start = Some(2 * MINUTE_MS);
+        let again = m.ingest(&[run, anomaly("orders", AnomalyKind::Errors, 90.0, t)], t + MINUTE_MS);
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_ne!(again[0].id, first.id);
+        assert_eq!(again[0].anomaly_ids.len(), 2, "the run goes with the new problem");
+        assert_eq!(m.raised(), 2);
     }
 
     #[test]
