@@ -90,6 +90,28 @@ const ALPHA: f64 = 1.0 / 30.0;
 const MIN_RATE: f64 = 0.5;
 /// The drop the traffic test looks for: to a tenth of the usual rate.
 const DROP_TO: f64 = 0.1;
+/// A second test looks for a milder drop, to a third, which the first one weighs too little
+/// (two thirds of the calls gone add about a quarter of the evidence per window that the test
+/// for a tenth would need): sessions lost at a balancer or a client, not a service down.
+const DROP_TO_MILD: f64 = 1.0 / 3.0;
+/// What the mild test needs above [`THRESHOLD`]: two tests on one count, so each at half the
+/// false-alarm rate (Bonferroni: ln 2).
+const MILD_EXTRA: f64 = std::f64::consts::LN_2;
+
+/// The mild test's cap: as many windows of usual traffic back below its threshold as the deep
+/// test's cap needs. Its evidence per window is smaller either way (at the usual rate λ a window
+/// takes away λ(ln 3 - 2/3) from it, λ(ln 10 - 0.9) from the deep one), so the deep test's cap
+/// would keep a mild finding going long after traffic came back.
+/// The mild test runs only where a drop to a third would cross its threshold within this many
+/// windows (its evidence per window at the alternative is λ(2/3 - ln 3 / 3), divided by the
+/// dispersion): on quieter traffic it could not find one while it matters, and a sum that
+/// lingers half way up after a real drop would make a few quiet minutes look like a new one.
+const MILD_HORIZON: f64 = 10.0;
+
+fn mild_cap() -> f64 {
+    let per_window = |to: f64| -to.ln() - (1.0 - to);
+    THRESHOLD + MILD_EXTRA + (CAP - 1.0) * THRESHOLD * per_window(DROP_TO_MILD) / per_window(DROP_TO)
+}
 /// A drop reported for at most this many windows that recovered by itself is a pause the service
 /// is known for (about the time an alert takes to resolve: shorter, nobody could have acted).
 pub const PAUSE_WINDOWS: u32 = 5;
@@ -136,6 +158,9 @@ struct ServiceState {
     failures: f64,
     calls: f64,
     drop_sum: f64,
+    /// The sum of the test for a mild drop ([`DROP_TO_MILD`]).
+    #[serde(default)]
+    drop_mild_sum: f64,
     error_sum: f64,
     /// Windows the current drop or error run has lasted (for the reason text).
     drop_run: u32,
@@ -169,6 +194,17 @@ struct ServiceState {
 }
 
 impl ServiceState {
+    /// How far the drop tests are towards [`THRESHOLD`]: the larger of the two, the mild one
+    /// less what it needs more.
+    fn drop_level(&self) -> f64 {
+        self.drop_sum.max(self.drop_mild_sum - MILD_EXTRA)
+    }
+
+    /// Whether the mild test is the one that leads (the size of drop the evidence is for).
+    fn mild_leads(&self) -> bool {
+        self.drop_mild_sum - MILD_EXTRA > self.drop_sum
+    }
+
     /// The pauses remembered at `now`: how many, the longest, and the chance that one of them
     /// lasts at least `windows` windows (see [`pause_outlasts`]).
     fn known_pause(&mut self, now: Millis, windows: u32) -> Option<KnownPauses> {
@@ -227,9 +263,9 @@ struct HopState {
     rate: f64,
 }
 
-/// The log-likelihood ratio of `k` calls under a drop to `DROP_TO`·λ0 against λ0.
-fn drop_llr(k: u64, lambda0: f64) -> f64 {
-    k as f64 * DROP_TO.ln() + (1.0 - DROP_TO) * lambda0
+/// The log-likelihood ratio of `k` calls under a drop to `to`·λ0 against λ0.
+fn drop_llr(k: u64, lambda0: f64, to: f64) -> f64 {
+    k as f64 * to.ln() + (1.0 - to) * lambda0
 }
 
 /// The log-likelihood ratio of `k` successes in `n` trials under rate p1 against p0 (failures
@@ -342,7 +378,7 @@ impl SequentialDetector {
             let callee_proving = services
                 .get(&to)
                 .and_then(|c| self.services.get(&c.entity))
-                .is_some_and(|s| s.drop_sum >= THRESHOLD / 2.0);
+                .is_some_and(|s| s.drop_level() >= THRESHOLD / 2.0);
             if w.complete && !callee_proving {
                 let h = self.hops.entry(hop.entity).or_default();
                 let a = ALPHA.max(1.0 / f64::from(h.windows + 1));
@@ -371,9 +407,19 @@ impl SequentialDetector {
             // Quasi-likelihood: the Poisson evidence divided by the dispersion (variance/mean),
             // against the usual rate scaled by what the callers sent.
             let dispersion = (s.variance / s.rate).max(1.0);
-            let llr = drop_llr(st.count, s.rate * load) / dispersion;
-            s.drop_sum = (s.drop_sum + llr).clamp(0.0, CAP * THRESHOLD);
-            if s.drop_sum > 0.0 {
+            let expected = s.rate * load;
+            let deep = drop_llr(st.count, expected, DROP_TO) / dispersion;
+            let per_window = (1.0 - DROP_TO_MILD + DROP_TO_MILD * DROP_TO_MILD.ln()) * expected / dispersion;
+            let mild = if per_window * MILD_HORIZON >= THRESHOLD + MILD_EXTRA {
+                drop_llr(st.count, expected, DROP_TO_MILD) / dispersion
+            } else {
+                f64::NEG_INFINITY
+            };
+            s.drop_sum = (s.drop_sum + deep).clamp(0.0, CAP * THRESHOLD);
+            s.drop_mild_sum = (s.drop_mild_sum + mild).clamp(0.0, mild_cap());
+            let llr = if s.mild_leads() { mild } else { deep };
+            let level = s.drop_level();
+            if level > 0.0 {
                 s.drop_run += 1;
                 if llr > 0.0 {
                     s.drop_low += 1;
@@ -381,18 +427,18 @@ impl SequentialDetector {
             } else {
                 s.drop_run = 0;
             }
-            if s.drop_sum >= THRESHOLD / 2.0 {
+            if level >= THRESHOLD / 2.0 {
                 s.drop_clear = true;
             }
-            if s.drop_sum >= THRESHOLD {
-                drop = Some(s.drop_sum).filter(|_| llr > 0.0);
-            } else if s.drop_sum < THRESHOLD / 2.0 {
+            if level >= THRESHOLD {
+                drop = Some(level).filter(|_| llr > 0.0);
+            } else if level < THRESHOLD / 2.0 {
                 s.end_drop_run(st.end);
             }
         }
         // The usual rate learns from every window but those of a drop being proven (so an outage
         // does not teach itself); a plain mean while young.
-        if s.drop_sum < THRESHOLD / 2.0 || !judged {
+        if s.drop_level() < THRESHOLD / 2.0 || !judged {
             let a = ALPHA.max(1.0 / f64::from(s.windows + 1));
             let deviation = st.count as f64 - s.rate;
             s.rate += a * deviation;
@@ -456,7 +502,7 @@ impl Detector for SequentialDetector {
                 f.expected = Some(s.rate * load);
                 f.reason = format!(
                     "{label} received {} calls this window against about {:.1} usually{}; traffic has been {} for {} windows \
-                     (sequential test: evidence e^{sum:.0} for a drop of 90% or more)",
+                     (sequential test: evidence e^{sum:.0} for a drop of {:.0}% or more)",
                     st.count,
                     s.rate * load,
                     if load < 0.995 {
@@ -465,7 +511,8 @@ impl Detector for SequentialDetector {
                         String::new()
                     },
                     if st.count == 0 { "silent" } else { "far below usual" },
-                    s.drop_run
+                    s.drop_run,
+                    100.0 * (1.0 - if s.mild_leads() { DROP_TO_MILD } else { DROP_TO })
                 );
                 let held = pause.filter(|p| s.drop_low <= PAUSE_WINDOWS && p.chance >= PAUSE_LEVEL);
                 if let Some(p) = held {
@@ -594,6 +641,46 @@ mod tests {
                 assert!(found.iter().all(|&i| i < 440), "recovery ends the finding: {found:?}");
             }
         }
+    }
+
+    /// Two thirds of a quiet service's calls gone (sessions lost at a balancer): too mild for the
+    /// test for a tenth to weigh in time, found by the test for a third, named as that.
+    #[test]
+    fn a_drop_to_a_quarter_is_found_by_the_mild_test_and_noise_is_not() {
+        let mut delays = Vec::new();
+        for seed in 0..20 {
+            let calls = poisson(8.0, 600, 100 + seed);
+            let windows: Vec<(u64, u64)> = calls.iter().map(|&n| (n, 0)).collect();
+            assert!(run(&windows, AnomalyKind::Traffic).is_empty(), "seed {seed}: noise flagged");
+            let low = poisson(2.0, 20, 200 + seed);
+            let mut dropped = calls.clone();
+            dropped[400..420].copy_from_slice(&low);
+            let windows: Vec<(u64, u64)> = dropped.iter().map(|&n| (n, 0)).collect();
+            let found = run(&windows, AnomalyKind::Traffic);
+            delays.push(delay_within(&found, 400..420, &format!("seed {seed}: a 75% drop")));
+        }
+        assert_median_delay(delays, 6, "a 75% drop at 8 calls a window");
+        // The reason says what size of drop the evidence is for.
+        let mut d = SequentialDetector::default();
+        let mut names = Interner::default();
+        let calls = poisson(8.0, 420, 7);
+        let mut reasons = Vec::new();
+        for (i, &n) in calls.iter().enumerate() {
+            let n = if i >= 400 { n / 4 } else { n };
+            let t = i as i64 * MINUTE_MS;
+            let st = service_window(&mut names, t, n, 0, 100.0);
+            let w = WindowContext {
+                start: t,
+                end: t + MINUTE_MS,
+                stats: std::slice::from_ref(&st),
+                names: &names,
+                complete: true,
+            };
+            let mut out = Vec::new();
+            d.close_window(&w, &mut out);
+            reasons.extend(out.into_iter().map(|a| a.reason));
+        }
+        assert!(reasons.iter().any(|r| r.contains("for a drop of 67% or more")), "{reasons:?}");
     }
 
     #[test]
