@@ -286,10 +286,17 @@ def explain_miss(x, lo, hi, out_dir, alerts, owners):
     for a in found:
         if a["anomaly.id"] in owners:
             aid, origin = owners[a["anomaly.id"]]
-            joined[aid] = origin
+            rules = joined.setdefault(aid, (origin, set()))[1]
+            # The rule the alert manager grouped it by (absent in outputs of older versions).
+            if a.get("anomaly.alert.grouped_by"):
+                rules.add(a["anomaly.alert.grouped_by"])
     if joined:
-        parts = [f"{origin} raised {day_clock(raised_at[aid])}" for aid, origin in joined.items() if aid in raised_at]
-        return f"{len(found)} anomalies on it (best score {best:.0f}) joined an alert raised before: " + "; ".join(parts)
+        def part(aid, origin, rules):
+            when = "after the window" if raised_at[aid] > hi else "before"
+            by = f" (grouped by {', '.join(sorted(rules))})" if rules else ""
+            return f"{origin} raised {day_clock(raised_at[aid])}, {when}{by}"
+        parts = [part(aid, origin, rules) for aid, (origin, rules) in joined.items() if aid in raised_at]
+        return f"{len(found)} anomalies on it (best score {best:.0f}) went to alerts not its own: " + "; ".join(parts)
     why = f"held by {', '.join(held)}" if held else "too weak to raise an alert alone"
     return f"{len(found)} anomalies on it (best score {best:.0f}), in no alert: {why}"
 

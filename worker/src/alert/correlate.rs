@@ -83,6 +83,7 @@ pub fn correlate(alerts: &mut AlertManager, digest: &mut WindowDigest) -> Vec<Al
         alerts.observe_calls(std::mem::take(&mut digest.calls));
     }
     let changed = alerts.ingest(&digest.anomalies, digest.end);
+    alerts.mark_grouping(&mut digest.anomalies);
     alerts.explain_holds(&mut digest.anomalies);
     changed
 }

@@ -336,6 +336,9 @@ pub struct AlertManager {
     /// Anomalies at or above the raising score that a rule kept from becoming an alert, by rule.
     #[serde(default)]
     held: BTreeMap<String, u64>,
+    /// Per anomaly of the window last ingested: the incident it went to and by which rule.
+    #[serde(skip)]
+    grouped: Vec<Option<(String, &'static str)>>,
     /// Times an incident reached a bound, by bound (see [`bound`]).
     #[serde(default)]
     bounds: BTreeMap<String, u64>,
@@ -416,6 +419,36 @@ pub mod hold {
     pub const UNRESOLVED_WAIT_ALONE: &str = "unresolved_wait_alone";
 }
 
+/// The rules by which an anomaly went to the incident it did (`anomaly.alert.grouped_by`): what
+/// the module doc says, named.
+pub mod group {
+    /// Nothing open was related, nothing ended was reopened: a new incident.
+    pub const NEW: &str = "new";
+    /// The same service while its evidence is still coming (within the join gap).
+    pub const SAME_SERVICE: &str = "same_service";
+    /// The incident's origin acting up again, whatever the gap.
+    pub const ORIGIN: &str = "origin";
+    /// A wait that may be the caller's own time, with the caller's evidence.
+    pub const CALLER_WAIT: &str = "caller_wait";
+    /// Lost traffic whose run began with the incident's own while that goes on.
+    pub const LOSS_ONSET: &str = "loss_onset";
+    /// A journey the incident's anomalies named (a shared trace id).
+    pub const SHARED_TRACE: &str = "shared_trace";
+    /// It suffers what a service of the incident has, the way problems travel.
+    pub const EFFECT: &str = "effect";
+    /// It is what a service of the incident suffers from, found near the start.
+    pub const CAUSE: &str = "cause";
+    /// Lost traffic on a service fed by the same caller as one of the incident's.
+    pub const SHARED_CALLER: &str = "shared_caller";
+    /// A run of windows that began before an ended alert's last evidence: still counting it
+    /// (the alert is reopened).
+    pub const ECHO: &str = "echo";
+    /// The origin of an alert resolved by quiet acting up again within `reopen_within`.
+    pub const ORIGIN_AGAIN: &str = "origin_again";
+    /// A finding summing past windows from an unknown start on a recovered alert's service.
+    pub const STILL_COUNTING: &str = "still_counting";
+}
+
 impl AlertManager {
     pub fn new(cfg: AlertConfig) -> Self {
         AlertManager {
@@ -428,6 +461,7 @@ impl AlertManager {
             raised_by_priority: std::collections::BTreeMap::new(),
             changes: FxHashMap::default(),
             held: BTreeMap::new(),
+            grouped: Vec::new(),
             bounds: BTreeMap::new(),
             feedback: FeedbackBook::default(),
             recurrences: recurrence::RecurrenceBook::default(),
@@ -538,6 +572,17 @@ impl AlertManager {
     /// Anomalies held back so far, by rule (see [`hold`]).
     pub fn held(&self) -> &BTreeMap<String, u64> {
         &self.held
+    }
+
+    /// Marks each anomaly of the window just ingested with the incident it went to and the rule
+    /// by which ([`group`]). Call after [`AlertManager::ingest`], on the same slice.
+    pub fn mark_grouping(&self, anomalies: &mut [Anomaly]) {
+        for (a, g) in anomalies.iter_mut().zip(&self.grouped) {
+            if let Some((id, rule)) = g {
+                a.alert_id = Some(id.clone());
+                a.grouped_by = Some((*rule).to_owned());
+            }
+        }
     }
 
     /// Marks each anomaly of the window just ingested that could have raised an alert alone but
@@ -651,15 +696,16 @@ impl AlertManager {
         false
     }
 
-    /// Whether anomaly `a` on `node` belongs to incident `inc` (see the module doc).
-    fn related(&self, inc: &Incident, a: &Anomaly, node: &str) -> bool {
+    /// Whether anomaly `a` on `node` belongs to incident `inc` (see the module doc), and by
+    /// which rule ([`group`]).
+    fn related(&self, inc: &Incident, a: &Anomaly, node: &str) -> Option<&'static str> {
         if a.window_start > inc.last_activity + self.cfg.join_gap {
-            return false;
+            return None;
         }
         // A wait that may be the caller's own time goes with the caller's evidence only.
         if crate::detect::journey::is_unresolved_wait(a) {
             let caller_recent = |c: &String| inc.nodes.get(c).is_some_and(|e| a.window_start <= e.last + self.cfg.join_gap);
-            return a.hop_from.as_ref().is_some_and(caller_recent);
+            return a.hop_from.as_ref().is_some_and(caller_recent).then_some(group::CALLER_WAIT);
         }
         // The same service while its evidence is still coming, or the incident's origin whatever
         // the gap; another member that went quiet and acts up again is judged like any other
@@ -669,14 +715,17 @@ impl AlertManager {
             // new problem on it (a network delay after a CPU contention), not more of the same.
             let after_break = a.window_start >= e.last + self.cfg.quiet_to_resolve / 2;
             if after_break && e.is_new_kind(a) {
-                return false;
+                return None;
             }
-            if a.window_start <= e.last + self.cfg.join_gap || render::origin(inc, &self.callers, &self.callees).0 == node {
-                return true;
+            if a.window_start <= e.last + self.cfg.join_gap {
+                return Some(group::SAME_SERVICE);
+            }
+            if render::origin(inc, &self.callers, &self.callees).0 == node {
+                return Some(group::ORIGIN);
             }
         }
         if !self.cfg.group_related_services {
-            return false;
+            return None;
         }
         let down = travels_down(a.kind);
         let near_start = a.window_start <= inc.start + self.cfg.join_gap;
@@ -692,7 +741,7 @@ impl AlertManager {
                 .values()
                 .any(|e| e.by_kind.contains_key(&AnomalyKind::Traffic) && a.window_start <= e.last + self.cfg.join_gap);
             if began_together && losing {
-                return true;
+                return Some(group::LOSS_ONSET);
             }
         }
         // Shared journeys join, but not a service downstream of the incident that acts up
@@ -702,13 +751,13 @@ impl AlertManager {
         let downstream_late = !down && !near_start && inc.nodes.keys().any(|n| n != node && self.reaches(n, node));
         let recent_trace = |t: &String| inc.traces.get(t).is_some_and(|&end| a.window_start <= end + self.cfg.join_gap);
         if !downstream_late && a.trace_ids.iter().any(recent_trace) {
-            return true;
+            return Some(group::SHARED_TRACE);
         }
         // A wait outside a node is evidence about that node, never the echo of another.
         let can_be_effect = !crate::detect::journey::is_hop_wait(a);
         let strongest = inc.nodes.values().map(|e| e.score).fold(0.0, f64::max);
         let excess = latency_excess(a);
-        inc.nodes.iter().any(|(n, e)| {
+        inc.nodes.iter().find_map(|(n, e)| {
             // Only a node with material evidence can have effects: a chain of weak findings
             // across a mesh is not propagation. And a cause must be big enough: a callee a few
             // milliseconds slower cannot explain a caller seconds slower.
@@ -727,7 +776,17 @@ impl AlertManager {
             // Lost traffic on two services fed by the same caller, together: one loss upstream
             // (demand, a balancer, the caller itself) that neither of them causes.
             let siblings = down && recent && self.share_a_caller(n, node);
-            same_way && ((effect && recent) || (cause && near_start) || siblings)
+            if !same_way {
+                None
+            } else if effect && recent {
+                Some(group::EFFECT)
+            } else if cause && near_start {
+                Some(group::CAUSE)
+            } else if siblings {
+                Some(group::SHARED_CALLER)
+            } else {
+                None
+            }
         })
     }
 
@@ -748,8 +807,8 @@ impl AlertManager {
     /// `fresh` holds the nodes with evidence of this window alone: on a node of an alert that
     /// recovered (judged normal long enough), that proves a problem now, and a run of windows
     /// reaching back across the recovery is more likely the new problem's than the old one's.
-    fn reopenable(&self, a: &Anomaly, node: &str, fresh: &FxHashSet<String>) -> Option<usize> {
-        self.resolved.iter().position(|inc| {
+    fn reopenable(&self, a: &Anomaly, node: &str, fresh: &FxHashSet<String>) -> Option<(usize, &'static str)> {
+        self.resolved.iter().enumerate().find_map(|(k, inc)| {
             let echo = is_echo_of(a, node, inc) && !(inc.recovered && fresh.contains(node));
             let recent = inc.resolved_at.is_some_and(|r| a.window_start <= r + self.cfg.reopen_within);
             // A recovered alert's services may still be counted by a finding that cannot say
@@ -761,7 +820,17 @@ impl AlertManager {
             } else {
                 render::origin(inc, &self.callers, &self.callees).0 == node && inc.nodes.get(node).is_some_and(|e| !e.is_new_kind(a))
             };
-            !inc.bounded && (echo || (recent && same))
+            if inc.bounded {
+                None
+            } else if echo {
+                Some((k, group::ECHO))
+            } else if recent && same && inc.recovered {
+                Some((k, group::STILL_COUNTING))
+            } else if recent && same {
+                Some((k, group::ORIGIN_AGAIN))
+            } else {
+                None
+            }
         })
     }
 
@@ -779,7 +848,9 @@ impl AlertManager {
         // anything else in the window can start a new incident they would join; each joins the
         // alert it reopened (or that another finding of this window reopened and it is counting
         // too), however long that alert has been quiet.
-        let mut reopened_by: FxHashMap<&str, String> = FxHashMap::default();
+        let mut reopened_by: FxHashMap<&str, (String, &'static str)> = FxHashMap::default();
+        self.grouped.clear();
+        self.grouped.resize(anomalies.len(), None);
         let fresh: FxHashSet<String> = (anomalies.iter())
             .filter(|a| a.held_by.is_none() && !is_corroborating_only(a) && !sums_past_windows(a))
             .filter(|a| !crate::detect::journey::is_unresolved_wait(a))
@@ -787,23 +858,23 @@ impl AlertManager {
             .collect();
         for a in anomalies.iter().filter(|a| a.held_by.is_none() && sums_past_windows(a)) {
             let node = format!("{}/{}", a.service, a.provider);
-            if self.active.iter().any(|inc| self.related(inc, a, &node)) {
+            if self.active.iter().any(|inc| self.related(inc, a, &node).is_some()) {
                 continue;
             }
-            if let Some(k) = self.reopenable(a, &node, &fresh) {
-                reopened_by.insert(a.id.as_str(), self.resolved[k].id.clone());
+            if let Some((k, rule)) = self.reopenable(a, &node, &fresh) {
+                reopened_by.insert(a.id.as_str(), (self.resolved[k].id.clone(), rule));
                 self.reopen(k);
             } else {
                 let also = self
                     .active
                     .iter()
-                    .find(|inc| reopened_by.values().any(|id| *id == inc.id) && is_echo_of(a, &node, inc));
+                    .find(|inc| reopened_by.values().any(|(id, _)| *id == inc.id) && is_echo_of(a, &node, inc));
                 if let Some(inc) = also {
-                    reopened_by.insert(a.id.as_str(), inc.id.clone());
+                    reopened_by.insert(a.id.as_str(), (inc.id.clone(), group::ECHO));
                 }
             }
         }
-        for a in anomalies {
+        for (index, a) in anomalies.iter().enumerate() {
             // A detector held it back itself (and said why in its reason): counted, not grouped.
             if let Some(rule) = &a.held_by {
                 *self.held.entry(rule.clone()).or_default() += 1;
@@ -813,23 +884,23 @@ impl AlertManager {
             let max_nodes = self.cfg.max_nodes;
             let mut at_size_bound = false;
             let best = (0..self.active.len())
-                .filter(|&i| self.related(&self.active[i], a, &node))
-                .filter(|&i| {
+                .filter_map(|i| Some((i, self.related(&self.active[i], a, &node)?)))
+                .filter(|&(i, _)| {
                     let inc = &self.active[i];
                     let full = inc.nodes.len() >= max_nodes && !inc.nodes.contains_key(&node);
                     at_size_bound |= full;
                     !full
                 })
-                .max_by(|&i, &j| self.active[i].evidence.total_cmp(&self.active[j].evidence))
+                .max_by(|&(i, _), &(j, _)| self.active[i].evidence.total_cmp(&self.active[j].evidence))
                 .or_else(|| {
-                    let id = reopened_by.get(a.id.as_str())?;
-                    self.active.iter().position(|inc| inc.id == *id)
+                    let (id, rule) = reopened_by.get(a.id.as_str())?;
+                    Some((self.active.iter().position(|inc| inc.id == *id)?, *rule))
                 });
             if best.is_none() && at_size_bound {
                 *self.bounds.entry(bound::SIZE.to_owned()).or_default() += 1;
             }
-            let i = match best {
-                Some(i) => i,
+            let (i, rule) = match best {
+                Some(found) => found,
                 None => {
                     // A wait that may be its caller's time reopens nothing (it goes with the caller).
                     let reopens = if crate::detect::journey::is_unresolved_wait(a) {
@@ -837,14 +908,21 @@ impl AlertManager {
                     } else {
                         self.reopenable(a, &node, &fresh)
                     };
-                    match reopens {
-                        Some(k) => self.reopen(k),
-                        None => self.active.push(Incident::new(a)),
-                    }
-                    self.active.len() - 1
+                    let rule = match reopens {
+                        Some((k, rule)) => {
+                            self.reopen(k);
+                            rule
+                        }
+                        None => {
+                            self.active.push(Incident::new(a));
+                            group::NEW
+                        }
+                    };
+                    (self.active.len() - 1, rule)
                 }
             };
             self.active[i].add(a);
+            self.grouped[index] = Some((self.active[i].id.clone(), rule));
             touched.insert(i);
         }
         let mut changed = Vec::new();
@@ -959,6 +1037,8 @@ pub(crate) mod tests {
             route: None,
             metric: None,
             held_by: None,
+            alert_id: None,
+            grouped_by: None,
             weight: Default::default(),
             actual: Some(2.0),
             expected: Some(1.0),
@@ -1402,6 +1482,29 @@ pub(crate) mod tests {
         assert_ne!(again[0].id, first.id);
         assert_eq!(again[0].anomaly_ids.len(), 2, "the run goes with the new problem");
         assert_eq!(m.raised(), 2);
+    }
+
+    #[test]
+    fn every_grouped_anomaly_says_which_alert_and_why() {
+        let mut m = manager();
+        m.add_edge("gateway/aws".into(), "orders/aws".into());
+        let mut first = [anomaly("orders", AnomalyKind::Errors, 90.0, 0)];
+        let raised = m.ingest(&first, MINUTE_MS);
+        m.mark_grouping(&mut first);
+        assert_eq!(first[0].alert_id.as_deref(), Some(raised[0].id.as_str()));
+        assert_eq!(first[0].grouped_by.as_deref(), Some(group::NEW));
+        // The caller's errors a minute later are an effect; the origin's are more of the same.
+        let mut next = [
+            anomaly("gateway", AnomalyKind::Errors, 70.0, MINUTE_MS),
+            anomaly("orders", AnomalyKind::Errors, 80.0, MINUTE_MS),
+        ];
+        m.ingest(&next, 2 * MINUTE_MS);
+        m.mark_grouping(&mut next);
+        let why: Vec<_> = next.iter().map(|a| (a.alert_id.as_deref(), a.grouped_by.as_deref())).collect();
+        let id = Some(raised[0].id.as_str());
+        assert_eq!(why, [(id, Some(group::EFFECT)), (id, Some(group::SAME_SERVICE))]);
+        let doc = serde_json::to_value(&next[0]).unwrap();
+        assert_eq!(doc["anomaly.alert.grouped_by"], "effect");
     }
 
     #[test]

@@ -345,6 +345,8 @@ impl Finding {
             route,
             metric: (!self.metric.is_empty()).then(|| self.metric.to_owned()),
             held_by: None,
+            alert_id: None,
+            grouped_by: None,
             weight: self.weight,
             actual: self.actual.map(round3),
             expected: self.expected.map(round3),

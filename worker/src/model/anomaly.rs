@@ -108,6 +108,14 @@ pub struct Anomaly {
     /// (`dependency_change`, `forecast_needs_two_windows`); absent when nothing held it.
     #[serde(rename = "anomaly.held_by", skip_serializing_if = "Option::is_none", default)]
     pub held_by: Option<String>,
+    /// The alert (or the incident not yet raised) the alert manager put this anomaly in, and
+    /// the rule by which (`new`, `same_service`, `origin`, `shared_trace`, `effect`, `cause`,
+    /// `echo`, ...; see `alert::group`): why a finding became part of what it did. Absent where
+    /// no alert manager saw it (held back by its detector, a partition's document).
+    #[serde(rename = "anomaly.alert.id", skip_serializing_if = "Option::is_none", default)]
+    pub alert_id: Option<String>,
+    #[serde(rename = "anomaly.alert.grouped_by", skip_serializing_if = "Option::is_none", default)]
+    pub grouped_by: Option<String>,
     /// Set by the detector; used while grouping, not part of the document.
     #[serde(skip)]
     pub weight: Weight,

@@ -728,6 +728,8 @@ mod tests {
             route: None,
             metric: None,
             held_by: None,
+            alert_id: None,
+            grouped_by: None,
             weight: Default::default(),
             actual: None,
             expected: None,
