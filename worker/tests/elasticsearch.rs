@@ -231,6 +231,19 @@ fn run_once_writes_anomalies_alerts_journeys_and_services_with_the_contract_fiel
             assert!(!d[f].is_null(), "alert without {f}: {d}");
         }
     }
+    // Every anomaly behind an alert says so, and by which grouping rule.
+    let by_id: BTreeMap<&str, &Value> = anomalies.iter().map(|h| (h["_id"].as_str().unwrap(), &h["_source"])).collect();
+    let mut grouped = 0;
+    for a in &alerts {
+        let d = &a["_source"];
+        for id in d["alert.anomaly_ids"].as_array().unwrap() {
+            let Some(x) = by_id.get(id.as_str().unwrap()) else { continue };
+            assert_eq!(x["anomaly.alert.id"], d["alert.id"], "{x}");
+            assert!(x["anomaly.alert.grouped_by"].is_string(), "{x}");
+            grouped += 1;
+        }
+    }
+    assert!(grouped > 0, "no anomaly of an alert found in the anomaly index");
     let journeys = search_all(&c, &format!("{prefix}-journeys"));
     assert!(!journeys.is_empty());
     assert!(journeys.iter().all(|j| j["_source"]["journey.hops"].is_array()));
