@@ -591,8 +591,8 @@ mod tests {
     use rand::SeedableRng;
     use rand_distr::{Distribution, Poisson};
 
-    /// Runs per-window (calls, 5xx) through a detector: the windows with a finding of `kind`.
-    fn run(windows: &[(u64, u64)], kind: AnomalyKind) -> Vec<usize> {
+    /// Runs per-window (calls, 5xx) through a detector: every finding with its window.
+    fn findings(windows: &[(u64, u64)]) -> Vec<(usize, Anomaly)> {
         let mut d = SequentialDetector::default();
         let mut names = Interner::default();
         let mut found = Vec::new();
@@ -608,10 +608,19 @@ mod tests {
             };
             let mut out = Vec::new();
             d.close_window(&w, &mut out);
-            if out.iter().any(|a| a.kind == kind) {
-                found.push(i);
-            }
+            found.extend(out.into_iter().map(|a| (i, a)));
         }
+        found
+    }
+
+    /// The windows with a finding of `kind`.
+    fn run(windows: &[(u64, u64)], kind: AnomalyKind) -> Vec<usize> {
+        let mut found: Vec<usize> = findings(windows)
+            .into_iter()
+            .filter(|(_, a)| a.kind == kind)
+            .map(|(i, _)| i)
+            .collect();
+        found.dedup();
         found
     }
 
@@ -661,25 +670,13 @@ mod tests {
         }
         assert_median_delay(delays, 6, "a 75% drop at 8 calls a window");
         // The reason says what size of drop the evidence is for.
-        let mut d = SequentialDetector::default();
-        let mut names = Interner::default();
         let calls = poisson(8.0, 420, 7);
-        let mut reasons = Vec::new();
-        for (i, &n) in calls.iter().enumerate() {
-            let n = if i >= 400 { n / 4 } else { n };
-            let t = i as i64 * MINUTE_MS;
-            let st = service_window(&mut names, t, n, 0, 100.0);
-            let w = WindowContext {
-                start: t,
-                end: t + MINUTE_MS,
-                stats: std::slice::from_ref(&st),
-                names: &names,
-                complete: true,
-            };
-            let mut out = Vec::new();
-            d.close_window(&w, &mut out);
-            reasons.extend(out.into_iter().map(|a| a.reason));
-        }
+        let windows: Vec<(u64, u64)> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (if i >= 400 { n / 4 } else { n }, 0))
+            .collect();
+        let reasons: Vec<String> = findings(&windows).into_iter().map(|(_, a)| a.reason).collect();
         assert!(reasons.iter().any(|r| r.contains("for a drop of 67% or more")), "{reasons:?}");
     }
 
