@@ -255,7 +255,7 @@ impl Incident {
     }
 
     fn add(&mut self, a: &Anomaly) {
-        let node = format!("{}/{}", a.service, a.provider);
+        let node = a.node();
         let ev = self.nodes.entry(node).or_insert_with(|| NodeEvidence {
             first: a.window_start,
             ..NodeEvidence::default()
@@ -380,7 +380,7 @@ fn latency_excess(a: &Anomaly) -> Option<f64> {
 
 /// The entity a finding is about, labelled as [`crate::detect::entity_label`] labels it.
 fn scope_of(a: &Anomaly) -> String {
-    let node = format!("{}/{}", a.service, a.provider);
+    let node = a.node();
     match (&a.route, &a.hop_from) {
         (Some(route), _) => format!("{node} {route}"),
         (None, Some(from)) => format!("{from} → {node}"),
@@ -854,10 +854,10 @@ impl AlertManager {
         let fresh: FxHashSet<String> = (anomalies.iter())
             .filter(|a| a.held_by.is_none() && !is_corroborating_only(a) && !sums_past_windows(a))
             .filter(|a| !crate::detect::journey::is_unresolved_wait(a))
-            .map(|a| format!("{}/{}", a.service, a.provider))
+            .map(|a| a.node())
             .collect();
         for a in anomalies.iter().filter(|a| a.held_by.is_none() && sums_past_windows(a)) {
-            let node = format!("{}/{}", a.service, a.provider);
+            let node = a.node();
             if self.active.iter().any(|inc| self.related(inc, a, &node).is_some()) {
                 continue;
             }
@@ -880,7 +880,7 @@ impl AlertManager {
                 *self.held.entry(rule.clone()).or_default() += 1;
                 continue;
             }
-            let node = format!("{}/{}", a.service, a.provider);
+            let node = a.node();
             let max_nodes = self.cfg.max_nodes;
             let mut at_size_bound = false;
             let best = (0..self.active.len())

@@ -205,7 +205,7 @@ pub(crate) fn to_alert(inc: &Incident, callers: &Graph, callees: &Graph) -> Aler
     let lead = inc
         .anomalies
         .iter()
-        .filter(|a| format!("{}/{}", a.service, a.provider) == node && (forecast_only || a.kind == kind || kind == AnomalyKind::Forecast))
+        .filter(|a| a.node() == node && (forecast_only || a.kind == kind || kind == AnomalyKind::Forecast))
         .max_by(|a, b| a.score.total_cmp(&b.score))
         .or_else(|| inc.anomalies.iter().max_by(|a, b| a.score.total_cmp(&b.score)));
     let status = if inc.resolved_at.is_some() {
@@ -338,7 +338,7 @@ fn blame_lists(ranked: &[Blame]) -> (Vec<String>, Vec<Suspect>) {
 /// returns the example traces.
 fn evidence_lines(inc: &Incident, node: &str, summary: &mut String) -> Vec<String> {
     let mut contributors: Vec<String> = Vec::new();
-    for a in inc.anomalies.iter().filter(|a| format!("{}/{}", a.service, a.provider) == node) {
+    for a in inc.anomalies.iter().filter(|a| a.node() == node) {
         for c in &a.contributors {
             if !contributors.contains(&c.name) && contributors.len() < 4 {
                 contributors.push(c.name.clone());

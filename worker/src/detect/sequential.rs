@@ -97,20 +97,29 @@ const DROP_TO_MILD: f64 = 1.0 / 3.0;
 /// What the mild test needs above [`THRESHOLD`]: two tests on one count, so each at half the
 /// false-alarm rate (Bonferroni: ln 2).
 const MILD_EXTRA: f64 = std::f64::consts::LN_2;
-
-/// The mild test's cap: as many windows of usual traffic back below its threshold as the deep
-/// test's cap needs. Its evidence per window is smaller either way (at the usual rate λ a window
-/// takes away λ(ln 3 - 2/3) from it, λ(ln 10 - 0.9) from the deep one), so the deep test's cap
-/// would keep a mild finding going long after traffic came back.
 /// The mild test runs only where a drop to a third would cross its threshold within this many
-/// windows (its evidence per window at the alternative is λ(2/3 - ln 3 / 3), divided by the
-/// dispersion): on quieter traffic it could not find one while it matters, and a sum that
-/// lingers half way up after a real drop would make a few quiet minutes look like a new one.
+/// windows ([`gained_if_dropped`], divided by the dispersion): on quieter traffic it could not
+/// find one while it matters, and a sum that lingers half way up after a real drop would make a
+/// few quiet minutes look like a new one.
 const MILD_HORIZON: f64 = 10.0;
 
+/// The evidence a window adds, per usual call, to the test for a drop to `to` when traffic did
+/// drop that far (the Kullback-Leibler divergence of the drop from the usual).
+fn gained_if_dropped(to: f64) -> f64 {
+    1.0 - to + to * to.ln()
+}
+
+/// The evidence a window takes away, per usual call, from the test for a drop to `to` when
+/// traffic is as usual.
+fn lost_if_usual(to: f64) -> f64 {
+    -to.ln() - (1.0 - to)
+}
+
+/// The mild test's cap: as many windows of usual traffic back below its threshold as the deep
+/// test's cap needs. A usual window takes less from it than from the deep one, so the deep
+/// test's cap would keep a mild finding going long after traffic came back.
 fn mild_cap() -> f64 {
-    let per_window = |to: f64| -to.ln() - (1.0 - to);
-    THRESHOLD + MILD_EXTRA + (CAP - 1.0) * THRESHOLD * per_window(DROP_TO_MILD) / per_window(DROP_TO)
+    THRESHOLD + MILD_EXTRA + (CAP - 1.0) * THRESHOLD * lost_if_usual(DROP_TO_MILD) / lost_if_usual(DROP_TO)
 }
 /// A drop reported for at most this many windows that recovered by itself is a pause the service
 /// is known for (about the time an alert takes to resolve: shorter, nobody could have acted).
@@ -409,14 +418,14 @@ impl SequentialDetector {
             let dispersion = (s.variance / s.rate).max(1.0);
             let expected = s.rate * load;
             let deep = drop_llr(st.count, expected, DROP_TO) / dispersion;
-            let per_window = (1.0 - DROP_TO_MILD + DROP_TO_MILD * DROP_TO_MILD.ln()) * expected / dispersion;
-            let mild = if per_window * MILD_HORIZON >= THRESHOLD + MILD_EXTRA {
-                drop_llr(st.count, expected, DROP_TO_MILD) / dispersion
-            } else {
-                f64::NEG_INFINITY
-            };
+            let mild_can_cross = gained_if_dropped(DROP_TO_MILD) * expected / dispersion * MILD_HORIZON >= THRESHOLD + MILD_EXTRA;
+            let mild = drop_llr(st.count, expected, DROP_TO_MILD) / dispersion;
             s.drop_sum = (s.drop_sum + deep).clamp(0.0, CAP * THRESHOLD);
-            s.drop_mild_sum = (s.drop_mild_sum + mild).clamp(0.0, mild_cap());
+            s.drop_mild_sum = if mild_can_cross {
+                (s.drop_mild_sum + mild).clamp(0.0, mild_cap())
+            } else {
+                0.0
+            };
             let llr = if s.mild_leads() { mild } else { deep };
             let level = s.drop_level();
             if level > 0.0 {

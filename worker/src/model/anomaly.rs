@@ -159,6 +159,11 @@ pub struct Anomaly {
 }
 
 impl Anomaly {
+    /// The node it is about, `service/provider`, as the alert manager and the messages name it.
+    pub fn node(&self) -> String {
+        format!("{}/{}", self.service, self.provider)
+    }
+
     /// A deterministic id from what identifies the finding (detector, entity, metric, window).
     pub fn make_id(parts: &[&str]) -> String {
         // FNV-1a, 128 bits as two 64-bit lanes: stable across runs and platforms.
