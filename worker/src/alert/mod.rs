@@ -432,6 +432,9 @@ pub mod group {
     pub const CALLER_WAIT: &str = "caller_wait";
     /// Lost traffic whose run began with the incident's own while that goes on.
     pub const LOSS_ONSET: &str = "loss_onset";
+    /// Lost traffic on a service that calls, directly or not, one of the incident's services
+    /// still losing traffic: the loss upstream, found late because it was milder there.
+    pub const UPSTREAM_LOSS: &str = "upstream_loss";
     /// A journey the incident's anomalies named (a shared trace id).
     pub const SHARED_TRACE: &str = "shared_trace";
     /// It suffers what a service of the incident has, the way problems travel.
@@ -736,12 +739,14 @@ impl AlertManager {
             let began_together = a
                 .evidence_start
                 .is_some_and(|s| s <= inc.start + self.cfg.join_gap && s + self.cfg.join_gap >= inc.start);
-            let losing = inc
-                .nodes
-                .values()
-                .any(|e| e.by_kind.contains_key(&AnomalyKind::Traffic) && a.window_start <= e.last + self.cfg.join_gap);
-            if began_together && losing {
+            let losing = |e: &NodeEvidence| e.by_kind.contains_key(&AnomalyKind::Traffic) && a.window_start <= e.last + self.cfg.join_gap;
+            if began_together && inc.nodes.values().any(losing) {
                 return Some(group::LOSS_ONSET);
+            }
+            // Lost traffic travels from caller to callee: a loss on a service upstream of the
+            // incident's ongoing losses is where they come from, however late it is found.
+            if inc.nodes.iter().any(|(n, e)| n != node && losing(e) && self.reaches(node, n)) {
+                return Some(group::UPSTREAM_LOSS);
             }
         }
         // Shared journeys join, but not a service downstream of the incident that acts up
