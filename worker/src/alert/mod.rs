@@ -1583,6 +1583,32 @@ pub(crate) mod tests {
         }
     }
 
+    /// Lost traffic on a service upstream of an alert's ongoing losses, however late its run
+    /// began, is where they come from: it joins. The same on a service no path links to them is
+    /// a problem of its own, and so is the upstream service's loss once theirs has ended.
+    #[test]
+    fn lost_traffic_upstream_of_an_alert_s_ongoing_losses_joins_it() {
+        for (late, losing_until, alerts) in [("gateway", 20, 1), ("search", 20, 2), ("gateway", 5, 2)] {
+            let mut m = manager();
+            for i in 0..20 {
+                let t = i * MINUTE_MS;
+                let mut window = Vec::new();
+                if i < losing_until {
+                    let mut lost = anomaly("payments", AnomalyKind::Traffic, 90.0, t);
+                    lost.evidence_start = Some(0);
+                    window.push(lost);
+                }
+                if i >= 15 {
+                    let mut upstream = anomaly(late, AnomalyKind::Traffic, 90.0, t);
+                    upstream.evidence_start = Some(12 * MINUTE_MS);
+                    window.push(upstream);
+                }
+                m.ingest(&window, t + MINUTE_MS);
+            }
+            assert_eq!(m.raised(), alerts, "{late}, payments losing until window {losing_until}");
+        }
+    }
+
     /// After a resolved alert, its origin acting up with evidence of another kind is a new
     /// problem on it (a network delay after a CPU contention), not the old one flapping.
     #[test]
