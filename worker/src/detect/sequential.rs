@@ -895,11 +895,7 @@ mod tests {
             .map(|i| {
                 let t = i as i64 * MINUTE_MS;
                 let (a, b, x) = calls(i);
-                let stat = |names: &mut Interner, entity: u32, key: EntityKey, n: u64| {
-                    let mut st = service_window(names, t, n, 0, 100.0);
-                    (st.entity, st.key) = (entity, key);
-                    st
-                };
+                let stat = |names: &mut Interner, entity: u32, key: EntityKey, n: u64| stat_of(names, t, entity, key, n);
                 let route = |(service, provider): (Sym, Sym), route| EntityKey::Route { service, provider, route };
                 let stats = vec![
                     stat(
@@ -925,18 +921,8 @@ mod tests {
                     stat(&mut names, 4, route(entry, routes[1]), b),
                     stat(&mut names, 5, route(called, routes[2]), x),
                 ];
-                let w = WindowContext {
-                    start: t,
-                    end: t + MINUTE_MS,
-                    stats: &stats,
-                    names: &names,
-                    complete: true,
-                };
-                let mut out = Vec::new();
-                d.close_window(&w, &mut out);
-                let mut found: Vec<&'static str> = out
+                let mut found: Vec<&'static str> = traffic_found(&mut d, &names, t, &stats)
                     .iter()
-                    .filter(|a| a.kind == AnomalyKind::Traffic)
                     .map(|a| match (a.service.as_str(), a.route.as_deref()) {
                         ("entry", Some("/b")) => "entry/b",
                         ("entry", None) => "entry",
@@ -1029,6 +1015,28 @@ mod tests {
         assert!(first <= 400 + PAUSE_WINDOWS as usize + 1, "reported at {first}");
     }
 
+    /// Window `t`'s stat of `n` calls for entity `entity` with key `key`.
+    fn stat_of(names: &mut Interner, t: Millis, entity: u32, key: EntityKey, n: u64) -> WindowStat {
+        let mut st = service_window(names, t, n, 0, 100.0);
+        (st.entity, st.key) = (entity, key);
+        st
+    }
+
+    /// Closes the complete window at `t` holding `stats`: the traffic findings.
+    fn traffic_found(d: &mut SequentialDetector, names: &Interner, t: Millis, stats: &[WindowStat]) -> Vec<Anomaly> {
+        let w = WindowContext {
+            start: t,
+            end: t + MINUTE_MS,
+            stats,
+            names,
+            complete: true,
+        };
+        let mut out = Vec::new();
+        d.close_window(&w, &mut out);
+        out.retain(|a| a.kind == AnomalyKind::Traffic);
+        out
+    }
+
     /// A gateway calling two services. `calls(i)` gives window i's calls to the gateway and
     /// over each hop; returns, per window, the services with a traffic finding.
     fn run_mesh(windows: usize, calls: impl Fn(usize) -> (u64, u64, u64)) -> Vec<Vec<&'static str>> {
@@ -1042,11 +1050,7 @@ mod tests {
             .map(|i| {
                 let t = i as i64 * MINUTE_MS;
                 let (g, o, c) = calls(i);
-                let stat = |names: &mut Interner, entity: u32, key: EntityKey, n: u64| {
-                    let mut st = service_window(names, t, n, 0, 100.0);
-                    (st.entity, st.key) = (entity, key);
-                    st
-                };
+                let stat = |names: &mut Interner, entity: u32, key: EntityKey, n: u64| stat_of(names, t, entity, key, n);
                 let service = |(service, provider)| EntityKey::Service { service, provider };
                 let stats = vec![
                     stat(&mut names, 0, service(gateway), g),
@@ -1055,18 +1059,8 @@ mod tests {
                     stat(&mut names, 3, EntityKey::Hop { from: gateway, to: orders }, o),
                     stat(&mut names, 4, EntityKey::Hop { from: gateway, to: cart }, c),
                 ];
-                let w = WindowContext {
-                    start: t,
-                    end: t + MINUTE_MS,
-                    stats: &stats,
-                    names: &names,
-                    complete: true,
-                };
-                let mut out = Vec::new();
-                d.close_window(&w, &mut out);
-                let mut found: Vec<&'static str> = out
+                let mut found: Vec<&'static str> = traffic_found(&mut d, &names, t, &stats)
                     .iter()
-                    .filter(|a| a.kind == AnomalyKind::Traffic)
                     .map(|a| match a.service.as_str() {
                         "gateway" => "gateway",
                         "orders" => "orders",
