@@ -28,7 +28,11 @@
 //!   it are binomial with p0 = 10% against p1 = 50% (what doubling a log-normal latency with a
 //!   typical spread does). Whatever the shape of the latency (two modes included) a tenth of
 //!   the calls pass its own p90. A window adds at most a third of the threshold, so one slow
-//!   minute never crosses alone.
+//!   minute never crosses alone. The same test runs on each quiet hop (one caller's calls to a
+//!   callee), where a delay between two services shows that the callee's total dilutes.
+//! - **Entry routes**: the traffic tests also run on each route of a service no service calls
+//!   (a step of a flow its clients stop calling); routes of called services follow their
+//!   callers, which are judged themselves.
 //!
 //! - **Pauses a service is known for**: some traffic stops for a minute or three and comes back
 //!   by itself, again and again (a client that pauses between batches, a load generator). A drop
@@ -507,6 +511,32 @@ fn drop_anomaly(s: &mut ServiceState, st: &WindowStat, w: &WindowContext<'_>, su
     a
 }
 
+/// The anomaly of a proven run of slow calls on `st` (a service, or a hop: its callee's time
+/// on the calls of one caller).
+fn slow_anomaly(s: &ServiceState, st: &WindowStat, w: &WindowContext<'_>, sum: f64) -> Anomaly {
+    let label = entity_label(w.names, &st.key);
+    let share = s.run_slow as f64 / s.run_timed.max(1) as f64;
+    let mut f = Finding::new(AnomalyKind::Latency, "sequential", st.key, (w.start, w.end));
+    f.score = score_of(sum, THRESHOLD);
+    f.metric = "latency.slow_share.sequential";
+    f.actual = Some(share);
+    f.expected = Some(SLOW_P0);
+    f.reason = format!(
+        "{} of {} calls to {label} over the last {} windows took longer than {:.0} ms ({}), which only 1 call \
+         in 10 usually does (sequential test: evidence e^{sum:.0})",
+        s.run_slow,
+        s.run_timed,
+        s.slow_run,
+        s.slow_limit().unwrap_or(0.0),
+        fmt_pct(share)
+    );
+    f.sole_contributor(share, SLOW_P0);
+    f.run_of(s.slow_run);
+    f.impact_of(st);
+    f.impact_calls = s.run_slow;
+    f.into_anomaly(w.names)
+}
+
 impl SequentialDetector {
     /// The share of its usual traffic each service's callers sent it this window (see the
     /// module's notes), by service; services without known callers are left out (1). Learns
@@ -594,6 +624,25 @@ impl SequentialDetector {
         }
     }
 
+    /// The slow-call test on each hop (a caller's calls to a callee): a callee slow for one
+    /// caller only (the network between them, a route only that caller uses) is a small share
+    /// of its calls, which its own test does not see. Quiet hops only, as for services.
+    fn judge_slow_hops(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
+        if !w.complete {
+            return;
+        }
+        for st in w.stats.iter().filter(|st| st.key.kind() == EntityKind::Hop) {
+            let s = self.services.entry(st.entity).or_default();
+            let judged = s.windows >= MIN_WINDOWS;
+            let slow = judge_slow(s, st, judged);
+            s.learn_calls(st.count, false);
+            s.windows = s.windows.saturating_add(1);
+            if let Some(sum) = slow {
+                out.push(slow_anomaly(s, st, w, sum));
+            }
+        }
+    }
+
     fn judge(&mut self, st: &WindowStat, complete: bool, load: f64) -> (Option<f64>, Option<f64>, Option<f64>) {
         let s = self.services.entry(st.entity).or_default();
         if !complete {
@@ -654,26 +703,7 @@ impl Detector for SequentialDetector {
             let s = &*s;
             let label = entity_label(w.names, &st.key);
             if let Some(sum) = slow {
-                let share = s.run_slow as f64 / s.run_timed.max(1) as f64;
-                let mut f = Finding::new(AnomalyKind::Latency, "sequential", st.key, (w.start, w.end));
-                f.score = score_of(sum, THRESHOLD);
-                f.metric = "latency.slow_share.sequential";
-                f.actual = Some(share);
-                f.expected = Some(SLOW_P0);
-                f.reason = format!(
-                    "{} of {} calls to {label} over the last {} windows took longer than {:.0} ms ({}), which only 1 call \
-                     in 10 usually does (sequential test: evidence e^{sum:.0})",
-                    s.run_slow,
-                    s.run_timed,
-                    s.slow_run,
-                    s.slow_limit().unwrap_or(0.0),
-                    fmt_pct(share)
-                );
-                f.sole_contributor(share, SLOW_P0);
-                f.run_of(s.slow_run);
-                f.impact_of(st);
-                f.impact_calls = s.run_slow;
-                out.push(f.into_anomaly(w.names));
+                out.push(slow_anomaly(s, st, w, sum));
             }
             if let Some(sum) = errors {
                 let p0 = s.usual_error_rate();
@@ -700,6 +730,7 @@ impl Detector for SequentialDetector {
             }
         }
         self.judge_entry_routes(w, out);
+        self.judge_slow_hops(w, out);
     }
 }
 
@@ -1024,6 +1055,13 @@ mod tests {
 
     /// Closes the complete window at `t` holding `stats`: the traffic findings.
     fn traffic_found(d: &mut SequentialDetector, names: &Interner, t: Millis, stats: &[WindowStat]) -> Vec<Anomaly> {
+        let mut out = closed(d, names, t, stats);
+        out.retain(|a| a.kind == AnomalyKind::Traffic);
+        out
+    }
+
+    /// Closes the complete window at `t` holding `stats`: every finding.
+    fn closed(d: &mut SequentialDetector, names: &Interner, t: Millis, stats: &[WindowStat]) -> Vec<Anomaly> {
         let w = WindowContext {
             start: t,
             end: t + MINUTE_MS,
@@ -1033,8 +1071,68 @@ mod tests {
         };
         let mut out = Vec::new();
         d.close_window(&w, &mut out);
-        out.retain(|a| a.kind == AnomalyKind::Traffic);
         out
+    }
+
+    /// A callee slow for one quiet caller only (the network between them): a tenth of its
+    /// calls, which its own test weighs as noise; the hop's test finds it within ten windows
+    /// (median) and names the caller, and the same traffic without the delay is never flagged.
+    #[test]
+    fn a_callee_slow_for_one_quiet_caller_is_found_on_that_hop() {
+        use rand_distr::LogNormal;
+        let mut delays = Vec::new();
+        for seed in 0..10 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(700 + seed);
+            let (busy, quiet) = (poisson(12.0, 400, 800 + seed), poisson(1.5, 400, 900 + seed));
+            let ln = LogNormal::new(40f64.ln(), 0.4).unwrap();
+            let mut run = |delayed: bool| -> Vec<usize> {
+                let mut d = SequentialDetector::default();
+                let mut names = Interner::default();
+                let node = |names: &mut Interner, s: &str| (names.intern(s), names.intern("onprem"));
+                let (a, b, ledger) = (node(&mut names, "a"), node(&mut names, "b"), node(&mut names, "ledger"));
+                let mut found = Vec::new();
+                for i in 0..400 {
+                    let t = i as i64 * MINUTE_MS;
+                    let extra = if delayed && (300..320).contains(&i) { 200.0 } else { 0.0 };
+                    let from_a: Vec<(f64, u64)> = (0..busy[i]).map(|_| (ln.sample(&mut rng), 1)).collect();
+                    let from_b: Vec<(f64, u64)> = (0..quiet[i]).map(|_| (ln.sample(&mut rng) + extra, 1)).collect();
+                    let timed = |names: &mut Interner, entity, key, calls: &[(f64, u64)]| {
+                        let mut st = stat_of(names, t, entity, key, calls.len() as u64);
+                        st.latencies = crate::model::window::CallLatencies::of(calls);
+                        st
+                    };
+                    let all: Vec<(f64, u64)> = from_a.iter().chain(&from_b).copied().collect();
+                    let stats = vec![
+                        timed(
+                            &mut names,
+                            0,
+                            EntityKey::Service {
+                                service: ledger.0,
+                                provider: ledger.1,
+                            },
+                            &all,
+                        ),
+                        timed(&mut names, 1, EntityKey::Hop { from: a, to: ledger }, &from_a),
+                        timed(&mut names, 2, EntityKey::Hop { from: b, to: ledger }, &from_b),
+                    ];
+                    let out = closed(&mut d, &names, t, &stats);
+                    if out
+                        .iter()
+                        .any(|x| x.kind == AnomalyKind::Latency && x.hop_from.as_deref() == Some("b/onprem"))
+                    {
+                        found.push(i);
+                    }
+                    assert!(
+                        out.iter().all(|x| x.hop_from.as_deref() != Some("a/onprem")),
+                        "seed {seed}: the busy caller's hop flagged at {i}"
+                    );
+                }
+                found
+            };
+            assert!(run(false).is_empty(), "seed {seed}: noise flagged");
+            delays.push(delay_within(&run(true), 300..320, &format!("seed {seed}: the slow hop")));
+        }
+        assert_median_delay(delays, 10, "a callee 200 ms slower for a caller of 1.5 calls a window");
     }
 
     /// A gateway calling two services. `calls(i)` gives window i's calls to the gateway and
