@@ -11,6 +11,7 @@ use crate::es::{ClientOptions, EsClient};
 use crate::job::elasticsearch::WorkerSettings;
 use crate::model::time::{parse_rfc3339, Millis, HOUR_MS};
 use crate::pipeline::PipelineSetup;
+use crate::simulate::incidents::Family;
 use crate::simulate::SimConfig;
 use crate::source::LogFormat;
 
@@ -265,6 +266,10 @@ pub struct SimArgs {
     /// probe), labelled as not to be alerted: what feedback is for.
     #[arg(long)]
     pub routines: bool,
+    /// Scenario family: `classic` (the first) or `ops` (outages, failing dependencies, retry
+    /// storms, benign deploys, incidents at the daily trough, quieter weekends).
+    #[arg(long, value_enum, default_value_t = Family::Classic)]
+    pub family: Family,
 }
 
 impl SimArgs {
@@ -278,6 +283,7 @@ impl SimArgs {
             start: "2026-03-02T00:00:00Z".into(),
             no_incidents: false,
             routines: false,
+            family: Family::Classic,
         }
     }
 
@@ -293,6 +299,7 @@ impl SimArgs {
             incidents: !self.no_incidents,
             max_events: None,
             routines: self.routines,
+            family: self.family,
         })
     }
 }

@@ -93,6 +93,9 @@ pub enum LabCommand {
         hours: f64,
         #[arg(long, default_value_t = 20.0)]
         rate: f64,
+        /// Scenario family: `classic` or `ops` (see `simulate --help`).
+        #[arg(long, value_enum, default_value_t = crate::simulate::incidents::Family::Classic)]
+        family: crate::simulate::incidents::Family,
         /// Also list every incident and false alert.
         #[arg(long)]
         verbose: bool,
@@ -256,11 +259,18 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             seeds,
             hours,
             rate,
+            family,
             verbose,
             explain,
             partitions,
             args,
-        } => eval_suite(&topologies, &seeds, hours, rate, (verbose, explain), (args.config()?, partitions)),
+        } => eval_suite(
+            &topologies,
+            &seeds,
+            (hours, rate, family),
+            (verbose, explain),
+            (args.config()?, partitions),
+        ),
         LabCommand::EvalFeedback {
             topologies,
             seeds,
@@ -722,14 +732,19 @@ fn print_explanations(explanations: &[eval::explain::Explanation]) -> anyhow::Re
 fn eval_suite(
     topologies: &[String],
     seeds: &[u64],
-    hours: f64,
-    rate: f64,
+    (hours, rate, family): (f64, f64, crate::simulate::incidents::Family),
     (verbose, explain): (bool, bool),
     (cfg, partitions): (PipelineSetup, u32),
 ) -> anyhow::Result<()> {
     let runs: Vec<SimConfig> = topologies
         .iter()
-        .flat_map(|t| seeds.iter().map(move |&s| SimArgs::with(t, s, hours, rate).config()))
+        .flat_map(|t| {
+            seeds.iter().map(move |&s| {
+                let mut args = SimArgs::with(t, s, hours, rate);
+                args.family = family;
+                args.config()
+            })
+        })
         .collect::<anyhow::Result<_>>()?;
     let rule_cfg = DetectArgs {
         detectors: Some(vec![DetectorKind::StaticRule]),
@@ -759,7 +774,7 @@ fn eval_suite(
         }
     };
     outln!(
-        "runs: {} ({} topologies x {} seeds, {hours} h each at {rate} entry calls/s)",
+        "runs: {} ({} topologies x {} seeds, {hours} h each at {rate} entry calls/s, {family:?} family)",
         runs.len(),
         topologies.join(","),
         seeds.len()

@@ -87,6 +87,7 @@ pub fn run(client: &EsClient, base: &WorkerSettings, events: u64, live_secs: u64
         incidents: true,
         max_events: Some(events),
         routines: false,
+        family: Default::default(),
     };
     eprintln!("loading {events} events into {stream} ...");
     let (load, _) = super::loader::load(client, &stream, sim.clone(), |_| {})?;
@@ -180,6 +181,7 @@ fn live(client: &EsClient, base: &WorkerSettings, tag: &str, secs: u64, target: 
         incidents: false,
         max_events: None,
         routines: false,
+        family: Default::default(),
     };
     eprintln!("live: {secs} s of traffic at about {target:.0} events/s while the worker polls ...");
     let t = Instant::now();

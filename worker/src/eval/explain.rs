@@ -328,6 +328,7 @@ mod tests {
             topology: "t".into(),
             start: 0,
             end: DAY_MS,
+            family: Default::default(),
             events: 0,
             incidents,
         }

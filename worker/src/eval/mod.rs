@@ -306,6 +306,7 @@ pub(crate) mod tests {
             topology: "t".into(),
             start: 0,
             end: DAY_MS,
+            family: Default::default(),
             events: 0,
             incidents: vec![inc("a", h, "payments"), inc("b", 5 * h, "ledger"), inc("c", 9 * h, "fraud")],
         };

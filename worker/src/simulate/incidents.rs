@@ -22,11 +22,39 @@ pub enum IncidentKind {
     /// Routine behaviour that looks like a problem and is not (a nightly batch, a scheduled
     /// probe), at about the same time every day: must not alert, and an analyst says so once.
     Routine,
+    /// A service stops answering altogether: an entry service's clients get nothing (its log
+    /// goes silent), an internal one writes nothing and its callers fail at once.
+    TotalOutage,
+    /// A leaf dependency hangs until its callers' timeout and fails; the wait and the errors
+    /// show on every caller up the chain.
+    DependencyFailure,
+    /// A service fails a share of its calls and its callers retry each failure: its traffic
+    /// rises while it fails.
+    RetryStorm,
+    /// A benign deploy: a service gets faster and a route appears on it (a `/v2` path taking a
+    /// share of one route's calls). Must not alert.
+    BenignDeploy,
+}
+
+/// Which family of scenarios the simulator plans.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// One incident of each kind in turn, mid-sized (latency 4-8x, 15-40% errors, 70-90% of
+    /// sessions lost), at any hour, 30-60 minutes apart.
+    #[default]
+    Classic,
+    /// Written to differ from the first: total outages, dependency failures that propagate to
+    /// callers, retry storms and benign deploys beside the first family's kinds at the floors'
+    /// sizes (latency 2-3x, 10-25% errors, 90-99% drops), about a quarter of them at the daily
+    /// trough (01:00-05:00 UTC, where chance would put a sixth), 40-150 minutes apart, on
+    /// traffic that is lower at weekends.
+    Ops,
 }
 
 impl IncidentKind {
-    /// Kinds that must raise an alert (a new service must not).
-    pub const ALERTING: [IncidentKind; 7] = [
+    /// The kinds the first family plans in turn (all must raise an alert).
+    pub const CLASSIC: [IncidentKind; 7] = [
         IncidentKind::LatencySpike,
         IncidentKind::ErrorBurst,
         IncidentKind::HopSlowdown,
@@ -70,6 +98,9 @@ pub struct Labels {
     pub start: Millis,
     #[serde(with = "serde_rfc3339")]
     pub end: Millis,
+    /// The scenario family planned (labels written before families existed are `classic`).
+    #[serde(default)]
+    pub family: Family,
     pub events: u64,
     pub incidents: Vec<LabelledIncident>,
 }
@@ -110,6 +141,31 @@ pub enum Effect {
     Drop {
         entry: usize,
         probability: f64,
+    },
+    /// An internal service is down: it writes nothing and its callers' calls fail at once.
+    Down {
+        service: usize,
+    },
+    /// A share of a service's calls hang for `after_ms` and fail (504), without calling on.
+    Timeout {
+        service: usize,
+        after_ms: f64,
+        rate: f64,
+    },
+    /// A service fails a share of its calls and its callers retry each failed call up to
+    /// `retries` times.
+    Retry {
+        service: usize,
+        rate: f64,
+        retries: u32,
+    },
+    /// A service's durations multiplied by `speedup` (< 1), and a share of one route's calls
+    /// going to the same path under `/v2`.
+    Deploy {
+        service: usize,
+        speedup: f64,
+        route: usize,
+        share: f64,
     },
     /// Response payloads of one route multiplied, for a share of calls.
     Payload {
@@ -238,13 +294,21 @@ fn slow_ramp(internal: &[usize], at: Millis, dur: Millis, rng: &mut ChaCha8Rng) 
     (s, breach, effect)
 }
 
+/// Plans the incidents of `family` over `[start, end)`.
+pub fn plan(t: &Topology, start: Millis, end: Millis, family: Family, rng: &mut ChaCha8Rng) -> Vec<Scheduled> {
+    match family {
+        Family::Classic => plan_classic(t, start, end, rng),
+        Family::Ops => plan_ops(t, start, end, rng),
+    }
+}
+
 /// Plans incidents over `[start, end)`: the first 45 minutes are left clean for warm-up, then one
 /// incident at a time with quiet gaps between, cycling through every kind.
-pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> Vec<Scheduled> {
+fn plan_classic(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> Vec<Scheduled> {
     let mut out = Vec::new();
     let span = end - start;
     new_services(t, start, span, &mut out);
-    let mut kinds = IncidentKind::ALERTING.to_vec();
+    let mut kinds = IncidentKind::CLASSIC.to_vec();
     kinds.shuffle(rng);
     let internal = internal_services(t);
     let hops = cross_provider_hops(t);
@@ -333,7 +397,7 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
                 );
                 effect = payload;
             }
-            IncidentKind::NewService | IncidentKind::Routine => unreachable!("not in ALERTING"),
+            _ => unreachable!("not in CLASSIC"),
         }
         out.push(Scheduled {
             label: LabelledIncident {
@@ -356,11 +420,282 @@ pub fn plan(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
         at += dur + rng.gen_range(30..=60) * MINUTE_MS;
         k += 1;
     }
+    number(out)
+}
+
+/// Sorts planned incidents by start and numbers their labels in that order.
+fn number(mut out: Vec<Scheduled>) -> Vec<Scheduled> {
     out.sort_by_key(|s| s.start);
     for (i, s) in out.iter_mut().enumerate() {
         s.label.id = format!("inc-{:02}", i + 1);
     }
     out
+}
+
+/// Internal services all of whose routes call nothing further (leaf dependencies).
+fn leaf_services(t: &Topology, internal: &[usize]) -> Vec<usize> {
+    internal
+        .iter()
+        .copied()
+        .filter(|&s| t.routes.iter().all(|r| r.service != s || r.calls.is_empty()))
+        .collect()
+}
+
+/// The first time at or after `at` within 01:00-05:00 UTC (a random minute of that window),
+/// unless that is more than half a day away.
+fn next_trough(at: Millis, rng: &mut ChaCha8Rng) -> Option<Millis> {
+    use crate::model::time::{DAY_MS, HOUR_MS};
+    let day = at.div_euclid(DAY_MS) * DAY_MS;
+    let mut t = day + HOUR_MS + rng.gen_range(0..240) * MINUTE_MS;
+    if t < at {
+        t += DAY_MS;
+    }
+    (t - at <= DAY_MS / 2).then_some(t)
+}
+
+/// Where the ops family's incidents can happen in a topology.
+struct Pools {
+    internal: Vec<usize>,
+    leaves: Vec<usize>,
+    hops: Vec<(usize, usize)>,
+    entries: Vec<usize>,
+}
+
+/// A total outage, a hanging dependency or a retry storm: the service, the effect and what
+/// happens, in words.
+fn failure(t: &Topology, pools: &Pools, kind: IncidentKind, rng: &mut ChaCha8Rng) -> (usize, Effect, String) {
+    use IncidentKind as K;
+    let svc = |i: usize| (t.services[i].name.to_owned(), t.services[i].provider.to_owned());
+    match kind {
+        K::TotalOutage => {
+            if rng.gen_bool(0.5) {
+                let e = *pools.entries.choose(rng).expect("entry services");
+                let (n, p) = svc(e);
+                (
+                    e,
+                    Effect::Drop {
+                        entry: e,
+                        probability: 1.0,
+                    },
+                    format!("{n}/{p} is down: its clients get no answer"),
+                )
+            } else {
+                let s = *pools.internal.choose(rng).expect("internal services");
+                let (n, p) = svc(s);
+                (
+                    s,
+                    Effect::Down { service: s },
+                    format!("{n}/{p} is down: it logs nothing and its callers fail"),
+                )
+            }
+        }
+        K::DependencyFailure => {
+            let s = *pools
+                .leaves
+                .choose(rng)
+                .or_else(|| pools.internal.choose(rng))
+                .expect("internal services");
+            let after_ms = rng.gen_range(2_000.0..6_000.0);
+            let rate = rng.gen_range(0.5..0.9);
+            let (n, p) = svc(s);
+            let text = format!(
+                "dependency {n}/{p} hangs {:.1} s and fails {:.0}% of calls; its callers wait and fail",
+                after_ms / 1000.0,
+                rate * 100.0
+            );
+            (
+                s,
+                Effect::Timeout {
+                    service: s,
+                    after_ms,
+                    rate,
+                },
+                text,
+            )
+        }
+        K::RetryStorm => {
+            let s = *pools.internal.choose(rng).expect("internal services");
+            let rate = rng.gen_range(0.2..0.45);
+            let (n, p) = svc(s);
+            let text = format!(
+                "{n}/{p} fails {:.0}% of calls and its callers retry each up to 3 times",
+                rate * 100.0
+            );
+            (
+                s,
+                Effect::Retry {
+                    service: s,
+                    rate,
+                    retries: 3,
+                },
+                text,
+            )
+        }
+        _ => unreachable!("not a failure kind"),
+    }
+}
+
+/// One incident of `kind` over `[at, at + dur)` (a deploy's effect lasts to `run_end`).
+fn ops_incident(
+    t: &Topology,
+    pools: &Pools,
+    kind: IncidentKind,
+    (at, dur, run_end): (Millis, Millis, Millis),
+    rng: &mut ChaCha8Rng,
+) -> Scheduled {
+    use IncidentKind as K;
+    let svc = |i: usize| (t.services[i].name.to_owned(), t.services[i].provider.to_owned());
+    let (mut route, mut hop_from, mut breach_at, mut expect_alert, mut effect_end) = (None, None, None, true, at + dur);
+    let (s, effect, description) = match kind {
+        K::TotalOutage | K::DependencyFailure | K::RetryStorm => failure(t, pools, kind, rng),
+        K::LatencySpike => {
+            let s = *pools.internal.choose(rng).expect("internal services");
+            let factor = rng.gen_range(2.0..3.0);
+            let (n, p) = svc(s);
+            (s, Effect::Slow { service: s, factor }, format!("{n}/{p} calls {factor:.1}x slower"))
+        }
+        K::ErrorBurst => {
+            let s = *pools.internal.choose(rng).expect("internal services");
+            let rate = rng.gen_range(0.1..0.25);
+            let (n, p) = svc(s);
+            (
+                s,
+                Effect::Errors { service: s, rate },
+                format!("{n}/{p} fails {:.0}% of calls", rate * 100.0),
+            )
+        }
+        K::TrafficDrop => {
+            let e = *pools.entries.choose(rng).expect("entry services");
+            let probability = rng.gen_range(0.9..0.99);
+            let (n, p) = svc(e);
+            let text = format!("{n}/{p} loses {:.0}% of its sessions", probability * 100.0);
+            (e, Effect::Drop { entry: e, probability }, text)
+        }
+        K::HopSlowdown => {
+            let (a, b) = *pools.hops.choose(rng).expect("cross-provider hops");
+            let add_ms = rng.gen_range(80.0..250.0);
+            let (from, to) = (svc(a), svc(b));
+            hop_from = Some(format!("{}/{}", from.0, from.1));
+            let text = format!("network between {}/{} and {}/{} adds {add_ms:.0} ms", from.0, from.1, to.0, to.1);
+            (b, Effect::Hop { from: a, to: b, add_ms }, text)
+        }
+        K::CallOrderChange => {
+            let (e, text, skip) = skipped_step(t, &pools.entries, rng);
+            let (n, p) = svc(e);
+            (e, skip, format!("clients on {n}/{p} {text}"))
+        }
+        K::GradualDegradation => {
+            let (s, breach, ramp) = slow_ramp(&pools.internal, at, dur, rng);
+            breach_at = Some(breach);
+            let (n, p) = svc(s);
+            (s, ramp, format!("{n}/{p} slows down steadily until it breaches 3x its normal p95"))
+        }
+        K::BenignDeploy => {
+            let s = *pools
+                .internal
+                .iter()
+                .chain(&pools.entries)
+                .collect::<Vec<_>>()
+                .choose(rng)
+                .expect("services");
+            let routes: Vec<usize> = (0..t.routes.len()).filter(|&r| t.routes[r].service == *s).collect();
+            let r = *routes.choose(rng).expect("a service has routes");
+            let speedup = rng.gen_range(0.5..0.75);
+            let (n, p) = svc(*s);
+            route = Some(format!("/v2{}", t.routes[r].path));
+            expect_alert = false;
+            // A deploy stays; its label covers the half hour after it.
+            effect_end = run_end;
+            let text = format!(
+                "deploy of {n}/{p}: calls {:.0}% faster, a third of {} calls now go to /v2 (benign, not a problem)",
+                (1.0 - speedup) * 100.0,
+                t.routes[r].path
+            );
+            (
+                *s,
+                Effect::Deploy {
+                    service: *s,
+                    speedup,
+                    route: r,
+                    share: 0.33,
+                },
+                text,
+            )
+        }
+        _ => unreachable!("not planned in the ops family"),
+    };
+    let (name, provider) = svc(s);
+    Scheduled {
+        label: LabelledIncident {
+            id: String::new(),
+            kind,
+            start: at,
+            end: at + dur,
+            service: name,
+            provider,
+            route,
+            hop_from,
+            breach_at,
+            expect_alert,
+            description,
+        },
+        start: at,
+        end: effect_end,
+        effect: Some(effect),
+    }
+}
+
+/// The second scenario family (see [`Family::Ops`]): the first 60-90 minutes clean, then one
+/// incident at a time cycling through its kinds; a coin flip moves an incident to the next daily
+/// trough when that is less than half a day away.
+fn plan_ops(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> Vec<Scheduled> {
+    use IncidentKind as K;
+    let mut out = Vec::new();
+    new_services(t, start, end - start, &mut out);
+    let mut kinds = vec![
+        K::TotalOutage,
+        K::DependencyFailure,
+        K::RetryStorm,
+        K::LatencySpike,
+        K::ErrorBurst,
+        K::TrafficDrop,
+        K::HopSlowdown,
+        K::CallOrderChange,
+        K::GradualDegradation,
+        K::BenignDeploy,
+    ];
+    kinds.shuffle(rng);
+    let internal = internal_services(t);
+    let pools = Pools {
+        leaves: leaf_services(t, &internal),
+        internal,
+        hops: cross_provider_hops(t),
+        entries: (0..t.services.len()).filter(|&i| t.services[i].entry_share > 0.0).collect(),
+    };
+    let mut at = start + 60 * MINUTE_MS + rng.gen_range(0..30) * MINUTE_MS;
+    let mut k = 0;
+    loop {
+        let kind = kinds[k % kinds.len()];
+        if k > 0 && k % kinds.len() == 0 {
+            kinds.shuffle(rng);
+        }
+        let dur = match kind {
+            K::GradualDegradation => rng.gen_range(90..=150) * MINUTE_MS,
+            K::BenignDeploy => 30 * MINUTE_MS,
+            K::TotalOutage => rng.gen_range(5..=30) * MINUTE_MS,
+            _ => rng.gen_range(5..=40) * MINUTE_MS,
+        };
+        if rng.gen_bool(0.5) {
+            at = next_trough(at, rng).unwrap_or(at);
+        }
+        if at + dur + 30 * MINUTE_MS > end {
+            break;
+        }
+        out.push(ops_incident(t, &pools, kind, (at, dur, end), rng));
+        at += dur + rng.gen_range(40..=150) * MINUTE_MS;
+        k += 1;
+    }
+    number(out)
 }
 
 /// Routines of `SimConfig::routines` over `[start, end)`: one internal service slowed by a

@@ -38,6 +38,8 @@ pub struct SimConfig {
     pub max_events: Option<u64>,
     /// Add daily routines that look like problems and are not (see `incidents::routines`).
     pub routines: bool,
+    /// Which family of scenarios to plan.
+    pub family: incidents::Family,
 }
 
 impl Default for SimConfig {
@@ -52,6 +54,7 @@ impl Default for SimConfig {
             incidents: true,
             max_events: None,
             routines: false,
+            family: incidents::Family::Classic,
         }
     }
 }
@@ -114,16 +117,28 @@ pub fn diurnal(t: Millis) -> f64 {
     1.0 + 0.55 * ((h - 9.0) / 24.0 * std::f64::consts::TAU).sin()
 }
 
+/// Weekly load factor of the ops family: weekends (Saturday, Sunday UTC) carry 60% of a
+/// weekday's traffic.
+pub fn weekly(t: Millis) -> f64 {
+    // 1970-01-01 was a Thursday: day 0 + 3 is a Sunday in this count, Monday is 0.
+    let weekday = (t.div_euclid(crate::model::time::DAY_MS) + 3).rem_euclid(7);
+    if weekday >= 5 {
+        0.6
+    } else {
+        1.0
+    }
+}
+
 impl Simulator {
     pub fn new(cfg: SimConfig) -> anyhow::Result<Self> {
         let topo = topology::topology(&cfg.topology)
             .ok_or_else(|| anyhow::anyhow!("unknown topology `{}`; choose one of {:?}", cfg.topology, topology::TOPOLOGIES))?;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let mut plan = if cfg.incidents {
-            incidents::plan(&topo, cfg.start, cfg.start + cfg.duration, &mut rng)
+            incidents::plan(&topo, cfg.start, cfg.start + cfg.duration, cfg.family, &mut rng)
         } else {
             // Even without incidents, a new service still appears.
-            incidents::plan(&topo, cfg.start, cfg.start + cfg.duration, &mut rng)
+            incidents::plan(&topo, cfg.start, cfg.start + cfg.duration, cfg.family, &mut rng)
                 .into_iter()
                 .filter(|s| s.effect.is_none())
                 .collect()
@@ -197,6 +212,7 @@ impl Simulator {
             topology: self.cfg.topology.clone(),
             start: self.cfg.start,
             end: self.cfg.start + self.cfg.duration,
+            family: self.cfg.family,
             events,
             incidents: self.plan.iter().map(|s| s.label.clone()).collect(),
         }
@@ -246,7 +262,11 @@ impl Simulator {
                 _ => {
                     next_arrival += gap.sample(&mut self.rng) * 1000.0;
                     // Thinning: accept arrivals in proportion to the diurnal rate.
-                    if self.rng.gen::<f64>() < diurnal(arrival) / 1.6 {
+                    let load = match self.cfg.family {
+                        incidents::Family::Classic => diurnal(arrival),
+                        incidents::Family::Ops => diurnal(arrival) * weekly(arrival),
+                    };
+                    if self.rng.gen::<f64>() < load / 1.6 {
                         self.arrive(arrival, &mut st);
                     }
                     arrival
@@ -382,31 +402,15 @@ impl Simulator {
         let r = self.topo.routes[route].clone();
         let svc = r.service;
         let effects: Vec<Effect> = self.active(t).cloned().collect();
+        // A hanging dependency answers after the timeout and calls nothing on.
+        let hang_ms = effects.iter().find_map(|e| match e {
+            Effect::Timeout { service, after_ms, rate } if *service == svc && self.rng.gen::<f64>() < *rate => Some(*after_ms),
+            _ => None,
+        });
         // Downstream calls, in order.
         let mut offset = r.self_ms * 0.3 * self.lat_noise.sample(&mut self.rng);
-        let mut child_failed = false;
-        for &c in &r.calls {
-            let callee = self.topo.routes[c].service;
-            if !self.service_present(callee, t) {
-                continue;
-            }
-            let mut net = network_ms(self.topo.services[svc].provider, self.topo.services[callee].provider);
-            for e in &effects {
-                if let Effect::Hop { from, to, add_ms } = e {
-                    if *from == svc && *to == callee {
-                        net += add_ms * (0.8 + 0.4 * self.rng.gen::<f64>());
-                    }
-                }
-            }
-            let child_span = self.hex(16);
-            let child_t = t + offset as Millis;
-            let (d, failed) = self.call_with_network(child_t, c, trace, child_span, (span.clone(), svc), user, net, out);
-            offset += d;
-            if failed {
-                child_failed = true;
-                break;
-            }
-        }
+        let calls: &[usize] = if hang_ms.is_some() { &[] } else { &r.calls };
+        let child_failed = self.call_downstream(calls, (t, &mut offset), (trace, &span, svc), user, &effects, out);
         let own = r.self_ms * self.lat_noise.sample(&mut self.rng) * 0.7;
         let mut duration = offset + own;
         let mut error_rate = r.error_rate;
@@ -423,15 +427,21 @@ impl Simulator {
                     let f = ((t - start) as f64 / (ramp_end - start).max(1) as f64).clamp(0.0, 1.0);
                     duration *= 1.0 + (max - 1.0) * f;
                 }
-                Effect::Errors { service, rate } if *service == svc => error_rate = *rate,
+                Effect::Errors { service, rate } | Effect::Retry { service, rate, .. } if *service == svc => error_rate = *rate,
+                Effect::Deploy { service, speedup, .. } if *service == svc => duration *= speedup,
                 Effect::Payload { route: pr, factor, share } if *pr == route && self.rng.gen::<f64>() < *share => resp_factor = *factor,
                 _ => {}
             }
         }
+        if let Some(ms) = hang_ms {
+            duration = ms * (0.95 + 0.1 * self.rng.gen::<f64>());
+        }
         let is_entry = parent.is_none();
-        let failed = (child_failed && self.rng.gen::<f64>() < 0.9) || self.rng.gen::<f64>() < error_rate;
+        let failed = hang_ms.is_some() || (child_failed && self.rng.gen::<f64>() < 0.9) || self.rng.gen::<f64>() < error_rate;
         let status: u16 = if failed {
-            if child_failed {
+            if hang_ms.is_some() {
+                504
+            } else if child_failed {
                 [502, 503][self.rng.gen_range(0..2)]
             } else {
                 [500, 503, 504][self.rng.gen_range(0..3)]
@@ -443,7 +453,14 @@ impl Simulator {
         } else {
             200
         };
-        let path = self.fill_path(r.path);
+        let mut path = self.fill_path(r.path);
+        for e in &effects {
+            if let Effect::Deploy { route: dr, share, .. } = e {
+                if *dr == route && self.rng.gen::<f64>() < *share {
+                    path.insert_str(0, "/v2");
+                }
+            }
+        }
         let req_b = (r.request_bytes * self.size_noise.sample(&mut self.rng)).round() as u64;
         let resp_b = if failed {
             120
@@ -491,6 +508,62 @@ impl Simulator {
         };
         out.push((write_at, ev));
         (duration, status >= 500)
+    }
+
+    /// Calls `calls` in order from `svc`'s span `span`, moving `offset` (ms after `t`) past each
+    /// (retries included); returns whether one failed (the rest are not called).
+    #[allow(clippy::too_many_arguments)]
+    fn call_downstream(
+        &mut self,
+        calls: &[usize],
+        (t, offset): (Millis, &mut f64),
+        (trace, span, svc): (&str, &str, usize),
+        user: usize,
+        effects: &[Effect],
+        out: &mut Vec<(Millis, Event)>,
+    ) -> bool {
+        let mut child_failed = false;
+        for &c in calls {
+            let callee = self.topo.routes[c].service;
+            if !self.service_present(callee, t) {
+                continue;
+            }
+            let mut net = network_ms(self.topo.services[svc].provider, self.topo.services[callee].provider);
+            for e in effects {
+                if let Effect::Hop { from, to, add_ms } = e {
+                    if *from == svc && *to == callee {
+                        net += add_ms * (0.8 + 0.4 * self.rng.gen::<f64>());
+                    }
+                }
+            }
+            if effects.iter().any(|e| matches!(e, Effect::Down { service } if *service == callee)) {
+                // Connection refused: the caller fails at once, the callee logs nothing.
+                *offset += net;
+                child_failed = true;
+                break;
+            }
+            let retries = effects
+                .iter()
+                .find_map(|e| match e {
+                    Effect::Retry { service, retries, .. } if *service == callee => Some(*retries),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            for _attempt in 0..=retries {
+                let child_span = self.hex(16);
+                let child_t = t + *offset as Millis;
+                let (d, failed) = self.call_with_network(child_t, c, trace, child_span, (span.to_owned(), svc), user, net, out);
+                *offset += d;
+                child_failed = failed;
+                if !failed {
+                    break;
+                }
+            }
+            if child_failed {
+                break;
+            }
+        }
+        child_failed
     }
 
     /// A call as seen by its caller: the callee's own duration plus the network both ways.
@@ -629,4 +702,189 @@ pub fn simulate_events(cfg: SimConfig) -> anyhow::Result<(Vec<Event>, Labels)> {
         |_| {},
     )?;
     Ok((v, sim.labels(n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::incidents::{Effect, Family, IncidentKind, Scheduled};
+    use super::*;
+    use crate::model::time::{hour_of_day, parse_rfc3339};
+
+    fn bank(hours: f64, family: Family, incidents: bool) -> SimConfig {
+        SimConfig {
+            seed: 3,
+            topology: "bank".into(),
+            duration: (hours * HOUR_MS as f64) as Millis,
+            rate: 2.0,
+            incidents,
+            family,
+            ..SimConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_ops_family_plans_every_kind_benign_deploys_unalerted_and_many_at_the_trough() {
+        let sim = Simulator::new(bank(168.0, Family::Ops, true)).unwrap();
+        let labels = sim.labels(0);
+        assert_eq!(labels.family, Family::Ops);
+        use IncidentKind as K;
+        for kind in [
+            K::TotalOutage,
+            K::DependencyFailure,
+            K::RetryStorm,
+            K::BenignDeploy,
+            K::LatencySpike,
+            K::ErrorBurst,
+            K::TrafficDrop,
+            K::HopSlowdown,
+            K::CallOrderChange,
+            K::GradualDegradation,
+        ] {
+            assert!(labels.incidents.iter().any(|i| i.kind == kind), "no {kind:?} in a week");
+        }
+        assert!(labels
+            .incidents
+            .iter()
+            .all(|i| (i.kind == K::BenignDeploy || i.kind == K::NewService) != i.expect_alert));
+        let alerting: Vec<_> = labels.incidents.iter().filter(|i| i.expect_alert).collect();
+        let at_trough = alerting.iter().filter(|i| (1.0..5.0).contains(&hour_of_day(i.start))).count();
+        // Chance would put a sixth there; moved there by a coin flip when it is near, a quarter.
+        assert!(at_trough * 5 >= alerting.len(), "{at_trough} of {} at 01:00-05:00", alerting.len());
+        for w in alerting.windows(2) {
+            assert!(w[0].end <= w[1].start, "{} and {} overlap", w[0].id, w[1].id);
+        }
+    }
+
+    #[test]
+    fn weekends_carry_less_traffic_in_the_ops_family() {
+        let at = |s: &str| parse_rfc3339(s).unwrap();
+        assert_eq!(weekly(at("2026-03-02T12:00:00Z")), 1.0, "a Monday");
+        assert_eq!(weekly(at("2026-03-06T23:59:00Z")), 1.0, "a Friday");
+        assert_eq!(weekly(at("2026-03-07T00:00:00Z")), 0.6, "a Saturday");
+        assert_eq!(weekly(at("2026-03-08T12:00:00Z")), 0.6, "a Sunday");
+    }
+
+    /// Two hours of the bank with `effect` over the second: the events of the first hour and of
+    /// the second.
+    fn before_and_during(effect: Effect) -> (Vec<Event>, Vec<Event>) {
+        let cfg = bank(2.0, Family::Ops, false);
+        let mid = cfg.start + HOUR_MS;
+        let mut sim = Simulator::new(cfg.clone()).unwrap();
+        sim.plan.retain(|s| s.effect.is_some());
+        sim.plan.push(Scheduled {
+            label: super::incidents::LabelledIncident {
+                id: "inc-01".into(),
+                kind: IncidentKind::TotalOutage,
+                start: mid,
+                end: mid + HOUR_MS,
+                service: String::new(),
+                provider: String::new(),
+                route: None,
+                hop_from: None,
+                breach_at: None,
+                expect_alert: true,
+                description: String::new(),
+            },
+            start: mid,
+            end: mid + HOUR_MS,
+            effect: Some(effect),
+        });
+        let mut events = Vec::new();
+        sim.run(
+            |e| {
+                events.push(e.clone());
+                Ok(())
+            },
+            |_| {},
+        )
+        .unwrap();
+        events.into_iter().partition(|e| e.timestamp < mid)
+    }
+
+    fn service(name: &str) -> usize {
+        let t = topology::topology("bank").unwrap();
+        t.services.iter().position(|s| s.name == name).unwrap()
+    }
+
+    fn of<'a>(events: &'a [Event], name: &'a str) -> impl Iterator<Item = &'a Event> + 'a {
+        events.iter().filter(move |e| &*e.service == name)
+    }
+
+    #[test]
+    fn a_service_down_logs_nothing_and_its_callers_fail() {
+        let (before, during) = before_and_during(Effect::Down {
+            service: service("ledger"),
+        });
+        assert!(of(&before, "ledger").count() > 100);
+        assert_eq!(of(&during, "ledger").count(), 0);
+        let failed = |v: &[Event]| v.iter().filter(|e| e.status >= 500).count() as f64 / v.len() as f64;
+        assert!(
+            failed(&during) > 3.0 * failed(&before),
+            "{} vs {}",
+            failed(&during),
+            failed(&before)
+        );
+    }
+
+    #[test]
+    fn callers_retry_a_failing_service_so_its_traffic_rises() {
+        let (before, during) = before_and_during(Effect::Retry {
+            service: service("ledger"),
+            rate: 0.4,
+            retries: 3,
+        });
+        let (b, d) = (of(&before, "ledger").count() as f64, of(&during, "ledger").count() as f64);
+        // 1 + 0.4 + 0.16 + 0.064 calls per call, about a diurnal hour's change either way.
+        assert!(d > 1.35 * b, "{d} calls during, {b} before");
+        let errors = of(&during, "ledger").filter(|e| e.status >= 500).count() as f64;
+        assert!((0.3..0.5).contains(&(errors / d)), "{errors} of {d} failed");
+    }
+
+    #[test]
+    fn a_hanging_dependency_fails_after_the_timeout_and_its_callers_wait() {
+        let (before, during) = before_and_during(Effect::Timeout {
+            service: service("ledger"),
+            after_ms: 3_000.0,
+            rate: 0.7,
+        });
+        let hung = of(&during, "ledger").filter(|e| e.status == 504).collect::<Vec<_>>();
+        assert!(!hung.is_empty());
+        assert!(hung.iter().all(|e| e.duration_ns.unwrap() >= 2_850_000_000));
+        let slow = |v: &[Event]| v.iter().filter(|e| e.duration_ns.unwrap_or(0) > 2_000_000_000).count();
+        assert_eq!(slow(&before), 0);
+        // Callers (other services) wait the timeout out too.
+        assert!(during
+            .iter()
+            .any(|e| &*e.service != "ledger" && e.duration_ns.unwrap_or(0) > 2_850_000_000));
+    }
+
+    #[test]
+    fn a_deploy_speeds_a_service_up_and_opens_a_v2_route() {
+        let t = topology::topology("bank").unwrap();
+        let s = service("ledger");
+        let route = t.routes.iter().position(|r| r.service == s).unwrap();
+        let (before, during) = before_and_during(Effect::Deploy {
+            service: s,
+            speedup: 0.5,
+            route,
+            share: 0.33,
+        });
+        assert!(of(&before, "ledger").all(|e| !e.path.starts_with("/v2")));
+        assert!(of(&during, "ledger").any(|e| e.path.starts_with("/v2")));
+        let median = |v: &[Event]| {
+            let d: Vec<f64> = of(v, "ledger").filter_map(|e| e.duration_ns).map(|d| d as f64).collect();
+            crate::detect::stats::median(&d)
+        };
+        assert!(median(&during) < 0.8 * median(&before));
+    }
+
+    #[test]
+    fn the_first_family_is_what_it_was() {
+        // The same seed plans the same incidents as before families existed.
+        let sim = Simulator::new(bank(48.0, Family::Classic, true)).unwrap();
+        let kinds: Vec<IncidentKind> = sim.labels(0).incidents.iter().map(|i| i.kind).collect();
+        assert!(kinds
+            .iter()
+            .all(|k| IncidentKind::CLASSIC.contains(k) || *k == IncidentKind::NewService));
+    }
 }
