@@ -50,7 +50,16 @@ pub trait NextCallModel: Send + serde::Serialize + serde::de::DeserializeOwned {
     fn learn(&mut self, context: &Context, next: Token);
     /// How many calls the model has seen after `context` (what its probability rests on).
     fn support(&self, context: &Context) -> u32;
+    /// How many calls to `next` the model has learned, when it counts them: a route it has
+    /// hardly seen is new (a deploy's `/v2`, onboarding's business), not a rare call order.
+    fn target_calls(&self, _next: Token) -> Option<u32> {
+        None
+    }
 }
+
+/// Calls to a route learned before its place in sessions' order is judged (a new route's
+/// first calls follow whatever came before; none of them is rare).
+const NEW_ROUTE_CALLS: u32 = 40;
 
 /// Markov chain over route tokens: second order where the two-call context has been seen
 /// enough, first order otherwise, with add-half smoothing. The second order catches a skipped
@@ -62,6 +71,10 @@ pub struct MarkovModel {
     first_totals: FxHashMap<Token, u32>,
     second: FxHashMap<(Token, Token, Token), u32>,
     second_totals: FxHashMap<(Token, Token), u32>,
+    /// Calls learned per target (absent from checkpoints written before it: rebuilt from
+    /// `first` at the next call learned).
+    #[serde(default)]
+    targets: FxHashMap<Token, u32>,
 }
 
 impl MarkovModel {
@@ -90,8 +103,20 @@ impl NextCallModel for MarkovModel {
             _ => self.first_totals.get(&p1).copied().unwrap_or(0),
         }
     }
+    fn target_calls(&self, next: Token) -> Option<u32> {
+        if self.targets.is_empty() {
+            return Some(self.first.iter().filter(|((_, n), _)| *n == next).map(|(_, c)| c).sum());
+        }
+        Some(self.targets.get(&next).copied().unwrap_or(0))
+    }
     fn learn(&mut self, ctx: &Context, next: Token) {
         let [p2, p1] = *ctx;
+        if self.targets.is_empty() {
+            for (&(_, n), &c) in &self.first {
+                *self.targets.entry(n).or_default() += c;
+            }
+        }
+        *self.targets.entry(next).or_default() += 1;
         *self.first.entry((p1, next)).or_default() += 1;
         *self.first_totals.entry(p1).or_default() += 1;
         *self.second.entry((p2, p1, next)).or_default() += 1;
@@ -388,6 +413,17 @@ impl<M: NextCallModel> SequenceDetector<M> {
 impl<M: NextCallModel> SequenceDetector<M> {
     /// Whether `next` after `ctx` is rare; learns it now, or after [`QUARANTINE`] when rare.
     fn is_rare(&mut self, t: Millis, ctx: Context, next: Token) -> bool {
+        // A route with fewer calls than the rare share of this context's is rare after it in
+        // any order: its rarity is the route's (a new one, or one hardly used), not the order's.
+        let support = f64::from(self.model.support(&ctx));
+        if self
+            .model
+            .target_calls(next)
+            .is_some_and(|n| n < NEW_ROUTE_CALLS || f64::from(n) < self.rare_probability * support)
+        {
+            self.model.learn(&ctx, next);
+            return false;
+        }
         let rare = self.model.probability(&ctx, next).is_some_and(|p| p < self.rare_probability);
         let waiting = self.waiting.get(&(ctx, next)).copied().unwrap_or(0);
         if rare
@@ -608,6 +644,38 @@ mod tests {
             }
         }
         assert!(first_hour.is_rare(0, [START, 1], 3) && first_hour.quarantine.is_empty());
+    }
+
+    /// A deploy opens a `/v2` route that takes a share of a step's calls: its first calls come
+    /// after contexts that never led to it, and are learned, not tallied as rare.
+    #[test]
+    fn a_new_route_s_first_calls_are_learned_not_rare() {
+        let mut d = SequenceDetector::new(MarkovModel::default());
+        d.tally.windows = QUARANTINE_AFTER_WINDOWS;
+        let flow = [([START, START], 1), ([START, 1], 2), ([1, 2], 3)];
+        for _ in 0..300 {
+            for (ctx, next) in flow {
+                d.is_rare(0, ctx, next);
+            }
+        }
+        // Route 9 is new: after `1`, a third of sessions now call it instead of `2`; none of
+        // its calls is rare while they are under the rare share of the context's.
+        for _ in 0..10_000 {
+            d.is_rare(0, [START, START], 1);
+        }
+        let rare = (0..NEW_ROUTE_CALLS).filter(|_| d.is_rare(0, [START, 1], 9)).count();
+        assert_eq!(rare, 0);
+        assert!(!d.is_rare(0, [START, START], 9), "40 calls, under 1% of the 10,300 from the start");
+        assert!(d.quarantine.is_empty());
+        // A known route where it never came (a skipped step) is still rare.
+        assert!(d.is_rare(0, [START, 1], 3));
+        // A checkpoint written before counts were kept restores none: they come from the chain.
+        let mut restored = std::mem::take(&mut d.model);
+        let nine = restored.target_calls(9);
+        restored.targets.clear();
+        assert_eq!((restored.target_calls(3), restored.target_calls(9)), (Some(300), nine));
+        restored.learn(&[START, 1], 2);
+        assert_eq!(restored.targets[&3], 300);
     }
 
     #[test]

@@ -456,7 +456,8 @@ impl Simulator {
         let mut path = self.fill_path(r.path);
         for e in &effects {
             if let Effect::Deploy { route: dr, share, .. } = e {
-                if *dr == route && self.rng.gen::<f64>() < *share {
+                // A second deploy of the route moves no more calls: they are on /v2 already.
+                if *dr == route && !path.starts_with("/v2") && self.rng.gen::<f64>() < *share {
                     path.insert_str(0, "/v2");
                 }
             }
