@@ -53,6 +53,19 @@ pub enum Family {
 }
 
 impl IncidentKind {
+    /// The kinds the second (ops) family plans in turn (a benign deploy must not alert).
+    pub const OPS: [IncidentKind; 10] = [
+        IncidentKind::TotalOutage,
+        IncidentKind::DependencyFailure,
+        IncidentKind::RetryStorm,
+        IncidentKind::LatencySpike,
+        IncidentKind::ErrorBurst,
+        IncidentKind::TrafficDrop,
+        IncidentKind::HopSlowdown,
+        IncidentKind::CallOrderChange,
+        IncidentKind::GradualDegradation,
+        IncidentKind::BenignDeploy,
+    ];
     /// The kinds the first family plans in turn (all must raise an alert).
     pub const CLASSIC: [IncidentKind; 7] = [
         IncidentKind::LatencySpike,
@@ -316,10 +329,7 @@ fn plan_classic(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) 
     let mut at = start + 45 * MINUTE_MS + rng.gen_range(0..15) * MINUTE_MS;
     let mut k = 0;
     loop {
-        let kind = kinds[k % kinds.len()];
-        if k > 0 && k % kinds.len() == 0 {
-            kinds.shuffle(rng);
-        }
+        let kind = cycle(&mut kinds, k, rng);
         let dur = match kind {
             IncidentKind::GradualDegradation => rng.gen_range(60..=100) * MINUTE_MS,
             _ => rng.gen_range(8..=20) * MINUTE_MS,
@@ -421,6 +431,15 @@ fn plan_classic(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) 
         k += 1;
     }
     number(out)
+}
+
+/// The `k`-th kind of a plan that goes through `kinds` in turn, shuffled again after each round.
+fn cycle(kinds: &mut [IncidentKind], k: usize, rng: &mut ChaCha8Rng) -> IncidentKind {
+    let kind = kinds[k % kinds.len()];
+    if k > 0 && k % kinds.len() == 0 {
+        kinds.shuffle(rng);
+    }
+    kind
 }
 
 /// Sorts planned incidents by start and numbers their labels in that order.
@@ -652,18 +671,7 @@ fn plan_ops(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
     use IncidentKind as K;
     let mut out = Vec::new();
     new_services(t, start, end - start, &mut out);
-    let mut kinds = vec![
-        K::TotalOutage,
-        K::DependencyFailure,
-        K::RetryStorm,
-        K::LatencySpike,
-        K::ErrorBurst,
-        K::TrafficDrop,
-        K::HopSlowdown,
-        K::CallOrderChange,
-        K::GradualDegradation,
-        K::BenignDeploy,
-    ];
+    let mut kinds = IncidentKind::OPS.to_vec();
     kinds.shuffle(rng);
     let internal = internal_services(t);
     let pools = Pools {
@@ -675,10 +683,7 @@ fn plan_ops(t: &Topology, start: Millis, end: Millis, rng: &mut ChaCha8Rng) -> V
     let mut at = start + 60 * MINUTE_MS + rng.gen_range(0..30) * MINUTE_MS;
     let mut k = 0;
     loop {
-        let kind = kinds[k % kinds.len()];
-        if k > 0 && k % kinds.len() == 0 {
-            kinds.shuffle(rng);
-        }
+        let kind = cycle(&mut kinds, k, rng);
         let dur = match kind {
             K::GradualDegradation => rng.gen_range(90..=150) * MINUTE_MS,
             K::BenignDeploy => 30 * MINUTE_MS,

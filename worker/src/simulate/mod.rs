@@ -729,18 +729,7 @@ mod tests {
         let labels = sim.labels(0);
         assert_eq!(labels.family, Family::Ops);
         use IncidentKind as K;
-        for kind in [
-            K::TotalOutage,
-            K::DependencyFailure,
-            K::RetryStorm,
-            K::BenignDeploy,
-            K::LatencySpike,
-            K::ErrorBurst,
-            K::TrafficDrop,
-            K::HopSlowdown,
-            K::CallOrderChange,
-            K::GradualDegradation,
-        ] {
+        for kind in IncidentKind::OPS {
             assert!(labels.incidents.iter().any(|i| i.kind == kind), "no {kind:?} in a week");
         }
         assert!(labels
