@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (the README names it; .ci/run calls it).
-# Formatting and lints first (cheap, and they fail fast), then unit and integration tests in
-# release mode: the integration tests push hours of simulated traffic through the binary.
+# Formatting and lints first (cheap, and they fail fast), then unit and integration tests built
+# optimized (the `ci` profile: release without its fat LTO, which would link every test binary
+# through the whole dependency graph again): the integration tests push hours of simulated
+# traffic through the binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +40,7 @@ echo "  two Elasticsearch nodes (the integ-test zip from Maven Central, run as a
 echo "  a three-node Elasticsearch cluster (the same zip, 512 MB heap per node)"
 echo "  maildev (SMTP with a read API, from npm), ONNX Runtime and the trainer's Python environment (PyPI)"
 echo "  Chromium and rsyslog with omelasticsearch (Debian packages, installed if missing), check-jsonschema (PyPI)"
-echo "meanwhile: cargo fmt --check, clippy -D warnings, and the release build"
+echo "meanwhile: cargo fmt --check, clippy -D warnings, and the optimized build (profile ci)"
 scripts/elasticsearch.sh start --name test >"$services_log/es" 2>"$services_log/es.err" &
 es_pid=$!
 scripts/elasticsearch.sh start --name test-secure --secure >"$services_log/es-secure" 2>"$services_log/es-secure.err" &
@@ -79,9 +81,9 @@ compose_env >"$services_log/compose" 2>"$services_log/compose.err" &
 compose_pid=$!
 
 cargo fmt --all -- --check
-cargo clippy --release --all-targets --locked -- -D warnings
+cargo clippy --profile ci --all-targets --locked -- -D warnings
 
-cargo build --release --locked --all-targets
+cargo build --profile ci --locked --all-targets
 
 wait_service() { # pid name log
   if ! wait "$1"; then
@@ -129,7 +131,7 @@ python_tests() { # name python dir module
 python_tests train "$(tail -1 "$services_log/ml")" scripts/train test_train
 python_tests compose "$(tail -1 "$services_log/compose")" scripts/compose test_compose
 python_tests bench python3 scripts/bench test_trainticket
-cargo test --release --locked 2>&1 | tee -a "$log" || status=$?
+cargo test --profile ci --locked 2>&1 | tee -a "$log" || status=$?
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '; [0-9]+ failed' "$log" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
 echo
