@@ -206,7 +206,8 @@ struct ServiceState {
     /// Calls and failures since the error run began.
     run_calls: u64,
     run_failures: u64,
-    /// Windows of the current drop run with calls far below usual (each one adding evidence).
+    /// Windows of the current drop run with calls far below usual (each one adding evidence),
+    /// from the first of them.
     #[serde(default)]
     drop_low: u32,
     /// Whether the current drop run has built half the threshold's evidence (a dip worth
@@ -434,6 +435,9 @@ fn judge_traffic(s: &mut ServiceState, st: &WindowStat, judged: bool, load: f64)
             s.drop_run += 1;
             if llr > 0.0 {
                 s.drop_low += 1;
+            } else if !s.drop_clear {
+                // Before the dip is clear, its length is the run of low windows up to now.
+                s.drop_low = 0;
             }
         } else {
             s.drop_run = 0;
@@ -441,9 +445,13 @@ fn judge_traffic(s: &mut ServiceState, st: &WindowStat, judged: bool, load: f64)
         if level >= THRESHOLD / 2.0 {
             s.drop_clear = true;
         }
+        // A run ends when its evidence falls back under half the threshold once it had passed
+        // it, or to nothing; while it is still building, its low windows count from the first
+        // (a quiet service takes several silent windows to reach half the threshold, and they
+        // are part of how long the drop has lasted).
         if level >= THRESHOLD {
             drop = Some(level).filter(|_| llr > 0.0);
-        } else if level < THRESHOLD / 2.0 {
+        } else if level < THRESHOLD / 2.0 && (s.drop_clear || level <= 0.0) {
             s.end_drop_run(st.end);
         }
     }
@@ -478,7 +486,7 @@ fn drop_anomaly(s: &mut ServiceState, st: &WindowStat, w: &WindowContext<'_>, su
     f.actual = Some(st.count as f64);
     f.expected = Some(s.rate * load);
     f.reason = format!(
-        "{label} received {} calls this window against about {:.1} usually{}; traffic has been {} for {} windows \
+        "{label} received {} calls this window against about {:.1} usually{}; traffic has been far below usual for {} windows \
          (sequential test: evidence e^{sum:.0} for a drop of {:.0}% or more)",
         st.count,
         s.rate * load,
@@ -487,8 +495,7 @@ fn drop_anomaly(s: &mut ServiceState, st: &WindowStat, w: &WindowContext<'_>, su
         } else {
             String::new()
         },
-        if st.count == 0 { "silent" } else { "far below usual" },
-        s.drop_run,
+        s.drop_low,
         100.0 * (1.0 - if s.mild_leads() { DROP_TO_MILD } else { DROP_TO })
     );
     let held = pause.filter(|p| s.drop_low <= PAUSE_WINDOWS && p.chance >= PAUSE_LEVEL);
@@ -1044,6 +1051,33 @@ mod tests {
         let out = run_drops(&calls);
         let first = (400..420).find(|&i| out[i].0 && !out[i].1).expect("the second outage is reported");
         assert!(first <= 400 + PAUSE_WINDOWS as usize + 1, "reported at {first}");
+    }
+
+    /// On a quiet service a drop takes several silent windows to build half the threshold's
+    /// evidence; they count in its length. A service known for 3-minute pauses that goes silent
+    /// is reported once it has been silent for longer than a pause can be, counted from its
+    /// first silent window (it was counted from the window that reached half the threshold,
+    /// which held an 8-minute outage of a quiet entry service back to its end).
+    #[test]
+    fn a_quiet_service_s_outage_is_counted_from_its_first_silent_window() {
+        let mut calls = poisson(4.0, 700, 11);
+        for start in [200, 280, 360, 440] {
+            calls[start..start + 3].iter_mut().for_each(|c| *c = 0);
+        }
+        calls[600..620].iter_mut().for_each(|c| *c = 0);
+        let out = run_drops(&calls);
+        assert!(
+            out[595..600].iter().all(|&(f, _)| !f),
+            "no drop before the outage: {:?}",
+            &out[595..600]
+        );
+        let first = (600..620).find(|&i| out[i].0 && !out[i].1).expect("the outage is reported");
+        assert!(
+            first < 600 + PAUSE_WINDOWS as usize + 1,
+            "reported at window {} of the outage: {:?}",
+            first - 599,
+            &out[600..610]
+        );
     }
 
     /// Window `t`'s stat of `n` calls for entity `entity` with key `key`.
