@@ -138,6 +138,10 @@ pub(crate) struct NodeEvidence {
     /// a window is judged on their calls.
     #[serde(default)]
     pub scopes: BTreeSet<String>,
+    /// Callers whose failures it was found silent under
+    /// ([`crate::detect::sequential::SILENT_CALLEE_METRIC`]): it explains theirs.
+    #[serde(default)]
+    pub silent_under: BTreeSet<String>,
 }
 
 impl NodeEvidence {
@@ -273,6 +277,9 @@ impl Incident {
         if crate::detect::journey::is_unresolved_wait(a) {
             ev.unresolved += a.score;
         }
+        if let Some(caller) = a.hop_from.as_ref().filter(|_| is_silent_callee(a)) {
+            ev.silent_under.insert(caller.clone());
+        }
         if let Some(x) = latency_excess(a) {
             ev.latency_excess_ms = ev.latency_excess_ms.max(x);
         }
@@ -378,6 +385,11 @@ fn latency_excess(a: &Anomaly) -> Option<f64> {
     }
 }
 
+/// Whether a finding is a callee's silence under its failing caller.
+fn is_silent_callee(a: &Anomaly) -> bool {
+    a.metric.as_deref() == Some(crate::detect::sequential::SILENT_CALLEE_METRIC)
+}
+
 /// The entity a finding is about, labelled as [`crate::detect::entity_label`] labels it.
 fn scope_of(a: &Anomaly) -> String {
     let node = a.node();
@@ -430,6 +442,8 @@ pub mod group {
     pub const ORIGIN: &str = "origin";
     /// A wait that may be the caller's own time, with the caller's evidence.
     pub const CALLER_WAIT: &str = "caller_wait";
+    /// A callee silent while its caller fails, with the caller's failures (it is their cause).
+    pub const FAILING_CALLER: &str = "failing_caller";
     /// Lost traffic whose run began with the incident's own while that goes on.
     pub const LOSS_ONSET: &str = "loss_onset";
     /// Lost traffic on a service that calls, directly or not, one of the incident's services
@@ -709,6 +723,14 @@ impl AlertManager {
         if crate::detect::journey::is_unresolved_wait(a) {
             let caller_recent = |c: &String| inc.nodes.get(c).is_some_and(|e| a.window_start <= e.last + self.cfg.join_gap);
             return a.hop_from.as_ref().is_some_and(caller_recent).then_some(group::CALLER_WAIT);
+        }
+        // A callee silent while its caller fails is the cause of the failures, however late
+        // its silence was proven: it goes where they are.
+        if is_silent_callee(a) {
+            let caller_recent = |c: &String| inc.nodes.get(c).is_some_and(|e| a.window_start <= e.last + self.cfg.join_gap);
+            if a.hop_from.as_ref().is_some_and(caller_recent) {
+                return Some(group::FAILING_CALLER);
+            }
         }
         // The same service while its evidence is still coming, or the incident's origin whatever
         // the gap; another member that went quiet and acts up again is judged like any other
@@ -1064,6 +1086,45 @@ pub(crate) mod tests {
         m.add_edge("gateway/aws".into(), "orders/aws".into());
         m.add_edge("orders/aws".into(), "payments/aws".into());
         m
+    }
+
+    /// A callee down logs nothing while its caller fails: the caller's failures raise an alert
+    /// at once (naming it: nothing else deviates), and the callee's silence, proven minutes
+    /// later, joins that alert (past the join gap) and is named its origin, however much more
+    /// evidence the failures piled up.
+    #[test]
+    fn a_callee_silent_under_its_failing_caller_joins_its_alert_and_is_named() {
+        let silent = |t: Millis| {
+            let mut a = anomaly("payments", AnomalyKind::Journey, 75.0, t);
+            a.metric = Some(crate::detect::sequential::SILENT_CALLEE_METRIC.into());
+            a.hop_from = Some("orders/aws".into());
+            a
+        };
+        let mut m = manager();
+        let mut alerts = Vec::new();
+        for minute in 0..12 {
+            let t = minute * MINUTE_MS;
+            let mut batch = vec![
+                anomaly("orders", AnomalyKind::Errors, 90.0, t),
+                anomaly("orders", AnomalyKind::Errors, 85.0, t),
+                anomaly("orders", AnomalyKind::Request, 80.0, t),
+            ];
+            if minute >= 8 {
+                batch.push(silent(t));
+            }
+            alerts.extend(m.ingest(&batch, t + MINUTE_MS));
+        }
+        let ids: BTreeSet<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids.len(), 1, "one alert: {:?}", alerts.iter().map(|a| &a.title).collect::<Vec<_>>());
+        assert_eq!(alerts[0].service, "orders", "before the silence is proven");
+        let last = alerts.last().unwrap();
+        let names: Vec<&str> = last.suspects.iter().map(|s| s.service.as_str()).collect();
+        assert_eq!(names, ["payments", "orders"], "{:?}", last.suspects);
+        assert!(
+            last.suspects[1].why.contains("may follow its callee payments"),
+            "{}",
+            last.suspects[1].why
+        );
     }
 
     /// A wait after the only callee's answers, which may be the caller's own time: it names the

@@ -87,6 +87,15 @@ pub(crate) fn suspects(inc: &Incident, callers: &Graph, callees: &Graph) -> Vec<
             let mut explaining: Vec<&str> = neighbours
                 .map(|ns| ns.iter().filter(|m| *m != n && deviating(m)).map(String::as_str).collect())
                 .unwrap_or_default();
+            // A callee found silent under this node's failures explains them, however much
+            // more evidence the failures piled up than the silence; and its silence is not
+            // explained by the callers failing over it (they did not stop calling it).
+            for (m, e) in &inc.nodes {
+                if m != n && e.silent_under.contains(n.as_str()) && !explaining.contains(&m.as_str()) {
+                    explaining.push(m.as_str());
+                }
+            }
+            explaining.retain(|m| !inc.nodes[n].silent_under.contains(*m));
             explaining.sort_unstable();
             let ev = &inc.nodes[n];
             let top_kind = ev.by_kind.iter().max_by(|a, b| a.1.total_cmp(b.1)).map_or(kind, |(k, _)| *k);

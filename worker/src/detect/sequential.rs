@@ -30,6 +30,12 @@
 //!   the calls pass its own p90. A window adds at most a third of the threshold, so one slow
 //!   minute never crosses alone. The same test runs on each quiet hop (one caller's calls to a
 //!   callee), where a delay between two services shows that the callee's total dilutes.
+//! - **A callee silent under its failing caller**: a service that is down logs nothing, and its
+//!   callers fail at once. When a caller's error test crosses while a callee it usually calls
+//!   has logged no call since before the caller's failures began (unlikely by chance on its
+//!   usual traffic) and none from anyone this window, the failures are the callee's: a
+//!   failing-hop finding on it (`SILENT_CALLEE_METRIC`), which the alert manager groups with the
+//!   caller's failures and names as their cause.
 //! - **Entry routes**: the traffic tests also run on each route of a service no service calls
 //!   (a step of a flow its clients stop calling); routes of called services follow their
 //!   callers, which are judged themselves.
@@ -226,6 +232,9 @@ struct ServiceState {
     run_slow: u64,
     #[serde(default)]
     run_timed: u64,
+    /// Complete windows in a row, up to the last, with at least one 5xx.
+    #[serde(default)]
+    failing_windows: u32,
     /// Recent drops that recovered by themselves: (end of the last window, windows far below
     /// usual).
     #[serde(default)]
@@ -323,6 +332,12 @@ pub struct SequentialDetector {
 struct HopState {
     windows: u32,
     rate: f64,
+    /// Complete windows in a row without a call on the hop, once it is learned.
+    #[serde(default)]
+    silent: u32,
+    /// The calls it usually carries over those windows.
+    #[serde(default)]
+    missed: f64,
 }
 
 /// The log-likelihood ratio of `k` calls under a drop to `to`·λ0 against λ0.
@@ -544,7 +559,82 @@ fn slow_anomaly(s: &ServiceState, st: &WindowStat, w: &WindowContext<'_>, sum: f
     f.into_anomaly(w.names)
 }
 
+/// A proven run of failures on a service, for [`SequentialDetector::judge_silent_callees`].
+#[derive(Debug, Clone, Copy)]
+struct ErrorRun {
+    sum: f64,
+    failures: u64,
+    windows: u32,
+    /// Windows in a row, up to this one, with a failure.
+    failing: u32,
+}
+
+/// How unlikely a callee's silence on a failing caller's hop must be under its usual traffic
+/// (a chance of e^-3, 5%) before the caller's failures are laid at its door. The caller's
+/// failures are proven by their own test; this only asks whether the silence is more than chance.
+const SILENT_CALLEE_EVIDENCE: f64 = 3.0;
+/// What marks such a finding.
+pub const SILENT_CALLEE_METRIC: &str = "journey.silent_callee.sequential";
+
 impl SequentialDetector {
+    /// A service that is down logs nothing, and its callers fail at once: their failures are
+    /// proven, its silence may not be (on a quiet service a silent minute says little, and an
+    /// outage can end before its own traffic test crosses), and an alert would name the caller.
+    /// When a caller's error test crosses while a callee it usually calls has logged no call
+    /// at all — on that hop since the caller's current run of failing windows began, for as
+    /// many windows as make its usual calls there unlikely to be missing by chance
+    /// (dispersion-weighted, [`SILENT_CALLEE_EVIDENCE`]), and from anyone this window — the
+    /// failures are the callee's: a failing-hop finding on it, as strong as the
+    /// caller's errors. A caller failing by itself still calls its callees (its successful
+    /// calls do), and a caller that stopped calling one callee leaves it its other callers.
+    fn judge_silent_callees(&self, w: &WindowContext<'_>, failing: &FxHashMap<(Sym, Sym), ErrorRun>, out: &mut Vec<Anomaly>) {
+        if failing.is_empty() || !w.complete {
+            return;
+        }
+        let services: FxHashMap<(Sym, Sym), &WindowStat> = w
+            .stats
+            .iter()
+            .filter(|st| st.key.kind() == EntityKind::Service)
+            .map(|st| (st.key.owner(), st))
+            .collect();
+        for hop in w.stats.iter() {
+            let EntityKey::Hop { from, to } = hop.key else { continue };
+            let (Some(run), Some(h)) = (failing.get(&from), self.hops.get(&hop.entity)) else {
+                continue;
+            };
+            let Some(callee) = services.get(&to) else { continue };
+            // The caller fails this window, and the callee has been silent since before its
+            // failures began (one that falls silent in the middle of its caller's own failures
+            // is a coincidence, not their cause).
+            if run.failing == 0 || h.silent < run.failing || hop.count > 0 || callee.count > 0 {
+                continue;
+            }
+            let dispersion = self.services.get(&callee.entity).map_or(1.0, ServiceState::dispersion);
+            let evidence = h.missed / dispersion;
+            if evidence < SILENT_CALLEE_EVIDENCE {
+                continue;
+            }
+            let caller = crate::detect::node_label(w.names, from);
+            let label = crate::detect::node_label(w.names, to);
+            let mut f = Finding::new(AnomalyKind::Journey, "sequential", hop.key, (w.start, w.end));
+            f.score = score_of(run.sum, ERROR_THRESHOLD);
+            f.metric = SILENT_CALLEE_METRIC;
+            f.actual = Some(0.0);
+            f.expected = Some(h.missed);
+            f.reason = format!(
+                "{caller} has been failing ({} failures over {} windows, proven by its error test) while {label} \
+                 logged no call: none from {caller} for {} windows, where about {:.1} usually come (a silence that \
+                 long has a chance of e^-{evidence:.1} on its usual traffic), and none from anyone this window; {label} is likely down or \
+                 unreachable, and the failures its callers see are its",
+                run.failures, run.windows, h.silent, h.missed
+            );
+            f.sole_contributor(0.0, h.missed);
+            f.run_of(h.silent);
+            f.impact_calls = run.failures;
+            out.push(f.into_anomaly(w.names));
+        }
+    }
+
     /// The share of its usual traffic each service's callers sent it this window (see the
     /// module's notes), by service; services without known callers are left out (1). Learns
     /// the hops' usual rates from a complete window.
@@ -567,6 +657,15 @@ impl SequentialDetector {
                     let e = brought.entry(to).or_default();
                     e.0 += usual.rate;
                     e.1 += usual.rate * (1.0 - sent);
+                }
+            }
+            if w.complete {
+                let h = self.hops.entry(hop.entity).or_default();
+                if hop.count == 0 && h.windows >= MIN_WINDOWS {
+                    h.silent += 1;
+                    h.missed += h.rate;
+                } else {
+                    (h.silent, h.missed) = (0, 0.0);
                 }
             }
             if hop.count > 0 {
@@ -657,6 +756,7 @@ impl SequentialDetector {
         }
         let judged = s.windows >= MIN_WINDOWS;
         let drop = judge_traffic(s, st, judged, load);
+        s.failing_windows = if st.errors_5xx > 0 { s.failing_windows + 1 } else { 0 };
         // Errors.
         let mut errors = None;
         let p0 = s.usual_error_rate();
@@ -700,6 +800,8 @@ impl Detector for SequentialDetector {
 
     fn close_window(&mut self, w: &WindowContext<'_>, out: &mut Vec<Anomaly>) {
         let loads = self.caller_loads(w);
+        // Services whose error test crossed this window: (sum, failures, calls, windows).
+        let mut failing: FxHashMap<(Sym, Sym), ErrorRun> = FxHashMap::default();
         for st in w.stats.iter().filter(|st| st.key.kind() == EntityKind::Service) {
             let load = loads.get(&st.key.owner()).copied().unwrap_or(1.0);
             let (drop, errors, slow) = self.judge(st, w.complete, load);
@@ -713,6 +815,15 @@ impl Detector for SequentialDetector {
                 out.push(slow_anomaly(s, st, w, sum));
             }
             if let Some(sum) = errors {
+                failing.insert(
+                    st.key.owner(),
+                    ErrorRun {
+                        sum,
+                        failures: s.run_failures,
+                        windows: s.error_run,
+                        failing: s.failing_windows,
+                    },
+                );
                 let p0 = s.usual_error_rate();
                 let rate = s.run_failures as f64 / s.run_calls.max(1) as f64;
                 let mut f = Finding::new(AnomalyKind::Errors, "sequential", st.key, (w.start, w.end));
@@ -736,6 +847,7 @@ impl Detector for SequentialDetector {
                 out.push(f.into_anomaly(w.names));
             }
         }
+        self.judge_silent_callees(w, &failing, out);
         self.judge_entry_routes(w, out);
         self.judge_slow_hops(w, out);
     }
@@ -1203,6 +1315,82 @@ mod tests {
                 found
             })
             .collect()
+    }
+
+    /// A gateway (10 calls a window) calling orders (2 a window, one call in five) and cart
+    /// (4): per window, `(gateway's calls, its failures, orders' calls, cart's calls)` in, the
+    /// windows with a silent-callee finding on orders out.
+    fn silent_callee_found(windows: &[(u64, u64, u64, u64)]) -> Vec<usize> {
+        let mut d = SequentialDetector::default();
+        let mut names = Interner::default();
+        let node = |names: &mut Interner, s: &str| (names.intern(s), names.intern("onprem"));
+        let (gateway, orders, cart) = (node(&mut names, "gateway"), node(&mut names, "orders"), node(&mut names, "cart"));
+        let service = |(service, provider)| EntityKey::Service { service, provider };
+        let mut found = Vec::new();
+        for (i, &(g, failed, o, c)) in windows.iter().enumerate() {
+            let t = i as i64 * MINUTE_MS;
+            let mut caller = stat_of(&mut names, t, 0, service(gateway), g);
+            caller.errors_5xx = failed;
+            let stats = vec![
+                caller,
+                stat_of(&mut names, t, 1, service(orders), o),
+                stat_of(&mut names, t, 2, service(cart), c),
+                stat_of(&mut names, t, 3, EntityKey::Hop { from: gateway, to: orders }, o),
+                stat_of(&mut names, t, 4, EntityKey::Hop { from: gateway, to: cart }, c),
+            ];
+            let out = closed(&mut d, &names, t, &stats);
+            if let Some(a) = out.iter().find(|a| a.metric.as_deref() == Some(SILENT_CALLEE_METRIC)) {
+                assert_eq!((a.service.as_str(), a.kind), ("orders", AnomalyKind::Journey), "{a:?}");
+                assert!(a.reason.contains("gateway/onprem has been failing"), "{}", a.reason);
+                found.push(i);
+            }
+        }
+        found
+    }
+
+    /// A callee that is down logs nothing and its caller fails at once: the caller's proven
+    /// failures are laid at the silent callee's door within the outage. Not when the caller
+    /// fails by itself (it still calls its callees), nor when it stops calling one without
+    /// failing, nor on noise.
+    #[test]
+    fn a_failing_caller_s_silent_callee_is_named() {
+        let mut delays = Vec::new();
+        for seed in 0..10 {
+            let [orders, cart] = [2.0, 4.0].map(|rate| poisson(rate, 150, 200 + seed));
+            let usual = |i: usize| (orders[i] + cart[i] + 4, 0, orders[i], cart[i]);
+            let outage = |i: usize| {
+                if (100..110).contains(&i) {
+                    // Each call that would reach orders fails at the gateway.
+                    (orders[i].max(1) + cart[i] + 4, orders[i].max(1), 0, cart[i])
+                } else {
+                    usual(i)
+                }
+            };
+            let down: Vec<_> = (0..150).map(outage).collect();
+            let found = silent_callee_found(&down);
+            assert!(found.iter().all(|i| (100..112).contains(i)), "seed {seed}: {found:?}");
+            delays.push(delay_within(&found, 100..110, &format!("seed {seed}: orders down")));
+
+            let noise: Vec<_> = (0..150).map(usual).collect();
+            assert!(silent_callee_found(&noise).is_empty(), "seed {seed}: noise");
+            // The gateway fails a third of its calls by itself: it still calls orders.
+            let own: Vec<_> = (0..150)
+                .map(|i| {
+                    let (g, _, o, c) = usual(i);
+                    (g, if (100..110).contains(&i) { g / 3 + 1 } else { 0 }, o, c)
+                })
+                .collect();
+            assert!(silent_callee_found(&own).is_empty(), "seed {seed}: the gateway's own failures");
+            // The gateway stops calling orders and nothing fails: a drop, not a failing hop.
+            let stopped: Vec<_> = (0..150)
+                .map(|i| {
+                    let (g, f, o, c) = usual(i);
+                    (g, f, if (100..110).contains(&i) { 0 } else { o }, c)
+                })
+                .collect();
+            assert!(silent_callee_found(&stopped).is_empty(), "seed {seed}: stopped calling");
+        }
+        assert_median_delay(delays, 5, "a callee of 2 calls a window down behind a failing caller");
     }
 
     /// Traffic loss propagates caller → callee: when the gateway loses its clients only the
