@@ -1141,10 +1141,8 @@ mod tests {
     #[test]
     fn pauses_a_service_is_known_for_are_held_and_outages_are_not() {
         let mut calls = poisson(14.0, 600, 5);
-        for start in [100, 160, 220, 280] {
-            calls[start..start + 2].iter_mut().for_each(|c| *c = 0);
-        }
-        calls[340..360].iter_mut().for_each(|c| *c = 0);
+        silence(&mut calls, &[100, 160, 220, 280], 2);
+        silence(&mut calls, &[340], 20);
         let out = run_drops(&calls);
         let reported = |r: std::ops::Range<usize>| out[r].iter().any(|&(f, h)| f && !h);
         let held = |r: std::ops::Range<usize>| out[r].iter().any(|&(f, h)| f && h);
@@ -1156,13 +1154,26 @@ mod tests {
                 &out[start..start + 4]
             );
         }
-        let first = (340..360).find(|&i| out[i].0 && !out[i].1).expect("the outage is reported");
+        let first = first_reported(&out, 340..360);
         assert!(first <= 340 + PAUSE_WINDOWS as usize + 1, "reported at {first}");
         // Twenty minutes of silence is no pause: the same again is reported as soon.
-        calls[400..420].iter_mut().for_each(|c| *c = 0);
+        silence(&mut calls, &[400], 20);
         let out = run_drops(&calls);
-        let first = (400..420).find(|&i| out[i].0 && !out[i].1).expect("the second outage is reported");
+        let first = first_reported(&out, 400..420);
         assert!(first <= 400 + PAUSE_WINDOWS as usize + 1, "reported at {first}");
+    }
+
+    /// Empties `len` windows of `calls` from each of `starts`.
+    fn silence(calls: &mut [u64], starts: &[usize], len: usize) {
+        for &start in starts {
+            calls[start..start + len].fill(0);
+        }
+    }
+
+    /// The first window in `during` with a drop reported (found and not held back).
+    fn first_reported(out: &[(bool, bool)], during: std::ops::Range<usize>) -> usize {
+        let what = format!("a drop in {during:?} is reported");
+        during.into_iter().find(|&i| out[i].0 && !out[i].1).expect(&what)
     }
 
     /// On a quiet service a drop takes several silent windows to build half the threshold's
@@ -1173,17 +1184,15 @@ mod tests {
     #[test]
     fn a_quiet_service_s_outage_is_counted_from_its_first_silent_window() {
         let mut calls = poisson(4.0, 700, 11);
-        for start in [200, 280, 360, 440] {
-            calls[start..start + 3].iter_mut().for_each(|c| *c = 0);
-        }
-        calls[600..620].iter_mut().for_each(|c| *c = 0);
+        silence(&mut calls, &[200, 280, 360, 440], 3);
+        silence(&mut calls, &[600], 20);
         let out = run_drops(&calls);
         assert!(
             out[595..600].iter().all(|&(f, _)| !f),
             "no drop before the outage: {:?}",
             &out[595..600]
         );
-        let first = (600..620).find(|&i| out[i].0 && !out[i].1).expect("the outage is reported");
+        let first = first_reported(&out, 600..620);
         assert!(
             first < 600 + PAUSE_WINDOWS as usize + 1,
             "reported at window {} of the outage: {:?}",
