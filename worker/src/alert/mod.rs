@@ -720,17 +720,19 @@ impl AlertManager {
             return None;
         }
         // A wait that may be the caller's own time goes with the caller's evidence only.
+        // (Both hop findings below name their caller: whether it has evidence in the incident.)
+        let caller_recent = || {
+            (a.hop_from.as_ref())
+                .and_then(|c| inc.nodes.get(c))
+                .is_some_and(|e| a.window_start <= e.last + self.cfg.join_gap)
+        };
         if crate::detect::journey::is_unresolved_wait(a) {
-            let caller_recent = |c: &String| inc.nodes.get(c).is_some_and(|e| a.window_start <= e.last + self.cfg.join_gap);
-            return a.hop_from.as_ref().is_some_and(caller_recent).then_some(group::CALLER_WAIT);
+            return caller_recent().then_some(group::CALLER_WAIT);
         }
         // A callee silent while its caller fails is the cause of the failures, however late
         // its silence was proven: it goes where they are.
-        if is_silent_callee(a) {
-            let caller_recent = |c: &String| inc.nodes.get(c).is_some_and(|e| a.window_start <= e.last + self.cfg.join_gap);
-            if a.hop_from.as_ref().is_some_and(caller_recent) {
-                return Some(group::FAILING_CALLER);
-            }
+        if is_silent_callee(a) && caller_recent() {
+            return Some(group::FAILING_CALLER);
         }
         // The same service while its evidence is still coming, or the incident's origin whatever
         // the gap; another member that went quiet and acts up again is judged like any other

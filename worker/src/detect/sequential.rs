@@ -559,6 +559,15 @@ fn slow_anomaly(s: &ServiceState, st: &WindowStat, w: &WindowContext<'_>, sum: f
     f.into_anomaly(w.names)
 }
 
+/// The window's service stats by `(service, provider)`.
+fn service_stats<'w>(w: &WindowContext<'w>) -> FxHashMap<(Sym, Sym), &'w WindowStat> {
+    w.stats
+        .iter()
+        .filter(|st| st.key.kind() == EntityKind::Service)
+        .map(|st| (st.key.owner(), st))
+        .collect()
+}
+
 /// A proven run of failures on a service, for [`SequentialDetector::judge_silent_callees`].
 #[derive(Debug, Clone, Copy)]
 struct ErrorRun {
@@ -591,12 +600,7 @@ impl SequentialDetector {
         if failing.is_empty() || !w.complete {
             return;
         }
-        let services: FxHashMap<(Sym, Sym), &WindowStat> = w
-            .stats
-            .iter()
-            .filter(|st| st.key.kind() == EntityKind::Service)
-            .map(|st| (st.key.owner(), st))
-            .collect();
+        let services = service_stats(w);
         for hop in w.stats.iter() {
             let EntityKey::Hop { from, to } = hop.key else { continue };
             let (Some(run), Some(h)) = (failing.get(&from), self.hops.get(&hop.entity)) else {
@@ -639,12 +643,7 @@ impl SequentialDetector {
     /// module's notes), by service; services without known callers are left out (1). Learns
     /// the hops' usual rates from a complete window.
     fn caller_loads(&mut self, w: &WindowContext<'_>) -> FxHashMap<(Sym, Sym), f64> {
-        let services: FxHashMap<(Sym, Sym), &WindowStat> = w
-            .stats
-            .iter()
-            .filter(|st| st.key.kind() == EntityKind::Service)
-            .map(|st| (st.key.owner(), st))
-            .collect();
+        let services = service_stats(w);
         // Per callee: (usual calls its callers bring, usual calls they did not send this window).
         let mut brought: FxHashMap<(Sym, Sym), (f64, f64)> = FxHashMap::default();
         for hop in w.stats.iter() {
