@@ -243,6 +243,11 @@ pub(super) struct JobRun<'a> {
     /// worker's rounds, may be another worker's by then (a worker slowed past its lease must
     /// not overwrite what the taker wrote).
     pub(super) fence: Option<Millis>,
+    /// Width of this run's read slices: the job's, narrowed for a partition whose slice
+    /// outlasted its lease (so that a slow machine still gets through a slice in a turn).
+    slice: Millis,
+    /// Turns in a row that kept to their lease since the slices were last narrowed or widened.
+    calm_turns: u32,
     /// Events the pipeline had scored when the run opened (from its checkpoint).
     events_at_open: u64,
     /// A partition's reading plan up to an upper bound: the slices holding events and its
@@ -337,6 +342,8 @@ impl<'a> JobRun<'a> {
             partition,
             yield_at: None,
             fence: None,
+            slice: settings.slice.max(1000),
+            calm_turns: 0,
             events_at_open,
             plan: None,
         })
@@ -409,6 +416,38 @@ impl<'a> JobRun<'a> {
         }
     }
 
+    /// Reads narrower slices from now on (half as wide, in whole windows, a window at least):
+    /// the new width, or `None` when it is a window already. Slices are still cut on multiples
+    /// of the width, so a run resumed by another worker cuts on the same boundaries.
+    pub(super) fn narrow_slices(&mut self) -> Option<Millis> {
+        let narrower = narrower_slice(self.slice, self.setup.cfg.window);
+        if narrower >= self.slice {
+            return None;
+        }
+        self.slice = narrower;
+        self.plan = None;
+        self.calm_turns = 0;
+        Some(narrower)
+    }
+
+    /// A turn kept to its lease: after [`CALM_TURNS`] in a row the slices are read twice as
+    /// wide again (up to the job's width); the new width, if wider. Narrowed slices cost a
+    /// search each; a machine that was only slow for a while gets its throughput back.
+    pub(super) fn turn_kept_to_lease(&mut self) -> Option<Millis> {
+        self.calm_turns += 1;
+        if self.calm_turns < CALM_TURNS {
+            return None;
+        }
+        self.calm_turns = 0;
+        let wider = (self.slice * 2).min(self.settings.slice.max(1000));
+        if wider <= self.slice {
+            return None;
+        }
+        self.slice = wider;
+        self.plan = None;
+        Some(wider)
+    }
+
     /// The slices of `[from, upper)` holding events, and (for a partition) the filter of its
     /// services' events. A partition keeps the plan for its upper bound and reuses what is left
     /// of it when it resumes after yielding.
@@ -421,7 +460,7 @@ impl<'a> JobRun<'a> {
             let filter = plan.filter.clone();
             return Ok(ReadingPlan { upper, slices, filter });
         }
-        let slices = nonempty_slices(self.client, self.docs.pattern(), from, upper, self.settings.slice.max(1000))?;
+        let slices = nonempty_slices(self.client, self.docs.pattern(), from, upper, self.slice)?;
         let Some((index, count)) = self.partition else {
             return Ok(ReadingPlan {
                 upper,
@@ -788,6 +827,15 @@ fn merge_report(total: &mut IngestReport, page: &IngestReport) {
     total.absorb(page);
 }
 
+/// Turns in a row within their lease before a partition's narrowed slices widen again.
+const CALM_TURNS: u32 = 20;
+
+/// Half of `slice` rounded down to whole windows, never under one window (nor under a second).
+fn narrower_slice(slice: Millis, window: Millis) -> Millis {
+    let window = window.max(1000);
+    ((slice / 2) / window * window).max(window).min(slice)
+}
+
 /// The slices of `[from, to)` that hold events, cut on multiples of `slice` so that every run
 /// cuts the same way: one date histogram instead of a search per empty slice.
 pub fn nonempty_slices(client: &EsClient, logs: &str, from: Millis, to: Millis, slice: Millis) -> anyhow::Result<Vec<(Millis, Millis)>> {
@@ -1048,5 +1096,29 @@ pub(super) fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
     let until = Instant::now() + d;
     while Instant::now() < until && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slice_narrows_by_halves_in_whole_windows_down_to_one_window() {
+        let w = 60_000;
+        let mut slice = 600_000;
+        let mut widths = vec![slice];
+        loop {
+            let next = narrower_slice(slice, w);
+            if next == slice {
+                break;
+            }
+            slice = next;
+            widths.push(slice);
+        }
+        assert_eq!(widths, [600_000, 300_000, 120_000, 60_000]);
+        assert!(widths.iter().all(|s| s % w == 0));
+        // A job whose slice is under a window keeps it.
+        assert_eq!(narrower_slice(30_000, w), 30_000);
     }
 }

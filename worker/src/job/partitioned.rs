@@ -239,34 +239,51 @@ fn share<'a>(
         let fence = now + settings.lease_ttl - settings.lease_ttl / 5;
         let upper = reach.upper(settings.ingest_delay).max(from);
         let mut worked = false;
-        for &p in share.held.iter().filter(|p| !share.surplus.contains(p)) {
-            let part = Partition {
-                index: p,
-                count,
-                from,
-                to: upper,
-                live_window: matches!(reach, Reach::Live { .. }).then_some(setup.cfg.window),
-            };
-            match turn_of(&mut runs, &mut done, part, (deadline, fence), (client, settings, &setup, &stop)) {
-                Ok(w) => worked |= w,
-                Err(e) if transient(&e) => {
-                    tracing::warn!(partition = p, error = %e, "Elasticsearch unavailable; the partition goes on from its checkpoint next round");
-                    runs.remove(&p);
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let mut units: Vec<Unit> = (share.held.iter())
+            .filter(|p| !share.surplus.contains(p))
+            .map(|&p| Unit::Partition(p))
+            .collect();
         if share.correlator {
-            let notifier = roles.notifier.as_deref_mut();
-            worked |= correlator_turn(
-                &mut correlator,
-                (client, settings, &setup, notifier, roles.live),
-                (count, from, upper),
-                (fence, &mut roles.notifications_sent),
-                &mut progress,
-            )?;
+            units.push(Unit::Correlator);
         } else {
             correlator = None;
+        }
+        for (nth, unit) in rotated(&units, summary.polls).into_iter().enumerate() {
+            if nth > 0 && Instant::now() >= deadline {
+                // A turn begun this late would end past the fence (and be rolled back): the
+                // rest wait for the next round, which begins with them.
+                worked = true;
+                continue;
+            }
+            match unit {
+                Unit::Partition(p) => {
+                    let part = Partition {
+                        index: p,
+                        count,
+                        from,
+                        to: upper,
+                        live_window: matches!(reach, Reach::Live { .. }).then_some(setup.cfg.window),
+                    };
+                    match turn_of(&mut runs, &mut done, part, (deadline, fence), (client, settings, &setup, &stop)) {
+                        Ok(w) => worked |= w,
+                        Err(e) if transient(&e) => {
+                            tracing::warn!(partition = p, error = %e, "Elasticsearch unavailable; the partition goes on from its checkpoint next round");
+                            runs.remove(&p);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Unit::Correlator => {
+                    let notifier = roles.notifier.as_deref_mut();
+                    worked |= correlator_turn(
+                        &mut correlator,
+                        (client, settings, &setup, notifier, roles.live),
+                        (count, from, upper),
+                        (deadline, fence, &mut roles.notifications_sent),
+                        &mut progress,
+                    )?;
+                }
+            }
         }
         if let Some(status) = &roles.status {
             let counts = (summary.polls, roles.notifications_sent);
@@ -309,6 +326,23 @@ fn share<'a>(
     summary.seconds = started.elapsed().as_secs_f64();
     summary.events_per_sec = summary.events as f64 / summary.seconds.max(1e-9);
     Ok(summary)
+}
+
+/// What a worker takes turns at within a round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unit {
+    Partition(u32),
+    Correlator,
+}
+
+/// `units` beginning at the `round`-th (modulo their number): when a round runs out of time
+/// before its last units, the next round begins with another, so none is starved.
+fn rotated<T: Copy>(units: &[T], round: u64) -> Vec<T> {
+    if units.is_empty() {
+        return Vec::new();
+    }
+    let first = (round % units.len() as u64) as usize;
+    units[first..].iter().chain(&units[..first]).copied().collect()
 }
 
 /// Stops working on the partitions another worker took (their checkpoints are the taker's now)
@@ -446,10 +480,27 @@ fn turn_of<'a>(
         None => true,
     };
     match run.advance(part.to, checkpoint, |_| {}) {
-        Ok(_) => return Ok(run.position() > before),
+        Ok(_) => {
+            if let Some(width) = run.turn_kept_to_lease() {
+                tracing::info!(
+                    partition = part.index,
+                    slice_secs = width / 1000,
+                    "turns keep to the lease again: reading wider slices"
+                );
+            }
+            return Ok(run.position() > before);
+        }
         Err(WorkerError::LeaseRanOut { job }) => {
-            // Rolled back to its checkpoint: scored again next round if the lease was renewed.
-            tracing::warn!(%job, "a turn outlasted the partition's lease: nothing more written; next round goes on from the checkpoint");
+            // Rolled back to its checkpoint: scored again next round if the lease was renewed,
+            // in narrower slices (the same slice again would outlast the lease again).
+            match run.narrow_slices() {
+                Some(width) => {
+                    tracing::warn!(%job, slice_secs = width / 1000, "a turn outlasted the partition's lease: nothing more written; next round goes on from the checkpoint, in narrower slices")
+                }
+                None => {
+                    tracing::warn!(%job, "a turn outlasted the partition's lease although it reads a window at a time: nothing more written; next round goes on from the checkpoint (a longer --lease-secs would give it time)")
+                }
+            }
         }
         Err(WorkerError::Other(e)) if super::elasticsearch::is_transient(&e) => {
             tracing::warn!(partition = part.index, error = %e, "Elasticsearch unavailable; the partition rolled back to its checkpoint and goes on next round");
@@ -477,7 +528,7 @@ fn correlator_turn<'a>(
         bool,
     ),
     (count, from, to): (u32, Millis, Millis),
-    (fence, sent): (Millis, &mut u64),
+    (deadline, fence, sent): (Instant, Millis, &mut u64),
     progress: &mut impl FnMut(Millis, Millis),
 ) -> Result<bool, WorkerError> {
     let mut step = || {
@@ -488,7 +539,7 @@ fn correlator_turn<'a>(
         let Some(c) = correlator.as_mut() else { return Ok(false) };
         c.fence = fence;
         let before = c.position;
-        c.step(to, notifier.as_deref_mut(), sent)?;
+        c.step(to, deadline, notifier.as_deref_mut(), sent)?;
         progress(c.position - from, to - from);
         Ok::<bool, WorkerError>(c.position > before)
     };
@@ -733,8 +784,15 @@ impl<'a> Correlator<'a> {
         Ok(passed)
     }
 
-    /// Correlates every window all partitions have passed (up to `to`), writes, checkpoints.
-    fn step(&mut self, to: Millis, notifier: Option<&mut (dyn Notifier + '_)>, sent: &mut u64) -> Result<(), WorkerError> {
+    /// Correlates the windows all partitions have passed (up to `to`; those after the first
+    /// that ends past `yield_at` are left for the next step), writes, checkpoints.
+    fn step(
+        &mut self,
+        to: Millis,
+        yield_at: Instant,
+        notifier: Option<&mut (dyn Notifier + '_)>,
+        sent: &mut u64,
+    ) -> Result<(), WorkerError> {
         if self.live {
             self.feedback_read = self.read_feedback(self.feedback_read);
         }
@@ -751,21 +809,31 @@ impl<'a> Correlator<'a> {
             .into());
         }
         let mut merger = DigestMerger::new(self.count);
-        let mut consumed = Vec::new();
+        let mut read = Vec::new();
         for (id, index, digest) in self.read_digests(ready)? {
-            consumed.push(id);
+            read.push((id, digest.end));
             merger.offer(index, digest);
         }
         for p in 0..self.count {
             merger.passed(p, ready);
         }
-        for mut digest in merger.ready() {
+        // A long way behind (a worker starting on hours of windows, a slow machine), a step
+        // in one piece would outlast the lease and be rolled back, again and again: it ends
+        // at a window boundary once its time is up, and the next goes on from there.
+        let mut ready = ready;
+        let mut windows = merger.ready().into_iter().peekable();
+        while let Some(mut digest) = windows.next() {
             let changed = correlate(&mut self.alerts, &mut digest);
             self.anomalies += digest.anomalies.len() as u64;
             self.check_fence()?;
             self.writer.write_anomalies(&digest.anomalies)?;
             self.writer.write_alerts(&changed)?;
+            if windows.peek().is_some() && Instant::now() >= yield_at {
+                ready = digest.end;
+                break;
+            }
         }
+        let consumed: Vec<String> = read.into_iter().filter(|&(_, end)| end <= ready).map(|(id, _)| id).collect();
         self.check_fence()?;
         self.writer.flush().map_err(anyhow::Error::from)?;
         // Told once the alerts are stored, and only while the role is surely this worker's (a
@@ -860,4 +928,25 @@ fn decode(bytes: &[u8]) -> Result<AlertManager, StateError> {
     let mut raw = Vec::new();
     std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(bytes), &mut raw).map_err(|e| StateError::Corrupt(e.to_string()))?;
     rmp_serde::from_slice(&raw).map_err(|e| StateError::Corrupt(format!("correlator: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unit_begins_a_round_in_turn() {
+        let units = [Unit::Partition(0), Unit::Partition(2), Unit::Correlator];
+        let firsts: Vec<Unit> = (0..6).map(|round| rotated(&units, round)[0]).collect();
+        assert_eq!(firsts, [units[0], units[1], units[2], units[0], units[1], units[2]]);
+        // Each round still offers every unit once.
+        for round in 0..3 {
+            let mut all = rotated(&units, round);
+            all.sort_by_key(|u| format!("{u:?}"));
+            let mut want = units.to_vec();
+            want.sort_by_key(|u| format!("{u:?}"));
+            assert_eq!(all, want);
+        }
+        assert!(rotated::<Unit>(&[], 7).is_empty());
+    }
 }
