@@ -239,16 +239,10 @@ fn share<'a>(
         let fence = now + settings.lease_ttl - settings.lease_ttl / 5;
         let upper = reach.upper(settings.ingest_delay).max(from);
         let mut worked = false;
-        let mut units: Vec<Unit> = (share.held.iter())
-            .filter(|p| !share.surplus.contains(p))
-            .map(|&p| Unit::Partition(p))
-            .collect();
-        if share.correlator {
-            units.push(Unit::Correlator);
-        } else {
+        if !share.correlator {
             correlator = None;
         }
-        for (nth, unit) in rotated(&units, summary.polls).into_iter().enumerate() {
+        for (nth, unit) in rotated(&Unit::of(&share), summary.polls).into_iter().enumerate() {
             if nth > 0 && Instant::now() >= deadline {
                 // A turn begun this late would end past the fence (and be rolled back): the
                 // rest wait for the next round, which begins with them.
@@ -303,16 +297,7 @@ fn share<'a>(
             sleep_unless_stopped(idle, &stop);
         }
     }
-    for run in runs.values_mut() {
-        // A stop between turns: what was scored since the last checkpoint is kept.
-        keep_or_give_up(run.checkpoint_now())?;
-        done.add(run);
-    }
-    // Leaving hands every partition and the correlator over at once; leases that could not be
-    // given up run out by themselves (the work is done or checkpointed either way).
-    if let Err(e) = coordinator.leave() {
-        tracing::warn!(error = %e, "could not give the leases up: they run out by themselves within the lease period");
-    }
+    leave(&mut runs, &mut done, &mut coordinator)?;
     summary.events = done.events;
     summary.read_bytes = done.read_bytes;
     summary.checkpoints = done.checkpoints;
@@ -328,11 +313,40 @@ fn share<'a>(
     Ok(summary)
 }
 
+/// A stop between turns: what each partition scored since its checkpoint is kept, and every
+/// partition and the correlator are handed over at once (leases that could not be given up
+/// run out by themselves; the work is done or checkpointed either way).
+fn leave<B: crate::job::partition::LeaseBook>(
+    runs: &mut BTreeMap<u32, JobRun>,
+    done: &mut Counters,
+    coordinator: &mut Coordinator<B>,
+) -> Result<(), WorkerError> {
+    for run in runs.values_mut() {
+        keep_or_give_up(run.checkpoint_now())?;
+        done.add(run);
+    }
+    if let Err(e) = coordinator.leave() {
+        tracing::warn!(error = %e, "could not give the leases up: they run out by themselves within the lease period");
+    }
+    Ok(())
+}
+
 /// What a worker takes turns at within a round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Unit {
     Partition(u32),
     Correlator,
+}
+
+impl Unit {
+    /// The partitions this worker keeps (not those it is handing over), then the correlator
+    /// when it holds that role.
+    fn of(share: &super::partition::Assignment) -> Vec<Unit> {
+        let partitions = (share.held.iter())
+            .filter(|p| !share.surplus.contains(p))
+            .map(|&p| Unit::Partition(p));
+        partitions.chain(share.correlator.then_some(Unit::Correlator)).collect()
+    }
 }
 
 /// `units` beginning at the `round`-th (modulo their number): when a round runs out of time
