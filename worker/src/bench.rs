@@ -215,25 +215,6 @@ pub struct EntityMemory {
     pub rss_after_eviction_mib: f64,
 }
 
-/// A sink that only counts (the memory measured is the pipeline's, not its outputs').
-#[derive(Default)]
-struct CountingSink {
-    anomalies: u64,
-}
-
-impl crate::sink::ResultSink for CountingSink {
-    fn write_anomalies(&mut self, a: &[crate::model::Anomaly]) -> anyhow::Result<()> {
-        self.anomalies += a.len() as u64;
-        Ok(())
-    }
-    fn write_alerts(&mut self, _: &[crate::model::Alert]) -> anyhow::Result<()> {
-        Ok(())
-    }
-    fn finish(&mut self, _: &[crate::model::service::ServiceRecord]) -> anyhow::Result<()> {
-        Ok(())
-    }
-}
-
 /// Loads one pipeline with about `entities` entities (services of 100 routes each, ten calls
 /// per route and window for `windows` windows: enough calls for every route's rates and
 /// quantiles to be judged, every series past its warm-up), measures its
@@ -272,7 +253,7 @@ pub fn entity_memory(
     };
     let rss_before = rss_mib().unwrap_or(0.0);
     let mut p = crate::pipeline::Pipeline::new(setup)?;
-    let mut sink = CountingSink::default();
+    let mut sink = crate::sink::CountingSink::default();
     let cpu = cpu_seconds().unwrap_or(0.0);
     let mut events = 0u64;
     let start = 1_767_225_600_000; // 2026-01-01T00:00:00Z, on the hour

@@ -128,6 +128,8 @@ struct RawEs {
     page_size: Option<usize>,
     checkpoint_every_secs: Option<u64>,
     lease_secs: Option<u64>,
+    /// Hours of history a new live job learns from before its start (0: off).
+    warm_start_hours: Option<u64>,
     job: Option<String>,
     /// This worker's name among the workers of a job (default: host and process id).
     worker_id: Option<String>,
@@ -237,6 +239,7 @@ pub struct Overrides {
     pub job: Option<String>,
     pub es_worker_id: Option<String>,
     pub es_lease_secs: Option<u64>,
+    pub es_warm_start_hours: Option<u64>,
     pub es_partitions: Option<u32>,
     pub listen: Option<String>,
     pub input_format: Option<String>,
@@ -331,6 +334,13 @@ impl Overrides {
             &mut by,
         );
         set(
+            &self.es_warm_start_hours,
+            &mut es.warm_start_hours,
+            "elasticsearch.warm_start_hours",
+            "--warm-start-hours",
+            &mut by,
+        );
+        set(
             &self.es_partitions,
             &mut es.partitions,
             "elasticsearch.partitions",
@@ -388,6 +398,9 @@ struct FormatKeys {
     service: &'static str,
     provider: &'static str,
 }
+
+/// The longest warm start (30 days: a month of history is read before the first window).
+const MAX_WARM_START_HOURS: u64 = 720;
 
 const INPUT_KEYS: FormatKeys = FormatKeys {
     format: "input.format",
@@ -678,6 +691,16 @@ fn validate_es(raw: RawEs, origin: &str) -> Result<EsSettings, ConfigError> {
         page_size: raw.page_size.unwrap_or(d.page_size),
         checkpoint_every: secs(raw.checkpoint_every_secs, d.checkpoint_every),
         lease_ttl: raw.lease_secs.map_or(d.lease_ttl, |s| s as Millis * 1000),
+        warm_start: match raw.warm_start_hours {
+            Some(h) if h > MAX_WARM_START_HOURS => {
+                return Err(invalid(
+                    "elasticsearch.warm_start_hours",
+                    &format!("must be at most {MAX_WARM_START_HOURS} (0 turns the warm start off)"),
+                ))
+            }
+            Some(h) => h as Millis * crate::model::time::HOUR_MS,
+            None => d.warm_start,
+        },
         job: raw.job.unwrap_or(d.job),
         worker_id: raw.worker_id.unwrap_or(d.worker_id),
         partitions: raw.partitions.unwrap_or(d.partitions),
@@ -1082,6 +1105,27 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_warm_start_is_a_day_unless_set_and_bounded() {
+        let hours = |text: &str, flag: Option<u64>| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, text).unwrap();
+            let flags = Overrides {
+                es_warm_start_hours: flag,
+                ..Overrides::default()
+            };
+            load_app(Some(&path), &|_| None, &flags).map(|a| a.es.worker.warm_start / crate::model::time::HOUR_MS)
+        };
+        assert_eq!(hours("", None).unwrap(), 24);
+        assert_eq!(hours("[elasticsearch]\nwarm_start_hours = 0\n", None).unwrap(), 0);
+        assert_eq!(hours("[elasticsearch]\nwarm_start_hours = 0\n", Some(6)).unwrap(), 6, "the flag wins");
+        let err = hours("[elasticsearch]\nwarm_start_hours = 1000\n", None).unwrap_err().to_string();
+        assert!(err.contains("elasticsearch.warm_start_hours") && err.contains("720"), "{err}");
+        let err = hours("", Some(1000)).unwrap_err().to_string();
+        assert!(err.contains("--warm-start-hours"), "a flag's value is blamed on the flag: {err}");
     }
 
     #[test]

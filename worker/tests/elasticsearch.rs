@@ -2243,11 +2243,15 @@ fn results(c: &EsClient, prefix: &str) -> (Vec<(String, Value)>, usize) {
             docs.push((format!("{family}/{}", h["_id"].as_str().unwrap()), h["_source"].clone()));
         }
     }
-    let digests = search_all(c, &format!("{prefix}-state"))
+    (docs, digests_left(c, prefix))
+}
+
+/// The window digests in `prefix`'s state index (written by partitions, deleted once correlated).
+fn digests_left(c: &EsClient, prefix: &str) -> usize {
+    search_all(c, &format!("{prefix}-state"))
         .iter()
         .filter(|h| h["_source"]["state.kind"] == "digest")
-        .count();
-    (docs, digests)
+        .count()
 }
 
 /// Fails naming the documents that differ (by id, with the fields that differ), not just that
@@ -2515,7 +2519,9 @@ fn a_live_job_in_partitions_is_shared_told_once_and_released_at_sigterm() {
     serves_health_per_partition_and_refuses_a_whole_worker(&shared, &config);
 }
 
-/// Waits until the live job's correlator on `prefix` has checkpointed past `time`.
+/// Waits until the live job's correlator on `prefix` has checkpointed past `time` and taken in
+/// every window digest the partitions wrote (a correlator far behind takes a few windows a
+/// step, so passing `time` is not enough).
 fn wait_for_correlator_past(c: &EsClient, prefix: &str, time: &str) {
     let started = Instant::now();
     loop {
@@ -2523,12 +2529,16 @@ fn wait_for_correlator_past(c: &EsClient, prefix: &str, time: &str) {
             .json_status("GET", &format!("/{prefix}-state/_doc/checkpoint-live~correlator"), None)
             .unwrap();
         let until = v["_source"]["state.checkpoint"].as_str().unwrap_or_default().to_owned();
-        if status == 200 && until.as_str() > time {
+        let left = match status == 200 && until.as_str() > time {
+            true => digests_left(c, prefix),
+            false => usize::MAX,
+        };
+        if left == 0 {
             return;
         }
         assert!(
             started.elapsed() < Duration::from_secs(300),
-            "the live correlator did not pass {time} ({until})"
+            "the live correlator did not pass {time} ({until}) with every digest taken in ({left} left)"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -2593,4 +2603,84 @@ fn serves_health_per_partition_and_refuses_a_whole_worker(shared: &str, config: 
     };
     worker.stop();
     assert!(refused.contains("in partitions"), "{refused}");
+}
+
+/// Events of the shared logs in `[from, to)`.
+fn events_between(c: &EsClient, from: &str, to: &str) -> u64 {
+    let body = json!({"query": {"range": {"@timestamp": {"gte": from, "lt": to}}}});
+    let v = c.json("POST", &format!("/{}/_count", logs()), Some(&body)).unwrap();
+    v["count"].as_u64().unwrap()
+}
+
+/// What was found where, whichever alert it went to: `(window start, entity, metric, detector,
+/// score)` of every anomaly of `prefix` from `since` on.
+fn findings_from(c: &EsClient, prefix: &str, since: &str) -> BTreeSet<String> {
+    search_all(c, &format!("{prefix}-anomalies*"))
+        .iter()
+        .map(|h| &h["_source"])
+        .filter(|a| a["anomaly.window.start"].as_str().unwrap() >= since)
+        .map(|a| {
+            let field = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+            format!(
+                "{} {} {} {} {} {:.3}",
+                field("anomaly.window.start"),
+                field("service.name"),
+                field("http.route"),
+                field("anomaly.metric"),
+                field("anomaly.detector"),
+                a["anomaly.score"].as_f64().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_live_job_learns_from_the_hours_before_its_start_and_writes_nothing_for_them() {
+    let c = client();
+    let start = "2026-03-02T02:00:00Z";
+    // Warm: learns from the two hours before 02:00 (all the shared logs have there), judges
+    // from 02:00. Whole: scores the logs from their start. Cold: judges from 02:00 knowing nothing.
+    let [warm, whole, cold] = ["warm", "whole", "cold"].map(|n| {
+        let prefix = unique(&format!("warm-start-{n}"));
+        setup(&prefix);
+        prefix
+    });
+    let learned = run_once(&warm, &["--since", start]);
+    run_once(&whole, &["--since", FROM]);
+    let cold_run = run_once(&cold, &["--since", start, "--warm-start-hours", "0"]);
+
+    let history = events_between(&c, FROM, start);
+    assert!(history > 10_000, "{history}");
+    assert_eq!(learned["warm_start"]["events"].as_u64(), Some(history), "{learned}");
+    assert_eq!(learned["warm_start"]["until"], "2026-03-02T02:00:00.000Z", "{learned}");
+    assert!(cold_run.get("warm_start").is_none(), "0 turns it off: {cold_run}");
+    for run in [&learned, &cold_run] {
+        assert_eq!(
+            run["events"].as_u64(),
+            Some(events_between(&c, start, TO)),
+            "only the live part is counted: {run}"
+        );
+    }
+    // Nothing written for the history: no anomaly, alert or journey before the start.
+    for family in ["anomalies", "alerts", "journeys"] {
+        let early: Vec<Value> = search_all(&c, &format!("{warm}-{family}*"))
+            .into_iter()
+            .filter(|h| h["_source"]["@timestamp"].as_str().unwrap() < start)
+            .collect();
+        assert!(early.is_empty(), "{family} written for the warm start's history: {early:?}");
+    }
+    // What the live part finds is what a job that scored the history would have found there,
+    // and not what a job starting cold finds.
+    let (found, want, cold_found) = (
+        findings_from(&c, &warm, start),
+        findings_from(&c, &whole, start),
+        findings_from(&c, &cold, start),
+    );
+    assert!(!want.is_empty());
+    assert_eq!(found, want, "a warm start judges as if it had scored its history");
+    assert_ne!(cold_found, want, "a cold start judges the same hour differently");
+    // The checkpoint sits at the start: a second run goes on from there, learning nothing again.
+    let again = run_once(&warm, &[]);
+    assert!(again.get("warm_start").is_none(), "{again}");
+    assert_eq!(again["resumed"], true, "{again}");
 }

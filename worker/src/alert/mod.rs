@@ -677,6 +677,19 @@ impl AlertManager {
     }
 
     /// Alerts raised so far.
+    /// After a warm start's history: the incidents it opened or resolved and the counts it
+    /// made are dropped (nobody is told about history), what it taught stays (who calls whom,
+    /// recent deliberate changes, recurring episodes, feedback).
+    pub fn forget_incidents(&mut self) {
+        self.active.clear();
+        self.resolved.clear();
+        self.raised = 0;
+        self.raised_by_priority.clear();
+        self.held.clear();
+        self.bounds.clear();
+        self.grouped.clear();
+    }
+
     pub fn raised(&self) -> u64 {
         self.raised
     }

@@ -128,14 +128,21 @@ impl DetectArgs {
     /// The whole configuration with these flags and the Elasticsearch ones, and the pipeline's
     /// setup with its models loaded.
     pub fn app(&self, es: &EsArgs) -> anyhow::Result<(AppConfig, PipelineSetup)> {
-        self.app_listening(es, None)
+        self.app_for_run(es, None, None)
     }
 
-    /// [`Self::app`] with `--listen` (`apiwatch run`'s address for `/health` and `/metrics`).
-    pub fn app_listening(&self, es: &EsArgs, listen: Option<String>) -> anyhow::Result<(AppConfig, PipelineSetup)> {
+    /// [`Self::app`] with `apiwatch run`'s own flags: `--listen` (its address for `/health` and
+    /// `/metrics`) and `--warm-start-hours`.
+    pub fn app_for_run(
+        &self,
+        es: &EsArgs,
+        listen: Option<String>,
+        warm_start_hours: Option<u64>,
+    ) -> anyhow::Result<(AppConfig, PipelineSetup)> {
         let es = es.overrides();
         let flags = Overrides {
             listen,
+            es_warm_start_hours: warm_start_hours,
             es_url: es.es_url,
             es_cloud_id: es.es_cloud_id,
             es_prefix: es.es_prefix,

@@ -37,9 +37,14 @@ pub enum OperateCommand {
         /// Process what is ready, checkpoint and exit.
         #[arg(long)]
         once: bool,
-        /// Where a first run starts (RFC 3339) [default: the oldest event in the log indices].
+        /// Where a first run starts (RFC 3339) [default: the live edge when the log indices
+        /// hold events within the warm start, else their oldest event].
         #[arg(long)]
         since: Option<String>,
+        /// Hours of the log indices before a first run's start to learn from, writing nothing
+        /// (or `elasticsearch.warm_start_hours`; 0 turns it off) [default: 24].
+        #[arg(long, value_name = "HOURS")]
+        warm_start_hours: Option<u64>,
         /// Do not send email even if [email] is configured.
         #[arg(long)]
         no_email: bool,
@@ -183,6 +188,7 @@ pub fn run(cmd: OperateCommand) -> anyhow::Result<()> {
             args,
             once,
             since,
+            warm_start_hours,
             no_email,
             json,
             listen,
@@ -192,6 +198,7 @@ pub fn run(cmd: OperateCommand) -> anyhow::Result<()> {
             RunFlags {
                 once,
                 since,
+                warm_start_hours,
                 no_email,
                 json,
                 listen,
@@ -449,13 +456,14 @@ fn print_run_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
 struct RunFlags {
     once: bool,
     since: Option<String>,
+    warm_start_hours: Option<u64>,
     no_email: bool,
     json: bool,
     listen: Option<String>,
 }
 
 fn es_run(es: &EsArgs, args: &DetectArgs, flags: RunFlags) -> anyhow::Result<()> {
-    let (app, setup) = args.app_listening(es, flags.listen)?;
+    let (app, setup) = args.app_for_run(es, flags.listen, flags.warm_start_hours)?;
     let (client, mut settings) = connect(&app)?;
     settings.since = flags.since.as_deref().map(|s| time_flag("--since", s)).transpose()?;
     let mut notifier = match flags.no_email {

@@ -43,8 +43,12 @@ pub struct WorkerSettings {
     /// Checkpoint at least this often while catching up.
     pub checkpoint_every: Duration,
     pub lease_ttl: Millis,
-    /// Where a job without a checkpoint starts: `None` = the oldest event in the log indices.
+    /// Where a job without a checkpoint starts: `None` = the live edge after a warm start,
+    /// or the oldest event in the log indices when they hold nothing that recent.
     pub since: Option<Millis>,
+    /// A live job without a checkpoint first learns from this much of the log indices before
+    /// its start, writing nothing (`0`: off).
+    pub warm_start: Millis,
     pub job: String,
     pub worker_id: String,
     /// Partitions the job is split into (`1`: scored whole by one worker at a time).
@@ -92,6 +96,7 @@ impl Default for WorkerSettings {
             checkpoint_every: Duration::from_secs(30),
             lease_ttl: 2 * MINUTE_MS,
             since: None,
+            warm_start: 24 * crate::model::time::HOUR_MS,
             job: "live".into(),
             worker_id: default_worker_id(),
             partitions: 1,
@@ -142,6 +147,20 @@ pub struct RunSummary {
     /// their ids).
     pub feedback: crate::feedback::FeedbackCounts,
     pub feedback_refused: u64,
+    /// What a live job without a checkpoint learned from before its start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<WarmStart>,
+}
+
+/// A warm start: the history a new live job learned from, writing nothing.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct WarmStart {
+    pub from: String,
+    pub until: String,
+    pub events: u64,
+    /// Anomalies history raised (judged with what was learned until then; not written).
+    pub anomalies: u64,
+    pub seconds: f64,
 }
 
 /// Why a run stopped early.
@@ -584,6 +603,75 @@ impl<'a> JobRun<'a> {
         Ok(stopped)
     }
 
+    /// Warm start: learns from `[from, position)` (the history before a new live job's start)
+    /// writing nothing, forgets the incidents that history opened, and checkpoints at the
+    /// start, so that the first live window is judged against baselines, forests, routes and
+    /// norms that know the recent traffic, and a restart does not learn it twice.
+    /// `None` when the log indices hold nothing in that range.
+    pub(super) fn warm_start(&mut self, from: Millis) -> Result<Option<WarmStart>, WorkerError> {
+        let started = Instant::now();
+        let until = self.position;
+        let ReadingPlan { slices, filter, .. } = self.reading_plan(from, until)?;
+        self.plan = None;
+        if slices.is_empty() {
+            return Ok(None);
+        }
+        tracing::info!(job = %self.settings.job, from = %format_rfc3339(from), until = %format_rfc3339(until), slices = slices.len(), "warm start: learning from the log indices before the first live window (nothing is written)");
+        let mut sink = crate::sink::CountingSink::default();
+        let mut reader = SliceReader::start(
+            self.client,
+            &self.docs,
+            slices.clone(),
+            (self.settings.readers, self.settings.page_size),
+            filter,
+        );
+        let mut told = Instant::now();
+        while let Some((i, msg)) = reader.next_message() {
+            match msg {
+                SliceMsg::Page(page) => {
+                    self.summary.read_bytes += page.bytes;
+                    merge_report(&mut self.report, &page.report);
+                    self.tell_callers(&page.events)?;
+                    for ev in page.events {
+                        self.pipeline.push(ev, &mut sink)?;
+                    }
+                }
+                SliceMsg::Failed(e) => return Err(anyhow::Error::from(e).into()),
+                SliceMsg::Done => {
+                    let end = slices[i].1;
+                    self.pipeline.advance_to(end, &mut sink)?;
+                    if told.elapsed() >= WARM_START_PROGRESS_EVERY {
+                        told = Instant::now();
+                        let done = (end - from) as f64 / (until - from).max(1) as f64;
+                        tracing::info!(learned_up_to = %format_rfc3339(end), percent = (100.0 * done).round(), events = self.pipeline.stats.events, "warm start");
+                    }
+                }
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(anyhow::anyhow!("stopped during the warm start: the next start learns again (nothing was written)").into());
+            }
+        }
+        self.pipeline.advance_to(until, &mut sink)?;
+        let learned = WarmStart {
+            from: format_rfc3339(from),
+            until: format_rfc3339(until),
+            events: self.pipeline.stats.events,
+            anomalies: sink.anomalies,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        self.pipeline.forget_history(until);
+        self.events_at_open = 0;
+        self.checkpoint(until)?;
+        tracing::info!(
+            events = learned.events,
+            seconds = learned.seconds,
+            anomalies_not_written = learned.anomalies,
+            "warm start done: judging from the first live window"
+        );
+        self.summary.warm_start = Some(learned.clone());
+        Ok(Some(learned))
+    }
+
     /// Finds events that arrived after the range holding them was read (shipping lag beyond
     /// the ingest delay): a range whose document count grew is read again and the documents not
     /// seen before are scored, as late events in the current window, while the range is within
@@ -827,6 +915,9 @@ fn merge_report(total: &mut IngestReport, page: &IngestReport) {
     total.absorb(page);
 }
 
+/// How often a warm start logs how far it is.
+const WARM_START_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
 /// Turns in a row within their lease before a partition's narrowed slices widen again.
 const CALM_TURNS: u32 = 20;
 
@@ -896,6 +987,17 @@ pub fn oldest_event(client: &EsClient, logs: &str) -> anyhow::Result<Option<Mill
         .and_then(parse_rfc3339))
 }
 
+/// The time of the newest event in the log indices (`None`: no event).
+fn newest_event(client: &EsClient, logs: &str) -> anyhow::Result<Option<Millis>> {
+    let body = json!({"size": 0, "aggs": {"last": {"max": {"field": "@timestamp", "format": "strict_date_optional_time"}}}});
+    let Some(v) = search_logs(client, logs, &body, "reading the newest event")? else {
+        return Ok(None);
+    };
+    Ok(v.pointer("/aggregations/last/value_as_string")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339))
+}
+
 /// Options of `apiwatch run`.
 pub struct RunOptions<'a> {
     pub once: bool,
@@ -917,7 +1019,7 @@ pub fn run<'a>(
     opts: RunOptions<'a>,
 ) -> Result<RunSummary, WorkerError> {
     let started = Instant::now();
-    let start = live_start(client, settings, now_ms(opts.now))?;
+    let (start, learn_from) = live_plan(client, settings, now_ms(opts.now))?;
     refuse_partitioned(client, settings, now_ms(opts.now))?;
     let stop = opts.stop.clone();
     let store = loop {
@@ -938,6 +1040,9 @@ pub fn run<'a>(
         partition: None,
     };
     let mut job = JobRun::open(client, settings, setup.into(), store, hooks, stop.clone(), start)?;
+    if let (false, Some(from)) = (job.summary.resumed, learn_from) {
+        job.warm_start(from)?;
+    }
     let mut failures = 0u32;
     loop {
         job.summary.polls += 1;
@@ -983,6 +1088,23 @@ pub fn run<'a>(
         }
     }
     Ok(job.summary(started))
+}
+
+/// Where a whole live job without a checkpoint starts, and where its warm start learns from:
+/// `--since`, else the live edge when the log indices hold events within the warm start before
+/// it, else (a replay of older history, or nothing yet) where [`live_start`] says; on a slice
+/// boundary. The warm start covers the `warm_start` before the start (`None`: off).
+fn live_plan(client: &EsClient, settings: &WorkerSettings, now: Millis) -> anyhow::Result<(Millis, Option<Millis>)> {
+    if settings.warm_start <= 0 {
+        return Ok((live_start(client, settings, now)?, None));
+    }
+    let edge = (now - settings.ingest_delay).div_euclid(settings.slice) * settings.slice;
+    let start = match settings.since {
+        Some(_) => live_start(client, settings, now)?,
+        None if newest_event(client, &settings.log_pattern())?.is_some_and(|t| t >= edge - settings.warm_start) => edge,
+        None => live_start(client, settings, now)?,
+    };
+    Ok((start, Some(start - settings.warm_start)))
 }
 
 /// Where a live job starts when it has no checkpoint: `--since`, else the oldest event, else

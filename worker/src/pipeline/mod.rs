@@ -299,6 +299,9 @@ pub struct Pipeline {
     /// correlator instead of through this pipeline's alert manager.
     correlate_here: bool,
     window_start: Option<Millis>,
+    /// After a warm start, the time judging began: journeys that started before it are
+    /// history (learned from, not written).
+    judged_from: Option<Millis>,
     stats_buf: Vec<WindowStat>,
     anomalies: Vec<crate::model::Anomaly>,
     /// Events released by the reorder buffer, reused across pushes.
@@ -329,12 +332,23 @@ impl Pipeline {
             correlate_here: true,
             detectors,
             window_start: None,
+            judged_from: None,
             stats_buf: Vec::new(),
             anomalies: Vec::new(),
             ready: Vec::new(),
             stats: RunStats::default(),
             cfg,
         }
+    }
+
+    /// After a warm start's history up to `until`: the detectors keep what they learned, the
+    /// alert manager forgets the incidents history opened, journeys begun before `until` are
+    /// not written, and the counters begin again (they count what the job scores, not what it
+    /// learned from).
+    pub fn forget_history(&mut self, until: Millis) {
+        self.alerts.forget_incidents();
+        self.judged_from = Some(until);
+        self.stats = RunStats::default();
     }
 
     /// Makes this pipeline one partition of a job: each closed window goes to the sink as a
@@ -676,6 +690,9 @@ impl Pipeline {
         let mut journeys = Vec::new();
         for d in &mut self.detectors {
             d.take_journeys(&mut journeys);
+        }
+        if let Some(t) = self.judged_from {
+            journeys.retain(|j| j.timestamp >= t);
         }
         if !journeys.is_empty() {
             sink.write_journeys(&journeys)?;

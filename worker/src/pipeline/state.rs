@@ -88,6 +88,7 @@ struct StateRef<'a> {
     alerts: &'a AlertManager,
     pending: &'a WindowDigest,
     window_start: Option<Millis>,
+    judged_from: Option<Millis>,
     stats: &'a RunStats,
     detectors: Vec<(String, Vec<u8>)>,
 }
@@ -109,6 +110,8 @@ struct StateOwned {
     #[serde(default)]
     pending: WindowDigest,
     window_start: Option<Millis>,
+    #[serde(default)]
+    judged_from: Option<Millis>,
     stats: RunStats,
     detectors: Vec<(String, Vec<u8>)>,
 }
@@ -135,6 +138,7 @@ impl Pipeline {
             alerts: &self.alerts,
             pending: &self.pending,
             window_start: self.window_start,
+            judged_from: self.judged_from,
             stats: &self.stats,
             detectors,
         };
@@ -177,6 +181,7 @@ impl Pipeline {
         p.alerts = state.alerts;
         p.pending = state.pending;
         p.window_start = state.window_start;
+        p.judged_from = state.judged_from;
         p.stats = state.stats;
         Ok(p)
     }

@@ -1,12 +1,15 @@
 //! Where results go: anomalies as they are found, alert state changes, journeys, per-window
 //! service metrics, onboarded services.
 //! File mode writes NDJSON ([`FileSink`]); the Elasticsearch bulk writer ([`elasticsearch`])
-//! writes the same documents; tests and the evaluation keep them in memory ([`MemorySink`]).
+//! writes the same documents; tests and the evaluation keep them in memory ([`MemorySink`]);
+//! a warm start's history and the benchmarks only count them ([`CountingSink`]).
 
+mod counting;
 pub mod elasticsearch;
 mod file;
 mod memory;
 
+pub use counting::CountingSink;
 pub use file::FileSink;
 pub use memory::MemorySink;
 
