@@ -1121,7 +1121,11 @@ mod tests {
         };
         assert_eq!(hours("", None).unwrap(), 24);
         assert_eq!(hours("[elasticsearch]\nwarm_start_hours = 0\n", None).unwrap(), 0);
-        assert_eq!(hours("[elasticsearch]\nwarm_start_hours = 0\n", Some(6)).unwrap(), 6, "the flag wins");
+        assert_eq!(
+            hours("[elasticsearch]\nwarm_start_hours = 0\n", Some(6)).unwrap(),
+            6,
+            "the flag wins"
+        );
         let err = hours("[elasticsearch]\nwarm_start_hours = 1000\n", None).unwrap_err().to_string();
         assert!(err.contains("elasticsearch.warm_start_hours") && err.contains("720"), "{err}");
         let err = hours("", Some(1000)).unwrap_err().to_string();

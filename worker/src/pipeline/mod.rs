@@ -348,7 +348,12 @@ impl Pipeline {
     pub fn forget_history(&mut self, until: Millis) {
         self.alerts.forget_incidents();
         self.judged_from = Some(until);
-        self.stats = RunStats::default();
+        // The last event's time stays: when the clock may jump over a quiet stretch depends on
+        // the data, and a job that scored the history would know it.
+        self.stats = RunStats {
+            last_event: self.stats.last_event,
+            ..RunStats::default()
+        };
     }
 
     /// Makes this pipeline one partition of a job: each closed window goes to the sink as a
@@ -885,5 +890,34 @@ mod tests {
         assert_eq!(p.stats.events, 1);
         assert_eq!(p.stats.windows, 3);
         assert_eq!(p.window_start(), Some(3 * MINUTE_MS));
+    }
+
+    #[test]
+    fn after_a_warm_start_a_quiet_stretch_is_jumped_as_before() {
+        let mut sink = MemorySink::default();
+        let mut primed = Pipeline::new(PipelineConfig::default()).unwrap();
+        for i in 0..100 {
+            let e = Event {
+                timestamp: i * 6_000,
+                service: "a".into(),
+                provider: "aws".into(),
+                method: "GET".into(),
+                path: "/x".into(),
+                status: 200,
+                duration_ns: Some(1_000_000),
+                ..Default::default()
+            };
+            primed.push(e, &mut sink).unwrap();
+        }
+        primed.advance_to(10 * MINUTE_MS, &mut sink).unwrap();
+        primed.forget_history(10 * MINUTE_MS);
+        assert_eq!((primed.stats.events, primed.stats.windows), (0, 0), "counters begin again");
+        // A year without data: the few windows that tell the silence, then the clock jumps.
+        primed.advance_to(365 * 24 * 60 * MINUTE_MS, &mut sink).unwrap();
+        assert!(
+            primed.stats.windows <= QUIET_WINDOWS as u64 + 1,
+            "{} windows closed one by one",
+            primed.stats.windows
+        );
     }
 }
