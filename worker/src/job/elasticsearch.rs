@@ -978,22 +978,22 @@ fn search_logs(client: &EsClient, logs: &str, body: &Value, what: &str) -> anyho
 
 /// The oldest event's time in the log indices, if any.
 pub fn oldest_event(client: &EsClient, logs: &str) -> anyhow::Result<Option<Millis>> {
-    let body = json!({"size": 0, "aggs": {"first": {"min": {"field": "@timestamp", "format": "strict_date_optional_time"}}}});
-    let Some(v) = search_logs(client, logs, &body, "reading the oldest event")? else {
-        return Ok(None);
-    };
-    Ok(v.pointer("/aggregations/first/value_as_string")
-        .and_then(Value::as_str)
-        .and_then(parse_rfc3339))
+    event_time(client, logs, "min")
 }
 
-/// The time of the newest event in the log indices (`None`: no event).
+/// The newest event's time in the log indices, if any.
 fn newest_event(client: &EsClient, logs: &str) -> anyhow::Result<Option<Millis>> {
-    let body = json!({"size": 0, "aggs": {"last": {"max": {"field": "@timestamp", "format": "strict_date_optional_time"}}}});
-    let Some(v) = search_logs(client, logs, &body, "reading the newest event")? else {
+    event_time(client, logs, "max")
+}
+
+/// The `min` or `max` of the events' `@timestamp` in the log indices (`None`: no event).
+fn event_time(client: &EsClient, logs: &str, bound: &str) -> anyhow::Result<Option<Millis>> {
+    let body = json!({"size": 0, "aggs": {"t": {bound: {"field": "@timestamp", "format": "strict_date_optional_time"}}}});
+    let what = format!("reading the {} event", if bound == "min" { "oldest" } else { "newest" });
+    let Some(v) = search_logs(client, logs, &body, &what)? else {
         return Ok(None);
     };
-    Ok(v.pointer("/aggregations/last/value_as_string")
+    Ok(v.pointer("/aggregations/t/value_as_string")
         .and_then(Value::as_str)
         .and_then(parse_rfc3339))
 }

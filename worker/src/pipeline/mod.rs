@@ -870,12 +870,10 @@ mod tests {
         assert_eq!(on_c(&sink), on_c(&alone));
     }
 
-    #[test]
-    fn advancing_closes_windows_without_waiting_for_the_next_event() {
-        let mut p = Pipeline::new(PipelineConfig::default()).unwrap();
-        let mut sink = MemorySink::default();
-        let e = Event {
-            timestamp: 30_000,
+    /// A plain successful call to service `a` at `t`.
+    fn call_at(t: Millis) -> Event {
+        Event {
+            timestamp: t,
             service: "a".into(),
             provider: "aws".into(),
             method: "GET".into(),
@@ -883,8 +881,14 @@ mod tests {
             status: 200,
             duration_ns: Some(1_000_000),
             ..Default::default()
-        };
-        p.push(e, &mut sink).unwrap();
+        }
+    }
+
+    #[test]
+    fn advancing_closes_windows_without_waiting_for_the_next_event() {
+        let mut p = Pipeline::new(PipelineConfig::default()).unwrap();
+        let mut sink = MemorySink::default();
+        p.push(call_at(30_000), &mut sink).unwrap();
         assert_eq!(p.stats.windows, 0);
         p.advance_to(3 * MINUTE_MS, &mut sink).unwrap();
         assert_eq!(p.stats.events, 1);
@@ -897,17 +901,7 @@ mod tests {
         let mut sink = MemorySink::default();
         let mut primed = Pipeline::new(PipelineConfig::default()).unwrap();
         for i in 0..100 {
-            let e = Event {
-                timestamp: i * 6_000,
-                service: "a".into(),
-                provider: "aws".into(),
-                method: "GET".into(),
-                path: "/x".into(),
-                status: 200,
-                duration_ns: Some(1_000_000),
-                ..Default::default()
-            };
-            primed.push(e, &mut sink).unwrap();
+            primed.push(call_at(i * 6_000), &mut sink).unwrap();
         }
         primed.advance_to(10 * MINUTE_MS, &mut sink).unwrap();
         primed.forget_history(10 * MINUTE_MS);
