@@ -524,6 +524,12 @@ impl<'a> JobRun<'a> {
         Ok(())
     }
 
+    /// Reads `slices` of this job's log indices with its readers and page size (a live turn, a
+    /// backfill range or a warm start's history).
+    fn slice_reader(&self, slices: Vec<(Millis, Millis)>, filter: Option<Arc<Value>>) -> SliceReader {
+        SliceReader::start(self.client, &self.docs, slices, (self.settings.readers, self.settings.page_size), filter)
+    }
+
     fn checkpoint_due(&self) -> bool {
         self.last_checkpoint.elapsed() >= self.settings.checkpoint_every
     }
@@ -537,13 +543,7 @@ impl<'a> JobRun<'a> {
             return Ok(false);
         }
         let ReadingPlan { slices, filter, .. } = self.reading_plan(from, upper)?;
-        let mut reader = SliceReader::start(
-            self.client,
-            &self.docs,
-            slices.clone(),
-            (self.settings.readers, self.settings.page_size),
-            filter,
-        );
+        let mut reader = self.slice_reader(slices.clone(), filter);
         let mut stopped = false;
         let mut read = 0u64;
         let mut ids = rustc_hash::FxHashSet::default();
@@ -618,13 +618,7 @@ impl<'a> JobRun<'a> {
         }
         tracing::info!(job = %self.settings.job, from = %format_rfc3339(from), until = %format_rfc3339(until), slices = slices.len(), "warm start: learning from the log indices before the first live window (nothing is written)");
         let mut sink = crate::sink::CountingSink::default();
-        let mut reader = SliceReader::start(
-            self.client,
-            &self.docs,
-            slices.clone(),
-            (self.settings.readers, self.settings.page_size),
-            filter,
-        );
+        let mut reader = self.slice_reader(slices.clone(), filter);
         let mut told = Instant::now();
         while let Some((i, msg)) = reader.next_message() {
             match msg {
