@@ -277,6 +277,10 @@ pub struct SimArgs {
     /// storms, benign deploys, incidents at the daily trough, quieter weekends).
     #[arg(long, value_enum, default_value_t = Family::Classic)]
     pub family: Family,
+    /// Services' own time follows the load: durations scale by load^X (0, the default: not at
+    /// all; 0.5: the afternoon peak's latency about 1.9x the night's).
+    #[arg(long, default_value_t = 0.0, value_name = "X")]
+    pub latency_follows_load: f64,
 }
 
 impl SimArgs {
@@ -291,12 +295,17 @@ impl SimArgs {
             no_incidents: false,
             routines: false,
             family: Family::Classic,
+            latency_follows_load: 0.0,
         }
     }
 
     pub fn config(&self) -> anyhow::Result<SimConfig> {
         anyhow::ensure!(self.hours > 0.0 && self.hours <= 24.0 * 60.0, "--hours must be in (0, 1440]");
         anyhow::ensure!(self.rate > 0.0 && self.rate <= 100_000.0, "--rate must be in (0, 100000]");
+        anyhow::ensure!(
+            (0.0..=2.0).contains(&self.latency_follows_load),
+            "--latency-follows-load must be in [0, 2]"
+        );
         Ok(SimConfig {
             seed: self.seed,
             topology: self.topology.clone(),
@@ -307,6 +316,7 @@ impl SimArgs {
             max_events: None,
             routines: self.routines,
             family: self.family,
+            latency_follows_load: self.latency_follows_load,
         })
     }
 }

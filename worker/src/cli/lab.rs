@@ -96,6 +96,9 @@ pub enum LabCommand {
         /// Scenario family: `classic` or `ops` (see `simulate --help`).
         #[arg(long, value_enum, default_value_t = crate::simulate::incidents::Family::Classic)]
         family: crate::simulate::incidents::Family,
+        /// Services' own time follows the load (see `simulate --help`).
+        #[arg(long, default_value_t = 0.0, value_name = "X")]
+        latency_follows_load: f64,
         /// Also list every incident and false alert.
         #[arg(long)]
         verbose: bool,
@@ -260,6 +263,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             hours,
             rate,
             family,
+            latency_follows_load,
             verbose,
             explain,
             partitions,
@@ -267,7 +271,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
         } => eval_suite(
             &topologies,
             &seeds,
-            (hours, rate, family),
+            (hours, rate, family, latency_follows_load),
             (verbose, explain),
             (args.config()?, partitions),
         ),
@@ -728,11 +732,46 @@ fn print_explanations(explanations: &[eval::explain::Explanation]) -> anyhow::Re
     Ok(())
 }
 
+/// Gradual degradations' leads (minutes, median and least) by when they breached: the night's
+/// trough, the day's rise and fall, and the afternoon peak (where a usual level that follows
+/// the hour matters most).
+fn leads_by_hour(r: &EvalReport) -> String {
+    let part = |h: f64| match h {
+        h if !(6.0..22.0).contains(&h) => 0,
+        h if (12.0..18.0).contains(&h) => 2,
+        _ => 1,
+    };
+    ["night 22-06", "day 06-12 and 18-22", "peak 12-18"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let leads: Vec<f64> = r
+                .results
+                .iter()
+                .filter_map(|x| Some((x.breach_hour?, x.lead_min?)))
+                .filter(|&(h, _)| part(h) == i)
+                .map(|(_, lead)| lead)
+                .collect();
+            if leads.is_empty() {
+                format!("{name}: none")
+            } else {
+                let least = leads.iter().copied().fold(f64::INFINITY, f64::min);
+                format!(
+                    "{name}: {:.0} min (min {least:.0}) of {}",
+                    crate::detect::stats::median(&leads),
+                    leads.len()
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// `(verbose, explain)`: list incidents and false alerts; say why each went wrong.
 fn eval_suite(
     topologies: &[String],
     seeds: &[u64],
-    (hours, rate, family): (f64, f64, crate::simulate::incidents::Family),
+    (hours, rate, family, latency_follows_load): (f64, f64, crate::simulate::incidents::Family, f64),
     (verbose, explain): (bool, bool),
     (cfg, partitions): (PipelineSetup, u32),
 ) -> anyhow::Result<()> {
@@ -742,6 +781,7 @@ fn eval_suite(
             seeds.iter().map(move |&s| {
                 let mut args = SimArgs::with(t, s, hours, rate);
                 args.family = family;
+                args.latency_follows_load = latency_follows_load;
                 args.config()
             })
         })
@@ -774,10 +814,15 @@ fn eval_suite(
         }
     };
     outln!(
-        "runs: {} ({} topologies x {} seeds, {hours} h each at {rate} entry calls/s, {family:?} family)",
+        "runs: {} ({} topologies x {} seeds, {hours} h each at {rate} entry calls/s, {family:?} family{})",
         runs.len(),
         topologies.join(","),
-        seeds.len()
+        seeds.len(),
+        if latency_follows_load > 0.0 {
+            format!(", services' own time x load^{latency_follows_load}")
+        } else {
+            String::new()
+        }
     );
     outln!("| measure | apiwatch | static rule (p95 > 3x warm-up, 5xx > 5%) |");
     outln!("|---|---|---|");
@@ -813,6 +858,7 @@ fn eval_suite(
         s.median_delay_s.map_or("n/a".into(), |d| format!("{d:.0} s"))
     );
     outln!("| lead time before breach (gradual) | {} | {} |", lead(&o), lead(&s));
+    outln!("\napiwatch's lead before breach by the breach's hour (UTC): {}", leads_by_hour(&o));
     outln!("\nby incident kind (apiwatch: total / detected / right origin; static rule likewise):");
     for (k, v) in &o.by_kind {
         let w = s.by_kind.get(k).copied().unwrap_or_default();

@@ -65,6 +65,7 @@
 
 use rustc_hash::FxHashMap;
 
+use super::stats::HourProfile;
 use super::{entity_label, fmt_pct, Detector, Evicted, Finding, WindowContext};
 use crate::model::anomaly::{Anomaly, AnomalyKind};
 use crate::model::time::{Millis, DAY_MS};
@@ -220,9 +221,13 @@ struct ServiceState {
     /// remembering as a pause when it recovers by itself).
     #[serde(default, alias = "drop_crossed")]
     drop_clear: bool,
-    /// Recent calls' latencies, decayed, by bin (empty until the first timed call).
+    /// Recent calls' latencies, decayed, by bin (empty until the first timed call), each
+    /// divided by its hour's usual ([`ServiceState::slow_hours`]).
     #[serde(default)]
     slow_bins: Vec<f32>,
+    /// The usual log latency by hour of day: what the slow-call limit is scaled by.
+    #[serde(default)]
+    slow_hours: HourProfile,
     #[serde(default)]
     slow_sum: f64,
     #[serde(default)]
@@ -282,10 +287,10 @@ impl ServiceState {
         self.drop_low = 0;
     }
 
-    /// The time a tenth of calls usually pass (ms), from the latency histogram; `None` before
-    /// the first timed call or on a busy service.
-    fn slow_limit(&self) -> Option<f64> {
-        slow_quantile(&self.slow_bins, 1.0 - SLOW_P0)
+    /// The time a tenth of calls usually pass (ms) at `t`, from the latency histogram and the
+    /// hour's usual; `None` before the first timed call or on a busy service.
+    fn slow_limit(&self, t: Millis) -> Option<f64> {
+        slow_quantile(&self.slow_bins, 1.0 - SLOW_P0).map(|limit| limit * self.slow_hours.factor(t))
     }
 
     /// How much more calls vary than Poisson (at least 1).
@@ -386,7 +391,7 @@ fn judge_slow(s: &mut ServiceState, st: &WindowStat, judged: bool) -> Option<f64
     let timed = st.latencies.len();
     let mut crossed = None;
     let judging = judged && timed > 0 && s.rate < SLOW_MAX_RATE;
-    if let Some(limit) = s.slow_limit().filter(|_| judging) {
+    if let Some(limit) = s.slow_limit(st.start).filter(|_| judging) {
         let slow = st.latencies.above(limit);
         let llr = binomial_llr(slow, timed, SLOW_P0, SLOW_P1);
         s.slow_sum = (s.slow_sum + llr.min(THRESHOLD / 3.0)).clamp(0.0, CAP * THRESHOLD);
@@ -416,11 +421,18 @@ fn judge_slow(s: &mut ServiceState, st: &WindowStat, judged: bool) -> Option<f64
         let memory = if relearning { f64::from(RELEARN_AFTER) } else { SLOW_MEMORY };
         let keep = (1.0 - 1.0 / memory) as f32;
         s.slow_bins.iter_mut().for_each(|b| *b *= keep);
+        // Learned as multiples of the hour's usual, so that the limit follows the day; the
+        // hour learns its usual from the same windows (none while a slowdown is being proven).
+        let hour = s.slow_hours.factor(st.start);
+        let mut logs = 0.0;
         for v in st.latencies.values() {
-            s.slow_bins[slow_bin(v)] += 1.0;
+            s.slow_bins[slow_bin(v / hour)] += 1.0;
+            logs += v.max(SLOW_BIN_FIRST_MS).ln();
         }
+        s.slow_hours.learn(st.start, logs / timed as f64);
     } else if s.rate >= SLOW_MAX_RATE && !s.slow_bins.is_empty() {
         s.slow_bins = Vec::new();
+        s.slow_hours = HourProfile::default();
         s.slow_sum = 0.0;
     }
     crossed
@@ -543,13 +555,19 @@ fn slow_anomaly(s: &ServiceState, st: &WindowStat, w: &WindowContext<'_>, sum: f
     f.metric = "latency.slow_share.sequential";
     f.actual = Some(share);
     f.expected = Some(SLOW_P0);
+    // Said where the hour's usual is not the day's (beyond what noise would move it).
+    let at_hour = if s.slow_hours.factor(st.start).ln().abs() > 0.05 {
+        " at this hour"
+    } else {
+        ""
+    };
     f.reason = format!(
         "{} of {} calls to {label} over the last {} windows took longer than {:.0} ms ({}), which only 1 call \
-         in 10 usually does (sequential test: evidence e^{sum:.0})",
+         in 10 usually does{at_hour} (sequential test: evidence e^{sum:.0})",
         s.run_slow,
         s.run_timed,
         s.slow_run,
-        s.slow_limit().unwrap_or(0.0),
+        s.slow_limit(st.start).unwrap_or(0.0),
         fmt_pct(share)
     );
     f.sole_contributor(share, SLOW_P0);
@@ -1493,6 +1511,52 @@ mod tests {
             }
         }
         assert_median_delay(delays, 10, "slow-call");
+    }
+
+    /// A quiet service whose calls' time follows the day's load (the afternoon's usual about
+    /// 1.9x the night's, as `simulate --latency-follows-load 0.5` makes it): once the daily
+    /// shape has been seen on earlier days, the rise to the afternoon is not taken for slow
+    /// calls (a limit learned over the last hours alone lags behind it), and a doubling at the
+    /// night's trough, below the day's usual time, is still found within ten windows.
+    #[test]
+    fn a_quiet_service_s_latency_that_follows_the_day_is_not_slow_and_a_night_slowdown_is() {
+        use rand_distr::LogNormal;
+        let days = 6;
+        let night = 5 * 1440 + 3 * 60;
+        let mut delays = Vec::new();
+        for seed in 0..8 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(300 + seed);
+            let ln = LogNormal::new(0.0, 0.35).unwrap();
+            let windows: Vec<Vec<f64>> = poisson(5.0, days * 1440, seed)
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let usual = 50.0 * crate::simulate::diurnal(i as Millis * MINUTE_MS).sqrt();
+                    (0..n).map(|_| usual * ln.sample(&mut rng)).collect()
+                })
+                .collect();
+            let after_two_days: Vec<usize> = run_slow(&windows).into_iter().filter(|&i| i >= 2 * 1440).collect();
+            assert!(
+                after_two_days.is_empty(),
+                "seed {seed}: the day's rise taken for slow calls at windows {after_two_days:?}"
+            );
+            let slow: Vec<Vec<f64>> = windows
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    w.iter()
+                        .map(|&v| if (night..night + 20).contains(&i) { v * 2.0 } else { v })
+                        .collect()
+                })
+                .collect();
+            let found: Vec<usize> = run_slow(&slow).into_iter().filter(|&i| i >= 2 * 1440).collect();
+            delays.push(delay_within(
+                &found,
+                night..night + 20,
+                &format!("seed {seed}: a slowdown at night"),
+            ));
+        }
+        assert_median_delay(delays, 10, "slow calls at night");
     }
 
     /// After a slowdown ends, the windows whose own calls look usual are not reported (the sum,

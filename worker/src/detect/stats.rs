@@ -173,6 +173,99 @@ impl Ewm {
     }
 }
 
+/// The usual level of a log-scale quantity by hour of day (UTC), for what follows the clock:
+/// latency follows the load, so a service's usual call at the afternoon peak can take twice its
+/// night's. Each hour's level is the mean of its windows' mean log values on each day it was
+/// seen, averaged over the last few days (a memory of about [`HourProfile::MEMORY_DAYS`]). A
+/// daily shape is believed once seen on earlier days: an hour counts for half after one day and
+/// in full after two, and never from the day being learned (one day's hours say as much about
+/// that day's incidents as about the clock). [`HourProfile::factor`] is how far the usual at a
+/// time is above (> 1) or below the day's, interpolated between the centres of the two nearest
+/// hours so that it has no steps. Empty (flat) until learned from; 24 levels once learning.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default)]
+pub struct HourProfile {
+    level: Vec<f32>,
+    /// Days each hour was learned from (up to 255), and the last of them.
+    days: Vec<u8>,
+    last_day: Vec<u32>,
+    /// The hour being learned: its day x 24 + hour, the sum of its windows' mean logs, windows.
+    current: Option<(u32, f64, u32)>,
+}
+
+impl HourProfile {
+    const SLOTS: usize = 24;
+    /// Days over which an hour's level is averaged (older days fade).
+    const MEMORY_DAYS: u8 = 3;
+
+    fn day(t: crate::model::time::Millis) -> u32 {
+        t.div_euclid(crate::model::time::DAY_MS).max(0) as u32
+    }
+
+    /// How much an hour counts at `today`: the days it was seen before today, two for all.
+    fn weight(&self, slot: usize, today: u32) -> f64 {
+        let before = self.days[slot].saturating_sub(u8::from(self.last_day[slot] == today));
+        (f64::from(before) / 2.0).min(1.0)
+    }
+
+    /// The usual at `t` against the day's usual (1 when nothing is known).
+    pub fn factor(&self, t: crate::model::time::Millis) -> f64 {
+        if self.level.is_empty() {
+            return 1.0;
+        }
+        let today = Self::day(t);
+        let (mut sum, mut weights) = (0.0, 0.0);
+        for slot in 0..Self::SLOTS {
+            let w = self.weight(slot, today);
+            sum += w * f64::from(self.level[slot]);
+            weights += w;
+        }
+        if weights <= 0.0 {
+            return 1.0;
+        }
+        let day = sum / weights;
+        let offset = |slot: usize| (f64::from(self.level[slot]) - day) * self.weight(slot, today);
+        let pos = crate::model::time::hour_of_day(t) - 0.5;
+        let below = pos.floor();
+        let frac = pos - below;
+        let s0 = (below as i64).rem_euclid(Self::SLOTS as i64) as usize;
+        let s1 = (s0 + 1) % Self::SLOTS;
+        ((1.0 - frac) * offset(s0) + frac * offset(s1)).exp()
+    }
+
+    /// Learns one window's mean log value at `t` (an hour is folded into its level when the
+    /// first window of another hour comes).
+    pub fn learn(&mut self, t: crate::model::time::Millis, mean_log: f64) {
+        if self.level.is_empty() {
+            self.level = vec![0.0; Self::SLOTS];
+            self.days = vec![0; Self::SLOTS];
+            self.last_day = vec![0; Self::SLOTS];
+        }
+        let hour = (crate::model::time::hour_of_day(t) as u32).min(Self::SLOTS as u32 - 1);
+        let key = Self::day(t) * Self::SLOTS as u32 + hour;
+        match self.current {
+            Some((k, ref mut sum, ref mut n)) if k == key => {
+                *sum += mean_log;
+                *n += 1;
+            }
+            previous => {
+                if let Some((k, sum, n)) = previous {
+                    self.fold(k, sum / f64::from(n.max(1)));
+                }
+                self.current = Some((key, mean_log, 1));
+            }
+        }
+    }
+
+    fn fold(&mut self, key: u32, mean: f64) {
+        let slot = (key % Self::SLOTS as u32) as usize;
+        let days = self.days[slot].saturating_add(1);
+        self.days[slot] = days;
+        self.last_day[slot] = key / Self::SLOTS as u32;
+        let level = f64::from(self.level[slot]);
+        self.level[slot] = (level + (mean - level) / f64::from(days.min(Self::MEMORY_DAYS))) as f32;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +324,33 @@ mod tests {
             e.update(5.0, 0.01);
         }
         assert!((e.mean - 5.0).abs() < 1e-9 && e.std() < 1e-9);
+    }
+
+    #[test]
+    fn an_hour_profile_believes_a_daily_shape_seen_on_earlier_days() {
+        use crate::model::time::{DAY_MS, HOUR_MS, MINUTE_MS};
+        let mut p = HourProfile::default();
+        assert_eq!(p.factor(0), 1.0);
+        // The usual doubles from 03:00 to 15:00 and halves back (log level ±ln√2 around the day's).
+        let usual = |t: i64| ((crate::model::time::hour_of_day(t) - 9.0) / 24.0 * std::f64::consts::TAU).sin() * 2f64.sqrt().ln();
+        let learn_day = |p: &mut HourProfile, d: i64| {
+            for m in 0..24 * 60 {
+                let t = d * DAY_MS + m * MINUTE_MS;
+                p.learn(t, usual(t));
+            }
+        };
+        let peak_over_trough = |p: &HourProfile, d: i64| p.factor(d * DAY_MS + 15 * HOUR_MS) / p.factor(d * DAY_MS + 3 * HOUR_MS);
+        learn_day(&mut p, 0);
+        // Never from the day being learned; for half after one day; in full after two.
+        assert_eq!(peak_over_trough(&p, 0), 1.0);
+        let half = peak_over_trough(&p, 1);
+        assert!((half - 2f64.sqrt()).abs() < 0.05, "after one day: {half}");
+        learn_day(&mut p, 1);
+        learn_day(&mut p, 2);
+        let full = peak_over_trough(&p, 3);
+        assert!((full - 2.0).abs() < 0.1, "after three days: {full}");
+        // No steps between hours.
+        let (a, b) = (p.factor(3 * DAY_MS + 10 * HOUR_MS - 1), p.factor(3 * DAY_MS + 10 * HOUR_MS + 1));
+        assert!((a / b - 1.0).abs() < 1e-3, "{a} {b}");
     }
 }

@@ -88,6 +88,7 @@ pub fn run(client: &EsClient, base: &WorkerSettings, events: u64, live_secs: u64
         max_events: Some(events),
         routines: false,
         family: Default::default(),
+        latency_follows_load: 0.0,
     };
     eprintln!("loading {events} events into {stream} ...");
     let (load, _) = super::loader::load(client, &stream, sim.clone(), |_| {})?;
@@ -182,6 +183,7 @@ fn live(client: &EsClient, base: &WorkerSettings, tag: &str, secs: u64, target: 
         max_events: None,
         routines: false,
         family: Default::default(),
+        latency_follows_load: 0.0,
     };
     eprintln!("live: {secs} s of traffic at about {target:.0} events/s while the worker polls ...");
     let t = Instant::now();

@@ -32,6 +32,9 @@ pub struct IncidentResult {
     pub delay_s: Option<f64>,
     /// Minutes from the first matching alert to the breach (gradual degradation).
     pub lead_min: Option<f64>,
+    /// Hour of day (UTC) of the breach (gradual degradation): leads at night and at the peak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breach_hour: Option<f64>,
     pub alerted_origin: Option<String>,
     /// The origin of every alert matched to it, in order (more than one: the incident was split).
     pub alert_origins: Vec<String>,
@@ -153,6 +156,7 @@ pub fn evaluate(labels: &Labels, alerts: &[Alert]) -> EvalReport {
             alerts: m.len(),
             delay_s,
             lead_min,
+            breach_hour: inc.breach_at.map(crate::model::time::hour_of_day),
             alerted_origin: m.first().map(|&ai| format!("{}/{}", alerts[ai].service, alerts[ai].provider)),
             alert_origins: m
                 .iter()

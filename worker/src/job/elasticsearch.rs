@@ -527,7 +527,13 @@ impl<'a> JobRun<'a> {
     /// Reads `slices` of this job's log indices with its readers and page size (a live turn, a
     /// backfill range or a warm start's history).
     fn slice_reader(&self, slices: Vec<(Millis, Millis)>, filter: Option<Arc<Value>>) -> SliceReader {
-        SliceReader::start(self.client, &self.docs, slices, (self.settings.readers, self.settings.page_size), filter)
+        SliceReader::start(
+            self.client,
+            &self.docs,
+            slices,
+            (self.settings.readers, self.settings.page_size),
+            filter,
+        )
     }
 
     fn checkpoint_due(&self) -> bool {
