@@ -732,6 +732,12 @@ fn print_explanations(explanations: &[eval::explain::Explanation]) -> anyhow::Re
     Ok(())
 }
 
+/// Leads before breach (minutes) as their median and least; `None` when there are none.
+fn lead_text(leads: &[f64]) -> Option<String> {
+    let least = leads.iter().copied().reduce(f64::min)?;
+    Some(format!("{:.0} min (min {least:.0})", crate::detect::stats::median(leads)))
+}
+
 /// Gradual degradations' leads (minutes, median and least) by when they breached: the night's
 /// trough, the day's rise and fall, and the afternoon peak (where a usual level that follows
 /// the hour matters most).
@@ -752,15 +758,9 @@ fn leads_by_hour(r: &EvalReport) -> String {
                 .filter(|&(h, _)| part(h) == i)
                 .map(|(_, lead)| lead)
                 .collect();
-            if leads.is_empty() {
-                format!("{name}: none")
-            } else {
-                let least = leads.iter().copied().fold(f64::INFINITY, f64::min);
-                format!(
-                    "{name}: {:.0} min (min {least:.0}) of {}",
-                    crate::detect::stats::median(&leads),
-                    leads.len()
-                )
+            match lead_text(&leads) {
+                Some(text) => format!("{name}: {text} of {}", leads.len()),
+                None => format!("{name}: none"),
             }
         })
         .collect::<Vec<_>>()
@@ -802,17 +802,7 @@ fn eval_suite(
     pb.finish_and_clear();
     let (ours, rule) = (&reports.ours, &reports.rule);
     let (o, s) = (eval::combine(ours), eval::combine(rule));
-    let lead = |r: &EvalReport| {
-        if r.lead_times_min.is_empty() {
-            "none predicted".to_owned()
-        } else {
-            format!(
-                "{:.0} min (min {:.0})",
-                crate::detect::stats::median(&r.lead_times_min),
-                r.lead_times_min.iter().copied().fold(f64::INFINITY, f64::min)
-            )
-        }
-    };
+    let lead = |r: &EvalReport| lead_text(&r.lead_times_min).unwrap_or_else(|| "none predicted".to_owned());
     outln!(
         "runs: {} ({} topologies x {} seeds, {hours} h each at {rate} entry calls/s, {family:?} family{})",
         runs.len(),

@@ -290,7 +290,12 @@ impl ServiceState {
     /// The time a tenth of calls usually pass (ms) at `t`, from the latency histogram and the
     /// hour's usual; `None` before the first timed call or on a busy service.
     fn slow_limit(&self, t: Millis) -> Option<f64> {
-        slow_quantile(&self.slow_bins, 1.0 - SLOW_P0).map(|limit| limit * self.slow_hours.factor(t))
+        self.relative_slow_limit().map(|limit| limit * self.slow_hours.factor(t))
+    }
+
+    /// The same in multiples of the hour's usual (what the histogram holds).
+    fn relative_slow_limit(&self) -> Option<f64> {
+        slow_quantile(&self.slow_bins, 1.0 - SLOW_P0)
     }
 
     /// How much more calls vary than Poisson (at least 1).
@@ -391,7 +396,9 @@ fn judge_slow(s: &mut ServiceState, st: &WindowStat, judged: bool) -> Option<f64
     let timed = st.latencies.len();
     let mut crossed = None;
     let judging = judged && timed > 0 && s.rate < SLOW_MAX_RATE;
-    if let Some(limit) = s.slow_limit(st.start).filter(|_| judging) {
+    // The hour's usual against the day's: the limit is judged and learned in its multiples.
+    let hour = s.slow_hours.factor(st.start);
+    if let Some(limit) = s.relative_slow_limit().map(|limit| limit * hour).filter(|_| judging) {
         let slow = st.latencies.above(limit);
         let llr = binomial_llr(slow, timed, SLOW_P0, SLOW_P1);
         s.slow_sum = (s.slow_sum + llr.min(THRESHOLD / 3.0)).clamp(0.0, CAP * THRESHOLD);
@@ -421,9 +428,7 @@ fn judge_slow(s: &mut ServiceState, st: &WindowStat, judged: bool) -> Option<f64
         let memory = if relearning { f64::from(RELEARN_AFTER) } else { SLOW_MEMORY };
         let keep = (1.0 - 1.0 / memory) as f32;
         s.slow_bins.iter_mut().for_each(|b| *b *= keep);
-        // Learned as multiples of the hour's usual, so that the limit follows the day; the
-        // hour learns its usual from the same windows (none while a slowdown is being proven).
-        let hour = s.slow_hours.factor(st.start);
+        // The hour learns its usual from the same windows (none while a slowdown is being proven).
         let mut logs = 0.0;
         for v in st.latencies.values() {
             s.slow_bins[slow_bin(v / hour)] += 1.0;
