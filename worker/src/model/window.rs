@@ -77,7 +77,7 @@ pub struct WindowStat {
 }
 
 /// The latencies of a window's calls (milliseconds).
-#[derive(Clone, Default)]
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct CallLatencies(Option<DDSketch>);
 
 impl std::fmt::Debug for CallLatencies {
@@ -106,6 +106,21 @@ impl CallLatencies {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Adds `other`'s calls (windows pooled into one sample).
+    pub fn merge(&mut self, other: &CallLatencies) {
+        let Some(o) = &other.0 else { return };
+        match &mut self.0 {
+            // Both sketches use the default configuration, so merging cannot fail.
+            Some(s) => s.merge(o).unwrap_or_default(),
+            None => self.0 = Some(o.clone()),
+        }
+    }
+
+    /// The latency at quantile `q` (0 when there are no calls).
+    pub fn quantile(&self, q: f64) -> f64 {
+        self.0.as_ref().and_then(|s| s.quantile(q).ok().flatten()).unwrap_or(0.0)
     }
 
     /// The latency of the call at `rank` (0 = fastest) of `n`.
