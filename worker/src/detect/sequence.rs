@@ -155,11 +155,48 @@ pub struct RareTally {
     /// not at its first rare call.
     #[serde(default)]
     windows: u64,
+    /// Each target's rare calls over about a day ([`SlowRate`]), for how low its usual rate
+    /// can be believed to be.
+    #[serde(default)]
+    slow: FxHashMap<(Sym, Sym, Sym), SlowRate>,
+}
+
+/// A target's rare calls and windows over a long memory (about [`SLOW_MEMORY_WINDOWS`]),
+/// decayed alike, since its first rare call: what bounds its usual rate from above when rare
+/// calls are too few for the background's short memory to say anything (no rare call in the
+/// last 50 windows says the rate is under about 0.06; none in a day, under about 0.002).
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone, Copy)]
+struct SlowRate {
+    calls: f64,
+    windows: f64,
+}
+
+/// The long memory of [`SlowRate`], in windows (a day of one-minute windows).
+const SLOW_MEMORY_WINDOWS: f64 = 1440.0;
+
+impl SlowRate {
+    fn learn(&mut self, rare: f64) {
+        let keep = 1.0 - 1.0 / SLOW_MEMORY_WINDOWS;
+        self.calls = self.calls * keep + rare;
+        self.windows = self.windows * keep + 1.0;
+    }
+
+    /// An upper bound (about 95%) on the rate per window: `(c + 3 + 2√c) / n` approximates
+    /// Poisson's exact bound (3/n with no call, the rule of three). None until half the memory
+    /// has passed since the target's first rare call: a deploy's new route keeps making rare
+    /// calls for hours while the model learns its place, and that is no trickle.
+    fn upper(&self) -> f64 {
+        if self.windows < SLOW_MEMORY_WINDOWS / 2.0 {
+            return f64::INFINITY;
+        }
+        (self.calls + 3.0 + 2.0 * self.calls.sqrt()) / self.windows
+    }
 }
 
 /// A Poisson CUSUM of one target's rare calls per window: usual rate λ0 (its background, at
-/// least [`RARE_FLOOR`]) against λ1 = max(4·λ0, [`RARE_ALTERNATIVE`]), the evidence divided by
-/// the background's dispersion (rare calls come in sessions), floored at zero and capped.
+/// least [`RARE_FLOOR`] unless a day of history bounds it lower) against λ1 = max(4·λ0,
+/// [`RARE_ALTERNATIVE`]), the evidence divided by the background's dispersion (rare calls come
+/// in sessions), floored at zero and capped.
 #[derive(serde::Serialize, serde::Deserialize, Default, Clone)]
 struct RareRun {
     sum: f64,
@@ -173,23 +210,27 @@ struct RareRun {
 /// The log-likelihood ratio a rare-call sum must reach (as the traffic test's, e^12: a false
 /// crossing about once in 10^5 windows per target).
 const RARE_THRESHOLD: f64 = 12.0;
-/// The least usual rate of rare calls a target is judged against (per window).
+/// The least usual rate of rare calls a target is judged against (per window) while its long
+/// memory cannot bound it lower: about what 50 windows without a rare call can say.
 const RARE_FLOOR: f64 = 0.05;
-/// The least rate of rare calls the test looks for (per window): one a minute.
-const RARE_ALTERNATIVE: f64 = 1.0;
+/// The least rate of rare calls the test looks for (per window): one every two minutes (a
+/// client skipping a step on a flow of a few sessions a minute).
+const RARE_ALTERNATIVE: f64 = 0.5;
 /// Windows the tally has seen before its sequential test speaks.
 const RARE_MIN_WINDOWS: u64 = 30;
 /// Users remembered per run; the test needs [`RUN_MIN_USERS`].
 const RUN_USERS: usize = 8;
+/// Windows after which a run of rare calls is learned as the new normal (two hours: call-order
+/// incidents last minutes, a deploy's new flow lasts).
+const LASTING_RUN_WINDOWS: u32 = 120;
 const RUN_MIN_USERS: usize = 4;
 
 impl RareRun {
     /// Adds a window of `rare` calls from `users` against background `bg`; whether the sum is
     /// past the threshold with enough users.
-    fn add(&mut self, rare: u64, users: impl Iterator<Item = u64>, bg: &Ewm) -> bool {
-        let lambda0 = bg.mean.max(RARE_FLOOR);
+    fn add(&mut self, rare: u64, users: impl Iterator<Item = u64>, bg: &Ewm, lambda0: f64) -> bool {
         let lambda1 = (4.0 * lambda0).max(RARE_ALTERNATIVE);
-        let dispersion = (bg.var / lambda0).max(1.0);
+        let dispersion = (bg.var / bg.mean.max(RARE_FLOOR)).max(1.0);
         let llr = (rare as f64 * (lambda1 / lambda0).ln() - (lambda1 - lambda0)) / dispersion;
         self.sum = (self.sum + llr).clamp(0.0, 1.5 * RARE_THRESHOLD);
         if self.sum == 0.0 {
@@ -213,6 +254,7 @@ impl RareTally {
         self.window.retain(|t, _| !evicted.route(*t));
         self.background.retain(|t, _| !evicted.route(*t));
         self.runs.retain(|t, _| !evicted.route(*t));
+        self.slow.retain(|t, _| !evicted.route(*t));
     }
 
     /// Counts one rare call to `target` after `ctx`.
@@ -265,6 +307,10 @@ impl RareTally {
                 n: history,
                 ..Ewm::default()
             });
+            // Counted from the target's first rare call, not from the start: a route that did
+            // not exist (a deploy's `/v2`) had no rare calls and that says nothing.
+            let slow = self.slow.entry(key).or_default();
+            let usual = bg.mean.max(RARE_FLOOR.min(slow.upper()));
             let expected = bg.mean.max(0.2);
             let rare = tw.rare as f64;
             let z = (rare - expected) / expected.sqrt().max(1.0);
@@ -275,22 +321,27 @@ impl RareTally {
             let mut run = None;
             if history >= RARE_MIN_WINDOWS && (tw.rare > 0 || self.runs.contains_key(&key)) {
                 let r = self.runs.entry(key).or_default();
-                crossed = r.add(tw.rare, tw.users.keys().copied(), bg);
+                crossed = r.add(tw.rare, tw.users.keys().copied(), bg, usual);
                 if r.sum == 0.0 {
                     self.runs.remove(&key);
                 } else {
                     run = Some(r.clone());
                 }
             }
-            let building = run.as_ref().is_some_and(|r| r.sum >= RARE_THRESHOLD / 2.0);
-            // Background learns from quiet windows only, so a long incident stays visible.
+            // Background learns from quiet windows only, so an incident stays visible; but a run
+            // that goes on past [`LASTING_RUN_WINDOWS`] is how the sessions go now (a deploy's
+            // new route whose transitions the model's long counts take hours to call usual),
+            // and is learned: it ends instead of holding alerts open all day.
+            let building = run
+                .as_ref()
+                .is_some_and(|r| r.sum >= RARE_THRESHOLD / 2.0 && r.windows < LASTING_RUN_WINDOWS);
             let learned = match (flagged, building) {
                 (true, _) => expected,
                 (false, true) => bg.mean,
                 (false, false) => rare,
             };
-            let usual = bg.mean.max(RARE_FLOOR);
             bg.update(learned, 0.02);
+            slow.learn(learned);
             // The window's own count, or the run's when this window added to a crossed sum.
             let run = match (flagged, crossed, run) {
                 (true, _, _) => None,
@@ -591,6 +642,24 @@ mod tests {
         assert!(tally_run(600, background).is_empty(), "a stray rare call an hour is background");
         // Three at once from three users, then nothing: too few users, too short.
         assert!(tally_run(180, |i| if i == 100 { 3 } else { background(i) }).is_empty());
+    }
+
+    #[test]
+    fn a_day_without_rare_calls_makes_a_slower_trickle_count() {
+        // A rare call every four hours for a day, then one in two or three windows (a client
+        // skipping a step on a flow of a few sessions a minute): a day of history bounds the
+        // usual rate far below the short memory's floor, so the trickle is found within twenty
+        // windows (with the floor and one call a window as the alternative, as before, not within
+        // sixty). After an hour of history the floor
+        // holds and it takes longer.
+        let trickle = |from: usize| move |i: usize| u64::from(if i >= from { i % 5 == 0 || i % 5 == 2 } else { i % 240 == 7 });
+        let found = tally_run(1560, trickle(1500));
+        let first = found.first().expect("the trickle is found");
+        assert!((1500..1520).contains(&first.0), "{found:?}");
+        let early = tally_run(120, trickle(60));
+        assert!(early.first().is_none_or(|f| f.0 >= 75), "{early:?}");
+        // One rare call every half hour for two days is background, not a trickle.
+        assert!(tally_run(2880, |i| u64::from(i % 30 == 7)).is_empty());
     }
 
     /// A skipped step once a minute on a context seen a few hundred times: without the
