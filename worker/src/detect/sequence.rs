@@ -220,8 +220,8 @@ const RARE_ALTERNATIVE: f64 = 0.5;
 const RARE_MIN_WINDOWS: u64 = 30;
 /// Users remembered per run; the test needs [`RUN_MIN_USERS`].
 const RUN_USERS: usize = 8;
-/// Windows after which a run of rare calls is learned as the new normal (two hours: call-order
-/// incidents last minutes, a deploy's new flow lasts).
+/// Windows after which a run of rare calls is taken as the new normal and ends (two hours:
+/// call-order incidents last minutes, a deploy's new flow lasts).
 const LASTING_RUN_WINDOWS: u32 = 120;
 const RUN_MIN_USERS: usize = 4;
 
@@ -328,13 +328,20 @@ impl RareTally {
                     run = Some(r.clone());
                 }
             }
-            // Background learns from quiet windows only, so an incident stays visible; but a run
-            // that goes on past [`LASTING_RUN_WINDOWS`] is how the sessions go now (a deploy's
-            // new route whose transitions the model's long counts take hours to call usual),
-            // and is learned: it ends instead of holding alerts open all day.
-            let building = run
-                .as_ref()
-                .is_some_and(|r| r.sum >= RARE_THRESHOLD / 2.0 && r.windows < LASTING_RUN_WINDOWS);
+            // A run that goes on past [`LASTING_RUN_WINDOWS`] is how the sessions go now (a
+            // deploy's new route whose transitions the model's long counts take hours to call
+            // usual): its rate becomes the background at once and the run ends, instead of
+            // holding alerts open all day.
+            if let Some(r) = run.as_ref().filter(|r| r.windows >= LASTING_RUN_WINDOWS) {
+                let rate = r.rare as f64 / f64::from(r.windows);
+                bg.mean = bg.mean.max(rate);
+                bg.var = bg.var.max(rate);
+                self.runs.remove(&key);
+                slow.learn(rare);
+                continue;
+            }
+            // Background learns from quiet windows only, so an incident stays visible.
+            let building = run.as_ref().is_some_and(|r| r.sum >= RARE_THRESHOLD / 2.0);
             let learned = match (flagged, building) {
                 (true, _) => expected,
                 (false, true) => bg.mean,
@@ -650,8 +657,7 @@ mod tests {
         // skipping a step on a flow of a few sessions a minute): a day of history bounds the
         // usual rate far below the short memory's floor, so the trickle is found within twenty
         // windows (with the floor and one call a window as the alternative, as before, not within
-        // sixty). After an hour of history the floor
-        // holds and it takes longer.
+        // sixty). After an hour of history the floor holds and it takes longer.
         let trickle = |from: usize| move |i: usize| u64::from(if i >= from { i % 5 == 0 || i % 5 == 2 } else { i % 240 == 7 });
         let found = tally_run(1560, trickle(1500));
         let first = found.first().expect("the trickle is found");
