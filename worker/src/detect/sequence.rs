@@ -248,6 +248,31 @@ impl RareRun {
     }
 }
 
+/// Learns a target's window into its background; whether its run lasted long enough to be
+/// taken as the background, and ends. A run that goes on past [`LASTING_RUN_WINDOWS`] is how
+/// the sessions go now (a deploy's new route whose transitions the model's long counts take
+/// hours to call usual): its rate becomes the background at once, instead of holding alerts
+/// open all day. Otherwise the background learns from quiet windows only, so an incident
+/// stays visible.
+fn learn_background((bg, slow): (&mut Ewm, &mut SlowRate), (rare, expected, flagged): (f64, f64, bool), run: Option<&RareRun>) -> bool {
+    if let Some(r) = run.filter(|r| r.windows >= LASTING_RUN_WINDOWS) {
+        let rate = r.rare as f64 / f64::from(r.windows);
+        bg.mean = bg.mean.max(rate);
+        bg.var = bg.var.max(rate);
+        slow.learn(rare);
+        return true;
+    }
+    let building = run.is_some_and(|r| r.sum >= RARE_THRESHOLD / 2.0);
+    let learned = match (flagged, building) {
+        (true, _) => expected,
+        (false, true) => bg.mean,
+        (false, false) => rare,
+    };
+    bg.update(learned, 0.02);
+    slow.learn(learned);
+    false
+}
+
 impl RareTally {
     /// Drops the tallies and backgrounds of evicted target routes.
     pub fn forget(&mut self, evicted: &super::Evicted) {
@@ -328,27 +353,10 @@ impl RareTally {
                     run = Some(r.clone());
                 }
             }
-            // A run that goes on past [`LASTING_RUN_WINDOWS`] is how the sessions go now (a
-            // deploy's new route whose transitions the model's long counts take hours to call
-            // usual): its rate becomes the background at once and the run ends, instead of
-            // holding alerts open all day.
-            if let Some(r) = run.as_ref().filter(|r| r.windows >= LASTING_RUN_WINDOWS) {
-                let rate = r.rare as f64 / f64::from(r.windows);
-                bg.mean = bg.mean.max(rate);
-                bg.var = bg.var.max(rate);
+            if learn_background((bg, slow), (rare, expected, flagged), run.as_ref()) {
                 self.runs.remove(&key);
-                slow.learn(rare);
                 continue;
             }
-            // Background learns from quiet windows only, so an incident stays visible.
-            let building = run.as_ref().is_some_and(|r| r.sum >= RARE_THRESHOLD / 2.0);
-            let learned = match (flagged, building) {
-                (true, _) => expected,
-                (false, true) => bg.mean,
-                (false, false) => rare,
-            };
-            bg.update(learned, 0.02);
-            slow.learn(learned);
             // The window's own count, or the run's when this window added to a crossed sum.
             let run = match (flagged, crossed, run) {
                 (true, _, _) => None,
