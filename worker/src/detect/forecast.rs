@@ -75,8 +75,6 @@ struct Pool {
     count: u64,
     errors_5xx: u64,
     latencies: CallLatencies,
-    /// The p95 of the pool's only window, as the window reported it.
-    single_p95: f64,
 }
 
 /// The trend forecaster.
@@ -85,12 +83,6 @@ pub struct ForecastDetector {
     series: FxHashMap<(u32, Metric), Series>,
     #[serde(default)]
     pools: FxHashMap<u32, Pool>,
-}
-
-/// Theil-Sen slope (per step) and intercept at x = 0, and the share of pairwise slopes > 0.
-pub fn theil_sen(ys: &[f64]) -> (f64, f64, f64) {
-    let xs: Vec<f64> = (0..ys.len()).map(|i| i as f64).collect();
-    theil_sen_at(&xs, ys)
 }
 
 /// Theil-Sen of `ys` against increasing `xs`: slope per unit of x, intercept at x = 0, and the
@@ -124,15 +116,6 @@ impl Pool {
         self.count += st.count;
         self.errors_5xx += st.errors_5xx;
         self.latencies.merge(&st.latencies);
-        self.single_p95 = st.p95_ms;
-    }
-
-    fn p95(&self) -> f64 {
-        if self.windows == 1 {
-            self.single_p95
-        } else {
-            self.latencies.quantile(0.95)
-        }
     }
 }
 
@@ -158,7 +141,17 @@ impl ForecastDetector {
             value: 0.0,
         };
         if pool.latencies.len() >= POINT_CALLS {
-            self.step(st, Metric::P95, Point { value: pool.p95(), ..span }, w, out);
+            // A one-window pool's sketch is the window's own, so this is its p95.
+            self.step(
+                st,
+                Metric::P95,
+                Point {
+                    value: pool.latencies.quantile(0.95),
+                    ..span
+                },
+                w,
+                out,
+            );
         }
         let rate = pool.errors_5xx as f64 / pool.count as f64;
         self.step(st, Metric::Rate5xx, Point { value: rate, ..span }, w, out);
@@ -301,7 +294,8 @@ mod tests {
     fn theil_sen_ignores_an_outlier() {
         let mut ys: Vec<f64> = (0..20).map(|i| 2.0 * i as f64 + 1.0).collect();
         ys[10] = 500.0;
-        let (slope, intercept, pos) = theil_sen(&ys);
+        let xs: Vec<f64> = (0..ys.len()).map(|i| i as f64).collect();
+        let (slope, intercept, pos) = theil_sen_at(&xs, &ys);
         assert!((slope - 2.0).abs() < 1e-9 && (intercept - 1.0).abs() < 1e-9 && pos > 0.9);
     }
 

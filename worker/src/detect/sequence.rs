@@ -164,7 +164,7 @@ pub struct RareTally {
 /// A target's rare calls and windows over a long memory (about [`SLOW_MEMORY_WINDOWS`]),
 /// decayed alike, since its first rare call: what bounds its usual rate from above when rare
 /// calls are too few for the background's short memory to say anything (no rare call in the
-/// last 50 windows says the rate is under about 0.06; none in a day, under about 0.002).
+/// last 50 windows says the rate is under about 0.06; none in a day, under about 0.003).
 #[derive(serde::Serialize, serde::Deserialize, Default, Clone, Copy)]
 struct SlowRate {
     calls: f64,
@@ -220,10 +220,10 @@ const RARE_ALTERNATIVE: f64 = 0.5;
 const RARE_MIN_WINDOWS: u64 = 30;
 /// Users remembered per run; the test needs [`RUN_MIN_USERS`].
 const RUN_USERS: usize = 8;
+const RUN_MIN_USERS: usize = 4;
 /// Windows after which a run of rare calls is taken as the new normal and ends (two hours:
 /// call-order incidents last minutes, a deploy's new flow lasts).
 const LASTING_RUN_WINDOWS: u32 = 120;
-const RUN_MIN_USERS: usize = 4;
 
 impl RareRun {
     /// Adds a window of `rare` calls from `users` against background `bg`; whether the sum is
